@@ -1,0 +1,161 @@
+//! What goes into the Raft log, and what applying it answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LockError;
+use crate::event::Event;
+use crate::limits::Limits;
+use crate::types::{Hold, LeaseEnd, LeaseId, Metadata, Mode, Token, WaiterId};
+
+/// One log entry's payload. The leader stamps it with two times so that the
+/// state machine never reads a clock:
+/// - `cluster_ms`: the cluster clock, a monotonic millisecond count that a
+///   leader continues from the highest value already in the log and advances
+///   with its own monotonic clock. It only decides when a lock-delay ends.
+/// - `wall_ms`: the leader's Unix time, recorded in holds for people to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub cluster_ms: u64,
+    pub wall_ms: u64,
+    pub command: Command,
+}
+
+impl Request {
+    pub fn new(cluster_ms: u64, wall_ms: u64, command: Command) -> Self {
+        Request {
+            cluster_ms,
+            wall_ms,
+            command,
+        }
+    }
+}
+
+/// One lock to acquire, in a (possibly multi-lock) acquire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockSpec {
+    pub name: String,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Start a lease. Its id is the index of this entry.
+    GrantLease { ttl_ms: u64, owner: String },
+    /// End a lease at its client's request: release its holds, drop its waits.
+    RevokeLease { lease: LeaseId },
+    /// End leases whose keep-alives stopped, as decided by the leader. Ids that
+    /// no longer exist are skipped (a retried proposal is harmless).
+    ExpireLeases { leases: Vec<LeaseId> },
+    /// Acquire one or several locks, all or none, for a lease.
+    /// With `wait`, a request that cannot be granted now is queued on every
+    /// named lock; without it, it fails with `Busy`.
+    Acquire {
+        lease: LeaseId,
+        locks: Vec<LockSpec>,
+        wait: bool,
+        reason: String,
+        metadata: Metadata,
+        /// If the lease expires while holding, keep these locks ungrantable
+        /// for this long (Chubby/Consul lock-delay). 0 for none.
+        lock_delay_ms: u64,
+    },
+    /// Release the named holds of a lease, all granted with `token`.
+    Release {
+        lease: LeaseId,
+        token: Token,
+        names: Vec<String>,
+    },
+    /// Record an extension of a hold; optionally give its lease a new ttl.
+    /// The leader restarts the lease's deadline when it applies this.
+    Extend {
+        lease: LeaseId,
+        name: String,
+        token: Token,
+        ttl_ms: Option<u64>,
+    },
+    /// Withdraw a queued request. If it was granted meanwhile, the holds it
+    /// was granted (and only those) are released instead.
+    CancelWait { lease: LeaseId, waiter: WaiterId },
+    /// Administrative: remove holds on a lock regardless of token; all of
+    /// them, or only the given lease's.
+    ForceRelease {
+        name: String,
+        lease: Option<LeaseId>,
+    },
+    /// Nothing but the passing of cluster time: lets lock-delays that have
+    /// ended hand their locks to waiters.
+    Tick,
+    /// Administrative: change the limits.
+    SetLimits { limits: Limits },
+}
+
+/// A hold as reported to its acquirer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    pub name: String,
+    pub mode: Mode,
+    pub token: Token,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    LeaseGranted {
+        lease: LeaseId,
+        ttl_ms: u64,
+    },
+    LeaseEnded {
+        lease: LeaseId,
+        how: LeaseEnd,
+        released: Vec<Granted>,
+    },
+    LeasesExpired {
+        leases: Vec<LeaseId>,
+    },
+    /// All requested locks are held, with one token. `retry` is true when the
+    /// lease already held them all (an idempotent retry): nothing changed.
+    Acquired {
+        token: Token,
+        holds: Vec<Granted>,
+        retry: bool,
+    },
+    /// The request waits in the queues of its locks. `position` is its place in
+    /// the longest of those queues (0 = first). `retry` when it already waited.
+    Queued {
+        waiter: WaiterId,
+        position: u32,
+        retry: bool,
+    },
+    Released {
+        names: Vec<String>,
+    },
+    Extended {
+        lease: LeaseId,
+        ttl_ms: u64,
+        extensions: u64,
+    },
+    WaitCancelled {
+        waiter: WaiterId,
+    },
+    /// The cancel came after the request was granted: the holds it got were
+    /// released (the requester never learned it held them).
+    ReleasedAfterGrant {
+        waiter: WaiterId,
+        released: Vec<Granted>,
+    },
+    ForceReleased {
+        released: Vec<Hold>,
+    },
+    Ticked,
+    LimitsSet,
+    /// Entries that are not commands (Raft blanks and membership changes).
+    Nothing,
+}
+
+/// The outcome of applying one entry: the reply to its proposer, and the
+/// events it caused (for watchers), all at revision = the entry's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub index: u64,
+    pub result: Result<Response, LockError>,
+    pub events: Vec<Event>,
+}

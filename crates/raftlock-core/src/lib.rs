@@ -1,0 +1,25 @@
+//! raftlock-core: the pure lock state machine of raftlock.
+//!
+//! [`State::apply`] takes a log entry's [`Request`] and its index and returns
+//! an [`Applied`]: the reply for the proposer and the [`Event`]s for watchers.
+//! Nothing here reads a clock, touches a disk or a network, or is async, so
+//! every rule is tested deterministically (see `tests/`).
+//!
+//! See docs/safety.md for the rules in plain words.
+
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod limits;
+pub mod state;
+pub mod types;
+
+pub use command::{Applied, Command, Granted, LockSpec, Request, Response};
+pub use error::{Limit, LockError};
+pub use event::{Event, EventKind};
+pub use limits::Limits;
+pub use state::{DecodeError, Dirty, Header, Record, State, check_invariants, decode, encode};
+pub use types::{
+    Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex, Metadata, Mode, Token,
+    Waiter, WaiterId,
+};

@@ -1,0 +1,1374 @@
+//! The lock state machine: `State::apply` takes one log entry and returns the
+//! reply and the events. No clock, no disk, no network: applying the same log
+//! gives the same state, byte for byte, on every replica.
+//!
+//! Rules (docs/safety.md explains them in plain words):
+//! - A command that fails changes nothing but `last_applied` and the cluster
+//!   clock (and lets lock-delays that ended hand their locks over).
+//! - Fencing token of a hold = index of the entry that granted it.
+//! - Every lock's queue is in log order. A waiter is granted when it is in the
+//!   grantable head run of *every* lock it names, all at once. The oldest
+//!   waiter is first in all of its queues, so it waits only for holders,
+//!   never for another waiter: no deadlock, no starvation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Applied, Command, Granted, LockSpec, Request, Response};
+use crate::error::{Limit, LockError};
+use crate::event::{Event, EventKind};
+use crate::limits::Limits;
+use crate::types::{
+    Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, Metadata, Mode, Token, Waiter,
+    WaiterId,
+};
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Index of the last entry applied (0 before the first).
+    last_applied: u64,
+    /// Highest cluster-clock value seen in an applied entry.
+    cluster_ms: u64,
+    limits: Limits,
+    counters: Counters,
+    leases: BTreeMap<LeaseId, Lease>,
+    locks: BTreeMap<String, Lock>,
+    waiters: BTreeMap<WaiterId, Waiter>,
+    /// Derived index of pending lock-delays: (until, name). Rebuilt on load.
+    #[serde(skip)]
+    delays: BTreeSet<(u64, String)>,
+    /// Records changed since the last `take_dirty` (for incremental persistence).
+    #[serde(skip)]
+    dirty: Dirty,
+}
+
+impl PartialEq for State {
+    /// Equality of the replicated content (derived indexes and the dirty set
+    /// are not part of it).
+    fn eq(&self, other: &Self) -> bool {
+        self.last_applied == other.last_applied
+            && self.cluster_ms == other.cluster_ms
+            && self.limits == other.limits
+            && self.counters == other.counters
+            && self.leases == other.leases
+            && self.locks == other.locks
+            && self.waiters == other.waiters
+    }
+}
+impl Eq for State {}
+
+/// The small part of the state that changes with every entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub last_applied: u64,
+    pub cluster_ms: u64,
+    pub limits: Limits,
+    pub counters: Counters,
+}
+
+/// Names of the records changed since the last `take_dirty`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dirty {
+    pub locks: BTreeSet<String>,
+    pub leases: BTreeSet<LeaseId>,
+    pub waiters: BTreeSet<WaiterId>,
+}
+
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        self.locks.is_empty() && self.leases.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// One stored record of the state, for incremental persistence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    Lock(Lock),
+    Lease(Lease),
+    Waiter(Waiter),
+}
+
+/// Per-entry scratch: the entry's index and wall time, and what it produced.
+struct Cx {
+    index: u64,
+    wall_ms: u64,
+    events: Vec<Event>,
+    /// Locks whose holders or queues changed: candidates for granting.
+    touched: BTreeSet<String>,
+}
+
+impl Cx {
+    fn emit(&mut self, kind: EventKind) {
+        self.events.push(Event {
+            revision: self.index,
+            kind,
+        });
+    }
+}
+
+/// Errors decoding stored or transferred state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("undecodable {what}: {reason}")]
+    Undecodable { what: &'static str, reason: String },
+    #[error("state violates an invariant: {0}")]
+    Invariant(String),
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+/// Encode any serde value with the encoding used for state and log payloads.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain data into a Vec cannot fail: no I/O, no size limit.
+    bincode::serde::encode_to_vec(value, bincode_config())
+        .unwrap_or_else(|e| unreachable!("encoding to a Vec failed: {e}"))
+}
+
+/// Decode a value written by [`encode`]; trailing bytes are an error.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| {
+            DecodeError::Undecodable {
+                what,
+                reason: e.to_string(),
+            }
+        })?;
+    if read != bytes.len() {
+        return Err(DecodeError::Undecodable {
+            what,
+            reason: format!("{} trailing bytes", bytes.len() - read),
+        });
+    }
+    Ok(value)
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_limits(limits: Limits) -> Result<Self, LockError> {
+        limits.validate()?;
+        Ok(State {
+            limits,
+            ..Self::default()
+        })
+    }
+
+    // ----- reading -------------------------------------------------------
+
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied
+    }
+    pub fn cluster_ms(&self) -> u64 {
+        self.cluster_ms
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+    pub fn lock(&self, name: &str) -> Option<&Lock> {
+        self.locks.get(name)
+    }
+    pub fn waiter(&self, id: WaiterId) -> Option<&Waiter> {
+        self.waiters.get(&id)
+    }
+    /// Locks whose name starts with `prefix`, in name order.
+    pub fn locks_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Lock> {
+        self.locks
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(name, _)| name.starts_with(prefix))
+            .map(|(_, lock)| lock)
+    }
+    /// The earliest cluster time at which a lock-delay ends, so the leader
+    /// knows when to propose a `Tick`.
+    pub fn next_delay_end_ms(&self) -> Option<u64> {
+        self.delays.first().map(|(until, _)| *until)
+    }
+    pub fn header(&self) -> Header {
+        Header {
+            last_applied: self.last_applied,
+            cluster_ms: self.cluster_ms,
+            limits: self.limits.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    // ----- persistence ---------------------------------------------------
+
+    /// The records changed since the last call; the caller stores each (or
+    /// deletes it when `record_bytes` returns `None`) with the header.
+    pub fn take_dirty(&mut self) -> Dirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub fn lock_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        self.locks.get(name).map(|l| encode(&RecordRef::Lock(l)))
+    }
+    pub fn lease_bytes(&self, id: LeaseId) -> Option<Vec<u8>> {
+        self.leases.get(&id).map(|l| encode(&RecordRef::Lease(l)))
+    }
+    pub fn waiter_bytes(&self, id: WaiterId) -> Option<Vec<u8>> {
+        self.waiters.get(&id).map(|w| encode(&RecordRef::Waiter(w)))
+    }
+
+    /// Rebuild a state from its header and all its records (as stored by the
+    /// incremental writer), and check its invariants.
+    pub fn from_records(
+        header: Header,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Self, DecodeError> {
+        let mut state = State {
+            last_applied: header.last_applied,
+            cluster_ms: header.cluster_ms,
+            limits: header.limits,
+            counters: header.counters,
+            ..State::default()
+        };
+        for record in records {
+            match record {
+                Record::Lock(l) => {
+                    state.locks.insert(l.name.clone(), l);
+                }
+                Record::Lease(l) => {
+                    state.leases.insert(l.id, l);
+                }
+                Record::Waiter(w) => {
+                    state.waiters.insert(w.id, w);
+                }
+            }
+        }
+        state.rebuild_derived();
+        check_invariants(&state).map_err(DecodeError::Invariant)?;
+        Ok(state)
+    }
+
+    /// The whole state as bytes (snapshots). Equal states give equal bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut state: State = decode("state", bytes)?;
+        state.rebuild_derived();
+        check_invariants(&state).map_err(DecodeError::Invariant)?;
+        Ok(state)
+    }
+
+    fn rebuild_derived(&mut self) {
+        self.delays = self
+            .locks
+            .values()
+            .filter_map(|l| l.delayed_until_ms.map(|t| (t, l.name.clone())))
+            .collect();
+        self.dirty = Dirty::default();
+    }
+
+    // ----- applying ------------------------------------------------------
+
+    /// Apply an entry that carries no command (a Raft blank or membership
+    /// entry): only the applied index moves.
+    pub fn apply_noop(&mut self, index: u64) -> Applied {
+        if let Err(e) = self.check_index(index) {
+            return Applied {
+                index,
+                result: Err(e),
+                events: Vec::new(),
+            };
+        }
+        self.last_applied = index;
+        Applied {
+            index,
+            result: Ok(Response::Nothing),
+            events: Vec::new(),
+        }
+    }
+
+    /// Apply the command of the entry at `index`.
+    pub fn apply(&mut self, index: u64, request: &Request) -> Applied {
+        if let Err(e) = self.check_index(index) {
+            return Applied {
+                index,
+                result: Err(e),
+                events: Vec::new(),
+            };
+        }
+        self.last_applied = index;
+        self.cluster_ms = self.cluster_ms.max(request.cluster_ms);
+        let mut cx = Cx {
+            index,
+            wall_ms: request.wall_ms,
+            events: Vec::new(),
+            touched: BTreeSet::new(),
+        };
+        // Lock-delays that ended hand their locks to waiters before this
+        // entry's own command, so queued requests keep their turn.
+        self.lift_ended_delays(&mut cx);
+        self.grant_waiters(&mut cx);
+
+        let result = match &request.command {
+            Command::GrantLease { ttl_ms, owner } => self.grant_lease(*ttl_ms, owner, &mut cx),
+            Command::RevokeLease { lease } => self.revoke_lease(*lease, &mut cx),
+            Command::ExpireLeases { leases } => Ok(self.expire_leases(leases, &mut cx)),
+            Command::Acquire {
+                lease,
+                locks,
+                wait,
+                reason,
+                metadata,
+                lock_delay_ms,
+            } => self.acquire(
+                AcquireArgs {
+                    lease: *lease,
+                    locks,
+                    wait: *wait,
+                    reason,
+                    metadata,
+                    lock_delay_ms: *lock_delay_ms,
+                },
+                &mut cx,
+            ),
+            Command::Release {
+                lease,
+                token,
+                names,
+            } => self.release(*lease, *token, names, &mut cx),
+            Command::Extend {
+                lease,
+                name,
+                token,
+                ttl_ms,
+            } => self.extend(*lease, name, *token, *ttl_ms),
+            Command::CancelWait { lease, waiter } => self.cancel_wait(*lease, *waiter, &mut cx),
+            Command::ForceRelease { name, lease } => self.force_release(name, *lease, &mut cx),
+            Command::Tick => Ok(Response::Ticked),
+            Command::SetLimits { limits } => limits.validate().map(|()| {
+                self.limits = limits.clone();
+                Response::LimitsSet
+            }),
+        };
+        self.grant_waiters(&mut cx);
+        if result.is_err() {
+            self.counters.rejected += 1;
+        }
+        debug_assert_eq!(check_invariants(self), Ok(()), "after applying {index}");
+        Applied {
+            index,
+            result,
+            events: cx.events,
+        }
+    }
+
+    fn check_index(&self, index: u64) -> Result<(), LockError> {
+        if index <= self.last_applied {
+            return Err(LockError::InvalidArgument {
+                field: "index".to_string(),
+                reason: format!(
+                    "entry {index} is at or below the last applied index {}",
+                    self.last_applied
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    // ----- leases --------------------------------------------------------
+
+    fn grant_lease(
+        &mut self,
+        ttl_ms: u64,
+        owner: &str,
+        cx: &mut Cx,
+    ) -> Result<Response, LockError> {
+        self.limits.check_ttl(ttl_ms)?;
+        self.limits.check_text("owner", owner)?;
+        if self.leases.len() >= self.limits.max_leases as usize {
+            return Err(LockError::LimitExceeded {
+                limit: Limit::Leases,
+                max: self.limits.max_leases as u64,
+            });
+        }
+        let id = cx.index;
+        self.leases.insert(
+            id,
+            Lease {
+                id,
+                owner: owner.to_string(),
+                ttl_ms,
+                granted_at_wall_ms: cx.wall_ms,
+                holds: BTreeSet::new(),
+                waits: BTreeSet::new(),
+            },
+        );
+        self.dirty.leases.insert(id);
+        self.counters.leases_granted += 1;
+        cx.emit(EventKind::LeaseGranted {
+            lease: id,
+            owner: owner.to_string(),
+            ttl_ms,
+        });
+        Ok(Response::LeaseGranted { lease: id, ttl_ms })
+    }
+
+    fn revoke_lease(&mut self, lease: LeaseId, cx: &mut Cx) -> Result<Response, LockError> {
+        if !self.leases.contains_key(&lease) {
+            return Err(LockError::LeaseNotFound { lease });
+        }
+        let released = self.end_lease(lease, LeaseEnd::Revoked, cx);
+        Ok(Response::LeaseEnded {
+            lease,
+            how: LeaseEnd::Revoked,
+            released,
+        })
+    }
+
+    fn expire_leases(&mut self, leases: &[LeaseId], cx: &mut Cx) -> Response {
+        let mut expired = Vec::new();
+        for &lease in leases {
+            // Skips ids already gone, including duplicates in the batch.
+            if self.leases.contains_key(&lease) {
+                self.end_lease(lease, LeaseEnd::Expired, cx);
+                expired.push(lease);
+            }
+        }
+        Response::LeasesExpired { leases: expired }
+    }
+
+    /// Release every hold of the lease and drop its waits. The freed locks
+    /// are granted to their waiters after the whole command.
+    fn end_lease(&mut self, id: LeaseId, how: LeaseEnd, cx: &mut Cx) -> Vec<Granted> {
+        let Some(lease) = self.leases.remove(&id) else {
+            return Vec::new();
+        };
+        self.dirty.leases.insert(id);
+        for waiter in &lease.waits {
+            self.drop_waiter(*waiter, cx);
+        }
+        let mut released = Vec::new();
+        for name in &lease.holds {
+            let Some(hold) = self.remove_hold(name, id) else {
+                continue;
+            };
+            cx.emit(EventKind::Expired {
+                name: name.clone(),
+                lease: id,
+                token: hold.token,
+                how,
+            });
+            if how == LeaseEnd::Expired && hold.lock_delay_ms > 0 {
+                self.delay_lock(name, self.cluster_ms + hold.lock_delay_ms, cx);
+            }
+            released.push(Granted {
+                name: name.clone(),
+                mode: hold.mode,
+                token: hold.token,
+            });
+            cx.touched.insert(name.clone());
+        }
+        match how {
+            LeaseEnd::Revoked => self.counters.leases_revoked += 1,
+            LeaseEnd::Expired => self.counters.leases_expired += 1,
+        }
+        cx.emit(EventKind::LeaseEnded { lease: id, how });
+        released
+    }
+
+    // ----- acquire -------------------------------------------------------
+
+    fn acquire(&mut self, args: AcquireArgs<'_>, cx: &mut Cx) -> Result<Response, LockError> {
+        let lease = self
+            .leases
+            .get(&args.lease)
+            .ok_or(LockError::LeaseNotFound { lease: args.lease })?;
+        let wanted = self.validate_acquire(&args)?;
+
+        // An idempotent retry: the lease holds every named lock already.
+        let held: Vec<&String> = wanted
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| lease.holds.contains(*n))
+            .collect();
+        if let Some(first) = held.first() {
+            if held.len() != wanted.len() {
+                return Err(LockError::PartiallyHeld {
+                    name: (*first).clone(),
+                    lease: args.lease,
+                });
+            }
+            return self.acquire_retry(args.lease, &wanted);
+        }
+
+        // A retry of a queued request keeps its place.
+        for waiter_id in &lease.waits {
+            let waiter = &self.waiters[waiter_id];
+            if waiter.locks == wanted {
+                return Ok(Response::Queued {
+                    waiter: waiter.id,
+                    position: self.position_of(waiter),
+                    retry: true,
+                });
+            }
+            if let Some((name, _)) = wanted.iter().find(|(n, _)| waiter.mode_on(n).is_some()) {
+                return Err(LockError::AlreadyWaiting {
+                    name: name.clone(),
+                    lease: args.lease,
+                    waiter: waiter.id,
+                });
+            }
+        }
+
+        let in_use: usize = lease.holds.len()
+            + lease
+                .waits
+                .iter()
+                .map(|w| self.waiters[w].locks.len())
+                .sum::<usize>();
+        if in_use + wanted.len() > self.limits.max_holds_per_lease as usize {
+            return Err(LockError::LimitExceeded {
+                limit: Limit::HoldsPerLease,
+                max: self.limits.max_holds_per_lease as u64,
+            });
+        }
+
+        let blocked = wanted
+            .iter()
+            .find(|(name, mode)| !self.grantable_to_newcomer(name, *mode));
+        let owner = lease.owner.clone();
+        let Some((blocked_name, _)) = blocked else {
+            let token = cx.index;
+            let mut holds = Vec::with_capacity(wanted.len());
+            for (name, mode) in &wanted {
+                self.grant_hold(
+                    name,
+                    NewHold {
+                        lease: args.lease,
+                        owner: &owner,
+                        mode: *mode,
+                        reason: args.reason,
+                        metadata: args.metadata,
+                        lock_delay_ms: args.lock_delay_ms,
+                        from_waiter: None,
+                    },
+                    cx,
+                );
+                holds.push(Granted {
+                    name: name.clone(),
+                    mode: *mode,
+                    token,
+                });
+            }
+            return Ok(Response::Acquired {
+                token,
+                holds,
+                retry: false,
+            });
+        };
+        if !args.wait {
+            return Err(self.busy(blocked_name));
+        }
+        for (name, _) in &wanted {
+            if let Some(lock) = self.locks.get(name) {
+                if lock.queue.len() >= self.limits.max_waiters_per_lock as usize {
+                    return Err(LockError::LimitExceeded {
+                        limit: Limit::WaitersPerLock,
+                        max: self.limits.max_waiters_per_lock as u64,
+                    });
+                }
+            }
+        }
+        let waiter = Waiter {
+            id: cx.index,
+            lease: args.lease,
+            owner,
+            locks: wanted,
+            reason: args.reason.to_string(),
+            metadata: args.metadata.clone(),
+            lock_delay_ms: args.lock_delay_ms,
+            queued_at_wall_ms: cx.wall_ms,
+        };
+        Ok(self.enqueue(waiter, cx))
+    }
+
+    /// Checks every argument of an acquire and the kinds of existing locks;
+    /// returns the wanted locks sorted by name.
+    fn validate_acquire(&self, args: &AcquireArgs<'_>) -> Result<Vec<(String, Mode)>, LockError> {
+        let limits = &self.limits;
+        if args.locks.is_empty() {
+            return Err(LockError::InvalidArgument {
+                field: "locks".to_string(),
+                reason: "an acquire must name at least one lock".to_string(),
+            });
+        }
+        if args.locks.len() > limits.max_locks_per_request as usize {
+            return Err(LockError::LimitExceeded {
+                limit: Limit::LocksPerRequest,
+                max: limits.max_locks_per_request as u64,
+            });
+        }
+        limits.check_text("reason", args.reason)?;
+        limits.check_metadata(args.metadata)?;
+        limits.check_lock_delay(args.lock_delay_ms)?;
+        let mut wanted: Vec<(String, Mode)> = Vec::with_capacity(args.locks.len());
+        for spec in args.locks {
+            limits.check_name(&spec.name)?;
+            limits.check_mode(spec.mode)?;
+            if let Some(lock) = self.locks.get(&spec.name) {
+                check_kind(lock, spec.mode)?;
+            }
+            wanted.push((spec.name.clone(), spec.mode));
+        }
+        wanted.sort();
+        if let Some(pair) = wanted.windows(2).find(|p| p[0].0 == p[1].0) {
+            return Err(LockError::InvalidArgument {
+                field: "locks".to_string(),
+                reason: format!("lock \"{}\" is named twice", pair[0].0),
+            });
+        }
+        Ok(wanted)
+    }
+
+    fn acquire_retry(
+        &mut self,
+        lease: LeaseId,
+        wanted: &[(String, Mode)],
+    ) -> Result<Response, LockError> {
+        for (name, mode) in wanted {
+            let hold = &self.locks[name].holds[&lease];
+            if hold.mode != *mode {
+                return Err(LockError::HeldInOtherMode {
+                    name: name.clone(),
+                    lease,
+                    held: hold.mode,
+                    requested: *mode,
+                });
+            }
+        }
+        let mut holds = Vec::with_capacity(wanted.len());
+        for (name, _) in wanted {
+            let hold = self
+                .lock_mut(name)
+                .and_then(|l| l.holds.get_mut(&lease))
+                .unwrap_or_else(|| unreachable!("hold checked above"));
+            hold.acquisitions += 1;
+            holds.push(Granted {
+                name: name.clone(),
+                mode: hold.mode,
+                token: hold.token,
+            });
+        }
+        let token = holds.iter().map(|g| g.token).max().unwrap_or(0);
+        Ok(Response::Acquired {
+            token,
+            holds,
+            retry: true,
+        })
+    }
+
+    fn busy(&self, name: &str) -> LockError {
+        let (holders, waiters, delayed_until_ms) = match self.locks.get(name) {
+            Some(l) => (
+                l.holds.len() as u32,
+                l.queue.len() as u32,
+                l.delayed_until_ms,
+            ),
+            None => (0, 0, None),
+        };
+        LockError::Busy {
+            name: name.to_string(),
+            holders,
+            waiters,
+            delayed_until_ms,
+        }
+    }
+
+    fn enqueue(&mut self, waiter: Waiter, cx: &mut Cx) -> Response {
+        let id = waiter.id;
+        let mut position = 0u32;
+        for (name, mode) in &waiter.locks {
+            let lock = self.lock_entry(name, mode.kind());
+            lock.queue.push_back(id);
+            let pos = (lock.queue.len() - 1) as u32;
+            position = position.max(pos);
+            cx.emit(EventKind::Queued {
+                name: name.clone(),
+                lease: waiter.lease,
+                waiter: id,
+                position: pos,
+            });
+        }
+        if let Some(lease) = self.lease_mut(waiter.lease) {
+            lease.waits.insert(id);
+        }
+        self.counters.queued += 1;
+        self.dirty.waiters.insert(id);
+        self.waiters.insert(id, waiter);
+        Response::Queued {
+            waiter: id,
+            position,
+            retry: false,
+        }
+    }
+
+    fn position_of(&self, waiter: &Waiter) -> u32 {
+        waiter
+            .locks
+            .iter()
+            .filter_map(|(name, _)| {
+                let queue = &self.locks.get(name)?.queue;
+                queue.iter().position(|w| *w == waiter.id)
+            })
+            .max()
+            .unwrap_or(0) as u32
+    }
+
+    // ----- release, extend, cancel, force ---------------------------------
+
+    fn release(
+        &mut self,
+        lease: LeaseId,
+        token: Token,
+        names: &[String],
+        cx: &mut Cx,
+    ) -> Result<Response, LockError> {
+        if !self.leases.contains_key(&lease) {
+            return Err(LockError::LeaseNotFound { lease });
+        }
+        if names.is_empty() {
+            return Err(LockError::InvalidArgument {
+                field: "names".to_string(),
+                reason: "a release must name at least one lock".to_string(),
+            });
+        }
+        if names.len() > self.limits.max_locks_per_request as usize {
+            return Err(LockError::LimitExceeded {
+                limit: Limit::LocksPerRequest,
+                max: self.limits.max_locks_per_request as u64,
+            });
+        }
+        let mut sorted: Vec<&String> = names.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        for name in &sorted {
+            self.check_holder(lease, name, token)?;
+        }
+        for name in &sorted {
+            if let Some(hold) = self.remove_hold(name, lease) {
+                cx.emit(EventKind::Released {
+                    name: (*name).clone(),
+                    lease,
+                    token: hold.token,
+                });
+                self.counters.releases += 1;
+                cx.touched.insert((*name).clone());
+            }
+        }
+        Ok(Response::Released {
+            names: sorted.into_iter().cloned().collect(),
+        })
+    }
+
+    /// Only the holder, with the token of its hold, may release or extend.
+    fn check_holder(&self, lease: LeaseId, name: &str, token: Token) -> Result<&Hold, LockError> {
+        self.limits.check_name(name)?;
+        let hold = self
+            .locks
+            .get(name)
+            .and_then(|l| l.holds.get(&lease))
+            .ok_or_else(|| LockError::NotHolder {
+                name: name.to_string(),
+                lease,
+            })?;
+        if hold.token != token {
+            return Err(LockError::StaleToken {
+                name: name.to_string(),
+                lease,
+                presented: token,
+                current: hold.token,
+            });
+        }
+        Ok(hold)
+    }
+
+    fn extend(
+        &mut self,
+        lease: LeaseId,
+        name: &str,
+        token: Token,
+        ttl_ms: Option<u64>,
+    ) -> Result<Response, LockError> {
+        if !self.leases.contains_key(&lease) {
+            return Err(LockError::LeaseNotFound { lease });
+        }
+        self.check_holder(lease, name, token)?;
+        if let Some(ttl_ms) = ttl_ms {
+            self.limits.check_ttl(ttl_ms)?;
+        }
+        let hold = self
+            .lock_mut(name)
+            .and_then(|l| l.holds.get_mut(&lease))
+            .unwrap_or_else(|| unreachable!("holder checked above"));
+        hold.extensions += 1;
+        let extensions = hold.extensions;
+        let lease_record = self
+            .lease_mut(lease)
+            .unwrap_or_else(|| unreachable!("lease checked above"));
+        if let Some(ttl_ms) = ttl_ms {
+            lease_record.ttl_ms = ttl_ms;
+        }
+        Ok(Response::Extended {
+            lease,
+            ttl_ms: lease_record.ttl_ms,
+            extensions,
+        })
+    }
+
+    fn cancel_wait(
+        &mut self,
+        lease: LeaseId,
+        waiter: WaiterId,
+        cx: &mut Cx,
+    ) -> Result<Response, LockError> {
+        let Some(lease_record) = self.leases.get(&lease) else {
+            return Err(LockError::LeaseNotFound { lease });
+        };
+        if lease_record.waits.contains(&waiter) {
+            self.drop_waiter(waiter, cx);
+            if let Some(l) = self.lease_mut(lease) {
+                l.waits.remove(&waiter);
+            }
+            self.counters.waits_cancelled += 1;
+            return Ok(Response::WaitCancelled { waiter });
+        }
+        // Granted before the cancel arrived: the requester gave up and will
+        // never use these holds, so release exactly the holds it was granted.
+        let granted: Vec<(String, Token)> = lease_record
+            .holds
+            .iter()
+            .filter_map(|name| {
+                let hold = &self.locks.get(name)?.holds.get(&lease)?;
+                (hold.from_waiter == Some(waiter)).then(|| (name.clone(), hold.token))
+            })
+            .collect();
+        if granted.is_empty() {
+            return Err(LockError::WaiterNotFound { waiter, lease });
+        }
+        let mut released = Vec::with_capacity(granted.len());
+        for (name, token) in granted {
+            if let Some(hold) = self.remove_hold(&name, lease) {
+                cx.emit(EventKind::Released {
+                    name: name.clone(),
+                    lease,
+                    token,
+                });
+                self.counters.releases += 1;
+                released.push(Granted {
+                    name: name.clone(),
+                    mode: hold.mode,
+                    token,
+                });
+                cx.touched.insert(name);
+            }
+        }
+        Ok(Response::ReleasedAfterGrant { waiter, released })
+    }
+
+    fn force_release(
+        &mut self,
+        name: &str,
+        lease: Option<LeaseId>,
+        cx: &mut Cx,
+    ) -> Result<Response, LockError> {
+        self.limits.check_name(name)?;
+        let lock = self
+            .locks
+            .get(name)
+            .ok_or_else(|| LockError::LockNotFound {
+                name: name.to_string(),
+            })?;
+        let leases: Vec<LeaseId> = match lease {
+            Some(id) if lock.holds.contains_key(&id) => vec![id],
+            Some(id) => {
+                return Err(LockError::NotHolder {
+                    name: name.to_string(),
+                    lease: id,
+                });
+            }
+            None => lock.holds.keys().copied().collect(),
+        };
+        let mut released = Vec::with_capacity(leases.len());
+        for id in leases {
+            if let Some(hold) = self.remove_hold(name, id) {
+                cx.emit(EventKind::ForceReleased {
+                    name: name.to_string(),
+                    lease: id,
+                    token: hold.token,
+                });
+                self.counters.force_releases += 1;
+                released.push(hold);
+            }
+        }
+        cx.touched.insert(name.to_string());
+        Ok(Response::ForceReleased { released })
+    }
+
+    // ----- lock-delay ----------------------------------------------------
+
+    fn delay_lock(&mut self, name: &str, until_ms: u64, cx: &mut Cx) {
+        let Some(lock) = self.lock_mut(name) else {
+            return;
+        };
+        let previous = lock.delayed_until_ms;
+        let until_ms = previous.map_or(until_ms, |p| p.max(until_ms));
+        lock.delayed_until_ms = Some(until_ms);
+        if let Some(p) = previous {
+            self.delays.remove(&(p, name.to_string()));
+        }
+        self.delays.insert((until_ms, name.to_string()));
+        cx.emit(EventKind::Delayed {
+            name: name.to_string(),
+            until_ms,
+        });
+    }
+
+    fn lift_ended_delays(&mut self, cx: &mut Cx) {
+        while let Some((until, _)) = self.delays.first() {
+            if *until > self.cluster_ms {
+                break;
+            }
+            let Some((_, name)) = self.delays.pop_first() else {
+                break;
+            };
+            if let Some(lock) = self.lock_mut(&name) {
+                lock.delayed_until_ms = None;
+            }
+            cx.touched.insert(name.clone());
+            self.remove_if_idle(&name);
+        }
+    }
+
+    // ----- granting ------------------------------------------------------
+
+    /// Can a request that is not queued be granted `mode` on `name` now?
+    /// Only if it would be in the grantable head run when appended to the
+    /// queue: it then overtakes nobody (everyone ahead of it could be let in
+    /// beside it, e.g. readers waiting only for another of their locks).
+    fn grantable_to_newcomer(&self, name: &str, mode: Mode) -> bool {
+        let Some(lock) = self.locks.get(name) else {
+            return true;
+        };
+        if lock.delayed_until_ms.is_some() {
+            return false;
+        }
+        let ahead = lock.queue.len();
+        if ahead > 0 && (mode == Mode::Exclusive || self.head_run(lock).len() != ahead) {
+            return false;
+        }
+        fits_holders(lock, mode, ahead)
+    }
+
+    /// The queued requests at the head of the lock that could all be granted
+    /// on this lock together: one exclusive request, or a run of shared
+    /// ones, or as many semaphore requests as there are free permits.
+    fn head_run(&self, lock: &Lock) -> Vec<WaiterId> {
+        if lock.delayed_until_ms.is_some() {
+            return Vec::new();
+        }
+        let mut run = Vec::new();
+        for (ahead, waiter_id) in lock.queue.iter().enumerate() {
+            let Some(mode) = self
+                .waiters
+                .get(waiter_id)
+                .and_then(|w| w.mode_on(&lock.name))
+            else {
+                break;
+            };
+            let compatible_with_run = match mode {
+                Mode::Exclusive => ahead == 0,
+                Mode::Shared | Mode::Semaphore { .. } => true,
+            };
+            if !compatible_with_run || !fits_holders(lock, mode, ahead) {
+                break;
+            }
+            run.push(*waiter_id);
+            if mode == Mode::Exclusive {
+                break;
+            }
+        }
+        run
+    }
+
+    /// Grant every queued request that is in the head run of all of its
+    /// locks, oldest first, until no more can be granted.
+    fn grant_waiters(&mut self, cx: &mut Cx) {
+        // Bounded: every round grants at least one waiter or stops.
+        for _round in 0..=self.waiters.len() {
+            let touched = std::mem::take(&mut cx.touched);
+            let mut candidates: BTreeSet<WaiterId> = BTreeSet::new();
+            for name in &touched {
+                if let Some(lock) = self.locks.get(name) {
+                    candidates.extend(self.head_run(lock));
+                }
+            }
+            let mut granted_any = false;
+            for waiter_id in candidates {
+                if self.ready(waiter_id) {
+                    self.grant_waiter(waiter_id, cx);
+                    granted_any = true;
+                }
+            }
+            for name in touched {
+                self.remove_if_idle(&name);
+            }
+            if !granted_any {
+                break;
+            }
+        }
+        // Locks touched by the last round's grants (nothing more to grant
+        // there, or the loop would have gone on) may now be idle.
+        for name in std::mem::take(&mut cx.touched) {
+            self.remove_if_idle(&name);
+        }
+    }
+
+    /// Is the waiter in the grantable head run of every lock it names?
+    fn ready(&self, waiter_id: WaiterId) -> bool {
+        let Some(waiter) = self.waiters.get(&waiter_id) else {
+            return false;
+        };
+        waiter.locks.iter().all(|(name, _)| {
+            self.locks
+                .get(name)
+                .is_some_and(|lock| self.head_run(lock).contains(&waiter_id))
+        })
+    }
+
+    fn grant_waiter(&mut self, waiter_id: WaiterId, cx: &mut Cx) {
+        let Some(waiter) = self.waiters.remove(&waiter_id) else {
+            return;
+        };
+        self.dirty.waiters.insert(waiter_id);
+        if let Some(lease) = self.lease_mut(waiter.lease) {
+            lease.waits.remove(&waiter_id);
+        }
+        for (name, mode) in &waiter.locks {
+            if let Some(lock) = self.lock_mut(name) {
+                lock.queue.retain(|w| *w != waiter_id);
+            }
+            self.grant_hold(
+                name,
+                NewHold {
+                    lease: waiter.lease,
+                    owner: &waiter.owner,
+                    mode: *mode,
+                    reason: &waiter.reason,
+                    metadata: &waiter.metadata,
+                    lock_delay_ms: waiter.lock_delay_ms,
+                    from_waiter: Some(waiter_id),
+                },
+                cx,
+            );
+            // Granting may let the rest of a shared or semaphore run in.
+            cx.touched.insert(name.clone());
+        }
+        self.counters.grants_from_queue += 1;
+    }
+
+    fn grant_hold(&mut self, name: &str, new: NewHold<'_>, cx: &mut Cx) {
+        let token = cx.index;
+        let wall_ms = cx.wall_ms;
+        let lock = self.lock_entry(name, new.mode.kind());
+        lock.holds.insert(
+            new.lease,
+            Hold {
+                lease: new.lease,
+                owner: new.owner.to_string(),
+                mode: new.mode,
+                token,
+                acquired_at_wall_ms: wall_ms,
+                reason: new.reason.to_string(),
+                metadata: new.metadata.clone(),
+                acquisitions: 1,
+                extensions: 0,
+                from_waiter: new.from_waiter,
+                lock_delay_ms: new.lock_delay_ms,
+            },
+        );
+        lock.grants += 1;
+        lock.max_token = lock.max_token.max(token);
+        if let Some(lease) = self.lease_mut(new.lease) {
+            lease.holds.insert(name.to_string());
+        }
+        self.counters.grants += 1;
+        cx.emit(EventKind::Acquired {
+            name: name.to_string(),
+            lease: new.lease,
+            owner: new.owner.to_string(),
+            mode: new.mode,
+            token,
+            waiter: new.from_waiter,
+        });
+    }
+
+    // ----- record plumbing (every mutation marks its record dirty) --------
+
+    fn lock_mut(&mut self, name: &str) -> Option<&mut Lock> {
+        let lock = self.locks.get_mut(name)?;
+        self.dirty.locks.insert(name.to_string());
+        Some(lock)
+    }
+
+    fn lease_mut(&mut self, id: LeaseId) -> Option<&mut Lease> {
+        let lease = self.leases.get_mut(&id)?;
+        self.dirty.leases.insert(id);
+        Some(lease)
+    }
+
+    fn lock_entry(&mut self, name: &str, kind: LockKind) -> &mut Lock {
+        self.dirty.locks.insert(name.to_string());
+        self.locks
+            .entry(name.to_string())
+            .or_insert_with(|| Lock::new(name.to_string(), kind))
+    }
+
+    /// Removes the hold from the lock and from its lease's list.
+    fn remove_hold(&mut self, name: &str, lease: LeaseId) -> Option<Hold> {
+        let hold = self.lock_mut(name)?.holds.remove(&lease)?;
+        if let Some(l) = self.lease_mut(lease) {
+            l.holds.remove(name);
+        }
+        Some(hold)
+    }
+
+    /// Takes a queued request out of every queue (its lease's list is the
+    /// caller's business).
+    fn drop_waiter(&mut self, waiter_id: WaiterId, cx: &mut Cx) {
+        let Some(waiter) = self.waiters.remove(&waiter_id) else {
+            return;
+        };
+        self.dirty.waiters.insert(waiter_id);
+        for (name, _) in &waiter.locks {
+            if let Some(lock) = self.lock_mut(name) {
+                lock.queue.retain(|w| *w != waiter_id);
+            }
+            cx.emit(EventKind::WaitDropped {
+                name: name.clone(),
+                lease: waiter.lease,
+                waiter: waiter_id,
+            });
+            // The next in line may now be at the head.
+            cx.touched.insert(name.clone());
+        }
+    }
+
+    fn remove_if_idle(&mut self, name: &str) {
+        if self.locks.get(name).is_some_and(Lock::is_idle) {
+            self.locks.remove(name);
+            self.dirty.locks.insert(name.to_string());
+        }
+    }
+}
+
+struct AcquireArgs<'a> {
+    lease: LeaseId,
+    locks: &'a [LockSpec],
+    wait: bool,
+    reason: &'a str,
+    metadata: &'a Metadata,
+    lock_delay_ms: u64,
+}
+
+struct NewHold<'a> {
+    lease: LeaseId,
+    owner: &'a str,
+    mode: Mode,
+    reason: &'a str,
+    metadata: &'a Metadata,
+    lock_delay_ms: u64,
+    from_waiter: Option<WaiterId>,
+}
+
+/// Borrowed form of [`Record`], so encoding needs no clone. Must stay
+/// field-for-field the same as `Record` (bincode encodes both alike).
+#[derive(Serialize)]
+enum RecordRef<'a> {
+    Lock(&'a Lock),
+    Lease(&'a Lease),
+    Waiter(&'a Waiter),
+}
+
+fn check_kind(lock: &Lock, mode: Mode) -> Result<(), LockError> {
+    match (lock.kind, mode.kind()) {
+        (LockKind::Semaphore { permits: have }, LockKind::Semaphore { permits: want })
+            if have != want =>
+        {
+            Err(LockError::PermitsMismatch {
+                name: lock.name.clone(),
+                existing: have,
+                requested: want,
+            })
+        }
+        (have, want) if have != want => Err(LockError::KindConflict {
+            name: lock.name.clone(),
+            existing: have,
+            requested: mode,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Would `mode` fit beside the current holders, with `ahead` compatible
+/// requests granted before it?
+fn fits_holders(lock: &Lock, mode: Mode, ahead: usize) -> bool {
+    match mode {
+        Mode::Exclusive => lock.holds.is_empty() && ahead == 0,
+        Mode::Shared => !lock.has_exclusive_holder(),
+        Mode::Semaphore { permits } => lock.holds.len() + ahead < permits as usize,
+    }
+}
+
+/// Checks what must always hold; returns the first violation found.
+pub fn check_invariants(state: &State) -> Result<(), String> {
+    for (name, lock) in &state.locks {
+        if &lock.name != name {
+            return Err(format!("lock stored as {name:?} is named {:?}", lock.name));
+        }
+        if lock.is_idle() {
+            return Err(format!("idle lock {name:?} was kept"));
+        }
+        if lock.has_exclusive_holder() && lock.holds.len() > 1 {
+            return Err(format!(
+                "lock {name:?} has an exclusive holder and {} holders",
+                lock.holds.len()
+            ));
+        }
+        if let LockKind::Semaphore { permits } = lock.kind {
+            if lock.holds.len() > permits as usize {
+                return Err(format!(
+                    "semaphore {name:?} has {} holders for {permits} permits",
+                    lock.holds.len()
+                ));
+            }
+        }
+        for (lease_id, hold) in &lock.holds {
+            if hold.lease != *lease_id || hold.mode.kind() != lock.kind {
+                return Err(format!(
+                    "hold of lease {lease_id} on {name:?} is inconsistent"
+                ));
+            }
+            if hold.token > state.last_applied || hold.token > lock.max_token {
+                return Err(format!(
+                    "hold of lease {lease_id} on {name:?} has token {} above the applied index {} or the lock's maximum {}",
+                    hold.token, state.last_applied, lock.max_token
+                ));
+            }
+            if !state
+                .leases
+                .get(lease_id)
+                .is_some_and(|l| l.holds.contains(name))
+            {
+                return Err(format!(
+                    "lock {name:?} is held by lease {lease_id}, which does not list it"
+                ));
+            }
+        }
+        let mut previous = 0;
+        for waiter_id in &lock.queue {
+            if *waiter_id <= previous {
+                return Err(format!("queue of {name:?} is not in log order"));
+            }
+            previous = *waiter_id;
+            let Some(waiter) = state.waiters.get(waiter_id) else {
+                return Err(format!(
+                    "queue of {name:?} names unknown waiter {waiter_id}"
+                ));
+            };
+            if !waiter.mode_on(name).is_some_and(|m| m.kind() == lock.kind) {
+                return Err(format!(
+                    "waiter {waiter_id} is queued on {name:?} by mistake"
+                ));
+            }
+            if lock.holds.contains_key(&waiter.lease) {
+                return Err(format!(
+                    "lease {} both holds and waits for {name:?}",
+                    waiter.lease
+                ));
+            }
+        }
+        if let Some(until) = lock.delayed_until_ms {
+            if !state.delays.contains(&(until, name.clone())) {
+                return Err(format!("delay of {name:?} is missing from the index"));
+            }
+        }
+    }
+    if state.delays.len()
+        != state
+            .locks
+            .values()
+            .filter(|l| l.delayed_until_ms.is_some())
+            .count()
+    {
+        return Err("the delay index has stale entries".to_string());
+    }
+    for (id, lease) in &state.leases {
+        if lease.id != *id {
+            return Err(format!("lease stored as {id} has id {}", lease.id));
+        }
+        for name in &lease.holds {
+            if !state
+                .locks
+                .get(name)
+                .is_some_and(|l| l.holds.contains_key(id))
+            {
+                return Err(format!("lease {id} lists {name:?}, which it does not hold"));
+            }
+        }
+        for waiter in &lease.waits {
+            if state.waiters.get(waiter).map(|w| w.lease) != Some(*id) {
+                return Err(format!(
+                    "lease {id} lists waiter {waiter}, which is not its"
+                ));
+            }
+        }
+    }
+    for (id, waiter) in &state.waiters {
+        if waiter.id != *id || *id > state.last_applied {
+            return Err(format!("waiter {id} is inconsistent"));
+        }
+        if !state
+            .leases
+            .get(&waiter.lease)
+            .is_some_and(|l| l.waits.contains(id))
+        {
+            return Err(format!(
+                "waiter {id} belongs to a lease that does not list it"
+            ));
+        }
+        for (name, _) in &waiter.locks {
+            if !state.locks.get(name).is_some_and(|l| l.queue.contains(id)) {
+                return Err(format!("waiter {id} is missing from the queue of {name:?}"));
+            }
+        }
+        if state.ready(*id) {
+            return Err(format!("waiter {id} could be granted but is still waiting"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The records the state machine keeps: leases, locks, holds and waiters.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// A lease (session) id: the log index of the entry that granted the lease.
+pub type LeaseId = u64;
+/// A fencing token: the log index of the entry whose application granted a hold.
+pub type Token = u64;
+/// A waiter id: the log index of the entry that queued the request.
+pub type WaiterId = u64;
+/// A Raft log index.
+pub type LogIndex = u64;
+
+/// Small key/value metadata attached to a hold (total size is limited).
+pub type Metadata = BTreeMap<String, String>;
+
+/// How a request wants to hold a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Mode {
+    /// One holder at a time (the writer side of a readers/writer lock).
+    Exclusive,
+    /// Any number of shared holders together, never beside an exclusive one.
+    Shared,
+    /// One of `permits` places. The first acquirer fixes `permits` for as long as
+    /// the lock exists.
+    Semaphore { permits: u32 },
+}
+
+impl Mode {
+    /// The kind of lock this mode needs the name to be.
+    pub fn kind(self) -> LockKind {
+        match self {
+            Mode::Exclusive | Mode::Shared => LockKind::ReadWrite,
+            Mode::Semaphore { permits } => LockKind::Semaphore { permits },
+        }
+    }
+}
+
+/// What a lock is while it exists: fixed by the request that created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// Exclusive and shared holds (a readers/writer lock; a plain mutex is one
+    /// that is only ever taken exclusively).
+    ReadWrite,
+    /// A counting semaphore with a fixed number of permits.
+    Semaphore { permits: u32 },
+}
+
+/// A lease: the liveness of one client. Holds and waits belong to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub id: LeaseId,
+    /// Free text naming the client (agent, process, host).
+    pub owner: String,
+    /// How long the lease lives without a keep-alive. The leader keeps the
+    /// deadline; the state keeps the ttl so a new leader can rebuild it.
+    pub ttl_ms: u64,
+    /// Wall-clock time the leader proposed the grant at (informational only).
+    pub granted_at_wall_ms: u64,
+    /// Names this lease holds.
+    pub holds: BTreeSet<String>,
+    /// Requests of this lease that are queued.
+    pub waits: BTreeSet<WaiterId>,
+}
+
+/// One lease's hold on one lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub lease: LeaseId,
+    pub owner: String,
+    pub mode: Mode,
+    /// Fencing token: the log index of the entry that granted this hold.
+    pub token: Token,
+    /// Wall-clock time of the granting entry, as proposed by the leader
+    /// (informational only; never used for safety).
+    pub acquired_at_wall_ms: u64,
+    pub reason: String,
+    pub metadata: Metadata,
+    /// How many acquire requests this hold has answered (1 + idempotent retries).
+    pub acquisitions: u64,
+    /// How many times the holder extended it.
+    pub extensions: u64,
+    /// If the hold was granted to a queued request, that request's id; a
+    /// cancel-wait naming it then releases this hold.
+    pub from_waiter: Option<WaiterId>,
+    /// How long the lock stays ungrantable if this hold ends by lease expiry.
+    pub lock_delay_ms: u64,
+}
+
+/// A queued acquire request: one lease waiting for one or several locks,
+/// granted all at once or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub id: WaiterId,
+    pub lease: LeaseId,
+    pub owner: String,
+    /// The locks wanted, sorted by name, names unique.
+    pub locks: Vec<(String, Mode)>,
+    pub reason: String,
+    pub metadata: Metadata,
+    pub lock_delay_ms: u64,
+    /// Wall-clock time the request was queued at (informational only).
+    pub queued_at_wall_ms: u64,
+}
+
+impl Waiter {
+    pub fn mode_on(&self, name: &str) -> Option<Mode> {
+        self.locks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, mode)| *mode)
+    }
+}
+
+/// A lock exists while it has holders, waiters or a pending lock-delay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub name: String,
+    pub kind: LockKind,
+    /// Current holds, by lease.
+    pub holds: BTreeMap<LeaseId, Hold>,
+    /// Queued requests in arrival (log) order.
+    pub queue: VecDeque<WaiterId>,
+    /// After a holder's lease expired with a lock delay: the lock is not granted
+    /// to anyone until the cluster clock reaches this point.
+    pub delayed_until_ms: Option<u64>,
+    /// Grants made on this lock since it came into existence.
+    pub grants: u64,
+    /// The highest fencing token ever granted on this lock while it existed.
+    pub max_token: Token,
+}
+
+impl Lock {
+    pub fn new(name: String, kind: LockKind) -> Self {
+        Lock {
+            name,
+            kind,
+            holds: BTreeMap::new(),
+            queue: VecDeque::new(),
+            delayed_until_ms: None,
+            grants: 0,
+            max_token: 0,
+        }
+    }
+
+    /// A lock with nothing in it is dropped from the state.
+    pub fn is_idle(&self) -> bool {
+        self.holds.is_empty() && self.queue.is_empty() && self.delayed_until_ms.is_none()
+    }
+
+    pub fn has_exclusive_holder(&self) -> bool {
+        self.holds.values().any(|h| h.mode == Mode::Exclusive)
+    }
+}
+
+/// Why a lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseEnd {
+    /// Its client revoked it.
+    Revoked,
+    /// Keep-alives stopped and the leader proposed its expiry.
+    Expired,
+}
+
+/// Counters over the whole state machine (for statistics and metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub leases_granted: u64,
+    pub leases_revoked: u64,
+    pub leases_expired: u64,
+    pub grants: u64,
+    pub grants_from_queue: u64,
+    pub releases: u64,
+    pub force_releases: u64,
+    pub queued: u64,
+    pub waits_cancelled: u64,
+    pub rejected: u64,
+}

@@ -1,0 +1,336 @@
+//! Property tests over random command sequences. Operations are generated
+//! as abstract choices and resolved against the current state, so most of
+//! them hit real leases, holds and waiters.
+//!
+//! Cases per property: 1024 by default (PROPTEST_CASES overrides).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use raftlock_core::{
+    Applied, Command, EventKind, Header, LockSpec, Metadata, Mode, Record, Request, State,
+    check_invariants, decode,
+};
+
+const NAMES: [&str; 4] = ["a", "b", "c", "d/e"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Grant,
+    Revoke(u8),
+    Expire(Vec<u8>),
+    Acquire {
+        lease: u8,
+        names: Vec<u8>,
+        mode: u8,
+        wait: bool,
+        delay: bool,
+    },
+    Release {
+        lease: u8,
+        name: u8,
+        right_token: bool,
+    },
+    Extend {
+        lease: u8,
+        name: u8,
+    },
+    Cancel {
+        lease: u8,
+        waiter: u8,
+    },
+    Force {
+        name: u8,
+        one: bool,
+    },
+    Tick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => Just(Op::Grant),
+        1 => any::<u8>().prop_map(Op::Revoke),
+        1 => prop::collection::vec(any::<u8>(), 1..3).prop_map(Op::Expire),
+        6 => (any::<u8>(), prop::collection::vec(0u8..4, 1..3), 0u8..4, any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(lease, names, mode, wait, delay)| Op::Acquire { lease, names, mode, wait, delay }),
+        4 => (any::<u8>(), 0u8..4, prop::bool::weighted(0.9))
+            .prop_map(|(lease, name, right_token)| Op::Release { lease, name, right_token }),
+        1 => (any::<u8>(), 0u8..4).prop_map(|(lease, name)| Op::Extend { lease, name }),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(lease, waiter)| Op::Cancel { lease, waiter }),
+        1 => (0u8..4, any::<bool>()).prop_map(|(name, one)| Op::Force { name, one }),
+        1 => Just(Op::Tick),
+    ]
+}
+
+fn pick<T: Copy>(items: &[T], selector: u8) -> Option<T> {
+    if items.is_empty() {
+        None
+    } else {
+        Some(items[selector as usize % items.len()])
+    }
+}
+
+/// Turn an abstract op into a concrete command against the current state.
+fn resolve(state: &State, op: &Op) -> Command {
+    let leases: Vec<u64> = state.leases().map(|l| l.id).collect();
+    // A lease id that does not exist, to exercise the error paths too.
+    let lease_or_ghost = |sel: u8| pick(&leases, sel).unwrap_or(9_999);
+    match op {
+        Op::Grant => Command::GrantLease {
+            ttl_ms: 5_000,
+            owner: "p".into(),
+        },
+        Op::Revoke(sel) => Command::RevokeLease {
+            lease: lease_or_ghost(*sel),
+        },
+        Op::Expire(sels) => Command::ExpireLeases {
+            leases: sels.iter().map(|s| lease_or_ghost(*s)).collect(),
+        },
+        Op::Acquire {
+            lease,
+            names,
+            mode,
+            wait,
+            delay,
+        } => Command::Acquire {
+            lease: lease_or_ghost(*lease),
+            locks: names
+                .iter()
+                .map(|n| LockSpec {
+                    name: NAMES[*n as usize].to_string(),
+                    mode: match (mode, n) {
+                        // Names c and d/e are semaphores, a and b r/w locks,
+                        // except now and then to exercise kind conflicts.
+                        (3, _) => Mode::Semaphore { permits: 3 },
+                        (_, 2 | 3) => Mode::Semaphore { permits: 2 },
+                        (0, _) => Mode::Shared,
+                        _ => Mode::Exclusive,
+                    },
+                })
+                .collect(),
+            wait: *wait,
+            reason: String::new(),
+            metadata: Metadata::new(),
+            lock_delay_ms: if *delay { 1_500 } else { 0 },
+        },
+        Op::Release {
+            lease,
+            name,
+            right_token,
+        } => {
+            let lease = lease_or_ghost(*lease);
+            let name = NAMES[*name as usize];
+            let token = state
+                .lock(name)
+                .and_then(|l| l.holds.get(&lease))
+                .map(|h| if *right_token { h.token } else { h.token + 1 })
+                .unwrap_or(1);
+            Command::Release {
+                lease,
+                token,
+                names: vec![name.to_string()],
+            }
+        }
+        Op::Extend { lease, name } => {
+            let lease = lease_or_ghost(*lease);
+            let name = NAMES[*name as usize];
+            let token = state
+                .lock(name)
+                .and_then(|l| l.holds.get(&lease))
+                .map_or(1, |h| h.token);
+            Command::Extend {
+                lease,
+                name: name.to_string(),
+                token,
+                ttl_ms: None,
+            }
+        }
+        Op::Cancel { lease, waiter } => {
+            let lease = lease_or_ghost(*lease);
+            let waits: Vec<u64> = state
+                .lease(lease)
+                .map(|l| l.waits.iter().copied().collect())
+                .unwrap_or_default();
+            Command::CancelWait {
+                lease,
+                waiter: pick(&waits, *waiter).unwrap_or(*waiter as u64),
+            }
+        }
+        Op::Force { name, one } => {
+            let name = NAMES[*name as usize];
+            let holder = state
+                .lock(name)
+                .and_then(|l| l.holds.keys().next().copied());
+            Command::ForceRelease {
+                name: name.to_string(),
+                lease: if *one { holder } else { None },
+            }
+        }
+        Op::Tick => Command::Tick,
+    }
+}
+
+/// Run ops from index 1 with a clock that advances `step_ms` per entry.
+fn run(ops: &[(Op, u16)]) -> (State, Vec<(u64, Request)>, Vec<Applied>) {
+    let mut state = State::new();
+    let mut log = Vec::new();
+    let mut applied = Vec::new();
+    let mut clock_ms = 0u64;
+    for (i, (op, step_ms)) in ops.iter().enumerate() {
+        let index = i as u64 + 1;
+        clock_ms += *step_ms as u64;
+        let request = Request::new(clock_ms, 1_000 + clock_ms, resolve(&state, op));
+        applied.push(state.apply(index, &request));
+        log.push((index, request));
+    }
+    (state, log, applied)
+}
+
+fn ops() -> impl Strategy<Value = Vec<(Op, u16)>> {
+    prop::collection::vec((op(), 0u16..1_000), 1..80)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
+    ))]
+
+    /// Invariants hold after every step; tokens never decrease; on each name
+    /// an exclusive grant's token is above every earlier token on that name;
+    /// a granted waiter never overtakes an earlier incompatible waiter.
+    #[test]
+    fn invariants_tokens_and_fifo_hold_after_every_step(ops in ops()) {
+        let mut state = State::new();
+        let mut clock_ms = 0u64;
+        let mut last_token = 0u64;
+        let mut max_token_by_name: BTreeMap<String, u64> = BTreeMap::new();
+        for (i, (op, step_ms)) in ops.iter().enumerate() {
+            let index = i as u64 + 1;
+            clock_ms += *step_ms as u64;
+            let before = state.clone();
+            let request = Request::new(clock_ms, 0, resolve(&state, op));
+            let applied = state.apply(index, &request);
+            prop_assert_eq!(check_invariants(&state), Ok(()));
+            for event in &applied.events {
+                prop_assert_eq!(event.revision, index);
+                if let EventKind::Acquired { name, mode, token, waiter, .. } = &event.kind {
+                    prop_assert_eq!(*token, index, "token = index of the granting entry");
+                    prop_assert!(*token >= last_token);
+                    last_token = *token;
+                    let earlier = max_token_by_name.get(name).copied().unwrap_or(0);
+                    if *mode == Mode::Exclusive {
+                        prop_assert!(*token > earlier, "exclusive token {} not above {} on {}", token, earlier, name);
+                    }
+                    max_token_by_name.insert(name.clone(), earlier.max(*token));
+                    if let Some(w) = waiter {
+                        // Earlier waiters still queued on this name must be
+                        // compatible with this grant (a shared run).
+                        if let Some(lock) = before.lock(name) {
+                            for other in lock.queue.iter().filter(|o| *o < w) {
+                                let still_waiting = state.lock(name).is_some_and(|l| l.queue.contains(other));
+                                if still_waiting {
+                                    let other_mode = before.waiter(*other).and_then(|o| o.mode_on(name));
+                                    prop_assert!(
+                                        *mode != Mode::Exclusive && other_mode != Some(Mode::Exclusive),
+                                        "waiter {} overtook incompatible waiter {} on {}", w, other, name
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaying the same log gives a byte-identical state and identical replies.
+    #[test]
+    fn replaying_the_log_gives_byte_identical_state(ops in ops()) {
+        let (state, log, applied) = run(&ops);
+        let mut replay = State::new();
+        for ((index, request), original) in log.iter().zip(&applied) {
+            let again = replay.apply(*index, request);
+            prop_assert_eq!(&again, original);
+        }
+        prop_assert_eq!(replay.to_bytes(), state.to_bytes());
+    }
+
+    /// A snapshot taken at any point restores to an identical state that
+    /// continues identically.
+    #[test]
+    fn snapshot_then_restore_continues_identically(ops in ops(), cut in any::<prop::sample::Index>()) {
+        let (_, log, applied) = run(&ops);
+        let cut = cut.index(log.len() + 1);
+        let mut original = State::new();
+        for (index, request) in &log[..cut] {
+            original.apply(*index, request);
+        }
+        let mut restored = State::from_bytes(&original.to_bytes()).expect("snapshot restores");
+        prop_assert_eq!(&restored, &original);
+        prop_assert_eq!(restored.next_delay_end_ms(), original.next_delay_end_ms());
+        for ((index, request), expected) in log[cut..].iter().zip(&applied[cut..]) {
+            let a = original.apply(*index, request);
+            let b = restored.apply(*index, request);
+            prop_assert_eq!(&a, expected);
+            prop_assert_eq!(&b, expected);
+        }
+        prop_assert_eq!(restored.to_bytes(), original.to_bytes());
+    }
+
+    /// The records named by `take_dirty` are enough to keep a stored copy
+    /// equal to the state (what raftlock-store relies on).
+    #[test]
+    fn dirty_records_keep_an_incremental_copy_exact(ops in ops()) {
+        let mut state = State::new();
+        let mut stored: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut clock_ms = 0u64;
+        for (i, (op, step_ms)) in ops.iter().enumerate() {
+            clock_ms += *step_ms as u64;
+            let request = Request::new(clock_ms, 0, resolve(&state, op));
+            state.apply(i as u64 + 1, &request);
+            let dirty = state.take_dirty();
+            for name in dirty.locks {
+                let key = [b"L".as_slice(), name.as_bytes()].concat();
+                match state.lock_bytes(&name) { Some(v) => stored.insert(key, v), None => stored.remove(&key) };
+            }
+            for id in dirty.leases {
+                let key = [b"S".as_slice(), &id.to_be_bytes()].concat();
+                match state.lease_bytes(id) { Some(v) => stored.insert(key, v), None => stored.remove(&key) };
+            }
+            for id in dirty.waiters {
+                let key = [b"W".as_slice(), &id.to_be_bytes()].concat();
+                match state.waiter_bytes(id) { Some(v) => stored.insert(key, v), None => stored.remove(&key) };
+            }
+            let header: Header = state.header();
+            let records: Vec<Record> = stored
+                .values()
+                .map(|v| decode::<Record>("record", v).expect("stored record decodes"))
+                .collect();
+            let rebuilt = State::from_records(header, records).expect("records rebuild a valid state");
+            prop_assert_eq!(&rebuilt, &state);
+        }
+    }
+}
+
+#[test]
+fn corrupt_snapshot_bytes_are_an_error_not_a_panic() {
+    let (state, _, _) = run(&[
+        (Op::Grant, 0),
+        (
+            Op::Acquire {
+                lease: 0,
+                names: vec![0],
+                mode: 1,
+                wait: false,
+                delay: false,
+            },
+            0,
+        ),
+    ]);
+    let bytes = state.to_bytes();
+    assert!(State::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+    assert!(State::from_bytes(&[0xff; 16]).is_err());
+    let mut extra = bytes.clone();
+    extra.push(0);
+    assert!(State::from_bytes(&extra).is_err());
+}
