@@ -319,10 +319,13 @@ impl State {
             events: Vec::new(),
             touched: BTreeSet::new(),
         };
-        // Lock-delays that ended hand their locks to waiters before this
-        // entry's own command, so queued requests keep their turn.
+        // Lock-delays that ended make their locks grantable again. Waiters are
+        // granted only once, after the command: every grant of an entry comes
+        // after every release of that entry, so no hold is granted and taken
+        // back within one entry, and an exclusive token stays strictly above
+        // every earlier token on its name. Queued requests still keep their
+        // turn: a newcomer in the command is granted only behind them.
         self.lift_ended_delays(&mut cx);
-        self.grant_waiters(&mut cx);
 
         let result = match &request.command {
             Command::GrantLease { ttl_ms, owner } => self.grant_lease(*ttl_ms, owner, &mut cx),

@@ -211,6 +211,18 @@ proptest! {
             let request = Request::new(clock_ms, 0, resolve(&state, op));
             let applied = state.apply(index, &request);
             prop_assert_eq!(check_invariants(&state), Ok(()));
+            let mut grants_here: BTreeMap<&str, Vec<Mode>> = BTreeMap::new();
+            for event in &applied.events {
+                if let EventKind::Acquired { name, mode, .. } = &event.kind {
+                    grants_here.entry(name).or_default().push(*mode);
+                }
+            }
+            for (name, modes) in &grants_here {
+                prop_assert!(
+                    modes.len() == 1 || !modes.contains(&Mode::Exclusive),
+                    "entry {} granted {:?} on {}", index, modes, name
+                );
+            }
             for event in &applied.events {
                 prop_assert_eq!(event.revision, index);
                 if let EventKind::Acquired { name, mode, token, waiter, .. } = &event.kind {

@@ -1151,3 +1151,26 @@ fn a_reader_may_join_readers_that_wait_only_for_another_of_their_locks() {
     // A writer of x must queue behind m.
     assert!(sm.wait(w, &[("x", X)]).is_some());
 }
+
+#[test]
+fn a_lock_freed_by_a_delay_and_a_revoke_in_one_entry_is_granted_once() {
+    let mut sm = Sm::new();
+    let a = sm.lease();
+    let b = sm.lease();
+    let c = sm.lease();
+    sm.ok(acquire_with_delay(a, "x", 1_000));
+    sm.wait(b, &[("x", X)]).unwrap();
+    sm.wait(c, &[("x", X)]).unwrap();
+    sm.ok(Command::ExpireLeases { leases: vec![a] });
+    sm.clock_ms += 1_000;
+    // The delay has ended by the time b's lease is revoked in the same entry:
+    // x must go to c only, never to b and then c with one token.
+    let applied = sm.apply(Command::RevokeLease { lease: b });
+    let grants: Vec<_> = applied
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Acquired { .. }))
+        .collect();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(sm.holders("x"), vec![c]);
+}
