@@ -182,6 +182,15 @@ impl State {
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
         self.leases.values()
     }
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+    pub fn lock_count(&self) -> usize {
+        self.locks.len()
+    }
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.len()
+    }
     pub fn lock(&self, name: &str) -> Option<&Lock> {
         self.locks.get(name)
     }

@@ -1,0 +1,86 @@
+//! The on-disk layout: tree names and keys. Every value is framed by
+//! [`crate::frame`] (CRC32 + bincode 2).
+//!
+//! | tree       | key                         | value                                   |
+//! |------------|-----------------------------|-----------------------------------------|
+//! | `log`      | index, u64 big-endian       | `openraft::Entry<TypeConfig>`           |
+//! | `meta`     | `format_version`            | `u32`                                   |
+//! | `meta`     | `vote`                      | `Vote<u64>`                             |
+//! | `meta`     | `committed`                 | `Option<LogId<u64>>`                    |
+//! | `meta`     | `last_purged`               | `LogId<u64>`                            |
+//! | `sm`       | `H`                         | [`SmHeader`]                            |
+//! | `sm`       | `L` + lock name (UTF-8)     | `raftlock_core::Record::Lock`           |
+//! | `sm`       | `S` + lease id, u64 BE      | `raftlock_core::Record::Lease`          |
+//! | `sm`       | `W` + waiter id, u64 BE     | `raftlock_core::Record::Waiter`         |
+//! | `snapshot` | `current`                   | [`StoredSnapshot`]                      |
+//!
+//! Big-endian integer keys sort numerically, so sled ranges are log ranges.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LogId, SnapshotMeta, StoredMembership};
+
+pub const LOG_TREE: &str = "log";
+pub const META_TREE: &str = "meta";
+pub const SM_TREE: &str = "sm";
+pub const SNAPSHOT_TREE: &str = "snapshot";
+
+pub const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+pub const VOTE_KEY: &[u8] = b"vote";
+pub const COMMITTED_KEY: &[u8] = b"committed";
+pub const LAST_PURGED_KEY: &[u8] = b"last_purged";
+pub const SNAPSHOT_KEY: &[u8] = b"current";
+
+pub const SM_HEADER_KEY: &[u8] = b"H";
+pub const LOCK_PREFIX: u8 = b'L';
+pub const LEASE_PREFIX: u8 = b'S';
+pub const WAITER_PREFIX: u8 = b'W';
+
+/// Key of the log entry at `index`.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Index of a log key, if it is one.
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+pub fn lock_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(LOCK_PREFIX);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+pub fn lease_key(id: u64) -> [u8; 9] {
+    id_key(LEASE_PREFIX, id)
+}
+
+pub fn waiter_key(id: u64) -> [u8; 9] {
+    id_key(WAITER_PREFIX, id)
+}
+
+fn id_key(prefix: u8, id: u64) -> [u8; 9] {
+    let mut key = [prefix; 9];
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The state machine's header: raftlock-core's header plus what openraft
+/// needs to know about the applied state. Written in the same atomic batch
+/// as the records it describes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmHeader {
+    pub core: raftlock_core::Header,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// The current snapshot as stored: its metadata and its data (the data is
+/// itself framed, see `state_machine`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}

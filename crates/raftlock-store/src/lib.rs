@@ -1,0 +1,79 @@
+//! raftlock-store: the sled-backed openraft log storage and state machine.
+//!
+//! One sled database per node holds four trees (see [`layout`]): the Raft
+//! log, Raft metadata (vote, committed, last purged, format version), the
+//! state machine's records, and the current snapshot. Every stored value is
+//! framed with a CRC32 ([`frame`]) because sled is beta software with reports
+//! of corruption after unclean shutdowns: damage must surface as a named
+//! error, never as silently wrong lock state.
+//!
+//! Durability rules (why the code is shaped the way it is):
+//! - A log append is acknowledged to openraft only after a sled flush that
+//!   covers it. Appends are group-committed: one flusher thread flushes once
+//!   for every append queued since its last flush.
+//! - The vote is flushed before `save_vote` returns.
+//! - The state machine is *not* flushed per apply: the log is durable, and
+//!   openraft re-applies committed entries after a restart. Each apply call
+//!   writes one atomic sled batch (records + header with `last_applied`), so
+//!   the state on disk is always the state after some whole apply call.
+//! - `purge` flushes `last_purged` (and with it every earlier state machine
+//!   write) before deleting log entries, so the state machine is never
+//!   behind the first entry still in the log.
+//!
+//! [`open`] returns the two halves openraft wants: a [`LogStore`] and a
+//! [`StateMachineStore`].
+
+// openraft's storage traits return `StorageError` (224 bytes) by value;
+// helpers that feed those methods return it too rather than box and unbox.
+#![allow(clippy::result_large_err)]
+
+use std::io::Cursor;
+
+mod error;
+pub mod frame;
+pub mod layout;
+mod log_store;
+mod open;
+mod state_machine;
+
+pub use error::{Damaged, OpenError};
+pub use log_store::{LogReader, LogStore};
+pub use open::{Closed, FORMAT_VERSION, MARKER_FILE, StoreOptions, open};
+pub use state_machine::{
+    AppliedBatch, SNAPSHOT_FORMAT_VERSION, SnapshotBuilder, StateHandle, StateMachineStore,
+    verify_snapshot_data,
+};
+
+pub use openraft;
+pub use sled;
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of raftlock: log entries carry a
+    /// [`raftlock_core::Request`], applying one answers a
+    /// [`raftlock_core::Applied`].
+    pub TypeConfig:
+        D = raftlock_core::Request,
+        R = raftlock_core::Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Node id of a raftlock node.
+pub type NodeId = u64;
+/// A Raft log id with raftlock's node id type.
+pub type LogId = openraft::LogId<NodeId>;
+/// A Raft vote with raftlock's node id type.
+pub type Vote = openraft::Vote<NodeId>;
+/// A log entry of raftlock's Raft log.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// Membership as the state machine records it.
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+/// Metadata of a snapshot.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+/// A snapshot: metadata and its data.
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+/// openraft's storage error with raftlock's node id type.
+pub type StorageError = openraft::StorageError<NodeId>;

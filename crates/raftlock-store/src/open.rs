@@ -1,0 +1,244 @@
+//! Opening a node's store: one sled database, its trees, the format check,
+//! and a full verification of what is stored before anything is served.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::OpenError;
+use crate::layout::{
+    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_KEY, SNAPSHOT_TREE, StoredSnapshot,
+};
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachineStore;
+use crate::{frame, log_store, state_machine};
+
+/// The newest on-disk format this build reads and the one it writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How to open a store. Every field is a resource or durability decision,
+/// so callers see them rather than inherit sled's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// sled's page cache. sled defaults to 1 GiB, far too much for a lock
+    /// service embedded in someone else's process.
+    pub cache_capacity_bytes: u64,
+    /// sled's background flush period. Durability never depends on it (every
+    /// acknowledged log write and vote is flushed explicitly); it only bounds
+    /// how much state-machine work is replayed after a crash. `None` turns
+    /// it off.
+    pub background_flush_every_ms: Option<u64>,
+    /// How many apply batches a slow [`StateMachineStore::subscribe`]r may
+    /// fall behind before it misses some (and is told so by `broadcast`).
+    pub event_buffer_len: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            background_flush_every_ms: Some(500),
+            event_buffer_len: 1024,
+        }
+    }
+}
+
+/// The database and its trees, shared by both halves of the store.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) db: sled::Db,
+    pub(crate) log: sled::Tree,
+    pub(crate) meta: sled::Tree,
+    pub(crate) sm: sled::Tree,
+    pub(crate) snapshot: sled::Tree,
+    /// Dropped last (fields drop in order), after sled has closed its file.
+    closed: tokio::sync::watch::Sender<()>,
+}
+
+/// Tells when a store's database has been closed: every [`LogStore`],
+/// [`StateMachineStore`], [`crate::LogReader`] and
+/// [`crate::SnapshotBuilder`] of it dropped, sled's file lock released.
+///
+/// openraft drops its storage asynchronously (its state machine worker
+/// outlives `Raft::shutdown` briefly), so a node that restarts in the same
+/// process must wait for this before opening the directory again.
+#[derive(Clone, Debug)]
+pub struct Closed(tokio::sync::watch::Receiver<()>);
+
+impl Closed {
+    /// Waits until the database is closed.
+    pub async fn wait(mut self) {
+        // `changed` fails once the sender (in `Shared`) is dropped; nothing
+        // is ever sent, so this loop runs once.
+        while self.0.changed().await.is_ok() {}
+    }
+
+    /// Whether the database is closed already.
+    pub fn is_closed(&self) -> bool {
+        self.0.has_changed().is_err()
+    }
+}
+
+impl Shared {
+    pub(crate) fn closed(&self) -> Closed {
+        Closed(self.closed.subscribe())
+    }
+}
+
+/// Opens (creating if needed) the store of one node in `dir`.
+///
+/// Everything stored is verified first: the format version, every log entry,
+/// the vote and other metadata, every state machine record and the current
+/// snapshot. A damaged record is [`OpenError::Corrupt`] naming it.
+/// sled's file lock makes a second open of the same directory, by any
+/// process, fail with [`OpenError::AlreadyOpen`].
+pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachineStore), OpenError> {
+    let db = open_sled(dir, &options)?;
+    let tree = |name: &str| db.open_tree(name).map_err(|e| OpenError::from_sled(dir, e));
+    let shared = Arc::new(Shared {
+        dir: dir.to_path_buf(),
+        log: tree(LOG_TREE)?,
+        meta: tree(META_TREE)?,
+        sm: tree(SM_TREE)?,
+        snapshot: tree(SNAPSHOT_TREE)?,
+        db,
+        closed: tokio::sync::watch::channel(()).0,
+    });
+    check_format(&shared)?;
+    log_store::verify_on_open(&shared)?;
+    verify_snapshot(&shared)?;
+    let machine = state_machine::load(&shared)?;
+    let log_store = LogStore::new(Arc::clone(&shared))?;
+    let state_machine = StateMachineStore::new(shared, machine, options.event_buffer_len);
+    tracing::info!(dir = %dir.display(), "store opened");
+    Ok((log_store, state_machine))
+}
+
+fn open_sled(dir: &Path, options: &StoreOptions) -> Result<sled::Db, OpenError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(options.cache_capacity_bytes)
+        .flush_every_ms(options.background_flush_every_ms);
+    // sled 0.34 has `expect`s on some paths that read a damaged directory;
+    // a bad directory must be an error for the operator, not a crash.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(OpenError::from_sled(dir, e)),
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "sled panicked while opening".to_string());
+            Err(OpenError::Corrupt {
+                dir: dir.to_path_buf(),
+                what: "sled database files".to_string(),
+                detail,
+            })
+        }
+    }
+}
+
+/// Writes the format version into a new store, refuses a newer one.
+fn check_format(shared: &Shared) -> Result<(), OpenError> {
+    let dir = &shared.dir;
+    let sled_err = |e| OpenError::from_sled(dir, e);
+    match shared.meta.get(FORMAT_VERSION_KEY).map_err(sled_err)? {
+        Some(bytes) => {
+            let found: u32 =
+                frame::decode(&"format version", &bytes).map_err(|d| OpenError::corrupt(dir, d))?;
+            if found > FORMAT_VERSION {
+                return Err(OpenError::NewerFormat {
+                    dir: dir.clone(),
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            if found < FORMAT_VERSION {
+                // Version 1 is the first; anything lower was never written.
+                return Err(OpenError::Corrupt {
+                    dir: dir.clone(),
+                    what: "format version".to_string(),
+                    detail: format!("{found} was never a raftlock format"),
+                });
+            }
+            if !marker_path(dir).exists() {
+                write_marker(dir)?;
+            }
+            Ok(())
+        }
+        None => {
+            let holds_data = !shared.log.is_empty()
+                || !shared.sm.is_empty()
+                || !shared.snapshot.is_empty()
+                || !shared.meta.is_empty();
+            if holds_data {
+                return Err(OpenError::Corrupt {
+                    dir: dir.clone(),
+                    what: "format version".to_string(),
+                    detail: "missing, but the database holds data".to_string(),
+                });
+            }
+            // sled recovers a damaged or missing data file as an empty
+            // database without an error. A node that silently forgot its log
+            // and vote must not come back as a new one (it could vote twice).
+            if marker_path(dir).exists() {
+                return Err(OpenError::Corrupt {
+                    dir: dir.clone(),
+                    what: "sled database".to_string(),
+                    detail: format!(
+                        "it is empty, but {MARKER_FILE} shows a store was created here: sled lost its data; replace this node (with a new node id) instead of restarting it"
+                    ),
+                });
+            }
+            shared
+                .meta
+                .insert(FORMAT_VERSION_KEY, frame::encode(&FORMAT_VERSION))
+                .map_err(sled_err)?;
+            shared.db.flush().map_err(sled_err)?;
+            write_marker(dir)?;
+            tracing::info!(dir = %dir.display(), version = FORMAT_VERSION, "new store created");
+            Ok(())
+        }
+    }
+}
+
+/// A file beside sled's own, written once the store exists, so that an
+/// empty database where a store used to be is recognized as data loss.
+pub const MARKER_FILE: &str = "raftlock-store";
+
+fn marker_path(dir: &Path) -> PathBuf {
+    dir.join(MARKER_FILE)
+}
+
+fn write_marker(dir: &Path) -> Result<(), OpenError> {
+    let io = |source| OpenError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let text = format!(
+        "raftlock-store format {FORMAT_VERSION}\nThe sled database in this directory holds a raftlock node's Raft log and state.\n"
+    );
+    let file = std::fs::File::create(marker_path(dir)).map_err(io)?;
+    std::io::Write::write_all(&mut &file, text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    // Make the new directory entry itself durable.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
+}
+
+fn verify_snapshot(shared: &Shared) -> Result<(), OpenError> {
+    let dir = &shared.dir;
+    if let Some(bytes) = shared
+        .snapshot
+        .get(SNAPSHOT_KEY)
+        .map_err(|e| OpenError::from_sled(dir, e))?
+    {
+        let stored: StoredSnapshot =
+            frame::decode(&"current snapshot", &bytes).map_err(|d| OpenError::corrupt(dir, d))?;
+        state_machine::verify_snapshot_data(&stored.meta, &stored.data)
+            .map_err(|d| OpenError::corrupt(dir, d))?;
+    }
+    Ok(())
+}
