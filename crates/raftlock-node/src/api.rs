@@ -1,0 +1,669 @@
+//! The operations of a node, in Rust types. The gRPC services and the
+//! embedded handle are thin layers over this.
+//!
+//! Writes go through the leader: on the leader they are stamped with the
+//! cluster clock and proposed; a follower forwards them one hop (the leader
+//! answers NOT_LEADER with its successor if it lost leadership meanwhile).
+//! Reads are linearizable through a read-index check at the leader unless
+//! the caller asks for a stale read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use raftlock_core::{
+    Applied, Command, Granted, LeaseId, LockError, LockSpec, Metadata, Request, Response, State,
+    WaiterId,
+};
+use raftlock_proto::internal::v1::RaftMessage;
+use raftlock_store::{NodeId, StateHandle};
+use serde::{Deserialize, Serialize};
+
+use crate::Raft;
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::keeper::Keeper;
+use crate::network::{Method, Network};
+use crate::waits::{WaitOutcome, Waits};
+use crate::watch::WatchHub;
+use crate::wire::{pack, unpack};
+
+/// Everything the operations need; shared by the services of one node.
+pub struct Api {
+    /// This node's own Arc, for work that must outlive a call.
+    pub(crate) me: std::sync::Weak<Api>,
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) state: StateHandle,
+    pub(crate) network: Network,
+    pub(crate) keeper: Keeper,
+    pub(crate) waits: Waits,
+    pub(crate) watch: WatchHub,
+    pub(crate) config: Arc<NodeConfig>,
+    /// Becomes true when the node shuts down: long calls (waits, watches,
+    /// keep-alive streams) end instead of holding the server open.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// An acquire as a client asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct AcquireArgs {
+    pub lease: LeaseId,
+    pub locks: Vec<LockSpec>,
+    /// Zero: try once. Otherwise wait up to this long in the queues.
+    pub wait: Duration,
+    pub reason: String,
+    pub metadata: Metadata,
+    pub lock_delay_ms: u64,
+}
+
+/// A granted acquire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    pub token: u64,
+    pub holds: Vec<Granted>,
+    pub retry: bool,
+    pub revision: u64,
+    pub waited: Duration,
+}
+
+/// What a follower gets back from the leader for a forwarded write.
+type ForwardResult = Result<Applied, NodeError>;
+
+/// The answer to a read-index request: the index to apply before reading.
+type ReadIndexResult = Result<u64, NodeError>;
+
+/// The answer to a forwarded keep-alive: the lease's ttl.
+type KeepAliveResult = Result<u64, NodeError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeepAliveForward {
+    pub lease: LeaseId,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Api {
+    // ----- leadership ------------------------------------------------------
+
+    /// The current leader as this node knows it, with its address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.id) && m.state == ServerState::Leader
+    }
+
+    fn not_leader(&self, hint: Option<&ForwardToLeader<NodeId, BasicNode>>) -> NodeError {
+        let known = hint
+            .and_then(|f| Some((f.leader_id?, f.leader_node.as_ref()?.addr.clone())))
+            .or_else(|| self.leader());
+        match known {
+            Some((leader_id, leader_addr)) if leader_id != self.id => NodeError::NotLeader {
+                leader_id,
+                leader_addr,
+            },
+            _ => NodeError::NoLeader,
+        }
+    }
+
+    // ----- writes -------------------------------------------------------------
+
+    /// Apply a command through the leader and return what applying it gave.
+    pub async fn write(&self, command: Command) -> Result<Applied, NodeError> {
+        match tokio::time::timeout(self.config.write_timeout, self.write_inner(command)).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeError::Timeout {
+                timeout_ms: self.config.write_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    async fn write_inner(&self, command: Command) -> Result<Applied, NodeError> {
+        if self.is_leader() {
+            match self.propose(command.clone()).await {
+                Err(NodeError::NotLeader { .. }) | Err(NodeError::NoLeader) => {}
+                other => return other,
+            }
+        }
+        let (leader_id, addr) = match self.leader() {
+            Some((id, addr)) if id != self.id => (id, addr),
+            _ => return Err(NodeError::NoLeader),
+        };
+        tracing::debug!(leader_id, "forwarding write");
+        let reply = self
+            .network
+            .call(
+                &addr,
+                Method::Forward,
+                pack(&command),
+                self.config.write_timeout,
+            )
+            .await
+            .map_err(|status| {
+                tracing::debug!(leader_id, %status, "forward failed");
+                NodeError::NotLeader {
+                    leader_id,
+                    leader_addr: addr.clone(),
+                }
+            })?;
+        unpack::<ForwardResult>("forward reply", &reply)
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+    }
+
+    /// Propose on this node, which must be the leader (no forwarding: the
+    /// Forward RPC lands here, which keeps forwarding to one hop).
+    pub(crate) async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
+        let cluster_ms = self.keeper.stamp(self.state.read(State::cluster_ms));
+        let request = Request::new(cluster_ms, wall_ms(), command);
+        match self.raft.client_write(request).await {
+            Ok(reply) => Ok(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(self.not_leader(Some(&f)))
+            }
+            Err(RaftError::APIError(e)) => Err(NodeError::Internal(e.to_string())),
+            Err(RaftError::Fatal(e)) => {
+                tracing::error!(error = %e, "raft stopped");
+                Err(NodeError::ShuttingDown)
+            }
+        }
+    }
+
+    /// Answer a forwarded write (Forward RPC).
+    pub(crate) async fn serve_forward(&self, message: &RaftMessage) -> RaftMessage {
+        let result: ForwardResult = match unpack::<Command>("forwarded command", message) {
+            Ok(command) => self.propose(command).await,
+            Err(e) => Err(NodeError::invalid("command", e.to_string())),
+        };
+        pack(&result)
+    }
+
+    fn ok(applied: Applied) -> Result<(Response, u64), NodeError> {
+        let index = applied.index;
+        applied.result.map(|r| (r, index)).map_err(NodeError::Lock)
+    }
+
+    // ----- reads ----------------------------------------------------------------
+
+    /// Make the local state at least as new as every write acknowledged
+    /// before this call (unless `stale`).
+    pub async fn read_barrier(&self, stale: bool) -> Result<(), NodeError> {
+        if stale {
+            return Ok(());
+        }
+        let index = if self.is_leader() {
+            self.read_index_local().await?
+        } else {
+            let (leader_id, addr) = match self.leader() {
+                Some((id, addr)) if id != self.id => (id, addr),
+                _ => return Err(NodeError::NoLeader),
+            };
+            let reply = self
+                .network
+                .call(
+                    &addr,
+                    Method::ReadIndex,
+                    pack(&()),
+                    self.config.write_timeout,
+                )
+                .await
+                .map_err(|_| NodeError::NotLeader {
+                    leader_id,
+                    leader_addr: addr.clone(),
+                })?;
+            unpack::<ReadIndexResult>("read index", &reply)
+                .map_err(|e| NodeError::Internal(e.to_string()))??
+        };
+        self.wait_applied(index).await
+    }
+
+    async fn read_index_local(&self) -> Result<u64, NodeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(self.not_leader(Some(&f)))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(NodeError::NoLeader)
+            }
+            Err(RaftError::Fatal(_)) => Err(NodeError::ShuttingDown),
+        }
+    }
+
+    pub(crate) async fn serve_read_index(&self) -> RaftMessage {
+        let result: ReadIndexResult = self.read_index_local().await;
+        pack(&result)
+    }
+
+    /// Wait until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
+        if self.state.last_applied().is_some_and(|l| l.index >= index) {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(self.config.write_timeout))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => NodeError::Timeout {
+                    timeout_ms: self.config.write_timeout.as_millis() as u64,
+                },
+                openraft::metrics::WaitError::ShuttingDown => NodeError::ShuttingDown,
+            })
+    }
+
+    /// Read the state after a read barrier; also returns the applied index
+    /// the answer reflects.
+    pub async fn read<R>(
+        &self,
+        stale: bool,
+        f: impl FnOnce(&State) -> R,
+    ) -> Result<(R, u64), NodeError> {
+        self.read_barrier(stale).await?;
+        Ok(self.state.read(|s| (f(s), s.last_applied())))
+    }
+
+    // ----- leases -----------------------------------------------------------------
+
+    pub async fn grant_lease(
+        &self,
+        ttl_ms: u64,
+        owner: String,
+    ) -> Result<(LeaseId, u64), NodeError> {
+        let (r, _) = Self::ok(self.write(Command::GrantLease { ttl_ms, owner }).await?)?;
+        match r {
+            Response::LeaseGranted { lease, ttl_ms } => Ok((lease, ttl_ms)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn revoke_lease(&self, lease: LeaseId) -> Result<(Vec<Granted>, u64), NodeError> {
+        let (r, index) = Self::ok(self.write(Command::RevokeLease { lease }).await?)?;
+        match r {
+            Response::LeaseEnded { released, .. } => Ok((released, index)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Keep a lease alive; returns its ttl. The lease then lives at least
+    /// that long after the leader received the request.
+    pub async fn keep_alive(&self, lease: LeaseId) -> Result<u64, NodeError> {
+        let received_at = Instant::now();
+        if self.is_leader() {
+            return self.keep_alive_local(lease, received_at).await;
+        }
+        let (leader_id, addr) = match self.leader() {
+            Some((id, addr)) if id != self.id => (id, addr),
+            _ => return Err(NodeError::NoLeader),
+        };
+        let reply = self
+            .network
+            .call(
+                &addr,
+                Method::KeepAlive,
+                pack(&KeepAliveForward { lease }),
+                self.config.write_timeout,
+            )
+            .await
+            .map_err(|_| NodeError::NotLeader {
+                leader_id,
+                leader_addr: addr.clone(),
+            })?;
+        unpack::<KeepAliveResult>("keep-alive reply", &reply)
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+    }
+
+    async fn keep_alive_local(
+        &self,
+        lease: LeaseId,
+        received_at: Instant,
+    ) -> Result<u64, NodeError> {
+        if self.state.read(|s| s.lease(lease).is_none()) {
+            return Err(NodeError::Lock(LockError::LeaseNotFound { lease }));
+        }
+        let term = self.keeper.leader_term().ok_or(NodeError::NoLeader)?;
+        // Confirm leadership with a quorum before promising anything.
+        self.read_index_local().await?;
+        self.state.read(|s| {
+            let ttl_ms = s.lease(lease).map_or(0, |l| l.ttl_ms);
+            self.keeper.renew(
+                term,
+                lease,
+                Duration::from_millis(ttl_ms),
+                received_at,
+                s.lease(lease).is_some(),
+            )?;
+            Ok(ttl_ms)
+        })
+    }
+
+    pub(crate) async fn serve_keep_alive(&self, message: &RaftMessage) -> RaftMessage {
+        let received_at = Instant::now();
+        let result: KeepAliveResult = match unpack::<KeepAliveForward>("keep-alive", message) {
+            Ok(k) if self.is_leader() => self.keep_alive_local(k.lease, received_at).await,
+            Ok(_) => Err(self.not_leader(None)),
+            Err(e) => Err(NodeError::invalid("keep-alive", e.to_string())),
+        };
+        pack(&result)
+    }
+
+    // ----- locks ------------------------------------------------------------------
+
+    /// Acquire, waiting in the queue up to `args.wait`. If the wait times
+    /// out, the queued request is withdrawn; if it was granted meanwhile,
+    /// that grant is released: the caller is told exactly which happened.
+    pub async fn acquire(&self, args: AcquireArgs) -> Result<Acquired, NodeError> {
+        let started = Instant::now();
+        if args.wait > self.config.max_wait {
+            return Err(NodeError::invalid(
+                "wait_timeout_ms",
+                format!("at most {} ms", self.config.max_wait.as_millis()),
+            ));
+        }
+        let lease = args.lease;
+        let command = Command::Acquire {
+            lease,
+            locks: args.locks,
+            wait: !args.wait.is_zero(),
+            reason: args.reason,
+            metadata: args.metadata,
+            lock_delay_ms: args.lock_delay_ms,
+        };
+        let (response, index) = Self::ok(self.write(command).await?)?;
+        let waiter = match response {
+            Response::Acquired {
+                token,
+                holds,
+                retry,
+            } => {
+                return Ok(Acquired {
+                    token,
+                    holds,
+                    retry,
+                    revision: index,
+                    waited: Duration::ZERO,
+                });
+            }
+            Response::Queued { waiter, .. } => waiter,
+            other => return Err(unexpected(&other)),
+        };
+        // Whatever happens to the request is seen in this node's applies.
+        self.wait_applied(index).await?;
+        let rx = self
+            .waits
+            .register(waiter, lease, |settled| self.state.read(|s| settled(s)));
+        let mut guard = CancelOnDrop {
+            api: self,
+            lease,
+            waiter,
+            armed: true,
+        };
+        let remaining = args.wait.saturating_sub(started.elapsed());
+        let mut stopping = self.stopping.clone();
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(remaining, rx) => outcome,
+            _ = stopping.wait_for(|s| *s) => {
+                // The queued request stays; a retry elsewhere keeps its place.
+                guard.armed = false;
+                return Err(NodeError::ShuttingDown);
+            }
+        };
+        guard.armed = false;
+        match outcome {
+            Ok(Ok(WaitOutcome::Granted {
+                token,
+                holds,
+                revision,
+            })) => Ok(Acquired {
+                token,
+                holds,
+                retry: false,
+                revision,
+                waited: started.elapsed(),
+            }),
+            Ok(Ok(WaitOutcome::Dropped)) => Err(self.why_dropped(lease, waiter)),
+            Ok(Err(_)) => Err(NodeError::ShuttingDown),
+            Err(_elapsed) => self.withdraw(lease, waiter, started).await,
+        }
+    }
+
+    fn why_dropped(&self, lease: LeaseId, waiter: WaiterId) -> NodeError {
+        if self.state.read(|s| s.lease(lease).is_none()) {
+            NodeError::Lock(LockError::LeaseNotFound { lease })
+        } else {
+            NodeError::WaitDropped { waiter }
+        }
+    }
+
+    async fn withdraw(
+        &self,
+        lease: LeaseId,
+        waiter: WaiterId,
+        started: Instant,
+    ) -> Result<Acquired, NodeError> {
+        let applied = self.write(Command::CancelWait { lease, waiter }).await?;
+        let waited_ms = started.elapsed().as_millis() as u64;
+        match applied.result {
+            Ok(Response::WaitCancelled { .. }) => Err(NodeError::WaitTimeout {
+                waited_ms,
+                released_after_grant: false,
+            }),
+            Ok(Response::ReleasedAfterGrant { .. }) => Err(NodeError::WaitTimeout {
+                waited_ms,
+                released_after_grant: true,
+            }),
+            Err(LockError::WaiterNotFound { .. }) => Err(self.why_dropped(lease, waiter)),
+            Err(e) => Err(NodeError::Lock(e)),
+            Ok(other) => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn release(
+        &self,
+        lease: LeaseId,
+        token: u64,
+        names: Vec<String>,
+    ) -> Result<(Vec<String>, u64), NodeError> {
+        let (r, index) = Self::ok(
+            self.write(Command::Release {
+                lease,
+                token,
+                names,
+            })
+            .await?,
+        )?;
+        match r {
+            Response::Released { names } => Ok((names, index)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Extend a hold: recorded in the log, and the lease's deadline restarts
+    /// from when this node received the request.
+    pub async fn extend(
+        &self,
+        lease: LeaseId,
+        name: String,
+        token: u64,
+        ttl_ms: Option<u64>,
+    ) -> Result<(u64, u64, u64), NodeError> {
+        let (r, index) = Self::ok(
+            self.write(Command::Extend {
+                lease,
+                name,
+                token,
+                ttl_ms,
+            })
+            .await?,
+        )?;
+        let Response::Extended {
+            ttl_ms, extensions, ..
+        } = r
+        else {
+            return Err(unexpected(&r));
+        };
+        // The entry does not restart the deadline by itself: a keep-alive
+        // does, answered only if the lease is not already being expired.
+        self.keep_alive(lease).await?;
+        Ok((ttl_ms, extensions, index))
+    }
+
+    pub async fn force_release(
+        &self,
+        name: String,
+        lease: Option<LeaseId>,
+    ) -> Result<(Vec<raftlock_core::Hold>, u64), NodeError> {
+        let (r, index) = Self::ok(self.write(Command::ForceRelease { name, lease }).await?)?;
+        match r {
+            Response::ForceReleased { released } => Ok((released, index)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    // ----- administration -------------------------------------------------------------
+
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        addr: String,
+        blocking: bool,
+    ) -> Result<u64, NodeError> {
+        self.require_leader()?;
+        let reply = self
+            .raft
+            .add_learner(id, BasicNode { addr }, blocking)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(reply.log_id.index)
+    }
+
+    /// Change the voters or nodes; returns the entry's index and the voters
+    /// and learners after the change.
+    pub async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+    ) -> Result<(u64, Vec<NodeId>, Vec<NodeId>), NodeError> {
+        self.require_leader()?;
+        let reply = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        let (voters, learners) = match &reply.membership {
+            Some(m) => (m.voter_ids().collect(), m.learner_ids().collect()),
+            None => {
+                let (v, l) = self.members();
+                (v.into_keys().collect(), l.into_keys().collect())
+            }
+        };
+        Ok((reply.log_id.index, voters, learners))
+    }
+
+    fn require_leader(&self) -> Result<(), NodeError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(self.not_leader(None))
+        }
+    }
+
+    fn membership_error(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    ) -> NodeError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.not_leader(Some(&f)),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                NodeError::invalid("membership", e.to_string())
+            }
+            RaftError::Fatal(_) => NodeError::ShuttingDown,
+        }
+    }
+
+    /// Voters and learners by id, from the latest membership.
+    pub fn members(&self) -> (BTreeMap<NodeId, String>, BTreeMap<NodeId, String>) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut v = BTreeMap::new();
+        let mut l = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if voters.contains(id) {
+                v.insert(*id, node.addr.clone());
+            } else {
+                l.insert(*id, node.addr.clone());
+            }
+        }
+        (v, l)
+    }
+
+    pub async fn snapshot(&self) -> Result<u64, NodeError> {
+        let target = self.state.last_applied().map_or(0, |l| l.index);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|_| NodeError::ShuttingDown)?;
+        let wait = self
+            .raft
+            .wait(Some(self.config.write_timeout))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= target),
+                "snapshot built",
+            )
+            .await
+            .map_err(|_| NodeError::Timeout {
+                timeout_ms: self.config.write_timeout.as_millis() as u64,
+            })?;
+        Ok(wait.snapshot.map_or(0, |s| s.index))
+    }
+}
+
+fn unexpected(r: &Response) -> NodeError {
+    NodeError::Internal(format!("unexpected reply from the state machine: {r:?}"))
+}
+
+/// A waiting acquire whose caller went away withdraws its queued request, so
+/// it is never granted to nobody. (A retry with the same lease before the
+/// cancel lands keeps its place; after it, queues again.)
+struct CancelOnDrop<'a> {
+    api: &'a Api,
+    lease: LeaseId,
+    waiter: WaiterId,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Some(api) = self.api.me.upgrade() else {
+            return;
+        };
+        let (lease, waiter) = (self.lease, self.waiter);
+        // Drop must not block: the cancel is proposed in the background.
+        tokio::spawn(async move {
+            if let Err(e) = api.write(Command::CancelWait { lease, waiter }).await {
+                tracing::debug!(lease, waiter, error = %e, "cancel of an abandoned wait failed");
+            }
+        });
+    }
+}

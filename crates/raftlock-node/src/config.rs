@@ -1,0 +1,141 @@
+//! Everything a node needs to start. Every field is explicit: timeouts and
+//! durability are safety decisions, not hidden defaults.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raftlock_core::Limits;
+
+/// Configuration of one raftlock node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster and never reused for a node
+    /// whose data was wiped (openraft's leader rejects such a node).
+    pub id: u64,
+    /// Where the node keeps its sled database.
+    pub data_dir: PathBuf,
+    /// The address to listen on for clients and peers (`host:port`).
+    pub listen: String,
+    /// The address other nodes and clients reach this node at; defaults to
+    /// the bound listen address.
+    pub advertise: Option<String>,
+    /// The initial cluster (id → address), like etcd's `--initial-cluster`.
+    /// A node whose store is new and that is named here bootstraps the
+    /// cluster with exactly these voters; every node must get the same map.
+    /// Empty: the node waits to be added through the admin API.
+    pub initial_members: BTreeMap<u64, String>,
+    pub raft: RaftTiming,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot (for slow followers).
+    pub keep_entries_after_snapshot: u64,
+    /// Limits the state machine applies when the cluster is bootstrapped.
+    /// (Later changes go through the log.)
+    pub limits: Limits,
+    /// How often the leader checks lease deadlines and lock-delays.
+    pub lease_check_interval: Duration,
+    /// Most leases ended by one expiry entry.
+    pub max_expire_batch: usize,
+    /// Events kept in memory for watchers that resume from a revision.
+    pub watch_history_events: usize,
+    /// Event batches a watcher may have pending before it is cut off.
+    pub watch_buffer_batches: usize,
+    /// Most watch streams open on this node.
+    pub max_watchers: usize,
+    /// Longest time a client may wait in an acquire.
+    pub max_wait: Duration,
+    /// sled page cache.
+    pub cache_capacity_bytes: u64,
+    /// Longest time a write may take before the caller gets an error.
+    pub write_timeout: Duration,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// Raft timing. Lease safety does not depend on these (the leader counts
+/// lease deadlines from its own receipt of keep-alives), only availability.
+#[derive(Debug, Clone)]
+pub struct RaftTiming {
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Timeout of one Raft RPC to a peer.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+            rpc_timeout: Duration::from_millis(1_000),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// A configuration with the documented defaults for everything but the
+    /// node's identity and places.
+    pub fn new(id: u64, data_dir: impl Into<PathBuf>, listen: impl Into<String>) -> Self {
+        NodeConfig {
+            id,
+            data_dir: data_dir.into(),
+            listen: listen.into(),
+            advertise: None,
+            initial_members: BTreeMap::new(),
+            raft: RaftTiming::default(),
+            snapshot_every_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
+            limits: Limits::default(),
+            lease_check_interval: Duration::from_millis(50),
+            max_expire_batch: 1_000,
+            watch_history_events: 10_000,
+            watch_buffer_batches: 1_024,
+            max_watchers: 10_000,
+            max_wait: Duration::from_secs(24 * 3600),
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+
+    /// Checks the combination; errors name the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id: node ids start at 1".into());
+        }
+        if !self.initial_members.is_empty() && !self.initial_members.contains_key(&self.id) {
+            return Err(format!(
+                "initial_members: this node's id {} is not among {:?}",
+                self.id,
+                self.initial_members.keys().collect::<Vec<_>>()
+            ));
+        }
+        if self.initial_members.contains_key(&0) {
+            return Err("initial_members: node ids start at 1".into());
+        }
+        let t = &self.raft;
+        if t.heartbeat.is_zero() || t.election_timeout_min <= t.heartbeat * 2 {
+            return Err("raft: the election timeout must exceed two heartbeats".into());
+        }
+        if t.election_timeout_max <= t.election_timeout_min {
+            return Err("raft: election_timeout_max must exceed election_timeout_min".into());
+        }
+        if self.snapshot_every_entries == 0 {
+            return Err("snapshot_every_entries must be at least 1".into());
+        }
+        if self.lease_check_interval.is_zero() || self.lease_check_interval > Duration::from_secs(1)
+        {
+            return Err("lease_check_interval must be between 1 ms and 1 s".into());
+        }
+        if self.max_expire_batch == 0 || self.watch_buffer_batches == 0 || self.max_watchers == 0 {
+            return Err(
+                "max_expire_batch, watch_buffer_batches and max_watchers must be at least 1".into(),
+            );
+        }
+        self.limits.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! raftlock-node: a raftlock node.
+//!
+//! openraft over the sled store, the tonic gRPC services (client API, admin,
+//! internal transport), the leader's lease keeper, waiting acquires and
+//! watches. [`Node::start`] starts one inside any tokio program.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod keeper;
+pub mod network;
+pub mod node;
+pub mod transport;
+pub mod waits;
+pub mod watch;
+pub mod wire;
+
+pub use api::{AcquireArgs, Acquired, Api};
+pub use config::{NodeConfig, RaftTiming};
+pub use error::{NodeError, status_reason};
+pub use node::{Node, NodeHandle, StartError};
+
+/// The openraft handle of a raftlock node.
+pub type Raft = openraft::Raft<raftlock_store::TypeConfig>;

@@ -1,0 +1,512 @@
+//! The client half of the node-to-node transport: openraft's
+//! [`RaftNetworkFactory`]/[`RaftNetwork`] over the `RaftTransport` gRPC
+//! service, plus [`Network::call`] for the node's own peer messages
+//! (Forward, ReadIndex, KeepAlive) through the same channels.
+//!
+//! Channels are cached per peer address and shared by every clone of a
+//! [`Network`]. A tonic channel reconnects by itself, but a channel that saw
+//! a transport failure is still dropped from the cache (see
+//! [`Network::call`]): the next call builds a fresh one, so no failure mode
+//! of an old connection can stick to a peer forever.
+//!
+//! How failures reach openraft (it decides retries and backoff from the
+//! variant):
+//! - the peer cannot be reached (connection refused, connect timeout, DNS,
+//!   a bad address, `UNAVAILABLE`) → [`RPCError::Unreachable`]: openraft
+//!   backs off ([`RaftNetwork::backoff`], 500 ms) before trying again;
+//! - no answer within `RPCOption::hard_ttl()` → [`RPCError::Timeout`];
+//! - any other transport failure (connection reset mid-call, h2 errors), a
+//!   status sent by the peer's server, or an answer that fails its checksum
+//!   or does not decode → [`RPCError::Network`]: retried on openraft's next
+//!   tick without backoff;
+//! - an AppendEntries rejected as too large (`OUT_OF_RANGE` from either
+//!   side's message-size limit) → [`RPCError::PayloadTooLarge`] with half
+//!   the entries, so openraft shrinks the batch and retries at once;
+//! - the peer's Raft answered with an error (encoded in the answer as
+//!   `Err(RaftError)`) → [`RPCError::RemoteError`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use raftlock_proto::internal::v1::RaftMessage;
+use raftlock_proto::internal::v1::raft_transport_client::RaftTransportClient;
+use raftlock_store::{NodeId, TypeConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::wire::{pack, unpack};
+
+/// Connection settings for peer channels. Every field bounds how long a
+/// dead or slow peer can hold something up, so callers choose them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkOptions {
+    /// Upper bound on establishing a TCP connection to a peer.
+    pub connect_timeout_ms: u64,
+    /// HTTP/2 PING period on every peer connection, idle or not. A peer
+    /// that vanished without closing its socket is noticed after about
+    /// `keepalive_interval_ms + keepalive_timeout_ms`; until then calls on
+    /// that connection only time out.
+    pub keepalive_interval_ms: u64,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub keepalive_timeout_ms: u64,
+    /// Largest message this node sends or accepts on a peer channel. The
+    /// servers must accept as much (`max_decoding_message_size`), and it
+    /// must exceed openraft's `snapshot_max_chunk_size` plus a few KiB.
+    pub max_message_bytes: usize,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> Self {
+        NetworkOptions {
+            connect_timeout_ms: 1_000,
+            keepalive_interval_ms: 2_000,
+            keepalive_timeout_ms: 2_000,
+            // tonic's default receive limit, so a server left at its
+            // defaults accepts everything we send.
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The RPCs of the `RaftTransport` service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+    ReadIndex,
+    KeepAlive,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::AppendEntries => "AppendEntries",
+            Method::Vote => "Vote",
+            Method::InstallSnapshot => "InstallSnapshot",
+            Method::Forward => "Forward",
+            Method::ReadIndex => "ReadIndex",
+            Method::KeepAlive => "KeepAlive",
+        }
+    }
+}
+
+/// A cached channel and the generation it was created in, so that evicting
+/// after a failure never removes a newer channel another caller put there.
+struct Cached {
+    channel: Channel,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Channels {
+    by_addr: HashMap<String, Cached>,
+    next_generation: u64,
+}
+
+struct Inner {
+    id: NodeId,
+    options: NetworkOptions,
+    channels: Mutex<Channels>,
+}
+
+/// The node's peer network: openraft's network factory and a channel cache
+/// shared by all its clones.
+#[derive(Clone)]
+pub struct Network {
+    inner: Arc<Inner>,
+}
+
+/// Why a call got no answer.
+#[derive(Debug)]
+enum CallError {
+    /// Our deadline passed.
+    Timeout(Duration),
+    /// A failure status, made locally (transport) or sent by the peer.
+    Status(tonic::Status),
+    /// The peer's address is not a URI.
+    BadAddress(tonic::Status),
+}
+
+impl Network {
+    /// The network of node `id` (the id is named in timeout errors).
+    pub fn new(id: NodeId, options: NetworkOptions) -> Self {
+        Network {
+            inner: Arc::new(Inner {
+                id,
+                options,
+                channels: Mutex::new(Channels::default()),
+            }),
+        }
+    }
+
+    /// The id of the node this network belongs to.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// A client for the peer at `addr` (`host:port`, or a URI with a
+    /// scheme), on the cached channel. The channel connects lazily, so this
+    /// never waits; it fails only for an address that is not a valid URI
+    /// (`INVALID_ARGUMENT`).
+    pub fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, tonic::Status> {
+        let (channel, _) = self.channel(addr)?;
+        Ok(self.wrap(channel))
+    }
+
+    /// Sends `message` to `method` of the peer at `addr` and waits at most
+    /// `timeout` for the answer (the deadline is also sent to the peer, so
+    /// its server gives up too).
+    ///
+    /// Errors are the gRPC status: made locally for transport failures
+    /// (`UNAVAILABLE` when the peer cannot be reached, `DEADLINE_EXCEEDED`
+    /// when `timeout` passed) or sent by the peer. After a transport
+    /// failure the peer's channel is dropped from the cache.
+    pub async fn call(
+        &self,
+        addr: &str,
+        method: Method,
+        message: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, tonic::Status> {
+        self.call_inner(addr, method, message, timeout)
+            .await
+            .map_err(|e| match e {
+                CallError::Timeout(after) => tonic::Status::deadline_exceeded(format!(
+                    "{} to {addr}: no answer within {after:?}",
+                    method.name()
+                )),
+                CallError::Status(status) | CallError::BadAddress(status) => status,
+            })
+    }
+
+    /// Drops the cached channel of `addr` (e.g. after a node was removed).
+    pub fn forget(&self, addr: &str) {
+        self.channels().by_addr.remove(addr);
+    }
+
+    async fn call_inner(
+        &self,
+        addr: &str,
+        method: Method,
+        message: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, CallError> {
+        let (channel, generation) = self.channel(addr).map_err(CallError::BadAddress)?;
+        let mut client = self.wrap(channel);
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        let rpc = async {
+            match method {
+                Method::AppendEntries => client.append_entries(request).await,
+                Method::Vote => client.vote(request).await,
+                Method::InstallSnapshot => client.install_snapshot(request).await,
+                Method::Forward => client.forward(request).await,
+                Method::ReadIndex => client.read_index(request).await,
+                Method::KeepAlive => client.keep_alive(request).await,
+            }
+        };
+        match tokio::time::timeout(timeout, rpc).await {
+            // No eviction on a timeout: a slow peer on a healthy connection
+            // would otherwise cost a reconnect per timeout, and a dead
+            // connection is closed by the HTTP/2 keepalive.
+            Err(_elapsed) => Err(CallError::Timeout(timeout)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            // tonic enforces the request's deadline itself too.
+            Ok(Err(status)) if is_deadline(&status) => Err(CallError::Timeout(timeout)),
+            Ok(Err(status)) => {
+                if is_transport_failure(&status) {
+                    tracing::debug!(
+                        peer = addr,
+                        method = method.name(),
+                        code = ?status.code(),
+                        error = %status.message(),
+                        "transport failure, dropping the peer's channel"
+                    );
+                    self.evict(addr, generation);
+                }
+                Err(CallError::Status(status))
+            }
+        }
+    }
+
+    fn wrap(&self, channel: Channel) -> RaftTransportClient<Channel> {
+        let max = self.inner.options.max_message_bytes;
+        RaftTransportClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    fn channels(&self) -> MutexGuard<'_, Channels> {
+        // Nothing panics while holding the lock; a poisoned map is still a
+        // valid map.
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn channel(&self, addr: &str) -> Result<(Channel, u64), tonic::Status> {
+        let mut channels = self.channels();
+        if let Some(cached) = channels.by_addr.get(addr) {
+            return Ok((cached.channel.clone(), cached.generation));
+        }
+        let endpoint = self.endpoint(addr)?;
+        // `connect_lazy` only spawns the channel's worker; it needs a tokio
+        // runtime, which every caller here runs in.
+        let channel = endpoint.connect_lazy();
+        let generation = channels.next_generation;
+        channels.next_generation += 1;
+        channels.by_addr.insert(
+            addr.to_string(),
+            Cached {
+                channel: channel.clone(),
+                generation,
+            },
+        );
+        Ok((channel, generation))
+    }
+
+    fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::Status> {
+        let options = &self.inner.options;
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| {
+            tonic::Status::invalid_argument(format!("peer address {addr:?} is not a URI: {e}"))
+        })?;
+        Ok(endpoint
+            .connect_timeout(Duration::from_millis(options.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_millis(options.keepalive_interval_ms))
+            .keep_alive_timeout(Duration::from_millis(options.keepalive_timeout_ms))
+            .keep_alive_while_idle(true))
+    }
+
+    fn evict(&self, addr: &str, generation: u64) {
+        let mut channels = self.channels();
+        if channels
+            .by_addr
+            .get(addr)
+            .is_some_and(|c| c.generation == generation)
+        {
+            channels.by_addr.remove(addr);
+        }
+    }
+}
+
+/// Whether tonic gave up on a call because its deadline passed.
+fn is_deadline(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Whether a failed call failed in the transport (connecting, or the
+/// connection breaking) rather than being answered by the peer's server.
+/// tonic keeps the underlying error as the `source` of statuses it makes
+/// locally; a status decoded from the peer's answer has none.
+/// (A peer's own `UNAVAILABLE`, e.g. "no leader yet", keeps the channel.)
+/// A Raft request packed with the id of the node it is meant for.
+fn addressed<Req: Serialize>(request: &Req, target: NodeId) -> RaftMessage {
+    let mut message = pack(request);
+    message.target_id = target;
+    message
+}
+
+pub fn is_transport_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            network: self.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+/// openraft's connection to one peer. Holds no channel of its own: every
+/// RPC takes the peer's channel from the shared cache, so an evicted
+/// channel is replaced on the next RPC.
+pub struct PeerClient {
+    network: Network,
+    target: NodeId,
+    node: BasicNode,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    /// One Raft RPC: `request` packed, the answer unpacked as
+    /// `Result<Resp, RaftError<E>>`, every failure mapped as the module
+    /// documentation says.
+    async fn rpc<Req, Resp, E>(
+        &self,
+        method: Method,
+        action: RPCTypes,
+        request: &Req,
+        entries: u64,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let answer = self
+            .network
+            .call_inner(
+                &self.node.addr,
+                method,
+                addressed(request, self.target),
+                option.hard_ttl(),
+            )
+            .await;
+        let message = match answer {
+            Ok(message) => message,
+            Err(CallError::Timeout(timeout)) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.network.id(),
+                    target: self.target,
+                    timeout,
+                }));
+            }
+            Err(CallError::Status(status)) => return Err(self.map_status(action, entries, status)),
+            // A membership naming an unusable address: nothing to retry
+            // soon, so let openraft back off as for a dead peer.
+            Err(CallError::BadAddress(status)) => {
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &self.peer_error(&status),
+                )));
+            }
+        };
+        let answer: Result<Resp, RaftError<NodeId, E>> = unpack(answer_name(method), &message)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+
+    fn peer_error(&self, status: &tonic::Status) -> PeerError {
+        PeerError {
+            target: self.target,
+            addr: self.node.addr.clone(),
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+
+    fn map_status<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        entries: u64,
+        status: tonic::Status,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+        let error = self.peer_error(&status);
+        match status.code() {
+            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&error)),
+            tonic::Code::OutOfRange if action == RPCTypes::AppendEntries && entries > 1 => {
+                RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries / 2).with_source_error(&error),
+                )
+            }
+            _ => RPCError::Network(NetworkError::new(&error)),
+        }
+    }
+}
+
+fn answer_name(method: Method) -> &'static str {
+    match method {
+        Method::AppendEntries => "append entries answer",
+        Method::Vote => "vote answer",
+        Method::InstallSnapshot => "install snapshot answer",
+        Method::Forward => "forward answer",
+        Method::ReadIndex => "read index answer",
+        Method::KeepAlive => "keep alive answer",
+    }
+}
+
+/// A failed RPC to a peer, as openraft's errors carry it.
+#[derive(Debug, thiserror::Error)]
+#[error("raft RPC to node {target} at {addr}: {code:?}: {message}")]
+struct PeerError {
+    target: NodeId,
+    addr: String,
+    code: tonic::Code,
+    message: String,
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let entries = rpc.entries.len() as u64;
+        self.rpc(
+            Method::AppendEntries,
+            RPCTypes::AppendEntries,
+            &rpc,
+            entries,
+            &option,
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc(
+            Method::InstallSnapshot,
+            RPCTypes::InstallSnapshot,
+            &rpc,
+            0,
+            &option,
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc(Method::Vote, RPCTypes::Vote, &rpc, 0, &option)
+            .await
+    }
+}

@@ -1,0 +1,467 @@
+//! Starting and stopping a node: store, Raft, gRPC server, background tasks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use raftlock_core::{Command, LeaseId};
+use raftlock_proto::v1 as pb;
+use raftlock_store::{StoreOptions, open};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::Raft;
+use crate::api::Api;
+use crate::config::NodeConfig;
+use crate::grpc::{AdminService, LeasesService, LocksService, TransportService};
+use crate::keeper::Keeper;
+use crate::network::{Network, NetworkOptions};
+use crate::transport::RaftRpcs;
+use crate::waits::Waits;
+use crate::watch::WatchHub;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] raftlock_store::OpenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Starts nodes. See [`Node::start`].
+pub struct Node;
+
+/// A running node: its address, its in-process API, and `shutdown`.
+pub struct NodeHandle {
+    api: Arc<Api>,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    store_closed: Option<raftlock_store::Closed>,
+}
+
+impl Node {
+    /// Start a node: open (or create) its store in `config.data_dir`, listen
+    /// on `config.listen`, and, if its store is new and `initial_members`
+    /// is set, bootstrap the cluster.
+    pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        Self::start_on(config, listener).await
+    }
+
+    /// [`Node::start`] on an already bound listener (tests bind port 0 first
+    /// so every node's address is known before any starts).
+    pub async fn start_on(
+        config: NodeConfig,
+        listener: TcpListener,
+    ) -> Result<NodeHandle, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let span = tracing::info_span!("node", id = config.id);
+        let _enter = span.enter();
+
+        let (log_store, state_machine) = open(
+            &config.data_dir,
+            StoreOptions {
+                cache_capacity_bytes: config.cache_capacity_bytes,
+                ..StoreOptions::default()
+            },
+        )?;
+        let state = state_machine.handle();
+        // Subscribe before Raft applies anything, so no apply is missed.
+        let applied_rx = state_machine.subscribe();
+        let applied_at_start = state.last_applied().map_or(0, |l| l.index);
+        let store_closed = state_machine.closed();
+
+        let raft_config = openraft::Config {
+            cluster_name: "raftlock".into(),
+            heartbeat_interval: config.raft.heartbeat.as_millis() as u64,
+            election_timeout_min: config.raft.election_timeout_min.as_millis() as u64,
+            election_timeout_max: config.raft.election_timeout_max.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+            // Per snapshot chunk; the default 200 ms is tight for a loaded disk.
+            install_snapshot_timeout: 5_000,
+            max_in_snapshot_log_to_keep: config.keep_entries_after_snapshot,
+            purge_batch_size: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let network = Network::new(config.id, NetworkOptions::default());
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            network.clone(),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let config = Arc::new(config);
+        let (stop, stop_rx) = watch::channel(false);
+        let api = Arc::new_cyclic(|me| Api {
+            me: me.clone(),
+            id: config.id,
+            raft: raft.clone(),
+            state,
+            network,
+            keeper: Keeper::default(),
+            waits: Waits::default(),
+            watch: WatchHub::new(
+                applied_at_start,
+                config.watch_history_events,
+                config.watch_buffer_batches,
+                config.max_watchers,
+            ),
+            config: Arc::clone(&config),
+            stopping: stop_rx.clone(),
+        });
+
+        let server = spawn_server(Arc::clone(&api), listener, stop_rx.clone())?;
+        let tasks = vec![
+            tokio::spawn(feed_applies(Arc::clone(&api), applied_rx, stop_rx.clone())),
+            tokio::spawn(follow_leadership(Arc::clone(&api), stop_rx.clone())),
+            tokio::spawn(keep_leases(Arc::clone(&api), stop_rx)),
+        ];
+
+        if !config.initial_members.is_empty() {
+            bootstrap(&raft, &config.initial_members, config.id, &advertise).await?;
+        }
+        tracing::info!(%addr, advertise, "node started");
+        Ok(NodeHandle {
+            api,
+            addr,
+            stop,
+            tasks,
+            server: Some(server),
+            store_closed: Some(store_closed),
+        })
+    }
+}
+
+async fn bootstrap(
+    raft: &Raft,
+    members: &BTreeMap<u64, String>,
+    id: u64,
+    advertise: &str,
+) -> Result<(), StartError> {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?
+    {
+        return Ok(());
+    }
+    if members.get(&id).is_some_and(|a| a != advertise) {
+        tracing::warn!(
+            configured = members.get(&id).map(String::as_str),
+            advertise,
+            "this node's address in the initial members differs from its advertised address"
+        );
+    }
+    let nodes: BTreeMap<u64, BasicNode> = members
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    match raft.initialize(nodes).await {
+        Ok(()) => {
+            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "cluster bootstrapped");
+            Ok(())
+        }
+        // Another member initialized first and its entry reached us.
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(StartError::Raft(e.to_string())),
+    }
+}
+
+fn spawn_server(
+    api: Arc<Api>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, StartError> {
+    let max = api.config.max_message_bytes;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Internal(format!("gRPC reflection: {e}")))?;
+    let locks = pb::locks_server::LocksServer::new(LocksService(Arc::clone(&api)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let leases = pb::leases_server::LeasesServer::new(LeasesService(Arc::clone(&api)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let admin = pb::admin_server::AdminServer::new(AdminService(Arc::clone(&api)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let transport = raftlock_proto::internal::v1::raft_transport_server::RaftTransportServer::new(
+        TransportService {
+            api: Arc::clone(&api),
+            rpcs: RaftRpcs::new(api.raft.clone(), api.id),
+        },
+    )
+    // Snapshot chunks and entry batches may be large.
+    .max_decoding_message_size(64 * 1024 * 1024)
+    .max_encoding_message_size(64 * 1024 * 1024);
+    let health_api = Arc::clone(&api);
+    let mut health_stop = stop.clone();
+    // Serving while a leader is known (a Kubernetes readiness probe).
+    tokio::spawn(async move {
+        let mut metrics = health_api.raft.metrics();
+        loop {
+            let serving = metrics.borrow_and_update().current_leader.is_some();
+            let status = if serving {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            for service in [
+                "",
+                "raftlock.v1.Locks",
+                "raftlock.v1.Leases",
+                "raftlock.v1.Admin",
+            ] {
+                health_reporter.set_service_status(service, status).await;
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { break },
+                _ = health_stop.changed() => break,
+            }
+        }
+    });
+    Ok(tokio::spawn(async move {
+        Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(locks)
+            .add_service(leases)
+            .add_service(admin)
+            .add_service(transport)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    }))
+}
+
+/// Hands every applied batch to the waiting acquires, the watchers and the
+/// lease keeper.
+async fn feed_applies(
+    api: Arc<Api>,
+    mut applied: broadcast::Receiver<raftlock_store::AppliedBatch>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let batch = tokio::select! {
+            b = applied.recv() => b,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match batch {
+            Ok(batch) => {
+                api.waits.on_applied(&batch);
+                for a in batch.iter() {
+                    api.watch.publish(&a.events);
+                    for e in &a.events {
+                        api.keeper.on_event(&e.kind);
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "apply feed lagged; resynchronizing from the state");
+                api.state.read(|s| {
+                    api.waits.resync(s);
+                    api.watch.reset(s.last_applied());
+                    if let Some(term) = api.keeper.leader_term() {
+                        // Fresh deadlines: leases only get longer.
+                        api.keeper.become_leader(term, s);
+                    }
+                });
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Starts and stops the lease keeper with leadership.
+async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
+    let mut metrics = api.raft.metrics();
+    loop {
+        let (leading, term) = {
+            let m = metrics.borrow_and_update();
+            (
+                m.state == ServerState::Leader && m.current_leader == Some(api.id),
+                m.current_term,
+            )
+        };
+        if leading && api.keeper.leader_term() != Some(term) {
+            api.state.read(|s| api.keeper.become_leader(term, s));
+            sync_limits(&api).await;
+        } else if !leading && api.keeper.leader_term().is_some() {
+            api.keeper.step_down();
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The leader's configured limits become the cluster's.
+async fn sync_limits(api: &Arc<Api>) {
+    let wanted = api.config.limits.clone();
+    if api.state.read(|s| *s.limits() == wanted) {
+        return;
+    }
+    let api = Arc::clone(api);
+    tokio::spawn(async move {
+        match api.propose(Command::SetLimits { limits: wanted }).await {
+            Ok(_) => tracing::info!("limits from this leader's configuration applied"),
+            Err(e) => tracing::warn!(error = %e, "could not apply the configured limits"),
+        }
+    });
+}
+
+/// On the leader: expire leases whose deadline passed, and tick when a
+/// lock-delay ends.
+async fn keep_leases(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(api.config.lease_check_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if api.keeper.leader_term().is_none() {
+            continue;
+        }
+        let (next_delay_end, cluster_ms) =
+            api.state.read(|s| (s.next_delay_end_ms(), s.cluster_ms()));
+        let due = api
+            .keeper
+            .due(api.config.max_expire_batch, next_delay_end, cluster_ms);
+        if !due.expire.is_empty() {
+            expire(&api, due.expire).await;
+        }
+        if due.tick {
+            if let Err(e) = api.propose(Command::Tick).await {
+                tracing::debug!(error = %e, "tick not applied");
+            }
+        }
+    }
+}
+
+async fn expire(api: &Api, leases: Vec<LeaseId>) {
+    tracing::info!(leases = ?leases, "expiring leases whose keep-alives stopped");
+    match api
+        .propose(Command::ExpireLeases {
+            leases: leases.clone(),
+        })
+        .await
+    {
+        Ok(_) => api.keeper.expiry_applied(&leases),
+        Err(e) => {
+            tracing::warn!(error = %e, "lease expiry not applied; will retry");
+            api.keeper.expiry_failed(&leases);
+        }
+    }
+}
+
+impl NodeHandle {
+    /// The address the node listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn id(&self) -> u64 {
+        self.api.id
+    }
+
+    /// The node's operations, in process (no network hop).
+    pub fn api(&self) -> &Arc<Api> {
+        &self.api
+    }
+
+    /// openraft's handle (metrics, membership).
+    pub fn raft(&self) -> &Raft {
+        &self.api.raft
+    }
+
+    /// Stop serving, stop Raft, and wait for the background tasks.
+    pub async fn shutdown(mut self) {
+        self.stop_now().await;
+    }
+
+    async fn stop_now(&mut self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.api.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Some(mut server) = self.server.take() {
+            // Long calls end on the stop signal; a client that keeps a
+            // connection busy anyway gets cut off after a grace period.
+            match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!("connections still open 5 s after shutdown; closing them");
+                    server.abort();
+                }
+            }
+        }
+        // openraft drops the store a moment after it stops; wait, so the data
+        // dir can be opened again as soon as this returns.
+        if let Some(closed) = self.store_closed.take() {
+            if tokio::time::timeout(Duration::from_secs(10), closed.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the store was not closed within 10 s of shutdown");
+            }
+        }
+        tracing::info!(id = self.api.id, "node stopped");
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        // A handle dropped without shutdown still stops serving; Raft stops
+        // when its last handle goes.
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

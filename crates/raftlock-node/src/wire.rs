@@ -1,0 +1,68 @@
+//! Encoding of node-to-node messages: bincode (raftlock-core's encoding)
+//! inside a `RaftMessage` with a CRC32 the receiver checks, so a damaged
+//! frame is an error and never a wrong Raft message.
+
+use raftlock_proto::internal::v1::RaftMessage;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("{what}: checksum mismatch (stored {expected:#010x}, computed {actual:#010x})")]
+    Checksum {
+        what: &'static str,
+        expected: u32,
+        actual: u32,
+    },
+    #[error("{0}")]
+    Decode(#[from] raftlock_core::DecodeError),
+}
+
+pub fn pack<T: Serialize>(value: &T) -> RaftMessage {
+    let data = raftlock_core::encode(value);
+    RaftMessage {
+        crc32: crc32fast::hash(&data),
+        data,
+        target_id: 0,
+    }
+}
+
+pub fn unpack<T: DeserializeOwned>(
+    what: &'static str,
+    message: &RaftMessage,
+) -> Result<T, WireError> {
+    let actual = crc32fast::hash(&message.data);
+    if actual != message.crc32 {
+        return Err(WireError::Checksum {
+            what,
+            expected: message.crc32,
+            actual,
+        });
+    }
+    Ok(raftlock_core::decode(what, &message.data)?)
+}
+
+impl From<WireError> for tonic::Status {
+    fn from(e: WireError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flipped_byte_is_a_checksum_error() {
+        let mut m = pack(&(1u64, "x".to_string()));
+        assert_eq!(
+            unpack::<(u64, String)>("t", &m).unwrap(),
+            (1, "x".to_string())
+        );
+        m.data[0] ^= 1;
+        assert!(matches!(
+            unpack::<(u64, String)>("t", &m),
+            Err(WireError::Checksum { .. })
+        ));
+    }
+}

@@ -1,0 +1,273 @@
+//! Real 3-node clusters in one process, over gRPC on 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use raftlock_proto::v1 as pb;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_forwards_writes_and_reads_are_linearizable() {
+    let cluster = Cluster::start(3).await;
+    let follower = cluster.follower().await;
+    let mut leases = cluster.leases(follower).await;
+    let mut locks = cluster.locks(follower).await;
+    let lease = grant(&mut leases, 10_000, "tester").await;
+    let acquired = locks
+        .acquire(acquire_req(lease, "jobs/nightly", 0))
+        .await
+        .expect("acquire through a follower")
+        .into_inner();
+    assert_eq!(acquired.holds.len(), 1);
+    assert!(acquired.token >= lease);
+    // Every node, asked right after, sees the hold (read-index reads).
+    for id in 1..=3 {
+        let info = cluster
+            .locks(id)
+            .await
+            .inspect(pb::InspectRequest {
+                name: "jobs/nightly".into(),
+                stale: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let lock = info.lock.expect("held");
+        assert_eq!(lock.holders.len(), 1);
+        assert_eq!(lock.holders[0].token, acquired.token);
+        assert_eq!(lock.holders[0].owner, "tester");
+    }
+    locks
+        .release(pb::ReleaseRequest {
+            lease_id: lease,
+            token: acquired.token,
+            names: vec!["jobs/nightly".into()],
+        })
+        .await
+        .unwrap();
+    let info = locks
+        .inspect(pb::InspectRequest {
+            name: "jobs/nightly".into(),
+            stale: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.lock.is_none());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_acquire_is_granted_on_release_with_a_higher_token() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let mut leases = cluster.leases(leader).await;
+    let a = grant(&mut leases, 10_000, "a").await;
+    let b = grant(&mut leases, 10_000, "b").await;
+    let mut la = cluster.locks(leader).await;
+    let first = la
+        .acquire(acquire_req(a, "x", 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // b waits through a follower: the follower holds the call open.
+    let mut lb = cluster.locks(follower).await;
+    let waiting = tokio::spawn(async move { lb.acquire(acquire_req(b, "x", 10_000)).await });
+    let mut probe = cluster.locks(leader).await;
+    eventually(Duration::from_secs(5), || {
+        let mut probe = probe.clone();
+        async move {
+            let info = probe
+                .inspect(pb::InspectRequest {
+                    name: "x".into(),
+                    stale: false,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (info.lock?.queue.len() == 1).then_some(())
+        }
+    })
+    .await;
+    la.release(pb::ReleaseRequest {
+        lease_id: a,
+        token: first.token,
+        names: vec!["x".into()],
+    })
+    .await
+    .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("granted in time")
+        .unwrap()
+        .expect("granted")
+        .into_inner();
+    assert!(second.token > first.token);
+    assert!(second.waited_ms > 0);
+    let info = probe
+        .inspect(pb::InspectRequest {
+            name: "x".into(),
+            stale: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.lock.unwrap().holders[0].lease_id, b);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_that_times_out_is_withdrawn_and_says_so() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut leases = cluster.leases(leader).await;
+    let a = grant(&mut leases, 10_000, "a").await;
+    let b = grant(&mut leases, 10_000, "b").await;
+    let mut locks = cluster.locks(leader).await;
+    locks.acquire(acquire_req(a, "x", 0)).await.unwrap();
+    let err = locks
+        .acquire(acquire_req(b, "x", 300))
+        .await
+        .expect_err("times out");
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    assert_eq!(reason_of(&err), "WAIT_TIMEOUT");
+    let info = locks
+        .inspect(pb::InspectRequest {
+            name: "x".into(),
+            stale: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        info.lock.unwrap().queue.is_empty(),
+        "the wait was withdrawn"
+    );
+    // A try on a busy lock is LOCK_BUSY at once.
+    let err = locks.acquire(acquire_req(b, "x", 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason_of(&err), "LOCK_BUSY");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_keep_alives_a_lease_expires_and_its_lock_passes_to_the_next_waiter() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut leases = cluster.leases(leader).await;
+    let dead = grant(&mut leases, 1_000, "silent").await;
+    let live = grant(&mut leases, 30_000, "patient").await;
+    let mut locks = cluster.locks(leader).await;
+    let first = locks
+        .acquire(acquire_req(dead, "x", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let started = std::time::Instant::now();
+    let second = locks
+        .acquire(acquire_req(live, "x", 10_000))
+        .await
+        .expect("granted after the expiry")
+        .into_inner();
+    let waited = started.elapsed();
+    assert!(second.token > first.token);
+    assert!(
+        waited >= Duration::from_millis(800),
+        "the lease did not end early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "expired promptly: {waited:?}"
+    );
+    let all = leases
+        .list(pb::ListLeasesRequest { stale: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.leases.iter().all(|l| l.lease_id != dead));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_alives_keep_a_lease_past_its_ttl() {
+    let cluster = Cluster::start(3).await;
+    let follower = cluster.follower().await;
+    let mut leases = cluster.leases(follower).await;
+    let lease = grant(&mut leases, 1_000, "kept").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut replies = leases
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..10 {
+        tx.send(pb::KeepAliveRequest { lease_id: lease })
+            .await
+            .unwrap();
+        let r = replies.message().await.unwrap().expect("a reply");
+        assert_eq!(r.ttl_ms, 1_000);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let all = leases
+        .list(pb::ListLeasesRequest { stale: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        all.leases.iter().any(|l| l.lease_id == lease),
+        "3 s later the lease lives"
+    );
+    drop(tx);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_clear_error() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let mut leases = cluster.leases(leader).await;
+    let err = leases
+        .grant(pb::GrantLeaseRequest {
+            ttl_ms: 10,
+            owner: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason_of(&err), "TTL_OUT_OF_RANGE");
+    let lease = grant(&mut leases, 5_000, "x").await;
+    let mut locks = cluster.locks(leader).await;
+    let err = locks.acquire(acquire_req(lease, "", 0)).await.unwrap_err();
+    assert_eq!(reason_of(&err), "INVALID_NAME");
+    let mut req = acquire_req(lease, "ok", 0);
+    req.locks[0].mode = 0;
+    let err = locks.acquire(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("mode"), "{}", err.message());
+    let t = locks
+        .acquire(acquire_req(lease, "ok", 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let err = locks
+        .release(pb::ReleaseRequest {
+            lease_id: lease,
+            token: t + 1,
+            names: vec!["ok".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(reason_of(&err), "STALE_TOKEN");
+    let err = locks
+        .acquire(acquire_req(999_999, "y", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_of(&err), "LEASE_NOT_FOUND");
+    cluster.shutdown().await;
+}

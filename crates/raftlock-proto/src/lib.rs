@@ -1,0 +1,20 @@
+//! The gRPC contract of raftlock, generated from `proto/` at build time.
+//!
+//! - [`v1`]: the client and admin API (`raftlock.v1`): `Locks`, `Leases`, `Admin`.
+//! - [`internal::v1`]: the node-to-node transport (`raftlock.internal.v1`).
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod v1 {
+    tonic::include_proto!("raftlock.v1");
+}
+
+pub mod internal {
+    pub mod v1 {
+        tonic::include_proto!("raftlock.internal.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every raftlock proto, for gRPC server
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("raftlock_descriptor");
