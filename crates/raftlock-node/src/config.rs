@@ -135,6 +135,17 @@ impl NodeConfig {
                 "max_expire_batch, watch_buffer_batches and max_watchers must be at least 1".into(),
             );
         }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err("max_message_bytes must be between 64 KiB and 64 MiB".into());
+        }
+        if self.write_timeout < Duration::from_millis(100)
+            || self.write_timeout > Duration::from_secs(300)
+        {
+            return Err("write_timeout must be between 100 ms and 5 min".into());
+        }
+        if self.max_wait > Duration::from_secs(24 * 3600) {
+            return Err("max_wait must be at most 24 h".into());
+        }
         self.limits.validate().map_err(|e| e.to_string())?;
         Ok(())
     }

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tracing::Instrument;
 
 use crate::Raft;
 use crate::api::Api;
@@ -77,14 +78,22 @@ impl Node {
         config: NodeConfig,
         listener: TcpListener,
     ) -> Result<NodeHandle, StartError> {
+        let span = tracing::info_span!("node", id = config.id);
+        Self::start_inner(config, listener).instrument(span).await
+    }
+
+    async fn start_inner(
+        config: NodeConfig,
+        listener: TcpListener,
+    ) -> Result<NodeHandle, StartError> {
         config.validate().map_err(StartError::Config)?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
             source,
         })?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
-        let span = tracing::info_span!("node", id = config.id);
-        let _enter = span.enter();
+        // Every task of this node logs inside its span (node id).
+        let span = tracing::Span::current();
 
         let (log_store, state_machine) = open(
             &config.data_dir,
@@ -146,15 +155,38 @@ impl Node {
 
         let server = spawn_server(Arc::clone(&api), listener, stop_rx.clone())?;
         let tasks = vec![
-            tokio::spawn(feed_applies(Arc::clone(&api), applied_rx, stop_rx.clone())),
-            tokio::spawn(follow_leadership(Arc::clone(&api), stop_rx.clone())),
-            tokio::spawn(keep_leases(Arc::clone(&api), stop_rx)),
+            tokio::spawn(
+                feed_applies(Arc::clone(&api), applied_rx, stop_rx.clone())
+                    .instrument(span.clone()),
+            ),
+            tokio::spawn(
+                follow_leadership(Arc::clone(&api), stop_rx.clone()).instrument(span.clone()),
+            ),
+            tokio::spawn(keep_leases(Arc::clone(&api), stop_rx).instrument(span)),
         ];
 
-        if !config.initial_members.is_empty() {
+        let first_member = config.initial_members.keys().next().copied();
+        if first_member == Some(config.id) {
             bootstrap(&raft, &config.initial_members, config.id, &advertise).await?;
+        } else if first_member.is_some() {
+            // The lowest id bootstraps; the others receive its membership
+            // entry. Only if that has not happened after a few election
+            // timeouts (the lowest node is down) do they bootstrap too,
+            // which openraft allows with the same members.
+            let grace = config.raft.election_timeout_max * 4;
+            let members = config.initial_members.clone();
+            let (raft, id) = (raft.clone(), config.id);
+            tokio::spawn(
+                async move {
+                    tokio::time::sleep(grace).await;
+                    if let Err(e) = bootstrap(&raft, &members, id, &advertise).await {
+                        tracing::error!(error = %e, "bootstrap failed");
+                    }
+                }
+                .instrument(tracing::Span::current()),
+            );
         }
-        tracing::info!(%addr, advertise, "node started");
+        tracing::info!(%addr, "node started");
         Ok(NodeHandle {
             api,
             addr,
@@ -234,43 +266,50 @@ fn spawn_server(
     let health_api = Arc::clone(&api);
     let mut health_stop = stop.clone();
     // Serving while a leader is known (a Kubernetes readiness probe).
-    tokio::spawn(async move {
-        let mut metrics = health_api.raft.metrics();
-        loop {
-            let serving = metrics.borrow_and_update().current_leader.is_some();
-            let status = if serving {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            for service in [
-                "",
-                "raftlock.v1.Locks",
-                "raftlock.v1.Leases",
-                "raftlock.v1.Admin",
-            ] {
-                health_reporter.set_service_status(service, status).await;
-            }
-            tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { break },
-                _ = health_stop.changed() => break,
+    let span = tracing::Span::current();
+    tokio::spawn(
+        async move {
+            let mut metrics = health_api.raft.metrics();
+            loop {
+                let serving = metrics.borrow_and_update().current_leader.is_some();
+                let status = if serving {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                for service in [
+                    "",
+                    "raftlock.v1.Locks",
+                    "raftlock.v1.Leases",
+                    "raftlock.v1.Admin",
+                ] {
+                    health_reporter.set_service_status(service, status).await;
+                }
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { break },
+                    _ = health_stop.changed() => break,
+                }
             }
         }
-    });
-    Ok(tokio::spawn(async move {
-        Server::builder()
-            .tcp_nodelay(true)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(locks)
-            .add_service(leases)
-            .add_service(admin)
-            .add_service(transport)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    }))
+        .instrument(span.clone()),
+    );
+    Ok(tokio::spawn(
+        async move {
+            Server::builder()
+                .tcp_nodelay(true)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(locks)
+                .add_service(leases)
+                .add_service(admin)
+                .add_service(transport)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }
+        .instrument(span),
+    ))
 }
 
 /// Hands every applied batch to the waiting acquires, the watchers and the
