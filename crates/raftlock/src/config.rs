@@ -1,0 +1,833 @@
+//! `raftlock serve` options: flags (and their environment variables), the
+//! TOML file, and how both become a checked [`NodeConfig`].
+//!
+//! Each option has one name: `--snapshot-every` on the command line,
+//! `RAFTLOCK_SNAPSHOT_EVERY` in the environment, `snapshot_every` in the
+//! file. Limits are flags like `--max-name-bytes` and keys of the file's
+//! `[limits]` table. Precedence: flag, then environment, then file, then
+//! the default.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use raftlock_core::Limits;
+use raftlock_node::NodeConfig;
+use serde::Deserialize;
+
+use crate::Failure;
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+const CLUSTER: &str = "Node and cluster";
+const RAFT: &str = "Raft timing";
+const STORAGE: &str = "Storage and snapshots";
+const SERVICE: &str = "Leases, waits and watches";
+const LIMITS: &str = "Limits (applied to the whole cluster by the leader)";
+const LOGGING: &str = "Logging";
+
+/// Flags of `raftlock serve`. Every field is optional here: a missing one
+/// comes from the file or the default, and required ones are checked after
+/// merging.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (keys are the flag names with
+    /// `_` for `-`, limits in a [limits] table). Unknown keys are an error.
+    #[arg(long, short = 'c', env = "RAFTLOCK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// This node's id (1, 2, ...), unique in the cluster. Never reuse the id
+    /// of a node whose data was lost: give the replacement a new id.
+    /// Required.
+    #[arg(long, env = "RAFTLOCK_ID", value_name = "N", help_heading = CLUSTER)]
+    pub id: Option<u64>,
+
+    /// Directory of this node's database (created if missing; one process
+    /// at a time). Required.
+    #[arg(long, env = "RAFTLOCK_DATA_DIR", value_name = "DIR", help_heading = CLUSTER)]
+    pub data_dir: Option<PathBuf>,
+
+    /// host:port to listen on for clients and peers, e.g. 0.0.0.0:7401.
+    /// Required.
+    #[arg(long, env = "RAFTLOCK_LISTEN", value_name = "ADDR", help_heading = CLUSTER)]
+    pub listen: Option<String>,
+
+    /// host:port at which peers and clients reach this node [default: this
+    /// node's address in --peers, else the bound listen address].
+    #[arg(long, env = "RAFTLOCK_ADVERTISE", value_name = "ADDR", help_heading = CLUSTER)]
+    pub advertise: Option<String>,
+
+    /// The initial cluster, `ID=HOST:PORT,...` (e.g.
+    /// 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401). Give every node the
+    /// same list: a node with a new data directory that is named here
+    /// bootstraps the cluster with exactly these voters. Ignored once the
+    /// node has data. Without it a new node waits to be added through
+    /// Admin.AddLearner. In the file: a [peers] table, `1 = "10.0.0.1:7401"`.
+    #[arg(long, env = "RAFTLOCK_PEERS", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
+    pub peers: Option<String>,
+
+    /// Interval of the leader's heartbeats, in ms [default: 100].
+    #[arg(long, env = "RAFTLOCK_HEARTBEAT_MS", value_name = "MS", help_heading = RAFT)]
+    pub heartbeat_ms: Option<u64>,
+
+    /// Election timeout range MIN-MAX in ms, e.g. 400-800 [default: 400-800].
+    /// A follower that hears no leader for a random time in this range starts
+    /// an election. MIN must exceed two heartbeats.
+    #[arg(
+        long,
+        env = "RAFTLOCK_ELECTION_TIMEOUT_MS",
+        value_name = "MIN-MAX",
+        value_parser = parse_range,
+        conflicts_with_all = ["election_timeout_min_ms", "election_timeout_max_ms"],
+        help_heading = RAFT
+    )]
+    pub election_timeout_ms: Option<(u64, u64)>,
+
+    /// Lower end of the election timeout, in ms [default: 400].
+    #[arg(long, env = "RAFTLOCK_ELECTION_TIMEOUT_MIN_MS", value_name = "MS", help_heading = RAFT)]
+    pub election_timeout_min_ms: Option<u64>,
+
+    /// Upper end of the election timeout, in ms [default: 800].
+    #[arg(long, env = "RAFTLOCK_ELECTION_TIMEOUT_MAX_MS", value_name = "MS", help_heading = RAFT)]
+    pub election_timeout_max_ms: Option<u64>,
+
+    /// Timeout of one Raft RPC to a peer, in ms [default: 1000].
+    #[arg(long, env = "RAFTLOCK_RPC_TIMEOUT_MS", value_name = "MS", help_heading = RAFT)]
+    pub rpc_timeout_ms: Option<u64>,
+
+    /// Build a snapshot after this many log entries since the last one
+    /// [default: 10000].
+    #[arg(long, env = "RAFTLOCK_SNAPSHOT_EVERY", value_name = "N", help_heading = STORAGE)]
+    pub snapshot_every: Option<u64>,
+
+    /// Log entries kept behind a snapshot, so a briefly slow follower catches
+    /// up from the log instead of a full snapshot [default: 1000].
+    #[arg(long, env = "RAFTLOCK_KEEP_ENTRIES_AFTER_SNAPSHOT", value_name = "N", help_heading = STORAGE)]
+    pub keep_entries_after_snapshot: Option<u64>,
+
+    /// Page cache of the database, in MiB [default: 64].
+    #[arg(long, env = "RAFTLOCK_CACHE_MB", value_name = "MIB", help_heading = STORAGE)]
+    pub cache_mb: Option<u64>,
+
+    /// How often the leader checks lease deadlines and lock-delays, in ms,
+    /// 1 to 1000 [default: 50].
+    #[arg(long, env = "RAFTLOCK_LEASE_CHECK_INTERVAL_MS", value_name = "MS", help_heading = SERVICE)]
+    pub lease_check_interval_ms: Option<u64>,
+
+    /// Most leases ended by one expiry log entry [default: 1000].
+    #[arg(long, env = "RAFTLOCK_MAX_EXPIRE_BATCH", value_name = "N", help_heading = SERVICE)]
+    pub max_expire_batch: Option<usize>,
+
+    /// Events kept in memory for watchers that resume from a revision
+    /// [default: 10000].
+    #[arg(long, env = "RAFTLOCK_WATCH_HISTORY_EVENTS", value_name = "N", help_heading = SERVICE)]
+    pub watch_history_events: Option<usize>,
+
+    /// Event batches a watcher may have pending before it is cut off with
+    /// SLOW_WATCHER [default: 1024].
+    #[arg(long, env = "RAFTLOCK_WATCH_BUFFER_BATCHES", value_name = "N", help_heading = SERVICE)]
+    pub watch_buffer_batches: Option<usize>,
+
+    /// Most watch streams open on this node [default: 10000].
+    #[arg(long, env = "RAFTLOCK_MAX_WATCHERS", value_name = "N", help_heading = SERVICE)]
+    pub max_watchers: Option<usize>,
+
+    /// Longest time a client may wait in an acquire, in ms [default: 86400000
+    /// (24 h)].
+    #[arg(long, env = "RAFTLOCK_MAX_WAIT_MS", value_name = "MS", help_heading = SERVICE)]
+    pub max_wait_ms: Option<u64>,
+
+    /// Longest time a write may take before the caller gets an error, in ms
+    /// [default: 10000].
+    #[arg(long, env = "RAFTLOCK_WRITE_TIMEOUT_MS", value_name = "MS", help_heading = SERVICE)]
+    pub write_timeout_ms: Option<u64>,
+
+    /// Largest gRPC request or response of the client API, in bytes
+    /// [default: 4194304 (4 MiB)].
+    #[arg(long, env = "RAFTLOCK_MAX_MESSAGE_BYTES", value_name = "BYTES", help_heading = SERVICE)]
+    pub max_message_bytes: Option<usize>,
+
+    /// Longest lock name, in bytes [default: 512].
+    #[arg(long, env = "RAFTLOCK_MAX_NAME_BYTES", value_name = "BYTES", help_heading = LIMITS)]
+    pub max_name_bytes: Option<u32>,
+    /// Longest lease owner text, in bytes [default: 256].
+    #[arg(long, env = "RAFTLOCK_MAX_OWNER_BYTES", value_name = "BYTES", help_heading = LIMITS)]
+    pub max_owner_bytes: Option<u32>,
+    /// Longest acquire reason, in bytes [default: 1024].
+    #[arg(long, env = "RAFTLOCK_MAX_REASON_BYTES", value_name = "BYTES", help_heading = LIMITS)]
+    pub max_reason_bytes: Option<u32>,
+    /// Largest metadata of a hold (keys and values together), in bytes
+    /// [default: 4096].
+    #[arg(long, env = "RAFTLOCK_MAX_METADATA_BYTES", value_name = "BYTES", help_heading = LIMITS)]
+    pub max_metadata_bytes: Option<u32>,
+    /// Shortest lease ttl, in ms [default: 1000].
+    #[arg(long, env = "RAFTLOCK_MIN_TTL_MS", value_name = "MS", help_heading = LIMITS)]
+    pub min_ttl_ms: Option<u64>,
+    /// Longest lease ttl, in ms [default: 86400000 (24 h)].
+    #[arg(long, env = "RAFTLOCK_MAX_TTL_MS", value_name = "MS", help_heading = LIMITS)]
+    pub max_ttl_ms: Option<u64>,
+    /// Longest lock-delay an acquire may ask for, in ms [default: 60000].
+    #[arg(long, env = "RAFTLOCK_MAX_LOCK_DELAY_MS", value_name = "MS", help_heading = LIMITS)]
+    pub max_lock_delay_ms: Option<u64>,
+    /// Most requests queued on one lock [default: 1024].
+    #[arg(long, env = "RAFTLOCK_MAX_WAITERS_PER_LOCK", value_name = "N", help_heading = LIMITS)]
+    pub max_waiters_per_lock: Option<u32>,
+    /// Most locks one lease holds or waits for [default: 1024].
+    #[arg(long, env = "RAFTLOCK_MAX_HOLDS_PER_LEASE", value_name = "N", help_heading = LIMITS)]
+    pub max_holds_per_lease: Option<u32>,
+    /// Most leases alive at once [default: 100000].
+    #[arg(long, env = "RAFTLOCK_MAX_LEASES", value_name = "N", help_heading = LIMITS)]
+    pub max_leases: Option<u32>,
+    /// Most locks in one (all-or-none) acquire [default: 64].
+    #[arg(long, env = "RAFTLOCK_MAX_LOCKS_PER_REQUEST", value_name = "N", help_heading = LIMITS)]
+    pub max_locks_per_request: Option<u32>,
+    /// Most permits of one semaphore [default: 65536].
+    #[arg(long, env = "RAFTLOCK_MAX_PERMITS", value_name = "N", help_heading = LIMITS)]
+    pub max_permits: Option<u32>,
+
+    /// Log line format on stderr; RUST_LOG sets the level [default: text].
+    #[arg(long, env = "RAFTLOCK_LOG_FORMAT", value_name = "FORMAT", help_heading = LOGGING)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The `--config` file. Every key is optional; unknown keys are refused so
+/// a typo never silently falls back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub id: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    /// Node id (as a TOML key) → address.
+    pub peers: Option<BTreeMap<String, String>>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_timeout_min_ms: Option<u64>,
+    pub election_timeout_max_ms: Option<u64>,
+    pub rpc_timeout_ms: Option<u64>,
+    pub snapshot_every: Option<u64>,
+    pub keep_entries_after_snapshot: Option<u64>,
+    pub cache_mb: Option<u64>,
+    pub lease_check_interval_ms: Option<u64>,
+    pub max_expire_batch: Option<usize>,
+    pub watch_history_events: Option<usize>,
+    pub watch_buffer_batches: Option<usize>,
+    pub max_watchers: Option<usize>,
+    pub max_wait_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub log_format: Option<LogFormat>,
+    pub limits: Option<FileLimits>,
+}
+
+/// The `[limits]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_name_bytes: Option<u32>,
+    pub max_owner_bytes: Option<u32>,
+    pub max_reason_bytes: Option<u32>,
+    pub max_metadata_bytes: Option<u32>,
+    pub min_ttl_ms: Option<u64>,
+    pub max_ttl_ms: Option<u64>,
+    pub max_lock_delay_ms: Option<u64>,
+    pub max_waiters_per_lock: Option<u32>,
+    pub max_holds_per_lease: Option<u32>,
+    pub max_leases: Option<u32>,
+    pub max_locks_per_request: Option<u32>,
+    pub max_permits: Option<u32>,
+}
+
+/// What `serve` runs with.
+#[derive(Debug)]
+pub struct Resolved {
+    pub node: NodeConfig,
+    pub log_format: LogFormat,
+}
+
+/// `MIN-MAX` in milliseconds.
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("`{s}` is not MIN-MAX, e.g. 400-800"))?;
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{x}` in `{s}` is not a number of milliseconds"))
+    };
+    Ok((parse(a)?, parse(b)?))
+}
+
+/// Reads and parses the `--config` file. Errors name the file and, for
+/// unknown or mistyped keys, the key (toml's message quotes it).
+pub fn load_file(path: &Path) -> Result<FileConfig, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::Usage(format!(
+            "cannot read the config file {}: {e}; check the --config path",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        Failure::Usage(format!(
+            "config file {}: {}",
+            path.display(),
+            e.to_string().trim_end()
+        ))
+    })
+}
+
+/// Both names of an option, for error messages.
+fn opt(flag: &str) -> String {
+    format!("--{flag} (`{}` in the config file)", flag.replace('-', "_"))
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure::Usage(message.into())
+}
+
+/// Merges flags over the file over the defaults and checks the result.
+pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let fl = file.limits.unwrap_or_default();
+
+    let id = args.id.or(file.id).ok_or_else(|| {
+        usage("missing --id: give this node's id (1, 2, ...) with --id N or `id = N` in the config file")
+    })?;
+    if id == 0 {
+        return Err(usage(format!("{}: node ids start at 1", opt("id"))));
+    }
+    let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| {
+        usage("missing --data-dir: give the directory of this node's database with --data-dir DIR or `data_dir` in the config file")
+    })?;
+    let listen = args.listen.or(file.listen).ok_or_else(|| {
+        usage("missing --listen: give the address to listen on, e.g. --listen 0.0.0.0:7401 or `listen` in the config file")
+    })?;
+    check_addr("listen", &listen)?;
+
+    let mut peers = BTreeMap::new();
+    if let Some(text) = &args.peers {
+        peers = parse_peers_flag(text)?;
+    } else if let Some(table) = file.peers {
+        for (key, addr) in table {
+            let pid: u64 = key.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                usage(format!(
+                    "config file [peers]: key `{key}` is not a node id (1, 2, ...); write `1 = \"10.0.0.1:7401\"`"
+                ))
+            })?;
+            check_addr("peers", &addr)?;
+            peers.insert(pid, addr);
+        }
+    }
+    if !peers.is_empty() && !peers.contains_key(&id) {
+        return Err(usage(format!(
+            "--peers names nodes {:?} but not this node's id {id}: give every node the same --peers, including itself",
+            peers.keys().collect::<Vec<_>>()
+        )));
+    }
+
+    let advertise = args
+        .advertise
+        .or(file.advertise)
+        .or_else(|| peers.get(&id).cloned());
+    if let Some(a) = &advertise {
+        check_addr("advertise", a)?;
+        if host_of(a).is_some_and(|h| h.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())) {
+            return Err(usage(format!(
+                "{}: {a} is not an address others can reach; give this host's address or name",
+                opt("advertise")
+            )));
+        }
+    }
+
+    let mut node = NodeConfig::new(id, data_dir, listen);
+    node.advertise = advertise;
+    node.initial_members = peers;
+
+    let t = &mut node.raft;
+    let ms = Duration::from_millis;
+    if let Some(v) = args.heartbeat_ms.or(file.heartbeat_ms) {
+        t.heartbeat = ms(v);
+    }
+    let (emin, emax) = match args.election_timeout_ms {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (
+            args.election_timeout_min_ms
+                .or(file.election_timeout_min_ms),
+            args.election_timeout_max_ms
+                .or(file.election_timeout_max_ms),
+        ),
+    };
+    if let Some(v) = emin {
+        t.election_timeout_min = ms(v);
+    }
+    if let Some(v) = emax {
+        t.election_timeout_max = ms(v);
+    }
+    if let Some(v) = args.rpc_timeout_ms.or(file.rpc_timeout_ms) {
+        t.rpc_timeout = ms(v);
+    }
+    if t.heartbeat.is_zero() {
+        return Err(usage(format!("{} must be at least 1", opt("heartbeat-ms"))));
+    }
+    if t.election_timeout_min <= t.heartbeat * 2 {
+        return Err(usage(format!(
+            "the election timeout minimum ({} ms) must exceed two heartbeats (--heartbeat-ms {} ms): raise --election-timeout-ms or lower --heartbeat-ms",
+            t.election_timeout_min.as_millis(),
+            t.heartbeat.as_millis()
+        )));
+    }
+    if t.election_timeout_max <= t.election_timeout_min {
+        return Err(usage(format!(
+            "--election-timeout-ms: the maximum ({} ms) must exceed the minimum ({} ms), e.g. 400-800",
+            t.election_timeout_max.as_millis(),
+            t.election_timeout_min.as_millis()
+        )));
+    }
+    if t.rpc_timeout.is_zero() {
+        return Err(usage(format!(
+            "{} must be at least 1",
+            opt("rpc-timeout-ms")
+        )));
+    }
+
+    if let Some(v) = args.snapshot_every.or(file.snapshot_every) {
+        if v == 0 {
+            return Err(usage(format!(
+                "{} must be at least 1",
+                opt("snapshot-every")
+            )));
+        }
+        node.snapshot_every_entries = v;
+    }
+    if let Some(v) = args
+        .keep_entries_after_snapshot
+        .or(file.keep_entries_after_snapshot)
+    {
+        node.keep_entries_after_snapshot = v;
+    }
+    if let Some(v) = args.cache_mb.or(file.cache_mb) {
+        if v == 0 || v > 1024 * 1024 {
+            return Err(usage(format!(
+                "{} must be between 1 and 1048576 MiB",
+                opt("cache-mb")
+            )));
+        }
+        node.cache_capacity_bytes = v * 1024 * 1024;
+    }
+    if let Some(v) = args
+        .lease_check_interval_ms
+        .or(file.lease_check_interval_ms)
+    {
+        if !(1..=1000).contains(&v) {
+            return Err(usage(format!(
+                "{} must be between 1 and 1000 ms",
+                opt("lease-check-interval-ms")
+            )));
+        }
+        node.lease_check_interval = ms(v);
+    }
+    for (flag, value, field) in [
+        (
+            "max-expire-batch",
+            args.max_expire_batch.or(file.max_expire_batch),
+            &mut node.max_expire_batch,
+        ),
+        (
+            "watch-history-events",
+            args.watch_history_events.or(file.watch_history_events),
+            &mut node.watch_history_events,
+        ),
+        (
+            "watch-buffer-batches",
+            args.watch_buffer_batches.or(file.watch_buffer_batches),
+            &mut node.watch_buffer_batches,
+        ),
+        (
+            "max-watchers",
+            args.max_watchers.or(file.max_watchers),
+            &mut node.max_watchers,
+        ),
+    ] {
+        if let Some(v) = value {
+            // A zero history is allowed (watchers then only get new events).
+            if v == 0 && flag != "watch-history-events" {
+                return Err(usage(format!("{} must be at least 1", opt(flag))));
+            }
+            *field = v;
+        }
+    }
+    for (flag, value, field) in [
+        (
+            "max-wait-ms",
+            args.max_wait_ms.or(file.max_wait_ms),
+            &mut node.max_wait,
+        ),
+        (
+            "write-timeout-ms",
+            args.write_timeout_ms.or(file.write_timeout_ms),
+            &mut node.write_timeout,
+        ),
+    ] {
+        if let Some(v) = value {
+            if v == 0 {
+                return Err(usage(format!("{} must be at least 1", opt(flag))));
+            }
+            *field = ms(v);
+        }
+    }
+    if let Some(v) = args.max_message_bytes.or(file.max_message_bytes) {
+        // Below 64 KiB a legal acquire (64 names of 512 bytes plus
+        // metadata) could be refused by the transport.
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&v) {
+            return Err(usage(format!(
+                "{} must be between 65536 and 1073741824",
+                opt("max-message-bytes")
+            )));
+        }
+        node.max_message_bytes = v;
+    }
+
+    let l = &mut node.limits;
+    macro_rules! limit {
+        ($field:ident) => {
+            if let Some(v) = args.$field.or(fl.$field) {
+                l.$field = v;
+            }
+        };
+    }
+    limit!(max_name_bytes);
+    limit!(max_owner_bytes);
+    limit!(max_reason_bytes);
+    limit!(max_metadata_bytes);
+    limit!(min_ttl_ms);
+    limit!(max_ttl_ms);
+    limit!(max_lock_delay_ms);
+    limit!(max_waiters_per_lock);
+    limit!(max_holds_per_lease);
+    limit!(max_leases);
+    limit!(max_locks_per_request);
+    limit!(max_permits);
+    check_limits(l)?;
+
+    // The node's own checks, in case they know something ours do not.
+    node.validate().map_err(|e| {
+        usage(format!(
+            "invalid configuration: {e}; see raftlock serve --help"
+        ))
+    })?;
+    Ok(Resolved {
+        node,
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+    })
+}
+
+fn check_limits(limits: &Limits) -> Result<(), Failure> {
+    limits.validate().map_err(|e| {
+        let text = e.to_string();
+        // Name the flag and the key the operator wrote.
+        let field = match &e {
+            raftlock_core::LockError::InvalidArgument { field, .. } => {
+                field.trim_start_matches("limits.").to_string()
+            }
+            _ => String::new(),
+        };
+        if field.is_empty() {
+            usage(format!("invalid limits: {text}"))
+        } else {
+            usage(format!(
+                "--{} (`{field}` in the [limits] table): {text}",
+                field.replace('_', "-")
+            ))
+        }
+    })
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(addr: &str) -> Option<&str> {
+    let (host, _) = addr.rsplit_once(':')?;
+    Some(host.trim_start_matches('[').trim_end_matches(']'))
+}
+
+fn check_addr(flag: &str, addr: &str) -> Result<(), Failure> {
+    let bad = |why: &str| {
+        usage(format!(
+            "{}: `{addr}` {why}; write host:port, e.g. 10.0.0.1:7401",
+            opt(flag)
+        ))
+    };
+    if addr.contains("://") {
+        return Err(bad("has a scheme"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(bad("has no port"));
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(bad("has no valid port"));
+    }
+    Ok(())
+}
+
+/// `1=10.0.0.1:7401,2=10.0.0.2:7401`.
+fn parse_peers_flag(text: &str) -> Result<BTreeMap<u64, String>, Failure> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item.split_once('=').ok_or_else(|| {
+            usage(format!(
+                "--peers: `{item}` is not ID=HOST:PORT; write e.g. --peers 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401"
+            ))
+        })?;
+        let id: u64 = id.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            usage(format!(
+                "--peers: `{id}` in `{item}` is not a node id (1, 2, ...)"
+            ))
+        })?;
+        let addr = addr.trim().to_string();
+        check_addr("peers", &addr)?;
+        if peers.insert(id, addr).is_some() {
+            return Err(usage(format!("--peers: node id {id} appears twice")));
+        }
+    }
+    if peers.is_empty() {
+        return Err(usage(
+            "--peers is empty; write e.g. --peers 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401",
+        ));
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            id: Some(1),
+            data_dir: Some("d".into()),
+            listen: Some("127.0.0.1:7401".into()),
+            ..ServeArgs::default()
+        }
+    }
+
+    fn message(f: Failure) -> String {
+        match f {
+            Failure::Usage(m) | Failure::Runtime(m) => m,
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_node_defaults() {
+        let r = resolve(args()).expect("valid");
+        let d = NodeConfig::new(1, "d", "127.0.0.1:7401");
+        assert_eq!(r.node.raft.heartbeat, d.raft.heartbeat);
+        assert_eq!(r.node.snapshot_every_entries, d.snapshot_every_entries);
+        assert_eq!(r.node.cache_capacity_bytes, d.cache_capacity_bytes);
+        assert_eq!(r.node.limits, d.limits);
+        assert_eq!(r.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn peers_become_initial_members_and_the_advertised_address() {
+        let mut a = args();
+        a.listen = Some("0.0.0.0:7401".into());
+        a.peers = Some("1=10.0.0.1:7401, 2=10.0.0.2:7401,3=10.0.0.3:7401".into());
+        let r = resolve(a).expect("valid");
+        assert_eq!(r.node.initial_members.len(), 3);
+        assert_eq!(r.node.advertise.as_deref(), Some("10.0.0.1:7401"));
+    }
+
+    #[test]
+    fn peers_without_this_node_are_refused() {
+        let mut a = args();
+        a.peers = Some("2=10.0.0.2:7401,3=10.0.0.3:7401".into());
+        assert!(message(resolve(a).unwrap_err()).contains("--peers"));
+    }
+
+    #[test]
+    fn an_election_timeout_below_two_heartbeats_names_both_flags() {
+        let mut a = args();
+        a.heartbeat_ms = Some(300);
+        a.election_timeout_ms = Some((400, 800));
+        let m = message(resolve(a).unwrap_err());
+        assert!(
+            m.contains("--heartbeat-ms") && m.contains("--election-timeout-ms"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raftlock.toml");
+        std::fs::write(
+            &path,
+            "id = 2\ndata_dir = \"x\"\nlisten = \"127.0.0.1:1\"\nheartbeat_ms = 50\nsnapshot_every = 7\n\
+             log_format = \"json\"\n[peers]\n1 = \"127.0.0.1:1\"\n2 = \"127.0.0.1:2\"\n[limits]\nmax_leases = 5\n",
+        )
+        .expect("write");
+        let a = ServeArgs {
+            config: Some(path),
+            snapshot_every: Some(9),
+            ..ServeArgs::default()
+        };
+        let r = resolve(a).expect("valid");
+        assert_eq!(r.node.id, 2);
+        assert_eq!(r.node.raft.heartbeat, Duration::from_millis(50));
+        assert_eq!(r.node.snapshot_every_entries, 9);
+        assert_eq!(r.node.limits.max_leases, 5);
+        assert_eq!(r.node.initial_members.len(), 2);
+        assert_eq!(r.node.advertise.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(r.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raftlock.toml");
+        std::fs::write(&path, "[limits]\nmax_bananas = 3\n").expect("write");
+        let m = message(load_file(&path).unwrap_err());
+        assert!(m.contains("max_bananas"), "{m}");
+    }
+
+    #[test]
+    fn a_bad_limit_names_its_flag() {
+        let mut a = args();
+        a.max_permits = Some(0);
+        let m = message(resolve(a).unwrap_err());
+        assert!(m.contains("--max-permits"), "{m}");
+    }
+
+    /// The `raftlock.toml` in docs/operations.md names every key, with the
+    /// defaults, so the guide cannot drift from the code.
+    #[test]
+    fn the_example_file_in_the_operations_guide_has_every_key_with_its_default() {
+        let doc = include_str!("../../../docs/operations.md");
+        let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("end of the toml block");
+        let text = &doc[start..end];
+        let file: FileConfig = toml::from_str(text).expect("the example parses");
+        // Exhaustive on purpose: a new key fails to compile here until the
+        // guide (and this test) name it.
+        let FileConfig {
+            id,
+            data_dir,
+            listen,
+            advertise,
+            peers,
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            rpc_timeout_ms,
+            snapshot_every,
+            keep_entries_after_snapshot,
+            cache_mb,
+            lease_check_interval_ms,
+            max_expire_batch,
+            watch_history_events,
+            watch_buffer_batches,
+            max_watchers,
+            max_wait_ms,
+            write_timeout_ms,
+            max_message_bytes,
+            log_format,
+            limits,
+        } = file;
+        let FileLimits {
+            max_name_bytes,
+            max_owner_bytes,
+            max_reason_bytes,
+            max_metadata_bytes,
+            min_ttl_ms,
+            max_ttl_ms,
+            max_lock_delay_ms,
+            max_waiters_per_lock,
+            max_holds_per_lease,
+            max_leases,
+            max_locks_per_request,
+            max_permits,
+        } = limits.expect("[limits]");
+        let present = [
+            id.is_some(),
+            data_dir.is_some(),
+            listen.is_some(),
+            advertise.is_some(),
+            peers.is_some(),
+            heartbeat_ms.is_some(),
+            election_timeout_min_ms.is_some(),
+            election_timeout_max_ms.is_some(),
+            rpc_timeout_ms.is_some(),
+            snapshot_every.is_some(),
+            keep_entries_after_snapshot.is_some(),
+            cache_mb.is_some(),
+            lease_check_interval_ms.is_some(),
+            max_expire_batch.is_some(),
+            watch_history_events.is_some(),
+            watch_buffer_batches.is_some(),
+            max_watchers.is_some(),
+            max_wait_ms.is_some(),
+            write_timeout_ms.is_some(),
+            max_message_bytes.is_some(),
+            log_format.is_some(),
+            max_name_bytes.is_some(),
+            max_owner_bytes.is_some(),
+            max_reason_bytes.is_some(),
+            max_metadata_bytes.is_some(),
+            min_ttl_ms.is_some(),
+            max_ttl_ms.is_some(),
+            max_lock_delay_ms.is_some(),
+            max_waiters_per_lock.is_some(),
+            max_holds_per_lease.is_some(),
+            max_leases.is_some(),
+            max_locks_per_request.is_some(),
+            max_permits.is_some(),
+        ];
+        assert!(present.iter().all(|p| *p), "a key is missing: {present:?}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raftlock.toml");
+        std::fs::write(&path, text).expect("write");
+        let r = resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .expect("the example is valid");
+        let (got, d) = (r.node, NodeConfig::new(1, "x", "y"));
+        assert_eq!(got.raft.heartbeat, d.raft.heartbeat);
+        assert_eq!(got.raft.election_timeout_min, d.raft.election_timeout_min);
+        assert_eq!(got.raft.election_timeout_max, d.raft.election_timeout_max);
+        assert_eq!(got.raft.rpc_timeout, d.raft.rpc_timeout);
+        assert_eq!(got.snapshot_every_entries, d.snapshot_every_entries);
+        assert_eq!(
+            got.keep_entries_after_snapshot,
+            d.keep_entries_after_snapshot
+        );
+        assert_eq!(got.cache_capacity_bytes, d.cache_capacity_bytes);
+        assert_eq!(got.lease_check_interval, d.lease_check_interval);
+        assert_eq!(got.max_expire_batch, d.max_expire_batch);
+        assert_eq!(got.watch_history_events, d.watch_history_events);
+        assert_eq!(got.watch_buffer_batches, d.watch_buffer_batches);
+        assert_eq!(got.max_watchers, d.max_watchers);
+        assert_eq!(got.max_wait, d.max_wait);
+        assert_eq!(got.write_timeout, d.write_timeout);
+        assert_eq!(got.max_message_bytes, d.max_message_bytes);
+        assert_eq!(got.limits, d.limits);
+        assert_eq!(r.log_format, LogFormat::Text);
+        assert_eq!(got.initial_members.len(), 3);
+    }
+}

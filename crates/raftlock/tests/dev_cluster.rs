@@ -1,0 +1,190 @@
+//! `raftlock dev`: a ready cluster in one process that `raftlock status`
+//! can see, that stops with 0 on SIGTERM, and that comes back with its
+//! state from the same directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use raftlock_proto::v1 as pb;
+
+/// A running `raftlock dev` and its endpoints.
+struct Dev {
+    proc: Proc,
+    endpoints: String,
+}
+
+enum DevStart {
+    Ready(Dev),
+    /// Exited before it was ready, with its stderr.
+    Exited(String),
+}
+
+fn start_dev(dir: &Path, base_port: u16, log: &Path) -> DevStart {
+    let mut cmd = raftlock();
+    cmd.arg("dev")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--base-port")
+        .arg(base_port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(append(log));
+    let mut child = cmd.spawn().expect("spawn raftlock dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let proc = Proc {
+        child,
+        log: log.to_path_buf(),
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut proc = proc;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                if let Some(endpoints) = line.strip_prefix("export RAFTLOCK_ENDPOINTS=") {
+                    return DevStart::Ready(Dev {
+                        proc,
+                        endpoints: endpoints.to_string(),
+                    });
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = proc.wait_exit(Duration::from_secs(10));
+                return DevStart::Exited(format!("{status:?}\n{}", proc.log_text()));
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "raftlock dev not ready within 30 s:\n{}",
+            proc.log_text()
+        );
+    }
+}
+
+fn status_json(endpoints: &str, dir: &Path) -> serde_json::Value {
+    let mut cmd = raftlock();
+    cmd.args(["status", "--json", "--endpoints", endpoints]);
+    let (status, out, err) = run_bounded(cmd, dir, Duration::from_secs(20));
+    assert!(status.success(), "status failed: {err}");
+    serde_json::from_str(&out).expect("status --json prints JSON")
+}
+
+fn stop_with_sigterm(dev: &mut Dev) {
+    let sent = Instant::now();
+    signal(dev.proc.pid(), libc::SIGTERM);
+    let status = dev
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("raftlock dev stops within 10 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", dev.proc.log_text());
+    eprintln!("dev stopped {:?} after SIGTERM", sent.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_starts_a_cluster_that_status_sees_stops_on_sigterm_and_restarts_with_its_state() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("dev.log");
+    let started = Instant::now();
+    let mut attempt = 0;
+    let (data, base, mut dev) = loop {
+        attempt += 1;
+        let data = tmp.path().join(format!("cluster{attempt}"));
+        let base = free_port_run(3);
+        match start_dev(&data, base, &log) {
+            DevStart::Ready(dev) => break (data, base, dev),
+            DevStart::Exited(why) if why.contains("in use") && attempt < 5 => continue,
+            DevStart::Exited(why) => panic!("raftlock dev exited: {why}"),
+        }
+    };
+    eprintln!("dev ready in {:?}", started.elapsed());
+    let expected: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    assert_eq!(dev.endpoints, expected.join(","));
+
+    let s = status_json(&dev.endpoints, tmp.path());
+    assert!(s["leader_id"].as_u64().is_some(), "{s}");
+    assert_eq!(s["nodes"].as_array().map(Vec::len), Some(3), "{s}");
+
+    // Some state to find again after a restart.
+    let lease = leases(base)
+        .await
+        .grant(pb::GrantLeaseRequest {
+            ttl_ms: 120_000,
+            owner: "dev-test".into(),
+        })
+        .await
+        .expect("grant a lease")
+        .into_inner()
+        .lease_id;
+    let s = status_json(&dev.endpoints, tmp.path());
+    assert_eq!(s["leases"].as_u64(), Some(1), "{s}");
+
+    stop_with_sigterm(&mut dev);
+
+    // Same directory, same ports: the same cluster, with its lease.
+    let mut dev = match start_dev(&data, base, &log) {
+        DevStart::Ready(dev) => dev,
+        DevStart::Exited(why) => panic!("raftlock dev did not restart: {why}"),
+    };
+    let s = status_json(&dev.endpoints, tmp.path());
+    assert!(s["leader_id"].as_u64().is_some(), "{s}");
+    assert_eq!(s["leases"].as_u64(), Some(1), "{s}");
+    let listed = leases(base + 1)
+        .await
+        .list(pb::ListLeasesRequest { stale: false })
+        .await
+        .expect("list leases")
+        .into_inner();
+    assert_eq!(listed.leases.len(), 1);
+    assert_eq!(listed.leases[0].lease_id, lease);
+    stop_with_sigterm(&mut dev);
+    eprintln!("whole dev test {:?}", started.elapsed());
+}
+
+#[test]
+fn dev_on_a_taken_port_names_it_and_suggests_base_port() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    // The taken port is node 2's.
+    let base = port - 1;
+    let mut cmd = raftlock();
+    cmd.arg("dev")
+        .arg("--dir")
+        .arg(tmp.path().join("d"))
+        .arg("--base-port")
+        .arg(base.to_string());
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{err}");
+    // Port `base` may itself be taken by someone else; either way the
+    // message names a port and the way out.
+    assert!(
+        err.contains("in use") && err.contains("--base-port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_exits_1_when_no_node_answers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_ports(1)[0];
+    let mut cmd = raftlock();
+    cmd.args(["status", "--endpoints", &format!("127.0.0.1:{port}")]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no raftlock node answered"), "{err}");
+}

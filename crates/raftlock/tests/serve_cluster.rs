@@ -1,0 +1,279 @@
+//! Three real `raftlock serve` processes: they form a cluster from the same
+//! --peers, survive SIGKILL of the leader, and the killed node rejoins.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use raftlock_proto::v1 as pb;
+use tempfile::TempDir;
+
+struct ProcCluster {
+    dir: TempDir,
+    ports: BTreeMap<u64, u16>,
+    peers: String,
+    procs: BTreeMap<u64, Proc>,
+}
+
+enum WaitError {
+    /// A process exited (a port taken between choosing and binding it?).
+    Exited(u64, String),
+    Timeout(String),
+}
+
+impl ProcCluster {
+    /// Starts three nodes on free ports; starts over on new ports if one
+    /// could not bind.
+    async fn start() -> (ProcCluster, u64) {
+        let mut last = String::new();
+        for _ in 0..4 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ports: BTreeMap<u64, u16> = (1..=3).zip(free_ports(3)).collect();
+            let peers = ports
+                .iter()
+                .map(|(id, p)| format!("{id}=127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut cluster = ProcCluster {
+                dir,
+                ports,
+                peers,
+                procs: BTreeMap::new(),
+            };
+            for id in 1..=3 {
+                cluster.spawn(id);
+            }
+            match cluster
+                .wait_leader(&[1, 2, 3], None, Duration::from_secs(30))
+                .await
+            {
+                Ok(leader) => return (cluster, leader),
+                Err(WaitError::Exited(id, log)) if log.contains("in use") => {
+                    last = format!("node {id}: {log}");
+                    continue;
+                }
+                Err(WaitError::Exited(id, log)) => panic!("node {id} exited:\n{log}"),
+                Err(WaitError::Timeout(why)) => panic!("{why}\n{}", cluster.logs()),
+            }
+        }
+        panic!("could not start a cluster on free ports: {last}");
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let mut cmd = raftlock();
+        cmd.arg("serve")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.ports[&id]))
+            .arg("--peers")
+            .arg(&self.peers);
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.procs.insert(id, Proc::spawn(cmd, &log));
+    }
+
+    fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .map(|(id, p)| format!("--- node {id} ---\n{}", p.log_text()))
+            .collect()
+    }
+
+    /// Waits until every node in `ids` answers Status and names the same
+    /// leader (other than `not`).
+    async fn wait_leader(
+        &mut self,
+        ids: &[u64],
+        not: Option<u64>,
+        within: Duration,
+    ) -> Result<u64, WaitError> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            for id in ids {
+                if let Some(p) = self.procs.get_mut(id) {
+                    if let Some(status) = p.exited() {
+                        return Err(WaitError::Exited(
+                            *id,
+                            format!("{status}\n{}", p.log_text()),
+                        ));
+                    }
+                }
+            }
+            seen.clear();
+            for id in ids {
+                seen.push(status(self.ports[id]).await.and_then(|s| s.leader_id));
+            }
+            if let Some(Some(leader)) = seen.first() {
+                if seen.iter().all(|l| *l == Some(*leader)) && Some(*leader) != not {
+                    return Ok(*leader);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitError::Timeout(format!(
+                    "no common leader among {ids:?} within {within:?}: {seen:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_serve_processes_survive_sigkill_of_the_leader_and_it_rejoins() {
+    let started = Instant::now();
+    let (mut cluster, leader) = ProcCluster::start().await;
+    eprintln!("cluster up, leader {leader}, in {:?}", started.elapsed());
+    let follower = *cluster
+        .ports
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let follower_port = cluster.ports[&follower];
+
+    // A lease and a lock, both through a follower (forwarded to the leader).
+    let lease = leases(follower_port)
+        .await
+        .grant(pb::GrantLeaseRequest {
+            ttl_ms: 60_000,
+            owner: "process-test".into(),
+        })
+        .await
+        .expect("grant a lease through a follower")
+        .into_inner()
+        .lease_id;
+    let acquired = locks(follower_port)
+        .await
+        .acquire(pb::AcquireRequest {
+            lease_id: lease,
+            locks: vec![exclusive("jobs/nightly")],
+            ..Default::default()
+        })
+        .await
+        .expect("acquire through a follower")
+        .into_inner();
+    assert!(acquired.token > 0);
+
+    // SIGKILL the leader: the other two elect a new one.
+    cluster
+        .procs
+        .get_mut(&leader)
+        .expect("leader process")
+        .kill();
+    let killed_at = Instant::now();
+    let survivors: Vec<u64> = cluster
+        .ports
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    let new_leader = match cluster
+        .wait_leader(&survivors, Some(leader), Duration::from_secs(10))
+        .await
+    {
+        Ok(l) => l,
+        Err(WaitError::Exited(id, log)) => panic!("node {id} exited:\n{log}"),
+        Err(WaitError::Timeout(why)) => panic!("{why}\n{}", cluster.logs()),
+    };
+    eprintln!(
+        "new leader {new_leader} elected {:?} after SIGKILL of {leader}",
+        killed_at.elapsed()
+    );
+
+    // The lock is still held, with the same token, by the same lease.
+    let new_leader_port = cluster.ports[&new_leader];
+    let info = locks(new_leader_port)
+        .await
+        .inspect(pb::InspectRequest {
+            name: "jobs/nightly".into(),
+            stale: false,
+        })
+        .await
+        .expect("inspect on the new leader")
+        .into_inner();
+    let lock = info.lock.expect("the lock is still held");
+    assert_eq!(lock.holders.len(), 1);
+    assert_eq!(lock.holders[0].token, acquired.token);
+    assert_eq!(lock.holders[0].lease_id, lease);
+
+    // A write the killed node has never seen.
+    let later = locks(new_leader_port)
+        .await
+        .acquire(pb::AcquireRequest {
+            lease_id: lease,
+            locks: vec![exclusive("jobs/after-the-kill")],
+            ..Default::default()
+        })
+        .await
+        .expect("acquire on the new leader")
+        .into_inner();
+    assert!(later.token > acquired.token, "tokens only grow");
+
+    // Restart the killed node on its data dir and port; it rejoins and
+    // catches up.
+    let restarted_at = Instant::now();
+    let port = cluster.ports[&leader];
+    let mut rejoined = None;
+    for _ in 0..5 {
+        cluster.spawn(leader);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let p = cluster.procs.get_mut(&leader).expect("restarted process");
+            if let Some(status) = p.exited() {
+                let log = p.log_text();
+                // The port may still be held for a moment: try again.
+                assert!(
+                    log.contains("in use"),
+                    "restarted node exited {status}:\n{log}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                break;
+            }
+            if let Some(s) = status(port).await {
+                if s.leader_id == Some(new_leader) && s.applied_index >= later.revision {
+                    rejoined = Some(s);
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {leader} did not rejoin within 20 s\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if rejoined.is_some() {
+            break;
+        }
+    }
+    let s = rejoined.expect("the killed node rejoined");
+    assert_eq!(s.node_id, leader);
+    assert_eq!(s.nodes.len(), 3);
+    eprintln!(
+        "node {leader} rejoined and caught up to {} in {:?}; whole test {:?}",
+        s.applied_index,
+        restarted_at.elapsed(),
+        started.elapsed()
+    );
+
+    // And it serves the lock state it missed.
+    let info = locks(port)
+        .await
+        .inspect(pb::InspectRequest {
+            name: "jobs/after-the-kill".into(),
+            stale: true,
+        })
+        .await
+        .expect("stale inspect on the restarted node")
+        .into_inner();
+    assert_eq!(info.lock.expect("held").holders[0].token, later.token);
+}
