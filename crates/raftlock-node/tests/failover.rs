@@ -271,3 +271,123 @@ async fn a_learner_is_added_promoted_and_a_node_removed_while_the_cluster_serves
     node4.shutdown().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_alives_that_continue_through_a_leader_change_keep_the_lease() {
+    let mut cluster = Cluster::start(3).await;
+    let old_leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let mut leases = cluster.leases(follower).await;
+    let lease = grant(&mut leases, 2_000, "steady").await;
+    let mut locks = cluster.locks(follower).await;
+    let held = locks
+        .acquire(acquire_req(lease, "x", 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A client that keeps its lease alive every 300 ms through the follower,
+    // retrying when a keep-alive fails during the election.
+    let keeper_channel = cluster.channel(follower).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let keeping = tokio::spawn(async move {
+        let mut client = pb::leases_client::LeasesClient::new(keeper_channel);
+        let mut ok = 0u32;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let _ = tx.send(pb::KeepAliveRequest { lease_id: lease }).await;
+            drop(tx);
+            if let Ok(r) = client
+                .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+            {
+                let mut r = r.into_inner();
+                if let Ok(Some(_)) = r.message().await {
+                    ok += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        ok
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.stop(old_leader).await;
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    // Well past the 2 s ttl.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let renewed = keeping.await.unwrap();
+    assert!(renewed >= 8, "keep-alives answered: {renewed}");
+    let lock = inspect(&cluster, follower, "x").await.expect("still held");
+    assert_eq!(lock.holders[0].lease_id, lease);
+    assert_eq!(lock.holders[0].token, held.token);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_acquire_broken_by_a_leader_change_retried_with_the_same_lease_ends_in_one_hold() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let mut leases = cluster.leases(follower).await;
+    let a = grant(&mut leases, 30_000, "a").await;
+    let b = grant(&mut leases, 30_000, "b").await;
+    let mut la = cluster.locks(follower).await;
+    let first = la
+        .acquire(acquire_req(a, "x", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    // b waits through the leader, which then dies: the call breaks.
+    let mut lb = cluster.locks(leader).await;
+    let broken = tokio::spawn(async move { lb.acquire(acquire_req(b, "x", 20_000)).await });
+    queued(&cluster, follower, "x", 1).await;
+    cluster.stop(leader).await;
+    let err = broken
+        .await
+        .unwrap()
+        .expect_err("the call broke with its node");
+    println!("broken call: {:?} {}", err.code(), err.message());
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    // The retry through a surviving node finds the same queued request.
+    let mut lb = cluster.locks(follower).await;
+    let retry = tokio::spawn(async move {
+        loop {
+            match lb.acquire(acquire_req(b, "x", 20_000)).await {
+                Ok(r) => return r.into_inner(),
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => panic!("retry failed: {s:?}"),
+            }
+        }
+    });
+    queued(&cluster, follower, "x", 1).await;
+    la.release(pb::ReleaseRequest {
+        lease_id: a,
+        token: first.token,
+        names: vec!["x".into()],
+    })
+    .await
+    .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), retry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.token > first.token);
+    let lock = inspect(&cluster, follower, "x").await.unwrap();
+    assert_eq!(lock.holders.len(), 1, "one hold, not two");
+    assert!(lock.queue.is_empty());
+    // Asking again returns the same hold.
+    let again = cluster
+        .locks(follower)
+        .await
+        .acquire(acquire_req(b, "x", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.retry);
+    assert_eq!(again.token, got.token);
+    cluster.shutdown().await;
+}
