@@ -196,6 +196,27 @@ pub(crate) fn event_out(e: &core::Event) -> pb::Event {
     out
 }
 
+/// Response metadata naming the leader, so a client can go to it directly.
+pub const LEADER_ID_KEY: &str = "raftlock-leader-id";
+pub const LEADER_ADDR_KEY: &str = "raftlock-leader-addr";
+
+impl Api {
+    /// A reply that also names the current leader (when known).
+    fn reply<T>(&self, message: T) -> Response<T> {
+        let mut response = Response::new(message);
+        if let Some((id, addr)) = self.leader() {
+            let md = response.metadata_mut();
+            if let Ok(v) = id.to_string().parse() {
+                md.insert(LEADER_ID_KEY, v);
+            }
+            if let Ok(v) = addr.parse() {
+                md.insert(LEADER_ADDR_KEY, v);
+            }
+        }
+        response
+    }
+}
+
 // ----- Locks ---------------------------------------------------------------
 
 pub struct LocksService(pub Arc<Api>);
@@ -223,7 +244,7 @@ impl pb::locks_server::Locks for LocksService {
                 lock_delay_ms: r.lock_delay_ms,
             })
             .await?;
-        Ok(Response::new(pb::AcquireResponse {
+        Ok(self.0.reply(pb::AcquireResponse {
             token: acquired.token,
             holds: acquired.holds.iter().map(grant_out).collect(),
             retry: acquired.retry,
@@ -235,14 +256,14 @@ impl pb::locks_server::Locks for LocksService {
     async fn release(&self, request: Request<pb::ReleaseRequest>) -> Reply<pb::ReleaseResponse> {
         let r = request.into_inner();
         let (names, revision) = self.0.release(r.lease_id, r.token, r.names).await?;
-        Ok(Response::new(pb::ReleaseResponse { names, revision }))
+        Ok(self.0.reply(pb::ReleaseResponse { names, revision }))
     }
 
     async fn extend(&self, request: Request<pb::ExtendRequest>) -> Reply<pb::ExtendResponse> {
         let r = request.into_inner();
         let (ttl_ms, extensions, revision) =
             self.0.extend(r.lease_id, r.name, r.token, r.ttl_ms).await?;
-        Ok(Response::new(pb::ExtendResponse {
+        Ok(self.0.reply(pb::ExtendResponse {
             ttl_ms,
             extensions,
             revision,
@@ -259,7 +280,7 @@ impl pb::locks_server::Locks for LocksService {
                 Ok::<_, core::LockError>(s.lock(&name).map(|l| lock_out(s, l)))
             })
             .await?;
-        Ok(Response::new(pb::InspectResponse {
+        Ok(self.0.reply(pb::InspectResponse {
             lock: lock.map_err(NodeError::Lock)?,
             revision,
         }))
@@ -290,7 +311,7 @@ impl pb::locks_server::Locks for LocksService {
                 (page, more)
             })
             .await?;
-        Ok(Response::new(pb::ListResponse {
+        Ok(self.0.reply(pb::ListResponse {
             locks,
             revision,
             more,
@@ -320,7 +341,7 @@ impl pb::locks_server::Locks for LocksService {
                 None => None,
             }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(self.0.reply(Box::pin(stream)))
     }
 }
 
@@ -336,7 +357,7 @@ impl pb::leases_server::Leases for LeasesService {
     ) -> Reply<pb::GrantLeaseResponse> {
         let r = request.into_inner();
         let (lease_id, ttl_ms) = self.0.grant_lease(r.ttl_ms, r.owner).await?;
-        Ok(Response::new(pb::GrantLeaseResponse { lease_id, ttl_ms }))
+        Ok(self.0.reply(pb::GrantLeaseResponse { lease_id, ttl_ms }))
     }
 
     type KeepAliveStream = BoxStream<pb::KeepAliveResponse>;
@@ -371,7 +392,7 @@ impl pb::leases_server::Leases for LeasesService {
                 None => None,
             }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(self.0.reply(Box::pin(stream)))
     }
 
     async fn revoke(
@@ -380,7 +401,7 @@ impl pb::leases_server::Leases for LeasesService {
     ) -> Reply<pb::RevokeLeaseResponse> {
         let r = request.into_inner();
         let (released, revision) = self.0.revoke_lease(r.lease_id).await?;
-        Ok(Response::new(pb::RevokeLeaseResponse {
+        Ok(self.0.reply(pb::RevokeLeaseResponse {
             released: released.iter().map(grant_out).collect(),
             revision,
         }))
@@ -404,7 +425,7 @@ impl pb::leases_server::Leases for LeasesService {
                     .collect()
             })
             .await?;
-        Ok(Response::new(pb::ListLeasesResponse { leases, revision }))
+        Ok(self.0.reply(pb::ListLeasesResponse { leases, revision }))
     }
 }
 
@@ -469,7 +490,7 @@ impl pb::admin_server::Admin for AdminService {
         let (leases, locks) = api
             .state
             .read(|s| (s.lease_count() as u64, s.lock_count() as u64));
-        Ok(Response::new(pb::StatusResponse {
+        Ok(self.0.reply(pb::StatusResponse {
             node_id: api.id,
             role: role_out(m.state),
             term: m.current_term,
@@ -501,7 +522,7 @@ impl pb::admin_server::Admin for AdminService {
             .add_learner(r.id, r.address, r.wait_caught_up)
             .await?;
         let (v, l) = self.0.members();
-        Ok(Response::new(pb::MembershipResponse {
+        Ok(self.0.reply(pb::MembershipResponse {
             voters: v.into_keys().collect(),
             learners: l.into_keys().collect(),
             revision,
@@ -522,7 +543,7 @@ impl pb::admin_server::Admin for AdminService {
             .0
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
             .await?;
-        Ok(Response::new(pb::MembershipResponse {
+        Ok(self.0.reply(pb::MembershipResponse {
             voters,
             learners,
             revision,
@@ -543,7 +564,7 @@ impl pb::admin_server::Admin for AdminService {
             return Err(NodeError::invalid("id", format!("node {id} is not a member")).into());
         };
         let (revision, voters, learners) = self.0.change_membership(change).await?;
-        Ok(Response::new(pb::MembershipResponse {
+        Ok(self.0.reply(pb::MembershipResponse {
             voters,
             learners,
             revision,
@@ -556,7 +577,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Reply<pb::ForceReleaseResponse> {
         let r = request.into_inner();
         let (released, revision) = self.0.force_release(r.name, r.lease_id).await?;
-        Ok(Response::new(pb::ForceReleaseResponse {
+        Ok(self.0.reply(pb::ForceReleaseResponse {
             released: released.iter().map(holder_out).collect(),
             revision,
         }))
@@ -567,7 +588,7 @@ impl pb::admin_server::Admin for AdminService {
         _request: Request<pb::SnapshotRequest>,
     ) -> Reply<pb::SnapshotResponse> {
         let index = self.0.snapshot().await?;
-        Ok(Response::new(pb::SnapshotResponse { index }))
+        Ok(self.0.reply(pb::SnapshotResponse { index }))
     }
 }
 

@@ -18,8 +18,18 @@ async fn a_follower_forwards_writes_and_reads_are_linearizable() {
     let acquired = locks
         .acquire(acquire_req(lease, "jobs/nightly", 0))
         .await
-        .expect("acquire through a follower")
-        .into_inner();
+        .expect("acquire through a follower");
+    // The reply names the leader, for clients that want to go direct.
+    let leader = cluster.leader().await;
+    assert_eq!(
+        acquired.metadata().get("raftlock-leader-id").unwrap(),
+        leader.to_string().as_str()
+    );
+    assert_eq!(
+        acquired.metadata().get("raftlock-leader-addr").unwrap(),
+        cluster.addrs[&leader].as_str()
+    );
+    let acquired = acquired.into_inner();
     assert_eq!(acquired.holds.len(), 1);
     assert!(acquired.token >= lease);
     // Every node, asked right after, sees the hold (read-index reads).
