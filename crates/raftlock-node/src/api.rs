@@ -142,29 +142,34 @@ impl Api {
                 other => return other,
             }
         }
+        self.call_leader::<ForwardResult>(Method::Forward, pack(&command))
+            .await?
+    }
+
+    /// Send an internal call to the leader (one hop) and decode its answer.
+    /// An unreachable leader is NOT_LEADER naming it: the client may retry
+    /// there or elsewhere.
+    async fn call_leader<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        message: RaftMessage,
+    ) -> Result<T, NodeError> {
         let (leader_id, addr) = match self.leader() {
             Some((id, addr)) if id != self.id => (id, addr),
             _ => return Err(NodeError::NoLeader),
         };
-        tracing::debug!(leader_id, "forwarding write");
         let reply = self
             .network
-            .call(
-                &addr,
-                Method::Forward,
-                pack(&command),
-                self.config.write_timeout,
-            )
+            .call(&addr, method, message, self.config.write_timeout)
             .await
             .map_err(|status| {
-                tracing::debug!(leader_id, %status, "forward failed");
+                tracing::debug!(leader_id, ?method, %status, "call to the leader failed");
                 NodeError::NotLeader {
                     leader_id,
                     leader_addr: addr.clone(),
                 }
             })?;
-        unpack::<ForwardResult>("forward reply", &reply)
-            .map_err(|e| NodeError::Internal(e.to_string()))?
+        unpack::<T>(method.name(), &reply).map_err(|e| NodeError::Internal(e.to_string()))
     }
 
     /// Propose on this node, which must be the leader (no forwarding: the
@@ -210,25 +215,8 @@ impl Api {
         let index = if self.is_leader() {
             self.read_index_local().await?
         } else {
-            let (leader_id, addr) = match self.leader() {
-                Some((id, addr)) if id != self.id => (id, addr),
-                _ => return Err(NodeError::NoLeader),
-            };
-            let reply = self
-                .network
-                .call(
-                    &addr,
-                    Method::ReadIndex,
-                    pack(&()),
-                    self.config.write_timeout,
-                )
-                .await
-                .map_err(|_| NodeError::NotLeader {
-                    leader_id,
-                    leader_addr: addr.clone(),
-                })?;
-            unpack::<ReadIndexResult>("read index", &reply)
-                .map_err(|e| NodeError::Internal(e.to_string()))??
+            self.call_leader::<ReadIndexResult>(Method::ReadIndex, pack(&()))
+                .await??
         };
         self.wait_applied(index).await
     }
@@ -309,25 +297,8 @@ impl Api {
         if self.is_leader() {
             return self.keep_alive_local(lease, received_at).await;
         }
-        let (leader_id, addr) = match self.leader() {
-            Some((id, addr)) if id != self.id => (id, addr),
-            _ => return Err(NodeError::NoLeader),
-        };
-        let reply = self
-            .network
-            .call(
-                &addr,
-                Method::KeepAlive,
-                pack(&KeepAliveForward { lease }),
-                self.config.write_timeout,
-            )
-            .await
-            .map_err(|_| NodeError::NotLeader {
-                leader_id,
-                leader_addr: addr.clone(),
-            })?;
-        unpack::<KeepAliveResult>("keep-alive reply", &reply)
-            .map_err(|e| NodeError::Internal(e.to_string()))?
+        self.call_leader::<KeepAliveResult>(Method::KeepAlive, pack(&KeepAliveForward { lease }))
+            .await?
     }
 
     async fn keep_alive_local(
