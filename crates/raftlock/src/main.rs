@@ -3,11 +3,13 @@
 //! - `raftlock serve`: run one node of a cluster (flags, environment, TOML file).
 //! - `raftlock dev`: a ready 3-node cluster in one process, for development.
 //! - `raftlock status`: ask a node how the cluster is doing.
+//! - `raftlock bench`: measure lock throughput and latency (raftlock or etcd).
 //!
 //! Exit codes: 0 success (including a clean stop on SIGINT/SIGTERM), 1 a
 //! runtime failure (port in use, data directory locked, no node answered),
 //! 2 a usage or configuration error.
 
+mod bench;
 mod config;
 mod dev;
 mod logging;
@@ -49,6 +51,14 @@ enum Command {
     Dev(dev::DevArgs),
     /// Show the cluster as one node sees it: members, roles, leader, log.
     Status(status::StatusArgs),
+    /// Measure lock acquire/release cycles per second and their latency.
+    ///
+    /// Workloads: seq (one client, one lock), distinct (N clients, each on
+    /// its own lock) and contended (N clients queueing for one lock, FIFO).
+    /// Every client has its own connection and lease. Against raftlock the
+    /// clients talk to the leader; with --target etcd they use etcd's
+    /// server-side lock API (v3lock) and leases instead, for comparison.
+    Bench(bench::BenchArgs),
 }
 
 /// Why the program stops with a failure; decides the exit code.
@@ -78,6 +88,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runner::serve(*args),
         Command::Dev(args) => dev::run(args),
         Command::Status(args) => status::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

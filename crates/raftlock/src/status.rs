@@ -172,7 +172,7 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn ask(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
+pub(crate) async fn ask(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
     let uri = if endpoint.contains("://") {
         endpoint.to_string()
     } else {

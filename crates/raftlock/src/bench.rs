@@ -1,0 +1,1124 @@
+//! `raftlock bench`: a load generator of lock acquire/release cycles, against
+//! raftlock or, for comparison, etcd's server-side lock API (v3lock, with
+//! etcd leases).
+//!
+//! Workloads:
+//! - `seq`: one client; loop { acquire `bench/seq` ; hold ; release }.
+//! - `distinct`: N clients, client i on its own lock `bench/distinct/i`:
+//!   independent writes, so it measures how well the system batches them.
+//! - `contended`: N clients on one lock `bench/contended`, each waiting in the
+//!   FIFO queue: measures handoffs (release, then grant to the next) per
+//!   second.
+//!
+//! With raftlock, seq and distinct acquire with `wait_timeout_ms = 0` (try);
+//! contended waits. etcd's Lock always waits (it has no try).
+//!
+//! Each client has its own lease (ttl 30 s), granted before the clock
+//! starts, kept alive by ONE keep-alive stream for all leases of the process
+//! (a keep-alive per lease every 10 s is a few messages a second: not load),
+//! and revoked at the end.
+//!
+//! Connections: each client has its own tonic `Channel`, so its own HTTP/2
+//! connection, as separate client processes would; the keep-alive stream,
+//! the leader lookup and the revokes use one more. raftlock clients go to the
+//! leader (found with Admin.Status; a NOT_LEADER error moves the client to
+//! the leader it names). etcd clients all go to the first endpoint that
+//! grants a lease: put etcd's leader first for a like-for-like comparison
+//! (etcd forwards to its leader itself).
+//!
+//! Figures cover the cycles that complete inside the measured window,
+//! which starts after --warmup; so cycles/s is cycles / --duration.
+//! Latencies are in microseconds in HDR histograms (3 significant digits) and
+//! printed in ms. Errors are counted by reason (raftlock's ErrorInfo reason,
+//! else the gRPC code), not fatal: the run fails (exit 1) only if no cycle
+//! succeeds at all.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use raftlock_proto::v1 as pb;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use tonic_types::StatusExt;
+
+use crate::dev::DEV_ENDPOINTS;
+use crate::{Failure, error_chain};
+
+/// The generated client of the etcd subset in `proto/etcd_bench*.proto`.
+#[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
+mod etcd_pb {
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+}
+use etcd_pb::{etcdserverpb as epb, v3lockpb as lockpb};
+
+/// Most concurrent clients (each has a connection and a lease).
+const MAX_CLIENTS: u32 = 10_000;
+/// Longest --duration, --warmup or --hold.
+const MAX_DURATION_MS: u64 = 24 * 3_600_000;
+/// Time to live of each client's lease; must outlast gaps in keep-alives.
+const LEASE_TTL_MS: u64 = 30_000;
+/// Keep-alive period: a third of the ttl, so two lost rounds do no harm.
+const KEEPALIVE_EVERY: Duration = Duration::from_millis(LEASE_TTL_MS / 3);
+/// How long an acquire that waits in the queue may wait (contended, etcd).
+const WAIT_TIMEOUT_MS: u64 = 30_000;
+/// Deadline of every call that does not wait for a lock.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to look for a raftlock leader before giving up.
+const LEADER_SEARCH: Duration = Duration::from_secs(10);
+/// Pause after a failed operation, so an unavailable cluster is not
+/// hammered in a tight loop.
+const ERROR_BACKOFF: Duration = Duration::from_millis(20);
+/// Pause before reopening a broken keep-alive stream.
+const KEEPALIVE_RETRY: Duration = Duration::from_secs(1);
+/// After the window: time for clients to finish their last cycle (a waiting
+/// acquire may take up to its wait timeout).
+const DRAIN_TIMEOUT: Duration =
+    Duration::from_millis(WAIT_TIMEOUT_MS + RPC_TIMEOUT.as_millis() as u64 * 2);
+/// Distinct error reasons kept; the rest are counted under OTHER.
+const MAX_REASONS: usize = 32;
+/// Latencies above this (µs) are recorded as this: one hour.
+const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// One client: acquire (try), hold, release, on one lock.
+    Seq,
+    /// N clients (default 64), each on its own lock.
+    Distinct,
+    /// N clients (default 8) queueing (FIFO) for one lock.
+    Contended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// A raftlock cluster.
+    Raftlock,
+    /// An etcd v3 cluster, through its server-side lock API (v3lock).
+    Etcd,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What the clients do (see below).
+    #[arg(long, value_name = "WORKLOAD")]
+    pub workload: Workload,
+
+    /// Concurrent clients, each with its own connection and lease (default:
+    /// 1 for seq, which only runs one; 64 for distinct; 8 for contended).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLIENTS))
+    )]
+    pub clients: Option<u32>,
+
+    /// Length of the measured window, e.g. 500ms, 30s, 5m.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// How long a client holds each lock before releasing it.
+    #[arg(long, value_name = "DURATION", default_value = "0ms", value_parser = parse_duration)]
+    pub hold: Duration,
+
+    /// Load before the measured window, left out of the figures.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Nodes as host:port, comma-separated. Default for raftlock:
+    /// RAFTLOCK_ENDPOINTS, else the `raftlock dev` cluster; for etcd:
+    /// 127.0.0.1:2379.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+
+    /// The system under test.
+    #[arg(long, value_name = "TARGET", default_value = "raftlock")]
+    pub target: Target,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h` (a whole number and a unit; `0` alone
+/// is allowed), at most 24 h.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let hint = "expected a whole number and a unit, ms, s, m or h (e.g. 500ms, 30s, 5m)";
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    if number.is_empty() {
+        return Err(hint.to_string());
+    }
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "the number is too large (at most 24h)".to_string())?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" if n == 0 => 1,
+        "" => return Err(format!("no unit; {hint}")),
+        _ => return Err(format!("unknown unit `{unit}`; {hint}")),
+    };
+    n.checked_mul(unit_ms)
+        .filter(|ms| *ms <= MAX_DURATION_MS)
+        .map(Duration::from_millis)
+        .ok_or_else(|| "longer than the maximum, 24h".to_string())
+}
+
+/// A validated run.
+#[derive(Debug, Clone)]
+struct Plan {
+    workload: Workload,
+    target: Target,
+    clients: u32,
+    duration: Duration,
+    warmup: Duration,
+    hold: Duration,
+    endpoints: Vec<String>,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Result<Plan, Failure> {
+        let clients = match (args.workload, args.clients) {
+            (Workload::Seq, Some(n)) if n != 1 => {
+                return Err(Failure::Usage(format!(
+                    "--workload seq runs exactly one client (got --clients {n}); drop \
+                     --clients, or use --workload distinct for {n} clients"
+                )));
+            }
+            (_, Some(n)) => n,
+            (Workload::Seq, None) => 1,
+            (Workload::Distinct, None) => 64,
+            (Workload::Contended, None) => 8,
+        };
+        if args.duration.is_zero() {
+            return Err(Failure::Usage("--duration must be more than 0".into()));
+        }
+        let mut endpoints: Vec<String> = args
+            .endpoints
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            if !args.endpoints.is_empty() {
+                return Err(Failure::Usage(
+                    "--endpoints is empty; give host:port of at least one node".into(),
+                ));
+            }
+            let default = match args.target {
+                Target::Raftlock => std::env::var("RAFTLOCK_ENDPOINTS")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| DEV_ENDPOINTS.to_string()),
+                Target::Etcd => "127.0.0.1:2379".to_string(),
+            };
+            endpoints = default.split(',').map(|e| e.trim().to_string()).collect();
+        }
+        Ok(Plan {
+            workload: args.workload,
+            target: args.target,
+            clients,
+            duration: args.duration,
+            warmup: args.warmup,
+            hold: args.hold,
+            endpoints,
+        })
+    }
+
+    /// The lock client `i` works on.
+    fn lock_name(&self, i: u32) -> String {
+        match self.workload {
+            Workload::Seq => "bench/seq".into(),
+            Workload::Distinct => format!("bench/distinct/{i}"),
+            Workload::Contended => "bench/contended".into(),
+        }
+    }
+
+    /// Whether acquires wait in the queue (raftlock; etcd always waits).
+    fn waits(&self) -> bool {
+        self.workload == Workload::Contended
+    }
+}
+
+pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    let plan = Plan::new(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bench")
+        .build()
+        .map_err(|e| Failure::Runtime(format!("cannot start the tokio runtime: {e}")))?;
+    let report = rt.block_on(bench(&plan))?;
+    if args.json {
+        let text = serde_json::to_string(&report)
+            .map_err(|e| Failure::Runtime(format!("cannot encode JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// A failed operation, as counted.
+#[derive(Debug, Clone)]
+struct OpError {
+    /// Machine-readable, low-cardinality: the key it is counted under.
+    reason: String,
+    /// For a person: the reason and the server's message.
+    detail: String,
+    /// From a NOT_LEADER error: where the leader is.
+    leader_addr: Option<String>,
+}
+
+impl OpError {
+    fn raftlock(status: &Status) -> OpError {
+        let reason =
+            raftlock_node::status_reason(status).unwrap_or_else(|| format!("{:?}", status.code()));
+        let leader_addr = status
+            .get_details_error_info()
+            .and_then(|info| info.metadata.get("leader_addr").cloned())
+            .filter(|a| !a.is_empty());
+        OpError {
+            detail: format!("{reason}: {}", status.message()),
+            reason,
+            leader_addr,
+        }
+    }
+
+    fn etcd(status: &Status) -> OpError {
+        // etcd's messages ("etcdserver: requested lease not found") name the
+        // cause and are few, so they are part of the reason.
+        let message: String = status.message().chars().take(60).collect();
+        let reason = format!("{:?}: {message}", status.code());
+        OpError {
+            detail: reason.clone(),
+            reason,
+            leader_addr: None,
+        }
+    }
+
+    fn other(reason: &str, detail: String) -> OpError {
+        OpError {
+            reason: reason.to_string(),
+            detail,
+            leader_addr: None,
+        }
+    }
+}
+
+/// Errors by reason, and the first error seen (even outside the window).
+#[derive(Debug, Default)]
+struct ErrorCounts {
+    by_reason: BTreeMap<String, u64>,
+    total: u64,
+    first: Option<String>,
+}
+
+impl ErrorCounts {
+    /// Counts `e` if `counted` (it happened in the window).
+    fn record(&mut self, e: &OpError, counted: bool) {
+        if self.first.is_none() {
+            self.first = Some(e.detail.clone());
+        }
+        if counted {
+            self.add(&e.reason, 1);
+        }
+    }
+
+    fn add(&mut self, reason: &str, n: u64) {
+        self.total += n;
+        let key = if self.by_reason.len() >= MAX_REASONS && !self.by_reason.contains_key(reason) {
+            "OTHER"
+        } else {
+            reason
+        };
+        *self.by_reason.entry(key.to_string()).or_default() += n;
+    }
+
+    fn merge(&mut self, other: ErrorCounts) {
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+        for (reason, n) in other.by_reason {
+            self.add(&reason, n);
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // The bounds are constants that satisfy new_with_bounds' rules
+    // (low >= 1, high >= 2 * low, sigfig <= 5); `expect` documents that.
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("valid histogram bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// What one client measured.
+struct ClientStats {
+    /// Acquire latency (µs) of the cycles in the window.
+    acquire: Histogram<u64>,
+    /// Acquire + hold + release (µs) of the cycles in the window.
+    cycle: Histogram<u64>,
+    /// Cycles completed in the window.
+    cycles: u64,
+    /// Cycles completed at any time (warmup and drain included).
+    cycles_total: u64,
+    errors: ErrorCounts,
+}
+
+/// The measured window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn contains(&self, t: Instant) -> bool {
+        self.start <= t && t <= self.end
+    }
+}
+
+/// One client's connection and lease.
+enum Client {
+    Raftlock {
+        locks: pb::locks_client::LocksClient<Channel>,
+        lease_id: u64,
+        /// Token of the hold, while holding.
+        held: Option<u64>,
+    },
+    Etcd {
+        lock: lockpb::lock_client::LockClient<Channel>,
+        lease_id: i64,
+        /// The ownership key etcd returned, while holding.
+        held: Option<Vec<u8>>,
+    },
+}
+
+impl Client {
+    async fn acquire(&mut self, name: &str, wait: bool) -> Result<(), OpError> {
+        match self {
+            Client::Raftlock {
+                locks,
+                lease_id,
+                held,
+            } => {
+                let mut req = Request::new(pb::AcquireRequest {
+                    lease_id: *lease_id,
+                    locks: vec![pb::LockSpec {
+                        name: name.to_string(),
+                        mode: pb::Mode::Exclusive as i32,
+                        permits: 0,
+                    }],
+                    wait_timeout_ms: if wait { WAIT_TIMEOUT_MS } else { 0 },
+                    ..Default::default()
+                });
+                req.set_timeout(if wait {
+                    Duration::from_millis(WAIT_TIMEOUT_MS) + RPC_TIMEOUT
+                } else {
+                    RPC_TIMEOUT
+                });
+                match locks.acquire(req).await {
+                    Ok(r) => {
+                        *held = Some(r.into_inner().token);
+                        Ok(())
+                    }
+                    Err(s) => Err(self.raftlock_failed(&s).await),
+                }
+            }
+            Client::Etcd {
+                lock,
+                lease_id,
+                held,
+            } => {
+                let mut req = Request::new(lockpb::LockRequest {
+                    name: name.as_bytes().to_vec(),
+                    lease: *lease_id,
+                });
+                req.set_timeout(Duration::from_millis(WAIT_TIMEOUT_MS) + RPC_TIMEOUT);
+                let r = lock.lock(req).await.map_err(|s| OpError::etcd(&s))?;
+                *held = Some(r.into_inner().key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases the hold, if any.
+    async fn release(&mut self, name: &str) -> Result<(), OpError> {
+        match self {
+            Client::Raftlock {
+                locks,
+                lease_id,
+                held,
+            } => {
+                let Some(token) = *held else { return Ok(()) };
+                let mut req = Request::new(pb::ReleaseRequest {
+                    lease_id: *lease_id,
+                    token,
+                    names: vec![name.to_string()],
+                });
+                req.set_timeout(RPC_TIMEOUT);
+                match locks.release(req).await {
+                    Ok(_) => {
+                        *held = None;
+                        Ok(())
+                    }
+                    Err(s) => Err(self.raftlock_failed(&s).await),
+                }
+            }
+            Client::Etcd { lock, held, .. } => {
+                let Some(key) = held.clone() else {
+                    return Ok(());
+                };
+                let mut req = Request::new(lockpb::UnlockRequest { key });
+                req.set_timeout(RPC_TIMEOUT);
+                lock.unlock(req).await.map_err(|s| OpError::etcd(&s))?;
+                *held = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// The error of a raftlock call; on NOT_LEADER, moves this client to the
+    /// leader it names (the failed call is counted, not retried here).
+    async fn raftlock_failed(&mut self, status: &Status) -> OpError {
+        let e = OpError::raftlock(status);
+        if let (Client::Raftlock { locks, .. }, Some(addr)) = (&mut *self, &e.leader_addr) {
+            if let Ok(channel) = connect(addr).await {
+                *locks = pb::locks_client::LocksClient::new(channel);
+            }
+        }
+        e
+    }
+
+    fn holds(&self) -> bool {
+        match self {
+            Client::Raftlock { held, .. } => held.is_some(),
+            Client::Etcd { held, .. } => held.is_some(),
+        }
+    }
+}
+
+/// Runs cycles until the window ends; then lets the last one finish.
+async fn run_client(
+    mut client: Client,
+    name: String,
+    wait: bool,
+    hold: Duration,
+    window: Window,
+) -> ClientStats {
+    let mut stats = ClientStats {
+        acquire: histogram(),
+        cycle: histogram(),
+        cycles: 0,
+        cycles_total: 0,
+        errors: ErrorCounts::default(),
+    };
+    while Instant::now() < window.end {
+        let start = Instant::now();
+        if let Err(e) = client.acquire(&name, wait).await {
+            stats.errors.record(&e, window.contains(Instant::now()));
+            tokio::time::sleep(ERROR_BACKOFF).await;
+            continue;
+        }
+        let acquired = Instant::now();
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
+        if let Err(e) = client.release(&name).await {
+            stats.errors.record(&e, window.contains(Instant::now()));
+            tokio::time::sleep(ERROR_BACKOFF).await;
+            continue;
+        }
+        let end = Instant::now();
+        stats.cycles_total += 1;
+        if window.contains(end) {
+            stats.cycles += 1;
+            stats.acquire.saturating_record(micros(acquired - start));
+            stats.cycle.saturating_record(micros(end - start));
+        }
+    }
+    // A release that failed leaves a hold; try once more so waiters of a
+    // contended lock are not stuck until the revoke.
+    if client.holds() {
+        let _ = client.release(&name).await;
+    }
+    stats
+}
+
+/// Leases granted for the clients, to revoke at the end.
+enum Leases {
+    Raftlock(Vec<u64>),
+    Etcd(Vec<i64>),
+}
+
+/// Clients ready to run, before the clock starts.
+struct Prepared {
+    /// Where the clients send.
+    endpoint: String,
+    /// For the keep-alive stream and the revokes.
+    admin: Channel,
+    clients: Vec<Client>,
+    leases: Leases,
+}
+
+async fn connect(addr: &str) -> Result<Channel, String> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri)
+        .map_err(|e| format!("{addr}: not an address ({})", error_chain(&e)))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("{addr}: {}", error_chain(&e)))
+}
+
+/// The address of the raftlock leader, asking the endpoints in turn until
+/// one knows it or [`LEADER_SEARCH`] has passed.
+async fn find_leader(endpoints: &[String]) -> Result<String, Failure> {
+    let deadline = Instant::now() + LEADER_SEARCH;
+    loop {
+        let mut errors = Vec::new();
+        for endpoint in endpoints {
+            match crate::status::ask(endpoint, RPC_TIMEOUT).await {
+                Ok(s) if s.role == pb::Role::Leader as i32 => return Ok(endpoint.clone()),
+                Ok(s) if !s.leader_addr.is_empty() => return Ok(s.leader_addr),
+                Ok(s) => errors.push(format!("{endpoint}: node {} knows no leader", s.node_id)),
+                Err(e) => errors.push(format!("{endpoint}: {e}")),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::Runtime(format!(
+                "found no raftlock leader within {} s ({}); is the cluster running? Name its \
+                 nodes with --endpoints",
+                LEADER_SEARCH.as_secs(),
+                errors.join("; ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn prepare_raftlock(plan: &Plan) -> Result<Prepared, Failure> {
+    let leader = find_leader(&plan.endpoints).await?;
+    let admin = connect(&leader).await.map_err(Failure::Runtime)?;
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..plan.clients {
+        let granted = async {
+            let channel = connect(&leader).await?;
+            let mut req = Request::new(pb::GrantLeaseRequest {
+                ttl_ms: LEASE_TTL_MS,
+                owner: format!("raftlock-bench/{i}"),
+            });
+            req.set_timeout(RPC_TIMEOUT);
+            let lease_id = pb::leases_client::LeasesClient::new(channel.clone())
+                .grant(req)
+                .await
+                .map_err(|s| OpError::raftlock(&s).detail)?
+                .into_inner()
+                .lease_id;
+            Ok::<_, String>((channel, lease_id))
+        };
+        match granted.await {
+            Ok((channel, lease_id)) => {
+                ids.push(lease_id);
+                clients.push(Client::Raftlock {
+                    locks: pb::locks_client::LocksClient::new(channel),
+                    lease_id,
+                    held: None,
+                });
+            }
+            Err(e) => {
+                revoke(&admin, &Leases::Raftlock(ids)).await;
+                return Err(Failure::Runtime(format!(
+                    "cannot grant a lease for client {i} at the leader {leader}: {e}"
+                )));
+            }
+        }
+    }
+    Ok(Prepared {
+        endpoint: leader,
+        admin,
+        clients,
+        leases: Leases::Raftlock(ids),
+    })
+}
+
+async fn etcd_grant(channel: Channel) -> Result<i64, String> {
+    let mut req = Request::new(epb::LeaseGrantRequest {
+        ttl: i64::try_from(LEASE_TTL_MS / 1000).unwrap_or(30),
+        id: 0,
+    });
+    req.set_timeout(RPC_TIMEOUT);
+    let r = epb::lease_client::LeaseClient::new(channel)
+        .lease_grant(req)
+        .await
+        .map_err(|s| OpError::etcd(&s).detail)?
+        .into_inner();
+    if !r.error.is_empty() {
+        return Err(format!("etcd refused the lease: {}", r.error));
+    }
+    Ok(r.id)
+}
+
+async fn prepare_etcd(plan: &Plan) -> Result<Prepared, Failure> {
+    let mut errors = Vec::new();
+    let mut found = None;
+    for endpoint in &plan.endpoints {
+        match connect(endpoint).await {
+            Ok(channel) => match etcd_grant(channel.clone()).await {
+                Ok(id) => {
+                    found = Some((endpoint.clone(), channel, id));
+                    break;
+                }
+                Err(e) => errors.push(format!("{endpoint}: {e}")),
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    let Some((endpoint, admin, first_id)) = found else {
+        return Err(Failure::Runtime(format!(
+            "no etcd member granted a lease ({}); is etcd running? Name its members with \
+             --endpoints",
+            errors.join("; ")
+        )));
+    };
+    let mut ids = vec![first_id];
+    let mut clients = Vec::new();
+    for i in 0..plan.clients {
+        let granted = async {
+            let channel = connect(&endpoint).await?;
+            let id = if i == 0 {
+                first_id
+            } else {
+                etcd_grant(channel.clone()).await?
+            };
+            Ok::<_, String>((channel, id))
+        };
+        match granted.await {
+            Ok((channel, lease_id)) => {
+                if i > 0 {
+                    ids.push(lease_id);
+                }
+                clients.push(Client::Etcd {
+                    lock: lockpb::lock_client::LockClient::new(channel),
+                    lease_id,
+                    held: None,
+                });
+            }
+            Err(e) => {
+                revoke(&admin, &Leases::Etcd(ids)).await;
+                return Err(Failure::Runtime(format!(
+                    "cannot grant an etcd lease for client {i} at {endpoint}: {e}"
+                )));
+            }
+        }
+    }
+    Ok(Prepared {
+        endpoint,
+        admin,
+        clients,
+        leases: Leases::Etcd(ids),
+    })
+}
+
+/// Keeps every lease alive on one stream until it breaks; returns why.
+async fn keep_alive_session(admin: Channel, leases: Arc<Leases>) -> OpError {
+    let count = match &*leases {
+        Leases::Raftlock(ids) => ids.len(),
+        Leases::Etcd(ids) => ids.len(),
+    };
+    let mut tick = tokio::time::interval(KEEPALIVE_EVERY);
+    match &*leases {
+        Leases::Raftlock(ids) => {
+            let (tx, rx) = mpsc::channel(2 * count.max(1));
+            let mut client = pb::leases_client::LeasesClient::new(admin);
+            let mut responses = match client.keep_alive(ReceiverStream::new(rx)).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => return OpError::raftlock(&s),
+            };
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        for id in ids {
+                            if tx.send(pb::KeepAliveRequest { lease_id: *id }).await.is_err() {
+                                return OpError::other("STREAM_CLOSED", "keep-alive stream closed".into());
+                            }
+                        }
+                    }
+                    msg = responses.message() => match msg {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return OpError::other("STREAM_ENDED", "the server ended the keep-alive stream".into()),
+                        Err(s) => return OpError::raftlock(&s),
+                    }
+                }
+            }
+        }
+        Leases::Etcd(ids) => {
+            let (tx, rx) = mpsc::channel(2 * count.max(1));
+            let mut client = epb::lease_client::LeaseClient::new(admin);
+            let mut responses = match client.lease_keep_alive(ReceiverStream::new(rx)).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => return OpError::etcd(&s),
+            };
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        for id in ids {
+                            if tx.send(epb::LeaseKeepAliveRequest { id: *id }).await.is_err() {
+                                return OpError::other("STREAM_CLOSED", "keep-alive stream closed".into());
+                            }
+                        }
+                    }
+                    msg = responses.message() => match msg {
+                        Ok(Some(r)) if r.ttl <= 0 => return OpError::other(
+                            "LEASE_GONE", format!("etcd lease {:x} is gone", r.id)),
+                        Ok(Some(_)) => {}
+                        Ok(None) => return OpError::other("STREAM_ENDED", "etcd ended the keep-alive stream".into()),
+                        Err(s) => return OpError::etcd(&s),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the leases alive until aborted, reopening a broken stream; counts
+/// each break as an error `keep-alive <reason>`.
+fn spawn_keep_alive(
+    admin: Channel,
+    leases: Arc<Leases>,
+    errors: Arc<Mutex<ErrorCounts>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let e = keep_alive_session(admin.clone(), leases.clone()).await;
+            let e = OpError {
+                reason: format!("keep-alive {}", e.reason),
+                detail: format!("keep-alive: {}", e.detail),
+                leader_addr: None,
+            };
+            if let Ok(mut errors) = errors.lock() {
+                errors.record(&e, true);
+            }
+            tokio::time::sleep(KEEPALIVE_RETRY).await;
+        }
+    })
+}
+
+/// Revokes the leases (which also releases anything still held); a failure
+/// is only noted: the leases expire by themselves.
+async fn revoke(admin: &Channel, leases: &Leases) {
+    let mut failed = Vec::new();
+    match leases {
+        Leases::Raftlock(ids) => {
+            let mut client = pb::leases_client::LeasesClient::new(admin.clone());
+            for id in ids {
+                let mut req = Request::new(pb::RevokeLeaseRequest { lease_id: *id });
+                req.set_timeout(RPC_TIMEOUT);
+                if let Err(s) = client.revoke(req).await {
+                    failed.push(format!("{id}: {}", OpError::raftlock(&s).detail));
+                }
+            }
+        }
+        Leases::Etcd(ids) => {
+            let mut client = epb::lease_client::LeaseClient::new(admin.clone());
+            for id in ids {
+                let mut req = Request::new(epb::LeaseRevokeRequest { id: *id });
+                req.set_timeout(RPC_TIMEOUT);
+                if let Err(s) = client.lease_revoke(req).await {
+                    failed.push(format!("{id:x}: {}", OpError::etcd(&s).detail));
+                }
+            }
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!(
+            "note: {} lease(s) not revoked; they expire within {} s ({})",
+            failed.len(),
+            LEASE_TTL_MS / 1000,
+            failed.first().map_or("", String::as_str)
+        );
+    }
+}
+
+/// Awaits a future, giving up after `deadline`.
+async fn until<F: Future>(deadline: Instant, f: F) -> Option<F::Output> {
+    tokio::time::timeout_at(deadline.into(), f).await.ok()
+}
+
+async fn bench(plan: &Plan) -> Result<Report, Failure> {
+    let prepared = match plan.target {
+        Target::Raftlock => prepare_raftlock(plan).await?,
+        Target::Etcd => prepare_etcd(plan).await?,
+    };
+    let Prepared {
+        endpoint,
+        admin,
+        clients,
+        leases,
+    } = prepared;
+    let leases = Arc::new(leases);
+    let keep_alive_errors = Arc::new(Mutex::new(ErrorCounts::default()));
+    let keep_alive = spawn_keep_alive(admin.clone(), leases.clone(), keep_alive_errors.clone());
+
+    // The clock starts once every client is connected and has its lease.
+    let start = Instant::now() + plan.warmup;
+    let window = Window {
+        start,
+        end: start + plan.duration,
+    };
+    let tasks: Vec<JoinHandle<ClientStats>> = clients
+        .into_iter()
+        .zip(0..)
+        .map(|(client, i)| {
+            tokio::spawn(run_client(
+                client,
+                plan.lock_name(i),
+                plan.waits(),
+                plan.hold,
+                window,
+            ))
+        })
+        .collect();
+
+    let mut acquire = histogram();
+    let mut cycle = histogram();
+    let mut cycles = 0;
+    let mut cycles_total = 0;
+    let mut errors = ErrorCounts::default();
+    let mut unfinished = 0;
+    let drain_deadline = window.end + DRAIN_TIMEOUT;
+    for task in tasks {
+        let abort = task.abort_handle();
+        match until(drain_deadline, task).await {
+            Some(Ok(stats)) => {
+                // Same bounds on both sides, so adding cannot fail.
+                let _ = acquire.add(&stats.acquire);
+                let _ = cycle.add(&stats.cycle);
+                cycles += stats.cycles;
+                cycles_total += stats.cycles_total;
+                errors.merge(stats.errors);
+            }
+            Some(Err(e)) => {
+                errors.record(&OpError::other("CLIENT_PANIC", e.to_string()), true);
+            }
+            None => {
+                abort.abort();
+                unfinished += 1;
+            }
+        }
+    }
+    keep_alive.abort();
+    if unfinished > 0 {
+        eprintln!(
+            "note: {unfinished} client(s) still busy {} s after the window; their figures are \
+             left out",
+            DRAIN_TIMEOUT.as_secs()
+        );
+    }
+    if let Ok(mut ka) = keep_alive_errors.lock() {
+        errors.merge(std::mem::take(&mut *ka));
+    }
+    revoke(&admin, &leases).await;
+
+    if cycles_total == 0 {
+        if let Some(first) = errors.first.take() {
+            return Err(Failure::Runtime(format!(
+                "every operation failed; the first error: {first}"
+            )));
+        }
+    }
+    if cycles == 0 {
+        return Err(Failure::Runtime(format!(
+            "no cycle completed within the measured window of {:.2} s; make --duration longer \
+             than a cycle (--hold is {:.2} s)",
+            plan.duration.as_secs_f64(),
+            plan.hold.as_secs_f64()
+        )));
+    }
+    Ok(Report::new(
+        plan, endpoint, &acquire, &cycle, cycles, errors,
+    ))
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn ms(us: u64) -> f64 {
+    round2(us as f64 / 1000.0)
+}
+
+/// What a run prints; `--json` prints it as one object.
+#[derive(Debug, Serialize)]
+struct Report {
+    target: Target,
+    workload: Workload,
+    clients: u32,
+    /// Where the clients sent their calls.
+    endpoint: String,
+    duration_s: f64,
+    warmup_s: f64,
+    hold_ms: f64,
+    /// Cycles (acquire, hold, release) completed in the window.
+    cycles: u64,
+    cycles_per_s: f64,
+    acquire_ms_p50: f64,
+    acquire_ms_p99: f64,
+    acquire_ms_max: f64,
+    cycle_ms_p50: f64,
+    cycle_ms_p99: f64,
+    cycle_ms_max: f64,
+    errors_total: u64,
+    /// Errors in the window by reason.
+    errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    fn new(
+        plan: &Plan,
+        endpoint: String,
+        acquire: &Histogram<u64>,
+        cycle: &Histogram<u64>,
+        cycles: u64,
+        errors: ErrorCounts,
+    ) -> Report {
+        let duration_s = plan.duration.as_secs_f64();
+        Report {
+            target: plan.target,
+            workload: plan.workload,
+            clients: plan.clients,
+            endpoint,
+            duration_s: round2(duration_s),
+            warmup_s: round2(plan.warmup.as_secs_f64()),
+            hold_ms: round2(plan.hold.as_secs_f64() * 1000.0),
+            cycles,
+            cycles_per_s: round2(cycles as f64 / duration_s),
+            acquire_ms_p50: ms(acquire.value_at_quantile(0.5)),
+            acquire_ms_p99: ms(acquire.value_at_quantile(0.99)),
+            acquire_ms_max: ms(acquire.max()),
+            cycle_ms_p50: ms(cycle.value_at_quantile(0.5)),
+            cycle_ms_p99: ms(cycle.value_at_quantile(0.99)),
+            cycle_ms_max: ms(cycle.max()),
+            errors_total: errors.total,
+            errors: errors.by_reason,
+        }
+    }
+
+    fn table(&self) -> String {
+        let target = match self.target {
+            Target::Raftlock => "raftlock",
+            Target::Etcd => "etcd",
+        };
+        let workload = match self.workload {
+            Workload::Seq => "seq",
+            Workload::Distinct => "distinct",
+            Workload::Contended => "contended",
+        };
+        let errors = if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
+            format!("{} ({})", self.errors_total, list.join(", "))
+        };
+        format!(
+            "workload  {workload}\n\
+             target    {target} at {}\n\
+             clients   {}\n\
+             duration  {:.2} s (after {:.2} s warmup; hold {:.2} ms)\n\
+             cycles    {}\n\
+             cycles/s  {:.2}\n\
+             acquire   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
+             cycle     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
+             errors    {errors}\n",
+            self.endpoint,
+            self.clients,
+            self.duration_s,
+            self.warmup_s,
+            self.hold_ms,
+            self.cycles,
+            self.cycles_per_s,
+            self.acquire_ms_p50,
+            self.acquire_ms_p99,
+            self.acquire_ms_max,
+            self.cycle_ms_p50,
+            self.cycle_ms_p99,
+            self.cycle_ms_max,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_ms_s_m_and_h() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_without_a_known_unit_are_rejected_with_a_hint() {
+        for bad in ["5x", "10", "s", "", "1.5s", "-1s", "10 s"] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.contains("ms, s, m or h"), "{bad}: {e}");
+        }
+        assert!(parse_duration("25h").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn errors_beyond_the_reason_limit_are_counted_as_other() {
+        let mut counts = ErrorCounts::default();
+        for i in 0..MAX_REASONS + 5 {
+            counts.record(&OpError::other(&format!("R{i}"), format!("d{i}")), true);
+        }
+        assert_eq!(counts.total, (MAX_REASONS + 5) as u64);
+        assert_eq!(counts.by_reason.get("OTHER"), Some(&5));
+        assert_eq!(counts.first.as_deref(), Some("d0"));
+    }
+
+    #[test]
+    fn errors_outside_the_window_are_not_counted_but_the_first_is_kept() {
+        let mut counts = ErrorCounts::default();
+        counts.record(&OpError::other("X", "first".into()), false);
+        assert_eq!(counts.total, 0);
+        assert!(counts.by_reason.is_empty());
+        assert_eq!(counts.first.as_deref(), Some("first"));
+    }
+}

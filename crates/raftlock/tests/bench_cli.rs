@@ -1,0 +1,177 @@
+//! `raftlock bench` against a real `raftlock dev` cluster: it completes
+//! cycles without errors, its JSON figures agree with each other, and a bad
+//! duration is a usage error that names the flag. No timing assertions: the
+//! machine may be busy.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Starts `raftlock dev` on free ports; returns it and its endpoints.
+fn start_dev(dir: &Path) -> (Proc, String) {
+    let log = dir.join("dev.log");
+    for attempt in 0..5 {
+        let base = free_port_run(3);
+        let mut cmd = raftlock();
+        cmd.arg("dev")
+            .arg("--dir")
+            .arg(dir.join(format!("cluster{attempt}")))
+            .arg("--base-port")
+            .arg(base.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(append(&log));
+        let mut child = cmd.spawn().expect("spawn raftlock dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut proc = Proc {
+            child,
+            log: log.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    if let Some(endpoints) = line.strip_prefix("export RAFTLOCK_ENDPOINTS=") {
+                        return (proc, endpoints.to_string());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    proc.wait_exit(Duration::from_secs(10));
+                    // A port taken between choosing and binding it: retry.
+                    if proc.log_text().contains("in use") {
+                        break;
+                    }
+                    panic!("raftlock dev exited:\n{}", proc.log_text());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "raftlock dev not ready within 30 s:\n{}",
+                proc.log_text()
+            );
+        }
+    }
+    panic!("could not start raftlock dev on free ports");
+}
+
+/// Runs `raftlock bench ... --json` and returns the parsed object.
+fn bench_json(endpoints: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut cmd = raftlock();
+    cmd.args(["bench", "--json", "--endpoints", endpoints])
+        .args(args);
+    let (status, out, err) = run_bounded(cmd, dir, Duration::from_secs(60));
+    assert!(status.success(), "bench {args:?} failed ({status}): {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// The figures of one run are whole and agree with each other.
+fn check_report(r: &serde_json::Value, workload: &str, clients: u64) {
+    assert_eq!(r["target"], "raftlock", "{r}");
+    assert_eq!(r["workload"], workload, "{r}");
+    assert_eq!(r["clients"].as_u64(), Some(clients), "{r}");
+    let cycles = r["cycles"].as_u64().expect("cycles");
+    assert!(cycles > 0, "no cycles: {r}");
+    assert_eq!(r["errors_total"].as_u64(), Some(0), "errors: {r}");
+    assert_eq!(r["errors"].as_object().map(|m| m.len()), Some(0), "{r}");
+    let duration_s = r["duration_s"].as_f64().expect("duration_s");
+    let per_s = r["cycles_per_s"].as_f64().expect("cycles_per_s");
+    let expected = cycles as f64 / duration_s;
+    assert!(
+        (per_s - expected).abs() <= 0.01 + expected * 1e-6,
+        "cycles_per_s {per_s} is not cycles / duration_s = {expected}: {r}"
+    );
+    for what in ["acquire", "cycle"] {
+        let p50 = r[format!("{what}_ms_p50")].as_f64().expect("p50");
+        let p99 = r[format!("{what}_ms_p99")].as_f64().expect("p99");
+        let max = r[format!("{what}_ms_max")].as_f64().expect("max");
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{what}: {r}");
+    }
+    // A cycle contains its acquire.
+    assert!(
+        r["acquire_ms_p50"].as_f64() <= r["cycle_ms_p50"].as_f64(),
+        "{r}"
+    );
+}
+
+#[test]
+fn bench_seq_and_contended_complete_cycles_without_errors_and_consistent_figures() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_dev, endpoints) = start_dev(tmp.path());
+
+    let seq = bench_json(
+        &endpoints,
+        tmp.path(),
+        &["--workload", "seq", "--duration", "1s", "--warmup", "0s"],
+    );
+    check_report(&seq, "seq", 1);
+    assert_eq!(seq["duration_s"].as_f64(), Some(1.0), "{seq}");
+
+    let contended = bench_json(
+        &endpoints,
+        tmp.path(),
+        &[
+            "--workload",
+            "contended",
+            "--clients",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    check_report(&contended, "contended", 4);
+}
+
+#[test]
+fn bench_with_a_bad_duration_exits_2_naming_the_flag() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = raftlock();
+    cmd.args(["bench", "--workload", "seq", "--duration", "5x"]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--duration") && err.contains("5x"), "{err}");
+}
+
+#[test]
+fn bench_seq_with_several_clients_is_a_usage_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = raftlock();
+    cmd.args(["bench", "--workload", "seq", "--clients", "3"]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--clients"), "{err}");
+}
+
+#[test]
+fn bench_exits_1_when_no_node_answers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_ports(1)[0];
+    let mut cmd = raftlock();
+    cmd.args([
+        "bench",
+        "--workload",
+        "seq",
+        "--endpoints",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(40));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no raftlock leader"), "{err}");
+}
