@@ -310,7 +310,10 @@ impl Api {
             return Err(NodeError::Lock(LockError::LeaseNotFound { lease }));
         }
         let term = self.keeper.leader_term().ok_or(NodeError::NoLeader)?;
-        // Confirm leadership with a quorum before promising anything.
+        // Confirm leadership with a quorum before promising anything. The
+        // read index includes this term's first entry, so every expiry a
+        // previous leader managed to log is applied by the time we look at
+        // the state below: a lease already ended is never "renewed".
         self.read_index_local().await?;
         self.state.read(|s| {
             let ttl_ms = s.lease(lease).map_or(0, |l| l.ttl_ms);
@@ -377,9 +380,7 @@ impl Api {
         };
         // Whatever happens to the request is seen in this node's applies.
         self.wait_applied(index).await?;
-        let rx = self
-            .waits
-            .register(waiter, lease, |settled| self.state.read(|s| settled(s)));
+        let rx = self.state.read(|s| self.waits.register(waiter, lease, s));
         let mut guard = CancelOnDrop {
             api: self,
             lease,

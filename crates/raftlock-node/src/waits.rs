@@ -33,22 +33,23 @@ impl Waits {
     }
 
     /// Wait for `waiter`. The caller must already have applied the entry
-    /// that queued it; whatever happened to it since is read from `state`.
+    /// that queued it, and calls this inside the state's read lock (lock
+    /// order everywhere: state, then waits), so whatever happened to the
+    /// request up to `state` is read here and anything later reaches
+    /// [`Waits::on_applied`] after the registration.
     pub fn register(
         &self,
         waiter: WaiterId,
         lease: u64,
-        read: impl FnOnce(&dyn Fn(&State) -> Option<WaitOutcome>) -> Option<WaitOutcome>,
+        state: &State,
     ) -> oneshot::Receiver<WaitOutcome> {
         let (tx, rx) = oneshot::channel();
-        let mut pending = self.lock();
-        // Under the lock, so no apply can resolve it between the check and
-        // the registration.
-        match read(&|s: &State| settled(s, waiter, lease)) {
+        match settled(state, waiter, lease) {
             Some(outcome) => {
                 let _ = tx.send(outcome);
             }
-            None => pending
+            None => self
+                .lock()
                 .entry(waiter)
                 .or_insert((lease, Vec::new()))
                 .1
