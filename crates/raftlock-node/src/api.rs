@@ -631,8 +631,12 @@ impl Drop for CancelOnDrop<'_> {
             return;
         };
         let (lease, waiter) = (self.lease, self.waiter);
-        // Drop must not block: the cancel is proposed in the background.
-        tokio::spawn(async move {
+        // Drop must not block (the cancel is proposed in the background) and
+        // must not panic outside a runtime (then the lease's end cleans up).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             if let Err(e) = api.write(Command::CancelWait { lease, waiter }).await {
                 tracing::debug!(lease, waiter, error = %e, "cancel of an abandoned wait failed");
             }
