@@ -1,0 +1,240 @@
+//! The client's typed errors, mapped from the server's stable reasons
+//! (google.rpc.ErrorInfo, domain `raftlock.dev`, or the `raftlock-reason`
+//! metadata key).
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// Metadata key carrying the reason, for servers' plain statuses.
+const REASON_KEY: &str = "raftlock-reason";
+
+/// Everything a client call can fail with. Each variant names what a caller
+/// can act on; [`Error::reason`] gives the server's stable reason string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The lock is held (or reserved by earlier waiters) and the call did not wait.
+    #[error("lock is busy: {message}")]
+    Busy { message: String },
+
+    /// The wait ended without a grant; the queued request was withdrawn.
+    #[error("waited without a grant: {message}")]
+    WaitTimeout { message: String },
+
+    /// The session's lease is gone (expired, revoked, or being expired), or
+    /// the client can no longer be sure it is alive. Its locks must not be used.
+    #[error("the session's lease {lease_id} is lost: {message}")]
+    LeaseLost { lease_id: u64, message: String },
+
+    /// The lease does not hold the lock (it was released or taken away).
+    #[error("not the holder: {message}")]
+    NotHolder { message: String },
+
+    /// The token is not the one of the current hold.
+    #[error("stale fencing token: {message}")]
+    StaleToken { message: String },
+
+    /// Bad input (INVALID_NAME, INVALID_ARGUMENT, TOO_LARGE, TTL_OUT_OF_RANGE);
+    /// `field` names the request field when the server knows it.
+    #[error("invalid argument {field}: {message} ({reason})")]
+    InvalidArgument {
+        field: String,
+        reason: String,
+        message: String,
+    },
+
+    /// A configured limit was hit (LIMIT_EXCEEDED).
+    #[error("limit exceeded: {message}")]
+    LimitExceeded { message: String },
+
+    /// The request conflicts with how the lock or lease is held now
+    /// (KIND_CONFLICT, PERMITS_MISMATCH, HELD_IN_OTHER_MODE, PARTIALLY_HELD,
+    /// ALREADY_WAITING).
+    #[error("conflict ({reason}): {message}")]
+    Conflict { reason: String, message: String },
+
+    /// No node could serve the call before retries or the deadline ran out
+    /// (no leader, nodes down, transport errors).
+    #[error("cluster unavailable after {attempts} attempt(s): {message}")]
+    Unavailable { attempts: u32, message: String },
+
+    /// The call's client-side deadline passed. A write may or may not have
+    /// been applied.
+    #[error("deadline exceeded: {message}")]
+    DeadlineExceeded { message: String },
+
+    /// A bad endpoint given to [`crate::Client::connect`].
+    #[error("invalid endpoint {endpoint:?}: {message}")]
+    InvalidEndpoint { endpoint: String, message: String },
+
+    /// Any other server error, with its reason (e.g. COMPACTED, INTERNAL).
+    #[error("{reason}: {message}")]
+    Other { reason: String, message: String },
+}
+
+impl Error {
+    /// The stable reason string: the server's reason when the error came
+    /// from it (e.g. `LOCK_BUSY`), or a client-side one (`UNAVAILABLE`,
+    /// `DEADLINE_EXCEEDED`, `INVALID_ENDPOINT`, `LEASE_LOST`).
+    pub fn reason(&self) -> &str {
+        match self {
+            Error::Busy { .. } => "LOCK_BUSY",
+            Error::WaitTimeout { .. } => "WAIT_TIMEOUT",
+            Error::LeaseLost { .. } => "LEASE_LOST",
+            Error::NotHolder { .. } => "NOT_HOLDER",
+            Error::StaleToken { .. } => "STALE_TOKEN",
+            Error::InvalidArgument { reason, .. } => reason,
+            Error::LimitExceeded { .. } => "LIMIT_EXCEEDED",
+            Error::Conflict { reason, .. } => reason,
+            Error::Unavailable { .. } => "UNAVAILABLE",
+            Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            Error::InvalidEndpoint { .. } => "INVALID_ENDPOINT",
+            Error::Other { reason, .. } => reason,
+        }
+    }
+
+    /// True when the session's lease is known to be gone.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, Error::LeaseLost { .. })
+    }
+
+    /// Map a server status (after retries gave up on it, or for a
+    /// non-retryable one). `lease_id` names the caller's lease, if any.
+    pub(crate) fn from_status(status: &Status, lease_id: u64, attempts: u32) -> Error {
+        let info = ServerError::of(status);
+        let message = status.message().to_string();
+        match info.reason.as_deref() {
+            Some("LOCK_BUSY") => Error::Busy { message },
+            Some("WAIT_TIMEOUT") => Error::WaitTimeout { message },
+            Some("LEASE_NOT_FOUND") | Some("LEASE_EXPIRING") => {
+                Error::LeaseLost { lease_id, message }
+            }
+            Some("NOT_HOLDER") => Error::NotHolder { message },
+            Some("STALE_TOKEN") => Error::StaleToken { message },
+            Some(r @ ("INVALID_NAME" | "INVALID_ARGUMENT" | "TOO_LARGE" | "TTL_OUT_OF_RANGE")) => {
+                Error::InvalidArgument {
+                    field: info.metadata.get("field").cloned().unwrap_or_default(),
+                    reason: r.to_string(),
+                    message,
+                }
+            }
+            Some("LIMIT_EXCEEDED") => Error::LimitExceeded { message },
+            Some(
+                r @ ("KIND_CONFLICT" | "PERMITS_MISMATCH" | "HELD_IN_OTHER_MODE" | "PARTIALLY_HELD"
+                | "ALREADY_WAITING"),
+            ) => Error::Conflict {
+                reason: r.to_string(),
+                message,
+            },
+            Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN") => {
+                Error::Unavailable { attempts, message }
+            }
+            Some(r) => Error::Other {
+                reason: r.to_string(),
+                message,
+            },
+            None => match status.code() {
+                Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                    Error::Unavailable { attempts, message }
+                }
+                Code::DeadlineExceeded => Error::DeadlineExceeded { message },
+                Code::InvalidArgument => Error::InvalidArgument {
+                    field: String::new(),
+                    reason: "INVALID_ARGUMENT".into(),
+                    message,
+                },
+                code => Error::Other {
+                    reason: format!("{code:?}").to_uppercase(),
+                    message,
+                },
+            },
+        }
+    }
+}
+
+/// What the server said about a failure: its reason and ErrorInfo metadata.
+#[derive(Debug, Default)]
+pub(crate) struct ServerError {
+    pub reason: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl ServerError {
+    pub(crate) fn of(status: &Status) -> ServerError {
+        if let Some(info) = status.get_details_error_info() {
+            return ServerError {
+                reason: Some(info.reason),
+                metadata: info.metadata,
+            };
+        }
+        ServerError {
+            reason: status
+                .metadata()
+                .get(REASON_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            metadata: HashMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    fn status(code: Code, reason: &str, md: &[(&str, &str)]) -> Status {
+        let md = md
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>();
+        Status::with_error_details(
+            code,
+            "msg",
+            ErrorDetails::with_error_info(reason, "raftlock.dev", md),
+        )
+    }
+
+    #[test]
+    fn server_reasons_map_to_typed_errors() {
+        let e = Error::from_status(&status(Code::FailedPrecondition, "LOCK_BUSY", &[]), 7, 1);
+        assert!(matches!(e, Error::Busy { .. }));
+        assert_eq!(e.reason(), "LOCK_BUSY");
+        let e = Error::from_status(&status(Code::NotFound, "LEASE_EXPIRING", &[]), 7, 1);
+        assert_eq!(
+            e,
+            Error::LeaseLost {
+                lease_id: 7,
+                message: "msg".into()
+            }
+        );
+        let e = Error::from_status(
+            &status(Code::InvalidArgument, "INVALID_NAME", &[("field", "name")]),
+            0,
+            1,
+        );
+        assert!(
+            matches!(&e, Error::InvalidArgument { field, reason, .. } if field == "name" && reason == "INVALID_NAME")
+        );
+        let e = Error::from_status(&status(Code::OutOfRange, "COMPACTED", &[]), 0, 1);
+        assert_eq!(e.reason(), "COMPACTED");
+    }
+
+    #[test]
+    fn plain_metadata_reason_is_read_too() {
+        let mut s = Status::new(Code::PermissionDenied, "no");
+        s.metadata_mut()
+            .insert("raftlock-reason", "STALE_TOKEN".parse().unwrap());
+        assert!(matches!(
+            Error::from_status(&s, 0, 1),
+            Error::StaleToken { .. }
+        ));
+    }
+
+    #[test]
+    fn transport_failures_are_unavailable() {
+        let e = Error::from_status(&Status::unavailable("tcp connect error"), 0, 3);
+        assert!(matches!(e, Error::Unavailable { attempts: 3, .. }));
+    }
+}

@@ -1,0 +1,307 @@
+//! Acquiring locks and the guards that hold them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use raftlock_proto::v1 as pb;
+
+use crate::error::Error;
+use crate::session::{Session, SessionEnd};
+
+/// How to hold a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One holder at a time.
+    Exclusive,
+    /// Many shared holders together, never beside an exclusive one.
+    Shared,
+    /// One of this many permits (the first acquirer fixes the count).
+    Semaphore(u32),
+}
+
+impl Mode {
+    fn spec(self, name: &str) -> pb::LockSpec {
+        let (mode, permits) = match self {
+            Mode::Exclusive => (pb::Mode::Exclusive, 0),
+            Mode::Shared => (pb::Mode::Shared, 0),
+            Mode::Semaphore(p) => (pb::Mode::Semaphore, p),
+        };
+        pb::LockSpec {
+            name: name.to_string(),
+            mode: mode as i32,
+            permits,
+        }
+    }
+}
+
+/// The wait of [`LockBuilder::acquire`] unless [`LockBuilder::wait`] says otherwise.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// An acquire being built: `session.lock("jobs/nightly").wait(..).acquire()`.
+#[must_use = "a lock builder does nothing until acquire() or try_acquire()"]
+pub struct LockBuilder<'a> {
+    session: &'a Session,
+    name: String,
+    mode: Mode,
+    wait: Duration,
+    reason: String,
+    metadata: HashMap<String, String>,
+    lock_delay: Duration,
+}
+
+impl<'a> LockBuilder<'a> {
+    pub(crate) fn new(session: &'a Session, name: String) -> Self {
+        LockBuilder {
+            session,
+            name,
+            mode: Mode::Exclusive,
+            wait: DEFAULT_WAIT,
+            reason: String::new(),
+            metadata: HashMap::new(),
+            lock_delay: Duration::ZERO,
+        }
+    }
+
+    /// Exclusive unless set.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long [`LockBuilder::acquire`] waits in the queue (default 30 s).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Why the lock is taken, shown to people inspecting it.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// One key/value pair kept with the hold.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// If the lease expires while holding, keep the lock ungrantable this
+    /// long (whole milliseconds, at most 60 s).
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
+    /// Acquire, waiting in the lock's FIFO queue up to the wait.
+    /// `Error::WaitTimeout` when the wait ends without a grant.
+    pub async fn acquire(self) -> Result<LockGuard, Error> {
+        let wait = self.wait;
+        self.run(wait).await
+    }
+
+    /// Acquire only if it can be granted now: `Error::Busy` otherwise.
+    pub async fn try_acquire(self) -> Result<LockGuard, Error> {
+        self.run(Duration::ZERO).await
+    }
+
+    /// Retries are safe because every attempt carries the SAME lease: the
+    /// server answers a lease that already holds the lock with its existing
+    /// hold (`retry = true`, same token) and lets a lease already queued for
+    /// it keep its place. So an attempt that was applied but whose answer
+    /// was lost (leader crash, connection reset, timeout) cannot turn into a
+    /// second hold or a second place in the queue.
+    async fn run(self, wait: Duration) -> Result<LockGuard, Error> {
+        let session = self.session;
+        let lease_id = session.lease_id();
+        if !session.is_valid() {
+            return Err(Error::LeaseLost {
+                lease_id,
+                message: "the session is no longer certainly valid".into(),
+            });
+        }
+        let client = session.client();
+        let wait_until = Instant::now() + wait;
+        let deadline = wait_until + client.options().call_timeout;
+        let spec = self.mode.spec(&self.name);
+        let lock_delay_ms = u64::try_from(self.lock_delay.as_millis()).unwrap_or(u64::MAX);
+        let acquired = client
+            .call(lease_id, deadline, |ch, left| {
+                // A retry waits only for what is left of the caller's wait.
+                let wait_ms = if wait.is_zero() {
+                    0
+                } else {
+                    let left = wait_until.saturating_duration_since(Instant::now());
+                    u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+                };
+                let mut req = tonic::Request::new(pb::AcquireRequest {
+                    lease_id,
+                    locks: vec![spec.clone()],
+                    wait_timeout_ms: wait_ms,
+                    reason: self.reason.clone(),
+                    metadata: self.metadata.clone(),
+                    lock_delay_ms,
+                });
+                req.set_timeout(left);
+                async move { pb::locks_client::LocksClient::new(ch).acquire(req).await }
+            })
+            .await?;
+        Ok(LockGuard {
+            session: session.clone(),
+            name: self.name,
+            mode: self.mode,
+            token: acquired.token,
+            revision: acquired.revision,
+            released: false,
+        })
+    }
+}
+
+/// A held lock. Use [`LockGuard::token`] as the fencing token with every
+/// access to the protected resource, and check [`LockGuard::is_valid`]
+/// before acting. Dropping it releases the lock in the background.
+#[must_use = "dropping a LockGuard releases the lock at once"]
+pub struct LockGuard {
+    session: Session,
+    name: String,
+    mode: Mode,
+    token: u64,
+    revision: u64,
+    released: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("token", &self.token)
+            .field("lease_id", &self.session.lease_id())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// The fencing token: strictly greater than every earlier token on this name.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Log index at which the grant was applied.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// True while the session is certainly valid and the guard not released.
+    pub fn is_valid(&self) -> bool {
+        !self.released && self.session.is_valid()
+    }
+
+    /// How long the hold is certainly valid from now (zero once not).
+    pub fn remaining(&self) -> Duration {
+        if self.released {
+            return Duration::ZERO;
+        }
+        self.session.valid_until().map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// Resolves when the session is lost or revoked (see [`Session::lost`]).
+    pub async fn lost(&self) -> SessionEnd {
+        self.session.lost().await
+    }
+
+    /// Record an extension of this hold and restart the lease's deadline on
+    /// the leader; with `ttl`, the lease gets that ttl. Renews the session's
+    /// validity from this call's send time. Returns the hold's extension count.
+    pub async fn extend(&self, ttl: Option<Duration>) -> Result<u64, Error> {
+        let lease_id = self.session.lease_id();
+        let client = self.session.client();
+        let ttl_ms = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let sent_at = Instant::now();
+        let (name, token) = (self.name.clone(), self.token);
+        let r = client
+            .call(lease_id, client.deadline(), |ch, left| {
+                let mut req = tonic::Request::new(pb::ExtendRequest {
+                    lease_id,
+                    name: name.clone(),
+                    token,
+                    ttl_ms,
+                });
+                req.set_timeout(left);
+                async move { pb::locks_client::LocksClient::new(ch).extend(req).await }
+            })
+            .await?;
+        self.session
+            .shared()
+            .renewed(sent_at, Duration::from_millis(r.ttl_ms));
+        Ok(r.extensions)
+    }
+
+    /// Release the lock now.
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        release(&self.session, &self.name, self.token).await
+    }
+}
+
+async fn release(session: &Session, name: &str, token: u64) -> Result<(), Error> {
+    let lease_id = session.lease_id();
+    let client = session.client();
+    let mut attempts = 0u32;
+    let r = client
+        .call(lease_id, client.deadline(), |ch, left| {
+            attempts += 1;
+            let mut req = tonic::Request::new(pb::ReleaseRequest {
+                lease_id,
+                token,
+                names: vec![name.to_string()],
+            });
+            req.set_timeout(left);
+            async move { pb::locks_client::LocksClient::new(ch).release(req).await }
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        // An earlier attempt may have been applied without its answer
+        // arriving: then the hold is already gone, which is what we asked.
+        Err(Error::NotHolder { .. }) if attempts > 1 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        // Never block or panic in Drop: release on the runtime if there is
+        // one; otherwise the lease's end (revoke or expiry) frees the lock.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (session, name, token) = (self.session.clone(), self.name.clone(), self.token);
+        handle.spawn(async move {
+            if session.valid_until().is_none() {
+                return;
+            }
+            if let Err(e) = release(&session, &name, token).await {
+                tracing::debug!(name, token, error = %e, "background release failed");
+            }
+        });
+    }
+}

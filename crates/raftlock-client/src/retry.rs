@@ -1,0 +1,98 @@
+//! How calls are retried.
+
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+
+/// How a call is retried after a retryable failure: UNAVAILABLE statuses
+/// and transport errors, NOT_LEADER, NO_LEADER, a node shutting down, and a
+/// node's write TIMEOUT. Other errors (busy, not holder, invalid input…) are
+/// returned at once. A call also stops retrying when its deadline passes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, including the first (at least 1).
+    pub max_attempts: u32,
+    /// Pause before the first retry; doubled for each further one.
+    pub initial_backoff: Duration,
+    /// Longest pause between two attempts.
+    pub max_backoff: Duration,
+    /// Fraction (0.0–1.0) of each pause that is randomized away, so clients
+    /// that failed together do not retry together.
+    pub jitter: f64,
+}
+
+impl RetryPolicy {
+    /// One attempt, no retry.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            initial_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            jitter: 0.0,
+        }
+    }
+
+    /// Enough to ride out one leader election (about a second).
+    pub fn standard() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(800),
+            jitter: 0.2,
+        }
+    }
+
+    /// For batch jobs that would rather wait than fail: about 30 s of retries.
+    pub fn patient() -> Self {
+        RetryPolicy {
+            max_attempts: 30,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            jitter: 0.3,
+        }
+    }
+
+    /// The pause after failed attempt number `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.max_backoff);
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        if jitter == 0.0 || base.is_zero() {
+            return base;
+        }
+        // A random fraction in [0, 1) without a rand dependency.
+        let r = (RandomState::new().hash_one(attempt) >> 11) as f64 / (1u64 << 53) as f64;
+        base.mul_f64(1.0 - jitter * r)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::standard()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_max_and_jitter_only_shortens() {
+        let p = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::standard()
+        };
+        assert_eq!(p.backoff(1), Duration::from_millis(50));
+        assert_eq!(p.backoff(2), Duration::from_millis(100));
+        assert_eq!(p.backoff(10), Duration::from_millis(800));
+        let p = RetryPolicy::standard();
+        for a in 1..10 {
+            let b = p.backoff(a);
+            assert!(b <= Duration::from_millis(800));
+            assert!(b >= Duration::from_millis(50).mul_f64(0.8) || a > 1);
+        }
+        assert_eq!(RetryPolicy::none().backoff(1), Duration::ZERO);
+    }
+}

@@ -1,0 +1,436 @@
+//! Sessions: a lease kept alive by one background task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use raftlock_proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::client::Client;
+use crate::error::{Error, ServerError};
+use crate::lock::LockBuilder;
+
+/// How a session's lease is granted and counted.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// The lease's time to live without a keep-alive (1 s to 24 h). The
+    /// session sends a keep-alive every `ttl / 3`.
+    pub ttl: Duration,
+    /// Free text naming this client (process, host), shown to people.
+    pub owner: String,
+    /// Subtracted from every validity window, to cover the difference
+    /// between this machine's clock rate and the leader's. Must be below `ttl`.
+    pub drift_margin: Duration,
+}
+
+impl SessionOptions {
+    /// A session with this ttl, a drift margin of 5 % of it, and an owner
+    /// naming this process.
+    pub fn new(ttl: Duration) -> Self {
+        SessionOptions {
+            ttl,
+            owner: format!("raftlock-client pid {}", std::process::id()),
+            drift_margin: ttl / 20,
+        }
+    }
+
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    pub fn drift_margin(mut self, margin: Duration) -> Self {
+        self.drift_margin = margin;
+        self
+    }
+}
+
+impl Default for SessionOptions {
+    /// A 10 s ttl.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(10))
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The server no longer knows the lease (LEASE_NOT_FOUND, LEASE_EXPIRING),
+    /// or its validity window passed without an acknowledged keep-alive.
+    Lost,
+    /// Revoked by this client ([`Session::revoke`] or drop).
+    Revoked,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    /// Until when the lease is certainly alive, on this process's monotonic
+    /// clock: send time of the last acknowledged request + ttl − drift.
+    valid_until: Instant,
+    ttl: Duration,
+    ended: Option<SessionEnd>,
+}
+
+/// What the session handle and its keep-alive task share.
+pub(crate) struct Shared {
+    lease_id: u64,
+    drift_margin: Duration,
+    state: watch::Sender<State>,
+    /// Test hook: a paused session sends no keep-alives and does not revoke
+    /// (it behaves like a frozen process).
+    paused: AtomicBool,
+}
+
+impl Shared {
+    fn state(&self) -> State {
+        *self.state.borrow()
+    }
+
+    /// A request sent at `sent_at` was acknowledged: the lease lives at
+    /// least `ttl` after the leader received it, which is after `sent_at`.
+    pub(crate) fn renewed(&self, sent_at: Instant, ttl: Duration) {
+        let now = Instant::now();
+        self.state.send_if_modified(|s| {
+            if s.ended.is_some() {
+                return false;
+            }
+            if now >= s.valid_until {
+                // The window closed before this ack arrived: the session has
+                // already been (or may have been) reported lost; stay lost.
+                s.ended = Some(SessionEnd::Lost);
+                return true;
+            }
+            let until = sent_at + ttl.saturating_sub(self.drift_margin);
+            s.ttl = ttl;
+            if until > s.valid_until {
+                s.valid_until = until;
+            }
+            true
+        });
+    }
+
+    pub(crate) fn end(&self, how: SessionEnd) {
+        self.state.send_if_modified(|s| {
+            if s.ended.is_some() {
+                return false;
+            }
+            s.ended = Some(how);
+            true
+        });
+    }
+
+    /// Mark the session lost if its window has passed; returns the end.
+    fn check_expiry(&self) -> Option<SessionEnd> {
+        let now = Instant::now();
+        self.state.send_if_modified(|s| {
+            if s.ended.is_none() && now >= s.valid_until {
+                s.ended = Some(SessionEnd::Lost);
+                return true;
+            }
+            false
+        });
+        self.state().ended
+    }
+
+    pub(crate) fn is_valid(&self) -> bool {
+        let s = self.state();
+        s.ended.is_none() && Instant::now() < s.valid_until
+    }
+
+    pub(crate) fn valid_until(&self) -> Option<Instant> {
+        let s = self.state();
+        s.ended.is_none().then_some(s.valid_until)
+    }
+
+    pub(crate) async fn lost(&self) -> SessionEnd {
+        let mut rx = self.state.subscribe();
+        loop {
+            let s = *rx.borrow_and_update();
+            if let Some(end) = s.ended {
+                return end;
+            }
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return SessionEnd::Lost;
+                    }
+                }
+                _ = tokio::time::sleep_until(s.valid_until.into()) => {
+                    self.check_expiry();
+                }
+            }
+        }
+    }
+}
+
+/// A lease kept alive by one background task. Cheap to clone; the lease is
+/// revoked (in the background) when the last clone and the last
+/// [`crate::LockGuard`] of it are dropped.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+struct SessionInner {
+    client: Client,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        // Never blocks: the keep-alive task sees this, stops and revokes.
+        self.stop.send_replace(true);
+    }
+}
+
+impl Session {
+    pub(crate) async fn start(client: Client, options: SessionOptions) -> Result<Session, Error> {
+        if options.drift_margin >= options.ttl {
+            return Err(Error::InvalidArgument {
+                field: "drift_margin".into(),
+                reason: "INVALID_ARGUMENT".into(),
+                message: "the drift margin must be below the ttl".into(),
+            });
+        }
+        let ttl_ms = u64::try_from(options.ttl.as_millis()).unwrap_or(u64::MAX);
+        // Counted from before the first attempt: whichever attempt was
+        // granted, the leader received it after this.
+        let sent_at = Instant::now();
+        let owner = options.owner.clone();
+        let granted = client
+            .call(0, client.deadline(), |ch, left| {
+                let mut req = tonic::Request::new(pb::GrantLeaseRequest {
+                    ttl_ms,
+                    owner: owner.clone(),
+                });
+                req.set_timeout(left);
+                async move { pb::leases_client::LeasesClient::new(ch).grant(req).await }
+            })
+            .await?;
+        let ttl = Duration::from_millis(granted.ttl_ms);
+        let (state, _) = watch::channel(State {
+            valid_until: sent_at + ttl.saturating_sub(options.drift_margin),
+            ttl,
+            ended: None,
+        });
+        let shared = Arc::new(Shared {
+            lease_id: granted.lease_id,
+            drift_margin: options.drift_margin,
+            state,
+            paused: AtomicBool::new(false),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(keep_alive_task(
+            client.clone(),
+            Arc::clone(&shared),
+            stop_rx,
+        ));
+        tracing::debug!(
+            lease_id = granted.lease_id,
+            ttl_ms = granted.ttl_ms,
+            "session started"
+        );
+        Ok(Session {
+            inner: Arc::new(SessionInner {
+                client,
+                shared,
+                stop,
+            }),
+        })
+    }
+
+    /// The lease id.
+    pub fn lease_id(&self) -> u64 {
+        self.inner.shared.lease_id
+    }
+
+    /// The lease's ttl as last acknowledged by the cluster.
+    pub fn ttl(&self) -> Duration {
+        self.inner.shared.state().ttl
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// Until when the lease is certainly alive, on this process's monotonic
+    /// clock: the send time of the last acknowledged keep-alive (at first,
+    /// of the grant) + ttl − drift margin. `None` once the session is known
+    /// lost or revoked.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.inner.shared.valid_until()
+    }
+
+    /// True while the lease is certainly alive (see [`Session::valid_until`]).
+    pub fn is_valid(&self) -> bool {
+        self.inner.shared.is_valid()
+    }
+
+    /// Resolves when the session is known lost (the server refused a
+    /// keep-alive with LEASE_NOT_FOUND or LEASE_EXPIRING, or the validity
+    /// window passed without renewal) or revoked. It resolves no later than
+    /// [`Session::valid_until`], so before the cluster can expire the lease.
+    pub async fn lost(&self) -> SessionEnd {
+        self.inner.shared.lost().await
+    }
+
+    /// Start building an acquire of `name` for this session.
+    pub fn lock(&self, name: impl Into<String>) -> LockBuilder<'_> {
+        LockBuilder::new(self, name.into())
+    }
+
+    /// End the lease now: its holds are released and its waits dropped.
+    /// A lease the server no longer knows counts as revoked.
+    pub async fn revoke(&self) -> Result<(), Error> {
+        self.inner.shared.end(SessionEnd::Revoked);
+        self.inner.stop.send_replace(true);
+        revoke_lease(&self.inner.client, self.lease_id()).await
+    }
+
+    /// Test hook: stop (or resume) sending keep-alives, as if this process
+    /// froze; a paused session whose task ends does not revoke its lease.
+    #[doc(hidden)]
+    pub fn pause_keep_alives(&self, paused: bool) {
+        self.inner.shared.paused.store(paused, Ordering::SeqCst);
+    }
+}
+
+async fn revoke_lease(client: &Client, lease_id: u64) -> Result<(), Error> {
+    let r = client
+        .call(lease_id, client.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::RevokeLeaseRequest { lease_id });
+            req.set_timeout(left);
+            async move { pb::leases_client::LeasesClient::new(ch).revoke(req).await }
+        })
+        .await;
+    match r {
+        Ok(_) | Err(Error::LeaseLost { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn lease_gone(status: &tonic::Status) -> bool {
+    matches!(
+        ServerError::of(status).reason.as_deref(),
+        Some("LEASE_NOT_FOUND" | "LEASE_EXPIRING")
+    )
+}
+
+/// The one keep-alive task of a session: a bidi stream to the leader (or
+/// any node, which forwards), one request every ttl/3, one answer awaited at
+/// a time so each answer pairs with its request's send time. The stream is
+/// reopened (on the next node) when it fails.
+async fn keep_alive_task(client: Client, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let lease_id = shared.lease_id;
+    let mut reopen_pause = Duration::from_millis(20);
+    'outer: loop {
+        if *stop.borrow() || shared.check_expiry().is_some() {
+            break;
+        }
+        if shared.paused.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        let Some(valid_until) = shared.valid_until() else {
+            break;
+        };
+        let (index, channel) = client.pick();
+        let (tx, rx) = mpsc::channel::<pb::KeepAliveRequest>(1);
+        // The first request goes with the stream's opening.
+        let mut sent_at = Instant::now();
+        if tx.send(pb::KeepAliveRequest { lease_id }).await.is_err() {
+            break;
+        }
+        let mut leases = pb::leases_client::LeasesClient::new(channel);
+        let open = leases.keep_alive(ReceiverStream::new(rx));
+        let opened = tokio::select! {
+            r = tokio::time::timeout_at(valid_until.into(), open) => r,
+            _ = stop.changed() => break,
+        };
+        let mut inbound = match opened {
+            Ok(Ok(r)) => {
+                client.learn_from(r.metadata());
+                r.into_inner()
+            }
+            Ok(Err(status)) => {
+                if lease_gone(&status) {
+                    shared.end(SessionEnd::Lost);
+                    break;
+                }
+                tracing::debug!(lease_id, error = %status.message(), "keep-alive stream failed to open");
+                client.note_failure(index, &status);
+                tokio::select! {
+                    _ = tokio::time::sleep(reopen_pause) => {}
+                    _ = stop.changed() => break,
+                }
+                reopen_pause = (reopen_pause * 2).min(Duration::from_millis(500));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        loop {
+            let Some(valid_until) = shared.valid_until() else {
+                break 'outer;
+            };
+            let answer = tokio::select! {
+                r = tokio::time::timeout_at(valid_until.into(), inbound.message()) => r,
+                _ = stop.changed() => break 'outer,
+            };
+            match answer {
+                Ok(Ok(Some(resp))) => {
+                    shared.renewed(sent_at, Duration::from_millis(resp.ttl_ms));
+                    reopen_pause = Duration::from_millis(20);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(status)) => {
+                    if lease_gone(&status) {
+                        shared.end(SessionEnd::Lost);
+                        break 'outer;
+                    }
+                    tracing::debug!(lease_id, error = %status.message(), "keep-alive stream failed");
+                    client.note_failure(index, &status);
+                    break;
+                }
+                // No answer before the window closed: the outer loop
+                // marks the session lost.
+                Err(_) => break,
+            }
+            let next = sent_at + shared.state().ttl / 3;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = stop.changed() => break 'outer,
+            }
+            if shared.paused.load(Ordering::SeqCst) {
+                break;
+            }
+            sent_at = Instant::now();
+            if tx.send(pb::KeepAliveRequest { lease_id }).await.is_err() {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(reopen_pause) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    // Stopped (session dropped) or lost locally: revoke, so the locks free up
+    // now rather than after the server's ttl. A lost lease was already
+    // reported to the user; a paused one plays a frozen process.
+    let state = shared.state();
+    if state.ended != Some(SessionEnd::Revoked) && !shared.paused.load(Ordering::SeqCst) {
+        shared.end(SessionEnd::Revoked);
+        if let Err(e) = revoke_lease(&client, lease_id).await {
+            tracing::debug!(lease_id, error = %e, "background revoke failed; the lease will expire");
+        }
+    }
+}
