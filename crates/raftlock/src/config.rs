@@ -627,7 +627,7 @@ mod tests {
 
     fn message(f: Failure) -> String {
         match f {
-            Failure::Usage(m) | Failure::Runtime(m) => m,
+            Failure::Usage(m) | Failure::Runtime(m) | Failure::Busy(m) | Failure::LeaseLost(m) => m,
         }
     }
 

@@ -5,13 +5,18 @@
 //! - `raftlock status`: ask a node how the cluster is doing.
 //! - `raftlock bench`: measure lock throughput and latency (raftlock or etcd).
 //!
+//! - `raftlock lease|acquire|release|extend|inspect|list|watch|force-release`:
+//!   take, look at and manage locks from a shell (see docs/cli.md).
+//!
 //! Exit codes: 0 success (including a clean stop on SIGINT/SIGTERM), 1 a
-//! runtime failure (port in use, data directory locked, no node answered),
-//! 2 a usage or configuration error.
+//! runtime failure (port in use, data directory locked, no node answered,
+//! stale token), 2 a usage or configuration error or invalid input, 3 the
+//! lock is busy or the wait timed out, 4 the lease is lost.
 
 mod bench;
 mod config;
 mod dev;
+mod locks;
 mod logging;
 mod runner;
 mod status;
@@ -23,7 +28,12 @@ use clap::{Parser, Subcommand};
 /// A distributed lock service that needs nothing but itself: Raft (openraft)
 /// over an embedded database (sled), served over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "raftlock", version, propagate_version = true)]
+#[command(
+    name = "raftlock",
+    version,
+    propagate_version = true,
+    after_help = locks::EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,6 +69,38 @@ enum Command {
     /// clients talk to the leader; with --target etcd they use etcd's
     /// server-side lock API (v3lock) and leases instead, for comparison.
     Bench(bench::BenchArgs),
+    /// Grant, revoke, list or keep alive leases (a lease owns locks).
+    #[command(after_help = locks::EXIT_CODES)]
+    Lease(locks::LeaseArgs),
+    /// Take a lock: prints the lease, the fencing token and the expiry.
+    ///
+    /// Without --lease a new lease is granted with --ttl; it lives until its
+    /// ttl unless kept alive (`raftlock lease keep-alive LEASE`), and the
+    /// lock is released when it expires. Exit 3 if the lock is busy
+    /// (--wait 0) or the wait timed out, 4 if --lease is gone.
+    #[command(after_help = locks::EXIT_CODES)]
+    Acquire(Box<locks::AcquireArgs>),
+    /// Release a lock held by a lease, with its token.
+    ///
+    /// Exit 1 if the token is stale (the lease no longer holds the lock
+    /// with it), 4 if the lease is gone.
+    #[command(after_help = locks::EXIT_CODES)]
+    Release(locks::HoldArgs),
+    /// Extend a hold: restart its lease's ttl (optionally a new --ttl).
+    #[command(after_help = locks::EXIT_CODES)]
+    Extend(locks::ExtendArgs),
+    /// Show a lock: holders (owner, token, since, reason, metadata), queue.
+    #[command(after_help = locks::EXIT_CODES)]
+    Inspect(locks::InspectArgs),
+    /// List locks held or waited for, optionally under a name prefix.
+    #[command(after_help = locks::EXIT_CODES)]
+    List(locks::ListArgs),
+    /// Print lock events as they happen (JSON lines with --json), until Ctrl-C.
+    #[command(after_help = locks::EXIT_CODES)]
+    Watch(locks::WatchArgs),
+    /// Remove holds regardless of token (administrator's unlock).
+    #[command(after_help = locks::EXIT_CODES)]
+    ForceRelease(locks::ForceReleaseArgs),
 }
 
 /// Why the program stops with a failure; decides the exit code.
@@ -68,14 +110,29 @@ pub enum Failure {
     Usage(String),
     /// Something failed while running: exit code 1.
     Runtime(String),
+    /// The lock is busy or the wait timed out: exit code 3.
+    Busy(String),
+    /// The lease is gone (expired, revoked, unknown): exit code 4.
+    LeaseLost(String),
 }
 
 impl Failure {
+    /// The exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Runtime(_) => 1,
+            Failure::Busy(_) => 3,
+            Failure::LeaseLost(_) => 4,
+        }
+    }
+
     fn exit(self) -> ExitCode {
-        let (code, message) = match self {
-            Failure::Usage(m) => (2, m),
-            Failure::Runtime(m) => (1, m),
-        };
+        let code = self.code();
+        let (Failure::Usage(message)
+        | Failure::Runtime(message)
+        | Failure::Busy(message)
+        | Failure::LeaseLost(message)) = self;
         eprintln!("error: {message}");
         ExitCode::from(code)
     }
@@ -89,6 +146,14 @@ fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Status(args) => status::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Lease(args) => locks::lease(args),
+        Command::Acquire(args) => locks::acquire(*args),
+        Command::Release(args) => locks::release(args),
+        Command::Extend(args) => locks::extend(args),
+        Command::Inspect(args) => locks::inspect(args),
+        Command::List(args) => locks::list(args),
+        Command::Watch(args) => locks::watch(args),
+        Command::ForceRelease(args) => locks::force_release(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
