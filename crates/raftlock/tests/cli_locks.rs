@@ -24,64 +24,12 @@ struct Dev {
 }
 
 fn start_dev(tmp: &Path) -> Dev {
-    let log = tmp.join("dev.log");
-    for attempt in 1..=5 {
-        let data = tmp.join(format!("cluster{attempt}"));
-        let base = free_port_run(3);
-        let mut child = raftlock()
-            .arg("dev")
-            .arg("--dir")
-            .arg(&data)
-            .arg("--base-port")
-            .arg(base.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(append(&log))
-            .spawn()
-            .expect("spawn raftlock dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut proc = Proc {
-            child,
-            log: log.clone(),
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => {
-                    if let Some(endpoints) = line.strip_prefix("export RAFTLOCK_ENDPOINTS=") {
-                        return Dev {
-                            _proc: proc,
-                            endpoints: endpoints.to_string(),
-                            dir: tmp.to_path_buf(),
-                        };
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    proc.wait_exit(Duration::from_secs(10));
-                    let why = proc.log_text();
-                    assert!(why.contains("in use"), "raftlock dev exited: {why}");
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "raftlock dev not ready within 30 s:\n{}",
-                proc.log_text()
-            );
-        }
-        eprintln!("attempt {attempt}: a port was taken; retrying");
+    let (proc, endpoints) = common::start_dev(tmp);
+    Dev {
+        _proc: proc,
+        endpoints,
+        dir: tmp.to_path_buf(),
     }
-    panic!("raftlock dev did not start in 5 attempts");
 }
 
 impl Dev {

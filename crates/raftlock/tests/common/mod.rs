@@ -3,9 +3,11 @@
 #![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use raftlock_proto::v1 as pb;
@@ -214,4 +216,61 @@ pub fn exclusive(name: &str) -> pb::LockSpec {
         mode: pb::Mode::Exclusive as i32,
         permits: 0,
     }
+}
+
+/// Starts `raftlock dev` on free ports; returns it and its endpoints.
+pub fn start_dev(dir: &Path) -> (Proc, String) {
+    let log = dir.join("dev.log");
+    for attempt in 0..5 {
+        let base = free_port_run(3);
+        let mut cmd = raftlock();
+        cmd.arg("dev")
+            .arg("--dir")
+            .arg(dir.join(format!("cluster{attempt}")))
+            .arg("--base-port")
+            .arg(base.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(append(&log));
+        let mut child = cmd.spawn().expect("spawn raftlock dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut proc = Proc {
+            child,
+            log: log.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    if let Some(endpoints) = line.strip_prefix("export RAFTLOCK_ENDPOINTS=") {
+                        return (proc, endpoints.to_string());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    proc.wait_exit(Duration::from_secs(10));
+                    // A port taken between choosing and binding it: retry.
+                    if proc.log_text().contains("in use") {
+                        break;
+                    }
+                    panic!("raftlock dev exited:\n{}", proc.log_text());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "raftlock dev not ready within 30 s:\n{}",
+                proc.log_text()
+            );
+        }
+    }
+    panic!("could not start raftlock dev on free ports");
 }
