@@ -94,7 +94,9 @@ impl Api {
 
     /// The current leader as this node knows it, with its address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        // Called on every reply: read the metrics in place, no clone.
+        let rx = self.raft.metrics();
+        let metrics = rx.borrow();
         let id = metrics.current_leader?;
         let addr = metrics
             .membership_config
