@@ -5,10 +5,17 @@
 //! for every callback queued since its previous flush and then completes
 //! them in order. openraft learns an entry is durable only after a flush
 //! that covers it, and a burst of appends costs one fsync, not one each.
+//!
+//! Purging is asynchronous too: `purge` records the new `last_purged` and
+//! returns, so the Raft core never stalls on deleting thousands of entries;
+//! a purger thread flushes (making `last_purged` and every state machine
+//! batch so far durable) and only then deletes the entries, oldest first.
+//! Readers never see an entry at or below `last_purged`.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 
@@ -25,10 +32,16 @@ use crate::{Damaged, Entry, LogId, StorageError, TypeConfig, Vote};
 /// this many, so one flush never waits on an unbounded drain.
 const MAX_CALLBACKS_PER_FLUSH: usize = 4096;
 
+/// Entries the purger deletes in one sled batch: small enough that the
+/// deletion interleaves with appends instead of holding sled's tree.
+const PURGE_CHUNK: usize = 512;
+
 /// openraft's log storage: entries, vote, committed and purged log ids.
 pub struct LogStore {
     shared: Arc<Shared>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// Indexes up to which the purger deletes entries.
+    purger: mpsc::Sender<u64>,
 }
 
 /// A reader of the log for openraft's replication tasks.
@@ -44,16 +57,24 @@ impl LogStore {
         // sled (and releases its file lock) at once, without waiting for
         // the thread to notice that the channel closed.
         let weak = Arc::downgrade(&shared);
+        let spawn_error = |source| OpenError::Io {
+            dir: shared.dir.clone(),
+            source,
+        };
         std::thread::Builder::new()
             .name("raftlock-log-flush".to_string())
             .spawn(move || run_flusher(weak, rx))
-            .map_err(|source| OpenError::Io {
-                dir: shared.dir.clone(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
+        let (purge_tx, purge_rx) = mpsc::channel();
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("raftlock-log-purge".to_string())
+            .spawn(move || run_purger(weak, purge_rx))
+            .map_err(spawn_error)?;
         Ok(LogStore {
             shared,
             flusher: tx,
+            purger: purge_tx,
         })
     }
 
@@ -107,6 +128,50 @@ fn run_flusher(shared: Weak<Shared>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>)
     }
 }
 
+/// The purger thread: for each requested index (the highest of those queued),
+/// flush, then delete the entries up to it, oldest first and in chunks, so a
+/// crash at any point leaves a log without holes whose entries at or below
+/// the durable `last_purged` are removed on the next open. Ends when the
+/// `LogStore` is dropped or the database closes.
+fn run_purger(shared: Weak<Shared>, rx: mpsc::Receiver<u64>) {
+    while let Ok(mut upto) = rx.recv() {
+        while let Ok(next) = rx.try_recv() {
+            upto = upto.max(next);
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(e) = purge_upto(&shared, upto) {
+            // The entries stay until the next purge or open removes them;
+            // nothing reads them meanwhile.
+            tracing::error!(error = %e, upto, "purging the log failed");
+        }
+    }
+}
+
+fn purge_upto(shared: &Shared, upto: u64) -> Result<(), sled::Error> {
+    // Before any entry goes: make `last_purged` durable, and with it every
+    // state machine batch written so far — after the deletion the log can
+    // no longer replay those entries.
+    shared.db.flush()?;
+    let mut count = 0usize;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for key in shared.log.range(..=log_key(upto)).keys().take(PURGE_CHUNK) {
+            batch.remove(key?);
+            in_batch += 1;
+        }
+        if in_batch == 0 {
+            break;
+        }
+        shared.log.apply_batch(batch)?;
+        count += in_batch;
+    }
+    tracing::debug!(upto, count, "log purged");
+    Ok(())
+}
+
 /// Checks the stored log when the store opens: every entry's checksum and
 /// decoding, its index against its key, no holes, and the vote, committed
 /// and last-purged records. Removes entries at or below `last_purged` that a
@@ -122,6 +187,7 @@ pub(crate) fn verify_on_open(shared: &Shared) -> Result<(), OpenError> {
         read_meta(shared, LAST_PURGED_KEY, "last purged log id").map_err(corrupt)?;
 
     if let Some(purged) = last_purged {
+        shared.first_kept.store(purged.index + 1, Ordering::Release);
         let mut stale = sled::Batch::default();
         let mut count = 0u64;
         for item in shared.log.range(..=log_key(purged.index)) {
@@ -202,6 +268,8 @@ fn read_entries<RB: RangeBounds<u64>>(
         },
         Bound::Unbounded => 0,
     };
+    // Entries the purger has not deleted yet are gone for readers.
+    let start = start.max(shared.first_kept.load(Ordering::Acquire));
     let end = match range.end_bound() {
         Bound::Included(&e) if e < start => return Ok(Vec::new()),
         Bound::Excluded(&e) if e <= start => return Ok(Vec::new()),
@@ -255,7 +323,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((key, value)) => {
                 let entry =
                     decode_entry(&key, &value).map_err(|d| damaged_error(ErrorSubject::Logs, d))?;
-                Some(entry.log_id)
+                // An entry left for the purger is not the last one.
+                Some(entry.log_id).max(last_purged)
             }
             None => last_purged,
         };
@@ -355,30 +424,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// Returns once `last_purged` is recorded; the entries are deleted by
+    /// the purger thread (see the module's documentation).
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let previous: Option<LogId> =
             read_meta(&self.shared, LAST_PURGED_KEY, "last purged log id")
                 .map_err(|d| damaged_error(ErrorSubject::Logs, d))?;
-        if previous.is_none_or(|p| p.index < log_id.index) {
-            self.shared
-                .meta
-                .insert(LAST_PURGED_KEY, frame::encode(&log_id))
-                .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        }
-        // Before any entry goes: make `last_purged` durable, and with it every
-        // state machine batch written so far — after the deletion the log
-        // can no longer replay those entries.
-        self.flush(ErrorSubject::Logs).await?;
-        let mut batch = sled::Batch::default();
-        for item in self.shared.log.range(..=log_key(log_id.index)) {
-            let (key, _) = item.map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            batch.remove(key);
+        if previous.is_some_and(|p| p.index >= log_id.index) {
+            return Ok(());
         }
         self.shared
-            .log
-            .apply_batch(batch)
-            .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        tracing::debug!(upto = %log_id, "log purged");
+            .meta
+            .insert(LAST_PURGED_KEY, frame::encode(&log_id))
+            .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.shared
+            .first_kept
+            .fetch_max(log_id.index + 1, Ordering::AcqRel);
+        if self.purger.send(log_id.index).is_err() {
+            // Without the purger the entries stay; the next open removes
+            // them once `last_purged` is durable. Nothing reads them.
+            tracing::warn!(upto = %log_id, "the log purger thread is gone");
+        }
+        tracing::debug!(upto = %log_id, "log purge queued");
         Ok(())
     }
 }

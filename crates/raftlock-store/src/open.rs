@@ -50,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) meta: sled::Tree,
     pub(crate) sm: sled::Tree,
     pub(crate) snapshot: sled::Tree,
+    /// The lowest log index not purged (last purged + 1; 0 before any
+    /// purge). Entries below it may still be in the `log` tree while the
+    /// purger deletes them in the background; readers skip them.
+    pub(crate) first_kept: std::sync::atomic::AtomicU64,
     /// Dropped last (fields drop in order), after sled has closed its file.
     closed: tokio::sync::watch::Sender<()>,
 }
@@ -101,6 +105,7 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         sm: tree(SM_TREE)?,
         snapshot: tree(SNAPSHOT_TREE)?,
         db,
+        first_kept: std::sync::atomic::AtomicU64::new(0),
         closed: tokio::sync::watch::channel(()).0,
     });
     check_format(&shared)?;

@@ -115,8 +115,20 @@ async fn reopen_keeps_log_vote_committed_purged_and_state() {
     );
 
     log.purge(log_id(1, 40)).await.expect("purge");
+    // At once, whether or not the purger has deleted them yet, purged
+    // entries are gone for readers.
+    let stored = log.try_get_log_entries(..).await.expect("log");
+    assert_eq!(stored, entries[41..].to_vec());
+    let state_now = log.get_log_state().await.expect("log state");
+    assert_eq!(state_now.last_purged_log_id, Some(log_id(1, 40)));
     log.truncate(log_id(1, 70)).await.expect("truncate");
+    // The purger thread may still be deleting: the directory is free once
+    // the store reports itself closed.
+    let closed = log.closed();
     drop((log, sm));
+    tokio::time::timeout(std::time::Duration::from_secs(10), closed.wait())
+        .await
+        .expect("the store closes");
 
     let (mut log, _sm) = open(dir.path());
     let state_after = log.get_log_state().await.expect("log state");
