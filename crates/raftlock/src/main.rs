@@ -3,6 +3,7 @@
 //! - `raftlock serve`: run one node of a cluster (flags, environment, TOML file).
 //! - `raftlock dev`: a ready 3-node cluster in one process, for development.
 //! - `raftlock status`: ask a node how the cluster is doing.
+//! - `raftlock cluster status|add-learner|promote|remove`: membership.
 //! - `raftlock bench`: measure lock throughput and latency (raftlock or etcd).
 //!
 //! - `raftlock lease|acquire|release|extend|inspect|list|watch|force-release`:
@@ -16,6 +17,7 @@
 //! on its command's exit code (see `exec::EXEC_EXIT_CODES`).
 
 mod bench;
+mod cluster;
 mod config;
 mod dev;
 mod exec;
@@ -119,6 +121,13 @@ enum Command {
     /// Example: raftlock exec jobs/nightly --wait 0 -- ./nightly.sh
     #[command(after_help = exec::EXEC_EXIT_CODES)]
     Exec(Box<exec::ExecArgs>),
+    /// Cluster membership: status, add-learner, promote, remove.
+    ///
+    /// To grow a cluster: start the new node with `raftlock serve --id N
+    /// --listen ADDR` (no --peers), `raftlock cluster add-learner N ADDR`,
+    /// then `raftlock cluster promote N`.
+    #[command(after_help = locks::EXIT_CODES)]
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Why the program stops with a failure; decides the exit code.
@@ -179,6 +188,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => locks::watch(args),
         Command::ForceRelease(args) => locks::force_release(args),
         Command::Exec(args) => exec::run(*args),
+        Command::Cluster(args) => cluster::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
