@@ -321,6 +321,7 @@ while :; do sleep 0.05; done"#;
     signal(dev.proc.pid(), libc::SIGCONT);
     let status = status.unwrap_or_else(|| panic!("exec did not exit: {}", exec.log_text()));
 
+    eprintln!("exec exited {took:?} after the cluster froze (ttl {ttl:?})");
     assert_eq!(status.code(), Some(4), "{}", exec.log_text());
     assert!(
         took < ttl,
