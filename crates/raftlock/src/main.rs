@@ -174,6 +174,12 @@ impl Failure {
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with code 2.
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) | Command::Exec(_)
+    ) {
+        restore_sigpipe();
+    }
     let result = match cli.command {
         Command::Serve(args) => runner::serve(*args),
         Command::Dev(args) => dev::run(args),
@@ -193,6 +199,20 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.exit(),
+    }
+}
+
+/// The short-lived commands print to stdout, often into a pipe that closes
+/// early (`raftlock list | head`, `| grep -q`). Rust ignores SIGPIPE, so
+/// `println!` would panic on the closed pipe; with the default action the
+/// process ends quietly, as `cat` or `grep` do. Not for the servers (their
+/// sockets must never kill them) nor `exec` (it must outlive its stdout to
+/// release the lock).
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default, before any
+    // other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

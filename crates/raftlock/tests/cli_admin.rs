@@ -239,6 +239,37 @@ fn each_failure_class_has_its_exit_code() {
     let (code, _, err) = dev.run(&["exec", "codes/held", "--wait", "0", "--", "true"]);
     assert_eq!(code, 3, "{err}");
 
+    // Output into a pipe closed early (`| head`, `| grep -q`): the command
+    // ends quietly (SIGPIPE, as `cat` does), never with a panic.
+    let err_path = tmp.path().join("pipe.err");
+    let mut child = dev
+        .cmd(&["inspect", "codes/held", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(append(&err_path))
+        .spawn()
+        .expect("spawn inspect");
+    drop(child.stdout.take());
+    let mut piped = Proc {
+        child,
+        log: err_path,
+    };
+    let status = piped.wait_exit(BOUND).expect("inspect exits");
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGPIPE),
+            "{status}: {}",
+            piped.log_text()
+        );
+    }
+    assert!(
+        !piped.log_text().contains("panicked"),
+        "{}",
+        piped.log_text()
+    );
+
     // Unreachable endpoints: 1, promptly, with what to do.
     let closed = format!("127.0.0.1:{}", free_ports(1)[0]);
     for args in [
