@@ -420,6 +420,32 @@ fn spawn(
         .process_group(0)
         // If we die in a way that still runs destructors, do not leave it.
         .kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    {
+        // If we are killed outright (SIGKILL, OOM), nobody keeps the lease
+        // alive: COMMAND gets --signal at once rather than run on unlocked.
+        let sig = args.signal.number;
+        let parent = i32::try_from(std::process::id()).unwrap_or(0);
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (prctl, getppid) and no allocation on the success path.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::c_ulong::try_from(sig).unwrap_or(0),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other(
+                        "raftlock exec ended before COMMAND started",
+                    ));
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.spawn()
 }
 

@@ -279,6 +279,25 @@ while :; do sleep 0.05; done"#;
         exec.log_text()
     );
     assert!(dev.is_free("jobs/ctrl-c"));
+
+    // exec killed outright (SIGKILL): COMMAND gets --signal at once instead
+    // of running on without anyone keeping the lease alive.
+    let script = r#"trap 'echo term > got-term-orphan; exit 0' TERM
+touch started-orphan
+while :; do sleep 0.05; done"#;
+    let mut exec = Proc::spawn(
+        dev.exec_cmd(&["jobs/orphan", "--ttl", "2s"], &["sh", "-c", script]),
+        &tmp.path().join("exec-orphan.log"),
+    );
+    wait_file(&tmp.path().join("started-orphan"), BOUND, &|| {
+        exec.log_text()
+    });
+    exec.kill();
+    wait_file(
+        &tmp.path().join("got-term-orphan"),
+        Duration::from_secs(10),
+        &|| "COMMAND did not get SIGTERM when exec was killed".into(),
+    );
 }
 
 #[test]
