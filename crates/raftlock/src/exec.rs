@@ -39,6 +39,9 @@ pub const EXEC_EXIT_CODES: &str = "Exit codes: COMMAND's own exit code when it r
     1 to 4 too: exec's own failures are the ones with an `error:` line on stderr. See \
     docs/cli.md.";
 
+/// Longest wait for a revoke when giving up before COMMAND ran.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a lost session's revoke may delay the exit.
 const LOST_REVOKE_TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -268,6 +271,15 @@ pub fn run(args: ExecArgs) -> Result<(), Failure> {
     }
 }
 
+/// A signal came before the lock was taken: say so; the exit code.
+fn gave_up(sig: i32, name: &str) -> u8 {
+    eprintln!(
+        "raftlock exec: {} before {name} was acquired; COMMAND not run",
+        signal_name(sig)
+    );
+    signal_code(sig)
+}
+
 /// 128 + a signal's number, as shells report it.
 fn signal_code(sig: i32) -> u8 {
     u8::try_from(128 + sig).unwrap_or(1)
@@ -298,36 +310,37 @@ async fn exec(
         .await
         .map_err(|e| Failure::Usage(format!("{e}; give --endpoints as host:port,...")))?;
 
-    // Take the lock; a signal meanwhile gives up (dropping the session
-    // revokes its lease, which withdraws a queued wait).
-    let taking = async {
-        let session = client
-            .session(SessionOptions::new(args.ttl).owner(args.owner.clone()))
-            .await
-            .map_err(|e| locks::client_failure(&e, name))?;
-        let mut builder = session
-            .lock(name)
-            .mode(plan.mode)
-            .wait(args.wait)
-            .reason(args.reason.clone())
-            .lock_delay(args.lock_delay);
-        for (k, v) in &args.meta {
-            builder = builder.metadata(k.clone(), v.clone());
+    // Take the lock. A signal meanwhile gives up: the lease is revoked,
+    // which also withdraws a queued wait.
+    let session = tokio::select! {
+        r = client.session(SessionOptions::new(args.ttl).owner(args.owner.clone())) => {
+            r.map_err(|e| locks::client_failure(&e, name))?
         }
-        match builder.acquire().await {
-            Ok(guard) => Ok((session, guard)),
-            Err(e) => {
-                let failure = locks::client_failure(&e, name);
-                let _ = session.revoke().await;
-                Err(failure)
-            }
-        }
+        sig = signals.recv() => return Ok(gave_up(sig, name)),
     };
-    let (session, guard) = tokio::select! {
-        r = taking => r?,
-        sig = signals.recv() => {
-            eprintln!("raftlock exec: {} before {name} was acquired; COMMAND not run", signal_name(sig));
-            return Ok(signal_code(sig));
+    let mut builder = session
+        .lock(name)
+        .mode(plan.mode)
+        .wait(args.wait)
+        .reason(args.reason.clone())
+        .lock_delay(args.lock_delay);
+    for (k, v) in &args.meta {
+        builder = builder.metadata(k.clone(), v.clone());
+    }
+    let acquired = tokio::select! {
+        r = builder.acquire() => Ok(r),
+        sig = signals.recv() => Err(sig),
+    };
+    let guard = match acquired {
+        Ok(Ok(guard)) => guard,
+        Ok(Err(e)) => {
+            let failure = locks::client_failure(&e, name);
+            let _ = tokio::time::timeout(CALL_TIMEOUT, session.revoke()).await;
+            return Err(failure);
+        }
+        Err(sig) => {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, session.revoke()).await;
+            return Ok(gave_up(sig, name));
         }
     };
     if args.verbose {
@@ -536,9 +549,9 @@ async fn supervise(
                     killed = true;
                 }
                 lost = Some(why);
-                // A forwarded signal's grace period must not outlast the
-                // lease's: the watchdog's comes from now.
-                kill_at = Some(Instant::now() + args.kill_after);
+                // After a forwarded signal, keep its (earlier) SIGKILL time.
+                let watchdog_kill = Instant::now() + args.kill_after;
+                kill_at = Some(kill_at.map_or(watchdog_kill, |t| t.min(watchdog_kill)));
             }
             () = kill_wait => {
                 signal_group(pid, libc::SIGKILL);

@@ -214,6 +214,32 @@ fn exec_on_a_busy_lock_exits_3_without_running_the_command() {
     assert!(err.contains("WAIT_TIMEOUT"), "{err}");
     assert!(!tmp.path().join("ran").exists(), "COMMAND must not run");
 
+    // Ctrl-C while waiting in the queue: gives up, COMMAND not run, and the
+    // wait is withdrawn at once (its lease revoked).
+    let mut waiting = Proc::spawn(
+        dev.exec_cmd(&["jobs/busy", "--wait", "50s"], &["touch", "ran"]),
+        &tmp.path().join("exec-wait.log"),
+    );
+    let deadline = Instant::now() + BOUND;
+    while dev.json(&["inspect", "jobs/busy", "--json"])["queue"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "exec never queued: {}",
+            waiting.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(waiting.pid(), libc::SIGINT);
+    let status = waiting
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("exec did not give up: {}", waiting.log_text()));
+    assert_eq!(status.code(), Some(130), "{}", waiting.log_text());
+    assert!(waiting.log_text().contains("COMMAND not run"));
+    assert!(!tmp.path().join("ran").exists(), "COMMAND must not run");
+
     // The first holder still holds it; the failed tries left no lease behind.
     let info = dev.json(&["inspect", "jobs/busy", "--json"]);
     assert_eq!(info["holders"][0]["token"], held["token"], "{info}");
