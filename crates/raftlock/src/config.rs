@@ -628,6 +628,7 @@ mod tests {
     fn message(f: Failure) -> String {
         match f {
             Failure::Usage(m) | Failure::Runtime(m) | Failure::Busy(m) | Failure::LeaseLost(m) => m,
+            Failure::Exit(code) => format!("exit {code}"),
         }
     }
 

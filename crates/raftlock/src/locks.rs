@@ -35,7 +35,7 @@ pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 error (no node answered, stale
     (LEASE_NOT_FOUND, LEASE_EXPIRING). See docs/cli.md.";
 
 /// How long one call may take, on top of an acquire's wait.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the cluster is and how to print: shared by every command here.
@@ -58,11 +58,11 @@ pub struct Conn {
     pub json: bool,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
-fn meta_pair(text: &str) -> Result<(String, String), String> {
+pub(crate) fn meta_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err("expected KEY=VALUE with a non-empty key (e.g. --meta ticket=OPS-12)".into()),
@@ -212,7 +212,7 @@ pub struct ForceReleaseArgs {
     pub conn: Conn,
 }
 
-fn default_owner() -> String {
+pub(crate) fn default_owner() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let host = std::env::var("HOSTNAME").unwrap_or_default();
     if host.is_empty() {
@@ -284,7 +284,7 @@ fn status_failure(s: &Status, name: &str, lease: Option<u64>) -> Failure {
     from_reason(&reason, s.message(), &hint(&reason, name, lease))
 }
 
-fn client_failure(e: &raftlock_client::Error, name: &str) -> Failure {
+pub(crate) fn client_failure(e: &raftlock_client::Error, name: &str) -> Failure {
     let reason = e.reason();
     let mut h = hint(reason, name, None);
     if reason == "UNAVAILABLE" || reason == "DEADLINE_EXCEEDED" {
@@ -300,11 +300,11 @@ fn client_failure(e: &raftlock_client::Error, name: &str) -> Failure {
 // ---------------------------------------------------------------------------
 
 /// Direct gRPC calls with endpoint failover and leader following.
-struct Rpc {
+pub(crate) struct Rpc {
     endpoints: Vec<String>,
 }
 
-enum CallError {
+pub(crate) enum CallError {
     /// The server answered with an error.
     Server(Status),
     /// No node answered.
@@ -320,7 +320,7 @@ fn uri(endpoint: &str) -> String {
 }
 
 impl Rpc {
-    fn new(conn: &Conn) -> Result<Rpc, Failure> {
+    pub(crate) fn new(conn: &Conn) -> Result<Rpc, Failure> {
         let endpoints: Vec<String> = conn
             .endpoints
             .iter()
@@ -348,7 +348,7 @@ impl Rpc {
     /// Runs `attempt` against the endpoints in order until one answers;
     /// NOT_LEADER / NO_LEADER / transport failures move on (to the named
     /// leader first). Other errors are returned as they are.
-    async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, CallError>
+    pub(crate) async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, CallError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -402,7 +402,7 @@ impl Rpc {
     }
 }
 
-fn call_failure(e: CallError, name: &str, lease: Option<u64>) -> Failure {
+pub(crate) fn call_failure(e: CallError, name: &str, lease: Option<u64>) -> Failure {
     match e {
         CallError::Server(s) => status_failure(&s, name, lease),
         CallError::Unreachable(why) => Failure::Runtime(format!(
@@ -412,7 +412,7 @@ fn call_failure(e: CallError, name: &str, lease: Option<u64>) -> Failure {
     }
 }
 
-fn timed<T>(msg: T, timeout: Duration) -> Request<T> {
+pub(crate) fn timed<T>(msg: T, timeout: Duration) -> Request<T> {
     let mut req = Request::new(msg);
     req.set_timeout(timeout);
     req
@@ -429,7 +429,7 @@ async fn client(conn: &Conn) -> Result<Client, Failure> {
 // Output
 // ---------------------------------------------------------------------------
 
-fn print_json<T: Serialize>(value: &T, pretty: bool) -> Result<(), Failure> {
+pub(crate) fn print_json<T: Serialize>(value: &T, pretty: bool) -> Result<(), Failure> {
     let text = if pretty {
         serde_json::to_string_pretty(value)
     } else {

@@ -3,19 +3,24 @@
 //! - `raftlock serve`: run one node of a cluster (flags, environment, TOML file).
 //! - `raftlock dev`: a ready 3-node cluster in one process, for development.
 //! - `raftlock status`: ask a node how the cluster is doing.
+//! - `raftlock cluster status|add-learner|promote|remove`: membership.
 //! - `raftlock bench`: measure lock throughput and latency (raftlock or etcd).
 //!
 //! - `raftlock lease|acquire|release|extend|inspect|list|watch|force-release`:
 //!   take, look at and manage locks from a shell (see docs/cli.md).
+//! - `raftlock exec NAME -- COMMAND`: run a command while holding a lock.
 //!
 //! Exit codes: 0 success (including a clean stop on SIGINT/SIGTERM), 1 a
 //! runtime failure (port in use, data directory locked, no node answered,
 //! stale token), 2 a usage or configuration error or invalid input, 3 the
-//! lock is busy or the wait timed out, 4 the lease is lost.
+//! lock is busy or the wait timed out, 4 the lease is lost. `exec` passes
+//! on its command's exit code (see `exec::EXEC_EXIT_CODES`).
 
 mod bench;
+mod cluster;
 mod config;
 mod dev;
+mod exec;
 mod locks;
 mod logging;
 mod runner;
@@ -101,6 +106,28 @@ enum Command {
     /// Remove holds regardless of token (administrator's unlock).
     #[command(after_help = locks::EXIT_CODES)]
     ForceRelease(locks::ForceReleaseArgs),
+    /// Run a command while holding a lock; release it when the command ends.
+    ///
+    /// Takes NAME with a new lease (--ttl, kept alive while COMMAND runs),
+    /// runs COMMAND in its own process group with RAFTLOCK_LOCK_NAME,
+    /// RAFTLOCK_FENCING_TOKEN, RAFTLOCK_LEASE_ID, RAFTLOCK_LEASE_TTL_MS,
+    /// RAFTLOCK_LOCK_MODE (RAFTLOCK_LOCK_PERMITS) and RAFTLOCK_ENDPOINTS in
+    /// its environment, and exits with COMMAND's exit code. Ctrl-C, SIGTERM
+    /// and SIGHUP are forwarded to COMMAND; the lock is released afterwards.
+    ///
+    /// If keep-alives fail, COMMAND gets --signal --margin before the lease's
+    /// certain validity ends (SIGKILL --kill-after later) and exec exits 4.
+    ///
+    /// Example: raftlock exec jobs/nightly --wait 0 -- ./nightly.sh
+    #[command(after_help = exec::EXEC_EXIT_CODES)]
+    Exec(Box<exec::ExecArgs>),
+    /// Cluster membership: status, add-learner, promote, remove.
+    ///
+    /// To grow a cluster: start the new node with `raftlock serve --id N
+    /// --listen ADDR` (no --peers), `raftlock cluster add-learner N ADDR`,
+    /// then `raftlock cluster promote N`.
+    #[command(after_help = locks::EXIT_CODES)]
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Why the program stops with a failure; decides the exit code.
@@ -114,6 +141,9 @@ pub enum Failure {
     Busy(String),
     /// The lease is gone (expired, revoked, unknown): exit code 4.
     LeaseLost(String),
+    /// Exit with this code and print nothing (`exec` passing on its
+    /// command's exit code).
+    Exit(u8),
 }
 
 impl Failure {
@@ -124,16 +154,19 @@ impl Failure {
             Failure::Runtime(_) => 1,
             Failure::Busy(_) => 3,
             Failure::LeaseLost(_) => 4,
+            Failure::Exit(code) => *code,
         }
     }
 
     fn exit(self) -> ExitCode {
         let code = self.code();
-        let (Failure::Usage(message)
-        | Failure::Runtime(message)
-        | Failure::Busy(message)
-        | Failure::LeaseLost(message)) = self;
-        eprintln!("error: {message}");
+        match self {
+            Failure::Usage(message)
+            | Failure::Runtime(message)
+            | Failure::Busy(message)
+            | Failure::LeaseLost(message) => eprintln!("error: {message}"),
+            Failure::Exit(_) => {}
+        }
         ExitCode::from(code)
     }
 }
@@ -141,6 +174,12 @@ impl Failure {
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with code 2.
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) | Command::Exec(_)
+    ) {
+        restore_sigpipe();
+    }
     let result = match cli.command {
         Command::Serve(args) => runner::serve(*args),
         Command::Dev(args) => dev::run(args),
@@ -154,10 +193,26 @@ fn main() -> ExitCode {
         Command::List(args) => locks::list(args),
         Command::Watch(args) => locks::watch(args),
         Command::ForceRelease(args) => locks::force_release(args),
+        Command::Exec(args) => exec::run(*args),
+        Command::Cluster(args) => cluster::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.exit(),
+    }
+}
+
+/// The short-lived commands print to stdout, often into a pipe that closes
+/// early (`raftlock list | head`, `| grep -q`). Rust ignores SIGPIPE, so
+/// `println!` would panic on the closed pipe; with the default action the
+/// process ends quietly, as `cat` or `grep` do. Not for the servers (their
+/// sockets must never kill them) nor `exec` (it must outlive its stdout to
+/// release the lock).
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default, before any
+    // other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -1,0 +1,152 @@
+//! `raftlock cluster status|add-learner|promote|remove`: the membership
+//! calls of the Admin API. Membership changes go to the leader (the calls
+//! follow a NOT_LEADER's leader address).
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use raftlock_proto::v1 as pb;
+
+use crate::locks::{self, CALL_TIMEOUT, Conn, Rpc};
+use crate::{Failure, status};
+
+/// How long `add-learner` may wait for the learner to catch up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the cluster as one node sees it (the same as `raftlock status`).
+    Status(status::StatusArgs),
+    /// Add a node as a non-voting learner: it starts receiving the log.
+    ///
+    /// Start the node first with `raftlock serve --id ID --listen ADDR`
+    /// without --peers (it waits to be added). Then `promote` it to a voter.
+    /// A new node needs a new id: never reuse the id of a node whose data
+    /// was lost.
+    AddLearner {
+        /// The new node's id (unique in the cluster, at least 1).
+        id: u64,
+        /// host:port at which the other nodes reach it.
+        address: String,
+        /// Return once the membership entry is committed, without waiting
+        /// for the learner to catch up with the log.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make a learner a voter (joint consensus; the learner should have
+    /// caught up first).
+    Promote {
+        /// The learner's id.
+        id: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a node (voter or learner) from the cluster. Stop its process
+    /// afterwards; its data directory cannot rejoin under the same id.
+    Remove {
+        /// The node's id.
+        id: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub fn run(args: ClusterArgs) -> Result<(), Failure> {
+    match args.command {
+        ClusterCommand::Status(a) => status::run(a),
+        ClusterCommand::AddLearner {
+            id,
+            address,
+            no_wait,
+            conn,
+        } => {
+            if id == 0 {
+                return Err(Failure::Usage("node ids start at 1".into()));
+            }
+            let address = address.trim().to_string();
+            if !address.contains(':') {
+                return Err(Failure::Usage(format!(
+                    "{address:?} is not host:port (e.g. 10.0.0.4:7401)"
+                )));
+            }
+            let timeout = if no_wait {
+                CALL_TIMEOUT
+            } else {
+                CATCH_UP_TIMEOUT
+            };
+            let what = format!("added node {id} ({address}) as a learner");
+            change(&conn, &what, move |ch| {
+                let req = pb::AddLearnerRequest {
+                    id,
+                    address: address.clone(),
+                    wait_caught_up: !no_wait,
+                };
+                async move {
+                    pb::admin_client::AdminClient::new(ch)
+                        .add_learner(locks::timed(req, timeout))
+                        .await
+                }
+            })
+        }
+        ClusterCommand::Promote { id, conn } => change(
+            &conn,
+            &format!("promoted node {id} to voter"),
+            |ch| async move {
+                pb::admin_client::AdminClient::new(ch)
+                    .promote(locks::timed(pb::PromoteRequest { id }, CALL_TIMEOUT))
+                    .await
+            },
+        ),
+        ClusterCommand::Remove { id, conn } => {
+            change(&conn, &format!("removed node {id}"), |ch| async move {
+                pb::admin_client::AdminClient::new(ch)
+                    .remove(locks::timed(pb::RemoveRequest { id }, CALL_TIMEOUT))
+                    .await
+            })
+        }
+    }
+}
+
+/// One membership call, printed as text or JSON.
+fn change<F, Fut>(conn: &Conn, what: &str, attempt: F) -> Result<(), Failure>
+where
+    F: FnMut(tonic::transport::Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<pb::MembershipResponse>, tonic::Status>>,
+{
+    let rpc = Rpc::new(conn)?;
+    let rt = crate::runner::control_runtime()?;
+    let r = rt
+        .block_on(rpc.call(attempt))
+        .map_err(|e| locks::call_failure(e, "", None))?;
+    if conn.json {
+        locks::print_json(
+            &serde_json::json!({
+                "voters": r.voters,
+                "learners": r.learners,
+                "revision": r.revision,
+            }),
+            true,
+        )
+    } else {
+        let ids = |v: &[u64]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            }
+        };
+        println!("{what}");
+        println!("voters    {}", ids(&r.voters));
+        println!("learners  {}", ids(&r.learners));
+        println!("revision  {}", r.revision);
+        Ok(())
+    }
+}
