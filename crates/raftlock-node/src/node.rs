@@ -13,6 +13,7 @@ use raftlock_store::{StoreOptions, open};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tracing::Instrument;
@@ -293,6 +294,18 @@ fn spawn_server(
         }
         .instrument(span.clone()),
     );
+    // tonic's `tcp_nodelay` applies only to listeners it opens itself; on
+    // these accepted connections Nagle's algorithm would hold a second small
+    // reply (a grant right after a release reply) until the client's delayed
+    // ACK, up to 40 ms.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+            }
+        }
+        accepted
+    });
     Ok(tokio::spawn(
         async move {
             Server::builder()
@@ -303,7 +316,7 @@ fn spawn_server(
                 .add_service(leases)
                 .add_service(admin)
                 .add_service(transport)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await
