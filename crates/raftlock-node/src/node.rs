@@ -234,27 +234,40 @@ async fn bootstrap(
     }
 }
 
+type ClientServices = (
+    pb::locks_server::LocksServer<LocksService>,
+    pb::leases_server::LeasesServer<LeasesService>,
+    pb::admin_server::AdminServer<AdminService>,
+);
+
+/// The services clients call (Locks, Leases, Admin), served on the node's
+/// address and, without a network hop, by [`NodeHandle::local_service`].
+fn client_services(api: &Arc<Api>) -> ClientServices {
+    let max = api.config.max_message_bytes;
+    let locks = pb::locks_server::LocksServer::new(LocksService(Arc::clone(api)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let leases = pb::leases_server::LeasesServer::new(LeasesService(Arc::clone(api)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let admin = pb::admin_server::AdminServer::new(AdminService(Arc::clone(api)))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    (locks, leases, admin)
+}
+
 fn spawn_server(
     api: Arc<Api>,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, StartError> {
-    let max = api.config.max_message_bytes;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Internal(format!("gRPC reflection: {e}")))?;
-    let locks = pb::locks_server::LocksServer::new(LocksService(Arc::clone(&api)))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let leases = pb::leases_server::LeasesServer::new(LeasesService(Arc::clone(&api)))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let admin = pb::admin_server::AdminServer::new(AdminService(Arc::clone(&api)))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let (locks, leases, admin) = client_services(&api);
     let transport = raftlock_proto::internal::v1::raft_transport_server::RaftTransportServer::new(
         TransportService {
             api: Arc::clone(&api),
@@ -460,6 +473,17 @@ impl NodeHandle {
     /// The node's operations, in process (no network hop).
     pub fn api(&self) -> &Arc<Api> {
         &self.api
+    }
+
+    /// The node's client-facing gRPC services (Locks, Leases, Admin) as one
+    /// in-process tower service: requests are encoded and answered exactly
+    /// as over the network (same replies, reasons and leader metadata), but
+    /// never touch a socket. `raftlock_client::Client::in_process` takes it.
+    pub fn local_service(&self) -> tonic::service::Routes {
+        let (locks, leases, admin) = client_services(&self.api);
+        tonic::service::Routes::new(locks)
+            .add_service(leases)
+            .add_service(admin)
     }
 
     /// openraft's handle (metrics, membership).
