@@ -561,7 +561,11 @@ impl Client {
                     lease_id,
                 });
                 req.set_timeout(left);
-                async move { pb::admin_client::AdminClient::new(ch).force_release(req).await }
+                async move {
+                    pb::admin_client::AdminClient::new(ch)
+                        .force_release(req)
+                        .await
+                }
             })
             .await?;
         Ok(r.released)

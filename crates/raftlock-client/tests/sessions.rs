@@ -36,7 +36,10 @@ async fn lock_moves_only_after_loss_is_reported(
     assert!(guard.session().valid_until().is_none());
     let (granted_at, g, _other) = bounded(next).await.expect("task");
     let g = g.expect("the lock moves once the cluster expired the lease");
-    assert!(lost_at < granted_at, "the client gave up before the lock moved");
+    assert!(
+        lost_at < granted_at,
+        "the client gave up before the lock moved"
+    );
     assert!(g.token() > guard.token());
     drop(g);
     std::mem::forget(guard); // its release could only fail now
@@ -79,7 +82,11 @@ async fn lease_loss_is_reported_when_the_client_is_cut_off_longer_than_the_ttl()
     cluster.proxies[&leader].cut();
     // No renewal can arrive after the cut, so this is the last window.
     let window_end = guard.session().valid_until().expect("valid");
-    let api = cluster.nodes[&leader].as_ref().expect("leader").api().clone();
+    let api = cluster.nodes[&leader]
+        .as_ref()
+        .expect("leader")
+        .api()
+        .clone();
     let expired = tokio::spawn(async move {
         loop {
             let alive = api.read(true, |st| st.lease(lease).is_some()).await;
@@ -98,15 +105,25 @@ async fn lease_loss_is_reported_when_the_client_is_cut_off_longer_than_the_ttl()
         "reported {:?} after the window closed",
         lost_at.saturating_duration_since(window_end)
     );
-    let expired_at = bounded(expired).await.expect("the leader expires the lease");
-    assert!(lost_at < expired_at, "the client gave up before the cluster did");
+    let expired_at = bounded(expired)
+        .await
+        .expect("the leader expires the lease");
+    assert!(
+        lost_at < expired_at,
+        "the client gave up before the cluster did"
+    );
 
     // Once the partition heals, the lock is free for the next session.
     cluster.proxies[&leader].heal();
     let other = session(&client, 5000, "next").await;
-    let g = bounded(other.lock("loss/cut").wait(Duration::from_secs(10)).acquire())
-        .await
-        .expect("free");
+    let g = bounded(
+        other
+            .lock("loss/cut")
+            .wait(Duration::from_secs(10))
+            .acquire(),
+    )
+    .await
+    .expect("free");
     assert!(g.token() > guard.token());
     std::mem::forget(guard);
     drop(g);
@@ -248,7 +265,10 @@ async fn force_release_leases_attach_and_status() {
         .await
         .expect("held");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(guard.is_valid(), "the attached session keeps the lease alive");
+    assert!(
+        guard.is_valid(),
+        "the attached session keeps the lease alive"
+    );
     let info = bounded(attached.info())
         .await
         .expect("info")
@@ -262,7 +282,12 @@ async fn force_release_leases_attach_and_status() {
         .expect("force release");
     assert_eq!(removed.len(), 1);
     assert_eq!(removed[0].lease_id, lease);
-    assert!(bounded(client.inspect("adm/x")).await.expect("inspect").is_none());
+    assert!(
+        bounded(client.inspect("adm/x"))
+            .await
+            .expect("inspect")
+            .is_none()
+    );
     let e = bounded(guard.release()).await.unwrap_err();
     assert!(matches!(e, Error::NotHolder { .. }), "{e:?}");
 

@@ -170,7 +170,9 @@ impl LeaderElection {
     /// The current leader, if any (a linearizable read).
     pub async fn leader(&self) -> Result<Option<Leader>, Error> {
         let lock = self.session.client().inspect(&self.name).await?;
-        Ok(lock.and_then(|l| l.holders.into_iter().next()).map(leader_of))
+        Ok(lock
+            .and_then(|l| l.holders.into_iter().next())
+            .map(leader_of))
     }
 
     /// The current leader, then every change of leader (`None` while nobody
@@ -193,7 +195,9 @@ impl LeaderElection {
                 loop {
                     if let Some(now) = pending.take() {
                         let key = now.as_ref().map(|l| l.token);
-                        if last.as_ref().map(|l: &Option<Leader>| l.as_ref().map(|l| l.token))
+                        if last
+                            .as_ref()
+                            .map(|l: &Option<Leader>| l.as_ref().map(|l| l.token))
                             != Some(key)
                         {
                             last = Some(now.clone());
@@ -210,8 +214,10 @@ impl LeaderElection {
                     }
                     match client.inspect(&name).await {
                         Ok(lock) => {
-                            pending =
-                                Some(lock.and_then(|l| l.holders.into_iter().next()).map(leader_of));
+                            pending = Some(
+                                lock.and_then(|l| l.holders.into_iter().next())
+                                    .map(leader_of),
+                            );
                         }
                         Err(e) => return Some((Err(e), (events, client, name, None, last))),
                     }

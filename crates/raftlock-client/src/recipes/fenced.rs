@@ -76,7 +76,10 @@ impl<T> Fenced<T> {
     }
 
     pub fn into_inner(self) -> T {
-        self.inner.into_inner().unwrap_or_else(PoisonError::into_inner).1
+        self.inner
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
     }
 
     fn admit(highest: &mut u64, token: u64) -> Result<(), StaleToken> {

@@ -18,7 +18,11 @@ use crate::{Error, MultiLockGuard, Session};
 
 /// Acquire every name in `names` (duplicates are dropped) exclusively,
 /// waiting up to `wait`; nothing is held unless everything is.
-pub async fn lock_many<I, S>(session: &Session, names: I, wait: Duration) -> Result<MultiLockGuard, Error>
+pub async fn lock_many<I, S>(
+    session: &Session,
+    names: I,
+    wait: Duration,
+) -> Result<MultiLockGuard, Error>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
