@@ -358,3 +358,46 @@ impl Drop for LockGuard {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    fn status(code: Code, reason: &str) -> tonic::Status {
+        tonic::Status::with_error_details(
+            code,
+            "msg",
+            ErrorDetails::with_error_info(reason, "raftlock.dev", HashMap::new()),
+        )
+    }
+
+    #[test]
+    fn only_failures_that_may_have_been_applied_make_a_later_not_holder_a_success() {
+        // The server says it did not apply the request.
+        for r in ["NOT_LEADER", "NO_LEADER", "NOT_HOLDER", "STALE_TOKEN"] {
+            assert!(!outcome_unknown(&status(Code::Unavailable, r)), "{r}");
+        }
+        // The write may have been applied without its answer arriving.
+        assert!(outcome_unknown(&status(Code::DeadlineExceeded, "TIMEOUT")));
+        assert!(outcome_unknown(&status(Code::Unavailable, "SHUTTING_DOWN")));
+        assert!(outcome_unknown(&tonic::Status::unavailable(
+            "connection reset"
+        )));
+        assert!(outcome_unknown(&tonic::Status::unknown(
+            "h2 protocol error"
+        )));
+    }
+
+    #[test]
+    fn modes_become_lock_specs() {
+        let s = Mode::Semaphore(3).spec("pool");
+        assert_eq!(
+            (s.name.as_str(), s.mode, s.permits),
+            ("pool", pb::Mode::Semaphore as i32, 3)
+        );
+        assert_eq!(Mode::Shared.spec("r").mode, pb::Mode::Shared as i32);
+        assert_eq!(Mode::Exclusive.spec("w").permits, 0);
+    }
+}
