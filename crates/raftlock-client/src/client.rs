@@ -17,6 +17,8 @@ use crate::session::{Session, SessionOptions};
 
 /// Response metadata keys naming the leader (see the proto's header).
 const LEADER_ADDR_KEY: &str = "raftlock-leader-addr";
+/// How often an HTTP/2 ping checks that a connection still carries bytes.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(2);
 /// Most channels kept: the given endpoints plus leaders learnt from replies.
 const MAX_CHANNELS: usize = 64;
 
@@ -78,6 +80,14 @@ fn channel_for(addr: &str, options: &ClientOptions) -> Result<Channel, Error> {
     Ok(endpoint
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
+        // A connection whose peer vanished without closing it (a partition,
+        // a host that lost power) would otherwise hold every call sent on
+        // it until the call's deadline, and the channel would never
+        // reconnect: HTTP/2 pings find it dead and close it, failing its
+        // calls so they are retried (elsewhere) and the next call reconnects.
+        .http2_keep_alive_interval(HTTP2_PING_INTERVAL)
+        .keep_alive_timeout(options.connect_timeout.max(Duration::from_secs(1)))
+        .keep_alive_while_idle(true)
         .connect_lazy())
 }
 
@@ -357,5 +367,361 @@ impl Client {
             };
             futures::stream::iter(items)
         }))
+    }
+
+    /// Like [`Client::watch`], but the stream survives broken connections:
+    /// when it breaks (the node stops, restarts, cuts off a slow watcher)
+    /// it is reopened, on another node if need be, from the revision after
+    /// the last event delivered, so no event is lost or repeated. With
+    /// `from_revision` 0 it starts after the cluster's current revision (a
+    /// linearizable read), so even a break before the first event loses
+    /// nothing.
+    ///
+    /// The stream ends with an error only when it cannot go on: the events
+    /// it needs are no longer in any node's in-memory history
+    /// ([`Error::is_compacted`]; re-read the state with [`Client::list`] and
+    /// watch again from its revision), or no node could be reached within
+    /// the client's retry policy.
+    ///
+    /// ```
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/doc_node.rs"));
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (node, addr, _dir) = doc_node().await?;
+    /// use std::time::Duration;
+    /// use futures::StreamExt;
+    /// use raftlock_client::{Client, ClientOptions, SessionOptions, proto::EventType};
+    ///
+    /// let client = Client::connect([addr], ClientOptions::default()).await?;
+    /// // Starts after the current revision; reopens itself if the stream breaks.
+    /// let mut events = client.watch_resuming("jobs/", 0).await?;
+    /// let session = client.session(SessionOptions::new(Duration::from_secs(10))).await?;
+    /// let guard = session.lock("jobs/nightly").try_acquire().await?;
+    /// let token = guard.token();
+    /// guard.release().await?;
+    ///
+    /// let acquired = events.next().await.expect("open")?;
+    /// assert_eq!((acquired.name.as_str(), acquired.r#type), ("jobs/nightly", EventType::Acquired as i32));
+    /// let released = events.next().await.expect("open")?;
+    /// assert_eq!((released.r#type, released.token), (EventType::Released as i32, token));
+    /// assert!(released.revision > acquired.revision);
+    /// # node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn watch_resuming(
+        &self,
+        prefix: &str,
+        from_revision: u64,
+    ) -> Result<impl Stream<Item = Result<pb::Event, Error>> + Send + Unpin + 'static, Error> {
+        let next = if from_revision == 0 {
+            self.revision(prefix).await? + 1
+        } else {
+            from_revision
+        };
+        let inbound = self.open_watch(prefix, next).await?;
+        let state = Resuming {
+            client: self.clone(),
+            prefix: prefix.to_string(),
+            from: next,
+            last: None,
+            skip: 0,
+            inbound: Some(inbound),
+            buffered: std::collections::VecDeque::new(),
+            breaks: 0,
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            let item = st.next_event().await?;
+            Some((item, st))
+        })
+        .boxed())
+    }
+
+    /// The applied revision a linearizable read of `prefix` reflects.
+    async fn revision(&self, prefix: &str) -> Result<u64, Error> {
+        let prefix = prefix.to_string();
+        let page = self
+            .call(0, self.deadline(), |ch, left| {
+                let mut req = tonic::Request::new(pb::ListRequest {
+                    prefix: prefix.clone(),
+                    stale: false,
+                    limit: 1,
+                    start_after: String::new(),
+                });
+                req.set_timeout(left);
+                async move { pb::locks_client::LocksClient::new(ch).list(req).await }
+            })
+            .await?;
+        Ok(page.revision)
+    }
+
+    /// Open a watch stream from `from_revision`. A node that restarted
+    /// lately may not have the events any more while another still does,
+    /// so COMPACTED moves on to the next node; it is returned only when
+    /// every node said so.
+    async fn open_watch(
+        &self,
+        prefix: &str,
+        from_revision: u64,
+    ) -> Result<tonic::Streaming<pb::WatchResponse>, Error> {
+        let tries = self.nodes().channels.len();
+        let mut compacted = None;
+        for _ in 0..tries {
+            let (index, _) = self.pick();
+            let r = self
+                .call_streaming(0, self.deadline(), |ch| {
+                    let req = pb::WatchRequest {
+                        prefix: prefix.to_string(),
+                        from_revision,
+                    };
+                    async move { pb::locks_client::LocksClient::new(ch).watch(req).await }
+                })
+                .await;
+            match r {
+                Err(e) if e.is_compacted() => {
+                    self.rotate_from(index);
+                    compacted = Some(e);
+                }
+                other => return other,
+            }
+        }
+        let why = compacted.map_or_else(String::new, |e| e.to_string());
+        Err(Error::Other {
+            reason: "COMPACTED".into(),
+            message: format!(
+                "cannot watch {prefix:?} from revision {from_revision}: no node still has \
+                 those events ({why}); read the current state (list) and watch again from its revision"
+            ),
+        })
+    }
+
+    /// [`Client::call`] for a call whose reply is a stream.
+    async fn call_streaming<T, F, Fut>(
+        &self,
+        lease_id: u64,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<tonic::Streaming<T>, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<Response<tonic::Streaming<T>>, Status>>,
+    {
+        self.call(lease_id, deadline, |ch, _left| attempt(ch)).await
+    }
+
+    /// Remove holds of `name` regardless of their tokens (admin): every
+    /// hold, or only `lease_id`'s. Queued requests are then granted in
+    /// order. Returns the holds removed (empty when there were none).
+    ///
+    /// ```
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/doc_node.rs"));
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (node, addr, _dir) = doc_node().await?;
+    /// use std::time::Duration;
+    /// use raftlock_client::{Client, ClientOptions, SessionOptions};
+    ///
+    /// let client = Client::connect([addr], ClientOptions::default()).await?;
+    /// let status = client.status().await?;
+    /// assert_eq!(status.leader_id, Some(1));
+    ///
+    /// // A stuck holder (its process hung but keeps its lease alive).
+    /// let stuck = client
+    ///     .session(SessionOptions::new(Duration::from_secs(30)).owner("worker-3"))
+    ///     .await?;
+    /// let guard = stuck.lock("jobs/import").reason("import").try_acquire().await?;
+    ///
+    /// // Who holds what: the lease list names owners, holds and waits.
+    /// let leases = client.leases().await?;
+    /// let worker = leases.iter().find(|l| l.owner == "worker-3").expect("listed");
+    /// assert_eq!(worker.holds, ["jobs/import"]);
+    ///
+    /// // The operator takes the lock away regardless of its token ...
+    /// let removed = client.force_release("jobs/import", None).await?;
+    /// assert_eq!(removed[0].owner, "worker-3");
+    /// // ... and the former holder's token is refused from now on.
+    /// assert!(guard.release().await.is_err());
+    /// // Or ends the whole lease (all its holds and waits).
+    /// client.revoke_lease(worker.lease_id).await?;
+    /// # node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn force_release(
+        &self,
+        name: &str,
+        lease_id: Option<u64>,
+    ) -> Result<Vec<pb::Holder>, Error> {
+        let name = name.to_string();
+        let r = self
+            .call(0, self.deadline(), |ch, left| {
+                let mut req = tonic::Request::new(pb::ForceReleaseRequest {
+                    name: name.clone(),
+                    lease_id,
+                });
+                req.set_timeout(left);
+                async move {
+                    pb::admin_client::AdminClient::new(ch)
+                        .force_release(req)
+                        .await
+                }
+            })
+            .await?;
+        Ok(r.released)
+    }
+
+    /// Grant a bare lease that nothing keeps alive (for handing to another
+    /// process, or to [`Client::attach_session`]). Most programs want
+    /// [`Client::session`] instead. Returns the lease id and its ttl.
+    pub async fn grant_lease(&self, ttl: Duration, owner: &str) -> Result<(u64, Duration), Error> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let owner = owner.to_string();
+        let r = self
+            .call(0, self.deadline(), |ch, left| {
+                let mut req = tonic::Request::new(pb::GrantLeaseRequest {
+                    ttl_ms,
+                    owner: owner.clone(),
+                });
+                req.set_timeout(left);
+                async move { pb::leases_client::LeasesClient::new(ch).grant(req).await }
+            })
+            .await?;
+        Ok((r.lease_id, Duration::from_millis(r.ttl_ms)))
+    }
+
+    /// Keep a lease granted elsewhere alive in a [`Session`] of this client
+    /// (see [`Session::lost`] and [`Session::is_valid`]; its window counts
+    /// from the first keep-alive's send time). `drift_margin` defaults to 5 %
+    /// of the lease's ttl. Dropping the session stops the keep-alives but
+    /// does not revoke the lease; [`Session::revoke`] does.
+    pub async fn attach_session(
+        &self,
+        lease_id: u64,
+        drift_margin: Option<Duration>,
+    ) -> Result<Session, Error> {
+        Session::attach(self.clone(), lease_id, drift_margin).await
+    }
+
+    /// End any lease now (its holds are released, its waits dropped).
+    /// Returns the holds released; `Error::LeaseLost` if it did not exist.
+    pub async fn revoke_lease(&self, lease_id: u64) -> Result<Vec<pb::Grant>, Error> {
+        let r = self
+            .call(lease_id, self.deadline(), |ch, left| {
+                let mut req = tonic::Request::new(pb::RevokeLeaseRequest { lease_id });
+                req.set_timeout(left);
+                async move { pb::leases_client::LeasesClient::new(ch).revoke(req).await }
+            })
+            .await?;
+        Ok(r.released)
+    }
+
+    /// Every live lease with its owner, holds and waits (linearizable).
+    pub async fn leases(&self) -> Result<Vec<pb::LeaseInfo>, Error> {
+        let r = self
+            .call(0, self.deadline(), |ch, left| {
+                let mut req = tonic::Request::new(pb::ListLeasesRequest { stale: false });
+                req.set_timeout(left);
+                async move { pb::leases_client::LeasesClient::new(ch).list(req).await }
+            })
+            .await?;
+        Ok(r.leases)
+    }
+
+    /// The cluster as seen by the node this client talks to (the leader
+    /// once known): roles, term, log and applied indexes, members with
+    /// their replication lag (when that node leads), counts of leases and locks.
+    pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
+        self.call(0, self.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::StatusRequest {});
+            req.set_timeout(left);
+            async move { pb::admin_client::AdminClient::new(ch).status(req).await }
+        })
+        .await
+    }
+}
+
+/// The state of a [`Client::watch_resuming`] stream.
+struct Resuming {
+    client: Client,
+    prefix: String,
+    /// Where a reopened stream starts when nothing was delivered yet.
+    from: u64,
+    /// The revision of the last event delivered, and how many events of
+    /// that revision were delivered. A stream is reopened AT that revision
+    /// (a batch boundary may split one entry's events) and its first
+    /// `seen_at_last` events there, already delivered, are skipped: every
+    /// node produces an entry's events in the same order.
+    last: Option<(u64, usize)>,
+    /// Events of revision `last` still to skip on the current stream.
+    skip: usize,
+    inbound: Option<tonic::Streaming<pb::WatchResponse>>,
+    buffered: std::collections::VecDeque<pb::Event>,
+    /// Breaks since the last batch, for the pause before reopening.
+    breaks: u32,
+    done: bool,
+}
+
+impl Resuming {
+    async fn next_event(&mut self) -> Option<Result<pb::Event, Error>> {
+        loop {
+            if let Some(e) = self.buffered.pop_front() {
+                match &mut self.last {
+                    Some((rev, _)) if e.revision < *rev => continue,
+                    Some((rev, seen)) if e.revision == *rev => {
+                        if self.skip > 0 {
+                            self.skip -= 1;
+                            continue;
+                        }
+                        *seen += 1;
+                    }
+                    _ => {
+                        self.last = Some((e.revision, 1));
+                        self.skip = 0;
+                    }
+                }
+                return Some(Ok(e));
+            }
+            if self.done {
+                return None;
+            }
+            let Some(inbound) = self.inbound.as_mut() else {
+                if self.breaks > 0 {
+                    let pause = self.client.options().retry.backoff(self.breaks);
+                    tokio::time::sleep(pause.max(Duration::from_millis(20))).await;
+                }
+                let (from, skip) = match self.last {
+                    Some((rev, seen)) => (rev, seen),
+                    None => (self.from, 0),
+                };
+                match self.client.open_watch(&self.prefix, from).await {
+                    Ok(s) => {
+                        self.inbound = Some(s);
+                        self.skip = skip;
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            };
+            match inbound.message().await {
+                Ok(Some(batch)) => {
+                    self.breaks = 0;
+                    self.buffered.extend(batch.events);
+                }
+                Ok(None) => {
+                    tracing::debug!(last = ?self.last, "watch stream ended; reopening");
+                    self.inbound = None;
+                    self.breaks = self.breaks.saturating_add(1);
+                }
+                Err(status) => {
+                    tracing::debug!(last = ?self.last, error = %status.message(), "watch stream broke; reopening");
+                    self.inbound = None;
+                    self.breaks = self.breaks.saturating_add(1);
+                }
+            }
+        }
     }
 }

@@ -94,6 +94,12 @@ impl Error {
         }
     }
 
+    /// True when a watch cannot resume because the events it needs are no
+    /// longer in the nodes' in-memory history (reason `COMPACTED`).
+    pub fn is_compacted(&self) -> bool {
+        self.reason() == "COMPACTED"
+    }
+
     /// True when the session's lease is known to be gone.
     pub fn is_lease_lost(&self) -> bool {
         matches!(self, Error::LeaseLost { .. })

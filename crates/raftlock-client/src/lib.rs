@@ -15,17 +15,28 @@
 //! - Reads ([`Client::inspect`], [`Client::list`], [`Client::watch`])
 //!   return the generated proto types, re-exported as [`proto`]: they are
 //!   documented field by field in `proto/raftlock/v1/raftlock.proto`.
+//!   [`Client::watch_resuming`] reopens a broken watch from where it was.
+//! - Several locks at once, all or none: [`Session::lock_many`].
+//! - Leases and administration: [`Client::grant_lease`],
+//!   [`Client::attach_session`], [`Client::revoke_lease`], [`Client::leases`],
+//!   [`Client::force_release`], [`Client::status`].
+//! - [`recipes`]: leader election, readers/writer lock, semaphore, several
+//!   locks at once, and a fenced resource, each built on the API above.
 //!
-//! ```no_run
+//! The guide with every call and its reasoning is `docs/client.md`.
+//!
+//! ```
+//! # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/doc_node.rs"));
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let (node, addr, _dir) = doc_node().await?;
+//! # let endpoints = [addr];
 //! use std::time::Duration;
-//! use raftlock_client::{Client, ClientOptions, Mode, SessionOptions};
+//! use raftlock_client::{Client, ClientOptions, Error, Mode, SessionOptions};
 //!
-//! # async fn run() -> Result<(), raftlock_client::Error> {
-//! let client = Client::connect(
-//!     ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"],
-//!     ClientOptions::default(),
-//! )
-//! .await?;
+//! // Any subset of the nodes; the client finds the leader.
+//! let client = Client::connect(endpoints, ClientOptions::default()).await?;
+//! // One lease for all of this process's locks, kept alive in the background.
 //! let session = client
 //!     .session(SessionOptions::new(Duration::from_secs(10)).owner("nightly-job"))
 //!     .await?;
@@ -34,16 +45,33 @@
 //!     .mode(Mode::Exclusive)
 //!     .wait(Duration::from_secs(5))
 //!     .reason("nightly report")
+//!     .metadata("host", "build-7")
 //!     .acquire()
 //!     .await?;
-//! // Pass the token with every write to the protected resource, which
+//! // Pass the token with every access to the protected resource, which
 //! // rejects tokens lower than the highest it has seen.
-//! println!("holding {} with token {}", guard.name(), guard.token());
+//! assert!(guard.token() > 0);
 //! if guard.is_valid() {
-//!     // ... do the work ...
+//!     // ... work for at most guard.remaining() before checking again ...
+//!     assert!(guard.remaining() > Duration::from_secs(5));
 //! }
+//!
+//! // Someone else is told, with a stable reason, that it is taken.
+//! let other = client.session(SessionOptions::new(Duration::from_secs(10))).await?;
+//! match other.lock("jobs/nightly").try_acquire().await {
+//!     Err(Error::Busy { .. }) => {}
+//!     r => panic!("expected busy, got {r:?}"),
+//! }
+//! let info = client.inspect("jobs/nightly").await?.expect("held");
+//! let holder = &info.holders[0];
+//! assert_eq!((holder.owner.as_str(), holder.reason.as_str()), ("nightly-job", "nightly report"));
+//!
+//! guard.extend(None).await?; // record an extension, restart the lease's deadline
 //! guard.release().await?;
+//! let next = other.lock("jobs/nightly").try_acquire().await?;
+//! drop(next); // released in the background
 //! session.revoke().await?;
+//! # node.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
@@ -51,12 +79,15 @@
 mod client;
 mod error;
 mod lock;
+mod multi;
+pub mod recipes;
 mod retry;
 mod session;
 
 pub use client::{Client, ClientOptions};
 pub use error::Error;
 pub use lock::{DEFAULT_WAIT, LockBuilder, LockGuard, Mode};
+pub use multi::{MultiLockBuilder, MultiLockGuard};
 pub use retry::RetryPolicy;
 pub use session::{Session, SessionEnd, SessionOptions};
 

@@ -1,11 +1,13 @@
 //! Acquiring locks and the guards that hold them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use raftlock_proto::v1 as pb;
 
-use crate::error::Error;
+use crate::error::{Error, ServerError};
 use crate::session::{Session, SessionEnd};
 
 /// How to hold a lock.
@@ -20,7 +22,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn spec(self, name: &str) -> pb::LockSpec {
+    pub(crate) fn spec(self, name: &str) -> pb::LockSpec {
         let (mode, permits) = match self {
             Mode::Exclusive => (pb::Mode::Exclusive, 0),
             Mode::Shared => (pb::Mode::Shared, 0),
@@ -105,49 +107,19 @@ impl<'a> LockBuilder<'a> {
         self.run(Duration::ZERO).await
     }
 
-    /// Retries are safe because every attempt carries the SAME lease: the
-    /// server answers a lease that already holds the lock with its existing
-    /// hold (`retry = true`, same token) and lets a lease already queued for
-    /// it keep its place. So an attempt that was applied but whose answer
-    /// was lost (leader crash, connection reset, timeout) cannot turn into a
-    /// second hold or a second place in the queue.
     async fn run(self, wait: Duration) -> Result<LockGuard, Error> {
-        let session = self.session;
-        let lease_id = session.lease_id();
-        if !session.is_valid() {
-            return Err(Error::LeaseLost {
-                lease_id,
-                message: "the session is no longer certainly valid".into(),
-            });
-        }
-        let client = session.client();
-        let wait_until = Instant::now() + wait;
-        let deadline = wait_until + client.options().call_timeout;
         let spec = self.mode.spec(&self.name);
-        let lock_delay_ms = u64::try_from(self.lock_delay.as_millis()).unwrap_or(u64::MAX);
-        let acquired = client
-            .call(lease_id, deadline, |ch, left| {
-                // A retry waits only for what is left of the caller's wait.
-                let wait_ms = if wait.is_zero() {
-                    0
-                } else {
-                    let left = wait_until.saturating_duration_since(Instant::now());
-                    u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
-                };
-                let mut req = tonic::Request::new(pb::AcquireRequest {
-                    lease_id,
-                    locks: vec![spec.clone()],
-                    wait_timeout_ms: wait_ms,
-                    reason: self.reason.clone(),
-                    metadata: self.metadata.clone(),
-                    lock_delay_ms,
-                });
-                req.set_timeout(left);
-                async move { pb::locks_client::LocksClient::new(ch).acquire(req).await }
-            })
-            .await?;
+        let acquired = acquire_specs(
+            self.session,
+            vec![spec],
+            wait,
+            &self.reason,
+            &self.metadata,
+            self.lock_delay,
+        )
+        .await?;
         Ok(LockGuard {
-            session: session.clone(),
+            session: self.session.clone(),
             name: self.name,
             mode: self.mode,
             token: acquired.token,
@@ -155,6 +127,57 @@ impl<'a> LockBuilder<'a> {
             released: false,
         })
     }
+}
+
+/// One Acquire of `specs` (all or none) for the session's lease, waiting up
+/// to `wait` (zero: never).
+///
+/// Retries are safe because every attempt carries the SAME lease: the
+/// server answers a lease that already holds the locks with its existing
+/// holds (`retry = true`, same token) and lets a lease already queued for
+/// them keep its place. So an attempt that was applied but whose answer
+/// was lost (leader crash, connection reset, timeout) cannot turn into a
+/// second hold or a second place in the queue.
+pub(crate) async fn acquire_specs(
+    session: &Session,
+    specs: Vec<pb::LockSpec>,
+    wait: Duration,
+    reason: &str,
+    metadata: &HashMap<String, String>,
+    lock_delay: Duration,
+) -> Result<pb::AcquireResponse, Error> {
+    let lease_id = session.lease_id();
+    if !session.is_valid() {
+        return Err(Error::LeaseLost {
+            lease_id,
+            message: "the session is no longer certainly valid".into(),
+        });
+    }
+    let client = session.client();
+    let wait_until = Instant::now() + wait;
+    let deadline = wait_until + client.options().call_timeout;
+    let lock_delay_ms = u64::try_from(lock_delay.as_millis()).unwrap_or(u64::MAX);
+    client
+        .call(lease_id, deadline, |ch, left| {
+            // A retry waits only for what is left of the caller's wait.
+            let wait_ms = if wait.is_zero() {
+                0
+            } else {
+                let left = wait_until.saturating_duration_since(Instant::now());
+                u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+            };
+            let mut req = tonic::Request::new(pb::AcquireRequest {
+                lease_id,
+                locks: specs.clone(),
+                wait_timeout_ms: wait_ms,
+                reason: reason.to_string(),
+                metadata: metadata.clone(),
+                lock_delay_ms,
+            });
+            req.set_timeout(left);
+            async move { pb::locks_client::LocksClient::new(ch).acquire(req).await }
+        })
+        .await
 }
 
 /// A held lock. Use [`LockGuard::token`] as the fencing token with every
@@ -254,32 +277,62 @@ impl LockGuard {
     /// Release the lock now.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        release(&self.session, &self.name, self.token).await
+        release_names(&self.session, vec![self.name.clone()], self.token).await
     }
 }
 
-async fn release(session: &Session, name: &str, token: u64) -> Result<(), Error> {
+/// Release `names` (all held with `token`) for the session's lease.
+///
+/// A retried release that meets NOT_HOLDER counts as done only when an
+/// earlier attempt's outcome is unknown (a transport error, a write
+/// TIMEOUT, a node shutting down: it may have been applied without its
+/// answer arriving, and then the hold is already gone, which is what was
+/// asked). NOT_LEADER and NO_LEADER say the attempt was not applied, so
+/// after only those a NOT_HOLDER is reported as the error it is.
+pub(crate) async fn release_names(
+    session: &Session,
+    names: Vec<String>,
+    token: u64,
+) -> Result<(), Error> {
     let lease_id = session.lease_id();
     let client = session.client();
-    let mut attempts = 0u32;
+    let unknown_outcome = Arc::new(AtomicBool::new(false));
     let r = client
         .call(lease_id, client.deadline(), |ch, left| {
-            attempts += 1;
             let mut req = tonic::Request::new(pb::ReleaseRequest {
                 lease_id,
                 token,
-                names: vec![name.to_string()],
+                names: names.clone(),
             });
             req.set_timeout(left);
-            async move { pb::locks_client::LocksClient::new(ch).release(req).await }
+            let unknown_outcome = Arc::clone(&unknown_outcome);
+            async move {
+                let r = pb::locks_client::LocksClient::new(ch).release(req).await;
+                if let Err(status) = &r {
+                    if outcome_unknown(status) {
+                        unknown_outcome.store(true, Ordering::Relaxed);
+                    }
+                }
+                r
+            }
         })
         .await;
     match r {
         Ok(_) => Ok(()),
-        // An earlier attempt may have been applied without its answer
-        // arriving: then the hold is already gone, which is what we asked.
-        Err(Error::NotHolder { .. }) if attempts > 1 => Ok(()),
+        Err(Error::NotHolder { .. }) if unknown_outcome.load(Ordering::Relaxed) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// True when a failed write attempt may nevertheless have been applied:
+/// the node timed out waiting for the write or shut down under it, or the
+/// failure came from the transport (no raftlock reason), so the request may
+/// have reached the leader. Every other reason is a definite refusal.
+fn outcome_unknown(status: &tonic::Status) -> bool {
+    match ServerError::of(status).reason.as_deref() {
+        Some("TIMEOUT" | "SHUTTING_DOWN") => true,
+        Some(_) => false,
+        None => true,
     }
 }
 
@@ -299,9 +352,52 @@ impl Drop for LockGuard {
             if session.valid_until().is_none() {
                 return;
             }
-            if let Err(e) = release(&session, &name, token).await {
+            if let Err(e) = release_names(&session, vec![name.clone()], token).await {
                 tracing::debug!(name, token, error = %e, "background release failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    fn status(code: Code, reason: &str) -> tonic::Status {
+        tonic::Status::with_error_details(
+            code,
+            "msg",
+            ErrorDetails::with_error_info(reason, "raftlock.dev", HashMap::new()),
+        )
+    }
+
+    #[test]
+    fn only_failures_that_may_have_been_applied_make_a_later_not_holder_a_success() {
+        // The server says it did not apply the request.
+        for r in ["NOT_LEADER", "NO_LEADER", "NOT_HOLDER", "STALE_TOKEN"] {
+            assert!(!outcome_unknown(&status(Code::Unavailable, r)), "{r}");
+        }
+        // The write may have been applied without its answer arriving.
+        assert!(outcome_unknown(&status(Code::DeadlineExceeded, "TIMEOUT")));
+        assert!(outcome_unknown(&status(Code::Unavailable, "SHUTTING_DOWN")));
+        assert!(outcome_unknown(&tonic::Status::unavailable(
+            "connection reset"
+        )));
+        assert!(outcome_unknown(&tonic::Status::unknown(
+            "h2 protocol error"
+        )));
+    }
+
+    #[test]
+    fn modes_become_lock_specs() {
+        let s = Mode::Semaphore(3).spec("pool");
+        assert_eq!(
+            (s.name.as_str(), s.mode, s.permits),
+            ("pool", pb::Mode::Semaphore as i32, 3)
+        );
+        assert_eq!(Mode::Shared.spec("r").mode, pb::Mode::Shared as i32);
+        assert_eq!(Mode::Exclusive.spec("w").permits, 0);
     }
 }

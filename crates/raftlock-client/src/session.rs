@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::client::Client;
 use crate::error::{Error, ServerError};
 use crate::lock::LockBuilder;
+use crate::multi::MultiLockBuilder;
 
 /// How a session's lease is granted and counted.
 #[derive(Debug, Clone)]
@@ -81,6 +82,9 @@ pub(crate) struct Shared {
     /// Test hook: a paused session sends no keep-alives and does not revoke
     /// (it behaves like a frozen process).
     paused: AtomicBool,
+    /// Revoke the lease when the last handle goes (false for a session
+    /// attached to a lease someone else granted).
+    revoke_on_drop: bool,
 }
 
 impl Shared {
@@ -221,6 +225,7 @@ impl Session {
             drift_margin: options.drift_margin,
             state,
             paused: AtomicBool::new(false),
+            revoke_on_drop: true,
         });
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(keep_alive_task(
@@ -233,6 +238,72 @@ impl Session {
             ttl_ms = granted.ttl_ms,
             "session started"
         );
+        Ok(Session {
+            inner: Arc::new(SessionInner {
+                client,
+                shared,
+                stop,
+            }),
+        })
+    }
+
+    /// Keep an existing lease alive (granted by another process, the CLI's
+    /// `raftlock lease grant`, or [`Client::grant_lease`]). The first
+    /// keep-alive is sent before this returns; the validity window counts
+    /// from its send time like any other. Dropping an attached session
+    /// does NOT revoke the lease (it belongs to whoever granted it): it just
+    /// stops keeping it alive. [`Session::revoke`] still revokes it.
+    pub(crate) async fn attach(
+        client: Client,
+        lease_id: u64,
+        drift_margin: Option<Duration>,
+    ) -> Result<Session, Error> {
+        let sent_at = Instant::now();
+        let answer = client
+            .call(lease_id, client.deadline(), |ch, left| async move {
+                let mut req =
+                    tonic::Request::new(futures::stream::iter([pb::KeepAliveRequest { lease_id }]));
+                req.set_timeout(left);
+                let (md, mut inbound, ext) = pb::leases_client::LeasesClient::new(ch)
+                    .keep_alive(req)
+                    .await?
+                    .into_parts();
+                match inbound.message().await? {
+                    Some(m) => Ok(tonic::Response::from_parts(md, m, ext)),
+                    None => Err(tonic::Status::unavailable(
+                        "the keep-alive stream ended without an answer",
+                    )),
+                }
+            })
+            .await?;
+        let ttl = Duration::from_millis(answer.ttl_ms);
+        let drift_margin = drift_margin.unwrap_or(ttl / 20);
+        if drift_margin >= ttl {
+            return Err(Error::InvalidArgument {
+                field: "drift_margin".into(),
+                reason: "INVALID_ARGUMENT".into(),
+                message: "the drift margin must be below the ttl".into(),
+            });
+        }
+        let (state, _) = watch::channel(State {
+            valid_until: sent_at + ttl.saturating_sub(drift_margin),
+            ttl,
+            ended: None,
+        });
+        let shared = Arc::new(Shared {
+            lease_id,
+            drift_margin,
+            state,
+            paused: AtomicBool::new(false),
+            revoke_on_drop: false,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(keep_alive_task(
+            client.clone(),
+            Arc::clone(&shared),
+            stop_rx,
+        ));
+        tracing::debug!(lease_id, ttl_ms = answer.ttl_ms, "session attached");
         Ok(Session {
             inner: Arc::new(SessionInner {
                 client,
@@ -284,6 +355,63 @@ impl Session {
     /// Start building an acquire of `name` for this session.
     pub fn lock(&self, name: impl Into<String>) -> LockBuilder<'_> {
         LockBuilder::new(self, name.into())
+    }
+
+    /// Start building an all-or-none acquire of several locks (one request,
+    /// one fencing token): `session.lock_many(["a", "b"]).acquire()`.
+    ///
+    /// ```
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/doc_node.rs"));
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (node, addr, _dir) = doc_node().await?;
+    /// use std::time::Duration;
+    /// use raftlock_client::{Client, ClientOptions, Error, Mode, SessionOptions};
+    ///
+    /// let client = Client::connect([addr], ClientOptions::default()).await?;
+    /// let me = client.session(SessionOptions::new(Duration::from_secs(10))).await?;
+    /// let other = client.session(SessionOptions::new(Duration::from_secs(10))).await?;
+    /// let busy = other.lock("accounts/b").try_acquire().await?;
+    ///
+    /// // One of the names is busy: nothing is held.
+    /// let r = me.lock_many(["accounts/a", "accounts/b"]).try_acquire().await;
+    /// assert!(matches!(r, Err(Error::Busy { .. })));
+    /// assert!(client.inspect("accounts/a").await?.is_none());
+    ///
+    /// busy.release().await?;
+    /// let both = me
+    ///     .lock_many(["accounts/a", "accounts/b"])
+    ///     .with("accounts/config", Mode::Shared) // another mode for one name
+    ///     .wait(Duration::from_secs(5))
+    ///     .acquire()
+    ///     .await?;
+    /// assert_eq!(both.names().collect::<Vec<_>>(), ["accounts/a", "accounts/b", "accounts/config"]);
+    /// let token = both.token(); // one token for the whole grant
+    /// assert_eq!(client.inspect("accounts/b").await?.expect("held").holders[0].token, token);
+    /// both.release().await?; // all together
+    /// # node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lock_many<I, S>(&self, names: I) -> MultiLockBuilder<'_>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        MultiLockBuilder::new(self, names.into_iter().map(Into::into).collect())
+    }
+
+    /// The owner text and the other details the cluster keeps about this
+    /// session's lease (holds, waits, remaining time on the leader); `None`
+    /// when the cluster no longer knows it.
+    pub async fn info(&self) -> Result<Option<pb::LeaseInfo>, Error> {
+        let id = self.lease_id();
+        Ok(self
+            .client()
+            .leases()
+            .await?
+            .into_iter()
+            .find(|l| l.lease_id == id))
     }
 
     /// End the lease now: its holds are released and its waits dropped.
@@ -429,6 +557,9 @@ async fn keep_alive_task(client: Client, shared: Arc<Shared>, mut stop: watch::R
     let state = shared.state();
     if state.ended != Some(SessionEnd::Revoked) && !shared.paused.load(Ordering::SeqCst) {
         shared.end(SessionEnd::Revoked);
+        if !shared.revoke_on_drop {
+            return;
+        }
         if let Err(e) = revoke_lease(&client, lease_id).await {
             tracing::debug!(lease_id, error = %e, "background revoke failed; the lease will expire");
         }

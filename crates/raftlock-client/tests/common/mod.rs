@@ -14,8 +14,15 @@ use tokio::net::TcpListener;
 
 pub struct Cluster {
     pub nodes: BTreeMap<u64, Option<NodeHandle>>,
+    /// Where clients and peers reach each node (its proxy, if proxied).
     pub addrs: BTreeMap<u64, String>,
+    /// Where each node listens.
+    pub listen: BTreeMap<u64, String>,
+    /// In a proxied cluster: every byte to a node, from clients and
+    /// peers alike, goes through its proxy.
+    pub proxies: BTreeMap<u64, Proxy>,
     pub dirs: BTreeMap<u64, TempDir>,
+    pub configure: fn(&mut NodeConfig),
 }
 
 pub fn fast_timing() -> RaftTiming {
@@ -38,6 +45,22 @@ pub fn init_tracing() {
 
 impl Cluster {
     pub async fn start(n: u64) -> Cluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// A cluster whose node configurations `configure` adjusts.
+    pub async fn start_with(n: u64, configure: fn(&mut NodeConfig)) -> Cluster {
+        Self::start_inner(n, configure, false).await
+    }
+
+    /// A cluster whose members are known by their proxies' addresses, so
+    /// cutting a node's proxy cuts it off from clients and peers (what it
+    /// sends on its own connections to others still arrives).
+    pub async fn start_proxied(n: u64) -> Cluster {
+        Self::start_inner(n, |_| {}, true).await
+    }
+
+    async fn start_inner(n: u64, configure: fn(&mut NodeConfig), proxied: bool) -> Cluster {
         init_tracing();
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
@@ -46,23 +69,61 @@ impl Cluster {
             addrs.insert(id, l.local_addr().expect("addr").to_string());
             listeners.insert(id, l);
         }
+        let mut proxies = BTreeMap::new();
+        let listen = addrs.clone();
+        if proxied {
+            for (id, a) in &listen {
+                proxies.insert(*id, Proxy::start(a.clone()).await);
+            }
+            for (id, p) in &proxies {
+                addrs.insert(*id, p.addr.clone());
+            }
+        }
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),
             addrs,
+            listen,
+            proxies,
             dirs: BTreeMap::new(),
+            configure,
         };
         for (id, listener) in listeners {
             let dir = TempDir::new().expect("tempdir");
-            let mut c = NodeConfig::new(id, dir.path(), cluster.addrs[&id].clone());
-            c.initial_members = cluster.addrs.clone();
-            c.raft = fast_timing();
-            c.write_timeout = Duration::from_secs(5);
+            let c = cluster.config(id, dir.path());
             let handle = Node::start_on(c, listener).await.expect("node starts");
             cluster.dirs.insert(id, dir);
             cluster.nodes.insert(id, Some(handle));
         }
         cluster.wait_leader(Duration::from_secs(10)).await;
         cluster
+    }
+
+    fn config(&self, id: u64, dir: &std::path::Path) -> NodeConfig {
+        let mut c = NodeConfig::new(id, dir, self.listen[&id].clone());
+        c.initial_members = self.addrs.clone();
+        c.advertise = Some(self.addrs[&id].clone());
+        c.raft = fast_timing();
+        c.write_timeout = Duration::from_secs(5);
+        (self.configure)(&mut c);
+        c
+    }
+
+    /// Start a stopped node again on its address and data dir.
+    pub async fn restart(&mut self, id: u64) {
+        let addr = self.listen[&id].clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "rebind {addr}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let config = self.config(id, self.dirs[&id].path());
+        let handle = Node::start_on(config, listener).await.expect("restart");
+        self.nodes.insert(id, Some(handle));
     }
 
     /// The leader's id, once every live node agrees on it.
@@ -130,4 +191,77 @@ pub async fn bounded<T>(f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), f)
         .await
         .expect("bounded wait")
+}
+
+/// A client of the given endpoints only.
+pub async fn client_of(endpoints: &[String], retry: RetryPolicy) -> Client {
+    let options = ClientOptions {
+        retry,
+        ..ClientOptions::default()
+    };
+    Client::connect(endpoints.iter().cloned(), options)
+        .await
+        .expect("connect")
+}
+
+/// A TCP proxy in front of one node, to cut a client off the cluster.
+/// While cut it is a black hole, like a network partition: open
+/// connections stop carrying bytes (without closing) and new ones are
+/// accepted but never forwarded.
+pub struct Proxy {
+    pub addr: String,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let target = target.clone();
+                let mut cut_rx = cut_rx.clone();
+                conns.spawn(async move {
+                    if *cut_rx.borrow() {
+                        // Hold the socket open, forward nothing.
+                        std::future::pending::<()>().await;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = async { drop(cut_rx.wait_for(|c| *c).await) } => {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut, task }
+    }
+
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Forward new connections again (the cut ones stay dead, as TCP
+    /// connections through a long partition would).
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops the JoinSet, which aborts every
+        // connection task and closes its sockets.
+        self.task.abort();
+    }
 }

@@ -1,0 +1,224 @@
+//! Several locks in one acquire: all or none, one fencing token.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::lock::{DEFAULT_WAIT, Mode, acquire_specs, release_names};
+use crate::session::{Session, SessionEnd};
+
+/// An acquire of several locks being built:
+/// `session.lock_many(["a", "b"]).wait(..).acquire()`.
+///
+/// The server grants all the locks in one log entry or none of them: a
+/// request that waits is queued on every named lock and granted when it is
+/// first in line on all of them, so two clients locking overlapping sets in
+/// different orders cannot deadlock.
+#[must_use = "a lock builder does nothing until acquire() or try_acquire()"]
+pub struct MultiLockBuilder<'a> {
+    session: &'a Session,
+    locks: Vec<(String, Option<Mode>)>,
+    mode: Mode,
+    wait: Duration,
+    reason: String,
+    metadata: HashMap<String, String>,
+    lock_delay: Duration,
+}
+
+impl<'a> MultiLockBuilder<'a> {
+    pub(crate) fn new(session: &'a Session, names: Vec<String>) -> Self {
+        MultiLockBuilder {
+            session,
+            locks: names.into_iter().map(|n| (n, None)).collect(),
+            mode: Mode::Exclusive,
+            wait: DEFAULT_WAIT,
+            reason: String::new(),
+            metadata: HashMap::new(),
+            lock_delay: Duration::ZERO,
+        }
+    }
+
+    /// The mode of every lock not added with its own mode (exclusive unless set).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// One more lock, in its own mode (for example a shared lock on a
+    /// configuration beside exclusive locks on the rows being written).
+    pub fn with(mut self, name: impl Into<String>, mode: Mode) -> Self {
+        self.locks.push((name.into(), Some(mode)));
+        self
+    }
+
+    /// How long [`MultiLockBuilder::acquire`] waits (default 30 s).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Why the locks are taken, shown to people inspecting them.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// One key/value pair kept with every hold.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// If the lease expires while holding, keep the locks ungrantable this long.
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
+    /// Acquire all the locks, waiting up to the wait; `Error::WaitTimeout`
+    /// (nothing held) when the wait ends first.
+    pub async fn acquire(self) -> Result<MultiLockGuard, Error> {
+        let wait = self.wait;
+        self.run(wait).await
+    }
+
+    /// Acquire all the locks only if every one can be granted now;
+    /// `Error::Busy` (nothing held) otherwise.
+    pub async fn try_acquire(self) -> Result<MultiLockGuard, Error> {
+        self.run(Duration::ZERO).await
+    }
+
+    async fn run(self, wait: Duration) -> Result<MultiLockGuard, Error> {
+        let specs = self
+            .locks
+            .iter()
+            .map(|(name, mode)| mode.unwrap_or(self.mode).spec(name))
+            .collect();
+        let acquired = acquire_specs(
+            self.session,
+            specs,
+            wait,
+            &self.reason,
+            &self.metadata,
+            self.lock_delay,
+        )
+        .await?;
+        // The server answers in name order; keep its view of the modes.
+        let mut holds: Vec<(String, Mode)> = Vec::with_capacity(acquired.holds.len());
+        for grant in &acquired.holds {
+            let mode = self
+                .locks
+                .iter()
+                .find(|(n, _)| *n == grant.name)
+                .map_or(self.mode, |(_, m)| m.unwrap_or(self.mode));
+            holds.push((grant.name.clone(), mode));
+        }
+        Ok(MultiLockGuard {
+            session: self.session.clone(),
+            holds,
+            token: acquired.token,
+            revision: acquired.revision,
+            released: false,
+        })
+    }
+}
+
+/// Several locks held together under one fencing token. Dropping it
+/// releases all of them in the background; [`MultiLockGuard::release`]
+/// releases them now, all or none.
+#[must_use = "dropping a MultiLockGuard releases the locks at once"]
+pub struct MultiLockGuard {
+    session: Session,
+    holds: Vec<(String, Mode)>,
+    token: u64,
+    revision: u64,
+    released: bool,
+}
+
+impl std::fmt::Debug for MultiLockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiLockGuard")
+            .field("holds", &self.holds)
+            .field("token", &self.token)
+            .field("lease_id", &self.session.lease_id())
+            .finish()
+    }
+}
+
+impl MultiLockGuard {
+    /// The fencing token shared by every hold of the grant.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The held names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.holds.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The holds with their modes, sorted by name.
+    pub fn holds(&self) -> &[(String, Mode)] {
+        &self.holds
+    }
+
+    /// Log index at which the grant was applied.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// True while the session is certainly valid and the guard not released.
+    pub fn is_valid(&self) -> bool {
+        !self.released && self.session.is_valid()
+    }
+
+    /// How long the holds are certainly valid from now (zero once not).
+    pub fn remaining(&self) -> Duration {
+        if self.released {
+            return Duration::ZERO;
+        }
+        self.session.valid_until().map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// Resolves when the session is lost or revoked (see [`Session::lost`]).
+    pub async fn lost(&self) -> SessionEnd {
+        self.session.lost().await
+    }
+
+    /// Release every lock now, in one request.
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        let names = self.holds.iter().map(|(n, _)| n.clone()).collect();
+        release_names(&self.session, names, self.token).await
+    }
+}
+
+impl Drop for MultiLockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        // As LockGuard: never block; the lease's end frees the locks when
+        // there is no runtime to release them on.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let session = self.session.clone();
+        let names: Vec<String> = self.holds.iter().map(|(n, _)| n.clone()).collect();
+        let token = self.token;
+        handle.spawn(async move {
+            if session.valid_until().is_none() {
+                return;
+            }
+            if let Err(e) = release_names(&session, names, token).await {
+                tracing::debug!(token, error = %e, "background release failed");
+            }
+        });
+    }
+}
