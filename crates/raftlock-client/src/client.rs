@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use raftlock_proto::v1 as pb;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::transport::Endpoint;
+use tower::util::BoxCloneSyncService;
 use tonic::{Response, Status};
 
 use crate::error::{Error, ServerError};
@@ -56,9 +59,75 @@ struct Inner {
     nodes: Mutex<Nodes>,
 }
 
+/// How calls reach a node: a network channel, or a node's services in this
+/// process ([`Client::in_process`]). The generated gRPC clients run over it.
+#[derive(Clone)]
+pub(crate) struct Channel(
+    BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>,
+);
+
+/// A failure below gRPC (connecting, HTTP/2). A concrete type rather than a
+/// boxed trait object, which keeps the futures of calls `Send` for every
+/// lifetime; tonic still finds the cause through `source()`.
+#[derive(Debug)]
+pub(crate) struct TransportError(tonic::codegen::StdError);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Channel {
+    type Response = http::Response<Body>;
+    type Error = TransportError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        self.0.call(request)
+    }
+}
+
+impl Channel {
+    fn new<S, E>(service: S) -> Channel
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = E>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        E: Into<tonic::codegen::StdError> + 'static,
+    {
+        Channel(BoxCloneSyncService::new(tower::ServiceExt::map_err(
+            service,
+            |e: E| TransportError(e.into()),
+        )))
+    }
+}
+
+/// The address shown for an in-process client's only "node".
+const IN_PROCESS: &str = "in-process";
+
 struct Nodes {
     /// (address without scheme, channel), the given endpoints first.
     channels: Vec<(String, Channel)>,
+    /// An in-process client stays on its node: the node forwards what its
+    /// leader must answer, so leader hints are not followed.
+    local: bool,
     /// The index of the node the next call goes to: the leader when known.
     current: usize,
 }
@@ -77,7 +146,7 @@ fn channel_for(addr: &str, options: &ClientOptions) -> Result<Channel, Error> {
             endpoint: addr.to_string(),
             message: e.to_string(),
         })?;
-    Ok(endpoint
+    let channel = endpoint
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
         // A connection whose peer vanished without closing it (a partition,
@@ -88,7 +157,8 @@ fn channel_for(addr: &str, options: &ClientOptions) -> Result<Channel, Error> {
         .http2_keep_alive_interval(HTTP2_PING_INTERVAL)
         .keep_alive_timeout(options.connect_timeout.max(Duration::from_secs(1)))
         .keep_alive_while_idle(true)
-        .connect_lazy())
+        .connect_lazy();
+    Ok(Channel::new(channel))
 }
 
 /// What one failed attempt means for the next one.
@@ -146,10 +216,58 @@ impl Client {
                 options,
                 nodes: Mutex::new(Nodes {
                     channels,
+                    local: false,
                     current: 0,
                 }),
             }),
         })
+    }
+
+    /// A client that calls a node in this same process, with no socket and
+    /// no network hop: give it an embedded node's
+    /// `NodeHandle::local_service()` (raftlock-node). Calls, replies and
+    /// errors are exactly those of [`Client::connect`]; writes the node
+    /// cannot answer itself it forwards to its leader.
+    ///
+    /// ```
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/doc_node.rs"));
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (node, _addr, _dir) = doc_node().await?;
+    /// use std::time::Duration;
+    /// use raftlock_client::{Client, ClientOptions, SessionOptions};
+    ///
+    /// // `node` is a raftlock_node::NodeHandle started in this program.
+    /// let client = Client::in_process(node.local_service(), ClientOptions::default());
+    /// let session = client.session(SessionOptions::new(Duration::from_secs(10))).await?;
+    /// let guard = session.lock("jobs/nightly").try_acquire().await?;
+    /// assert!(guard.token() > 0);
+    /// guard.release().await?;
+    /// # node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn in_process<S, E>(service: S, options: ClientOptions) -> Client
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = E>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        E: Into<tonic::codegen::StdError> + 'static,
+    {
+        let channel = Channel::new(service);
+        Client {
+            inner: Arc::new(Inner {
+                options,
+                nodes: Mutex::new(Nodes {
+                    channels: vec![(IN_PROCESS.to_string(), channel)],
+                    local: true,
+                    current: 0,
+                }),
+            }),
+        }
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -195,6 +313,9 @@ impl Client {
             return;
         }
         let mut nodes = self.nodes();
+        if nodes.local {
+            return;
+        }
         if let Some(i) = nodes.channels.iter().position(|(a, _)| *a == addr) {
             nodes.current = i;
         } else if nodes.channels.len() < MAX_CHANNELS {
