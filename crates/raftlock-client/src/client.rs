@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use raftlock_proto::v1 as pb;
-use tonic::metadata::MetadataMap;
 use tonic::body::Body;
 use tonic::codegen::http;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Endpoint;
-use tower::util::BoxCloneSyncService;
 use tonic::{Response, Status};
+use tower::util::BoxCloneSyncService;
 
 use crate::error::{Error, ServerError};
 use crate::retry::RetryPolicy;

@@ -2,16 +2,20 @@
 //!
 //! cargo run -p raftlock-node --example embedded
 //!
-//! It starts a one-node cluster in a temporary directory, takes a lease and a
-//! lock through the in-process API (no network hop), prints the fencing token,
-//! releases, and shuts the node down. A real service would list its peers in
-//! `initial_members` (the same map on every node) and keep the lease alive.
+//! It starts a one-node cluster in a temporary directory and locks through
+//! raftlock-client's in-process transport (`Client::in_process` over the
+//! node's `local_service()`): the same client API and errors as over the
+//! network, with no socket between this code and the node. The session keeps
+//! its lease alive in the background; the guard carries the fencing token.
+//! A real service would list its peers in `initial_members` (the same map on
+//! every node); its clients elsewhere connect to the addresses with
+//! `Client::connect`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use raftlock_core::{LockSpec, Mode};
-use raftlock_node::{AcquireArgs, Node, NodeConfig};
+use raftlock_client::{Client, ClientOptions, SessionOptions};
+use raftlock_node::{Node, NodeConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,27 +33,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("node 1 serving gRPC on {addr}");
 
-    let api = node.api();
-    let (lease, ttl_ms) = api.grant_lease(30_000, "embedded-example".into()).await?;
-    let acquired = api
-        .acquire(AcquireArgs {
-            lease,
-            locks: vec![LockSpec {
-                name: "jobs/nightly".into(),
-                mode: Mode::Exclusive,
-            }],
-            wait: Duration::from_secs(5),
-            reason: "demonstration".into(),
-            ..AcquireArgs::default()
-        })
+    let client = Client::in_process(node.local_service(), ClientOptions::default());
+    let session = client
+        .session(SessionOptions::new(Duration::from_secs(30)).owner("embedded-example"))
+        .await?;
+    let guard = session
+        .lock("jobs/nightly")
+        .reason("demonstration")
+        .wait(Duration::from_secs(5))
+        .acquire()
         .await?;
     println!(
-        "lease {lease} (ttl {ttl_ms} ms) holds jobs/nightly with fencing token {}",
-        acquired.token
+        "lease {} holds jobs/nightly with fencing token {} (certainly valid for {:?})",
+        session.lease_id(),
+        guard.token(),
+        guard.remaining()
     );
-    api.release(lease, acquired.token, vec!["jobs/nightly".into()])
-        .await?;
-    api.revoke_lease(lease).await?;
+    guard.release().await?;
+    session.revoke().await?;
     node.shutdown().await;
     println!("released and shut down");
     Ok(())
