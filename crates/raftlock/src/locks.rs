@@ -37,6 +37,9 @@ pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 error (no node answered, stale
 /// How long one call may take, on top of an acquire's wait.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a call keeps retrying while a cluster that answered elects a
+/// leader (a few election timeouts, with room for a loaded machine).
+const ELECTION_RIDE_OUT: Duration = Duration::from_secs(10);
 
 /// Where the cluster is and how to print: shared by every command here.
 #[derive(Debug, Clone, Args)]
@@ -348,57 +351,82 @@ impl Rpc {
     /// Runs `attempt` against the endpoints in order until one answers;
     /// NOT_LEADER / NO_LEADER / transport failures move on (to the named
     /// leader first). Other errors are returned as they are.
+    ///
+    /// Rounds over the endpoints repeat with a growing pause (100 ms to
+    /// 1 s) for as long as a leader election may take: until
+    /// [`ELECTION_RIDE_OUT`] has passed, once any node has answered (a
+    /// cluster is there, its leader is changing). When no node has answered
+    /// at all after two rounds, nothing is listening: give up at once.
     pub(crate) async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, CallError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let mut queue: Vec<String> = self.endpoints.clone();
-        // Two rounds over the endpoints, for an election in progress.
-        queue.extend(self.endpoints.clone());
-        let mut errors = Vec::new();
-        let mut i = 0;
-        while i < queue.len() && i < 16 {
-            let endpoint = queue[i].clone();
-            i += 1;
-            if i > self.endpoints.len() {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = std::time::Instant::now() + ELECTION_RIDE_OUT;
+        let mut errors: Vec<String> = Vec::new();
+        let mut answered = false;
+        let mut leader_hint: Option<String> = None;
+        for round in 1u32.. {
+            let mut queue: std::collections::VecDeque<String> =
+                self.endpoints.iter().cloned().collect();
+            if let Some(hint) = leader_hint.take() {
+                queue.push_front(hint);
             }
-            let channel = match Rpc::channel(&endpoint).await {
-                Ok(c) => c,
-                Err(e) => {
-                    errors.push(format!("{endpoint}: {e}"));
+            let mut tried: Vec<String> = Vec::new();
+            while let Some(endpoint) = queue.pop_front() {
+                if tried.contains(&endpoint) {
                     continue;
                 }
-            };
-            match attempt(channel).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) => {
-                    let reason = raftlock_node::status_reason(&s);
-                    match reason.as_deref() {
-                        Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN") => {
-                            if let Some(addr) = s
-                                .get_details_error_info()
-                                .and_then(|info| info.metadata.get("leader_addr").cloned())
-                                .filter(|a| !a.is_empty())
-                            {
-                                queue.insert(i, addr);
+                tried.push(endpoint.clone());
+                let channel = match Rpc::channel(&endpoint).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        errors.push(format!("{endpoint}: {e}"));
+                        continue;
+                    }
+                };
+                match attempt(channel).await {
+                    Ok(r) => return Ok(r.into_inner()),
+                    Err(s) => {
+                        let reason = raftlock_node::status_reason(&s);
+                        match reason.as_deref() {
+                            Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN") => {
+                                answered = true;
+                                if let Some(addr) = s
+                                    .get_details_error_info()
+                                    .and_then(|info| info.metadata.get("leader_addr").cloned())
+                                    .filter(|a| !a.is_empty())
+                                {
+                                    if !tried.contains(&addr) {
+                                        queue.push_front(addr.clone());
+                                    }
+                                    leader_hint = Some(addr);
+                                }
+                                errors.push(format!("{endpoint}: {}", s.message()));
                             }
-                            errors.push(format!("{endpoint}: {}", s.message()));
+                            None if matches!(
+                                s.code(),
+                                tonic::Code::Unavailable | tonic::Code::Unknown
+                            ) =>
+                            {
+                                errors.push(format!("{endpoint}: {}", s.message()));
+                            }
+                            _ => return Err(CallError::Server(s)),
                         }
-                        None if matches!(
-                            s.code(),
-                            tonic::Code::Unavailable | tonic::Code::Unknown
-                        ) =>
-                        {
-                            errors.push(format!("{endpoint}: {}", s.message()));
-                        }
-                        _ => return Err(CallError::Server(s)),
                     }
                 }
             }
+            let now = std::time::Instant::now();
+            if (!answered && round >= 2) || now >= deadline {
+                break;
+            }
+            let pause =
+                Duration::from_millis(100u64 << (round - 1).min(4)).min(Duration::from_secs(1));
+            tokio::time::sleep(pause.min(deadline - now)).await;
         }
-        Err(CallError::Unreachable(errors.join("; ")))
+        // The last round's failures say most; earlier ones repeat them.
+        let keep = errors.len().saturating_sub(2 * self.endpoints.len().max(1));
+        Err(CallError::Unreachable(errors.split_off(keep).join("; ")))
     }
 }
 

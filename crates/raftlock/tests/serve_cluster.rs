@@ -170,6 +170,22 @@ async fn three_serve_processes_survive_sigkill_of_the_leader_and_it_rejoins() {
         .expect("leader process")
         .kill();
     let killed_at = Instant::now();
+    // A script's `raftlock acquire`, started at once against all three
+    // addresses, rides out the election by itself.
+    let endpoints: Vec<String> = cluster
+        .ports
+        .values()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let mut cli = raftlock();
+    cli.args(["acquire", "jobs/during-election", "--ttl", "30s", "--json"])
+        .args(["--endpoints", &endpoints.join(",")]);
+    let cli_dir = cluster.dir.path().to_path_buf();
+    let cli_run = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let (status, out, err) = run_bounded(cli, &cli_dir, Duration::from_secs(30));
+        (status, out, err, started.elapsed())
+    });
     let survivors: Vec<u64> = cluster
         .ports
         .keys()
@@ -188,6 +204,19 @@ async fn three_serve_processes_survive_sigkill_of_the_leader_and_it_rejoins() {
         "new leader {new_leader} elected {:?} after SIGKILL of {leader}",
         killed_at.elapsed()
     );
+
+    let (cli_status, cli_out, cli_err, cli_took) = cli_run.await.expect("cli task");
+    assert!(
+        cli_status.success(),
+        "`raftlock acquire` during the election failed ({cli_status}): {cli_err}"
+    );
+    let cli_json: serde_json::Value = serde_json::from_str(&cli_out).expect("acquire --json");
+    assert!(
+        cli_json["token"]
+            .as_u64()
+            .is_some_and(|t| t > acquired.token)
+    );
+    eprintln!("`raftlock acquire` through the election took {cli_took:?}");
 
     // The lock is still held, with the same token, by the same lease.
     let new_leader_port = cluster.ports[&new_leader];
