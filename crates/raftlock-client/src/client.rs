@@ -57,7 +57,15 @@ pub struct Client {
 struct Inner {
     options: ClientOptions,
     nodes: Mutex<Nodes>,
+    /// The sessions of [`Client::lock`], by (ttl, owner), held weakly: the
+    /// guards keep them alive, and the client never keeps a lease alive by
+    /// itself (a session holds its client, so a strong reference here would
+    /// never be dropped).
+    lock_sessions: tokio::sync::Mutex<Vec<((Duration, String), crate::session::WeakSession)>>,
 }
+
+/// Most distinct (ttl, owner) sessions [`Client::lock`] remembers.
+const MAX_LOCK_SESSIONS: usize = 16;
 
 /// How calls reach a node: a network channel, or a node's services in this
 /// process ([`Client::in_process`]). The generated gRPC clients run over it.
@@ -219,6 +227,7 @@ impl Client {
                     local: false,
                     current: 0,
                 }),
+                lock_sessions: tokio::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -266,6 +275,7 @@ impl Client {
                     local: true,
                     current: 0,
                 }),
+                lock_sessions: tokio::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -414,6 +424,70 @@ impl Client {
     /// Start a session: grant a lease and keep it alive in the background.
     pub async fn session(&self, options: SessionOptions) -> Result<Session, Error> {
         Session::start(self.clone(), options).await
+    }
+
+    /// Start building an acquire of `name` on the client's own session: one
+    /// lease per (ttl, owner), kept alive by one heartbeat stream however
+    /// many locks it holds, granted on the first lock and revoked when the
+    /// last of its guards is gone (or replaced once lost). For a loop that
+    /// takes and releases locks, a [`Session`] of your own saves the lease
+    /// grant each time nothing is held.
+    ///
+    /// ```
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/doc_node.rs"));
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (node, addr, _dir) = doc_node().await?;
+    /// use std::time::Duration;
+    /// use raftlock_client::{Client, ClientOptions, Mode};
+    ///
+    /// let client = Client::connect([addr], ClientOptions::default()).await?;
+    /// let a = client
+    ///     .lock("reports/daily")
+    ///     .ttl(Duration::from_secs(15))
+    ///     .owner("report-runner")
+    ///     .reason("nightly build")
+    ///     .metadata("host", "worker-7")
+    ///     .wait(Duration::from_secs(5))
+    ///     .acquire()
+    ///     .await?;
+    /// let b = client
+    ///     .lock("reports/weekly")
+    ///     .ttl(Duration::from_secs(15))
+    ///     .owner("report-runner")
+    ///     .mode(Mode::Shared)
+    ///     .try_acquire()
+    ///     .await?;
+    /// // Same ttl and owner: one lease (one keep-alive stream) for both.
+    /// assert_eq!(a.session().lease_id(), b.session().lease_id());
+    /// a.release().await?;
+    /// b.release().await?;
+    /// # node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lock(&self, name: impl Into<String>) -> crate::lock::ClientLockBuilder {
+        crate::lock::ClientLockBuilder::new(self.clone(), name.into())
+    }
+
+    /// The live session of [`Client::lock`] for (ttl, owner), or a new one.
+    pub(crate) async fn lock_session(&self, ttl: Duration, owner: &str) -> Result<Session, Error> {
+        let key = (ttl, owner.to_string());
+        let mut sessions = self.inner.lock_sessions.lock().await;
+        sessions.retain(|(_, weak)| weak.upgrade().is_some_and(|s| s.is_valid()));
+        if let Some(session) = sessions
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Ok(session);
+        }
+        let session = self.session(SessionOptions::new(ttl).owner(owner)).await?;
+        if sessions.len() >= MAX_LOCK_SESSIONS {
+            sessions.remove(0);
+        }
+        sessions.push((key, session.downgrade()));
+        Ok(session)
     }
 
     /// One lock's holders and queue (linearizable); `None` when it is free

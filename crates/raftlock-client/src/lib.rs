@@ -86,7 +86,7 @@ mod session;
 
 pub use client::{Client, ClientOptions};
 pub use error::Error;
-pub use lock::{DEFAULT_WAIT, LockBuilder, LockGuard, Mode};
+pub use lock::{ClientLockBuilder, DEFAULT_TTL, DEFAULT_WAIT, LockBuilder, LockGuard, Mode};
 pub use multi::{MultiLockBuilder, MultiLockGuard};
 pub use retry::RetryPolicy;
 pub use session::{Session, SessionEnd, SessionOptions};

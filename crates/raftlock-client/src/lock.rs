@@ -36,6 +36,105 @@ impl Mode {
     }
 }
 
+/// The ttl of [`crate::Client::lock`]'s session unless
+/// [`ClientLockBuilder::ttl`] says otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// An acquire on the client's own session: `client.lock("jobs/nightly")`
+/// with the session's `ttl` and `owner` on top of [`LockBuilder`]'s options.
+#[must_use = "a lock builder does nothing until acquire() or try_acquire()"]
+pub struct ClientLockBuilder {
+    client: crate::Client,
+    name: String,
+    ttl: Duration,
+    owner: String,
+    mode: Mode,
+    wait: Duration,
+    reason: String,
+    metadata: HashMap<String, String>,
+    lock_delay: Duration,
+}
+
+impl ClientLockBuilder {
+    pub(crate) fn new(client: crate::Client, name: String) -> Self {
+        ClientLockBuilder {
+            client,
+            name,
+            ttl: DEFAULT_TTL,
+            owner: String::new(),
+            mode: Mode::Exclusive,
+            wait: DEFAULT_WAIT,
+            reason: String::new(),
+            metadata: HashMap::new(),
+            lock_delay: Duration::ZERO,
+        }
+    }
+
+    /// The lease's ttl (default 30 s): how long the lock outlives this
+    /// process if it stops keeping the lease alive.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Who holds it (the lease's owner, shown by inspect).
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Exclusive unless set.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long [`ClientLockBuilder::acquire`] waits in the queue (default 30 s).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Why the lock is taken, shown to people inspecting it.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// One key/value pair kept with the hold.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// If the lease expires while holding, keep the lock ungrantable this long.
+    pub fn lock_delay(mut self, delay: Duration) -> Self {
+        self.lock_delay = delay;
+        self
+    }
+
+    /// Acquire, waiting in the lock's FIFO queue up to the wait.
+    pub async fn acquire(self) -> Result<LockGuard, Error> {
+        let wait = self.wait;
+        self.run(wait).await
+    }
+
+    /// Acquire only if it can be granted now: `Error::Busy` otherwise.
+    pub async fn try_acquire(self) -> Result<LockGuard, Error> {
+        self.run(Duration::ZERO).await
+    }
+
+    async fn run(self, wait: Duration) -> Result<LockGuard, Error> {
+        let session = self.client.lock_session(self.ttl, &self.owner).await?;
+        let mut builder = LockBuilder::new(&session, self.name)
+            .mode(self.mode)
+            .reason(self.reason)
+            .lock_delay(self.lock_delay);
+        builder.metadata = self.metadata;
+        builder.run(wait).await
+    }
+}
+
 /// The wait of [`LockBuilder::acquire`] unless [`LockBuilder::wait`] says otherwise.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 

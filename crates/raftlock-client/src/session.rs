@@ -190,7 +190,22 @@ impl Drop for SessionInner {
     }
 }
 
+/// A session that does not keep itself alive: held by a [`Client`] for
+/// [`Client::lock`], so the session ends when its last guard is dropped.
+#[derive(Clone)]
+pub(crate) struct WeakSession(std::sync::Weak<SessionInner>);
+
+impl WeakSession {
+    pub(crate) fn upgrade(&self) -> Option<Session> {
+        self.0.upgrade().map(|inner| Session { inner })
+    }
+}
+
 impl Session {
+    pub(crate) fn downgrade(&self) -> WeakSession {
+        WeakSession(Arc::downgrade(&self.inner))
+    }
+
     pub(crate) async fn start(client: Client, options: SessionOptions) -> Result<Session, Error> {
         if options.drift_margin >= options.ttl {
             return Err(Error::InvalidArgument {

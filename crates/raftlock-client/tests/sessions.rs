@@ -307,3 +307,63 @@ async fn force_release_leases_attach_and_status() {
     assert!(e.is_lease_lost(), "{e:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_lock_shares_one_lease_per_ttl_and_owner_and_revokes_it_with_the_last_guard() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let ttl = Duration::from_secs(5);
+    let a = bounded(client.lock("cl/a").ttl(ttl).owner("svc").try_acquire())
+        .await
+        .expect("a");
+    let b = bounded(client.lock("cl/b").ttl(ttl).owner("svc").try_acquire())
+        .await
+        .expect("b");
+    let lease = a.session().lease_id();
+    assert_eq!(b.session().lease_id(), lease, "one lease for both locks");
+    let other = bounded(client.lock("cl/c").ttl(ttl).owner("batch").try_acquire())
+        .await
+        .expect("c");
+    assert_ne!(
+        other.session().lease_id(),
+        lease,
+        "another owner, another lease"
+    );
+    let info = bounded(client.inspect("cl/a"))
+        .await
+        .expect("inspect")
+        .expect("held");
+    assert_eq!(info.holders[0].owner, "svc");
+
+    // The client alone does not keep the lease alive: once the last guard
+    // is gone the session revokes it.
+    bounded(a.release()).await.expect("release a");
+    drop(b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let leases = bounded(client.leases()).await.expect("leases");
+        if !leases.iter().any(|l| l.lease_id == lease) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lease {lease} still there after its last guard was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        bounded(client.inspect("cl/b"))
+            .await
+            .expect("inspect")
+            .is_none()
+    );
+
+    // The next lock starts a new session.
+    let again = bounded(client.lock("cl/a").ttl(ttl).owner("svc").try_acquire())
+        .await
+        .expect("again");
+    assert_ne!(again.session().lease_id(), lease);
+    bounded(again.release()).await.expect("release");
+    bounded(other.release()).await.expect("release c");
+    cluster.shutdown().await;
+}
