@@ -183,7 +183,9 @@ fn classify(status: &Status) -> Failure {
         Some("NOT_LEADER") => Failure::Retry {
             leader_addr: info.metadata.get("leader_addr").cloned(),
         },
-        Some("NO_LEADER" | "SHUTTING_DOWN" | "TIMEOUT") => Failure::Retry { leader_addr: None },
+        Some("NO_LEADER" | "SHUTTING_DOWN" | "TIMEOUT" | "OUTCOME_UNKNOWN") => {
+            Failure::Retry { leader_addr: None }
+        }
         Some(_) => Failure::Fatal,
         // No reason: the status came from the transport (connection refused
         // or reset, h2 errors), not from a raftlock node.

@@ -133,7 +133,7 @@ impl Error {
                 reason: r.to_string(),
                 message,
             },
-            Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN") => {
+            Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN") => {
                 Error::Unavailable { attempts, message }
             }
             Some(r) => Error::Other {

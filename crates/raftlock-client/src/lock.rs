@@ -429,7 +429,7 @@ pub(crate) async fn release_names(
 /// have reached the leader. Every other reason is a definite refusal.
 fn outcome_unknown(status: &tonic::Status) -> bool {
     match ServerError::of(status).reason.as_deref() {
-        Some("TIMEOUT" | "SHUTTING_DOWN") => true,
+        Some("TIMEOUT" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN") => true,
         Some(_) => false,
         None => true,
     }
@@ -481,6 +481,10 @@ mod tests {
         // The write may have been applied without its answer arriving.
         assert!(outcome_unknown(&status(Code::DeadlineExceeded, "TIMEOUT")));
         assert!(outcome_unknown(&status(Code::Unavailable, "SHUTTING_DOWN")));
+        assert!(outcome_unknown(&status(
+            Code::Unavailable,
+            "OUTCOME_UNKNOWN"
+        )));
         assert!(outcome_unknown(&tonic::Status::unavailable(
             "connection reset"
         )));

@@ -149,8 +149,10 @@ impl Api {
     }
 
     /// Send an internal call to the leader (one hop) and decode its answer.
-    /// An unreachable leader is NOT_LEADER naming it: the client may retry
-    /// there or elsewhere.
+    /// A leader that could not even be connected to is NOT_LEADER naming it
+    /// (nothing was sent: the client may retry there or elsewhere); any
+    /// other failure is OUTCOME_UNKNOWN, since the leader may have applied
+    /// the call and only its answer was lost.
     async fn call_leader<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
@@ -166,9 +168,21 @@ impl Api {
             .await
             .map_err(|status| {
                 tracing::debug!(leader_id, ?method, %status, "call to the leader failed");
-                NodeError::NotLeader {
-                    leader_id,
-                    leader_addr: addr.clone(),
+                if never_sent(&status) {
+                    // Nothing reached the leader: not applied, safe to retry.
+                    NodeError::NotLeader {
+                        leader_id,
+                        leader_addr: addr.clone(),
+                    }
+                } else {
+                    // The request may have reached the leader and been
+                    // applied, with only the answer lost (a one-way
+                    // partition, a reset connection, a timeout).
+                    NodeError::OutcomeUnknown {
+                        leader_id,
+                        leader_addr: addr.clone(),
+                        detail: status.message().to_string(),
+                    }
                 }
             })?;
         unpack::<T>(method.name(), &reply).map_err(|e| NodeError::Internal(e.to_string()))
@@ -643,5 +657,72 @@ impl Drop for CancelOnDrop<'_> {
                 tracing::debug!(lease, waiter, error = %e, "cancel of an abandoned wait failed");
             }
         });
+    }
+}
+
+/// Whether a failed internal call certainly never reached its peer: the
+/// connection itself could not be made (refused, unreachable, connect
+/// timeout), so no byte of the request was sent.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut texts = vec![status.message().to_string()];
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        texts.push(e.to_string());
+        source = e.source();
+    }
+    status.code() == tonic::Code::Unavailable && texts.iter().any(|t| t.contains("connect error"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::never_sent;
+    use crate::network::{Method, Network, NetworkOptions};
+    use crate::wire::pack;
+
+    /// A refused connection means nothing reached the leader (NOT_LEADER is
+    /// true); a peer that took the request and never answered may have
+    /// applied it (OUTCOME_UNKNOWN).
+    #[tokio::test]
+    async fn only_a_failed_connect_counts_as_never_sent() {
+        let network = Network::new(1, NetworkOptions::default());
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed_addr = closed.local_addr().expect("addr").to_string();
+        drop(closed);
+        let refused = network
+            .call(
+                &closed_addr,
+                Method::Forward,
+                pack(&()),
+                Duration::from_secs(2),
+            )
+            .await
+            .expect_err("nobody listens");
+        assert!(never_sent(&refused), "{refused:?}");
+
+        // Accepts the connection, reads, never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let silent_addr = silent.local_addr().expect("addr").to_string();
+        let holder = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                kept.push(stream);
+            }
+        });
+        let lost = network
+            .call(
+                &silent_addr,
+                Method::Forward,
+                pack(&()),
+                Duration::from_millis(300),
+            )
+            .await
+            .expect_err("no answer");
+        assert!(!never_sent(&lost), "{lost:?}");
+        holder.abort();
     }
 }

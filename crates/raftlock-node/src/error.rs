@@ -27,6 +27,15 @@ pub enum NodeError {
     #[error("no leader is known right now (election in progress or no quorum); retry shortly")]
     NoLeader,
 
+    #[error(
+        "the call was forwarded to the leader, node {leader_id} at {leader_addr}, but its answer was lost ({detail}); it may or may not have been applied"
+    )]
+    OutcomeUnknown {
+        leader_id: u64,
+        leader_addr: String,
+        detail: String,
+    },
+
     #[error("waited {waited_ms} ms without a grant; the queued request was withdrawn{}",
         if *released_after_grant { " (it had just been granted; that grant was released)" } else { "" })]
     WaitTimeout {
@@ -81,6 +90,7 @@ impl NodeError {
             NodeError::Lock(e) => e.reason(),
             NodeError::NotLeader { .. } => "NOT_LEADER",
             NodeError::NoLeader => "NO_LEADER",
+            NodeError::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
             NodeError::WaitTimeout { .. } => "WAIT_TIMEOUT",
             NodeError::WaitDropped { .. } => "WAIT_DROPPED",
             NodeError::LeaseExpiring { .. } => "LEASE_EXPIRING",
@@ -114,9 +124,10 @@ impl NodeError {
                 | LockError::PartiallyHeld { .. }
                 | LockError::AlreadyWaiting { .. } => Code::FailedPrecondition,
             },
-            NodeError::NotLeader { .. } | NodeError::NoLeader | NodeError::ShuttingDown => {
-                Code::Unavailable
-            }
+            NodeError::NotLeader { .. }
+            | NodeError::NoLeader
+            | NodeError::OutcomeUnknown { .. }
+            | NodeError::ShuttingDown => Code::Unavailable,
             NodeError::WaitTimeout { .. } | NodeError::Timeout { .. } => Code::DeadlineExceeded,
             NodeError::WaitDropped { .. } => Code::Aborted,
             NodeError::LeaseExpiring { .. } => Code::NotFound,
@@ -135,6 +146,11 @@ impl NodeError {
             NodeError::NotLeader {
                 leader_id,
                 leader_addr,
+            }
+            | NodeError::OutcomeUnknown {
+                leader_id,
+                leader_addr,
+                ..
             } => {
                 m.insert("leader_id".into(), leader_id.to_string());
                 m.insert("leader_addr".into(), leader_addr.clone());

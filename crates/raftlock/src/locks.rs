@@ -390,7 +390,10 @@ impl Rpc {
                     Err(s) => {
                         let reason = raftlock_node::status_reason(&s);
                         match reason.as_deref() {
-                            Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN") => {
+                            Some(
+                                "NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN"
+                                | "TIMEOUT",
+                            ) => {
                                 answered = true;
                                 if let Some(addr) = s
                                     .get_details_error_info()
