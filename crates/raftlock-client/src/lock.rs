@@ -36,6 +36,59 @@ impl Mode {
     }
 }
 
+/// What every acquire carries besides its names; shared by the builders.
+#[derive(Debug, Clone)]
+pub(crate) struct LockOptions {
+    pub(crate) mode: Mode,
+    pub(crate) wait: Duration,
+    pub(crate) reason: String,
+    pub(crate) metadata: HashMap<String, String>,
+    pub(crate) lock_delay: Duration,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            mode: Mode::Exclusive,
+            wait: DEFAULT_WAIT,
+            reason: String::new(),
+            metadata: HashMap::new(),
+            lock_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The setters every lock builder has, over its `opts: LockOptions`.
+macro_rules! lock_option_setters {
+    () => {
+        /// How long `acquire()` waits in the FIFO queue (default 30 s).
+        pub fn wait(mut self, wait: std::time::Duration) -> Self {
+            self.opts.wait = wait;
+            self
+        }
+
+        /// Why the lock is taken, shown to people inspecting it.
+        pub fn reason(mut self, reason: impl Into<String>) -> Self {
+            self.opts.reason = reason.into();
+            self
+        }
+
+        /// One key/value pair kept with the hold.
+        pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+            self.opts.metadata.insert(key.into(), value.into());
+            self
+        }
+
+        /// If the lease expires while holding, keep the lock ungrantable this
+        /// long (whole milliseconds, at most 60 s).
+        pub fn lock_delay(mut self, delay: std::time::Duration) -> Self {
+            self.opts.lock_delay = delay;
+            self
+        }
+    };
+}
+pub(crate) use lock_option_setters;
+
 /// The ttl of [`crate::Client::lock`]'s session unless
 /// [`ClientLockBuilder::ttl`] says otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
@@ -48,11 +101,7 @@ pub struct ClientLockBuilder {
     name: String,
     ttl: Duration,
     owner: String,
-    mode: Mode,
-    wait: Duration,
-    reason: String,
-    metadata: HashMap<String, String>,
-    lock_delay: Duration,
+    opts: LockOptions,
 }
 
 impl ClientLockBuilder {
@@ -62,11 +111,7 @@ impl ClientLockBuilder {
             name,
             ttl: DEFAULT_TTL,
             owner: String::new(),
-            mode: Mode::Exclusive,
-            wait: DEFAULT_WAIT,
-            reason: String::new(),
-            metadata: HashMap::new(),
-            lock_delay: Duration::ZERO,
+            opts: LockOptions::default(),
         }
     }
 
@@ -85,37 +130,15 @@ impl ClientLockBuilder {
 
     /// Exclusive unless set.
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+        self.opts.mode = mode;
         self
     }
 
-    /// How long [`ClientLockBuilder::acquire`] waits in the queue (default 30 s).
-    pub fn wait(mut self, wait: Duration) -> Self {
-        self.wait = wait;
-        self
-    }
-
-    /// Why the lock is taken, shown to people inspecting it.
-    pub fn reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = reason.into();
-        self
-    }
-
-    /// One key/value pair kept with the hold.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    /// If the lease expires while holding, keep the lock ungrantable this long.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self
-    }
+    lock_option_setters!();
 
     /// Acquire, waiting in the lock's FIFO queue up to the wait.
     pub async fn acquire(self) -> Result<LockGuard, Error> {
-        let wait = self.wait;
+        let wait = self.opts.wait;
         self.run(wait).await
     }
 
@@ -126,12 +149,13 @@ impl ClientLockBuilder {
 
     async fn run(self, wait: Duration) -> Result<LockGuard, Error> {
         let session = self.client.lock_session(self.ttl, &self.owner).await?;
-        let mut builder = LockBuilder::new(&session, self.name)
-            .mode(self.mode)
-            .reason(self.reason)
-            .lock_delay(self.lock_delay);
-        builder.metadata = self.metadata;
-        builder.run(wait).await
+        LockBuilder {
+            session: &session,
+            name: self.name,
+            opts: self.opts,
+        }
+        .run(wait)
+        .await
     }
 }
 
@@ -143,11 +167,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 pub struct LockBuilder<'a> {
     session: &'a Session,
     name: String,
-    mode: Mode,
-    wait: Duration,
-    reason: String,
-    metadata: HashMap<String, String>,
-    lock_delay: Duration,
+    opts: LockOptions,
 }
 
 impl<'a> LockBuilder<'a> {
@@ -155,49 +175,22 @@ impl<'a> LockBuilder<'a> {
         LockBuilder {
             session,
             name,
-            mode: Mode::Exclusive,
-            wait: DEFAULT_WAIT,
-            reason: String::new(),
-            metadata: HashMap::new(),
-            lock_delay: Duration::ZERO,
+            opts: LockOptions::default(),
         }
     }
 
     /// Exclusive unless set.
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+        self.opts.mode = mode;
         self
     }
 
-    /// How long [`LockBuilder::acquire`] waits in the queue (default 30 s).
-    pub fn wait(mut self, wait: Duration) -> Self {
-        self.wait = wait;
-        self
-    }
-
-    /// Why the lock is taken, shown to people inspecting it.
-    pub fn reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = reason.into();
-        self
-    }
-
-    /// One key/value pair kept with the hold.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    /// If the lease expires while holding, keep the lock ungrantable this
-    /// long (whole milliseconds, at most 60 s).
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self
-    }
+    lock_option_setters!();
 
     /// Acquire, waiting in the lock's FIFO queue up to the wait.
     /// `Error::WaitTimeout` when the wait ends without a grant.
     pub async fn acquire(self) -> Result<LockGuard, Error> {
-        let wait = self.wait;
+        let wait = self.opts.wait;
         self.run(wait).await
     }
 
@@ -207,20 +200,20 @@ impl<'a> LockBuilder<'a> {
     }
 
     async fn run(self, wait: Duration) -> Result<LockGuard, Error> {
-        let spec = self.mode.spec(&self.name);
+        let spec = self.opts.mode.spec(&self.name);
         let acquired = acquire_specs(
             self.session,
             vec![spec],
             wait,
-            &self.reason,
-            &self.metadata,
-            self.lock_delay,
+            &self.opts.reason,
+            &self.opts.metadata,
+            self.opts.lock_delay,
         )
         .await?;
         Ok(LockGuard {
             session: self.session.clone(),
             name: self.name,
-            mode: self.mode,
+            mode: self.opts.mode,
             token: acquired.token,
             revision: acquired.revision,
             released: false,

@@ -1,10 +1,9 @@
 //! Several locks in one acquire: all or none, one fencing token.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::lock::{DEFAULT_WAIT, Mode, acquire_specs, release_names};
+use crate::lock::{LockOptions, Mode, acquire_specs, lock_option_setters, release_names};
 use crate::session::{Session, SessionEnd};
 
 /// An acquire of several locks being built:
@@ -18,11 +17,7 @@ use crate::session::{Session, SessionEnd};
 pub struct MultiLockBuilder<'a> {
     session: &'a Session,
     locks: Vec<(String, Option<Mode>)>,
-    mode: Mode,
-    wait: Duration,
-    reason: String,
-    metadata: HashMap<String, String>,
-    lock_delay: Duration,
+    opts: LockOptions,
 }
 
 impl<'a> MultiLockBuilder<'a> {
@@ -30,17 +25,13 @@ impl<'a> MultiLockBuilder<'a> {
         MultiLockBuilder {
             session,
             locks: names.into_iter().map(|n| (n, None)).collect(),
-            mode: Mode::Exclusive,
-            wait: DEFAULT_WAIT,
-            reason: String::new(),
-            metadata: HashMap::new(),
-            lock_delay: Duration::ZERO,
+            opts: LockOptions::default(),
         }
     }
 
     /// The mode of every lock not added with its own mode (exclusive unless set).
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
+        self.opts.mode = mode;
         self
     }
 
@@ -51,34 +42,12 @@ impl<'a> MultiLockBuilder<'a> {
         self
     }
 
-    /// How long [`MultiLockBuilder::acquire`] waits (default 30 s).
-    pub fn wait(mut self, wait: Duration) -> Self {
-        self.wait = wait;
-        self
-    }
-
-    /// Why the locks are taken, shown to people inspecting them.
-    pub fn reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = reason.into();
-        self
-    }
-
-    /// One key/value pair kept with every hold.
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.metadata.insert(key.into(), value.into());
-        self
-    }
-
-    /// If the lease expires while holding, keep the locks ungrantable this long.
-    pub fn lock_delay(mut self, delay: Duration) -> Self {
-        self.lock_delay = delay;
-        self
-    }
+    lock_option_setters!();
 
     /// Acquire all the locks, waiting up to the wait; `Error::WaitTimeout`
     /// (nothing held) when the wait ends first.
     pub async fn acquire(self) -> Result<MultiLockGuard, Error> {
-        let wait = self.wait;
+        let wait = self.opts.wait;
         self.run(wait).await
     }
 
@@ -92,15 +61,15 @@ impl<'a> MultiLockBuilder<'a> {
         let specs = self
             .locks
             .iter()
-            .map(|(name, mode)| mode.unwrap_or(self.mode).spec(name))
+            .map(|(name, mode)| mode.unwrap_or(self.opts.mode).spec(name))
             .collect();
         let acquired = acquire_specs(
             self.session,
             specs,
             wait,
-            &self.reason,
-            &self.metadata,
-            self.lock_delay,
+            &self.opts.reason,
+            &self.opts.metadata,
+            self.opts.lock_delay,
         )
         .await?;
         // The server answers in name order; keep its view of the modes.
@@ -110,7 +79,7 @@ impl<'a> MultiLockBuilder<'a> {
                 .locks
                 .iter()
                 .find(|(n, _)| *n == grant.name)
-                .map_or(self.mode, |(_, m)| m.unwrap_or(self.mode));
+                .map_or(self.opts.mode, |(_, m)| m.unwrap_or(self.opts.mode));
             holds.push((grant.name.clone(), mode));
         }
         Ok(MultiLockGuard {
