@@ -6,60 +6,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
-/// Every command here must finish within this.
-const BOUND: Duration = Duration::from_secs(60);
-
-struct Dev {
-    _proc: Proc,
-    endpoints: String,
-    dir: PathBuf,
-}
-
-fn start_dev(tmp: &Path) -> Dev {
-    let (proc, endpoints) = common::start_dev(tmp);
-    Dev {
-        _proc: proc,
-        endpoints,
-        dir: tmp.to_path_buf(),
-    }
-}
-
-impl Dev {
-    fn cmd(&self, args: &[&str]) -> Command {
-        with_endpoints(args, &self.endpoints)
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let (status, out, err) = run_bounded(self.cmd(args), &self.dir, BOUND);
-        (status.code().unwrap_or(-1), out, err)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "{args:?} failed: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
-    }
-}
-
 /// `raftlock ARGS --endpoints E`, with `--endpoints` before a `--` (after
 /// it, `exec` would take it as part of COMMAND).
-fn with_endpoints(args: &[&str], endpoints: &str) -> Command {
-    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-    let mut cmd = raftlock();
-    cmd.args(&args[..split])
-        .args(["--endpoints", endpoints])
-        .args(&args[split..]);
-    cmd
-}
-
 fn ids(v: &Value) -> Vec<u64> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
@@ -71,7 +27,7 @@ fn ids(v: &Value) -> Vec<u64> {
 #[test]
 fn extend_force_release_and_keep_alive() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
 
     let got = dev.json(&["acquire", "jobs/ext", "--ttl", "5s", "--json"]);
     let lease = got["lease_id"].as_u64().expect("lease").to_string();
@@ -192,7 +148,7 @@ fn extend_force_release_and_keep_alive() {
 #[test]
 fn each_failure_class_has_its_exit_code() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
 
     // Bad duration: 2 (clap's usage error), for every command that takes one.
     for args in [
@@ -254,7 +210,7 @@ fn each_failure_class_has_its_exit_code() {
         child,
         log: err_path,
     };
-    let status = piped.wait_exit(BOUND).expect("inspect exits");
+    let status = piped.wait_exit(CLI_BOUND).expect("inspect exits");
     {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(
@@ -281,7 +237,7 @@ fn each_failure_class_has_its_exit_code() {
     ] {
         let cmd = with_endpoints(args, &closed);
         let started = Instant::now();
-        let (status, _, err) = run_bounded(cmd, tmp.path(), BOUND);
+        let (status, _, err) = run_bounded(cmd, tmp.path(), CLI_BOUND);
         assert_eq!(status.code(), Some(1), "{args:?}: {err}");
         assert!(
             err.contains("raftlock dev") || err.contains("UNAVAILABLE"),
@@ -317,7 +273,7 @@ fn wait_serving(port: u16, proc: &mut Proc, rt: &tokio::runtime::Runtime) {
 #[test]
 fn cluster_group_shows_status_and_adds_promotes_and_removes_a_fourth_node() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -391,7 +347,7 @@ fn cluster_group_shows_status_and_adds_promotes_and_removes_a_fourth_node() {
     loop {
         let mut cmd = raftlock();
         cmd.args(["cluster", "status", "--json", "--endpoints", &addr]);
-        let (status, out, err) = run_bounded(cmd, tmp.path(), BOUND);
+        let (status, out, err) = run_bounded(cmd, tmp.path(), CLI_BOUND);
         assert!(status.success(), "{err}");
         let s: Value = serde_json::from_str(&out).expect("JSON");
         let voters = s["nodes"]

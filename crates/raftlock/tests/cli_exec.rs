@@ -5,67 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// Every command here must finish within this.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// A running `raftlock dev`, killed when dropped.
-struct Dev {
-    proc: Proc,
-    endpoints: String,
-    dir: PathBuf,
-}
-
-fn start_dev(tmp: &Path) -> Dev {
-    let (proc, endpoints) = common::start_dev(tmp);
-    Dev {
-        proc,
-        endpoints,
-        dir: tmp.to_path_buf(),
-    }
-}
-
-impl Dev {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = raftlock();
-        cmd.args(args).args(["--endpoints", &self.endpoints]);
-        cmd
-    }
-
-    /// `raftlock exec` with its options, then `--`, then COMMAND.
-    fn exec_cmd(&self, args: &[&str], command: &[&str]) -> Command {
-        let mut cmd = raftlock();
-        cmd.arg("exec")
-            .args(args)
-            .args(["--endpoints", &self.endpoints, "--"])
-            .args(command)
-            .env("RAFTLOCK_TEST_BIN", BIN)
-            .current_dir(&self.dir);
-        cmd
-    }
-
-    /// Runs a command; returns (exit code, stdout, stderr).
-    fn run(&self, cmd: Command) -> (i32, String, String) {
-        let (status, out, err) = run_bounded(cmd, &self.dir, BOUND);
-        (status.code().unwrap_or(-1), out, err)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let (code, out, err) = self.run(self.cmd(args));
-        assert_eq!(code, 0, "{args:?} failed: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
-    }
-
-    fn is_free(&self, name: &str) -> bool {
-        self.json(&["inspect", name, "--json"])["free"] == Value::Bool(true)
-    }
-}
 
 /// Waits (bounded) until `path` exists.
 fn wait_file(path: &Path, within: Duration, what: &dyn Fn() -> String) {
@@ -91,14 +36,15 @@ fn env_map(text: &str) -> std::collections::BTreeMap<String, String> {
 #[test]
 fn exec_gives_the_command_the_lock_passes_its_exit_code_and_releases() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
 
     // COMMAND records its environment and, through the endpoints it was
     // given, how the cluster sees the lock while it runs.
     let script = r#"env | grep '^RAFTLOCK_' > env.txt
 "$RAFTLOCK_TEST_BIN" inspect "$RAFTLOCK_LOCK_NAME" --json > inspect.json || exit 99
 exit 7"#;
-    let (code, _, err) = dev.run(dev.exec_cmd(
+    let (code, _, err) = dev.run_cmd(exec_cmd(
+        &dev,
         &[
             "jobs/env",
             "--ttl",
@@ -148,7 +94,7 @@ exit 7"#;
     assert_eq!(holder["metadata"]["k"], "v", "{seen}");
 
     // Released afterwards, and the lease is gone too.
-    assert!(dev.is_free("jobs/env"));
+    assert!(is_free(&dev, "jobs/env"));
     let leases = dev.json(&["lease", "list", "--json"]);
     assert!(
         leases
@@ -160,20 +106,25 @@ exit 7"#;
     );
 
     // Success is 0; a COMMAND killed by signal s gives 128+s, like a shell.
-    let (code, _, err) = dev.run(dev.exec_cmd(&["jobs/env"], &["true"]));
+    let (code, _, err) = dev.run_cmd(exec_cmd(&dev, &["jobs/env"], &["true"]));
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = dev.run(dev.exec_cmd(&["jobs/env"], &["sh", "-c", "kill -TERM $$"]));
+    let (code, _, err) = dev.run_cmd(exec_cmd(
+        &dev,
+        &["jobs/env"],
+        &["sh", "-c", "kill -TERM $$"],
+    ));
     assert_eq!(code, 143, "{err}");
-    assert!(dev.is_free("jobs/env"));
+    assert!(is_free(&dev, "jobs/env"));
 
     // A COMMAND that does not exist: 127, and the lock is released.
-    let (code, _, err) = dev.run(dev.exec_cmd(&["jobs/env"], &["./no-such-command"]));
+    let (code, _, err) = dev.run_cmd(exec_cmd(&dev, &["jobs/env"], &["./no-such-command"]));
     assert_eq!(code, 127, "{err}");
     assert!(err.contains("cannot run"), "{err}");
-    assert!(dev.is_free("jobs/env"));
+    assert!(is_free(&dev, "jobs/env"));
 
     // A semaphore permit, with its count in the environment.
-    let (code, _, err) = dev.run(dev.exec_cmd(
+    let (code, _, err) = dev.run_cmd(exec_cmd(
+        &dev,
         &["pool/p", "--permits", "3"],
         &[
             "sh",
@@ -189,12 +140,12 @@ exit 7"#;
         &["jobs/env", "--ttl", "5x"][..],
         &["jobs/env", "--signal", "NOPE"][..],
     ] {
-        let (code, _, err) = dev.run(dev.exec_cmd(args, &["touch", "ran-bad-usage"]));
+        let (code, _, err) = dev.run_cmd(exec_cmd(&dev, args, &["touch", "ran-bad-usage"]));
         assert_eq!(code, 2, "{args:?}: {err}");
     }
     let mut no_command = raftlock();
     no_command.args(["exec", "jobs/env", "--endpoints", &dev.endpoints]);
-    let (code, _, err) = dev.run(no_command);
+    let (code, _, err) = dev.run_cmd(no_command);
     assert_eq!(code, 2, "{err}");
     assert!(!tmp.path().join("ran-bad-usage").exists());
 }
@@ -202,14 +153,21 @@ exit 7"#;
 #[test]
 fn exec_on_a_busy_lock_exits_3_without_running_the_command() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
     let held = dev.json(&["acquire", "jobs/busy", "--ttl", "1m", "--json"]);
 
-    let (code, _, err) = dev.run(dev.exec_cmd(&["jobs/busy", "--wait", "0"], &["touch", "ran"]));
+    let (code, _, err) = dev.run_cmd(exec_cmd(
+        &dev,
+        &["jobs/busy", "--wait", "0"],
+        &["touch", "ran"],
+    ));
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("LOCK_BUSY"), "{err}");
-    let (code, _, err) =
-        dev.run(dev.exec_cmd(&["jobs/busy", "--wait", "300ms"], &["touch", "ran"]));
+    let (code, _, err) = dev.run_cmd(exec_cmd(
+        &dev,
+        &["jobs/busy", "--wait", "300ms"],
+        &["touch", "ran"],
+    ));
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("WAIT_TIMEOUT"), "{err}");
     assert!(!tmp.path().join("ran").exists(), "COMMAND must not run");
@@ -217,10 +175,10 @@ fn exec_on_a_busy_lock_exits_3_without_running_the_command() {
     // Ctrl-C while waiting in the queue: gives up, COMMAND not run, and the
     // wait is withdrawn at once (its lease revoked).
     let mut waiting = Proc::spawn(
-        dev.exec_cmd(&["jobs/busy", "--wait", "50s"], &["touch", "ran"]),
+        exec_cmd(&dev, &["jobs/busy", "--wait", "50s"], &["touch", "ran"]),
         &tmp.path().join("exec-wait.log"),
     );
-    let deadline = Instant::now() + BOUND;
+    let deadline = Instant::now() + CLI_BOUND;
     while dev.json(&["inspect", "jobs/busy", "--json"])["queue"]
         .as_array()
         .is_none_or(Vec::is_empty)
@@ -251,7 +209,7 @@ fn exec_on_a_busy_lock_exits_3_without_running_the_command() {
 #[test]
 fn ctrl_c_and_sigterm_reach_the_command_and_release_the_lock() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
 
     // SIGINT: forwarded to COMMAND's process group (the `sleep` in it too),
     // which exits; exec releases and exits 130.
@@ -259,13 +217,16 @@ fn ctrl_c_and_sigterm_reach_the_command_and_release_the_lock() {
 touch started-int
 while :; do sleep 0.05; done"#;
     let mut exec = Proc::spawn(
-        dev.exec_cmd(
+        exec_cmd(
+            &dev,
             &["jobs/ctrl-c", "--kill-after", "20s"],
             &["sh", "-c", script],
         ),
         &tmp.path().join("exec-int.log"),
     );
-    wait_file(&tmp.path().join("started-int"), BOUND, &|| exec.log_text());
+    wait_file(&tmp.path().join("started-int"), CLI_BOUND, &|| {
+        exec.log_text()
+    });
     signal(exec.pid(), libc::SIGINT);
     let status = exec
         .wait_exit(Duration::from_secs(15))
@@ -275,20 +236,23 @@ while :; do sleep 0.05; done"#;
         std::fs::read_to_string(tmp.path().join("got-int")).expect("COMMAND got SIGINT"),
         "int\n"
     );
-    assert!(dev.is_free("jobs/ctrl-c"));
+    assert!(is_free(&dev, "jobs/ctrl-c"));
 
     // SIGTERM to a COMMAND that ignores it: SIGKILL after --kill-after.
     let script = r#"trap '' TERM
 touch started-term
 while :; do sleep 0.05; done"#;
     let mut exec = Proc::spawn(
-        dev.exec_cmd(
+        exec_cmd(
+            &dev,
             &["jobs/ctrl-c", "--kill-after", "500ms"],
             &["sh", "-c", script],
         ),
         &tmp.path().join("exec-term.log"),
     );
-    wait_file(&tmp.path().join("started-term"), BOUND, &|| exec.log_text());
+    wait_file(&tmp.path().join("started-term"), CLI_BOUND, &|| {
+        exec.log_text()
+    });
     let sent = Instant::now();
     signal(exec.pid(), libc::SIGTERM);
     let status = exec
@@ -304,7 +268,7 @@ while :; do sleep 0.05; done"#;
         "{}",
         exec.log_text()
     );
-    assert!(dev.is_free("jobs/ctrl-c"));
+    assert!(is_free(&dev, "jobs/ctrl-c"));
 
     // exec killed outright (SIGKILL): COMMAND gets --signal at once instead
     // of running on without anyone keeping the lease alive.
@@ -312,10 +276,10 @@ while :; do sleep 0.05; done"#;
 touch started-orphan
 while :; do sleep 0.05; done"#;
     let mut exec = Proc::spawn(
-        dev.exec_cmd(&["jobs/orphan", "--ttl", "2s"], &["sh", "-c", script]),
+        exec_cmd(&dev, &["jobs/orphan", "--ttl", "2s"], &["sh", "-c", script]),
         &tmp.path().join("exec-orphan.log"),
     );
-    wait_file(&tmp.path().join("started-orphan"), BOUND, &|| {
+    wait_file(&tmp.path().join("started-orphan"), CLI_BOUND, &|| {
         exec.log_text()
     });
     exec.kill();
@@ -329,14 +293,15 @@ while :; do sleep 0.05; done"#;
 #[test]
 fn when_keep_alives_fail_exec_stops_the_command_before_the_lease_can_end() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut dev = start_dev(tmp.path());
+    let mut dev = Dev::start(tmp.path());
     let ttl = Duration::from_secs(3);
 
     let script = r#"trap 'echo term > got-term; exit 0' TERM
 touch started
 while :; do sleep 0.05; done"#;
     let mut exec = Proc::spawn(
-        dev.exec_cmd(
+        exec_cmd(
+            &dev,
             &[
                 "jobs/lost",
                 "--ttl",
@@ -350,7 +315,7 @@ while :; do sleep 0.05; done"#;
         ),
         &tmp.path().join("exec.log"),
     );
-    wait_file(&tmp.path().join("started"), BOUND, &|| exec.log_text());
+    wait_file(&tmp.path().join("started"), CLI_BOUND, &|| exec.log_text());
     // Let at least one keep-alive go through after the grant.
     std::thread::sleep(Duration::from_millis(1200));
     assert!(exec.exited().is_none(), "{}", exec.log_text());
@@ -382,7 +347,7 @@ while :; do sleep 0.05; done"#;
 
     // Once the cluster runs again the lock frees (revoked or expired).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !dev.is_free("jobs/lost") {
+    while !is_free(&dev, "jobs/lost") {
         assert!(Instant::now() < deadline, "jobs/lost never freed");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -394,7 +359,7 @@ fn many_processes_under_exec_never_overlap_and_tokens_increase() {
     const WORKERS: usize = 5;
     const RUNS: usize = 4;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
     std::fs::write(tmp.path().join("counter"), "0\n").expect("counter");
 
     // The critical section: read, pause, write back +1, log the token. Any
@@ -437,5 +402,21 @@ done"#
         tokens.windows(2).all(|w| w[0] < w[1]),
         "tokens must strictly increase in file order: {tokens:?}"
     );
-    assert!(dev.is_free("jobs/counter"));
+    assert!(is_free(&dev, "jobs/counter"));
+}
+
+/// `raftlock exec` with its options, then `--`, then COMMAND.
+fn exec_cmd(dev: &Dev, args: &[&str], command: &[&str]) -> Command {
+    let mut cmd = raftlock();
+    cmd.arg("exec")
+        .args(args)
+        .args(["--endpoints", &dev.endpoints, "--"])
+        .args(command)
+        .env("RAFTLOCK_TEST_BIN", BIN)
+        .current_dir(&dev.dir);
+    cmd
+}
+
+fn is_free(dev: &Dev, name: &str) -> bool {
+    dev.json(&["inspect", name, "--json"])["free"] == Value::Bool(true)
 }

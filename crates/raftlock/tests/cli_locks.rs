@@ -5,58 +5,18 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
-/// Every command here must finish within this.
-const BOUND: Duration = Duration::from_secs(30);
-
-/// A running `raftlock dev`, killed when dropped.
-struct Dev {
-    _proc: Proc,
-    endpoints: String,
-    dir: PathBuf,
-}
-
-fn start_dev(tmp: &Path) -> Dev {
-    let (proc, endpoints) = common::start_dev(tmp);
-    Dev {
-        _proc: proc,
-        endpoints,
-        dir: tmp.to_path_buf(),
-    }
-}
-
-impl Dev {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = raftlock();
-        cmd.args(args).args(["--endpoints", &self.endpoints]);
-        cmd
-    }
-
-    /// Runs a command; returns (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let (status, out, err) = run_bounded(self.cmd(args), &self.dir, BOUND);
-        (status.code().unwrap_or(-1), out, err)
-    }
-
-    /// Runs a command that must succeed and print JSON.
-    fn json(&self, args: &[&str]) -> Value {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "{args:?} failed: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
-    }
-}
-
 #[test]
 fn lease_acquire_inspect_busy_release_and_the_exit_codes() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
 
     let lease = dev.json(&[
         "lease", "grant", "--ttl", "1m", "--owner", "alice", "--json",
@@ -155,7 +115,7 @@ fn lease_acquire_inspect_busy_release_and_the_exit_codes() {
 #[test]
 fn list_and_watch_print_json() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dev = start_dev(tmp.path());
+    let dev = Dev::start(tmp.path());
 
     // watch --json in the background: one JSON object per line.
     let mut cmd = dev.cmd(&["watch", "w/", "--json"]);
