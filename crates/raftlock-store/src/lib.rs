@@ -16,9 +16,10 @@
 //!   openraft re-applies committed entries after a restart. Each apply call
 //!   writes one atomic sled batch (records + header with `last_applied`), so
 //!   the state on disk is always the state after some whole apply call.
-//! - `purge` flushes `last_purged` (and with it every earlier state machine
-//!   write) before deleting log entries, so the state machine is never
-//!   behind the first entry still in the log.
+//! - `purge` records `last_purged` and returns; a purger thread flushes it
+//!   (and with it every earlier state machine write) before deleting log
+//!   entries, oldest first, so the state machine is never behind the first
+//!   entry still in the log, and the Raft core never waits for the deletion.
 //!
 //! [`open`] returns the two halves openraft wants: a [`LogStore`] and a
 //! [`StateMachineStore`].
