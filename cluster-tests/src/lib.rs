@@ -7,6 +7,13 @@
 //! checks it against raftlock's promises ([`checker`]).
 
 pub mod checker;
+pub mod client;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
 pub mod proxy;
+pub mod report;
 pub mod rng;
+pub mod run;
+pub mod unsafe_server;
+pub mod workload;

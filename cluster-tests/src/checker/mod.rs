@@ -170,6 +170,7 @@ pub mod synth {
     }
 
     impl Builder {
+        #[allow(clippy::too_many_arguments)]
         pub fn op(
             &mut self,
             t_ms: u64,
