@@ -15,6 +15,9 @@
 # Exit code: 0 only when every checker passes; 1 a violation; 2 a usage or
 # setup error; 3 a checker could not decide.
 #
+# JEPSEN_PROFILE=debug uses (and builds) the debug binaries instead of
+# release ones: quicker to build, slower to run.
+#
 # Usage: scripts/jepsen.sh [--nodes 5] [--time-limit 600]
 #          [--nemesis partition,kill,pause,link] [--seed S] [--clients 10]
 #          [--target raftlock|unsafe] [--out DIR] [any other `jepsen` flag]
@@ -46,6 +49,11 @@ if [ -z "$SEED" ]; then
 fi
 OUT="${OUT:-$ROOT/target/jepsen/$SEED}"
 
-cargo build --release --locked -p raftlock -p cluster-tests --bins >&2
+PROFILE="${JEPSEN_PROFILE:-release}"
+case "$PROFILE" in
+  release) cargo build --release --locked -p raftlock -p cluster-tests --bins >&2 ;;
+  debug) cargo build --locked -p raftlock -p cluster-tests --bins >&2 ;;
+  *) echo "error: JEPSEN_PROFILE must be release or debug" >&2; exit 2 ;;
+esac
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-exec "$TARGET_DIR/release/jepsen" --raftlock-bin "$TARGET_DIR/release/raftlock" --out "$OUT" "${ARGS[@]}"
+exec "$TARGET_DIR/$PROFILE/jepsen" --raftlock-bin "$TARGET_DIR/$PROFILE/raftlock" --out "$OUT" "${ARGS[@]}"

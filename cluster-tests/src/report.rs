@@ -252,3 +252,60 @@ pub fn html(history: &History, summary: &Summary) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::{CheckOptions, Verdict};
+    use crate::history::{Args, OpResult, Recorder};
+    use crate::run::{RunConfig, TargetKind, check_history};
+
+    #[test]
+    fn the_report_shows_faults_ops_and_violations() {
+        let r = Recorder::new();
+        let fault = r.invoke(
+            NEMESIS,
+            None,
+            F::Nemesis,
+            None,
+            Args {
+                fault: Some("isolate the <leader>".into()),
+                ..Args::default()
+            },
+        );
+        // Two clients granted one name with one token: a violation.
+        for p in 0..2 {
+            let lease = 10 + p as u64;
+            let inv = r.invoke(
+                p,
+                Some(1),
+                F::Acquire,
+                Some("a"),
+                Args {
+                    lease_id: Some(lease),
+                    ..Args::default()
+                },
+            );
+            r.complete(
+                inv,
+                OpType::Ok,
+                OpResult {
+                    token: Some(7),
+                    valid_until_ns: Some(u64::MAX / 2),
+                    ..OpResult::default()
+                },
+            );
+        }
+        r.complete(fault, OpType::Info, OpResult::default());
+        let history = r.history();
+        let mut config = RunConfig::new(TargetKind::Unsafe, 3);
+        config.check = CheckOptions::default();
+        let summary = check_history(&history, &config, 1);
+        assert_eq!(summary.verdict, Verdict::Fail);
+        let page = html(&history, &summary);
+        assert!(page.contains("isolate the &lt;leader&gt;"));
+        assert!(page.contains("token 7 granted to lease 10 and to lease 11"));
+        assert!(page.contains("<svg"));
+        assert!(page.matches("<rect").count() >= 3);
+    }
+}

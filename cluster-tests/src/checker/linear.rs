@@ -278,6 +278,8 @@ struct Search<'a> {
 }
 
 const NIL: usize = usize::MAX;
+/// Memory the search's cache of visited configurations may take.
+const MAX_CACHE_BYTES: usize = 1 << 30;
 const HEAD: usize = 0;
 
 impl Search<'_> {
@@ -343,7 +345,9 @@ impl Search<'_> {
         loop {
             self.steps += 1;
             if self.steps >= self.budget_steps
-                || (self.steps % 4096 == 0 && Instant::now() >= self.deadline)
+                || (self.steps % 4096 == 0
+                    && (Instant::now() >= self.deadline
+                        || cache.len().saturating_mul(words * 8 + 64) > MAX_CACHE_BYTES))
             {
                 return Outcome::OutOfBudget;
             }
