@@ -1,5 +1,8 @@
-//! The nemesis: a seeded schedule of faults on a [`Cluster`], one at a
-//! time, each healed before the next, and everything healed at the end.
+//! The nemesis: a seeded schedule of faults on a [`Cluster`], each healed
+//! before the next, and everything healed at the end.
+//!
+//! A quarter of the faults come with a second one of another kind at the
+//! same time (`combine_percent`).
 //!
 //! Kinds (`--nemesis partition,kill,pause,link`):
 //! - `partition`: isolate one node, isolate the leader, a random
@@ -251,6 +254,9 @@ pub struct NemesisConfig {
     pub quiet_ms: (u64, u64),
     /// How long a fault lasts (uniform, ms).
     pub fault_ms: (u64, u64),
+    /// Percent of faults combined with a second one of another kind at the
+    /// same time (e.g. a partition while the leader is paused).
+    pub combine_percent: u64,
 }
 
 impl Default for NemesisConfig {
@@ -259,6 +265,7 @@ impl Default for NemesisConfig {
             kinds: vec![FaultKind::Partition, FaultKind::Kill, FaultKind::Pause],
             quiet_ms: (2_000, 5_000),
             fault_ms: (3_000, 8_000),
+            combine_percent: 25,
         }
     }
 }
@@ -304,21 +311,38 @@ pub async fn run(
             let c = cluster.lock().await;
             (c.ids(), c.leader().await)
         };
-        let fault = choose(kind, &ids, leader, &mut rng);
-        let inv = record(&recorder, fault.label());
-        let applied = {
+        let mut faults = vec![choose(kind, &ids, leader, &mut rng)];
+        let others: Vec<FaultKind> = config
+            .kinds
+            .iter()
+            .copied()
+            .filter(|k| *k != kind)
+            .collect();
+        if rng.chance(config.combine_percent) {
+            if let Some(second) = rng.pick(&others).copied() {
+                faults.push(choose(second, &ids, leader, &mut rng));
+            }
+        }
+        let label: Vec<String> = faults.iter().map(Fault::label).collect();
+        let inv = record(&recorder, label.join(" + "));
+        let mut error = None;
+        {
             let mut c = cluster.lock().await;
-            apply(&mut c, &fault)
-        };
-        injected += 1;
-        let mut error = applied.err().map(|e| e.to_string());
+            for f in &faults {
+                if let Err(e) = apply(&mut c, f) {
+                    error = Some(e.to_string());
+                }
+            }
+        }
+        injected += faults.len() as u64;
         wait(rng.range(config.fault_ms.0, config.fault_ms.1), &mut stop).await;
-        let healed = {
+        {
             let mut c = cluster.lock().await;
-            heal(&mut c, &fault)
-        };
-        if let Err(e) = healed {
-            error = Some(e.to_string());
+            for f in faults.iter().rev() {
+                if let Err(e) = heal(&mut c, f) {
+                    error = Some(e.to_string());
+                }
+            }
         }
         recorder.complete(
             inv,
@@ -328,7 +352,6 @@ pub async fn run(
                 ..OpResult::default()
             },
         );
-        let _ = stop.has_changed();
     }
     let inv = record(&recorder, "heal-all".into());
     let healed = cluster.lock().await.heal_all();
