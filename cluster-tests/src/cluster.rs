@@ -42,27 +42,17 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
     move |source| ClusterError::Io { what, source }
 }
 
-/// Where the `raftlock` binary is: `$RAFTLOCK_BIN`, else next to the
-/// running executable (target/<profile>/ or its parent for tests), else
-/// built with `cargo build -p raftlock` in the running executable's profile.
+/// Where the `raftlock` binary is: `$RAFTLOCK_BIN`; else, when running
+/// under cargo (`cargo test`, `cargo run`), the one `cargo build -p
+/// raftlock` leaves in the running executable's profile directory (built
+/// now, so it is never stale: a no-op when it is up to date); else the one
+/// next to the running executable.
 pub fn raftlock_binary() -> Result<PathBuf, ClusterError> {
     if let Some(p) = std::env::var_os("RAFTLOCK_BIN") {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(|e| ClusterError::Binary(e.to_string()))?;
-    let mut candidates = Vec::new();
-    let mut dir = exe.parent();
-    // target/<profile>/deps/test-binary or target/<profile>/jepsen
-    for _ in 0..2 {
-        if let Some(d) = dir {
-            candidates.push(d.join("raftlock"));
-            dir = d.parent();
-        }
-    }
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
-    }
-    // Not built yet (e.g. `cargo test -p cluster-tests` alone): build it.
+    // target/<profile>/deps/<test binary> or target/<profile>/<binary>.
     let profile_dir = exe
         .parent()
         .map(|d| {
@@ -72,26 +62,33 @@ pub fn raftlock_binary() -> Result<PathBuf, ClusterError> {
                 d
             }
         })
-        .ok_or_else(|| ClusterError::Binary("no directory for the executable".into()))?;
-    let release = profile_dir.ends_with("release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "raftlock", "--bin", "raftlock"]);
-    if release {
-        cmd.arg("--release");
-    }
-    if let Some(target_dir) = profile_dir.parent() {
-        cmd.arg("--target-dir").arg(target_dir);
-    }
-    let status = cmd
-        .status()
-        .map_err(|e| ClusterError::Binary(format!("running cargo build: {e}")))?;
+        .ok_or_else(|| ClusterError::Binary("no directory for the executable".into()))?
+        .to_path_buf();
     let built = profile_dir.join("raftlock");
-    if status.success() && built.is_file() {
+    if let Ok(cargo) = std::env::var("CARGO") {
+        // Cargo holds no lock while tests run, so this does not deadlock.
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "raftlock", "--bin", "raftlock"]);
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.arg("--target-dir").arg(target_dir);
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| ClusterError::Binary(format!("running cargo build -p raftlock: {e}")))?;
+        if !status.success() {
+            return Err(ClusterError::Binary(format!(
+                "cargo build -p raftlock failed ({status})"
+            )));
+        }
+    }
+    if built.is_file() {
         Ok(built)
     } else {
         Err(ClusterError::Binary(format!(
-            "not found in {candidates:?} and `cargo build -p raftlock` did not produce {}; set RAFTLOCK_BIN",
+            "{} does not exist: build it (cargo build -p raftlock) or set RAFTLOCK_BIN",
             built.display()
         )))
     }
