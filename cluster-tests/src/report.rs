@@ -117,14 +117,21 @@ pub fn html(history: &History, summary: &Summary) -> String {
         let x0 = x(p.invoke.time_ns);
         let w = (x(t1) - x0).max(1.0);
         let y = top + row_h * row_of(p.invoke.process) + 2.0;
-        let tip = p.complete.map_or_else(
-            || {
-                format!(
-                    "#{} {:?} {:?} (no completion)",
-                    p.invoke.index, p.invoke.f, p.invoke.name
-                )
-            },
-            |c| serde_json::to_string(c).unwrap_or_default(),
+        // Short tooltips: a long run has ~10^5 of them.
+        let result = p.result();
+        let tip = format!(
+            "#{} {:?} {} {:?} {:.1} ms{}{}",
+            p.invoke.index,
+            p.invoke.f,
+            p.invoke.name.as_deref().unwrap_or(""),
+            kind,
+            (t1.saturating_sub(p.invoke.time_ns)) as f64 / 1e6,
+            result
+                .and_then(|r| r.token)
+                .map_or(String::new(), |t| format!(" token {t}")),
+            result
+                .and_then(|r| r.error.as_deref())
+                .map_or(String::new(), |e| format!(" {e}")),
         );
         let _ = write!(
             out,

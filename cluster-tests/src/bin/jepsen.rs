@@ -82,11 +82,15 @@ fn main() -> ExitCode {
     if args.clients == 0 || args.names == 0 || args.recovery < 4 {
         return usage("--clients and --names must be at least 1, --recovery at least 4".into());
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
+    // Re-checking a history: the seed is only a label (0 unless given).
+    let seed = args
+        .seed
+        .or(args.check.as_ref().map(|_| 0))
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
     let mut config = RunConfig::new(target, seed);
     config.nodes = args.nodes;
     config.clients = args.clients;
