@@ -32,7 +32,8 @@ fn color(f: F, kind: OpType) -> &'static str {
 
 /// The report for `history` and its `summary`.
 pub fn html(history: &History, summary: &Summary) -> String {
-    let end = history.end_ns().max(1) as f64;
+    let end_ns = history.end_ns();
+    let end = end_ns.max(1) as f64;
     let x = |t: u64| LEFT + (t as f64 / end) * (WIDTH - LEFT - 10.0);
     let pairs = history.pairs();
     let processes: BTreeSet<i64> = pairs
@@ -92,7 +93,7 @@ pub fn html(history: &History, summary: &Summary) -> String {
     );
     for (start, stop, label) in &faults {
         let x0 = x(*start);
-        let x1 = x(stop.unwrap_or(history.end_ns()));
+        let x1 = x(stop.unwrap_or(end_ns));
         let _ = write!(
             out,
             "<rect x=\"{x0:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ffcdd2\" opacity=\"0.5\"><title>{}</title></rect>",
@@ -113,7 +114,7 @@ pub fn html(history: &History, summary: &Summary) -> String {
             continue;
         }
         let kind = p.outcome();
-        let t1 = p.complete.map_or(history.end_ns(), |c| c.time_ns);
+        let t1 = p.complete.map_or(end_ns, |c| c.time_ns);
         let x0 = x(p.invoke.time_ns);
         let w = (x(t1) - x0).max(1.0);
         let y = top + row_h * row_of(p.invoke.process) + 2.0;
@@ -163,7 +164,7 @@ pub fn html(history: &History, summary: &Summary) -> String {
     );
     for (start, stop, label) in &faults {
         let x0 = x(*start);
-        let x1 = x(stop.unwrap_or(history.end_ns()));
+        let x1 = x(stop.unwrap_or(end_ns));
         let _ = write!(
             out,
             "<rect x=\"{x0:.1}\" y=\"0\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ffcdd2\" opacity=\"0.5\"><title>{}</title></rect>",

@@ -242,8 +242,11 @@ impl Worker {
                     let (kind, result) = result_err(&e);
                     self.recorder.complete(inv, kind, result);
                     // After an indeterminate acquire we cannot know what we
-                    // hold: abandon the lease and let it expire.
-                    if lease_gone(&e) || kind == OpType::Info {
+                    // hold: abandon the lease and let it expire. (A wait
+                    // that timed out was withdrawn by the cluster, its hold
+                    // released if the grant won the race: the lease holds
+                    // nothing from it.)
+                    if lease_gone(&e) || (kind == OpType::Info && e.reason() != "WAIT_TIMEOUT") {
                         lease = None;
                     }
                 }

@@ -19,6 +19,14 @@
 //! completed before it. This is what makes "the holder paused past its
 //! lease and the lock moved on" legal while "two holders at once" is not.
 //!
+//! A waiting acquire that ended with WAIT_TIMEOUT is special: raftlock
+//! answers it only after its CancelWait entry was applied, which removes
+//! the waiter or, if the grant won the race, releases the hold it got. So it
+//! may have held the lock for a while inside its own interval and certainly
+//! holds nothing after it. The model drops such ops and accepts LOCK_BUSY
+//! answers to other leases that overlap one in time (a transient holder may
+//! explain them); both only make the model more permissive.
+//!
 //! Indeterminate (info) operations may take effect at any point after their
 //! invocation, with no upper bound, or never: their return is at infinity
 //! and the model offers both "took effect" and "did not".
@@ -211,15 +219,29 @@ fn step(s: &MState, op: &LOp, bounds: &HashMap<u64, u64>) -> Vec<MState> {
     }
 }
 
-fn classify(history: &History) -> BTreeMap<String, Vec<LOp>> {
+/// Per name, the interval and lease of every acquire that ended in
+/// WAIT_TIMEOUT.
+type WaitWindows = BTreeMap<String, Vec<(u64, u64, u64)>>;
+
+fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows) {
     let bounds = lease_lower_bounds(history);
     let mut by_name: BTreeMap<String, Vec<LOp>> = BTreeMap::new();
+    let mut waits: WaitWindows = BTreeMap::new();
     for p in history.pairs() {
         let (Some(name), Some(lease)) = (&p.invoke.name, p.invoke.args.lease_id) else {
             continue;
         };
         let error = p.result().and_then(|r| r.error.clone()).unwrap_or_default();
         let gone = matches!(error.as_str(), "LEASE_NOT_FOUND" | "LEASE_EXPIRING");
+        if p.invoke.f == F::Acquire && error == "WAIT_TIMEOUT" {
+            if let Some(c) = p.complete {
+                waits
+                    .entry(name.clone())
+                    .or_default()
+                    .push((p.invoke.time_ns, c.time_ns, lease));
+                continue;
+            }
+        }
         let kind = match (p.invoke.f, p.outcome()) {
             (F::Acquire, OpType::Ok) => match p.result().and_then(|r| r.token) {
                 Some(t) => Kind::AcquireOk(t),
@@ -255,7 +277,25 @@ fn classify(history: &History) -> BTreeMap<String, Vec<LOp>> {
             complete_index: p.complete.map(|c| c.index),
         });
     }
-    by_name
+    // A busy answer overlapping a timed-out wait of another lease may have
+    // seen that wait's transient hold: it asserts nothing the model knows.
+    for (name, ops) in by_name.iter_mut() {
+        let Some(ws) = waits.get_mut(name) else {
+            continue;
+        };
+        ws.sort_unstable();
+        ops.retain(|op| {
+            if op.kind != Kind::AcquireBusy {
+                return true;
+            }
+            let end = op.ret_ns.unwrap_or(u64::MAX);
+            let upto = ws.partition_point(|w| w.0 < end);
+            !ws[..upto]
+                .iter()
+                .any(|&(_, w_end, lease)| w_end > op.call_ns && lease != op.lease)
+        });
+    }
+    (by_name, waits)
 }
 
 enum Outcome {
@@ -405,7 +445,11 @@ impl Search<'_> {
 /// Runs the check within `budget`.
 pub fn check(history: &History, budget: &Budget) -> CheckResult {
     let mut result = CheckResult::new("linearizability");
-    let by_name = classify(history);
+    let (by_name, waits) = classify(history);
+    result.count(
+        "wait-timeouts",
+        waits.values().map(|w| w.len() as u64).sum(),
+    );
     let bounds = lease_lower_bounds(history);
     let deadline = Instant::now() + budget.max_time;
     let mut steps = 0;
@@ -578,6 +622,49 @@ mod tests {
         b.acquire(0, 2, 3, "a", 100, Ok, Some(10), 1_000);
         b.acquire(2, 4, 5, "a", 300, Info, None, 0);
         b.acquire(1, 500, 600, "a", 200, Ok, Some(20), 10_000);
+        let r = run(b);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    }
+
+    #[test]
+    fn a_timed_out_wait_may_explain_a_busy_answer_but_holds_nothing_after() {
+        let wait_timeout = |b: &mut Builder, p: i64, t0: u64, t1: u64, lease: u64| {
+            let args = crate::history::Args {
+                lease_id: Some(lease),
+                wait_ms: Some(500),
+                ..Default::default()
+            };
+            b.op(t0, p, Invoke, F::Acquire, Some("a"), args.clone(), None);
+            b.op(
+                t1,
+                p,
+                Info,
+                F::Acquire,
+                Some("a"),
+                args,
+                Some(crate::history::OpResult {
+                    error: Some("WAIT_TIMEOUT".into()),
+                    ..Default::default()
+                }),
+            );
+        };
+        let mut b = Builder::default();
+        b.grant(0, 0, 1, 100, 10_000);
+        b.grant(1, 0, 1, 200, 10_000);
+        wait_timeout(&mut b, 0, 2, 500, 100);
+        b.acquire(1, 100, 110, "a", 200, Fail, None, 0);
+        // After the timeout the lock is free.
+        b.acquire(1, 600, 610, "a", 200, Ok, Some(30), 10_000);
+        let r = run(b);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.counts["wait-timeouts"], 1);
+
+        // A busy answer outside the wait's interval still needs a holder.
+        let mut b = Builder::default();
+        b.grant(0, 0, 1, 100, 10_000);
+        b.grant(1, 0, 1, 200, 10_000);
+        wait_timeout(&mut b, 0, 2, 500, 100);
+        b.acquire(1, 600, 610, "a", 200, Fail, None, 0);
         let r = run(b);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     }

@@ -132,12 +132,18 @@ pub fn pairs_of<'a>(pairs: &[Pair<'a>], f: F) -> Vec<Pair<'a>> {
 
 /// Runs every checker with its default budget.
 pub fn check_all(history: &History, options: &CheckOptions) -> Vec<CheckResult> {
+    let timed = |f: &dyn Fn() -> CheckResult| {
+        let start = std::time::Instant::now();
+        let mut r = f();
+        r.count("elapsed-ms", start.elapsed().as_millis() as u64);
+        r
+    };
     vec![
-        exclusion::check(history),
-        fencing::check_tokens(history),
-        fencing::check_register(history),
-        linear::check(history, &options.linear),
-        liveness::check(history, options.liveness_bound_ns),
+        timed(&|| exclusion::check(history)),
+        timed(&|| fencing::check_tokens(history)),
+        timed(&|| fencing::check_register(history)),
+        timed(&|| linear::check(history, &options.linear)),
+        timed(&|| liveness::check(history, options.liveness_bound_ns)),
     ]
 }
 
