@@ -113,7 +113,20 @@ fn main() -> ExitCode {
             Ok(h) => h,
             Err(e) => return usage(e.to_string()),
         };
-        let summary = run::check_history(&history, &config, 0);
+        // What the run was, as far as the history tells.
+        config.nodes = history.ops.iter().filter_map(|o| o.node).max().unwrap_or(0);
+        config.clients = history
+            .ops
+            .iter()
+            .filter(|o| o.process >= 0)
+            .map(|o| o.process)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let periods = history.fault_periods();
+        let heal = periods.iter().find(|(_, _, label)| label == "heal-all");
+        config.time_limit = Duration::from_nanos(heal.map_or(history.end_ns(), |h| h.0));
+        let faults = periods.iter().filter(|(_, _, l)| l != "heal-all").count() as u64;
+        let summary = run::check_history(&history, &config, faults);
         let outcome = RunOutcome { history, summary };
         let dir = path.parent().map(PathBuf::from).unwrap_or_default();
         if let Err(e) = run::write_outputs(&dir, &outcome) {
