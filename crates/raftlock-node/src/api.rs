@@ -164,7 +164,12 @@ impl Api {
         };
         let reply = self
             .network
-            .call(&addr, method, message, self.config.write_timeout)
+            .call(
+                self.network.dial_addr(leader_id, &addr),
+                method,
+                message,
+                self.config.write_timeout,
+            )
             .await
             .map_err(|status| {
                 tracing::debug!(leader_id, ?method, %status, "call to the leader failed");

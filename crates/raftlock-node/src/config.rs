@@ -25,6 +25,11 @@ pub struct NodeConfig {
     /// cluster with exactly these voters; every node must get the same map.
     /// Empty: the node waits to be added through the admin API.
     pub initial_members: BTreeMap<u64, String>,
+    /// Dial these peers (id → `host:port`) at the given address instead of
+    /// the address the membership advertises for them: for NAT, sidecars
+    /// and fault-injecting proxies. Only this node's outgoing connections
+    /// change; what it advertises and what others dial stay as they are.
+    pub peer_dial: BTreeMap<u64, String>,
     pub raft: RaftTiming,
     /// Build a snapshot after this many log entries since the last one.
     pub snapshot_every_entries: u64,
@@ -85,6 +90,7 @@ impl NodeConfig {
             listen: listen.into(),
             advertise: None,
             initial_members: BTreeMap::new(),
+            peer_dial: BTreeMap::new(),
             raft: RaftTiming::default(),
             snapshot_every_entries: 10_000,
             keep_entries_after_snapshot: 1_000,

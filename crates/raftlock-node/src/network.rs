@@ -65,6 +65,9 @@ pub struct NetworkOptions {
     /// servers must accept as much (`max_decoding_message_size`), and it
     /// must exceed openraft's `snapshot_max_chunk_size` plus a few KiB.
     pub max_message_bytes: usize,
+    /// Peers dialed at an address other than the one their membership
+    /// entry advertises (id → `host:port`): `NodeConfig::peer_dial`.
+    pub dial_overrides: HashMap<NodeId, String>,
 }
 
 impl Default for NetworkOptions {
@@ -76,6 +79,7 @@ impl Default for NetworkOptions {
             // tonic's default receive limit, so a server left at its
             // defaults accepts everything we send.
             max_message_bytes: 4 * 1024 * 1024,
+            dial_overrides: HashMap::new(),
         }
     }
 }
@@ -156,6 +160,16 @@ impl Network {
     /// The id of the node this network belongs to.
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// Where to dial node `id`, whose membership entry advertises
+    /// `advertised`: its dial override if it has one, else `advertised`.
+    pub fn dial_addr<'a>(&'a self, id: NodeId, advertised: &'a str) -> &'a str {
+        self.inner
+            .options
+            .dial_overrides
+            .get(&id)
+            .map_or(advertised, String::as_str)
     }
 
     /// A client for the peer at `addr` (`host:port`, or a URI with a
@@ -381,7 +395,7 @@ impl PeerClient {
         let answer = self
             .network
             .call_inner(
-                &self.node.addr,
+                self.network.dial_addr(self.target, &self.node.addr),
                 method,
                 addressed(request, self.target),
                 option.hard_ttl(),

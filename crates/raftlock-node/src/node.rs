@@ -123,7 +123,17 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let network = Network::new(config.id, NetworkOptions::default());
+        let network = Network::new(
+            config.id,
+            NetworkOptions {
+                dial_overrides: config
+                    .peer_dial
+                    .iter()
+                    .map(|(id, addr)| (*id, addr.clone()))
+                    .collect(),
+                ..NetworkOptions::default()
+            },
+        );
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),

@@ -281,3 +281,76 @@ async fn bad_input_gets_a_clear_error() {
     assert_eq!(reason_of(&err), "LEASE_NOT_FOUND");
     cluster.shutdown().await;
 }
+
+/// With `peer_dial`, nodes reach each other at the dial addresses even when
+/// the membership advertises addresses where nothing listens: elections,
+/// replication and a follower's forwarded write all use the override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peer_dial_reaches_peers_whose_advertised_addresses_are_dead() {
+    use std::collections::BTreeMap;
+
+    use raftlock_node::{Node, NodeConfig};
+
+    init_tracing();
+    let mut listeners = BTreeMap::new();
+    let mut real = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        real.insert(id, l.local_addr().expect("addr").to_string());
+        listeners.insert(id, l);
+    }
+    // Ports 1-3 on loopback: privileged, nothing listens there.
+    let advertised: BTreeMap<u64, String> = (1..=3u64)
+        .map(|id| (id, format!("127.0.0.1:{id}")))
+        .collect();
+    let mut dirs = Vec::new();
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut c = NodeConfig::new(id, dir.path(), real[&id].clone());
+        c.initial_members = advertised.clone();
+        c.peer_dial = real
+            .iter()
+            .filter(|(peer, _)| **peer != id)
+            .map(|(peer, addr)| (*peer, addr.clone()))
+            .collect();
+        c.raft = fast_timing();
+        c.write_timeout = Duration::from_secs(5);
+        let handle = Node::start_on(c, listener).await.expect("node starts");
+        nodes.insert(id, handle);
+        dirs.push(dir);
+    }
+    let leader = eventually(Duration::from_secs(10), || {
+        let leaders: Vec<Option<u64>> = nodes
+            .values()
+            .map(|n| n.raft().metrics().borrow().current_leader)
+            .collect();
+        async move {
+            match leaders.first() {
+                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => Some(*l),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    let follower = (1..=3u64).find(|id| *id != leader).expect("a follower");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", real[&follower]))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut leases = pb::leases_client::LeasesClient::new(channel.clone());
+    let mut locks = pb::locks_client::LocksClient::new(channel);
+    let lease = grant(&mut leases, 10_000, "dialer").await;
+    let acquired = locks
+        .acquire(acquire_req(lease, "dial/through", 0))
+        .await
+        .expect("a write forwarded to the leader over the dial address")
+        .into_inner();
+    assert!(acquired.token > 0);
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+}

@@ -77,6 +77,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_PEERS", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
     pub peers: Option<String>,
 
+    /// Dial these peers at another address than the one the cluster
+    /// membership advertises for them, `ID=HOST:PORT,...` (for NAT, sidecars
+    /// or fault-injecting proxies). Only this node's outgoing connections to
+    /// those peers change. In the file: a [peer_dial] table.
+    #[arg(long, env = "RAFTLOCK_PEER_DIAL", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
+    pub peer_dial: Option<String>,
+
     /// Interval of the leader's heartbeats, in ms [default: 100].
     #[arg(long, env = "RAFTLOCK_HEARTBEAT_MS", value_name = "MS", help_heading = RAFT)]
     pub heartbeat_ms: Option<u64>,
@@ -212,6 +219,8 @@ pub struct FileConfig {
     pub advertise: Option<String>,
     /// Node id (as a TOML key) → address.
     pub peers: Option<BTreeMap<String, String>>,
+    /// Node id (as a TOML key) → address to dial it at.
+    pub peer_dial: Option<BTreeMap<String, String>>,
     pub heartbeat_ms: Option<u64>,
     pub election_timeout_min_ms: Option<u64>,
     pub election_timeout_max_ms: Option<u64>,
@@ -320,17 +329,20 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
 
     let mut peers = BTreeMap::new();
     if let Some(text) = &args.peers {
-        peers = parse_peers_flag(text)?;
+        peers = parse_peers_flag("peers", text)?;
     } else if let Some(table) = file.peers {
-        for (key, addr) in table {
-            let pid: u64 = key.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                usage(format!(
-                    "config file [peers]: key `{key}` is not a node id (1, 2, ...); write `1 = \"10.0.0.1:7401\"`"
-                ))
-            })?;
-            check_addr("peers", &addr)?;
-            peers.insert(pid, addr);
-        }
+        peers = parse_peers_table("peers", table)?;
+    }
+    let mut peer_dial = BTreeMap::new();
+    if let Some(text) = &args.peer_dial {
+        peer_dial = parse_peers_flag("peer-dial", text)?;
+    } else if let Some(table) = file.peer_dial {
+        peer_dial = parse_peers_table("peer_dial", table)?;
+    }
+    if peer_dial.contains_key(&id) {
+        return Err(usage(format!(
+            "--peer-dial names this node's own id {id}: list only the peers to dial elsewhere"
+        )));
     }
     if !peers.is_empty() && !peers.contains_key(&id) {
         return Err(usage(format!(
@@ -356,6 +368,7 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     let mut node = NodeConfig::new(id, data_dir, listen);
     node.advertise = advertise;
     node.initial_members = peers;
+    node.peer_dial = peer_dial;
 
     let t = &mut node.raft;
     let ms = Duration::from_millis;
@@ -584,30 +597,49 @@ fn check_addr(flag: &str, addr: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `1=10.0.0.1:7401,2=10.0.0.2:7401`.
-fn parse_peers_flag(text: &str) -> Result<BTreeMap<u64, String>, Failure> {
+/// `1=10.0.0.1:7401,2=10.0.0.2:7401` of the flag `--{flag}`.
+fn parse_peers_flag(flag: &str, text: &str) -> Result<BTreeMap<u64, String>, Failure> {
+    let example = "1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401";
     let mut peers = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (id, addr) = item.split_once('=').ok_or_else(|| {
             usage(format!(
-                "--peers: `{item}` is not ID=HOST:PORT; write e.g. --peers 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401"
+                "--{flag}: `{item}` is not ID=HOST:PORT; write e.g. --{flag} {example}"
             ))
         })?;
         let id: u64 = id.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
             usage(format!(
-                "--peers: `{id}` in `{item}` is not a node id (1, 2, ...)"
+                "--{flag}: `{id}` in `{item}` is not a node id (1, 2, ...)"
             ))
         })?;
         let addr = addr.trim().to_string();
-        check_addr("peers", &addr)?;
+        check_addr(flag, &addr)?;
         if peers.insert(id, addr).is_some() {
-            return Err(usage(format!("--peers: node id {id} appears twice")));
+            return Err(usage(format!("--{flag}: node id {id} appears twice")));
         }
     }
     if peers.is_empty() {
-        return Err(usage(
-            "--peers is empty; write e.g. --peers 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401",
-        ));
+        return Err(usage(format!(
+            "--{flag} is empty; write e.g. --{flag} {example}"
+        )));
+    }
+    Ok(peers)
+}
+
+/// A `[peers]`-like table of the config file: node id keys, address values.
+fn parse_peers_table(
+    table_name: &str,
+    table: BTreeMap<String, String>,
+) -> Result<BTreeMap<u64, String>, Failure> {
+    let mut peers = BTreeMap::new();
+    for (key, addr) in table {
+        let pid: u64 = key.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            usage(format!(
+                "config file [{table_name}]: key `{key}` is not a node id (1, 2, ...); write `1 = \"10.0.0.1:7401\"`"
+            ))
+        })?;
+        check_addr(&table_name.replace('_', "-"), &addr)?;
+        peers.insert(pid, addr);
     }
     Ok(peers)
 }
@@ -651,6 +683,30 @@ mod tests {
         let r = resolve(a).expect("valid");
         assert_eq!(r.node.initial_members.len(), 3);
         assert_eq!(r.node.advertise.as_deref(), Some("10.0.0.1:7401"));
+    }
+
+    #[test]
+    fn peer_dial_overrides_where_this_node_dials_its_peers() {
+        let mut a = args();
+        a.peers = Some("1=10.0.0.1:7401,2=10.0.0.2:7401".into());
+        a.peer_dial = Some("2=127.0.0.1:17402".into());
+        let r = resolve(a).expect("valid");
+        assert_eq!(
+            r.node.peer_dial,
+            BTreeMap::from([(2, "127.0.0.1:17402".to_string())])
+        );
+        // What the node advertises is untouched.
+        assert_eq!(r.node.initial_members[&2], "10.0.0.2:7401");
+    }
+
+    #[test]
+    fn peer_dial_naming_this_node_or_a_bad_address_is_refused() {
+        let mut a = args();
+        a.peer_dial = Some("1=127.0.0.1:17401".into());
+        assert!(message(resolve(a).unwrap_err()).contains("--peer-dial"));
+        let mut a = args();
+        a.peer_dial = Some("2=nowhere".into());
+        assert!(message(resolve(a).unwrap_err()).contains("--peer-dial"));
     }
 
     #[test]
@@ -731,6 +787,7 @@ mod tests {
             listen,
             advertise,
             peers,
+            peer_dial,
             heartbeat_ms,
             election_timeout_min_ms,
             election_timeout_max_ms,
@@ -769,6 +826,7 @@ mod tests {
             listen.is_some(),
             advertise.is_some(),
             peers.is_some(),
+            peer_dial.is_some(),
             heartbeat_ms.is_some(),
             election_timeout_min_ms.is_some(),
             election_timeout_max_ms.is_some(),

@@ -1,0 +1,195 @@
+//! The harness's client of one node: the public gRPC API
+//! (`raftlock.v1.Locks` and `Leases`) through the node's client proxy,
+//! one request per operation, every call with a deadline, and every error
+//! sorted into "certainly did not happen" (fail) or "may have happened"
+//! (info).
+//!
+//! No leader following: a Jepsen client is bound to one node, and raftlock
+//! followers forward writes to the leader themselves.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use raftlock_proto::v1 as pb;
+use raftlock_proto::v1::leases_client::LeasesClient;
+use raftlock_proto::v1::locks_client::LocksClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// The metadata key raftlock puts its machine-readable reason in.
+pub const REASON_KEY: &str = "raftlock-reason";
+
+/// Reasons that mean the request certainly took no effect. Everything else
+/// (timeouts, lost connections, NOT_LEADER after a forward that may have
+/// been applied, NO_LEADER, WAIT_TIMEOUT racing a grant) is indeterminate.
+const DEFINITE: &[&str] = &[
+    "LOCK_BUSY",
+    "HELD_IN_OTHER_MODE",
+    "LEASE_NOT_FOUND",
+    "LEASE_EXPIRING",
+    "NOT_HOLDER",
+    "STALE_TOKEN",
+    "INVALID_NAME",
+    "INVALID_ARGUMENT",
+    "TOO_LARGE",
+    "TTL_OUT_OF_RANGE",
+    "LIMIT_EXCEEDED",
+    "KIND_CONFLICT",
+    "PERMITS_MISMATCH",
+];
+
+/// Why a call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// A definite refusal, with its reason (e.g. `LOCK_BUSY`).
+    #[error("refused: {0}")]
+    Definite(String),
+    /// The outcome is unknown.
+    #[error("indeterminate: {0}")]
+    Indeterminate(String),
+}
+
+impl CallError {
+    pub fn from_status(status: &tonic::Status) -> CallError {
+        let reason = status
+            .metadata()
+            .get(REASON_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match reason {
+            Some(r) if DEFINITE.contains(&r.as_str()) => CallError::Definite(r),
+            Some(r) => CallError::Indeterminate(r),
+            None => {
+                let mut text = format!("{:?}: {}", status.code(), status.message());
+                text.truncate(160);
+                CallError::Indeterminate(text)
+            }
+        }
+    }
+
+    /// The text recorded in the history's `error` field.
+    pub fn reason(&self) -> &str {
+        match self {
+            CallError::Definite(r) | CallError::Indeterminate(r) => r,
+        }
+    }
+}
+
+/// A client bound to one node.
+#[derive(Clone)]
+pub struct NodeClient {
+    pub node: u64,
+    locks: LocksClient<Channel>,
+    leases: LeasesClient<Channel>,
+    /// Deadline of one call (a waiting acquire gets its wait on top).
+    pub timeout: Duration,
+}
+
+impl NodeClient {
+    /// A client of `node` at `addr`; connects lazily, never waits here.
+    pub fn new(node: u64, addr: SocketAddr, timeout: Duration) -> Result<NodeClient, CallError> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| CallError::Definite(format!("bad address {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        Ok(NodeClient {
+            node,
+            locks: LocksClient::new(channel.clone()),
+            leases: LeasesClient::new(channel),
+            timeout,
+        })
+    }
+
+    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(timeout);
+        r
+    }
+
+    async fn bounded<T, F>(timeout: Duration, call: F) -> Result<T, CallError>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(CallError::Indeterminate("client timeout".into())),
+            Ok(Err(status)) => Err(CallError::from_status(&status)),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
+    }
+
+    pub async fn grant(
+        &self,
+        ttl_ms: u64,
+        owner: &str,
+    ) -> Result<pb::GrantLeaseResponse, CallError> {
+        let mut c = self.leases.clone();
+        let req = self.request(
+            pb::GrantLeaseRequest {
+                ttl_ms,
+                owner: owner.to_string(),
+            },
+            self.timeout,
+        );
+        Self::bounded(self.timeout, c.grant(req)).await
+    }
+
+    /// One keep-alive on a fresh stream: send one request, take one answer.
+    pub async fn keep_alive(&self, lease_id: u64) -> Result<pb::KeepAliveResponse, CallError> {
+        let mut c = self.leases.clone();
+        let outbound = tokio_stream::iter(vec![pb::KeepAliveRequest { lease_id }]);
+        let req = self.request(outbound, self.timeout);
+        let call = async {
+            let mut inbound = c.keep_alive(req).await?.into_inner();
+            match inbound.message().await? {
+                Some(m) => Ok(tonic::Response::new(m)),
+                None => Err(tonic::Status::unavailable("keep-alive stream ended")),
+            }
+        };
+        Self::bounded(self.timeout, call).await
+    }
+
+    pub async fn acquire(
+        &self,
+        lease_id: u64,
+        name: &str,
+        wait_ms: u64,
+    ) -> Result<pb::AcquireResponse, CallError> {
+        let mut c = self.locks.clone();
+        let timeout = self.timeout + Duration::from_millis(wait_ms);
+        let req = self.request(
+            pb::AcquireRequest {
+                lease_id,
+                locks: vec![pb::LockSpec {
+                    name: name.to_string(),
+                    mode: pb::Mode::Exclusive as i32,
+                    permits: 0,
+                }],
+                wait_timeout_ms: wait_ms,
+                ..Default::default()
+            },
+            timeout,
+        );
+        Self::bounded(timeout, c.acquire(req)).await
+    }
+
+    pub async fn release(
+        &self,
+        lease_id: u64,
+        token: u64,
+        name: &str,
+    ) -> Result<pb::ReleaseResponse, CallError> {
+        let mut c = self.locks.clone();
+        let req = self.request(
+            pb::ReleaseRequest {
+                lease_id,
+                token,
+                names: vec![name.to_string()],
+            },
+            self.timeout,
+        );
+        Self::bounded(self.timeout, c.release(req)).await
+    }
+}

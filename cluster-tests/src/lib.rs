@@ -1,0 +1,19 @@
+//! cluster-tests: a Jepsen-style fault harness for raftlock.
+//!
+//! It runs a real cluster of `raftlock serve` processes with every peer
+//! link and every client link through a fault proxy owned by the harness,
+//! drives clients through the public gRPC API while a seeded nemesis
+//! injects faults, records every operation in a [`history::History`], and
+//! checks it against raftlock's promises ([`checker`]).
+
+pub mod checker;
+pub mod client;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod unsafe_server;
+pub mod workload;
