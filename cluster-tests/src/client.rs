@@ -18,9 +18,12 @@ use tonic::transport::{Channel, Endpoint};
 /// The metadata key raftlock puts its machine-readable reason in.
 pub const REASON_KEY: &str = "raftlock-reason";
 
-/// Reasons that mean the request certainly took no effect. Everything else
-/// (timeouts, lost connections, NOT_LEADER after a forward that may have
-/// been applied, NO_LEADER, WAIT_TIMEOUT racing a grant) is indeterminate.
+/// Reasons that mean the request certainly took no effect, as the proto
+/// documents them — NOT_LEADER and NO_LEADER included, so the checkers hold
+/// raftlock to that promise (a forward whose answer was lost is
+/// OUTCOME_UNKNOWN since 1fd1f53, found by this harness). Everything else
+/// (TIMEOUT, OUTCOME_UNKNOWN, lost connections, WAIT_TIMEOUT racing a
+/// grant) is indeterminate.
 const DEFINITE: &[&str] = &[
     "LOCK_BUSY",
     "HELD_IN_OTHER_MODE",
@@ -35,6 +38,8 @@ const DEFINITE: &[&str] = &[
     "LIMIT_EXCEEDED",
     "KIND_CONFLICT",
     "PERMITS_MISMATCH",
+    "NOT_LEADER",
+    "NO_LEADER",
 ];
 
 /// Why a call did not succeed.

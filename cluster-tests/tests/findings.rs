@@ -1,6 +1,6 @@
 //! Scenarios where the harness found raftlock breaking a documented
-//! promise. Each is `#[ignore]`d until raftlock is fixed; run with
-//! `cargo test -p cluster-tests --test findings -- --ignored`.
+//! promise, kept as regression tests once fixed (an unfixed one is
+//! `#[ignore]`d; run those with `-- --ignored`).
 
 use std::time::Duration;
 
@@ -20,7 +20,6 @@ use raftlock_proto::v1 as pb;
 /// told it does not hold it (a client retrying a release the same way gets
 /// NOT_HOLDER for a release that did happen).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "raftlock bug: NOT_LEADER is returned for forwarded writes that were applied"]
 async fn not_leader_is_never_returned_for_an_applied_write() {
     let binary = raftlock_binary().expect("raftlock binary");
     let cluster = Cluster::start(ClusterConfig {
@@ -55,6 +54,7 @@ async fn not_leader_is_never_returned_for_an_applied_write() {
     cluster.set_link(follower, leader, LinkMode::OneWay);
     let answer = via_follower.acquire(lease, "finding/not-leader", 0).await;
     cluster.heal_links();
+    eprintln!("acquire through the one-way link answered: {answer:?}");
     let Err(CallError::Indeterminate(reason)) = &answer else {
         // Answered some other way: nothing shown by this run.
         return;
