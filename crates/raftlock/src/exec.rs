@@ -352,6 +352,21 @@ async fn exec(
         );
     }
 
+    // Never start COMMAND on a lease that may not outlive the margin (the
+    // acquire itself can take long enough, e.g. across an election).
+    let certain = session
+        .valid_until()
+        .is_some_and(|until| until > Instant::now() + plan.margin);
+    if !certain {
+        drop(guard);
+        let _ = tokio::time::timeout(LOST_REVOKE_TIMEOUT, session.revoke()).await;
+        return Err(Failure::LeaseLost(format!(
+            "lost the lock {name} before running {:?}: lease {} is not certainly valid for              more than --margin {:?}; COMMAND was not run",
+            args.command[0],
+            session.lease_id(),
+            plan.margin
+        )));
+    }
     let child = match spawn(args, &session, &guard, endpoints) {
         Ok(c) => c,
         Err(e) => {
@@ -436,8 +451,9 @@ fn spawn(
     #[cfg(target_os = "linux")]
     {
         // If we are killed outright (SIGKILL, OOM), nobody keeps the lease
-        // alive: COMMAND gets --signal at once rather than run on unlocked.
-        let sig = args.signal.number;
+        // alive any more and nobody would send a later SIGKILL: COMMAND is
+        // killed at once rather than run on unlocked.
+        let sig = libc::SIGKILL;
         let parent = i32::try_from(std::process::id()).unwrap_or(0);
         // SAFETY: between fork and exec only async-signal-safe calls
         // (prctl, getppid) and no allocation on the success path.
@@ -544,13 +560,21 @@ async fn supervise(
                 }
             }
             why = watchdog(session, margin), if lost.is_none() => {
-                signal_group(pid, args.signal.number);
-                if args.signal.number == libc::SIGKILL {
+                // SIGKILL goes no later than the end of the lease's certain
+                // validity, whatever --kill-after says: after that instant
+                // another client may hold the lock. A lease already gone
+                // leaves no time at all.
+                let now = Instant::now();
+                let validity_end = session.valid_until().unwrap_or(now);
+                let watchdog_kill = (now + args.kill_after).min(validity_end);
+                if args.signal.number == libc::SIGKILL || watchdog_kill <= now {
+                    signal_group(pid, libc::SIGKILL);
                     killed = true;
+                } else {
+                    signal_group(pid, args.signal.number);
                 }
                 lost = Some(why);
                 // After a forwarded signal, keep its (earlier) SIGKILL time.
-                let watchdog_kill = Instant::now() + args.kill_after;
                 kill_at = Some(kill_at.map_or(watchdog_kill, |t| t.min(watchdog_kill)));
             }
             () = kill_wait => {

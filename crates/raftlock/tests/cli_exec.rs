@@ -270,23 +270,42 @@ while :; do sleep 0.05; done"#;
     );
     assert!(is_free(&dev, "jobs/ctrl-c"));
 
-    // exec killed outright (SIGKILL): COMMAND gets --signal at once instead
-    // of running on without anyone keeping the lease alive.
-    let script = r#"trap 'echo term > got-term-orphan; exit 0' TERM
-touch started-orphan
+    // exec killed outright (SIGKILL): COMMAND is killed at once (SIGKILL:
+    // nobody would send a later one) instead of running on without anyone
+    // keeping the lease alive; even a COMMAND that traps TERM is gone.
+    let script = r#"trap 'echo term > got-term-orphan' TERM
+echo $$ > started-orphan
 while :; do sleep 0.05; done"#;
     let mut exec = Proc::spawn(
         exec_cmd(&dev, &["jobs/orphan", "--ttl", "2s"], &["sh", "-c", script]),
         &tmp.path().join("exec-orphan.log"),
     );
-    wait_file(&tmp.path().join("started-orphan"), CLI_BOUND, &|| {
-        exec.log_text()
-    });
+    let started = tmp.path().join("started-orphan");
+    wait_file(&started, CLI_BOUND, &|| exec.log_text());
+    let child_pid: i32 = std::fs::read_to_string(&started)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .expect("COMMAND wrote its pid");
     exec.kill();
-    wait_file(
-        &tmp.path().join("got-term-orphan"),
-        Duration::from_secs(10),
-        &|| "COMMAND did not get SIGTERM when exec was killed".into(),
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Running: its /proc entry exists and is not a zombie (an orphan's
+    // reaper may be slow).
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{child_pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(") ").next().map(|rest| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    while running() {
+        assert!(
+            Instant::now() < deadline,
+            "COMMAND {child_pid} still runs after exec was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !tmp.path().join("got-term-orphan").exists(),
+        "it got SIGKILL, not TERM"
     );
 }
 
