@@ -138,38 +138,48 @@ fn run_purger(shared: Weak<Shared>, rx: mpsc::Receiver<u64>) {
         while let Ok(next) = rx.try_recv() {
             upto = upto.max(next);
         }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        if let Err(e) = purge_upto(&shared, upto) {
+        match purge_upto(&shared, upto) {
+            Ok(true) => {}
+            // The store was closed: what is left the next open removes.
+            Ok(false) => return,
             // The entries stay until the next purge or open removes them;
             // nothing reads them meanwhile.
-            tracing::error!(error = %e, upto, "purging the log failed");
+            Err(e) => tracing::error!(error = %e, upto, "purging the log failed"),
         }
     }
 }
 
-fn purge_upto(shared: &Shared, upto: u64) -> Result<(), sled::Error> {
+/// Holds the database only for one step at a time, so dropping the stores
+/// still closes it at once (at most one flush or chunk later). `Ok(false)`
+/// when it was closed meanwhile.
+fn purge_upto(shared: &Weak<Shared>, upto: u64) -> Result<bool, sled::Error> {
     // Before any entry goes: make `last_purged` durable, and with it every
     // state machine batch written so far — after the deletion the log can
     // no longer replay those entries.
-    shared.db.flush()?;
+    let Some(db) = shared.upgrade() else {
+        return Ok(false);
+    };
+    db.db.flush()?;
+    drop(db);
     let mut count = 0usize;
     loop {
+        let Some(db) = shared.upgrade() else {
+            return Ok(false);
+        };
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
-        for key in shared.log.range(..=log_key(upto)).keys().take(PURGE_CHUNK) {
+        for key in db.log.range(..=log_key(upto)).keys().take(PURGE_CHUNK) {
             batch.remove(key?);
             in_batch += 1;
         }
         if in_batch == 0 {
             break;
         }
-        shared.log.apply_batch(batch)?;
+        db.log.apply_batch(batch)?;
         count += in_batch;
     }
     tracing::debug!(upto, count, "log purged");
-    Ok(())
+    Ok(true)
 }
 
 /// Checks the stored log when the store opens: every entry's checksum and
