@@ -359,6 +359,38 @@ impl Client {
         &self,
         lease_id: u64,
         deadline: Instant,
+        attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.call_with(lease_id, deadline, true, attempt).await
+    }
+
+    /// [`Client::call`] for a call that must not be repeated once it may
+    /// have taken effect (force-release by name, revoke): a failure whose
+    /// outcome is unknown (TIMEOUT, OUTCOME_UNKNOWN, a broken connection) is
+    /// returned, not retried. A force-release retried after it was applied
+    /// would take the lock from the waiter it had just been handed to.
+    pub(crate) async fn call_once<T, F, Fut>(
+        &self,
+        lease_id: u64,
+        deadline: Instant,
+        attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.call_with(lease_id, deadline, false, attempt).await
+    }
+
+    async fn call_with<T, F, Fut>(
+        &self,
+        lease_id: u64,
+        deadline: Instant,
+        retry_unknown: bool,
         mut attempt: F,
     ) -> Result<T, Error>
     where
@@ -389,6 +421,9 @@ impl Client {
                     });
                 }
             };
+            if !retry_unknown && crate::lock::outcome_unknown(&status) {
+                return Err(Error::from_status(&status, lease_id, n));
+            }
             let redirected = match classify(&status) {
                 Failure::Fatal => return Err(Error::from_status(&status, lease_id, n)),
                 Failure::Retry { leader_addr } => {
@@ -752,7 +787,7 @@ impl Client {
     ) -> Result<Vec<pb::Holder>, Error> {
         let name = name.to_string();
         let r = self
-            .call(0, self.deadline(), |ch, left| {
+            .call_once(0, self.deadline(), |ch, left| {
                 let mut req = tonic::Request::new(pb::ForceReleaseRequest {
                     name: name.clone(),
                     lease_id,
@@ -804,7 +839,7 @@ impl Client {
     /// Returns the holds released; `Error::LeaseLost` if it did not exist.
     pub async fn revoke_lease(&self, lease_id: u64) -> Result<Vec<pb::Grant>, Error> {
         let r = self
-            .call(lease_id, self.deadline(), |ch, left| {
+            .call_once(lease_id, self.deadline(), |ch, left| {
                 let mut req = tonic::Request::new(pb::RevokeLeaseRequest { lease_id });
                 req.set_timeout(left);
                 async move { pb::leases_client::LeasesClient::new(ch).revoke(req).await }

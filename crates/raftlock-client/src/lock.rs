@@ -420,7 +420,7 @@ pub(crate) async fn release_names(
 /// the node timed out waiting for the write or shut down under it, or the
 /// failure came from the transport (no raftlock reason), so the request may
 /// have reached the leader. Every other reason is a definite refusal.
-fn outcome_unknown(status: &tonic::Status) -> bool {
+pub(crate) fn outcome_unknown(status: &tonic::Status) -> bool {
     match ServerError::of(status).reason.as_deref() {
         Some("TIMEOUT" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN") => true,
         Some(_) => false,

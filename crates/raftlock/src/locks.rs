@@ -357,7 +357,33 @@ impl Rpc {
     /// [`ELECTION_RIDE_OUT`] has passed, once any node has answered (a
     /// cluster is there, its leader is changing). When no node has answered
     /// at all after two rounds, nothing is listening: give up at once.
-    pub(crate) async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, CallError>
+    pub(crate) async fn call<T, F, Fut>(&self, attempt: F) -> Result<T, CallError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_with(true, attempt).await
+    }
+
+    /// [`Rpc::call`] for a call that must not be repeated once it may have
+    /// taken effect (release, force-release, revoke): a failure whose
+    /// outcome is unknown (TIMEOUT, OUTCOME_UNKNOWN, SHUTTING_DOWN, a
+    /// connection broken after the request went out) is returned as it is.
+    /// Only failures that prove nothing was applied (no connection,
+    /// NOT_LEADER, NO_LEADER) move on to another node.
+    pub(crate) async fn call_once<T, F, Fut>(&self, attempt: F) -> Result<T, CallError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_with(false, attempt).await
+    }
+
+    async fn call_with<T, F, Fut>(
+        &self,
+        retry_unknown: bool,
+        mut attempt: F,
+    ) -> Result<T, CallError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -389,6 +415,15 @@ impl Rpc {
                     Ok(r) => return Ok(r.into_inner()),
                     Err(s) => {
                         let reason = raftlock_node::status_reason(&s);
+                        let unknown = match reason.as_deref() {
+                            Some("NOT_LEADER" | "NO_LEADER") => false,
+                            Some("OUTCOME_UNKNOWN" | "TIMEOUT" | "SHUTTING_DOWN") => true,
+                            Some(_) => false,
+                            None => true,
+                        };
+                        if unknown && !retry_unknown {
+                            return Err(CallError::Server(s));
+                        }
                         match reason.as_deref() {
                             Some(
                                 "NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN"
@@ -745,7 +780,7 @@ pub fn lease(args: LeaseArgs) -> Result<(), Failure> {
         }),
         LeaseCommand::Revoke { lease } => rt.block_on(async {
             let r = rpc
-                .call(|ch| async move {
+                .call_once(|ch| async move {
                     pb::leases_client::LeasesClient::new(ch)
                         .revoke(timed(
                             pb::RevokeLeaseRequest { lease_id: lease },
@@ -958,10 +993,15 @@ pub fn acquire(args: AcquireArgs) -> Result<(), Failure> {
             metadata: args.meta.iter().cloned().collect(),
             lock_delay_ms: u64::try_from(args.lock_delay.as_millis()).unwrap_or(u64::MAX),
         };
-        let timeout = args.wait + CALL_TIMEOUT;
+        // A retry (the same lease: it finds its queued request or its hold)
+        // waits only for what is left of --wait, not the whole of it again.
+        let wait_until = std::time::Instant::now() + args.wait;
         let result = rpc
             .call(|ch| {
-                let req = req.clone();
+                let mut req = req.clone();
+                let wait_left = wait_until.saturating_duration_since(std::time::Instant::now());
+                req.wait_timeout_ms = u64::try_from(wait_left.as_millis()).unwrap_or(u64::MAX);
+                let timeout = wait_left + CALL_TIMEOUT;
                 async move {
                     pb::locks_client::LocksClient::new(ch)
                         .acquire(timed(req, timeout))
@@ -975,7 +1015,7 @@ pub fn acquire(args: AcquireArgs) -> Result<(), Failure> {
                 if granted {
                     // Best effort: the lease would expire by itself anyway.
                     let _ = rpc
-                        .call(|ch| async move {
+                        .call_once(|ch| async move {
                             pb::leases_client::LeasesClient::new(ch)
                                 .revoke(timed(pb::RevokeLeaseRequest { lease_id }, CALL_TIMEOUT))
                                 .await
@@ -1036,7 +1076,7 @@ pub fn release(args: HoldArgs) -> Result<(), Failure> {
             names: vec![args.name.clone()],
         };
         let r = rpc
-            .call(|ch| {
+            .call_once(|ch| {
                 let req = req.clone();
                 async move {
                     pb::locks_client::LocksClient::new(ch)
@@ -1308,7 +1348,7 @@ pub fn force_release(args: ForceReleaseArgs) -> Result<(), Failure> {
             lease_id: args.lease,
         };
         let r = rpc
-            .call(|ch| {
+            .call_once(|ch| {
                 let req = req.clone();
                 async move {
                     pb::admin_client::AdminClient::new(ch)
