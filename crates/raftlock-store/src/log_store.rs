@@ -53,9 +53,10 @@ pub struct LogReader {
 impl LogStore {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Self, OpenError> {
         let (tx, rx) = mpsc::channel();
-        // The thread holds the database weakly: dropping the stores closes
-        // sled (and releases its file lock) at once, without waiting for
-        // the thread to notice that the channel closed.
+        // The threads hold the database weakly: dropping the stores closes
+        // sled (and releases its file lock) as soon as a flush or purge step
+        // in progress ends, without waiting for a thread to notice that its
+        // channel closed. Reopen after `closed()` resolves.
         let weak = Arc::downgrade(&shared);
         let spawn_error = |source| OpenError::Io {
             dir: shared.dir.clone(),

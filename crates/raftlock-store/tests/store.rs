@@ -141,13 +141,19 @@ async fn reopen_keeps_log_vote_committed_purged_and_state() {
 #[tokio::test]
 async fn purging_everything_keeps_last_purged_as_last_log_id() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
+    let closed = {
         let (mut log, _sm) = open(dir.path());
         log.blocking_append((1..=5).map(|i| blank(1, i)))
             .await
             .expect("append");
         log.purge(log_id(1, 5)).await.expect("purge");
-    }
+        log.closed()
+    };
+    // The purger may still be flushing: the directory is free once the
+    // store reports itself closed.
+    tokio::time::timeout(std::time::Duration::from_secs(10), closed.wait())
+        .await
+        .expect("the store closes");
     let (mut log, _sm) = open(dir.path());
     let state = log.get_log_state().await.expect("log state");
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
