@@ -282,10 +282,18 @@ while :; do sleep 0.05; done"#;
     );
     let started = tmp.path().join("started-orphan");
     wait_file(&started, CLI_BOUND, &|| exec.log_text());
-    let child_pid: i32 = std::fs::read_to_string(&started)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .expect("COMMAND wrote its pid");
+    // The file exists as soon as the shell opens it; the pid follows.
+    let pid_deadline = Instant::now() + Duration::from_secs(10);
+    let child_pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&started)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < pid_deadline, "COMMAND wrote its pid");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     exec.kill();
     let deadline = Instant::now() + Duration::from_secs(10);
     // Running: its /proc entry exists and is not a zombie (an orphan's
