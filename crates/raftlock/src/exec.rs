@@ -249,17 +249,7 @@ impl Signals {
 
 pub fn run(args: ExecArgs) -> Result<(), Failure> {
     let plan = plan(&args)?;
-    let endpoints: Vec<String> = args
-        .endpoints
-        .iter()
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
-    if endpoints.is_empty() {
-        return Err(Failure::Usage(
-            "--endpoints is empty; give host:port of at least one node".into(),
-        ));
-    }
+    let endpoints = crate::locks::endpoint_list(&args.endpoints)?;
     let rt = runner::control_runtime()?;
     let mut signals = Signals::new(&rt)?;
     let result = rt.block_on(exec(&args, &plan, &endpoints, &mut signals));

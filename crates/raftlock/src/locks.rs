@@ -324,18 +324,9 @@ fn uri(endpoint: &str) -> String {
 
 impl Rpc {
     pub(crate) fn new(conn: &Conn) -> Result<Rpc, Failure> {
-        let endpoints: Vec<String> = conn
-            .endpoints
-            .iter()
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty())
-            .collect();
-        if endpoints.is_empty() {
-            return Err(Failure::Usage(
-                "--endpoints is empty; give host:port of at least one node".into(),
-            ));
-        }
-        Ok(Rpc { endpoints })
+        Ok(Rpc {
+            endpoints: endpoint_list(&conn.endpoints)?,
+        })
     }
 
     async fn channel(endpoint: &str) -> Result<Channel, String> {
@@ -466,6 +457,21 @@ impl Rpc {
         let keep = errors.len().saturating_sub(2 * self.endpoints.len().max(1));
         Err(CallError::Unreachable(errors.split_off(keep).join("; ")))
     }
+}
+
+/// The --endpoints list without blanks; empty is a usage error.
+pub(crate) fn endpoint_list(raw: &[String]) -> Result<Vec<String>, Failure> {
+    let endpoints: Vec<String> = raw
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Failure::Usage(
+            "--endpoints is empty; give host:port of at least one node".into(),
+        ));
+    }
+    Ok(endpoints)
 }
 
 pub(crate) fn call_failure(e: CallError, name: &str, lease: Option<u64>) -> Failure {

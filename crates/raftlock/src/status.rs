@@ -109,17 +109,7 @@ impl StatusOut {
 }
 
 pub fn run(args: StatusArgs) -> Result<(), Failure> {
-    let endpoints: Vec<String> = args
-        .endpoints
-        .iter()
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
-    if endpoints.is_empty() {
-        return Err(Failure::Usage(
-            "--endpoints is empty; give host:port of at least one node".into(),
-        ));
-    }
+    let endpoints = crate::locks::endpoint_list(&args.endpoints)?;
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let control = runner::control_runtime()?;
     let out = control.block_on(async {
