@@ -398,10 +398,10 @@ impl Cluster {
     pub async fn leader(&self) -> Option<u64> {
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
         for id in self.ids() {
-            if let Some(s) = self.status(id).await {
-                if let Some(l) = s.leader_id {
-                    *votes.entry(l).or_insert(0) += 1;
-                }
+            if let Some(s) = self.status(id).await
+                && let Some(l) = s.leader_id
+            {
+                *votes.entry(l).or_insert(0) += 1;
             }
         }
         votes.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l)
@@ -424,10 +424,11 @@ impl Cluster {
                     None => all = false,
                 }
             }
-            if all && seen.len() == 1 {
-                if let Some(l) = seen.first() {
-                    return Ok(*l);
-                }
+            if all
+                && seen.len() == 1
+                && let Some(l) = seen.first()
+            {
+                return Ok(*l);
             }
             if Instant::now() >= deadline {
                 return Err(ClusterError::NoLeader(

@@ -318,10 +318,10 @@ pub async fn run(
             .copied()
             .filter(|k| *k != kind)
             .collect();
-        if rng.chance(config.combine_percent) {
-            if let Some(second) = rng.pick(&others).copied() {
-                faults.push(choose(second, &ids, leader, &mut rng));
-            }
+        if rng.chance(config.combine_percent)
+            && let Some(second) = rng.pick(&others).copied()
+        {
+            faults.push(choose(second, &ids, leader, &mut rng));
         }
         let label: Vec<String> = faults.iter().map(Fault::label).collect();
         let inv = record(&recorder, label.join(" + "));

@@ -116,11 +116,12 @@ pub fn windows(history: &History) -> Vec<Window> {
                         let e = until.entry(lease).or_insert(0);
                         *e = (*e).max(u);
                     }
-                    if let Some(prev) = open.get(&name) {
-                        if prev.lease == lease && prev.token == token {
-                            // An idempotent re-acquire of the same hold.
-                            continue;
-                        }
+                    if let Some(prev) = open.get(&name)
+                        && prev.lease == lease
+                        && prev.token == token
+                    {
+                        // An idempotent re-acquire of the same hold.
+                        continue;
                     }
                     if let Some(prev) = open.remove(&name) {
                         let u = until.get(&prev.lease).copied().unwrap_or(0);
@@ -137,11 +138,11 @@ pub fn windows(history: &History) -> Vec<Window> {
                     );
                 }
                 F::Release => {
-                    if let Some(name) = &p.invoke.name {
-                        if let Some(o) = open.remove(name) {
-                            let u = until.get(&o.lease).copied().unwrap_or(0);
-                            close(&mut out, name.clone(), o, p.invoke.time_ns, u);
-                        }
+                    if let Some(name) = &p.invoke.name
+                        && let Some(o) = open.remove(name)
+                    {
+                        let u = until.get(&o.lease).copied().unwrap_or(0);
+                        close(&mut out, name.clone(), o, p.invoke.time_ns, u);
                     }
                 }
                 _ => {}

@@ -84,17 +84,18 @@ pub fn check_tokens(history: &History) -> CheckResult {
                 }
                 next += 1;
             }
-            if let Some(m) = max {
-                if (m.lease, m.token) != (b.lease, b.token) && b.token <= m.token {
-                    result.violation(
-                        format!(
-                            "\"{name}\": token {} (lease {}) was acknowledged before an acquire \
+            if let Some(m) = max
+                && (m.lease, m.token) != (b.lease, b.token)
+                && b.token <= m.token
+            {
+                result.violation(
+                    format!(
+                        "\"{name}\": token {} (lease {}) was acknowledged before an acquire \
                              that then got the lower or equal token {} (lease {})",
-                            m.token, m.lease, b.token, b.lease
-                        ),
-                        vec![m.op, b.op],
-                    );
-                }
+                        m.token, m.lease, b.token, b.lease
+                    ),
+                    vec![m.op, b.op],
+                );
             }
         }
     }

@@ -207,12 +207,13 @@ fn step(s: &MState, op: &LOp, bounds: &HashMap<u64, u64>) -> Vec<MState> {
         },
         Kind::ReleaseUnknown(t) => {
             let mut out = vec![s.clone()];
-            if let Some((h, t0)) = s.holder {
-                if h == l && (t0 == t || t0 == 0) {
-                    let mut n = s.clone();
-                    n.holder = None;
-                    out.push(n);
-                }
+            if let Some((h, t0)) = s.holder
+                && h == l
+                && (t0 == t || t0 == 0)
+            {
+                let mut n = s.clone();
+                n.holder = None;
+                out.push(n);
             }
             out
         }
@@ -233,14 +234,15 @@ fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows) {
         };
         let error = p.result().and_then(|r| r.error.clone()).unwrap_or_default();
         let gone = matches!(error.as_str(), "LEASE_NOT_FOUND" | "LEASE_EXPIRING");
-        if p.invoke.f == F::Acquire && error == "WAIT_TIMEOUT" {
-            if let Some(c) = p.complete {
-                waits
-                    .entry(name.clone())
-                    .or_default()
-                    .push((p.invoke.time_ns, c.time_ns, lease));
-                continue;
-            }
+        if p.invoke.f == F::Acquire
+            && error == "WAIT_TIMEOUT"
+            && let Some(c) = p.complete
+        {
+            waits
+                .entry(name.clone())
+                .or_default()
+                .push((p.invoke.time_ns, c.time_ns, lease));
+            continue;
         }
         let kind = match (p.invoke.f, p.outcome()) {
             (F::Acquire, OpType::Ok) => match p.result().and_then(|r| r.token) {
@@ -385,7 +387,7 @@ impl Search<'_> {
         loop {
             self.steps += 1;
             if self.steps >= self.budget_steps
-                || (self.steps % 4096 == 0
+                || (self.steps.is_multiple_of(4096)
                     && (Instant::now() >= self.deadline
                         || cache.len().saturating_mul(words * 8 + 64) > MAX_CACHE_BYTES))
             {

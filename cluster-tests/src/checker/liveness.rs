@@ -29,10 +29,10 @@ pub fn check(history: &History, bound_ns: u64) -> CheckResult {
         if p.invoke.time_ns < heal_ns || slot.is_some() {
             continue;
         }
-        if let Some(c) = p.complete {
-            if matches!(c.kind, OpType::Ok | OpType::Fail) {
-                *slot = Some((c.time_ns, c.index));
-            }
+        if let Some(c) = p.complete
+            && matches!(c.kind, OpType::Ok | OpType::Fail)
+        {
+            *slot = Some((c.time_ns, c.index));
         }
     }
     result.count("clients", first.len() as u64);

@@ -90,36 +90,37 @@ pub fn lease_lower_bounds(history: &History) -> HashMap<u64, u64> {
     let mut bound: HashMap<u64, u64> = HashMap::new();
     let pairs = history.pairs();
     for p in &pairs {
-        if p.invoke.f == F::Grant && p.outcome() == OpType::Ok {
-            if let (Some(lease), Some(ttl)) =
+        if p.invoke.f == F::Grant
+            && p.outcome() == OpType::Ok
+            && let (Some(lease), Some(ttl)) =
                 (p.result().and_then(|r| r.lease_id), p.invoke.args.ttl_ms)
-            {
-                ttl_of.insert(lease, ttl);
-                let b = p
-                    .invoke
-                    .time_ns
-                    .saturating_add(ttl.saturating_mul(1_000_000));
-                let e = bound.entry(lease).or_insert(0);
-                *e = (*e).max(b);
-            }
+        {
+            ttl_of.insert(lease, ttl);
+            let b = p
+                .invoke
+                .time_ns
+                .saturating_add(ttl.saturating_mul(1_000_000));
+            let e = bound.entry(lease).or_insert(0);
+            *e = (*e).max(b);
         }
     }
     for p in &pairs {
-        if p.invoke.f == F::KeepAlive && p.outcome() == OpType::Ok {
-            if let Some(lease) = p.invoke.args.lease_id {
-                let ttl = p
-                    .result()
-                    .and_then(|r| r.valid_until_ns.map(|u| (u, p.invoke.time_ns)))
-                    .map(|(u, s)| u.saturating_sub(s) / 1_000_000)
-                    .or_else(|| ttl_of.get(&lease).copied())
-                    .unwrap_or(0);
-                let b = p
-                    .invoke
-                    .time_ns
-                    .saturating_add(ttl.saturating_mul(1_000_000));
-                let e = bound.entry(lease).or_insert(0);
-                *e = (*e).max(b);
-            }
+        if p.invoke.f == F::KeepAlive
+            && p.outcome() == OpType::Ok
+            && let Some(lease) = p.invoke.args.lease_id
+        {
+            let ttl = p
+                .result()
+                .and_then(|r| r.valid_until_ns.map(|u| (u, p.invoke.time_ns)))
+                .map(|(u, s)| u.saturating_sub(s) / 1_000_000)
+                .or_else(|| ttl_of.get(&lease).copied())
+                .unwrap_or(0);
+            let b = p
+                .invoke
+                .time_ns
+                .saturating_add(ttl.saturating_mul(1_000_000));
+            let e = bound.entry(lease).or_insert(0);
+            *e = (*e).max(b);
         }
     }
     bound

@@ -330,11 +330,11 @@ impl Client {
         }
         if let Some(i) = nodes.channels.iter().position(|(a, _)| *a == addr) {
             nodes.current = i;
-        } else if nodes.channels.len() < MAX_CHANNELS {
-            if let Ok(ch) = channel_for(&addr, &self.inner.options) {
-                nodes.channels.push((addr, ch));
-                nodes.current = nodes.channels.len() - 1;
-            }
+        } else if nodes.channels.len() < MAX_CHANNELS
+            && let Ok(ch) = channel_for(&addr, &self.inner.options)
+        {
+            nodes.channels.push((addr, ch));
+            nodes.current = nodes.channels.len() - 1;
         }
     }
 

@@ -400,10 +400,10 @@ pub(crate) async fn release_names(
             let unknown_outcome = Arc::clone(&unknown_outcome);
             async move {
                 let r = pb::locks_client::LocksClient::new(ch).release(req).await;
-                if let Err(status) = &r {
-                    if outcome_unknown(status) {
-                        unknown_outcome.store(true, Ordering::Relaxed);
-                    }
+                if let Err(status) = &r
+                    && outcome_unknown(status)
+                {
+                    unknown_outcome.store(true, Ordering::Relaxed);
                 }
                 r
             }

@@ -597,13 +597,13 @@ impl State {
             return Err(self.busy(blocked_name));
         }
         for (name, _) in &wanted {
-            if let Some(lock) = self.locks.get(name) {
-                if lock.queue.len() >= self.limits.max_waiters_per_lock as usize {
-                    return Err(LockError::LimitExceeded {
-                        limit: Limit::WaitersPerLock,
-                        max: self.limits.max_waiters_per_lock as u64,
-                    });
-                }
+            if let Some(lock) = self.locks.get(name)
+                && lock.queue.len() >= self.limits.max_waiters_per_lock as usize
+            {
+                return Err(LockError::LimitExceeded {
+                    limit: Limit::WaitersPerLock,
+                    max: self.limits.max_waiters_per_lock as u64,
+                });
             }
         }
         let waiter = Waiter {
@@ -1271,13 +1271,13 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
                 lock.holds.len()
             ));
         }
-        if let LockKind::Semaphore { permits } = lock.kind {
-            if lock.holds.len() > permits as usize {
-                return Err(format!(
-                    "semaphore {name:?} has {} holders for {permits} permits",
-                    lock.holds.len()
-                ));
-            }
+        if let LockKind::Semaphore { permits } = lock.kind
+            && lock.holds.len() > permits as usize
+        {
+            return Err(format!(
+                "semaphore {name:?} has {} holders for {permits} permits",
+                lock.holds.len()
+            ));
         }
         for (lease_id, hold) in &lock.holds {
             if hold.lease != *lease_id || hold.mode.kind() != lock.kind {
@@ -1324,10 +1324,10 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
                 ));
             }
         }
-        if let Some(until) = lock.delayed_until_ms {
-            if !state.delays.contains(&(until, name.clone())) {
-                return Err(format!("delay of {name:?} is missing from the index"));
-            }
+        if let Some(until) = lock.delayed_until_ms
+            && !state.delays.contains(&(until, name.clone()))
+        {
+            return Err(format!("delay of {name:?} is missing from the index"));
         }
     }
     if state.delays.len()

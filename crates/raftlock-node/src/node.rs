@@ -322,10 +322,10 @@ fn spawn_server(
     // reply (a grant right after a release reply) until the client's delayed
     // ACK, up to 40 ms.
     let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY on an accepted connection");
-            }
+        if let Ok(stream) = &accepted
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY on an accepted connection");
         }
         accepted
     });
@@ -446,10 +446,10 @@ async fn keep_leases(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
         if !due.expire.is_empty() {
             expire(&api, due.expire).await;
         }
-        if due.tick {
-            if let Err(e) = api.propose(Command::Tick).await {
-                tracing::debug!(error = %e, "tick not applied");
-            }
+        if due.tick
+            && let Err(e) = api.propose(Command::Tick).await
+        {
+            tracing::debug!(error = %e, "tick not applied");
         }
     }
 }
@@ -529,13 +529,12 @@ impl NodeHandle {
         }
         // openraft drops the store a moment after it stops; wait, so the data
         // dir can be opened again as soon as this returns.
-        if let Some(closed) = self.store_closed.take() {
-            if tokio::time::timeout(Duration::from_secs(10), closed.wait())
+        if let Some(closed) = self.store_closed.take()
+            && tokio::time::timeout(Duration::from_secs(10), closed.wait())
                 .await
                 .is_err()
-            {
-                tracing::warn!("the store was not closed within 10 s of shutdown");
-            }
+        {
+            tracing::warn!("the store was not closed within 10 s of shutdown");
         }
         tracing::info!(id = self.api.id, "node stopped");
     }

@@ -134,14 +134,14 @@ fn settled(state: &State, waiter: WaiterId, lease: u64) -> Option<WaitOutcome> {
     // Not queued any more: the holds granted to it carry its id.
     let mut holds = Vec::new();
     for name in state.lease(lease).map(|l| &l.holds).into_iter().flatten() {
-        if let Some(hold) = state.lock(name).and_then(|l| l.holds.get(&lease)) {
-            if hold.from_waiter == Some(waiter) {
-                holds.push(Granted {
-                    name: name.clone(),
-                    mode: hold.mode,
-                    token: hold.token,
-                });
-            }
+        if let Some(hold) = state.lock(name).and_then(|l| l.holds.get(&lease))
+            && hold.from_waiter == Some(waiter)
+        {
+            holds.push(Granted {
+                name: name.clone(),
+                mode: hold.mode,
+                token: hold.token,
+            });
         }
     }
     Some(match holds.first() {

@@ -221,14 +221,14 @@ pub(crate) fn verify_on_open(shared: &Shared) -> Result<(), OpenError> {
         let (key, value) = item.map_err(sled_err)?;
         let entry = decode_entry(&key, &value).map_err(corrupt)?;
         let index = entry.log_id.index;
-        if let Some(previous) = previous {
-            if index != previous + 1 {
-                return Err(OpenError::Corrupt {
-                    dir: dir.clone(),
-                    what: "log".to_string(),
-                    detail: format!("entries {} to {} are missing", previous + 1, index - 1),
-                });
-            }
+        if let Some(previous) = previous
+            && index != previous + 1
+        {
+            return Err(OpenError::Corrupt {
+                dir: dir.clone(),
+                what: "log".to_string(),
+                detail: format!("entries {} to {} are missing", previous + 1, index - 1),
+            });
         }
         previous = Some(index);
     }

@@ -503,10 +503,10 @@ impl Client {
     /// leader it names (the failed call is counted, not retried here).
     async fn raftlock_failed(&mut self, status: &Status) -> OpError {
         let e = OpError::raftlock(status);
-        if let (Client::Raftlock { locks, .. }, Some(addr)) = (&mut *self, &e.leader_addr) {
-            if let Ok(channel) = connect(addr).await {
-                *locks = pb::locks_client::LocksClient::new(channel);
-            }
+        if let (Client::Raftlock { locks, .. }, Some(addr)) = (&mut *self, &e.leader_addr)
+            && let Ok(channel) = connect(addr).await
+        {
+            *locks = pb::locks_client::LocksClient::new(channel);
         }
         e
     }
@@ -947,12 +947,12 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
     }
     revoke(&admin, &leases).await;
 
-    if cycles_total == 0 {
-        if let Some(first) = errors.first.take() {
-            return Err(Failure::Runtime(format!(
-                "every operation failed; the first error: {first}"
-            )));
-        }
+    if cycles_total == 0
+        && let Some(first) = errors.first.take()
+    {
+        return Err(Failure::Runtime(format!(
+            "every operation failed; the first error: {first}"
+        )));
     }
     if cycles == 0 {
         return Err(Failure::Runtime(format!(

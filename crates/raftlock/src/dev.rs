@@ -168,10 +168,10 @@ async fn wait_leader(nodes: &[RunningNode]) -> Option<u64> {
             .iter()
             .map(|r| r.metrics().borrow().current_leader)
             .collect();
-        if let Some(Some(first)) = leaders.first() {
-            if leaders.iter().all(|l| *l == Some(*first)) {
-                return Some(*first);
-            }
+        if let Some(Some(first)) = leaders.first()
+            && leaders.iter().all(|l| *l == Some(*first))
+        {
+            return Some(*first);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -202,17 +202,17 @@ fn prepare_dir(args: &DevArgs) -> Result<(), Failure> {
             Failure::Runtime(format!("cannot delete {} (--fresh): {e}", dir.display()))
         })?;
     }
-    if let Some(marker) = read_marker(&marker_path)? {
-        if marker.base_port != args.base_port {
-            return Err(Failure::Usage(format!(
-                "{} holds a dev cluster created with --base-port {}, whose addresses are in its \
+    if let Some(marker) = read_marker(&marker_path)?
+        && marker.base_port != args.base_port
+    {
+        return Err(Failure::Usage(format!(
+            "{} holds a dev cluster created with --base-port {}, whose addresses are in its \
                  log; run with --base-port {}, or add --fresh to start over (deletes its data), \
                  or choose another --dir",
-                dir.display(),
-                marker.base_port,
-                marker.base_port
-            )));
-        }
+            dir.display(),
+            marker.base_port,
+            marker.base_port
+        )));
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))

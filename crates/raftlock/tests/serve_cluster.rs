@@ -100,23 +100,24 @@ impl ProcCluster {
         let mut seen = Vec::new();
         loop {
             for id in ids {
-                if let Some(p) = self.procs.get_mut(id) {
-                    if let Some(status) = p.exited() {
-                        return Err(WaitError::Exited(
-                            *id,
-                            format!("{status}\n{}", p.log_text()),
-                        ));
-                    }
+                if let Some(p) = self.procs.get_mut(id)
+                    && let Some(status) = p.exited()
+                {
+                    return Err(WaitError::Exited(
+                        *id,
+                        format!("{status}\n{}", p.log_text()),
+                    ));
                 }
             }
             seen.clear();
             for id in ids {
                 seen.push(status(self.ports[id]).await.and_then(|s| s.leader_id));
             }
-            if let Some(Some(leader)) = seen.first() {
-                if seen.iter().all(|l| *l == Some(*leader)) && Some(*leader) != not {
-                    return Ok(*leader);
-                }
+            if let Some(Some(leader)) = seen.first()
+                && seen.iter().all(|l| *l == Some(*leader))
+                && Some(*leader) != not
+            {
+                return Ok(*leader);
             }
             if Instant::now() >= deadline {
                 return Err(WaitError::Timeout(format!(
@@ -267,11 +268,12 @@ async fn three_serve_processes_survive_sigkill_of_the_leader_and_it_rejoins() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 break;
             }
-            if let Some(s) = status(port).await {
-                if s.leader_id == Some(new_leader) && s.applied_index >= later.revision {
-                    rejoined = Some(s);
-                    break;
-                }
+            if let Some(s) = status(port).await
+                && s.leader_id == Some(new_leader)
+                && s.applied_index >= later.revision
+            {
+                rejoined = Some(s);
+                break;
             }
             assert!(
                 Instant::now() < deadline,

@@ -136,12 +136,11 @@ impl Cluster {
                 .flatten()
                 .map(|n| n.raft().metrics().borrow().current_leader)
                 .collect();
-            if let Some(Some(l)) = leaders.first() {
-                if leaders.iter().all(|x| *x == Some(*l))
-                    && self.nodes.get(l).is_some_and(|n| n.is_some())
-                {
-                    return *l;
-                }
+            if let Some(Some(l)) = leaders.first()
+                && leaders.iter().all(|x| *x == Some(*l))
+                && self.nodes.get(l).is_some_and(|n| n.is_some())
+            {
+                return *l;
             }
             assert!(
                 Instant::now() < deadline,

@@ -107,7 +107,7 @@ pub fn request(state: &State, op: Op, cluster_ms: &mut u64) -> Request {
     *cluster_ms += u64::from(op.b % 700);
     let leases: Vec<u64> = state.leases().map(|l| l.id).collect();
     let lease = |x: u32| -> u64 {
-        if leases.is_empty() || x % 13 == 0 {
+        if leases.is_empty() || x.is_multiple_of(13) {
             u64::from(x % 40)
         } else {
             leases[x as usize % leases.len()]
@@ -129,29 +129,33 @@ pub fn request(state: &State, op: Op, cluster_ms: &mut u64) -> Request {
                 name: first.to_string(),
                 mode: mode_for(first, op.flag),
             }];
-            if op.b % 3 == 0 && second != first {
+            if op.b.is_multiple_of(3) && second != first {
                 locks.push(LockSpec {
                     name: second.to_string(),
                     mode: mode_for(second, op.flag),
                 });
             }
             let mut metadata = BTreeMap::new();
-            if op.a % 2 == 0 {
+            if op.a.is_multiple_of(2) {
                 metadata.insert("k".to_string(), format!("v{}", op.b));
             }
             Command::Acquire {
                 lease: lease(op.a),
                 locks,
-                wait: op.a % 3 != 0,
+                wait: !op.a.is_multiple_of(3),
                 reason: "test".to_string(),
                 metadata,
-                lock_delay_ms: if op.b % 4 == 0 { 500 } else { 0 },
+                lock_delay_ms: if op.b.is_multiple_of(4) { 500 } else { 0 },
             }
         }
         5 | 6 => match holds.get(op.a as usize % holds.len().max(1)) {
             Some((name, lease, token)) => Command::Release {
                 lease: *lease,
-                token: if op.b % 7 == 0 { token + 1 } else { *token },
+                token: if op.b.is_multiple_of(7) {
+                    token + 1
+                } else {
+                    *token
+                },
                 names: vec![name.clone()],
             },
             None => Command::Release {
@@ -179,7 +183,7 @@ pub fn request(state: &State, op: Op, cluster_ms: &mut u64) -> Request {
                         .filter_map(|h| Some((h.lease, h.from_waiter?)))
                 })
                 .collect();
-            if op.b % 3 == 0 && !granted.is_empty() {
+            if op.b.is_multiple_of(3) && !granted.is_empty() {
                 let (lease, waiter) = granted[op.a as usize % granted.len()];
                 return Request::new(
                     *cluster_ms,
