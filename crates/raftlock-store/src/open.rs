@@ -54,8 +54,114 @@ pub(crate) struct Shared {
     /// purge). Entries below it may still be in the `log` tree while the
     /// purger deletes them in the background; readers skip them.
     pub(crate) first_kept: std::sync::atomic::AtomicU64,
-    /// Dropped last (fields drop in order), after sled has closed its file.
-    closed: tokio::sync::watch::Sender<()>,
+    /// Dropped last (fields drop in order), after the database and trees.
+    closed: CloseSignal,
+}
+
+/// Fires [`Closed`] once sled has really let go of the directory.
+///
+/// Dropping the last `sled::Db` handle is not enough: sled's background
+/// writers may still hold the data file (and its lock) for a moment, and a
+/// reopen in that moment fails with `AlreadyOpen` (seen in CI). So the drop
+/// hands over to a short-lived thread that takes and releases the same
+/// `flock` sled takes, then drops the sender.
+struct CloseSignal {
+    lock_file: PathBuf,
+    sender: Option<tokio::sync::watch::Sender<()>>,
+}
+
+/// How long [`CloseSignal`] waits for sled's file lock before it reports
+/// the store closed anyway (a reopen would then say `AlreadyOpen`).
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Drop for CloseSignal {
+    fn drop(&mut self) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        let lock_file = std::mem::take(&mut self.lock_file);
+        closing::begin(&lock_file);
+        let wait = move || {
+            wait_for_file_lock(&lock_file, CLOSE_WAIT);
+            closing::end(&lock_file);
+            drop(sender);
+        };
+        // Not on the dropping thread: that may be an async runtime's worker.
+        let spawned = std::thread::Builder::new()
+            .name("raftlock-store-close".to_string())
+            .spawn(wait);
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the store's close thread");
+        }
+    }
+}
+
+/// The stores of this process that are closing: a reopen of one of their
+/// directories waits for it (bounded) instead of failing with `AlreadyOpen`.
+mod closing {
+    use std::collections::HashSet;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Condvar, Mutex};
+    use std::time::Instant;
+
+    static CLOSING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+    static CLOSED: Condvar = Condvar::new();
+
+    pub(super) fn begin(lock_file: &Path) {
+        let mut closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+        closing
+            .get_or_insert_with(HashSet::new)
+            .insert(lock_file.to_path_buf());
+    }
+
+    pub(super) fn end(lock_file: &Path) {
+        let mut closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = closing.as_mut() {
+            set.remove(lock_file);
+        }
+        CLOSED.notify_all();
+    }
+
+    /// Waits until no store of `lock_file` is closing, or until `deadline`.
+    pub(super) fn wait(lock_file: &Path, deadline: Instant) {
+        let mut closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+        while closing.as_ref().is_some_and(|set| set.contains(lock_file)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            closing = CLOSED
+                .wait_timeout(closing, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Waits (bounded by `limit`) until nobody holds the exclusive lock on
+/// `path`, the lock sled takes on its data file.
+fn wait_for_file_lock(path: &Path, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let Ok(file) = std::fs::File::open(path) else {
+        return; // no file, no lock
+    };
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                return;
+            }
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "sled's file lock is still held after the store was dropped");
+                return;
+            }
+        }
+    }
 }
 
 /// Tells when a store's database has been closed: every [`LogStore`],
@@ -84,7 +190,10 @@ impl Closed {
 
 impl Shared {
     pub(crate) fn closed(&self) -> Closed {
-        Closed(self.closed.subscribe())
+        match &self.closed.sender {
+            Some(sender) => Closed(sender.subscribe()),
+            None => unreachable!("the close signal fires only when Shared drops"),
+        }
     }
 }
 
@@ -94,8 +203,13 @@ impl Shared {
 /// the vote and other metadata, every state machine record and the current
 /// snapshot. A damaged record is [`OpenError::Corrupt`] naming it.
 /// sled's file lock makes a second open of the same directory, by any
-/// process, fail with [`OpenError::AlreadyOpen`].
+/// process, fail with [`OpenError::AlreadyOpen`]; only a store of this
+/// process that is still closing (dropped, see [`Closed`]) is waited for,
+/// up to 10 s.
 pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachineStore), OpenError> {
+    // A store of this directory that this process dropped a moment ago may
+    // still be letting go of it.
+    closing::wait(&dir.join("db"), std::time::Instant::now() + CLOSE_WAIT);
     let db = open_sled(dir, &options)?;
     let tree = |name: &str| db.open_tree(name).map_err(|e| OpenError::from_sled(dir, e));
     let shared = Arc::new(Shared {
@@ -106,7 +220,10 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         snapshot: tree(SNAPSHOT_TREE)?,
         db,
         first_kept: std::sync::atomic::AtomicU64::new(0),
-        closed: tokio::sync::watch::channel(()).0,
+        closed: CloseSignal {
+            lock_file: dir.join("db"),
+            sender: Some(tokio::sync::watch::channel(()).0),
+        },
     });
     check_format(&shared)?;
     log_store::verify_on_open(&shared)?;
