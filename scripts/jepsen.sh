@@ -18,10 +18,14 @@
 # JEPSEN_PROFILE=debug uses (and builds) the debug binaries instead of
 # release ones: quicker to build, slower to run.
 #
+# Clock faults (--nemesis clock or skew) run the nodes under libfaketime;
+# when it is missing the script installs Debian's libfaketime package
+# (apt-get, as root) or tells you how.
+#
 # Usage: scripts/jepsen.sh [--nodes 5] [--time-limit 600]
-#          [--nemesis partition,kill,pause,link] [--seed S] [--clients 10]
+#          [--nemesis partition,kill,pause,link,clock,member | ...,skew]
+#          [--seed S] [--clients 10] [--skew-percent 3]
 #          [--target raftlock|unsafe] [--out DIR] [any other `jepsen` flag]
-# Not yet: --nemesis clock (libfaketime) and membership changes.
 set -euo pipefail
 
 usage() {
@@ -31,9 +35,11 @@ usage() {
 ARGS=()
 SEED=""
 OUT=""
+NEMESIS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
+    --nemesis) NEMESIS="${2:?--nemesis needs a list}"; ARGS+=("$1" "$2"); shift 2 ;;
     --seed) SEED="${2:?--seed needs a number}"; ARGS+=("$1" "$2"); shift 2 ;;
     --out) OUT="${2:?--out needs a directory}"; shift 2 ;;
     --*) ARGS+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
@@ -48,6 +54,23 @@ if [ -z "$SEED" ]; then
   ARGS+=(--seed "$SEED")
 fi
 OUT="${OUT:-$ROOT/target/jepsen/$SEED}"
+
+FAKETIME_LIB="${RAFTLOCK_FAKETIME_LIB:-/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1}"
+case ",$NEMESIS," in
+  *,clock,*|*,skew,*)
+    if [ ! -f "$FAKETIME_LIB" ]; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+        echo "installing libfaketime (clock faults need it)" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime; } >&2 \
+          || { echo "error: could not install libfaketime" >&2; exit 2; }
+      else
+        echo "error: clock faults need libfaketime: apt-get install libfaketime (as root), or set RAFTLOCK_FAKETIME_LIB" >&2
+        exit 2
+      fi
+    fi
+    export RAFTLOCK_FAKETIME_LIB="$FAKETIME_LIB"
+    ;;
+esac
 
 PROFILE="${JEPSEN_PROFILE:-release}"
 case "$PROFILE" in

@@ -5,7 +5,9 @@
 //! Node j advertises its client proxy (so `--peers` lists client proxies
 //! and redirects send clients through the proxy); node i dials peer j
 //! through proxy i→j with `--peer-dial`. Faults: cut or degrade links,
-//! kill -9 and restart, SIGSTOP and SIGCONT, and heal everything.
+//! kill -9 and restart, SIGSTOP and SIGCONT, clock faults through
+//! libfaketime (when the cluster is started with [`Faketime`]), removing a
+//! node from the membership and adding it back, and heal everything.
 //! Dropping the cluster kills every process it started, even on panic.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +37,12 @@ pub enum ClusterError {
     NoLeader(Duration, String),
     #[error("node {0} is not part of the cluster")]
     UnknownNode(u64),
+    #[error("clock faults need libfaketime, which this cluster was started without")]
+    NoFaketime,
+    #[error("membership change: {0}")]
+    Membership(String),
+    #[error("clock fault: {0}")]
+    Clock(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -103,10 +111,89 @@ pub struct ClusterConfig {
     pub extra_args: Vec<String>,
     /// Keep node data and logs here instead of a temporary directory.
     pub keep_dir: Option<PathBuf>,
+    /// Run every node under libfaketime so its clocks can be faulted.
+    pub faketime: Option<Faketime>,
 }
 
+/// How nodes run under libfaketime (`LD_PRELOAD`): each node reads its
+/// clock setting from its own file (`node<id>.faketime` in the cluster
+/// directory; libfaketime's `FAKETIME_TIMESTAMP_FILE`), re-read every
+/// second, so [`Cluster::set_clock`] changes it while the node runs.
+#[derive(Debug, Clone)]
+pub struct Faketime {
+    /// `libfaketimeMT.so.1` (Debian package `libfaketime`).
+    pub library: PathBuf,
+    /// Fake the monotonic clock too (for rate skew). Without it only the
+    /// wall clock (`CLOCK_REALTIME`) moves, as when an operator or NTP steps
+    /// a machine's clock; a monotonic clock never jumps, so offsets must not
+    /// be used with this on, and a rate is set only when a node starts:
+    /// libfaketime changing the rate of a running process let its monotonic
+    /// clock step back by ~0.6 ms (seen: openraft panics on it), which no
+    /// real clock does.
+    pub fake_monotonic: bool,
+    /// The clock each node starts with (default: real time).
+    pub start_clocks: BTreeMap<u64, ClockSetting>,
+}
+
+/// Where Debian's libfaketime package puts the multi-threaded library.
+pub const FAKETIME_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+impl Faketime {
+    /// libfaketime from `$RAFTLOCK_FAKETIME_LIB` or Debian's path, if it is
+    /// there.
+    pub fn find(fake_monotonic: bool) -> Result<Faketime, String> {
+        let library = std::env::var_os("RAFTLOCK_FAKETIME_LIB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(FAKETIME_LIBRARY));
+        if !library.is_file() {
+            return Err(format!(
+                "{} does not exist: install libfaketime (apt-get install libfaketime; scripts/jepsen.sh does it) or set RAFTLOCK_FAKETIME_LIB",
+                library.display()
+            ));
+        }
+        Ok(Faketime {
+            library,
+            fake_monotonic,
+            start_clocks: BTreeMap::new(),
+        })
+    }
+}
+
+/// A node's clock as libfaketime is told to run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSetting {
+    /// The real time.
+    Real,
+    /// Wall clock shifted by this many milliseconds (either sign).
+    Offset { ms: i64 },
+    /// Clocks running at this rate from the process's start, in
+    /// millionths (1 000 000 = real).
+    Rate { millionths: u64 },
+}
+
+impl ClockSetting {
+    /// The line libfaketime reads.
+    fn spec(self) -> String {
+        match self {
+            ClockSetting::Real => "+0 x1".to_string(),
+            ClockSetting::Offset { ms } => {
+                let sign = if ms < 0 { '-' } else { '+' };
+                let ms = ms.unsigned_abs();
+                format!("{sign}{}.{:03}", ms / 1000, ms % 1000)
+            }
+            ClockSetting::Rate { millionths } => {
+                format!(
+                    "+0 x{}.{:06}",
+                    millionths / 1_000_000,
+                    millionths % 1_000_000
+                )
+            }
+        }
+    }
+}
 struct NodeProc {
     listen: SocketAddr,
+    clock_file: PathBuf,
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
@@ -121,6 +208,10 @@ pub struct Cluster {
     nodes: BTreeMap<u64, NodeProc>,
     peer_proxies: BTreeMap<(u64, u64), Proxy>,
     client_proxies: BTreeMap<u64, Proxy>,
+    faketime: Option<Faketime>,
+    /// Nodes removed from the membership (still running) by
+    /// [`Cluster::remove_member`].
+    removed: BTreeSet<u64>,
 }
 
 fn free_port() -> Result<SocketAddr, ClusterError> {
@@ -181,6 +272,8 @@ impl Cluster {
             nodes: BTreeMap::new(),
             peer_proxies,
             client_proxies,
+            faketime: config.faketime.clone(),
+            removed: BTreeSet::new(),
         };
         for id in &ids {
             let dial: Vec<String> = ids
@@ -214,6 +307,7 @@ impl Cluster {
                 *id,
                 NodeProc {
                     listen: listen[id],
+                    clock_file: dir.join(format!("node{id}.faketime")),
                     args,
                     log: dir.join(format!("node{id}.log")),
                     child: None,
@@ -238,12 +332,31 @@ impl Cluster {
             .open(&node.log)
             .map_err(io(format!("opening {}", node.log.display())))?;
         let err = log.try_clone().map_err(io("cloning a log handle"))?;
-        let child = Command::new(&binary)
-            .args(&node.args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RAFTLOCK_JEPSEN_LOG").unwrap_or("warn".into()),
-            )
+        let mut command = Command::new(&binary);
+        command.args(&node.args).env(
+            "RUST_LOG",
+            std::env::var("RAFTLOCK_JEPSEN_LOG").unwrap_or("warn".into()),
+        );
+        if let Some(faketime) = &self.faketime {
+            // A restarted node keeps its clock setting, as a machine would.
+            if !node.clock_file.exists() {
+                let start = faketime
+                    .start_clocks
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(ClockSetting::Real);
+                write_clock(&node.clock_file, start)?;
+            }
+            command
+                .env("LD_PRELOAD", &faketime.library)
+                .env("FAKETIME_TIMESTAMP_FILE", &node.clock_file)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env(
+                    "FAKETIME_DONT_FAKE_MONOTONIC",
+                    if faketime.fake_monotonic { "0" } else { "1" },
+                );
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -256,6 +369,164 @@ impl Cluster {
 
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
+    }
+
+    /// The nodes in the membership (all but the removed ones).
+    pub fn members(&self) -> Vec<u64> {
+        self.ids()
+            .into_iter()
+            .filter(|id| !self.removed.contains(id))
+            .collect()
+    }
+
+    /// Whether the nodes run under libfaketime, and how.
+    pub fn faketime(&self) -> Option<&Faketime> {
+        self.faketime.as_ref()
+    }
+
+    /// Sets node `id`'s wall clock (it reads the change within a second).
+    /// Only when monotonic clocks are not faked: see [`Faketime`].
+    pub fn set_clock(&self, id: u64, setting: ClockSetting) -> Result<(), ClusterError> {
+        let faketime = self.faketime.as_ref().ok_or(ClusterError::NoFaketime)?;
+        if faketime.fake_monotonic {
+            return Err(ClusterError::Clock(
+                "with faked monotonic clocks a running node's clock is never changed (use restart_with_clock)".into(),
+            ));
+        }
+        let node = self.nodes.get(&id).ok_or(ClusterError::UnknownNode(id))?;
+        write_clock(&node.clock_file, setting)
+    }
+
+    /// kill -9 node `id` and start it again with this clock.
+    pub fn restart_with_clock(
+        &mut self,
+        id: u64,
+        setting: ClockSetting,
+    ) -> Result<(), ClusterError> {
+        if self.faketime.is_none() {
+            return Err(ClusterError::NoFaketime);
+        }
+        self.kill(id)?;
+        let node = self.nodes.get(&id).ok_or(ClusterError::UnknownNode(id))?;
+        write_clock(&node.clock_file, setting)?;
+        self.spawn(id)
+    }
+
+    /// Every node's wall clock back to real time. Rates of faked monotonic
+    /// clocks stay: changing them in a running process is not safe (see
+    /// [`Faketime`]) and bounded rate drift is what real clocks do anyway.
+    pub fn heal_clocks(&self) -> Result<(), ClusterError> {
+        match &self.faketime {
+            Some(f) if !f.fake_monotonic => {
+                for node in self.nodes.values() {
+                    write_clock(&node.clock_file, ClockSetting::Real)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes node `id` from the membership through the leader (the node
+    /// keeps running, outside the cluster). Waits for the change to commit.
+    pub async fn remove_member(&mut self, id: u64) -> Result<(), ClusterError> {
+        if !self.nodes.contains_key(&id) {
+            return Err(ClusterError::UnknownNode(id));
+        }
+        self.admin(|mut admin| async move {
+            admin
+                .remove(pb::RemoveRequest { id })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await?;
+        self.removed.insert(id);
+        Ok(())
+    }
+
+    /// Adds a removed node back: as a learner (caught up), then a voter.
+    pub async fn add_member(&mut self, id: u64) -> Result<(), ClusterError> {
+        let address = self
+            .client_addr(id)
+            .ok_or(ClusterError::UnknownNode(id))?
+            .to_string();
+        self.admin(|mut admin| {
+            let address = address.clone();
+            async move {
+                admin
+                    .add_learner(pb::AddLearnerRequest {
+                        id,
+                        address,
+                        wait_caught_up: true,
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await?;
+        self.admin(|mut admin| async move {
+            admin
+                .promote(pb::PromoteRequest { id })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await?;
+        self.removed.remove(&id);
+        Ok(())
+    }
+
+    /// Every removed node added back.
+    pub async fn heal_membership(&mut self) -> Result<(), ClusterError> {
+        let removed: Vec<u64> = self.removed.iter().copied().collect();
+        for id in removed {
+            self.add_member(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one membership call on the leader (directly, not through a
+    /// proxy), retrying other nodes and elections for up to 30 s.
+    async fn admin<F, Fut>(&self, call: F) -> Result<pb::MembershipResponse, ClusterError>
+    where
+        F: Fn(AdminClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<pb::MembershipResponse, tonic::Status>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::from("no node answered");
+        loop {
+            let leader = self.leader().await;
+            let order: Vec<u64> = leader
+                .into_iter()
+                .chain(self.members().into_iter().filter(|id| Some(*id) != leader))
+                .collect();
+            for id in order {
+                let Some(addr) = self.direct_addr(id).filter(|_| self.is_running(id)) else {
+                    continue;
+                };
+                let Ok(endpoint) =
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                else {
+                    continue;
+                };
+                let endpoint = endpoint.connect_timeout(Duration::from_millis(300));
+                let Ok(channel) = endpoint.connect().await else {
+                    continue;
+                };
+                match tokio::time::timeout(Duration::from_secs(15), call(AdminClient::new(channel)))
+                    .await
+                {
+                    Ok(Ok(response)) => return Ok(response),
+                    Ok(Err(status)) => {
+                        last = format!("node {id}: {:?} {}", status.code(), status.message())
+                    }
+                    Err(_) => last = format!("node {id}: no answer within 15 s"),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Membership(last));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Where clients reach node `id` (its client proxy).
@@ -304,6 +575,13 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// Sets the link from clients to node `id` (both directions).
+    pub fn set_client_link(&self, id: u64, mode: LinkMode) {
+        if let Some(p) = self.client_proxies.get(&id) {
+            p.set(mode);
         }
     }
 
@@ -375,14 +653,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// Links healed, paused nodes resumed, dead nodes restarted.
-    pub fn heal_all(&mut self) -> Result<(), ClusterError> {
+    /// Links healed, clocks real, paused nodes resumed, dead nodes
+    /// restarted, removed nodes added back.
+    pub async fn heal_all(&mut self) -> Result<(), ClusterError> {
         self.heal_links();
+        self.heal_clocks()?;
         for id in self.ids() {
             self.resume(id)?;
             self.restart(id)?;
         }
-        Ok(())
+        self.heal_membership().await
     }
 
     /// One node's view (direct, not through a proxy), if it answers soon.
@@ -394,10 +674,10 @@ impl Cluster {
         status_of(addr).await
     }
 
-    /// The leader most running nodes name, if any.
+    /// The leader most running members name, if any.
     pub async fn leader(&self) -> Option<u64> {
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
-        for id in self.ids() {
+        for id in self.members() {
             if let Some(s) = self.status(id).await
                 && let Some(l) = s.leader_id
             {
@@ -407,13 +687,13 @@ impl Cluster {
         votes.into_iter().max_by_key(|(_, n)| *n).map(|(l, _)| l)
     }
 
-    /// Waits until every running node names the same leader.
+    /// Waits until every running member names the same leader.
     pub async fn wait_leader(&self, within: Duration) -> Result<u64, ClusterError> {
         let deadline = Instant::now() + within;
         loop {
             let mut seen = BTreeSet::new();
             let mut all = true;
-            for id in self.ids() {
+            for id in self.members() {
                 if !self.is_running(id) {
                     continue;
                 }
@@ -444,6 +724,14 @@ impl Cluster {
     pub fn log_dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Writes a clock setting atomically (libfaketime may read it any time).
+fn write_clock(path: &Path, setting: ClockSetting) -> Result<(), ClusterError> {
+    let tmp = path.with_extension("faketime.tmp");
+    std::fs::write(&tmp, format!("{}\n", setting.spec()))
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("renaming {}", tmp.display())))
 }
 
 async fn status_of(addr: SocketAddr) -> Option<pb::StatusResponse> {
@@ -483,5 +771,31 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClockSetting;
+
+    #[test]
+    fn clock_settings_are_what_libfaketime_reads() {
+        assert_eq!(ClockSetting::Real.spec(), "+0 x1");
+        assert_eq!(ClockSetting::Offset { ms: 1_500 }.spec(), "+1.500");
+        assert_eq!(ClockSetting::Offset { ms: -3_600_007 }.spec(), "-3600.007");
+        assert_eq!(
+            ClockSetting::Rate {
+                millionths: 1_021_336
+            }
+            .spec(),
+            "+0 x1.021336"
+        );
+        assert_eq!(
+            ClockSetting::Rate {
+                millionths: 981_000
+            }
+            .spec(),
+            "+0 x0.981000"
+        );
     }
 }

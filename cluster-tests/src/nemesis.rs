@@ -4,7 +4,7 @@
 //! A quarter of the faults come with a second one of another kind at the
 //! same time (`combine_percent`).
 //!
-//! Kinds (`--nemesis partition,kill,pause,link`):
+//! Kinds (`--nemesis partition,kill,pause,link,clock,member` or `skew`):
 //! - `partition`: isolate one node, isolate the leader, a random
 //!   majority/minority split, majorities-ring (every node sees a different
 //!   majority; 5+ nodes), a bridge (two halves joined by one node), one-way
@@ -12,9 +12,26 @@
 //!   void);
 //! - `kill`: kill -9 a random node or the leader, restart it at the heal;
 //! - `pause`: SIGSTOP a random node or the leader, SIGCONT at the heal;
-//! - `link`: delay or lossy links around one node.
-//!
-//! Not done yet: clock faults (libfaketime) and membership changes.
+//! - `link`: delay or lossy peer links around one node, or the clients'
+//!   link to one node delayed, lossy or cut;
+//! - `clock`: wall-clock faults through libfaketime (monotonic clocks
+//!   untouched, as when an operator or NTP steps a machine's clock): bump
+//!   one node's, the leader's or every node's clock by milliseconds to an
+//!   hour either way, or strobe it between two offsets every second or so.
+//!   raftlock must not care: its safety rests on monotonic clocks only;
+//! - `skew`: clock *rate* drift: every node's clocks (monotonic included,
+//!   timers too) run at their own rate, up to `skew_percent` faster or
+//!   slower, drawn when the node starts; the fault kills a node (or the
+//!   leader) and restarts it at a new rate. (A rate is never changed in a
+//!   running process: libfaketime then let the monotonic clock step back,
+//!   see [`crate::cluster::Faketime`].) DESIGN.md assumes bounded rate
+//!   drift, covered by the clients' drift margin: a run with `skew` should
+//!   count validity with a margin above `skew_percent` (the jepsen binary
+//!   sets 5 %, the Rust client's default). `skew` and `clock` cannot share
+//!   a run (an offset would make a faked monotonic clock jump);
+//! - `member`: remove a node (sometimes the leader) from the membership
+//!   while it keeps running, add it back (learner, caught up, then voter)
+//!   at the heal.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -23,7 +40,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, watch};
 
-use crate::cluster::Cluster;
+use crate::cluster::{ClockSetting, Cluster};
 use crate::history::{Args, F, NEMESIS, OpResult, OpType, Recorder};
 use crate::proxy::LinkMode;
 use crate::rng::Rng;
@@ -35,6 +52,22 @@ pub enum FaultKind {
     Kill,
     Pause,
     Link,
+    Clock,
+    Skew,
+    Member,
+}
+
+impl FaultKind {
+    /// libfaketime is needed, and whether it must fake monotonic clocks.
+    pub fn faketime(kinds: &[FaultKind]) -> Option<bool> {
+        if kinds.contains(&FaultKind::Skew) {
+            Some(true)
+        } else if kinds.contains(&FaultKind::Clock) {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 impl FromStr for FaultKind {
@@ -45,11 +78,11 @@ impl FromStr for FaultKind {
             "kill" => Ok(FaultKind::Kill),
             "pause" => Ok(FaultKind::Pause),
             "link" => Ok(FaultKind::Link),
-            "clock" | "membership" => Err(format!(
-                "nemesis `{s}` is not implemented yet (clock faults need libfaketime; membership changes are planned)"
-            )),
+            "clock" => Ok(FaultKind::Clock),
+            "skew" => Ok(FaultKind::Skew),
+            "member" | "membership" => Ok(FaultKind::Member),
             other => Err(format!(
-                "unknown nemesis `{other}`; use partition, kill, pause, link"
+                "unknown nemesis `{other}`; use partition, kill, pause, link, clock, skew, member"
             )),
         }
     }
@@ -64,6 +97,11 @@ pub fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
         .collect::<Result<_, _>>()?;
     kinds.sort();
     kinds.dedup();
+    if kinds.contains(&FaultKind::Clock) && kinds.contains(&FaultKind::Skew) {
+        return Err(
+            "nemesis `clock` and `skew` cannot share a run: wall-clock offsets would make the monotonic clocks that `skew` fakes jump; run them separately".into(),
+        );
+    }
     Ok(kinds)
 }
 
@@ -80,8 +118,26 @@ pub enum Fault {
         label: String,
         links: Vec<((u64, u64), LinkMode)>,
     },
+    /// Set the clients' link to a node (both directions).
+    ClientLink {
+        node: u64,
+        mode: LinkMode,
+    },
     Kill(u64),
     Pause(u64),
+    /// Set node clocks; a node with several settings is strobed between
+    /// them (about every second) while the fault lasts.
+    Clock {
+        label: String,
+        settings: Vec<(u64, Vec<ClockSetting>)>,
+    },
+    /// Restart a node (kill -9) with its clocks at a new rate.
+    Reskew {
+        node: u64,
+        rate: ClockSetting,
+    },
+    /// Remove a node from the membership.
+    Remove(u64),
 }
 
 impl Fault {
@@ -89,14 +145,69 @@ impl Fault {
         match self {
             Fault::Partition { label, groups } => format!("{label} {groups:?}"),
             Fault::Links { label, .. } => label.clone(),
+            Fault::ClientLink { node, mode } => format!("clients' link to node {node}: {mode:?}"),
             Fault::Kill(n) => format!("kill node {n}"),
             Fault::Pause(n) => format!("pause node {n}"),
+            Fault::Clock { label, .. } => label.clone(),
+            Fault::Reskew { node, rate } => format!("restart node {node} with clock {rate:?}"),
+            Fault::Remove(n) => format!("remove node {n} from the membership"),
+        }
+    }
+
+    fn strobes(&self) -> bool {
+        matches!(self, Fault::Clock { settings, .. } if settings.iter().any(|(_, s)| s.len() > 1))
+    }
+}
+
+/// A wall-clock offset: small (under a second) or large (up to an hour),
+/// either way.
+fn offset_ms(rng: &mut Rng) -> i64 {
+    let ms = if rng.chance(50) {
+        rng.range(20, 1_000)
+    } else {
+        rng.range(1_000, 3_600_000)
+    } as i64;
+    if rng.chance(50) { ms } else { -ms }
+}
+
+/// A clock rate between 0.1 % and `skew_percent` off real time, either way.
+pub fn skew_rate(skew_percent: u64, rng: &mut Rng) -> ClockSetting {
+    let delta = rng.range(1_000, skew_percent.clamp(1, 99) * 10_000);
+    let millionths = if rng.chance(50) {
+        1_000_000 + delta
+    } else {
+        1_000_000 - delta
+    };
+    ClockSetting::Rate { millionths }
+}
+
+/// Which nodes a clock fault hits: one, the leader, or all.
+fn clock_targets(ids: &[u64], leader: Option<u64>, rng: &mut Rng) -> (String, Vec<u64>) {
+    match rng.range(0, 3) {
+        0 => match leader {
+            Some(l) => (format!("leader {l}"), vec![l]),
+            None => {
+                let n = *rng.pick(ids).unwrap_or(&1);
+                (format!("node {n}"), vec![n])
+            }
+        },
+        1 => ("every node".to_string(), ids.to_vec()),
+        _ => {
+            let n = *rng.pick(ids).unwrap_or(&1);
+            (format!("node {n}"), vec![n])
         }
     }
 }
 
 /// Chooses a fault of `kind` for nodes `ids` (leader if known).
-pub fn choose(kind: FaultKind, ids: &[u64], leader: Option<u64>, rng: &mut Rng) -> Fault {
+/// `skew_percent` bounds rate faults.
+pub fn choose(
+    kind: FaultKind,
+    ids: &[u64],
+    leader: Option<u64>,
+    skew_percent: u64,
+    rng: &mut Rng,
+) -> Fault {
     let n = ids.len();
     let mut shuffled = ids.to_vec();
     rng.shuffle(&mut shuffled);
@@ -109,6 +220,43 @@ pub fn choose(kind: FaultKind, ids: &[u64], leader: Option<u64>, rng: &mut Rng) 
     match kind {
         FaultKind::Kill => Fault::Kill(leader_or_random(rng).0),
         FaultKind::Pause => Fault::Pause(leader_or_random(rng).0),
+        FaultKind::Member => Fault::Remove(leader_or_random(rng).0),
+        FaultKind::Clock => {
+            let (who, nodes) = clock_targets(ids, leader, rng);
+            let strobe = rng.chance(40);
+            let settings: Vec<(u64, Vec<ClockSetting>)> = nodes
+                .iter()
+                .map(|n| {
+                    let first = ClockSetting::Offset { ms: offset_ms(rng) };
+                    if strobe {
+                        (*n, vec![first, ClockSetting::Offset { ms: offset_ms(rng) }])
+                    } else {
+                        (*n, vec![first])
+                    }
+                })
+                .collect();
+            let what = if strobe { "strobe" } else { "bump" };
+            Fault::Clock {
+                label: format!("clock {what} on {who}: {settings:?}"),
+                settings,
+            }
+        }
+        FaultKind::Skew => Fault::Reskew {
+            node: leader_or_random(rng).0,
+            rate: skew_rate(skew_percent, rng),
+        },
+        FaultKind::Link if rng.chance(35) => {
+            let mode = match rng.range(0, 3) {
+                0 => LinkMode::Cut,
+                1 => LinkMode::Delay {
+                    ms: rng.range(50, 300),
+                },
+                _ => LinkMode::Lossy {
+                    percent: rng.range(20, 60) as u8,
+                },
+            };
+            Fault::ClientLink { node: random, mode }
+        }
         FaultKind::Link => {
             let x = random;
             let mode = if rng.chance(50) {
@@ -222,7 +370,10 @@ pub fn choose(kind: FaultKind, ids: &[u64], leader: Option<u64>, rng: &mut Rng) 
 }
 
 /// Applies `fault`.
-pub fn apply(cluster: &mut Cluster, fault: &Fault) -> Result<(), crate::cluster::ClusterError> {
+pub async fn apply(
+    cluster: &mut Cluster,
+    fault: &Fault,
+) -> Result<(), crate::cluster::ClusterError> {
     match fault {
         Fault::Partition { groups, .. } => cluster.partition(groups),
         Fault::Links { links, .. } => {
@@ -230,18 +381,57 @@ pub fn apply(cluster: &mut Cluster, fault: &Fault) -> Result<(), crate::cluster:
                 cluster.set_link(*from, *to, *mode);
             }
         }
+        Fault::ClientLink { node, mode } => cluster.set_client_link(*node, *mode),
         Fault::Kill(n) => cluster.kill(*n)?,
         Fault::Pause(n) => cluster.pause(*n)?,
+        Fault::Clock { settings, .. } => {
+            for (node, s) in settings {
+                if let Some(first) = s.first() {
+                    cluster.set_clock(*node, *first)?;
+                }
+            }
+        }
+        Fault::Reskew { node, rate } => cluster.restart_with_clock(*node, *rate)?,
+        Fault::Remove(n) => cluster.remove_member(*n).await?,
     }
     Ok(())
 }
 
 /// Undoes `fault`.
-pub fn heal(cluster: &mut Cluster, fault: &Fault) -> Result<(), crate::cluster::ClusterError> {
+pub async fn heal(
+    cluster: &mut Cluster,
+    fault: &Fault,
+) -> Result<(), crate::cluster::ClusterError> {
     match fault {
-        Fault::Partition { .. } | Fault::Links { .. } => cluster.heal_links(),
+        Fault::Partition { .. } | Fault::Links { .. } | Fault::ClientLink { .. } => {
+            cluster.heal_links()
+        }
         Fault::Kill(n) => cluster.restart(*n)?,
         Fault::Pause(n) => cluster.resume(*n)?,
+        Fault::Clock { settings, .. } => {
+            for (node, _) in settings {
+                cluster.set_clock(*node, ClockSetting::Real)?;
+            }
+        }
+        // Drift stays: it is what real clocks do, within the bound.
+        Fault::Reskew { .. } => {}
+        Fault::Remove(n) => cluster.add_member(*n).await?,
+    }
+    Ok(())
+}
+
+/// Flips every strobed clock to its next setting.
+fn strobe(
+    cluster: &Cluster,
+    faults: &[Fault],
+    step: usize,
+) -> Result<(), crate::cluster::ClusterError> {
+    for fault in faults {
+        if let Fault::Clock { settings, .. } = fault {
+            for (node, s) in settings.iter().filter(|(_, s)| s.len() > 1) {
+                cluster.set_clock(*node, s[step % s.len()])?;
+            }
+        }
     }
     Ok(())
 }
@@ -257,6 +447,8 @@ pub struct NemesisConfig {
     /// Percent of faults combined with a second one of another kind at the
     /// same time (e.g. a partition while the leader is paused).
     pub combine_percent: u64,
+    /// The largest clock rate change of a `skew` fault, in percent.
+    pub skew_percent: u64,
 }
 
 impl Default for NemesisConfig {
@@ -266,8 +458,15 @@ impl Default for NemesisConfig {
             quiet_ms: (2_000, 5_000),
             fault_ms: (3_000, 8_000),
             combine_percent: 25,
+            skew_percent: 3,
         }
     }
+}
+
+/// Records a setting of the run (no fault) in the history.
+pub fn note(recorder: &Recorder, label: String) {
+    let inv = record(recorder, label);
+    recorder.complete(inv, OpType::Info, OpResult::default());
 }
 
 fn record(recorder: &Recorder, label: String) -> crate::history::Invocation {
@@ -309,9 +508,10 @@ pub async fn run(
         };
         let (ids, leader) = {
             let c = cluster.lock().await;
-            (c.ids(), c.leader().await)
+            (c.members(), c.leader().await)
         };
-        let mut faults = vec![choose(kind, &ids, leader, &mut rng)];
+        let skew = config.skew_percent;
+        let mut faults = vec![choose(kind, &ids, leader, skew, &mut rng)];
         let others: Vec<FaultKind> = config
             .kinds
             .iter()
@@ -321,7 +521,7 @@ pub async fn run(
         if rng.chance(config.combine_percent)
             && let Some(second) = rng.pick(&others).copied()
         {
-            faults.push(choose(second, &ids, leader, &mut rng));
+            faults.push(choose(second, &ids, leader, skew, &mut rng));
         }
         let label: Vec<String> = faults.iter().map(Fault::label).collect();
         let inv = record(&recorder, label.join(" + "));
@@ -329,17 +529,35 @@ pub async fn run(
         {
             let mut c = cluster.lock().await;
             for f in &faults {
-                if let Err(e) = apply(&mut c, f) {
+                if let Err(e) = apply(&mut c, f).await {
                     error = Some(e.to_string());
                 }
             }
         }
         injected += faults.len() as u64;
-        wait(rng.range(config.fault_ms.0, config.fault_ms.1), &mut stop).await;
+        let fault_ms = rng.range(config.fault_ms.0, config.fault_ms.1);
+        if faults.iter().any(Fault::strobes) {
+            let end = tokio::time::Instant::now() + Duration::from_millis(fault_ms);
+            let mut step = 1;
+            while tokio::time::Instant::now() < end && !*stop.borrow() {
+                let left = end.saturating_duration_since(tokio::time::Instant::now());
+                let pause = Duration::from_millis(rng.range(900, 1_600)).min(left);
+                wait(pause.as_millis() as u64, &mut stop).await;
+                if let Err(e) = strobe(&*cluster.lock().await, &faults, step) {
+                    error = Some(e.to_string());
+                }
+                step += 1;
+            }
+        } else {
+            wait(fault_ms, &mut stop).await;
+        }
         {
             let mut c = cluster.lock().await;
-            for f in faults.iter().rev() {
-                if let Err(e) = heal(&mut c, f) {
+            // Membership last: adding a node back needs a working cluster.
+            let mut order: Vec<&Fault> = faults.iter().rev().collect();
+            order.sort_by_key(|f| matches!(f, Fault::Remove(_)));
+            for f in order {
+                if let Err(e) = heal(&mut c, f).await {
                     error = Some(e.to_string());
                 }
             }
@@ -354,7 +572,7 @@ pub async fn run(
         );
     }
     let inv = record(&recorder, "heal-all".into());
-    let healed = cluster.lock().await.heal_all();
+    let healed = cluster.lock().await.heal_all().await;
     recorder.complete(
         inv,
         OpType::Info,
@@ -371,18 +589,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_parse_and_unfinished_ones_say_so() {
+    fn kinds_parse_and_clock_excludes_skew() {
         assert_eq!(
             parse_kinds("pause,partition,kill,pause").expect("valid"),
             vec![FaultKind::Partition, FaultKind::Kill, FaultKind::Pause]
         );
-        assert!(
-            parse_kinds("clock")
-                .unwrap_err()
-                .contains("not implemented")
+        assert_eq!(
+            parse_kinds("member,clock").expect("valid"),
+            vec![FaultKind::Clock, FaultKind::Member]
         );
+        assert!(
+            parse_kinds("clock,skew")
+                .unwrap_err()
+                .contains("separately")
+        );
+        assert_eq!(FaultKind::faketime(&[FaultKind::Clock]), Some(false));
+        assert_eq!(FaultKind::faketime(&[FaultKind::Skew]), Some(true));
+        assert_eq!(FaultKind::faketime(&[FaultKind::Kill]), None);
         assert!(parse_kinds("gremlins").is_err());
         assert!(parse_kinds("").expect("none").is_empty());
+    }
+
+    #[test]
+    fn skew_rates_stay_within_the_bound_and_go_both_ways() {
+        let mut rng = Rng::new(3);
+        let (mut faster, mut slower) = (0, 0);
+        for _ in 0..500 {
+            let ClockSetting::Rate { millionths } = skew_rate(3, &mut rng) else {
+                panic!("a rate");
+            };
+            let off = millionths.abs_diff(1_000_000);
+            assert!((1_000..30_000).contains(&off), "{millionths}");
+            if millionths > 1_000_000 {
+                faster += 1;
+            } else {
+                slower += 1;
+            }
+        }
+        assert!(faster > 100 && slower > 100, "{faster} {slower}");
+    }
+
+    #[test]
+    fn clock_faults_are_offsets_and_strobes_member_faults_name_a_member() {
+        let ids = [1, 2, 3];
+        let mut rng = Rng::new(9);
+        let (mut bumps, mut strobes) = (0, 0);
+        for _ in 0..200 {
+            match choose(FaultKind::Clock, &ids, Some(2), 3, &mut rng) {
+                Fault::Clock { settings, .. } => {
+                    assert!(!settings.is_empty());
+                    for (node, s) in &settings {
+                        assert!(ids.contains(node));
+                        assert!(s.iter().all(|c| matches!(c, ClockSetting::Offset { .. })));
+                    }
+                    if settings.iter().any(|(_, s)| s.len() > 1) {
+                        strobes += 1;
+                    } else {
+                        bumps += 1;
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+            match choose(FaultKind::Member, &ids, Some(2), 3, &mut rng) {
+                Fault::Remove(n) => assert!(ids.contains(&n)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(bumps > 20 && strobes > 20, "{bumps} {strobes}");
     }
 
     #[test]
@@ -395,7 +668,7 @@ mod tests {
                     let kind = *rng
                         .pick(&[FaultKind::Partition, FaultKind::Kill])
                         .expect("kind");
-                    choose(kind, &ids, Some(2), &mut rng)
+                    choose(kind, &ids, Some(2), 3, &mut rng)
                 })
                 .collect::<Vec<_>>()
         };
@@ -409,7 +682,7 @@ mod tests {
         let mut rng = Rng::new(1);
         for _ in 0..200 {
             if let Fault::Links { label, links } =
-                choose(FaultKind::Partition, &ids, None, &mut rng)
+                choose(FaultKind::Partition, &ids, None, 3, &mut rng)
             {
                 if !label.starts_with("majorities ring") {
                     continue;

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::checker::{CheckOptions, CheckResult, Verdict, check_all};
 use crate::client::NodeClient;
-use crate::cluster::{Cluster, ClusterConfig, ClusterError, raftlock_binary};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, Faketime, raftlock_binary};
 use crate::history::{History, HistoryError, Recorder};
 use crate::nemesis::{self, FaultKind, NemesisConfig};
 use crate::rng::Rng;
@@ -88,6 +88,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// Something the machine lacks (e.g. libfaketime for clock faults).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The results file.
@@ -204,8 +207,31 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
                 binary,
                 extra_args: Vec::new(),
                 keep_dir: config.out_dir.as_ref().map(|d| d.join("cluster")),
+                faketime: match FaultKind::faketime(&config.nemesis.kinds) {
+                    Some(fake_monotonic) => {
+                        let mut f = Faketime::find(fake_monotonic).map_err(RunError::Setup)?;
+                        if fake_monotonic {
+                            // Every node drifts from the start.
+                            let mut clocks = rng.fork(u64::MAX - 1);
+                            f.start_clocks = (1..=config.nodes)
+                                .map(|id| {
+                                    let rate = nemesis::skew_rate(
+                                        config.nemesis.skew_percent,
+                                        &mut clocks,
+                                    );
+                                    (id, rate)
+                                })
+                                .collect();
+                        }
+                        Some(f)
+                    }
+                    None => None,
+                },
             })
             .await?;
+            if let Some(f) = cluster.faketime().filter(|f| !f.start_clocks.is_empty()) {
+                nemesis::note(&recorder, format!("clocks at start: {:?}", f.start_clocks));
+            }
             Target::Raftlock(Arc::new(Mutex::new(cluster)))
         }
         TargetKind::Unsafe => {

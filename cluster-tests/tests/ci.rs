@@ -23,6 +23,7 @@ async fn peer_links_go_through_the_proxies_and_a_cut_leader_is_replaced() {
         binary,
         extra_args: Vec::new(),
         keep_dir: None,
+        faketime: None,
     })
     .await
     .expect("cluster starts");
@@ -113,4 +114,155 @@ async fn the_harness_catches_a_lock_server_without_consensus() {
         assert_eq!(c.verdict, Verdict::Fail, "{checker}: {}", describe(s));
         assert!(!c.violations.is_empty());
     }
+}
+
+/// libfaketime, or `None` (skipping) outside CI; in CI (`CI` set, where
+/// `.ci/run` installs it) a missing library fails the test.
+fn faketime(fake_monotonic: bool) -> Option<cluster_tests::cluster::Faketime> {
+    match cluster_tests::cluster::Faketime::find(fake_monotonic) {
+        Ok(f) => Some(f),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Grants a lease and takes `name` through node `addr`, returns the Unix
+/// time (ms) the cluster recorded for the grant.
+async fn lock_and_read_grant_time(addr: std::net::SocketAddr, name: &str) -> u64 {
+    use raftlock_proto::v1 as pb;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut leases = pb::leases_client::LeasesClient::new(channel.clone());
+    let mut locks = pb::locks_client::LocksClient::new(channel);
+    let lease = leases
+        .grant(pb::GrantLeaseRequest {
+            ttl_ms: 10_000,
+            owner: "ci".into(),
+        })
+        .await
+        .expect("grant")
+        .into_inner()
+        .lease_id;
+    locks
+        .acquire(pb::AcquireRequest {
+            lease_id: lease,
+            locks: vec![pb::LockSpec {
+                name: name.into(),
+                mode: pb::Mode::Exclusive as i32,
+                permits: 0,
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("acquire");
+    let info = locks
+        .inspect(pb::InspectRequest {
+            name: name.into(),
+            stale: false,
+        })
+        .await
+        .expect("inspect")
+        .into_inner();
+    info.lock.expect("the lock exists").holders[0].acquired_at_unix_ms
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clock_faults_reach_the_nodes_and_a_removed_node_comes_back() {
+    use cluster_tests::cluster::ClockSetting;
+    let Some(faketime) = faketime(false) else {
+        return;
+    };
+    let mut cluster = Cluster::start(ClusterConfig {
+        nodes: 3,
+        binary: raftlock_binary().expect("raftlock binary"),
+        extra_args: Vec::new(),
+        keep_dir: None,
+        faketime: Some(faketime),
+    })
+    .await
+    .expect("cluster starts");
+    let leader = cluster
+        .wait_leader(Duration::from_secs(20))
+        .await
+        .expect("leader");
+    let addr = cluster.client_addr(leader).expect("address");
+
+    // The leader stamps grants with its wall clock: an hour ahead once
+    // its clock is bumped (libfaketime re-reads the setting every second).
+    let before = lock_and_read_grant_time(addr, "clock/before").await;
+    assert!(before.abs_diff(unix_ms()) < 60_000, "real time at first");
+    for id in cluster.ids() {
+        cluster
+            .set_clock(id, ClockSetting::Offset { ms: 3_600_000 })
+            .expect("set clock");
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let bumped = lock_and_read_grant_time(addr, "clock/bumped").await;
+    let ahead = bumped as i64 - unix_ms() as i64;
+    assert!(
+        (3_500_000..3_700_000).contains(&ahead),
+        "the leader's wall clock is {ahead} ms ahead"
+    );
+    cluster.heal_clocks().expect("heal clocks");
+
+    // Remove a follower from the membership; the others go on; add it back.
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("a follower");
+    cluster.remove_member(follower).await.expect("remove");
+    assert_eq!(cluster.members().len(), 2);
+    let voters = |s: &raftlock_proto::v1::StatusResponse| -> BTreeSet<u64> {
+        s.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect()
+    };
+    let status = cluster.status(leader).await.expect("leader status");
+    assert!(!voters(&status).contains(&follower), "{status:?}");
+    lock_and_read_grant_time(addr, "member/while-removed").await;
+    cluster.add_member(follower).await.expect("add back");
+    let status = cluster.status(leader).await.expect("leader status");
+    assert!(voters(&status).contains(&follower), "{status:?}");
+    cluster
+        .wait_leader(Duration::from_secs(20))
+        .await
+        .expect("one leader, the re-added node agreeing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_cluster_keeps_its_promises_under_clock_membership_and_link_faults() {
+    if faketime(false).is_none() {
+        return;
+    }
+    let mut config = RunConfig::new(TargetKind::Raftlock, 20_261_126);
+    config.nodes = 3;
+    config.clients = 6;
+    config.time_limit = Duration::from_secs(35);
+    config.recovery = Duration::from_secs(12);
+    config.nemesis.kinds = vec![FaultKind::Link, FaultKind::Clock, FaultKind::Member];
+    config.nemesis.quiet_ms = (1_500, 3_000);
+    config.nemesis.fault_ms = (3_000, 5_000);
+    config.check.liveness_bound_ns = 10_000_000_000;
+    config.check.linear.max_time = Duration::from_secs(30);
+    let outcome = run(config).await.expect("the test runs");
+    let s = &outcome.summary;
+    assert!(s.faults_injected >= 3, "{}", describe(s));
+    assert!(
+        s.ops.get("acquire ok").copied().unwrap_or(0) > 20,
+        "too little work to mean anything: {}",
+        describe(s)
+    );
+    assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
 }

@@ -27,6 +27,7 @@ async fn not_leader_is_never_returned_for_an_applied_write() {
         binary,
         extra_args: Vec::new(),
         keep_dir: None,
+        faketime: None,
     })
     .await
     .expect("cluster starts");

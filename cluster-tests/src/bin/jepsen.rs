@@ -22,9 +22,15 @@ struct Args {
     /// Seconds of faults and load before the final heal.
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
-    /// Fault kinds: partition, kill, pause, link (comma-separated; `none`).
+    /// Fault kinds, comma-separated: partition, kill, pause, link, clock
+    /// (wall-clock bumps and strobes), skew (clock rate, not with clock),
+    /// member (remove a node and add it back); `none`. clock and skew need
+    /// libfaketime (apt-get install libfaketime).
     #[arg(long, default_value = "partition,kill,pause")]
     nemesis: String,
+    /// The largest clock rate change of a `skew` fault, in percent.
+    #[arg(long, default_value_t = 3)]
+    skew_percent: u64,
     /// Seed of the workload and the fault schedule [default: from the clock].
     #[arg(long)]
     seed: Option<u64>,
@@ -97,6 +103,10 @@ fn main() -> ExitCode {
     config.time_limit = Duration::from_secs(args.time_limit);
     config.recovery = Duration::from_secs(args.recovery);
     config.nemesis.kinds = kinds;
+    if !(1..=50).contains(&args.skew_percent) {
+        return usage("--skew-percent: 1 to 50".into());
+    }
+    config.nemesis.skew_percent = args.skew_percent;
     config.workload.ttl_ms = args.ttl_ms;
     config.workload.names = (0..args.names).map(|i| format!("hot/{i}")).collect();
     config.check.liveness_bound_ns = (args.recovery - 2) * 1_000_000_000;
