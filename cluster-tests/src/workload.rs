@@ -511,9 +511,15 @@ mod tests {
     #[test]
     fn validity_counts_the_granted_ttl_not_the_requested_one() {
         // The cluster clamped a 10 s request to 2 s: the client counts 2 s.
-        assert_eq!(valid_until_ns(1_000, 10_000, 2_000, 0), 1_000 + 2_000_000_000);
+        assert_eq!(
+            valid_until_ns(1_000, 10_000, 2_000, 0),
+            1_000 + 2_000_000_000
+        );
         // It answered more than asked: the client counts what it asked for.
-        assert_eq!(valid_until_ns(1_000, 1_500, 3_000, 0), 1_000 + 1_500_000_000);
+        assert_eq!(
+            valid_until_ns(1_000, 1_500, 3_000, 0),
+            1_000 + 1_500_000_000
+        );
     }
 
     #[test]

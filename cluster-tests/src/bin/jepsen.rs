@@ -37,6 +37,10 @@ struct Args {
     /// Hot lock names.
     #[arg(long, default_value_t = 2)]
     names: usize,
+    /// Percent of the granted ttl the clients take off every validity they
+    /// compute, for clock-rate drift (the Rust client's default is 5).
+    #[arg(long, default_value_t = 0)]
+    drift_margin_percent: u64,
     /// Seconds the clients keep working after the final heal; the liveness
     /// bound is this minus 2 s.
     #[arg(long, default_value_t = 12)]
@@ -79,6 +83,9 @@ fn main() -> ExitCode {
     if !(1..=9).contains(&args.nodes) {
         return usage("--nodes: 1 to 9".into());
     }
+    if args.drift_margin_percent >= 100 {
+        return usage("--drift-margin-percent: 0 to 99".into());
+    }
     if args.clients == 0 || args.names == 0 || args.recovery < 4 {
         return usage("--clients and --names must be at least 1, --recovery at least 4".into());
     }
@@ -99,6 +106,7 @@ fn main() -> ExitCode {
     config.nemesis.kinds = kinds;
     config.workload.ttl_ms = args.ttl_ms;
     config.workload.names = (0..args.names).map(|i| format!("hot/{i}")).collect();
+    config.workload.drift_margin_percent = args.drift_margin_percent;
     config.check.liveness_bound_ns = (args.recovery - 2) * 1_000_000_000;
     config.check.linear.max_time = Duration::from_secs(args.linear_budget_s);
     config.binary = args.raftlock_bin.clone();

@@ -192,8 +192,11 @@ pub fn check(history: &History) -> CheckResult {
                     .copied()
                     .collect(),
                 HoldMode::Semaphore { permits } => {
-                    let others: Vec<&Window> =
-                        active.iter().filter(|a| a.mode != w.mode).copied().collect();
+                    let others: Vec<&Window> = active
+                        .iter()
+                        .filter(|a| a.mode != w.mode)
+                        .copied()
+                        .collect();
                     if !others.is_empty() {
                         others
                     } else if active.len() + 1 > permits as usize {
@@ -306,7 +309,16 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
     }
 
-    fn acquire_in(b: &mut Builder, p: i64, t0: u64, t1: u64, name: &str, lease: u64, token: u64, mode: HoldMode) {
+    fn acquire_in(
+        b: &mut Builder,
+        p: i64,
+        t0: u64,
+        t1: u64,
+        name: &str,
+        lease: u64,
+        token: u64,
+        mode: HoldMode,
+    ) {
         b.acquire_mode(p, t0, t1, name, lease, Ok, Some(token), 10_000, mode);
     }
 
@@ -370,8 +382,26 @@ mod tests {
         let mut b = Builder::default();
         b.grant(0, 0, 1, 100, 10_000);
         b.grant(1, 0, 1, 200, 10_000);
-        acquire_in(&mut b, 0, 2, 3, "s", 100, 10, HoldMode::Semaphore { permits: 1 });
-        acquire_in(&mut b, 1, 4, 5, "s", 200, 11, HoldMode::Semaphore { permits: 3 });
+        acquire_in(
+            &mut b,
+            0,
+            2,
+            3,
+            "s",
+            100,
+            10,
+            HoldMode::Semaphore { permits: 1 },
+        );
+        acquire_in(
+            &mut b,
+            1,
+            4,
+            5,
+            "s",
+            200,
+            11,
+            HoldMode::Semaphore { permits: 3 },
+        );
         b.release(0, 50, 51, "s", 100, 10, Ok);
         b.release(1, 52, 53, "s", 200, 11, Ok);
         let r = check(&b.history());

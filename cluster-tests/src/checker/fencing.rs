@@ -151,9 +151,10 @@ pub fn check_tokens(history: &History) -> CheckResult {
         let mut by_token: BTreeMap<u64, Vec<&Grant>> = BTreeMap::new();
         for g in grants {
             let same = by_token.entry(g.token).or_default();
-            if let Some(other) = same.iter().find(|o| {
-                o.lease != g.lease && !(o.mode.is_shared_kind() && o.mode == g.mode)
-            }) {
+            if let Some(other) = same
+                .iter()
+                .find(|o| o.lease != g.lease && !(o.mode.is_shared_kind() && o.mode == g.mode))
+            {
                 result.violation(
                     format!(
                         "\"{name}\": token {} granted to lease {} and to lease {} ({:?} and {:?})",

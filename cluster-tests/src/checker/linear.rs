@@ -254,8 +254,7 @@ fn step(s: &MState, op: &LOp, bounds: &HashMap<u64, u64>) -> Vec<MState> {
     let grant = |s: &MState, token: u64| -> Option<MState> {
         if token != 0
             && (token < s.last_token
-                || (token == s.last_token
-                    && !(mode.is_shared_kind() && s.last_mode == Some(mode))))
+                || (token == s.last_token && !(mode.is_shared_kind() && s.last_mode == Some(mode))))
         {
             return None;
         }
@@ -320,7 +319,11 @@ fn step(s: &MState, op: &LOp, bounds: &HashMap<u64, u64>) -> Vec<MState> {
         Kind::AcquireUnknown => {
             let mut out = vec![s.clone()];
             if !s.is_dead(l) && s.hold_of(l).is_none() {
-                out.extend(make_room(s, op, bounds).iter().filter_map(|st| grant(st, 0)));
+                out.extend(
+                    make_room(s, op, bounds)
+                        .iter()
+                        .filter_map(|st| grant(st, 0)),
+                );
             }
             out
         }
@@ -885,7 +888,14 @@ mod tests {
         assert!(r.note.is_some());
     }
 
-    fn holds(b: &mut Builder, p: i64, (t0, t1): (u64, u64), lease: u64, token: u64, mode: HoldMode) {
+    fn holds(
+        b: &mut Builder,
+        p: i64,
+        (t0, t1): (u64, u64),
+        lease: u64,
+        token: u64,
+        mode: HoldMode,
+    ) {
         b.acquire_mode(p, t0, t1, "n", lease, Ok, Some(token), 10_000, mode);
     }
 
@@ -1007,7 +1017,14 @@ mod tests {
         let mut b = Builder::default();
         leases(&mut b, 10_000);
         holds(&mut b, 0, (2, 3), 100, 10, SEM2);
-        holds(&mut b, 1, (4, 5), 200, 11, HoldMode::Semaphore { permits: 3 });
+        holds(
+            &mut b,
+            1,
+            (4, 5),
+            200,
+            11,
+            HoldMode::Semaphore { permits: 3 },
+        );
         let r = run(b);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     }
@@ -1020,7 +1037,17 @@ mod tests {
             holds(&mut b, 0, (2, 3), 100, 10, SEM2);
             holds(&mut b, 1, (4, 5), 200, 11, SEM2);
             b.grant(2, 0, 1, 500, 10_000);
-            b.acquire_mode(2, third_at, third_at + 50, "n", 500, Ok, Some(30), 10_000, SEM2);
+            b.acquire_mode(
+                2,
+                third_at,
+                third_at + 50,
+                "n",
+                500,
+                Ok,
+                Some(30),
+                10_000,
+                SEM2,
+            );
             run(b)
         };
         let r = build(1_200);

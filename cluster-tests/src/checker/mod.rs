@@ -218,16 +218,22 @@ mod tests {
                 ..OpResult::default()
             }),
         );
-        let so_far = History {
-            ops: b.ops.clone(),
-        };
+        let so_far = History { ops: b.ops.clone() };
         assert_eq!(lease_lower_bounds(&so_far)[&7], 1_900_000_000);
         // A keep-alive answered with a clamped ttl.
         let ka = Args {
             lease_id: Some(7),
             ..Args::default()
         };
-        b.op(1_000, 0, OpType::Invoke, F::KeepAlive, None, ka.clone(), None);
+        b.op(
+            1_000,
+            0,
+            OpType::Invoke,
+            F::KeepAlive,
+            None,
+            ka.clone(),
+            None,
+        );
         b.op(
             1_010,
             0,
