@@ -37,6 +37,10 @@ struct Args {
     /// Hot lock names.
     #[arg(long, default_value_t = 2)]
     names: usize,
+    /// Percent of acquires that go to the semaphore (`sem/0`, 3 permits)
+    /// and readers/writer (`rw/0`) names instead of the hot names.
+    #[arg(long, default_value_t = 30)]
+    mode_percent: u64,
     /// Percent of the granted ttl the clients take off every validity they
     /// compute, for clock-rate drift (the Rust client's default is 5).
     #[arg(long, default_value_t = 0)]
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
     config.workload.ttl_ms = args.ttl_ms;
     config.workload.names = (0..args.names).map(|i| format!("hot/{i}")).collect();
     config.workload.drift_margin_percent = args.drift_margin_percent;
+    config.workload.mode_percent = args.mode_percent;
     config.check.liveness_bound_ns = (args.recovery - 2) * 1_000_000_000;
     config.check.linear.max_time = Duration::from_secs(args.linear_budget_s);
     config.binary = args.raftlock_bin.clone();
