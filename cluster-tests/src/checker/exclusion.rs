@@ -312,8 +312,7 @@ mod tests {
     fn acquire_in(
         b: &mut Builder,
         p: i64,
-        t0: u64,
-        t1: u64,
+        (t0, t1): (u64, u64),
         name: &str,
         lease: u64,
         token: u64,
@@ -329,12 +328,12 @@ mod tests {
             b.grant(p, 0, 1, lease, 10_000);
         }
         // Two readers share one grant entry's token and hold together.
-        acquire_in(&mut b, 0, 2, 3, "rw", 100, 10, HoldMode::Shared);
-        acquire_in(&mut b, 1, 2, 4, "rw", 200, 10, HoldMode::Shared);
+        acquire_in(&mut b, 0, (2, 3), "rw", 100, 10, HoldMode::Shared);
+        acquire_in(&mut b, 1, (2, 4), "rw", 200, 10, HoldMode::Shared);
         b.release(0, 50, 51, "rw", 100, 10, Ok);
         b.release(1, 52, 53, "rw", 200, 10, Ok);
         // The writer after both.
-        acquire_in(&mut b, 2, 60, 61, "rw", 300, 12, HoldMode::Exclusive);
+        acquire_in(&mut b, 2, (60, 61), "rw", 300, 12, HoldMode::Exclusive);
         let good = b.history();
         let r = check(&good);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
@@ -343,11 +342,11 @@ mod tests {
         for (p, lease) in [(0, 100), (1, 200), (2, 300)] {
             b.grant(p, 0, 1, lease, 10_000);
         }
-        acquire_in(&mut b, 0, 2, 3, "rw", 100, 10, HoldMode::Shared);
-        acquire_in(&mut b, 1, 2, 4, "rw", 200, 10, HoldMode::Shared);
+        acquire_in(&mut b, 0, (2, 3), "rw", 100, 10, HoldMode::Shared);
+        acquire_in(&mut b, 1, (2, 4), "rw", 200, 10, HoldMode::Shared);
         b.release(0, 50, 51, "rw", 100, 10, Ok);
         // The writer while reader 200 still believes it holds.
-        acquire_in(&mut b, 2, 40, 41, "rw", 300, 12, HoldMode::Exclusive);
+        acquire_in(&mut b, 2, (40, 41), "rw", 300, 12, HoldMode::Exclusive);
         b.release(1, 52, 53, "rw", 200, 10, Ok);
         let r = check(&b.history());
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
@@ -363,10 +362,10 @@ mod tests {
             for (p, lease) in [(0, 100), (1, 200), (2, 300)] {
                 b.grant(p, 0, 1, lease, 10_000);
             }
-            acquire_in(&mut b, 0, 2, 3, "s", 100, 10, sem);
-            acquire_in(&mut b, 1, 4, 5, "s", 200, 11, sem);
+            acquire_in(&mut b, 0, (2, 3), "s", 100, 10, sem);
+            acquire_in(&mut b, 1, (4, 5), "s", 200, 11, sem);
             b.release(0, 50, 51, "s", 100, 10, Ok);
-            acquire_in(&mut b, 2, third_at, third_at + 1, "s", 300, 12, sem);
+            acquire_in(&mut b, 2, (third_at, third_at + 1), "s", 300, 12, sem);
             b.history()
         };
         let r = check(&build(60));
@@ -385,8 +384,7 @@ mod tests {
         acquire_in(
             &mut b,
             0,
-            2,
-            3,
+            (2, 3),
             "s",
             100,
             10,
@@ -395,8 +393,7 @@ mod tests {
         acquire_in(
             &mut b,
             1,
-            4,
-            5,
+            (4, 5),
             "s",
             200,
             11,

@@ -357,7 +357,9 @@ fn step(s: &MState, op: &LOp, bounds: &HashMap<u64, u64>) -> Vec<MState> {
 /// WAIT_TIMEOUT.
 type WaitWindows = BTreeMap<String, Vec<(u64, u64, u64)>>;
 
-fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows) {
+/// The ops of each name, the timed-out waits, and how many busy answers to
+/// readers were dropped because a writer may have been queued.
+fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows, u64) {
     let bounds = lease_lower_bounds(history);
     let mut by_name: BTreeMap<String, Vec<LOp>> = BTreeMap::new();
     let mut waits: WaitWindows = BTreeMap::new();
@@ -442,11 +444,13 @@ fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows) {
     }
     // A busy answer to a reader overlapping a waiting writer of another
     // lease may have seen that writer queued ahead of it.
+    let mut readers_behind_writers = 0;
     for (name, ops) in by_name.iter_mut() {
         let Some(ws) = writers.get_mut(name) else {
             continue;
         };
         ws.sort_unstable();
+        let before = ops.len();
         ops.retain(|op| {
             if op.kind != Kind::AcquireBusy || op.mode != HoldMode::Shared {
                 return true;
@@ -457,6 +461,7 @@ fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows) {
                 .iter()
                 .any(|&(_, w_end, lease)| w_end > op.call_ns && lease != op.lease)
         });
+        readers_behind_writers += (before - ops.len()) as u64;
     }
     // A busy answer overlapping a timed-out wait of another lease may have
     // seen that wait's transient hold: it asserts nothing the model knows.
@@ -476,7 +481,7 @@ fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows) {
                 .any(|&(_, w_end, lease)| w_end > op.call_ns && lease != op.lease)
         });
     }
-    (by_name, waits)
+    (by_name, waits, readers_behind_writers)
 }
 
 enum Outcome {
@@ -627,7 +632,8 @@ impl Search<'_> {
 /// Runs the check within `budget`.
 pub fn check(history: &History, budget: &Budget) -> CheckResult {
     let mut result = CheckResult::new("linearizability");
-    let (by_name, waits) = classify(history);
+    let (by_name, waits, readers_behind_writers) = classify(history);
+    result.count("busy-readers-behind-writers", readers_behind_writers);
     result.count(
         "wait-timeouts",
         waits.values().map(|w| w.len() as u64).sum(),
@@ -978,6 +984,7 @@ mod tests {
         };
         let r = build(true);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.counts["busy-readers-behind-writers"], 1);
         // A try-acquire of the writer cannot have been queued: the busy
         // reader has no explanation.
         let r = build(false);
