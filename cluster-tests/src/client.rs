@@ -15,6 +15,8 @@ use raftlock_proto::v1::leases_client::LeasesClient;
 use raftlock_proto::v1::locks_client::LocksClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::history::HoldMode;
+
 /// The metadata key raftlock puts its machine-readable reason in.
 pub const REASON_KEY: &str = "raftlock-reason";
 
@@ -161,7 +163,13 @@ impl NodeClient {
         lease_id: u64,
         name: &str,
         wait_ms: u64,
+        mode: HoldMode,
     ) -> Result<pb::AcquireResponse, CallError> {
+        let (mode, permits) = match mode {
+            HoldMode::Exclusive => (pb::Mode::Exclusive, 0),
+            HoldMode::Shared => (pb::Mode::Shared, 0),
+            HoldMode::Semaphore { permits } => (pb::Mode::Semaphore, permits),
+        };
         let mut c = self.locks.clone();
         let timeout = self.timeout + Duration::from_millis(wait_ms);
         let req = self.request(
@@ -169,8 +177,8 @@ impl NodeClient {
                 lease_id,
                 locks: vec![pb::LockSpec {
                     name: name.to_string(),
-                    mode: pb::Mode::Exclusive as i32,
-                    permits: 0,
+                    mode: mode as i32,
+                    permits,
                 }],
                 wait_timeout_ms: wait_ms,
                 ..Default::default()

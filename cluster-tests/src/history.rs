@@ -43,7 +43,8 @@ pub enum F {
     Grant,
     /// Keep a lease alive (args.lease_id).
     KeepAlive,
-    /// Acquire an exclusive lock (args.lease_id, args.wait_ms; result.token).
+    /// Acquire a lock (args.lease_id, args.wait_ms, args.mode, args.permits;
+    /// result.token, result.retry).
     Acquire,
     /// Release a hold (args.lease_id, args.token).
     Release,
@@ -72,6 +73,65 @@ pub struct Args {
     pub value: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+    /// The mode an acquire asked for; absent means exclusive (histories
+    /// recorded before modes were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<LockMode>,
+    /// The permits a semaphore acquire asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permits: Option<u32>,
+}
+
+/// How an acquire asks to hold a lock, as recorded in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    Exclusive,
+    Shared,
+    Semaphore,
+}
+
+/// A hold's mode with a semaphore's permits: what the checkers reason with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HoldMode {
+    /// One holder at a time (also the writer side of a readers/writer lock).
+    Exclusive,
+    /// Readers together, never beside an exclusive holder.
+    Shared,
+    /// At most `permits` holders together.
+    Semaphore { permits: u32 },
+}
+
+impl HoldMode {
+    /// True for modes whose holders may hold together (and may share a
+    /// grant entry's token).
+    pub fn is_shared_kind(self) -> bool {
+        !matches!(self, HoldMode::Exclusive)
+    }
+}
+
+impl Args {
+    /// The mode an acquire asked for (exclusive when not recorded).
+    pub fn hold_mode(&self) -> HoldMode {
+        match self.mode {
+            None | Some(LockMode::Exclusive) => HoldMode::Exclusive,
+            Some(LockMode::Shared) => HoldMode::Shared,
+            Some(LockMode::Semaphore) => HoldMode::Semaphore {
+                permits: self.permits.unwrap_or(1),
+            },
+        }
+    }
+
+    /// Records `mode` in the args (nothing for exclusive, so histories of
+    /// plain mutex runs read as before).
+    pub fn with_mode(mut self, mode: HoldMode) -> Args {
+        (self.mode, self.permits) = match mode {
+            HoldMode::Exclusive => (None, None),
+            HoldMode::Shared => (Some(LockMode::Shared), None),
+            HoldMode::Semaphore { permits } => (Some(LockMode::Semaphore), Some(permits)),
+        };
+        self
+    }
 }
 
 /// What a completion returned.
@@ -91,6 +151,15 @@ pub struct OpResult {
     /// the last acknowledged grant or keep-alive of the lease, plus its ttl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until_ns: Option<u64>,
+    /// The ttl the cluster granted or renewed the lease for (grant and
+    /// keep-alive), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// For an ok acquire: the cluster answered that the lease already held
+    /// the lock (an idempotent re-acquire returning the existing hold, not a
+    /// new grant). Absent in histories recorded before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<bool>,
     /// The machine-readable reason of a failure (e.g. `LOCK_BUSY`), or a short
     /// description of an indeterminate one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

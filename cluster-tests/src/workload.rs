@@ -5,13 +5,23 @@
 //! operation at a time:
 //! - keeps one lease: grants it, keeps it alive when half its ttl is gone,
 //!   grants a new one when it lapsed or was lost;
-//! - acquires a random hot name (try, or wait up to a second), holds it a
-//!   little and releases it; now and then it pauses while holding for
-//!   longer than its ttl, so its lease expires under it;
-//! - with the fenced register (`fenced`), while holding it reads the
-//!   register named like the lock with its token, pauses, then writes the
-//!   value read plus one with the same token, not knowing whether it still
-//!   holds the lock. The resource checks every access.
+//! - acquires a random hot name exclusively (try, or wait up to a second),
+//!   holds it a little and releases it; now and then it pauses while
+//!   holding for longer than its ttl, so its lease expires under it;
+//! - a share of its acquires (`mode_percent`) go instead to a semaphore
+//!   name (`semaphore_names`, `semaphore_permits` holders together) or to a
+//!   readers/writer name (`rw_names`: shared readers, `shared_percent` of
+//!   them, and exclusive writers);
+//! - with the fenced register (`fenced`), while holding exclusively it
+//!   reads the register named like the lock with its token, pauses, then
+//!   writes the value read plus one with the same token, not knowing
+//!   whether it still holds the lock; a shared reader only reads it. The
+//!   resource checks every access. Semaphore holders leave it alone
+//!   (holders together would lose updates by design).
+//!
+//! Every validity window the client computes is `send time + granted ttl`
+//! (the smaller of the ttl asked for and the ttl the cluster answered),
+//! shortened by `drift_margin_percent` ([`valid_until_ns`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::client::{CallError, NodeClient};
-use crate::history::{Args, F, FINAL_READER, OpResult, OpType, Recorder};
+use crate::history::{Args, F, FINAL_READER, HoldMode, OpResult, OpType, Recorder};
 use crate::rng::Rng;
 
 /// A harness-owned resource guarded by fencing tokens: every read and
@@ -112,6 +122,20 @@ pub struct WorkloadConfig {
     pub think_ms: u64,
     /// Read-pause-write the fenced register while holding.
     pub fenced: bool,
+    /// Percent of acquires that go to a semaphore or readers/writer name
+    /// instead of an exclusive hot name (when there are such names).
+    pub mode_percent: u64,
+    /// Names acquired in semaphore mode with `semaphore_permits`.
+    pub semaphore_names: Vec<String>,
+    pub semaphore_permits: u32,
+    /// Names acquired as readers/writer locks.
+    pub rw_names: Vec<String>,
+    /// Percent of the acquires of an rw name that are shared (readers).
+    pub shared_percent: u64,
+    /// Shortens every validity the client computes by this percent of the
+    /// granted ttl, for clock-rate drift between client and cluster (the
+    /// Rust client's default is 5).
+    pub drift_margin_percent: u64,
 }
 
 impl Default for WorkloadConfig {
@@ -125,8 +149,51 @@ impl Default for WorkloadConfig {
             max_wait_ms: 1_000,
             think_ms: 30,
             fenced: true,
+            mode_percent: 30,
+            semaphore_names: vec!["sem/0".into()],
+            semaphore_permits: 3,
+            rw_names: vec!["rw/0".into()],
+            shared_percent: 60,
+            drift_margin_percent: 0,
         }
     }
+}
+
+/// The end of a validity the client counts from `sent_ns` (the send time
+/// of the acknowledged grant or keep-alive): the granted ttl is the smaller
+/// of the ttl asked for and the one the cluster answered (it may clamp it),
+/// shortened by `drift_margin_percent` (at most 100).
+pub fn valid_until_ns(
+    sent_ns: u64,
+    requested_ttl_ms: u64,
+    answered_ttl_ms: u64,
+    drift_margin_percent: u64,
+) -> u64 {
+    let granted_ms = requested_ttl_ms.min(answered_ttl_ms);
+    let kept = 100 - drift_margin_percent.min(100);
+    let counted_ns = u128::from(granted_ms) * 1_000_000 * u128::from(kept) / 100;
+    sent_ns.saturating_add(u64::try_from(counted_ns).unwrap_or(u64::MAX))
+}
+
+/// The next lock a client acquires and how.
+fn pick_lock(c: &WorkloadConfig, rng: &mut Rng) -> Option<(String, HoldMode)> {
+    let special = c.semaphore_names.len() + c.rw_names.len();
+    if special > 0 && (c.names.is_empty() || rng.chance(c.mode_percent)) {
+        let i = rng.range(0, special as u64 - 1) as usize;
+        if let Some(name) = c.semaphore_names.get(i) {
+            let permits = c.semaphore_permits.max(1);
+            return Some((name.clone(), HoldMode::Semaphore { permits }));
+        }
+        let name = c.rw_names.get(i - c.semaphore_names.len())?.clone();
+        let mode = if rng.chance(c.shared_percent) {
+            HoldMode::Shared
+        } else {
+            HoldMode::Exclusive
+        };
+        return Some((name, mode));
+    }
+    let name = rng.pick(&c.names)?.clone();
+    Some((name, HoldMode::Exclusive))
 }
 
 struct Lease {
@@ -203,8 +270,8 @@ impl Worker {
                 continue;
             }
             let (lease_id, valid_until_ns) = (current.id, current.valid_until_ns);
-            // 2. Acquire a hot name.
-            let Some(name) = self.rng.pick(&self.config.names).cloned() else {
+            // 2. Acquire a hot name, or a semaphore or rw name.
+            let Some((name, mode)) = pick_lock(&self.config, &mut self.rng) else {
                 return;
             };
             let wait_ms = if self.rng.chance(self.config.wait_percent) {
@@ -216,11 +283,12 @@ impl Worker {
                 lease_id: Some(lease_id),
                 wait_ms: Some(wait_ms),
                 ..Args::default()
-            };
+            }
+            .with_mode(mode);
             let inv =
                 self.recorder
                     .invoke(self.process, self.node(), F::Acquire, Some(&name), args);
-            match self.client.acquire(lease_id, &name, wait_ms).await {
+            match self.client.acquire(lease_id, &name, wait_ms, mode).await {
                 Ok(r) => {
                     let now = self.recorder.now_ns();
                     self.recorder.complete(
@@ -231,10 +299,11 @@ impl Worker {
                             token: Some(r.token),
                             valid_from_ns: Some(now),
                             valid_until_ns: Some(valid_until_ns),
+                            retry: Some(r.retry),
                             ..OpResult::default()
                         },
                     );
-                    if !self.hold(lease_id, &name, r.token).await {
+                    if !self.hold(lease_id, &name, r.token, mode).await {
                         lease = None;
                     }
                 }
@@ -269,12 +338,14 @@ impl Worker {
         let owner = format!("jepsen-{}", self.process);
         match self.client.grant(ttl_ms, &owner).await {
             Ok(r) => {
-                let until = sent + r.ttl_ms.min(ttl_ms) * 1_000_000;
+                let until =
+                    valid_until_ns(sent, ttl_ms, r.ttl_ms, self.config.drift_margin_percent);
                 self.recorder.complete(
                     inv,
                     OpType::Ok,
                     OpResult {
                         lease_id: Some(r.lease_id),
+                        ttl_ms: Some(r.ttl_ms),
                         valid_until_ns: Some(until),
                         ..OpResult::default()
                     },
@@ -305,12 +376,18 @@ impl Worker {
         let sent = inv.time_ns;
         match self.client.keep_alive(lease_id).await {
             Ok(r) => {
-                let until = sent + r.ttl_ms.min(self.config.ttl_ms) * 1_000_000;
+                let until = valid_until_ns(
+                    sent,
+                    self.config.ttl_ms,
+                    r.ttl_ms,
+                    self.config.drift_margin_percent,
+                );
                 self.recorder.complete(
                     inv,
                     OpType::Ok,
                     OpResult {
                         lease_id: Some(lease_id),
+                        ttl_ms: Some(r.ttl_ms),
                         valid_until_ns: Some(until),
                         ..OpResult::default()
                     },
@@ -325,13 +402,18 @@ impl Worker {
         }
     }
 
-    /// Holds `name` (reading and writing the register if fenced), then
-    /// releases it. Returns false if the lease turned out to be gone.
-    async fn hold(&mut self, lease_id: u64, name: &str, token: u64) -> bool {
-        let read = if self.config.fenced {
-            self.access(name, token, None)
-        } else {
-            None
+    /// Holds `name` (reading and writing the register if fenced and
+    /// exclusive, only reading it if shared), then releases it. Returns
+    /// false if the lease turned out to be gone.
+    async fn hold(&mut self, lease_id: u64, name: &str, token: u64, mode: HoldMode) -> bool {
+        let read = match mode {
+            _ if !self.config.fenced => None,
+            HoldMode::Exclusive => self.access(name, token, None),
+            HoldMode::Shared => {
+                let _ = self.access(name, token, None);
+                None
+            }
+            HoldMode::Semaphore { .. } => None,
         };
         let pause = if self.rng.chance(self.config.pause_percent) {
             // Past the lease: the cluster may give the lock to another.
@@ -424,5 +506,49 @@ mod tests {
         assert_eq!(r.write("x", 5, 9), Err(7));
         assert_eq!(r.read("x", 5), Err(7));
         assert_eq!(r.values()["x"], 1);
+    }
+
+    #[test]
+    fn validity_counts_the_granted_ttl_not_the_requested_one() {
+        // The cluster clamped a 10 s request to 2 s: the client counts 2 s.
+        assert_eq!(
+            valid_until_ns(1_000, 10_000, 2_000, 0),
+            1_000 + 2_000_000_000
+        );
+        // It answered more than asked: the client counts what it asked for.
+        assert_eq!(
+            valid_until_ns(1_000, 1_500, 3_000, 0),
+            1_000 + 1_500_000_000
+        );
+    }
+
+    #[test]
+    fn the_drift_margin_shortens_every_validity() {
+        assert_eq!(valid_until_ns(0, 2_000, 2_000, 5), 1_900_000_000);
+        assert_eq!(valid_until_ns(7, 1_500, 1_000, 10), 7 + 900_000_000);
+        // A margin past 100 % leaves nothing, never wraps.
+        assert_eq!(valid_until_ns(7, 1_500, 1_500, 250), 7);
+    }
+
+    #[test]
+    fn by_default_a_modest_share_of_acquires_use_semaphore_and_rw_modes() {
+        let config = WorkloadConfig::default();
+        assert!(config.mode_percent > 0 && config.mode_percent <= 50);
+        let mut rng = Rng::new(3);
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        for _ in 0..1_000 {
+            let (name, mode) = pick_lock(&config, &mut rng).expect("a lock");
+            let key = match mode {
+                HoldMode::Exclusive if name.starts_with("hot/") => "exclusive".to_string(),
+                HoldMode::Exclusive => format!("{name} writer"),
+                HoldMode::Shared => format!("{name} reader"),
+                HoldMode::Semaphore { permits } => format!("{name} permits {permits}"),
+            };
+            *seen.entry(key).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(seen["exclusive"] > 500, "{seen:?}");
+        assert!(seen["sem/0 permits 3"] > 50, "{seen:?}");
+        assert!(seen["rw/0 reader"] > seen["rw/0 writer"], "{seen:?}");
     }
 }

@@ -266,3 +266,102 @@ async fn a_real_cluster_keeps_its_promises_under_clock_membership_and_link_fault
     );
     assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_skewed_leader_clock_really_ends_leases_early_in_real_time() {
+    use cluster_tests::cluster::ClockSetting;
+    use raftlock_proto::v1 as pb;
+    let Some(mut faketime) = faketime(true) else {
+        return;
+    };
+    // Far beyond any real drift, so the effect is unmistakable: every
+    // node's clocks run 1.5 times as fast.
+    faketime.start_clocks = (1..=3)
+        .map(|id| {
+            (
+                id,
+                ClockSetting::Rate {
+                    millionths: 1_500_000,
+                },
+            )
+        })
+        .collect();
+    let cluster = Cluster::start(ClusterConfig {
+        nodes: 3,
+        binary: raftlock_binary().expect("raftlock binary"),
+        extra_args: Vec::new(),
+        keep_dir: None,
+        faketime: Some(faketime),
+    })
+    .await
+    .expect("cluster starts");
+    let leader = cluster
+        .wait_leader(Duration::from_secs(20))
+        .await
+        .expect("leader");
+    let addr = cluster.client_addr(leader).expect("address");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut leases = pb::leases_client::LeasesClient::new(channel);
+    let sent = std::time::Instant::now();
+    let lease = leases
+        .grant(pb::GrantLeaseRequest {
+            ttl_ms: 3_000,
+            owner: "skew".into(),
+        })
+        .await
+        .expect("grant")
+        .into_inner()
+        .lease_id;
+    // No keep-alives: the leader ends it after 3 s of its clock, 2 s of ours.
+    let ended = loop {
+        let listed = leases
+            .list(pb::ListLeasesRequest { stale: false })
+            .await
+            .expect("list")
+            .into_inner();
+        if !listed.leases.iter().any(|l| l.lease_id == lease) {
+            break sent.elapsed();
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "lease never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert!(
+        ended > Duration::from_millis(1_500) && ended < Duration::from_millis(2_800),
+        "a 3 s lease ended after {ended:?} of real time with the leader's clock 1.5 times fast"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_cluster_keeps_its_promises_under_clock_rate_skew_within_the_margin() {
+    if faketime(true).is_none() {
+        return;
+    }
+    let mut config = RunConfig::new(TargetKind::Raftlock, 20_261_127);
+    config.nodes = 3;
+    config.clients = 6;
+    config.time_limit = Duration::from_secs(30);
+    config.recovery = Duration::from_secs(12);
+    config.nemesis.kinds = vec![FaultKind::Skew, FaultKind::Pause];
+    config.nemesis.skew_percent = 3;
+    config.workload.drift_margin_percent = 5;
+    config.nemesis.quiet_ms = (1_500, 3_000);
+    config.nemesis.fault_ms = (3_000, 5_000);
+    config.check.liveness_bound_ns = 10_000_000_000;
+    config.check.linear.max_time = Duration::from_secs(30);
+    let outcome = run(config).await.expect("the test runs");
+    let s = &outcome.summary;
+    assert!(s.faults_injected >= 3, "{}", describe(s));
+    assert!(
+        s.ops.get("acquire ok").copied().unwrap_or(0) > 20,
+        "too little work to mean anything: {}",
+        describe(s)
+    );
+    assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
+}

@@ -53,7 +53,14 @@ async fn not_leader_is_never_returned_for_an_applied_write() {
         .lease_id;
     // The follower's calls reach the leader; the answers do not come back.
     cluster.set_link(follower, leader, LinkMode::OneWay);
-    let answer = via_follower.acquire(lease, "finding/not-leader", 0).await;
+    let answer = via_follower
+        .acquire(
+            lease,
+            "finding/not-leader",
+            0,
+            cluster_tests::history::HoldMode::Exclusive,
+        )
+        .await;
     cluster.heal_links();
     eprintln!("acquire through the one-way link answered: {answer:?}");
     let Err(CallError::Indeterminate(reason)) = &answer else {

@@ -43,6 +43,15 @@ struct Args {
     /// Hot lock names.
     #[arg(long, default_value_t = 2)]
     names: usize,
+    /// Percent of acquires that go to the semaphore (`sem/0`, 3 permits)
+    /// and readers/writer (`rw/0`) names instead of the hot names.
+    #[arg(long, default_value_t = 30)]
+    mode_percent: u64,
+    /// Percent of the granted ttl the clients take off every validity they
+    /// compute, for clock-rate drift [default: 0, or 5 — the Rust client's
+    /// default — with the `skew` nemesis].
+    #[arg(long)]
+    drift_margin_percent: Option<u64>,
     /// Seconds the clients keep working after the final heal; the liveness
     /// bound is this minus 2 s.
     #[arg(long, default_value_t = 12)]
@@ -85,6 +94,16 @@ fn main() -> ExitCode {
     if !(1..=9).contains(&args.nodes) {
         return usage("--nodes: 1 to 9".into());
     }
+    let drift_margin_percent = args.drift_margin_percent.unwrap_or(
+        if kinds.contains(&cluster_tests::nemesis::FaultKind::Skew) {
+            5
+        } else {
+            0
+        },
+    );
+    if drift_margin_percent >= 100 {
+        return usage("--drift-margin-percent: 0 to 99".into());
+    }
     if args.clients == 0 || args.names == 0 || args.recovery < 4 {
         return usage("--clients and --names must be at least 1, --recovery at least 4".into());
     }
@@ -107,8 +126,21 @@ fn main() -> ExitCode {
         return usage("--skew-percent: 1 to 50".into());
     }
     config.nemesis.skew_percent = args.skew_percent;
+    if config
+        .nemesis
+        .kinds
+        .contains(&cluster_tests::nemesis::FaultKind::Skew)
+        && drift_margin_percent <= args.skew_percent
+    {
+        eprintln!(
+            "warning: clocks may drift {}% but clients count a {drift_margin_percent}% margin: DESIGN.md's assumption does not hold, expect mutual-exclusion violations",
+            args.skew_percent
+        );
+    }
     config.workload.ttl_ms = args.ttl_ms;
     config.workload.names = (0..args.names).map(|i| format!("hot/{i}")).collect();
+    config.workload.drift_margin_percent = drift_margin_percent;
+    config.workload.mode_percent = args.mode_percent;
     config.check.liveness_bound_ns = (args.recovery - 2) * 1_000_000_000;
     config.check.linear.max_time = Duration::from_secs(args.linear_budget_s);
     config.binary = args.raftlock_bin.clone();

@@ -1,5 +1,10 @@
-//! Mutual exclusion as the clients saw it: no two holds of one name whose
-//! validity windows overlap.
+//! Mutual exclusion as the clients saw it, by the mode of each hold:
+//! - an exclusive window overlaps no other window of its name;
+//! - a shared window overlaps no exclusive one (readers together are fine);
+//! - at most `permits` semaphore windows of a name overlap at any moment,
+//!   all with the same permits (the first acquirer fixes them), and never
+//!   a window of another mode (a name is a semaphore or a readers/writer
+//!   lock while it exists).
 //!
 //! A client believes it holds a lock from the acknowledgement of its
 //! acquire until the first of:
@@ -20,7 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::CheckResult;
-use crate::history::{F, History, OpType};
+use crate::history::{F, History, HoldMode, OpType};
 
 /// One hold as its client believed in it.
 #[derive(Debug, Clone)]
@@ -29,6 +34,7 @@ pub struct Window {
     pub process: i64,
     pub lease: u64,
     pub token: u64,
+    pub mode: HoldMode,
     pub start_ns: u64,
     pub end_ns: u64,
     /// The acquire's completion.
@@ -38,6 +44,7 @@ pub struct Window {
 struct Open {
     lease: u64,
     token: u64,
+    mode: HoldMode,
     start_ns: u64,
     acquired_op: u64,
 }
@@ -61,6 +68,7 @@ pub fn windows(history: &History) -> Vec<Window> {
                     process,
                     lease: o.lease,
                     token: o.token,
+                    mode: o.mode,
                     start_ns: o.start_ns,
                     end_ns,
                     acquired_op: o.acquired_op,
@@ -132,6 +140,7 @@ pub fn windows(history: &History) -> Vec<Window> {
                         Open {
                             lease,
                             token,
+                            mode: p.invoke.args.hold_mode(),
                             start_ns: c.time_ns,
                             acquired_op: c.index,
                         },
@@ -168,34 +177,59 @@ pub fn check(history: &History) -> CheckResult {
     result.count("names", by_name.len() as u64);
     for (name, mut ws) in by_name {
         ws.sort_by_key(|w| (w.start_ns, w.end_ns));
-        // The window reaching furthest so far: any later window starting
-        // before its end overlaps it.
-        let mut reach: Option<&Window> = None;
+        // Every pair of overlapping windows is seen at the later one's
+        // start, where the earlier one is still active; so is the largest
+        // number of semaphore windows together.
+        let mut active: Vec<&Window> = Vec::new();
         for w in ws {
-            if let Some(r) = reach {
-                if w.start_ns < r.end_ns && (w.lease, w.token) != (r.lease, r.token) {
-                    result.violation(
-                        format!(
-                            "\"{name}\": process {} (lease {}, token {}) believed it held the lock \
-                             until {:.3} s, process {} (lease {}, token {}) from {:.3} s",
-                            r.process,
-                            r.lease,
-                            r.token,
-                            r.end_ns as f64 / 1e9,
-                            w.process,
-                            w.lease,
-                            w.token,
-                            w.start_ns as f64 / 1e9
-                        ),
-                        vec![r.acquired_op, w.acquired_op],
-                    );
+            active.retain(|a| a.end_ns > w.start_ns);
+            active.retain(|a| (a.lease, a.token) != (w.lease, w.token));
+            let conflicts: Vec<&Window> = match w.mode {
+                HoldMode::Exclusive => active.clone(),
+                HoldMode::Shared => active
+                    .iter()
+                    .filter(|a| a.mode != HoldMode::Shared)
+                    .copied()
+                    .collect(),
+                HoldMode::Semaphore { permits } => {
+                    let others: Vec<&Window> = active
+                        .iter()
+                        .filter(|a| a.mode != w.mode)
+                        .copied()
+                        .collect();
+                    if !others.is_empty() {
+                        others
+                    } else if active.len() + 1 > permits as usize {
+                        active.clone()
+                    } else {
+                        Vec::new()
+                    }
                 }
-                if w.end_ns > r.end_ns {
-                    reach = Some(w);
-                }
-            } else {
-                reach = Some(w);
+            };
+            if let Some(r) = conflicts.first() {
+                let mut ops: Vec<u64> = conflicts.iter().map(|c| c.acquired_op).collect();
+                ops.push(w.acquired_op);
+                result.violation(
+                    format!(
+                        "\"{name}\": process {} (lease {}, token {}, {:?}) believed it held the \
+                         lock until {:.3} s, process {} (lease {}, token {}, {:?}) from {:.3} s \
+                         ({} conflicting hold(s) at once)",
+                        r.process,
+                        r.lease,
+                        r.token,
+                        r.mode,
+                        r.end_ns as f64 / 1e9,
+                        w.process,
+                        w.lease,
+                        w.token,
+                        w.mode,
+                        w.start_ns as f64 / 1e9,
+                        conflicts.len()
+                    ),
+                    ops,
+                );
             }
+            active.push(w);
         }
     }
     result
@@ -273,5 +307,101 @@ mod tests {
         b.acquire(1, 2, 3, "b", 200, Ok, Some(11), 1_000);
         let r = check(&b.history());
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+
+    fn acquire_in(
+        b: &mut Builder,
+        p: i64,
+        (t0, t1): (u64, u64),
+        name: &str,
+        lease: u64,
+        token: u64,
+        mode: HoldMode,
+    ) {
+        b.acquire_mode(p, t0, t1, name, lease, Ok, Some(token), 10_000, mode);
+    }
+
+    #[test]
+    fn readers_together_pass_but_a_writer_beside_a_reader_fails() {
+        let mut b = Builder::default();
+        for (p, lease) in [(0, 100), (1, 200), (2, 300)] {
+            b.grant(p, 0, 1, lease, 10_000);
+        }
+        // Two readers share one grant entry's token and hold together.
+        acquire_in(&mut b, 0, (2, 3), "rw", 100, 10, HoldMode::Shared);
+        acquire_in(&mut b, 1, (2, 4), "rw", 200, 10, HoldMode::Shared);
+        b.release(0, 50, 51, "rw", 100, 10, Ok);
+        b.release(1, 52, 53, "rw", 200, 10, Ok);
+        // The writer after both.
+        acquire_in(&mut b, 2, (60, 61), "rw", 300, 12, HoldMode::Exclusive);
+        let good = b.history();
+        let r = check(&good);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+
+        let mut b = Builder::default();
+        for (p, lease) in [(0, 100), (1, 200), (2, 300)] {
+            b.grant(p, 0, 1, lease, 10_000);
+        }
+        acquire_in(&mut b, 0, (2, 3), "rw", 100, 10, HoldMode::Shared);
+        acquire_in(&mut b, 1, (2, 4), "rw", 200, 10, HoldMode::Shared);
+        b.release(0, 50, 51, "rw", 100, 10, Ok);
+        // The writer while reader 200 still believes it holds.
+        acquire_in(&mut b, 2, (40, 41), "rw", 300, 12, HoldMode::Exclusive);
+        b.release(1, 52, 53, "rw", 200, 10, Ok);
+        let r = check(&b.history());
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert_eq!(r.counts["violations"], 1, "{r:?}");
+        assert_eq!(r.violations[0].ops.len(), 3, "{r:?}");
+    }
+
+    #[test]
+    fn a_semaphore_holds_up_to_its_permits_and_no_more() {
+        let sem = HoldMode::Semaphore { permits: 2 };
+        let build = |third_at: u64| {
+            let mut b = Builder::default();
+            for (p, lease) in [(0, 100), (1, 200), (2, 300)] {
+                b.grant(p, 0, 1, lease, 10_000);
+            }
+            acquire_in(&mut b, 0, (2, 3), "s", 100, 10, sem);
+            acquire_in(&mut b, 1, (4, 5), "s", 200, 11, sem);
+            b.release(0, 50, 51, "s", 100, 10, Ok);
+            acquire_in(&mut b, 2, (third_at, third_at + 1), "s", 300, 12, sem);
+            b.history()
+        };
+        let r = check(&build(60));
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        // A third holder while two believe they hold.
+        let r = check(&build(20));
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert_eq!(r.violations[0].ops.len(), 3, "{r:?}");
+    }
+
+    #[test]
+    fn semaphore_holders_with_different_permits_conflict() {
+        let mut b = Builder::default();
+        b.grant(0, 0, 1, 100, 10_000);
+        b.grant(1, 0, 1, 200, 10_000);
+        acquire_in(
+            &mut b,
+            0,
+            (2, 3),
+            "s",
+            100,
+            10,
+            HoldMode::Semaphore { permits: 1 },
+        );
+        acquire_in(
+            &mut b,
+            1,
+            (4, 5),
+            "s",
+            200,
+            11,
+            HoldMode::Semaphore { permits: 3 },
+        );
+        b.release(0, 50, 51, "s", 100, 10, Ok);
+        b.release(1, 52, 53, "s", 200, 11, Ok);
+        let r = check(&b.history());
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     }
 }

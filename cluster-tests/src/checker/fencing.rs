@@ -3,34 +3,66 @@
 //! [`check_tokens`]: on each name, a grant acknowledged before another
 //! acquire was invoked carries a strictly smaller token than the later
 //! grant (tokens strictly increase in grant order), and two different
-//! holds never share a token.
+//! holds never share a token — except shared or semaphore holds, which a
+//! single entry may grant together (a run of readers or of semaphore
+//! waiters let in at once share that entry's index).
+//!
+//! [`check_tokens_global`]: the same order across names. DESIGN promises
+//! that a grant's token is strictly greater than every token granted by an
+//! earlier log entry, on any name. What a history can show of it: take two
+//! ok acquires A and B, on any names, where A's acknowledgement came before
+//! B's invocation, and B is a new grant (not an idempotent re-acquire).
+//! - A's answer was sent after the entry that answered A was applied, so
+//!   that entry (index `e_A`) was committed before B was invoked; A's token
+//!   is at most `e_A` (its own grant's index, or an older hold's if A was a
+//!   re-acquire).
+//! - B's request reached the cluster after B's invocation; the entry that
+//!   took it in (a try-acquire's grant, or a waiting acquire's queue entry,
+//!   whose grant comes at that entry or a later one) was proposed after
+//!   `e_A` was committed. Every leader that can still commit anything has
+//!   `e_A` in its log (leader completeness), so that entry's index, and
+//!   B's grant's index, exceed `e_A`.
+//! - B's token is its grant's index: `token_B > e_A >= token_A`.
+//!
+//! So B's token must exceed every token acknowledged before B's
+//! invocation. Pairs that overlap in time are not covered (either entry may
+//! come first), nor is a re-acquire B: it returns the hold the lease
+//! already had, granted by an entry that may precede A's. A re-acquire is
+//! known by the `retry` flag of the answer, or (histories without it) by
+//! an earlier ok acquire of the same lease and name with the same token:
+//! a new grant's token is a new entry's index, so it cannot repeat one
+//! the lease was given before.
 //!
 //! [`check_register`]: the fenced-register workload. A harness-owned
 //! resource checks every read and write against the highest token it has
-//! seen and rejects lower ones; a client holding a lock reads the
-//! register, pauses, and writes the value plus one. If the lock service's
-//! tokens are sound, no update is lost: the register's final value equals
-//! the number of read-modify-writes whose read and write were both
-//! accepted.
+//! seen and rejects lower ones; a client holding a lock exclusively reads
+//! the register, pauses, and writes the value plus one (a shared reader
+//! only reads). If the lock service's tokens are sound, no update is lost:
+//! the register's final value equals the number of read-modify-writes
+//! whose read and write were both accepted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{CheckResult, Verdict, pairs_of};
-use crate::history::{F, History, OpType};
+use crate::history::{F, History, HoldMode, OpType};
 
 struct Grant {
+    name: String,
     lease: u64,
     token: u64,
+    mode: HoldMode,
+    /// An idempotent re-acquire returning the lease's existing hold.
+    reacquire: bool,
     invoke_ns: u64,
     ok_ns: u64,
     op: u64,
 }
 
-/// Tokens grow in grant order per name.
-pub fn check_tokens(history: &History) -> CheckResult {
-    let mut result = CheckResult::new("fencing-tokens");
+/// Every ok acquire, in invocation order.
+fn grants(history: &History) -> Vec<Grant> {
     let pairs = history.pairs();
-    let mut by_name: BTreeMap<String, Vec<Grant>> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut seen: BTreeSet<(String, u64, u64)> = BTreeSet::new();
     for p in pairs_of(&pairs, F::Acquire) {
         let (Some(name), Some(c)) = (&p.invoke.name, p.complete) else {
             continue;
@@ -42,64 +74,118 @@ pub fn check_tokens(history: &History) -> CheckResult {
         else {
             continue;
         };
-        by_name.entry(name.clone()).or_default().push(Grant {
+        let key = (name.clone(), lease, token);
+        let reacquire = match p.result().and_then(|r| r.retry) {
+            Some(retry) => retry,
+            None => seen.contains(&key),
+        };
+        seen.insert(key);
+        out.push(Grant {
+            name: name.clone(),
             lease,
             token,
+            mode: p.invoke.args.hold_mode(),
+            reacquire,
             invoke_ns: p.invoke.time_ns,
             ok_ns: c.time_ns,
             op: c.index,
         });
     }
-    for (name, grants) in &by_name {
-        result.count("grants", grants.len() as u64);
-        // Two different holds with one token.
-        let mut by_token: BTreeMap<u64, &Grant> = BTreeMap::new();
-        for g in grants {
-            match by_token.get(&g.token) {
-                Some(other) if other.lease != g.lease => result.violation(
-                    format!(
-                        "\"{name}\": token {} granted to lease {} and to lease {}",
-                        g.token, other.lease, g.lease
-                    ),
-                    vec![other.op, g.op],
-                ),
-                Some(_) => {}
-                None => {
-                    by_token.insert(g.token, g);
-                }
+    out
+}
+
+/// Flags every new grant among `grants` whose token is not above every
+/// token acknowledged before it was invoked; `what` names the scope.
+fn check_real_time_order(result: &mut CheckResult, grants: &[&Grant], what: &str) -> u64 {
+    let mut by_ok: Vec<&Grant> = grants.to_vec();
+    by_ok.sort_by_key(|g| g.ok_ns);
+    let mut by_invoke: Vec<&Grant> = grants.to_vec();
+    by_invoke.sort_by_key(|g| g.invoke_ns);
+    let mut next = 0;
+    let mut max: Option<&Grant> = None;
+    let mut checked = 0;
+    for b in by_invoke {
+        while next < by_ok.len() && by_ok[next].ok_ns < b.invoke_ns {
+            if max.is_none_or(|m| by_ok[next].token > m.token) {
+                max = Some(by_ok[next]);
             }
+            next += 1;
         }
-        // Real-time order: sweep the acquires by invocation, folding in
-        // every grant acknowledged before it.
-        let mut by_ok: Vec<&Grant> = grants.iter().collect();
-        by_ok.sort_by_key(|g| g.ok_ns);
-        let mut by_invoke: Vec<&Grant> = grants.iter().collect();
-        by_invoke.sort_by_key(|g| g.invoke_ns);
-        let mut next = 0;
-        let mut max: Option<&Grant> = None;
-        for b in by_invoke {
-            while next < by_ok.len() && by_ok[next].ok_ns < b.invoke_ns {
-                if max.is_none_or(|m| by_ok[next].token > m.token) {
-                    max = Some(by_ok[next]);
-                }
-                next += 1;
-            }
-            if let Some(m) = max
-                && (m.lease, m.token) != (b.lease, b.token)
-                && b.token <= m.token
-            {
+        if b.reacquire {
+            continue;
+        }
+        if let Some(m) = max {
+            checked += 1;
+            if b.token <= m.token {
                 result.violation(
                     format!(
-                        "\"{name}\": token {} (lease {}) was acknowledged before an acquire \
-                             that then got the lower or equal token {} (lease {})",
-                        m.token, m.lease, b.token, b.lease
+                        "{what}: token {} (\"{}\", lease {}) was acknowledged before an acquire \
+                         that then got the lower or equal token {} (\"{}\", lease {}) as a new grant",
+                        m.token, m.name, m.lease, b.token, b.name, b.lease
                     ),
                     vec![m.op, b.op],
                 );
             }
         }
     }
+    checked
+}
+
+/// Tokens grow in grant order per name; one token per hold, except holds
+/// granted together in a shared or semaphore mode.
+pub fn check_tokens(history: &History) -> CheckResult {
+    let mut result = CheckResult::new("fencing-tokens");
+    let all = grants(history);
+    let mut by_name: BTreeMap<&str, Vec<&Grant>> = BTreeMap::new();
+    for g in &all {
+        by_name.entry(g.name.as_str()).or_default().push(g);
+    }
+    for (name, grants) in &by_name {
+        result.count("grants", grants.len() as u64);
+        result.count(
+            "re-acquires",
+            grants.iter().filter(|g| g.reacquire).count() as u64,
+        );
+        // Two different holds with one token: only readers or semaphore
+        // holders let in by one entry.
+        let mut by_token: BTreeMap<u64, Vec<&Grant>> = BTreeMap::new();
+        for g in grants {
+            let same = by_token.entry(g.token).or_default();
+            if let Some(other) = same
+                .iter()
+                .find(|o| o.lease != g.lease && !(o.mode.is_shared_kind() && o.mode == g.mode))
+            {
+                result.violation(
+                    format!(
+                        "\"{name}\": token {} granted to lease {} and to lease {} ({:?} and {:?})",
+                        g.token, other.lease, g.lease, other.mode, g.mode
+                    ),
+                    vec![other.op, g.op],
+                );
+            }
+            if !same.iter().any(|o| o.lease == g.lease) {
+                same.push(g);
+            }
+        }
+        check_real_time_order(&mut result, grants, &format!("\"{name}\""));
+    }
     result.count("names", by_name.len() as u64);
+    result
+}
+
+/// Tokens grow in real-time order across all names (see the module doc
+/// for which pairs the promise covers).
+pub fn check_tokens_global(history: &History) -> CheckResult {
+    let mut result = CheckResult::new("fencing-tokens-global");
+    let all = grants(history);
+    let refs: Vec<&Grant> = all.iter().collect();
+    result.count("grants", refs.len() as u64);
+    result.count(
+        "re-acquires",
+        refs.iter().filter(|g| g.reacquire).count() as u64,
+    );
+    let checked = check_real_time_order(&mut result, &refs, "across names");
+    result.count("new-grants-checked", checked);
     result
 }
 
@@ -227,6 +313,108 @@ mod tests {
         b.acquire(1, 5, 8, "a", 2, Ok, Some(9), 1_000);
         let r = check_tokens(&b.history());
         assert_eq!(r.verdict, Verdict::Fail);
+    }
+
+    fn acquire_with_retry(
+        b: &mut Builder,
+        p: i64,
+        (t0, t1): (u64, u64),
+        name: &str,
+        lease: u64,
+        token: u64,
+        retry: Option<bool>,
+    ) {
+        let args = Args {
+            lease_id: Some(lease),
+            wait_ms: Some(0),
+            ..Args::default()
+        };
+        b.op(t0, p, Invoke, F::Acquire, Some(name), args.clone(), None);
+        b.op(
+            t1,
+            p,
+            Ok,
+            F::Acquire,
+            Some(name),
+            args,
+            Some(OpResult {
+                lease_id: Some(lease),
+                token: Some(token),
+                retry,
+                ..OpResult::default()
+            }),
+        );
+    }
+
+    #[test]
+    fn readers_granted_by_one_entry_may_share_its_token() {
+        let mut b = Builder::default();
+        b.acquire_mode(0, 0, 10, "rw", 1, Ok, Some(9), 1_000, HoldMode::Shared);
+        b.acquire_mode(1, 5, 12, "rw", 2, Ok, Some(9), 1_000, HoldMode::Shared);
+        let sem = HoldMode::Semaphore { permits: 2 };
+        b.acquire_mode(2, 0, 10, "s", 3, Ok, Some(9), 1_000, sem);
+        b.acquire_mode(3, 5, 12, "s", 4, Ok, Some(9), 1_000, sem);
+        let r = check_tokens(&b.history());
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        // A writer never shares a token with a reader.
+        let mut b = Builder::default();
+        b.acquire_mode(0, 0, 10, "rw", 1, Ok, Some(9), 1_000, HoldMode::Shared);
+        b.acquire_mode(1, 5, 12, "rw", 2, Ok, Some(9), 1_000, HoldMode::Exclusive);
+        let r = check_tokens(&b.history());
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    }
+
+    #[test]
+    fn a_reader_reacquiring_its_hold_may_get_an_older_token_than_another_readers() {
+        // Lease 1 reads with 5; lease 2 joins with 8; lease 1 asks again
+        // (its release was lost, say) and gets its hold back: token 5.
+        let mut b = Builder::default();
+        b.acquire_mode(0, 0, 10, "rw", 1, Ok, Some(5), 1_000, HoldMode::Shared);
+        b.acquire_mode(1, 20, 30, "rw", 2, Ok, Some(8), 1_000, HoldMode::Shared);
+        b.acquire_mode(0, 40, 50, "rw", 1, Ok, Some(5), 1_000, HoldMode::Shared);
+        let h = b.history();
+        assert_eq!(check_tokens(&h).verdict, Verdict::Pass);
+        assert_eq!(check_tokens_global(&h).verdict, Verdict::Pass);
+        assert_eq!(check_tokens(&h).counts["re-acquires"], 1);
+    }
+
+    #[test]
+    fn a_later_new_grant_on_another_name_with_a_lower_token_fails() {
+        let mut b = Builder::default();
+        b.acquire(0, 0, 10, "a", 1, Ok, Some(9), 1_000);
+        b.acquire(1, 20, 30, "b", 2, Ok, Some(5), 1_000);
+        let h = b.history();
+        // Per name nothing is wrong; across names it is.
+        assert_eq!(check_tokens(&h).verdict, Verdict::Pass);
+        let r = check_tokens_global(&h);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert_eq!(r.violations[0].ops.len(), 2);
+        // Overlapping in time: either entry may have come first.
+        let mut b = Builder::default();
+        b.acquire(0, 0, 25, "a", 1, Ok, Some(9), 1_000);
+        b.acquire(1, 20, 30, "b", 2, Ok, Some(5), 1_000);
+        let r = check_tokens_global(&b.history());
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+
+    #[test]
+    fn a_reacquire_returning_an_older_hold_passes_the_global_order() {
+        // Lease 1 holds "a" with 5; lease 2 gets "b" with 9; lease 1
+        // re-acquires "a" and the cluster says so (retry): token 5 again.
+        let mut b = Builder::default();
+        acquire_with_retry(&mut b, 0, (0, 10), "a", 1, 5, Some(false));
+        acquire_with_retry(&mut b, 1, (20, 30), "b", 2, 9, Some(false));
+        acquire_with_retry(&mut b, 0, (40, 50), "a", 1, 5, Some(true));
+        let r = check_tokens_global(&b.history());
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.counts["re-acquires"], 1);
+        // The same answer marked as a new grant breaks the promise.
+        let mut b = Builder::default();
+        acquire_with_retry(&mut b, 0, (0, 10), "a", 1, 5, Some(false));
+        acquire_with_retry(&mut b, 1, (20, 30), "b", 2, 9, Some(false));
+        acquire_with_retry(&mut b, 0, (40, 50), "a", 1, 4, Some(false));
+        let r = check_tokens_global(&b.history());
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     }
 
     fn access(b: &mut Builder, p: i64, t: u64, f: F, token: u64, value: u64, accepted: bool) {
