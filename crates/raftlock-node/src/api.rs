@@ -451,7 +451,33 @@ impl Api {
         waiter: WaiterId,
         started: Instant,
     ) -> Result<Acquired, NodeError> {
-        let applied = self.write(Command::CancelWait { lease, waiter }).await?;
+        // The request is in the log, queued: it must be withdrawn, or the
+        // caller told that the outcome is unknown. NOT_LEADER and NO_LEADER
+        // are promised to mean "not applied, retry": passing them on here
+        // would tell the caller its acquire did nothing while the queued
+        // request could still be granted later (found by cluster-tests:
+        // seed 2612, a wait timing out during an election). So the cancel
+        // is retried through the election, and if no leader takes it within
+        // the write timeout the answer is TIMEOUT (may have been applied).
+        let deadline = Instant::now() + self.config.write_timeout;
+        let mut pause = Duration::from_millis(20);
+        let applied = loop {
+            match self.write(Command::CancelWait { lease, waiter }).await {
+                Ok(applied) => break applied,
+                Err(NodeError::NotLeader { .. } | NodeError::NoLeader) => {
+                    if Instant::now() + pause >= deadline {
+                        return Err(NodeError::Timeout {
+                            timeout_ms: self.config.write_timeout.as_millis() as u64,
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                // TIMEOUT, OUTCOME_UNKNOWN, SHUTTING_DOWN: indeterminate
+                // already.
+                Err(e) => return Err(e),
+            }
+        };
         let waited_ms = started.elapsed().as_millis() as u64;
         match applied.result {
             Ok(Response::WaitCancelled { .. }) => Err(NodeError::WaitTimeout {

@@ -391,3 +391,53 @@ async fn an_acquire_broken_by_a_leader_change_retried_with_the_same_lease_ends_i
     assert_eq!(again.token, got.token);
     cluster.shutdown().await;
 }
+
+/// A waiting acquire is in the log once queued. If its wait runs out while
+/// no leader can take the cancel, the answer must not be NOT_LEADER or
+/// NO_LEADER ("not applied"): the request stays queued and could still be
+/// granted. Found by cluster-tests (seed 2612): the client was told
+/// NO_LEADER and later found itself holding the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_that_times_out_without_a_leader_is_not_reported_as_not_applied() {
+    let mut cluster = Cluster::start_with(3, |c| c.write_timeout = Duration::from_secs(2)).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let other = *cluster
+        .nodes
+        .keys()
+        .find(|id| **id != leader && **id != follower)
+        .expect("a third node");
+    let mut leases = cluster.leases(follower).await;
+    let a = grant(&mut leases, 60_000, "a").await;
+    let b = grant(&mut leases, 60_000, "b").await;
+    let mut locks = cluster.locks(follower).await;
+    locks
+        .acquire(acquire_req(a, "x", 0))
+        .await
+        .expect("a holds x");
+    let mut lb = cluster.locks(follower).await;
+    let wait_b = tokio::spawn(async move { lb.acquire(acquire_req(b, "x", 1_500)).await });
+    queued(&cluster, follower, "x", 1).await;
+
+    // The follower is left alone: no leader for the cancel.
+    cluster.stop(leader).await;
+    cluster.stop(other).await;
+    let status = wait_b
+        .await
+        .expect("join")
+        .expect_err("no grant: x is held");
+    let reason = reason_of(&status);
+    assert!(
+        reason == "TIMEOUT" || reason == "OUTCOME_UNKNOWN",
+        "a queued request whose cancel could not be applied was answered {reason}: {status:?}"
+    );
+
+    // And indeed it is still queued once the cluster is back.
+    cluster.restart(leader).await;
+    cluster.restart(other).await;
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let lock = inspect(&cluster, follower, "x").await.expect("x is held");
+    let queue: Vec<u64> = lock.queue.iter().map(|q| q.lease_id).collect();
+    assert_eq!(queue, vec![b], "b's request stayed in the queue");
+    cluster.shutdown().await;
+}
