@@ -15,15 +15,43 @@ fn describe(summary: &cluster_tests::run::Summary) -> String {
     serde_json::to_string_pretty(summary).unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn peer_links_go_through_the_proxies_and_a_cut_leader_is_replaced() {
-    let binary = raftlock_binary().expect("raftlock binary");
+/// A short real-cluster run: 3 nodes, 6 clients, faults of `kinds`.
+fn short_run(seed: u64, seconds: u64, kinds: Vec<FaultKind>) -> RunConfig {
+    let mut config = RunConfig::new(TargetKind::Raftlock, seed);
+    config.nodes = 3;
+    config.clients = 6;
+    config.time_limit = Duration::from_secs(seconds);
+    config.recovery = Duration::from_secs(12);
+    config.nemesis.kinds = kinds;
+    config.nemesis.quiet_ms = (1_500, 3_000);
+    config.nemesis.fault_ms = (3_000, 5_000);
+    config.check.liveness_bound_ns = 10_000_000_000;
+    config.check.linear.max_time = Duration::from_secs(30);
+    config
+}
+
+/// Runs `config`: enough faults and work to mean something, every checker
+/// passing.
+async fn assert_passes(config: RunConfig) {
+    let outcome = run(config).await.expect("the test runs");
+    let s = &outcome.summary;
+    assert!(s.faults_injected >= 3, "{}", describe(s));
+    assert!(
+        s.ops.get("acquire ok").copied().unwrap_or(0) > 20,
+        "too little work to mean anything: {}",
+        describe(s)
+    );
+    assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
+}
+
+/// A 3-node cluster (under libfaketime if given) and its leader.
+async fn start_three(faketime: Option<cluster_tests::cluster::Faketime>) -> (Cluster, u64) {
     let cluster = Cluster::start(ClusterConfig {
         nodes: 3,
-        binary,
+        binary: raftlock_binary().expect("raftlock binary"),
         extra_args: Vec::new(),
         keep_dir: None,
-        faketime: None,
+        faketime,
     })
     .await
     .expect("cluster starts");
@@ -31,6 +59,12 @@ async fn peer_links_go_through_the_proxies_and_a_cut_leader_is_replaced() {
         .wait_leader(Duration::from_secs(20))
         .await
         .expect("leader");
+    (cluster, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peer_links_go_through_the_proxies_and_a_cut_leader_is_replaced() {
+    let (cluster, leader) = start_three(None).await;
     let others: BTreeSet<u64> = cluster.ids().into_iter().filter(|i| *i != leader).collect();
     // The leader replicates to every follower through its own links.
     for f in &others {
@@ -67,26 +101,11 @@ async fn peer_links_go_through_the_proxies_and_a_cut_leader_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_cluster_keeps_its_promises_under_partitions_and_kills() {
     let out = tempfile::tempdir().expect("tempdir");
-    let mut config = RunConfig::new(TargetKind::Raftlock, 20_261_125);
-    config.nodes = 3;
-    config.clients = 6;
-    config.time_limit = Duration::from_secs(40);
-    config.recovery = Duration::from_secs(12);
-    config.nemesis.kinds = vec![FaultKind::Partition, FaultKind::Kill];
+    let mut config = short_run(20_261_125, 40, vec![FaultKind::Partition, FaultKind::Kill]);
     config.nemesis.quiet_ms = (2_000, 4_000);
     config.nemesis.fault_ms = (3_000, 6_000);
-    config.check.liveness_bound_ns = 10_000_000_000;
-    config.check.linear.max_time = Duration::from_secs(30);
     config.out_dir = Some(out.path().to_path_buf());
-    let outcome = run(config).await.expect("the test runs");
-    let s = &outcome.summary;
-    assert!(s.faults_injected >= 3, "{}", describe(s));
-    assert!(
-        s.ops.get("acquire ok").copied().unwrap_or(0) > 20,
-        "too little work to mean anything: {}",
-        describe(s)
-    );
-    assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
+    assert_passes(config).await;
     for file in ["history.jsonl", "results.json", "report.html"] {
         assert!(out.path().join(file).is_file(), "{file} written");
     }
@@ -185,19 +204,7 @@ async fn clock_faults_reach_the_nodes_and_a_removed_node_comes_back() {
     let Some(faketime) = faketime(false) else {
         return;
     };
-    let mut cluster = Cluster::start(ClusterConfig {
-        nodes: 3,
-        binary: raftlock_binary().expect("raftlock binary"),
-        extra_args: Vec::new(),
-        keep_dir: None,
-        faketime: Some(faketime),
-    })
-    .await
-    .expect("cluster starts");
-    let leader = cluster
-        .wait_leader(Duration::from_secs(20))
-        .await
-        .expect("leader");
+    let (mut cluster, leader) = start_three(Some(faketime)).await;
     let addr = cluster.client_addr(leader).expect("address");
 
     // The leader stamps grants with its wall clock: an hour ahead once
@@ -246,25 +253,8 @@ async fn a_real_cluster_keeps_its_promises_under_clock_membership_and_link_fault
     if faketime(false).is_none() {
         return;
     }
-    let mut config = RunConfig::new(TargetKind::Raftlock, 20_261_126);
-    config.nodes = 3;
-    config.clients = 6;
-    config.time_limit = Duration::from_secs(35);
-    config.recovery = Duration::from_secs(12);
-    config.nemesis.kinds = vec![FaultKind::Link, FaultKind::Clock, FaultKind::Member];
-    config.nemesis.quiet_ms = (1_500, 3_000);
-    config.nemesis.fault_ms = (3_000, 5_000);
-    config.check.liveness_bound_ns = 10_000_000_000;
-    config.check.linear.max_time = Duration::from_secs(30);
-    let outcome = run(config).await.expect("the test runs");
-    let s = &outcome.summary;
-    assert!(s.faults_injected >= 3, "{}", describe(s));
-    assert!(
-        s.ops.get("acquire ok").copied().unwrap_or(0) > 20,
-        "too little work to mean anything: {}",
-        describe(s)
-    );
-    assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
+    let kinds = vec![FaultKind::Link, FaultKind::Clock, FaultKind::Member];
+    assert_passes(short_run(20_261_126, 35, kinds)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -286,19 +276,7 @@ async fn a_skewed_leader_clock_really_ends_leases_early_in_real_time() {
             )
         })
         .collect();
-    let cluster = Cluster::start(ClusterConfig {
-        nodes: 3,
-        binary: raftlock_binary().expect("raftlock binary"),
-        extra_args: Vec::new(),
-        keep_dir: None,
-        faketime: Some(faketime),
-    })
-    .await
-    .expect("cluster starts");
-    let leader = cluster
-        .wait_leader(Duration::from_secs(20))
-        .await
-        .expect("leader");
+    let (cluster, leader) = start_three(Some(faketime)).await;
     let addr = cluster.client_addr(leader).expect("address");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
@@ -343,25 +321,8 @@ async fn a_real_cluster_keeps_its_promises_under_clock_rate_skew_within_the_marg
     if faketime(true).is_none() {
         return;
     }
-    let mut config = RunConfig::new(TargetKind::Raftlock, 20_261_127);
-    config.nodes = 3;
-    config.clients = 6;
-    config.time_limit = Duration::from_secs(30);
-    config.recovery = Duration::from_secs(12);
-    config.nemesis.kinds = vec![FaultKind::Skew, FaultKind::Pause];
+    let mut config = short_run(20_261_127, 30, vec![FaultKind::Skew, FaultKind::Pause]);
     config.nemesis.skew_percent = 3;
     config.workload.drift_margin_percent = 5;
-    config.nemesis.quiet_ms = (1_500, 3_000);
-    config.nemesis.fault_ms = (3_000, 5_000);
-    config.check.liveness_bound_ns = 10_000_000_000;
-    config.check.linear.max_time = Duration::from_secs(30);
-    let outcome = run(config).await.expect("the test runs");
-    let s = &outcome.summary;
-    assert!(s.faults_injected >= 3, "{}", describe(s));
-    assert!(
-        s.ops.get("acquire ok").copied().unwrap_or(0) > 20,
-        "too little work to mean anything: {}",
-        describe(s)
-    );
-    assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
+    assert_passes(config).await;
 }

@@ -28,10 +28,13 @@
 //! invocation. Pairs that overlap in time are not covered (either entry may
 //! come first), nor is a re-acquire B: it returns the hold the lease
 //! already had, granted by an entry that may precede A's. A re-acquire is
-//! known by the `retry` flag of the answer, or (histories without it) by
-//! an earlier ok acquire of the same lease and name with the same token:
-//! a new grant's token is a new entry's index, so it cannot repeat one
-//! the lease was given before.
+//! known by an earlier ok acquire of the same lease and name with the same
+//! token (a new grant's token is a new entry's index, so it cannot repeat
+//! one the lease was given before); that earlier acquire was checked when
+//! it came. The answer's own `retry` flag is not trusted: a cluster that
+//! handed out a stale token and called it a retry would otherwise never be
+//! checked (a retry answered without such an earlier acquire is checked as
+//! a new grant and counted).
 //!
 //! [`check_register`]: the fenced-register workload. A harness-owned
 //! resource checks every read and write against the highest token it has
@@ -51,8 +54,12 @@ struct Grant {
     lease: u64,
     token: u64,
     mode: HoldMode,
-    /// An idempotent re-acquire returning the lease's existing hold.
+    /// An idempotent re-acquire returning the lease's existing hold (an
+    /// earlier ok acquire of this lease and name got the same token).
     reacquire: bool,
+    /// Answered `retry` without an earlier ok acquire to return: checked
+    /// as a new grant.
+    unexplained_retry: bool,
     invoke_ns: u64,
     ok_ns: u64,
     op: u64,
@@ -75,10 +82,8 @@ fn grants(history: &History) -> Vec<Grant> {
             continue;
         };
         let key = (name.clone(), lease, token);
-        let reacquire = match p.result().and_then(|r| r.retry) {
-            Some(retry) => retry,
-            None => seen.contains(&key),
-        };
+        let reacquire = seen.contains(&key);
+        let unexplained_retry = !reacquire && p.result().and_then(|r| r.retry) == Some(true);
         seen.insert(key);
         out.push(Grant {
             name: name.clone(),
@@ -86,6 +91,7 @@ fn grants(history: &History) -> Vec<Grant> {
             token,
             mode: p.invoke.args.hold_mode(),
             reacquire,
+            unexplained_retry,
             invoke_ns: p.invoke.time_ns,
             ok_ns: c.time_ns,
             op: c.index,
@@ -183,6 +189,10 @@ pub fn check_tokens_global(history: &History) -> CheckResult {
     result.count(
         "re-acquires",
         refs.iter().filter(|g| g.reacquire).count() as u64,
+    );
+    result.count(
+        "unexplained-retries",
+        refs.iter().filter(|g| g.unexplained_retry).count() as u64,
     );
     let checked = check_real_time_order(&mut result, &refs, "across names");
     result.count("new-grants-checked", checked);
@@ -408,6 +418,14 @@ mod tests {
         let r = check_tokens_global(&b.history());
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
         assert_eq!(r.counts["re-acquires"], 1);
+        // A "retry" with no earlier hold to return is checked as a new
+        // grant: an older token on another name breaks the promise.
+        let mut b = Builder::default();
+        acquire_with_retry(&mut b, 0, (2, 10), "a", 1, 50, Some(false));
+        acquire_with_retry(&mut b, 1, (20, 30), "b", 2, 40, Some(true));
+        let r = check_tokens_global(&b.history());
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert_eq!(r.counts["unexplained-retries"], 1, "{r:?}");
         // The same answer marked as a new grant breaks the promise.
         let mut b = Builder::default();
         acquire_with_retry(&mut b, 0, (0, 10), "a", 1, 5, Some(false));

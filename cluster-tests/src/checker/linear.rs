@@ -353,9 +353,9 @@ fn step(s: &MState, op: &LOp, bounds: &HashMap<u64, u64>) -> Vec<MState> {
     }
 }
 
-/// Per name, the interval and lease of every acquire that ended in
-/// WAIT_TIMEOUT.
-type WaitWindows = BTreeMap<String, Vec<(u64, u64, u64)>>;
+/// Per name, the interval, lease and mode of every acquire that ended in
+/// WAIT_TIMEOUT (or, for `writers`, of every waiting exclusive acquire).
+type WaitWindows = BTreeMap<String, Vec<(u64, u64, u64, HoldMode)>>;
 
 /// The ops of each name, the timed-out waits, and how many busy answers to
 /// readers were dropped because a writer may have been queued.
@@ -385,10 +385,12 @@ fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows, u64)
                     c.time_ns
                 }
             });
-            writers
-                .entry(name.clone())
-                .or_default()
-                .push((p.invoke.time_ns, end, lease));
+            writers.entry(name.clone()).or_default().push((
+                p.invoke.time_ns,
+                end,
+                lease,
+                HoldMode::Exclusive,
+            ));
         }
         let error = p.result().and_then(|r| r.error.clone()).unwrap_or_default();
         let gone = matches!(error.as_str(), "LEASE_NOT_FOUND" | "LEASE_EXPIRING");
@@ -396,10 +398,12 @@ fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows, u64)
             && error == "WAIT_TIMEOUT"
             && let Some(c) = p.complete
         {
-            waits
-                .entry(name.clone())
-                .or_default()
-                .push((p.invoke.time_ns, c.time_ns, lease));
+            waits.entry(name.clone()).or_default().push((
+                p.invoke.time_ns,
+                c.time_ns,
+                lease,
+                p.invoke.args.hold_mode(),
+            ));
             continue;
         }
         let kind = match (p.invoke.f, p.outcome()) {
@@ -459,12 +463,14 @@ fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows, u64)
             let upto = ws.partition_point(|w| w.0 < end);
             !ws[..upto]
                 .iter()
-                .any(|&(_, w_end, lease)| w_end > op.call_ns && lease != op.lease)
+                .any(|&(_, w_end, lease, _)| w_end > op.call_ns && lease != op.lease)
         });
         readers_behind_writers += (before - ops.len()) as u64;
     }
     // A busy answer overlapping a timed-out wait of another lease may have
     // seen that wait's transient hold: it asserts nothing the model knows.
+    // Except a reader's busy next to a reader's wait: readers never turn
+    // readers away.
     for (name, ops) in by_name.iter_mut() {
         let Some(ws) = waits.get_mut(name) else {
             continue;
@@ -476,9 +482,11 @@ fn classify(history: &History) -> (BTreeMap<String, Vec<LOp>>, WaitWindows, u64)
             }
             let end = op.ret_ns.unwrap_or(u64::MAX);
             let upto = ws.partition_point(|w| w.0 < end);
-            !ws[..upto]
-                .iter()
-                .any(|&(_, w_end, lease)| w_end > op.call_ns && lease != op.lease)
+            !ws[..upto].iter().any(|&(_, w_end, lease, mode)| {
+                w_end > op.call_ns
+                    && lease != op.lease
+                    && !(mode == HoldMode::Shared && op.mode == HoldMode::Shared)
+            })
         });
     }
     (by_name, waits, readers_behind_writers)
@@ -855,6 +863,41 @@ mod tests {
         wait_timeout(&mut b, 0, 2, 500, 100);
         b.acquire(1, 600, 610, "a", 200, Fail, None, 0);
         let r = run(b);
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    }
+
+    #[test]
+    fn a_readers_timed_out_wait_does_not_explain_a_busy_reader() {
+        let build = |wait_mode: HoldMode| {
+            let mut b = Builder::default();
+            leases(&mut b, 10_000);
+            let args = crate::history::Args {
+                lease_id: Some(100),
+                wait_ms: Some(500),
+                ..Default::default()
+            }
+            .with_mode(wait_mode);
+            b.op(2, 0, Invoke, F::Acquire, Some("n"), args.clone(), None);
+            b.op(
+                600,
+                0,
+                Info,
+                F::Acquire,
+                Some("n"),
+                args,
+                Some(crate::history::OpResult {
+                    error: Some("WAIT_TIMEOUT".into()),
+                    ..Default::default()
+                }),
+            );
+            busy(&mut b, 1, (10, 11), 200, HoldMode::Shared);
+            run(b)
+        };
+        // A writer's transient hold may have turned the reader away ...
+        let r = build(HoldMode::Exclusive);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        // ... a reader's never: the lock was free for readers.
+        let r = build(HoldMode::Shared);
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     }
 
