@@ -291,24 +291,7 @@ pub mod synth {
 
         /// A lease grant invoked at `t0` and acknowledged at `t1`.
         pub fn grant(&mut self, p: i64, t0: u64, t1: u64, lease: u64, ttl_ms: u64) {
-            let args = Args {
-                ttl_ms: Some(ttl_ms),
-                ..Args::default()
-            };
-            self.op(t0, p, OpType::Invoke, F::Grant, None, args.clone(), None);
-            self.op(
-                t1,
-                p,
-                OpType::Ok,
-                F::Grant,
-                None,
-                args,
-                Some(OpResult {
-                    lease_id: Some(lease),
-                    valid_until_ns: Some((t0 + ttl_ms) * 1_000_000),
-                    ..OpResult::default()
-                }),
-            );
+            self.grant_answered(p, (t0, t1), lease, ttl_ms, ttl_ms);
         }
 
         /// A lease grant asking for `requested_ms` that the cluster
