@@ -81,9 +81,10 @@ impl Drop for CloseSignal {
         };
         let lock_file = std::mem::take(&mut self.lock_file);
         closing::begin(&lock_file);
+        let path = lock_file.clone();
         let wait = move || {
-            wait_for_file_lock(&lock_file, CLOSE_WAIT);
-            closing::end(&lock_file);
+            wait_for_file_lock(&path, CLOSE_WAIT);
+            closing::end(&path);
             drop(sender);
         };
         // Not on the dropping thread: that may be an async runtime's worker.
@@ -91,6 +92,8 @@ impl Drop for CloseSignal {
             .name("raftlock-store-close".to_string())
             .spawn(wait);
         if let Err(e) = spawned {
+            // The closure (and the sender) is gone: report closed now.
+            closing::end(&lock_file);
             tracing::warn!(error = %e, "could not start the store's close thread");
         }
     }
