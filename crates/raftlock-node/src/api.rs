@@ -445,25 +445,22 @@ impl Api {
         }
     }
 
-    async fn withdraw(
-        &self,
-        lease: LeaseId,
-        waiter: WaiterId,
-        started: Instant,
-    ) -> Result<Acquired, NodeError> {
-        // The request is in the log, queued: it must be withdrawn, or the
-        // caller told that the outcome is unknown. NOT_LEADER and NO_LEADER
-        // are promised to mean "not applied, retry": passing them on here
-        // would tell the caller its acquire did nothing while the queued
-        // request could still be granted later (found by cluster-tests:
-        // seed 2612, a wait timing out during an election). So the cancel
-        // is retried through the election, and if no leader takes it within
-        // the write timeout the answer is TIMEOUT (may have been applied).
+    /// Propose a CancelWait for a queued request, riding out an election.
+    ///
+    /// The request is in the log: it must be withdrawn, or the caller told
+    /// that the outcome is unknown. NOT_LEADER and NO_LEADER are promised to
+    /// mean "not applied, retry": passing them on would tell a client its
+    /// acquire did nothing while the queued request could still be granted
+    /// later (found by cluster-tests: seed 2612, a wait timing out during an
+    /// election). So the cancel is retried through the election, and if no
+    /// leader takes it within the write timeout the answer is TIMEOUT (may
+    /// have been applied). TIMEOUT, OUTCOME_UNKNOWN and SHUTTING_DOWN are
+    /// indeterminate already and returned as they are.
+    async fn cancel_wait(&self, lease: LeaseId, waiter: WaiterId) -> Result<Applied, NodeError> {
         let deadline = Instant::now() + self.config.write_timeout;
         let mut pause = Duration::from_millis(20);
-        let applied = loop {
+        loop {
             match self.write(Command::CancelWait { lease, waiter }).await {
-                Ok(applied) => break applied,
                 Err(NodeError::NotLeader { .. } | NodeError::NoLeader) => {
                     if Instant::now() + pause >= deadline {
                         return Err(NodeError::Timeout {
@@ -473,11 +470,18 @@ impl Api {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(250));
                 }
-                // TIMEOUT, OUTCOME_UNKNOWN, SHUTTING_DOWN: indeterminate
-                // already.
-                Err(e) => return Err(e),
+                other => return other,
             }
-        };
+        }
+    }
+
+    async fn withdraw(
+        &self,
+        lease: LeaseId,
+        waiter: WaiterId,
+        started: Instant,
+    ) -> Result<Acquired, NodeError> {
+        let applied = self.cancel_wait(lease, waiter).await?;
         let waited_ms = started.elapsed().as_millis() as u64;
         match applied.result {
             Ok(Response::WaitCancelled { .. }) => Err(NodeError::WaitTimeout {
@@ -684,7 +688,7 @@ impl Drop for CancelOnDrop<'_> {
             return;
         };
         runtime.spawn(async move {
-            if let Err(e) = api.write(Command::CancelWait { lease, waiter }).await {
+            if let Err(e) = api.cancel_wait(lease, waiter).await {
                 tracing::debug!(lease, waiter, error = %e, "cancel of an abandoned wait failed");
             }
         });
