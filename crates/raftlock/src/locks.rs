@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
-use raftlock_client::{Client, ClientOptions};
+use raftlock_client::{Client, ClientOptions, RetryPolicy};
 use raftlock_proto::v1 as pb;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -40,6 +40,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a call keeps retrying while a cluster that answered elects a
 /// leader (a few election timeouts, with room for a loaded machine).
 const ELECTION_RIDE_OUT: Duration = Duration::from_secs(10);
+
+/// How long `watch` keeps trying to reopen a broken stream while no node
+/// answers.
+const WATCH_RIDE_OUT: Duration = Duration::from_secs(30);
 
 /// Where the cluster is and how to print: shared by every command here.
 #[derive(Debug, Clone, Args)]
@@ -1298,49 +1302,61 @@ impl EventOut {
     }
 }
 
+/// Prints events until Ctrl-C. The stream is `Client::watch_resuming`: when
+/// it breaks it is reopened (on another node if need be) at the revision of
+/// the last event printed, skipping the events of that revision already
+/// printed. Reopening after it instead would lose the rest of that entry's
+/// events (a release and the grant to the next waiter share one revision,
+/// and a batch boundary may fall between them).
 pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     let rt = runner::control_runtime()?;
     let mut signals = Signals::new(&rt)?;
     rt.block_on(async {
-        let client = client(&args.conn).await?;
-        let mut from = args.from_revision;
+        // A watch runs for long: let it ride out a node's restart, not only
+        // an election, before giving up (each reopening retries for up to
+        // WATCH_RIDE_OUT; the timeout bounds the opening, not the stream).
+        let rpc = Rpc::new(&args.conn)?;
+        let options = ClientOptions {
+            retry: RetryPolicy::patient(),
+            call_timeout: WATCH_RIDE_OUT,
+            ..ClientOptions::default()
+        };
+        let client = Client::connect(rpc.endpoints, options)
+            .await
+            .map_err(|e| Failure::Usage(format!("{e}; give --endpoints as host:port,...")))?;
+        let mut stream = client
+            .watch_resuming(&args.prefix, args.from_revision)
+            .await
+            .map_err(|e| client_failure(&e, &args.prefix))?;
         loop {
-            let stream = client
-                .watch(&args.prefix, from)
-                .await
-                .map_err(|e| client_failure(&e, &args.prefix))?;
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                tokio::select! {
-                    sig = signals.recv() => {
-                        eprintln!("{sig}: stopped watching");
-                        return Ok(());
+            tokio::select! {
+                sig = signals.recv() => {
+                    eprintln!("{sig}: stopped watching");
+                    return Ok(());
+                }
+                item = stream.next() => match item {
+                    Some(Ok(e)) => {
+                        let out = EventOut::new(e);
+                        if args.conn.json {
+                            print_json(&out, false)?;
+                        } else {
+                            println!("{}", out.text());
+                        }
                     }
-                    item = stream.next() => match item {
-                        Some(Ok(e)) => {
-                            from = e.revision + 1;
-                            let out = EventOut::new(e);
-                            if args.conn.json {
-                                print_json(&out, false)?;
-                            } else {
-                                println!("{}", out.text());
-                            }
-                        }
-                        Some(Err(e)) if e.reason() == "COMPACTED" => {
-                            return Err(client_failure(&e, &args.prefix));
-                        }
-                        Some(Err(e)) => {
-                            eprintln!("note: the watch broke ({e}); reopening from revision {from}");
-                            break;
-                        }
-                        None => {
-                            eprintln!("note: the watch ended; reopening from revision {from}");
-                            break;
-                        }
+                    // It cannot go on: the events it needs are gone from
+                    // every node's history (COMPACTED), or no node answered
+                    // within the client's retries.
+                    Some(Err(e)) => return Err(client_failure(&e, &args.prefix)),
+                    None => {
+                        return Err(Failure::Runtime(format!(
+                            "the watch of {:?} ended unexpectedly; watch again with \
+                             --from-revision R (R: the last revision printed, whose events \
+                             may then come again)",
+                            args.prefix
+                        )));
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     })
 }

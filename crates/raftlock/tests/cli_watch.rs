@@ -1,0 +1,353 @@
+//! `raftlock watch` run as the real binary: `--from-revision` against
+//! `raftlock dev`, and resuming a broken stream without losing or repeating
+//! an event, against a node that breaks the stream in the middle of one
+//! log entry's events (which a real node may do: its replay goes in batches
+//! of 256 events, and the connection can break between two of them).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use raftlock_proto::v1 as pb;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+/// A running `raftlock watch --json` and the lines it prints.
+struct Watch {
+    proc: Proc,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn spawn(mut cmd: Command, log: &Path) -> Watch {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(append(log))
+            .spawn()
+            .expect("spawn raftlock watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch {
+            proc: Proc {
+                child,
+                log: log.to_path_buf(),
+            },
+            lines,
+        }
+    }
+
+    /// The events printed until `done` says enough, or `within` passes;
+    /// then a little longer, so an event printed twice would be seen.
+    fn events_until(&self, within: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut events: Vec<Value> = Vec::new();
+        let deadline = Instant::now() + within;
+        let mut settle: Option<Instant> = None;
+        loop {
+            let until = settle.unwrap_or(deadline);
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                return events;
+            };
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let event: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("watch printed non-JSON ({e}): {line}"));
+                    events.push(event);
+                    if settle.is_none() && done(&events) {
+                        settle = Some(Instant::now() + Duration::from_millis(500));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => return events,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return events,
+            }
+        }
+    }
+}
+
+/// (revision, type, lease, token) of each event, for comparisons.
+fn summary(events: &[Value]) -> Vec<(u64, String, u64, u64)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["revision"].as_u64().unwrap_or(0),
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["lease_id"].as_u64().unwrap_or(0),
+                e["token"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn watch_from_revision_replays_history_and_then_follows_new_events() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start(tmp.path());
+
+    let first = dev.json(&["acquire", "fr/a", "--ttl", "1m", "--json"]);
+    let (lease_a, token_a) = (
+        first["lease_id"].as_u64().expect("lease_id"),
+        first["token"].as_u64().expect("token"),
+    );
+    let (code, _, err) = dev.run(&[
+        "release",
+        "fr/a",
+        "--token",
+        &token_a.to_string(),
+        "--lease",
+        &lease_a.to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let second = dev.json(&["acquire", "fr/b", "--ttl", "1m", "--json"]);
+    let token_b = second["token"].as_u64().expect("token");
+
+    // From the revision of the second grant: the first lock's events are
+    // before it and must not come; the grant itself is included.
+    let from = token_b.to_string();
+    let watch = Watch::spawn(
+        dev.cmd(&["watch", "fr/", "--json", "--from-revision", &from]),
+        &tmp.path().join("watch-from.log"),
+    );
+    // Something new after the watch started, to see it follows on.
+    let third = dev.json(&["acquire", "fr/c", "--ttl", "1m", "--json"]);
+    let token_c = third["token"].as_u64().expect("token");
+    let events = watch.events_until(Duration::from_secs(20), |seen| {
+        seen.iter().any(|e| e["token"].as_u64() == Some(token_c))
+    });
+    let names: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or(""),
+                e["type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("fr/b", "acquired"), ("fr/c", "acquired")],
+        "{events:?}\n{}",
+        watch.proc.log_text()
+    );
+    assert_eq!(events[0]["revision"].as_u64(), Some(token_b), "{events:?}");
+    assert_eq!(events[1]["token"].as_u64(), Some(token_c), "{events:?}");
+    drop(watch);
+
+    // From the very start: every event on the prefix, in order.
+    let watch = Watch::spawn(
+        dev.cmd(&["watch", "fr/", "--json", "--from-revision", "1"]),
+        &tmp.path().join("watch-all.log"),
+    );
+    let events = watch.events_until(Duration::from_secs(20), |seen| seen.len() >= 4);
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or(""),
+                e["type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("fr/a", "acquired"),
+            ("fr/a", "released"),
+            ("fr/b", "acquired"),
+            ("fr/c", "acquired"),
+        ],
+        "{events:?}"
+    );
+    let revisions: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["revision"].as_u64())
+        .collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+}
+
+// ---------------------------------------------------------------------------
+// A node that breaks the watch in the middle of one entry's events
+// ---------------------------------------------------------------------------
+
+/// The hand-off: lease 1 holds h/x, lease 2 queues, lease 1 releases and
+/// the same entry (revision 7) grants h/x to lease 2, which later releases.
+fn history() -> Vec<pb::Event> {
+    let ev = |revision, kind: pb::EventType, lease_id, token| pb::Event {
+        revision,
+        r#type: kind as i32,
+        name: "h/x".into(),
+        lease_id,
+        owner: format!("owner{lease_id}"),
+        mode: if kind == pb::EventType::Acquired {
+            pb::Mode::Exclusive as i32
+        } else {
+            0
+        },
+        token,
+        ..Default::default()
+    };
+    vec![
+        ev(5, pb::EventType::Acquired, 1, 5),
+        ev(6, pb::EventType::Queued, 2, 0),
+        ev(7, pb::EventType::Released, 1, 5),
+        ev(7, pb::EventType::Acquired, 2, 7),
+        ev(9, pb::EventType::Released, 2, 7),
+    ]
+}
+
+/// Serves Watch (and List, for the current revision) from [`history`].
+/// The first stream sends the events up to the release at revision 7 and
+/// then breaks, so the grant of revision 7 is not delivered on it; a stream
+/// opened later sends everything from its revision on and stays open.
+#[derive(Clone, Default)]
+struct SplittingNode {
+    opened_from: Arc<Mutex<Vec<u64>>>,
+    streams: Arc<AtomicUsize>,
+}
+
+type EventStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::locks_server::Locks for SplittingNode {
+    async fn acquire(
+        &self,
+        _: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        Err(Status::unimplemented("test node: watch only"))
+    }
+    async fn release(
+        &self,
+        _: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        Err(Status::unimplemented("test node: watch only"))
+    }
+    async fn extend(
+        &self,
+        _: Request<pb::ExtendRequest>,
+    ) -> Result<Response<pb::ExtendResponse>, Status> {
+        Err(Status::unimplemented("test node: watch only"))
+    }
+    async fn inspect(
+        &self,
+        _: Request<pb::InspectRequest>,
+    ) -> Result<Response<pb::InspectResponse>, Status> {
+        Err(Status::unimplemented("test node: watch only"))
+    }
+    async fn list(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        Ok(Response::new(pb::ListResponse {
+            locks: Vec::new(),
+            revision: 9,
+            more: false,
+        }))
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let from = request.into_inner().from_revision;
+        if let Ok(mut opened) = self.opened_from.lock() {
+            opened.push(from);
+        }
+        let events: Vec<pb::Event> = history()
+            .into_iter()
+            .filter(|e| e.revision >= from)
+            .collect();
+        let stream: EventStream = if self.streams.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Up to and including the release of revision 7, then a break.
+            let upto = events
+                .iter()
+                .position(|e| e.r#type == pb::EventType::Released as i32)
+                .map_or(events.len(), |i| i + 1);
+            let batch = pb::WatchResponse {
+                events: events[..upto].to_vec(),
+            };
+            Box::pin(futures::stream::iter([
+                Ok(batch),
+                Err(Status::unavailable("test node: the connection broke")),
+            ]))
+        } else {
+            let batch = pb::WatchResponse { events };
+            Box::pin(futures::stream::iter([Ok(batch)]).chain(futures::stream::pending()))
+        };
+        Ok(Response::new(stream))
+    }
+}
+
+/// Starts the splitting node on a free port; the runtime serving it.
+fn start_splitting_node(node: SplittingNode) -> (tokio::runtime::Runtime, SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("local_addr");
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::locks_server::LocksServer::new(node))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (rt, addr)
+}
+
+#[test]
+fn a_watch_that_breaks_inside_a_hand_off_prints_its_release_and_grant_exactly_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = SplittingNode::default();
+    let (rt, addr) = start_splitting_node(node.clone());
+
+    let mut cmd = raftlock();
+    cmd.args(["watch", "h/", "--json", "--from-revision", "5"])
+        .args(["--endpoints", &addr.to_string()]);
+    let watch = Watch::spawn(cmd, &tmp.path().join("watch.log"));
+    let events = watch.events_until(Duration::from_secs(20), |seen| {
+        seen.iter().any(|e| e["revision"].as_u64() == Some(9))
+    });
+    let want: Vec<(u64, String, u64, u64)> = vec![
+        (5, "acquired".into(), 1, 5),
+        (6, "queued".into(), 2, 0),
+        (7, "released".into(), 1, 5),
+        (7, "acquired".into(), 2, 7),
+        (9, "released".into(), 2, 7),
+    ];
+    let opened = node
+        .opened_from
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        summary(&events),
+        want,
+        "every event once, in order (watch opened from {opened:?}); stderr:\n{}",
+        watch.proc.log_text()
+    );
+    // It reopened at the revision whose events were cut, not after it.
+    assert_eq!(opened, [5, 7], "watch opened from these revisions");
+    drop(watch);
+    rt.shutdown_background();
+}
