@@ -351,7 +351,8 @@ async fn exec(
         drop(guard);
         let _ = tokio::time::timeout(LOST_REVOKE_TIMEOUT, session.revoke()).await;
         return Err(Failure::LeaseLost(format!(
-            "lost the lock {name} before running {:?}: lease {} is not certainly valid for              more than --margin {:?}; COMMAND was not run",
+            "lost the lock {name} before running {:?}: lease {} is not certainly valid for \
+             more than --margin {:?}; COMMAND was not run",
             args.command[0],
             session.lease_id(),
             plan.margin
