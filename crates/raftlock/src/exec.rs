@@ -19,7 +19,7 @@
 //! release, and exit 128+signal.
 
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use raftlock_client::{Client, ClientOptions, LockGuard, Mode, Session, SessionOptions};
@@ -108,7 +108,10 @@ pub struct ExecArgs {
     #[arg(long, default_value = "5s", value_parser = locks::duration)]
     pub kill_after: Duration,
 
-    /// Say on stderr when the lock is taken and released.
+    /// Say on stderr when the lock is taken and released, and, if
+    /// keep-alives fail, when COMMAND is stopped and why (as Unix ms: the
+    /// send time of the last acknowledged keep-alive, the end of the lease's
+    /// certain validity).
     #[arg(long, short = 'v')]
     pub verbose: bool,
 
@@ -489,29 +492,87 @@ fn signal_group(pid: Option<u32>, sig: i32) {
     }
 }
 
+/// Why the watchdog fired, and the end of the lease's certain validity it
+/// judged by (`None`: already ended).
+struct Fired {
+    why: String,
+    valid_until: Option<Instant>,
+}
+
 /// Resolves when COMMAND must be stopped because the lease is no longer
 /// certainly alive for long enough: at `valid_until - margin` (re-read when
 /// reached, so renewals in between push it out), or as soon as the session
 /// is known lost.
-async fn watchdog(session: &Session, margin: Duration) -> String {
+async fn watchdog(session: &Session, margin: Duration) -> Fired {
     loop {
         let Some(valid_until) = session.valid_until() else {
-            return "the cluster ended the lease".into();
+            return Fired {
+                why: "the cluster ended the lease".into(),
+                valid_until: None,
+            };
         };
         let fire_at = valid_until.checked_sub(margin).unwrap_or(valid_until);
         if Instant::now() >= fire_at {
-            return format!(
-                "no keep-alive acknowledged in time; its certain validity ends in {:?}",
-                valid_until.saturating_duration_since(Instant::now())
-            );
+            return Fired {
+                why: format!(
+                    "no keep-alive acknowledged in time; its certain validity ends in {:?}",
+                    valid_until.saturating_duration_since(Instant::now())
+                ),
+                valid_until: Some(valid_until),
+            };
         }
         tokio::select! {
             _ = tokio::time::sleep_until(fire_at.into()) => {}
             _ = session.lost() => {
-                return "the cluster no longer knows the lease, or its validity passed".into();
+                return Fired {
+                    why: "the cluster no longer knows the lease, or its validity passed".into(),
+                    valid_until: None,
+                };
             }
         }
     }
+}
+
+/// A moment on the monotonic clock as Unix ms on the wall clock (for
+/// people and logs only: nothing is decided by it).
+fn unix_ms(at: Instant) -> u128 {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let wall_at = if at <= now {
+        wall.checked_sub(now - at)
+    } else {
+        wall.checked_add(at - now)
+    };
+    wall_at
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis())
+}
+
+/// The --verbose line for a watchdog that fired: what the lease's certain
+/// validity was counted from, and when COMMAND got --signal.
+fn say_stopping(session: &Session, args: &ExecArgs, margin: Duration, fired: &Fired, sent: &str) {
+    let signal_at = unix_ms(Instant::now());
+    let times = fired.valid_until.map_or_else(String::new, |until| {
+        // valid_until = send time of the last acknowledged keep-alive + ttl
+        // - drift margin (SessionOptions::new's, as used by `exec`).
+        let counted = session
+            .ttl()
+            .saturating_sub(SessionOptions::new(session.ttl()).drift_margin);
+        let ack_sent = until.checked_sub(counted).unwrap_or(until);
+        format!(
+            " last_ack_sent_unix_ms={} valid_until_unix_ms={}",
+            unix_ms(ack_sent),
+            unix_ms(until)
+        )
+    });
+    eprintln!(
+        "raftlock exec: lease {} cannot be kept alive ({}); sent {sent} to {:?}: \
+         signal_at_unix_ms={signal_at}{times} margin_ms={} ttl_ms={}",
+        session.lease_id(),
+        fired.why,
+        args.command[0],
+        margin.as_millis(),
+        session.ttl().as_millis()
+    );
 }
 
 /// Runs COMMAND to its end, stopping it on a signal or when the lease
@@ -550,7 +611,7 @@ async fn supervise(
                     kill_at = Some(Instant::now() + args.kill_after);
                 }
             }
-            why = watchdog(session, margin), if lost.is_none() => {
+            fired = watchdog(session, margin), if lost.is_none() => {
                 // SIGKILL goes no later than the end of the lease's certain
                 // validity, whatever --kill-after says: after that instant
                 // another client may hold the lock. A lease already gone
@@ -558,13 +619,18 @@ async fn supervise(
                 let now = Instant::now();
                 let validity_end = session.valid_until().unwrap_or(now);
                 let watchdog_kill = (now + args.kill_after).min(validity_end);
-                if args.signal.number == libc::SIGKILL || watchdog_kill <= now {
+                let sent = if args.signal.number == libc::SIGKILL || watchdog_kill <= now {
                     signal_group(pid, libc::SIGKILL);
                     killed = true;
+                    signal_name(libc::SIGKILL)
                 } else {
                     signal_group(pid, args.signal.number);
+                    signal_name(args.signal.number)
+                };
+                if args.verbose {
+                    say_stopping(session, args, margin, &fired, &sent);
                 }
-                lost = Some(why);
+                lost = Some(fired.why);
                 // After a forwarded signal, keep its (earlier) SIGKILL time.
                 kill_at = Some(kill_at.map_or(watchdog_kill, |t| t.min(watchdog_kill)));
             }

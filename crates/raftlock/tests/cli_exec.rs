@@ -317,26 +317,55 @@ while :; do sleep 0.05; done"#;
     );
 }
 
+/// Now on the wall clock, in Unix ms (comparable with what exec and
+/// `date +%s%N` print on this machine).
+fn wall_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// The number after `key=` in `text`.
+fn field(text: &str, key: &str) -> Option<u128> {
+    let at = text.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 #[test]
-fn when_keep_alives_fail_exec_stops_the_command_before_the_lease_can_end() {
+fn when_keep_alives_fail_exec_signals_the_command_margin_before_the_lease_can_end() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(tmp.path());
-    let ttl = Duration::from_secs(3);
+    let ttl_ms = 6000.0;
+    let margin_ms = 2000.0;
 
-    let script = r#"trap 'echo term > got-term; exit 0' TERM
+    // COMMAND records (wall clock, ns) when it got USR1, the --signal; TERM
+    // (the default) must not come. Its `sleep` gets USR1 too and ends, so
+    // the trap runs at once.
+    let script = r#"trap 'date +%s%N > got-usr1; exit 0' USR1
+trap 'echo term > got-term; exit 0' TERM
 touch started
 while :; do sleep 0.05; done"#;
+    let spawned_ms = wall_ms();
     let mut exec = Proc::spawn(
         exec_cmd(
             &dev,
             &[
                 "jobs/lost",
                 "--ttl",
-                "3s",
+                "6s",
                 "--margin",
-                "1s",
+                "2s",
+                "--signal",
+                "USR1",
                 "--kill-after",
                 "1s",
+                "--verbose",
             ],
             &["sh", "-c", script],
         ),
@@ -344,33 +373,68 @@ while :; do sleep 0.05; done"#;
     );
     wait_file(&tmp.path().join("started"), CLI_BOUND, &|| exec.log_text());
     // Let at least one keep-alive go through after the grant.
-    std::thread::sleep(Duration::from_millis(1200));
+    std::thread::sleep(Duration::from_millis(2200));
     assert!(exec.exited().is_none(), "{}", exec.log_text());
 
-    // Freeze the whole cluster: keep-alives get no answer from now on. The
-    // last acknowledged one was sent before this moment, so the lease can
-    // end no earlier than ttl after... something before `frozen`; exec must
-    // be gone before `frozen + ttl`, and in practice well before.
-    let frozen = Instant::now();
+    // Freeze the whole cluster: no keep-alive is answered from now on, so
+    // the last acknowledged one was sent before `frozen_ms`.
     signal(dev.proc.pid(), libc::SIGSTOP);
-    let status = exec.wait_exit(ttl + Duration::from_secs(10));
+    let frozen_ms = wall_ms();
+    let frozen = Instant::now();
+    let status = exec.wait_exit(Duration::from_secs(15));
     let took = frozen.elapsed();
     signal(dev.proc.pid(), libc::SIGCONT);
     let status = status.unwrap_or_else(|| panic!("exec did not exit: {}", exec.log_text()));
-
-    eprintln!("exec exited {took:?} after the cluster froze (ttl {ttl:?})");
-    assert_eq!(status.code(), Some(4), "{}", exec.log_text());
-    assert!(
-        took < ttl,
-        "exec took {took:?} after keep-alives stopped, not under the ttl {ttl:?}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(tmp.path().join("got-term")).expect("COMMAND got --signal"),
-        "term\n"
-    );
     let log = exec.log_text();
+    assert_eq!(status.code(), Some(4), "{log}");
+
+    // exec says when the last acknowledged keep-alive was sent; it cannot
+    // be after the freeze (nor before exec started).
+    let line = log
+        .lines()
+        .find(|l| l.contains("cannot be kept alive"))
+        .unwrap_or_else(|| panic!("no --verbose line about stopping COMMAND: {log}"));
+    let ack_sent_ms = field(line, "last_ack_sent_unix_ms")
+        .unwrap_or_else(|| panic!("no last_ack_sent_unix_ms: {line}")) as f64;
+    assert!(line.contains("sent SIGUSR1"), "{line}");
+    assert!(
+        ack_sent_ms <= frozen_ms + 1.0,
+        "the last acknowledged keep-alive ({ack_sent_ms}) cannot be sent after the freeze \
+         ({frozen_ms}): {line}"
+    );
+    assert!(ack_sent_ms >= spawned_ms - 1.0, "{line}");
+
+    // The promise: COMMAND got --signal before the lease could end, by
+    // --margin: before the last acknowledged keep-alive's send time + ttl
+    // - margin. (An exec that stopped COMMAND only once it knew the lease
+    // lost, at send time + ttl - 5 %, would fail here. exec signals at send
+    // time + ttl - 5 % - margin: the 5 % drift allowance, 300 ms, is the
+    // room left for the signal to arrive and `date` to run.)
+    let got_ns: u128 = std::fs::read_to_string(tmp.path().join("got-usr1"))
+        .unwrap_or_else(|e| panic!("COMMAND did not get USR1 ({e}): {log}"))
+        .trim()
+        .parse()
+        .expect("date +%s%N prints a number");
+    let got_ms = got_ns as f64 / 1e6;
+    let bound_ms = ack_sent_ms + ttl_ms - margin_ms;
+    eprintln!(
+        "exec exited {took:?} after the freeze; USR1 {:.0} ms after the last acknowledged \
+         keep-alive was sent, {:.0} ms before its bound",
+        got_ms - ack_sent_ms,
+        bound_ms - got_ms
+    );
+    assert!(
+        got_ms < bound_ms,
+        "COMMAND got USR1 at {got_ms:.0}, not before last ack sent ({ack_sent_ms}) + ttl - \
+         margin = {bound_ms:.0}: {log}"
+    );
+    assert!(got_ms > frozen_ms, "USR1 came before the freeze: {log}");
+    assert!(
+        !tmp.path().join("got-term").exists(),
+        "COMMAND got TERM, not --signal"
+    );
     assert!(log.contains("lost the lock jobs/lost"), "{log}");
-    assert!(log.contains("stopped"), "{log}");
+    assert!(log.contains("stopped \"sh\" with USR1"), "{log}");
 
     // Once the cluster runs again the lock frees (revoked or expired).
     let deadline = Instant::now() + Duration::from_secs(20);
