@@ -115,3 +115,49 @@ fn bench_exits_1_when_no_node_answers() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("no raftlock leader"), "{err}");
 }
+
+#[test]
+fn bench_distinct_with_a_hold_holds_each_lock_that_long() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_dev, endpoints) = start_dev(tmp.path());
+
+    // 50 ms, not less: on a dev cluster a release alone takes a few ms, so
+    // a shorter hold could not be told from no hold at all.
+    let clients = 4;
+    let r = bench_json(
+        &endpoints,
+        tmp.path(),
+        &[
+            "--workload",
+            "distinct",
+            "--clients",
+            "4",
+            "--hold",
+            "50ms",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    check_report(&r, "distinct", clients);
+    assert_eq!(r["hold_ms"].as_f64(), Some(50.0), "{r}");
+    // Every cycle is its acquire + 50 ms + its release, so each quantile
+    // of the cycles is at least that of the acquires + 50 ms (less 1 % for
+    // the histogram's precision) ...
+    for q in ["p50", "p99", "max"] {
+        let acquire = r[format!("acquire_ms_{q}")].as_f64().expect("acquire");
+        let cycle = r[format!("cycle_ms_{q}")].as_f64().expect("cycle");
+        assert!(
+            cycle >= (acquire + 50.0) * 0.99,
+            "cycle {q} {cycle} ms is not its acquire {acquire} ms + the 50 ms hold: {r}"
+        );
+    }
+    // ... and each client completes at most 1 s / 50 ms of them (+1 for
+    // one that started as the clock did).
+    let cycles = r["cycles"].as_u64().expect("cycles");
+    assert!(
+        cycles <= clients * 21,
+        "{cycles} cycles of at least 50 ms in 1 s by {clients} clients: {r}"
+    );
+}

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// `raftlock ARGS --endpoints E`, with `--endpoints` before a `--` (after
-/// it, `exec` would take it as part of COMMAND).
+/// The numbers in a JSON array (node ids).
 fn ids(v: &Value) -> Vec<u64> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
@@ -383,4 +382,26 @@ fn cluster_group_shows_status_and_adds_promotes_and_removes_a_fourth_node() {
         .collect();
     assert_eq!(members, vec![1, 2, 3], "{s}");
     node4.kill();
+
+    // The same with --json: a learner added without waiting (nothing runs
+    // at its address), then removed.
+    let nowhere = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let added = dev.json(&[
+        "cluster",
+        "add-learner",
+        "5",
+        &nowhere,
+        "--no-wait",
+        "--json",
+    ]);
+    assert_eq!(ids(&added["learners"]), vec![5], "{added}");
+    let removed = dev.json(&["cluster", "remove", "5", "--json"]);
+    assert_eq!(ids(&removed["voters"]), vec![1, 2, 3], "{removed}");
+    assert!(ids(&removed["learners"]).is_empty(), "{removed}");
+    assert!(
+        removed["revision"].as_u64() > added["revision"].as_u64(),
+        "{added} then {removed}"
+    );
+    let (code, _, err) = dev.run(&["cluster", "remove", "5", "--json"]);
+    assert_eq!(code, 2, "no longer a member: {err}");
 }

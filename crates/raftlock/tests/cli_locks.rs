@@ -202,3 +202,173 @@ fn list_and_watch_print_json() {
         "{leases}"
     );
 }
+
+/// Runs `raftlock ARGS` with no --endpoints and RAFTLOCK_ENDPOINTS set.
+fn with_env_endpoints(dev: &Dev, endpoints: &str, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = raftlock();
+    cmd.args(args).env("RAFTLOCK_ENDPOINTS", endpoints);
+    dev.run_cmd(cmd)
+}
+
+#[test]
+fn raftlock_endpoints_env_names_the_cluster_and_endpoints_flag_overrides_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start(tmp.path());
+
+    // Only the environment says where the cluster is.
+    let (code, out, err) = with_env_endpoints(
+        &dev,
+        &dev.endpoints,
+        &["acquire", "env/a", "--ttl", "1m", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let got: Value = serde_json::from_str(&out).expect("acquire JSON");
+    let info = dev.json(&["inspect", "env/a", "--json"]);
+    assert_eq!(info["holders"][0]["token"], got["token"], "{info} vs {got}");
+
+    // A node that is not there, named only by the environment: exit 1 and
+    // it says so (the default endpoints are not tried instead).
+    let nobody = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let (code, _, err) = with_env_endpoints(&dev, &nobody, &["inspect", "env/a", "--json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is the cluster running"), "{err}");
+
+    // --endpoints wins over the environment.
+    let mut cmd = dev.cmd(&["inspect", "env/a", "--json"]);
+    cmd.env("RAFTLOCK_ENDPOINTS", &nobody);
+    let (code, out, err) = dev.run_cmd(cmd);
+    assert_eq!(code, 0, "{err}");
+    let info: Value = serde_json::from_str(&out).expect("inspect JSON");
+    assert_eq!(info["holders"][0]["token"], got["token"], "{info}");
+
+    // exec reads it too, and hands it on to COMMAND.
+    let mut cmd = raftlock();
+    cmd.args([
+        "exec",
+        "env/b",
+        "--",
+        "sh",
+        "-c",
+        r#"test "$RAFTLOCK_ENDPOINTS" = "$WANT""#,
+    ])
+    .env("RAFTLOCK_ENDPOINTS", &dev.endpoints)
+    .env("WANT", &dev.endpoints);
+    let (code, _, err) = dev.run_cmd(cmd);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn shared_holds_and_semaphore_permits_are_counted_and_a_full_one_exits_3() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start(tmp.path());
+
+    // Two readers share the lock; a writer is busy (3).
+    let lease = dev.json(&["lease", "grant", "--ttl", "1m", "--json"]);
+    let lease_s = lease["lease_id"].as_u64().expect("lease_id").to_string();
+    let r1 = dev.json(&[
+        "acquire", "rw/c", "--mode", "shared", "--lease", &lease_s, "--json",
+    ]);
+    let r2 = dev.json(&[
+        "acquire", "rw/c", "--mode", "shared", "--ttl", "1m", "--json",
+    ]);
+    assert_eq!(
+        (r1["mode"].as_str(), r2["mode"].as_str()),
+        (Some("shared"), Some("shared"))
+    );
+    let info = dev.json(&["inspect", "rw/c", "--json"]);
+    let holders = info["holders"].as_array().expect("holders");
+    assert_eq!(holders.len(), 2, "{info}");
+    assert!(holders.iter().all(|h| h["mode"] == "shared"), "{info}");
+    assert_eq!(info["kind"], "read-write", "{info}");
+    let (code, _, err) = dev.run(&["acquire", "rw/c", "--mode", "exclusive", "--wait", "0"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("LOCK_BUSY"), "{err}");
+    // Another reader still gets in beside the two.
+    let (code, _, err) = dev.run(&["acquire", "rw/c", "--mode", "shared", "--wait", "0"]);
+    assert_eq!(code, 0, "{err}");
+
+    // release --json: the names released and the entry's revision.
+    let token1 = r1["token"].as_u64().expect("token");
+    let released = dev.json(&[
+        "release",
+        "rw/c",
+        "--token",
+        &token1.to_string(),
+        "--lease",
+        &lease_s,
+        "--json",
+    ]);
+    assert_eq!(
+        released["released"],
+        serde_json::json!(["rw/c"]),
+        "{released}"
+    );
+    assert!(
+        released["revision"].as_u64().is_some_and(|r| r > token1),
+        "{released}"
+    );
+    let info = dev.json(&["inspect", "rw/c", "--json"]);
+    assert_eq!(info["holders"].as_array().map(Vec::len), Some(2), "{info}");
+
+    // A semaphore of 2: two permits, then busy (3) with the count in the
+    // message; a different count is refused (1).
+    let p1 = dev.json(&[
+        "acquire",
+        "pool/g",
+        "--permits",
+        "2",
+        "--lease",
+        &lease_s,
+        "--json",
+    ]);
+    let p2 = dev.json(&[
+        "acquire",
+        "pool/g",
+        "--permits",
+        "2",
+        "--ttl",
+        "1m",
+        "--json",
+    ]);
+    assert_eq!(p1["mode"], "semaphore", "{p1}");
+    assert_eq!(p1["permits"].as_u64(), Some(2), "{p1}");
+    assert!(p2["token"].as_u64() > p1["token"].as_u64(), "{p1} {p2}");
+    let info = dev.json(&["inspect", "pool/g", "--json"]);
+    assert_eq!(info["kind"], "semaphore", "{info}");
+    assert_eq!(info["permits"].as_u64(), Some(2), "{info}");
+    assert_eq!(info["holders"].as_array().map(Vec::len), Some(2), "{info}");
+    let (code, _, err) = dev.run(&["acquire", "pool/g", "--permits", "2", "--wait", "0"]);
+    assert_eq!(code, 3, "a full semaphore is busy: {err}");
+    assert!(
+        err.contains("LOCK_BUSY") && err.contains("2 holder(s)"),
+        "{err}"
+    );
+    let (code, _, err) = dev.run(&["acquire", "pool/g", "--permits", "3", "--wait", "0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("PERMITS_MISMATCH"), "{err}");
+    let (code, _, err) = dev.run(&["acquire", "pool/g", "--permits", "0", "--wait", "0"]);
+    assert_eq!(code, 2, "{err}");
+
+    // lease revoke --json: what the lease held is released, by name.
+    let revoked = dev.json(&["lease", "revoke", &lease_s, "--json"]);
+    assert_eq!(
+        revoked["lease_id"].as_u64(),
+        lease["lease_id"].as_u64(),
+        "{revoked}"
+    );
+    let mut names: Vec<&str> = revoked["released"]
+        .as_array()
+        .expect("released")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["pool/g"], "{revoked}");
+    assert!(
+        revoked["revision"].as_u64().is_some_and(|r| r > 0),
+        "{revoked}"
+    );
+    // Its permit is free again: a third holder fits.
+    let (code, _, err) = dev.run(&["acquire", "pool/g", "--permits", "2", "--wait", "0"]);
+    assert_eq!(code, 0, "{err}");
+}
