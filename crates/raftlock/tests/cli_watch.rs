@@ -351,3 +351,235 @@ fn a_watch_that_breaks_inside_a_hand_off_prints_its_release_and_grant_exactly_on
     drop(watch);
     rt.shutdown_background();
 }
+
+// ---------------------------------------------------------------------------
+// Three `raftlock serve` processes: kill and restart the node the watch is on
+// ---------------------------------------------------------------------------
+
+/// Three `raftlock serve` nodes on free ports (killed when dropped).
+struct Serve {
+    dir: std::path::PathBuf,
+    ports: Vec<u16>,
+    peers: String,
+    procs: Vec<Option<Proc>>,
+}
+
+impl Serve {
+    fn spawn(&mut self, i: usize) {
+        let mut cmd = raftlock();
+        cmd.arg("serve")
+            .args(["--id", &(i + 1).to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node{}", i + 1)))
+            .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])
+            .args(["--peers", &self.peers]);
+        let log = self.dir.join(format!("node{}.log", i + 1));
+        self.procs[i] = Some(Proc::spawn(cmd, &log));
+    }
+
+    fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .flatten()
+            .map(|p| format!("--- {} ---\n{}", p.log.display(), p.log_text()))
+            .collect()
+    }
+
+    /// Starts three nodes; on new ports if one could not bind. Returns the
+    /// cluster and the index of its leader.
+    fn start(tmp: &Path, rt: &tokio::runtime::Runtime) -> (Serve, usize) {
+        for attempt in 0..4 {
+            let ports = free_ports(3);
+            let peers = (0..3)
+                .map(|i| format!("{}=127.0.0.1:{}", i + 1, ports[i]))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut serve = Serve {
+                dir: tmp.join(format!("serve{attempt}")),
+                ports,
+                peers,
+                procs: vec![None, None, None],
+            };
+            std::fs::create_dir_all(&serve.dir).expect("create the cluster's directory");
+            for i in 0..3 {
+                serve.spawn(i);
+            }
+            match serve.wait_leader(&[0, 1, 2], rt) {
+                Ok(leader) => return (serve, leader),
+                Err(log) if log.contains("in use") => continue,
+                Err(log) => panic!("no cluster: {log}"),
+            }
+        }
+        panic!("could not start three nodes on free ports");
+    }
+
+    /// Waits (bounded) until the nodes `among` name one leader; its index.
+    fn wait_leader(
+        &mut self,
+        among: &[usize],
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<usize, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for i in among {
+                if let Some(p) = self.procs[*i].as_mut()
+                    && let Some(status) = p.exited()
+                {
+                    return Err(format!("node {} exited {status}: {}", i + 1, p.log_text()));
+                }
+            }
+            let seen: Vec<Option<u64>> = among
+                .iter()
+                .map(|i| {
+                    rt.block_on(status(self.ports[*i]))
+                        .and_then(|s| s.leader_id)
+                })
+                .collect();
+            if let Some(Some(leader)) = seen.first()
+                && seen.iter().all(|l| *l == Some(*leader))
+                && let Some(index) = usize::try_from(*leader).ok().and_then(|l| l.checked_sub(1))
+            {
+                return Ok(index);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no common leader among {among:?}: {seen:?}\n{}",
+                    self.logs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// host:port of every node, node `first` first.
+    fn endpoints(&self, first: usize) -> String {
+        let mut order: Vec<usize> = vec![first];
+        order.extend((0..3).filter(|i| *i != first));
+        order
+            .iter()
+            .map(|i| format!("127.0.0.1:{}", self.ports[*i]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[test]
+fn a_watch_survives_kill_and_restart_of_its_node_across_a_hand_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut serve, leader) = Serve::start(tmp.path(), &rt);
+    let all = serve.endpoints(leader);
+    let run = |args: &[&str]| -> Value {
+        let (status, out, err) = run_bounded(with_endpoints(args, &all), tmp.path(), CLI_BOUND);
+        assert!(status.success(), "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
+    };
+
+    // A holds h/x; the watch starts at its grant, on the leader (named
+    // first); B queues behind A.
+    let a = run(&["acquire", "h/x", "--ttl", "1m", "--owner", "a", "--json"]);
+    let (a_lease, a_token) = (
+        a["lease_id"].as_u64().expect("lease"),
+        a["token"].as_u64().expect("token"),
+    );
+    let watch = Watch::spawn(
+        with_endpoints(
+            &[
+                "watch",
+                "h/",
+                "--json",
+                "--from-revision",
+                &a_token.to_string(),
+            ],
+            &all,
+        ),
+        &tmp.path().join("watch.log"),
+    );
+    let mut b = Proc::spawn(
+        with_endpoints(
+            &[
+                "acquire", "h/x", "--wait", "50s", "--ttl", "1m", "--owner", "b",
+            ],
+            &all,
+        ),
+        &tmp.path().join("b.log"),
+    );
+    let mut events =
+        watch.events_until(CLI_BOUND, |seen| seen.iter().any(|e| e["type"] == "queued"));
+
+    // Kill the node the watch is on, then hand h/x from A to B (one entry:
+    // release and grant share a revision) while it is down.
+    if let Some(p) = serve.procs[leader].as_mut() {
+        p.kill();
+    }
+    let released = run(&[
+        "release",
+        "h/x",
+        "--token",
+        &a_token.to_string(),
+        "--lease",
+        &a_lease.to_string(),
+        "--json",
+    ]);
+    let handoff = released["revision"].as_u64().expect("revision");
+    let status = b
+        .wait_exit(CLI_BOUND)
+        .unwrap_or_else(|| panic!("B never got h/x: {}", b.log_text()));
+    assert!(status.success(), "{}", b.log_text());
+
+    // Bring the node back, then B releases.
+    serve.spawn(leader);
+    serve
+        .wait_leader(&[0, 1, 2], &rt)
+        .unwrap_or_else(|why| panic!("the restarted node did not rejoin: {why}"));
+    let info = run(&["inspect", "h/x", "--json"]);
+    let holder = &info["holders"][0];
+    let (b_lease, b_token) = (
+        holder["lease_id"].as_u64().expect("B holds h/x"),
+        holder["token"].as_u64().expect("token"),
+    );
+    run(&[
+        "release",
+        "h/x",
+        "--token",
+        &b_token.to_string(),
+        "--lease",
+        &b_lease.to_string(),
+        "--json",
+    ]);
+    events.extend(watch.events_until(CLI_BOUND, |seen| {
+        seen.iter()
+            .any(|e| e["type"] == "released" && e["token"].as_u64() == Some(b_token))
+    }));
+
+    let want = vec![
+        (a_token, "acquired".to_string(), a_lease, a_token),
+        (
+            events[1]["revision"].as_u64().unwrap_or(0),
+            "queued".into(),
+            b_lease,
+            0,
+        ),
+        (handoff, "released".into(), a_lease, a_token),
+        (handoff, "acquired".into(), b_lease, b_token),
+        (
+            events
+                .last()
+                .and_then(|e| e["revision"].as_u64())
+                .unwrap_or(0),
+            "released".into(),
+            b_lease,
+            b_token,
+        ),
+    ];
+    assert_eq!(
+        summary(&events),
+        want,
+        "every event once, in order; watch stderr:\n{}",
+        watch.proc.log_text()
+    );
+    assert_eq!(b_token, handoff, "B's token is the hand-off's revision");
+}
