@@ -103,6 +103,54 @@ async fn an_acquire_granted_while_its_answer_is_lost_is_outcome_unknown_and_leav
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_acquire_whose_answer_is_lost_has_its_request_withdrawn_by_the_session() {
+    let cluster = Cluster::start_proxied(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let node = cluster.nodes[&leader].as_ref().expect("leader");
+    let admin = Client::in_process(node.local_service(), ClientOptions::default());
+    let holder = session(&admin, 20_000, "holder").await;
+    let held = bounded(holder.lock_many(["uq/a", "uq/b"]).try_acquire())
+        .await
+        .expect("held");
+
+    let client = cluster.client_with(RetryPolicy::none()).await;
+    let s = session(&client, 20_000, "cut-off").await;
+    let lease = s.lease_id();
+    assert_eq!(client.current_endpoint(), cluster.addrs[&leader]);
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.lock_many(["uq/a", "uq/b"])
+                .wait(Duration::from_secs(40))
+                .acquire()
+                .await
+        })
+    };
+    until_lease_has(&admin, "uq/b", lease, (0, 1), Duration::from_secs(5)).await;
+
+    // The answer can no longer arrive; the leader's side of the call is
+    // still open and keeps waiting (40 s) for a grant nobody will get.
+    cluster.proxies[&leader].cut();
+    let e = bounded(waiting)
+        .await
+        .expect("task")
+        .expect_err("the answer was lost");
+    assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e:?}");
+    cluster.proxies[&leader].heal();
+
+    // The session withdraws the queued request itself, long before the
+    // wait would end ...
+    until_lease_has(&admin, "uq/a", lease, (0, 0), Duration::from_secs(15)).await;
+    until_lease_has(&admin, "uq/b", lease, (0, 0), Duration::from_secs(1)).await;
+    // ... so the holder's release hands the locks to nobody.
+    bounded(held.release()).await.expect("release");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(of_lease(&admin, "uq/a", lease).await, (0, 0));
+    assert!(s.is_valid());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_call_deadline_ends_a_waiting_acquire_and_leaves_nothing_queued() {
     let cluster = Cluster::start(3).await;
     let client = cluster.client().await;
