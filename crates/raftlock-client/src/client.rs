@@ -52,6 +52,20 @@ impl Default for ClientOptions {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// This handle's deadline for one call, when it is not the options'
+    /// `call_timeout` ([`Client::with_call_timeout`]).
+    call_timeout: Option<Duration>,
+}
+
+/// What a call does, for what its failures mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Changes nothing: a failure is never "maybe applied".
+    Read,
+    /// A write that is safe to repeat: retried after any retryable failure.
+    Write,
+    /// A write that must not be repeated once it may have taken effect.
+    WriteOnce,
 }
 
 struct Inner {
@@ -231,6 +245,7 @@ impl Client {
                 }),
                 lock_sessions: tokio::sync::Mutex::new(Vec::new()),
             }),
+            call_timeout: None,
         })
     }
 
@@ -279,11 +294,33 @@ impl Client {
                 }),
                 lock_sessions: tokio::sync::Mutex::new(Vec::new()),
             }),
+            call_timeout: None,
         }
     }
 
+    /// The options given at connect (`call_timeout` there is the default;
+    /// see [`Client::call_timeout`] for this handle's).
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
+    }
+
+    /// The deadline of one call made through this handle, retries included.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout.unwrap_or(self.inner.options.call_timeout)
+    }
+
+    /// A handle to the same cluster (same channels, same leader hint) whose
+    /// every call ends within `timeout`, retries included, with
+    /// [`Error::DeadlineExceeded`] when it passes: for one call
+    /// (`client.with_call_timeout(d).inspect(name)`) or for everything
+    /// done through the handle, sessions started from it included (their
+    /// releases, extends and revokes). An acquire waits on top of it unless
+    /// its builder's own `deadline` says otherwise.
+    pub fn with_call_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            call_timeout: Some(timeout),
+        }
     }
 
     /// The address the next call goes to (the leader, once a reply named it).
@@ -365,7 +402,25 @@ impl Client {
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        self.call_with(lease_id, deadline, true, attempt).await
+        self.call_with(lease_id, deadline, Kind::Write, attempt)
+            .await
+    }
+
+    /// [`Client::call`] for a call that changes nothing (reads, watches,
+    /// the first keep-alive of an attached session): its failures are
+    /// never "maybe applied".
+    pub(crate) async fn call_read<T, F, Fut>(
+        &self,
+        lease_id: u64,
+        deadline: Instant,
+        attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.call_with(lease_id, deadline, Kind::Read, attempt)
+            .await
     }
 
     /// [`Client::call`] for a call that must not be repeated once it may
@@ -383,14 +438,15 @@ impl Client {
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        self.call_with(lease_id, deadline, false, attempt).await
+        self.call_with(lease_id, deadline, Kind::WriteOnce, attempt)
+            .await
     }
 
     async fn call_with<T, F, Fut>(
         &self,
         lease_id: u64,
         deadline: Instant,
-        retry_unknown: bool,
+        kind: Kind,
         mut attempt: F,
     ) -> Result<T, Error>
     where
@@ -400,6 +456,10 @@ impl Client {
         let policy = &self.inner.options.retry;
         let max_attempts = policy.max_attempts.max(1);
         let mut n = 0u32;
+        // Set once an attempt of a write failed without saying whether it
+        // was applied: giving up after that is OutcomeUnknown, even if
+        // later attempts were definitely refused.
+        let mut maybe_applied = false;
         loop {
             n += 1;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -421,11 +481,20 @@ impl Client {
                     });
                 }
             };
-            if !retry_unknown && crate::lock::outcome_unknown(&status) {
-                return Err(Error::from_status(&status, lease_id, n));
+            let unknown = kind != Kind::Read && crate::lock::outcome_unknown(&status);
+            maybe_applied |= unknown;
+            if kind == Kind::WriteOnce && unknown {
+                return Err(Error::from_write_status(&status, lease_id, n, true));
             }
             let redirected = match classify(&status) {
-                Failure::Fatal => return Err(Error::from_status(&status, lease_id, n)),
+                Failure::Fatal => {
+                    return Err(Error::from_write_status(
+                        &status,
+                        lease_id,
+                        n,
+                        maybe_applied,
+                    ));
+                }
                 Failure::Retry { leader_addr } => {
                     tracing::debug!(attempt = n, error = %status.message(), ?leader_addr, "retryable failure");
                     match leader_addr {
@@ -441,7 +510,12 @@ impl Client {
                 }
             };
             if n >= max_attempts {
-                return Err(Error::from_status(&status, lease_id, n));
+                return Err(Error::from_write_status(
+                    &status,
+                    lease_id,
+                    n,
+                    maybe_applied,
+                ));
             }
             // A redirect to a named leader goes at once: it is new
             // information, not a hope that things got better.
@@ -455,7 +529,7 @@ impl Client {
 
     /// The deadline of a call that starts now.
     pub(crate) fn deadline(&self) -> Instant {
-        Instant::now() + self.inner.options.call_timeout
+        Instant::now() + self.call_timeout()
     }
 
     /// Start a session: grant a lease and keep it alive in the background.
@@ -507,24 +581,42 @@ impl Client {
         crate::lock::ClientLockBuilder::new(self.clone(), name.into())
     }
 
-    /// The live session of [`Client::lock`] for (ttl, owner), or a new one.
-    pub(crate) async fn lock_session(&self, ttl: Duration, owner: &str) -> Result<Session, Error> {
+    /// A live session of [`Client::lock`] for (ttl, owner) that is not
+    /// already holding, acquiring or withdrawing any of `names`, with those
+    /// names claimed on it; or a new session. Two concurrent holders of one
+    /// name therefore get two leases and queue for it like any two clients,
+    /// instead of sharing one hold through one lease.
+    pub(crate) async fn lock_session(
+        &self,
+        ttl: Duration,
+        owner: &str,
+        names: &[String],
+    ) -> Result<(Session, crate::session::Claim), Error> {
         let key = (ttl, owner.to_string());
         let mut sessions = self.inner.lock_sessions.lock().await;
         sessions.retain(|(_, weak)| weak.upgrade().is_some_and(|s| s.is_valid()));
-        if let Some(session) = sessions
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, weak)| weak.upgrade())
-        {
-            return Ok(session);
+        for (k, weak) in sessions.iter() {
+            if *k != key {
+                continue;
+            }
+            if let Some(session) = weak.upgrade()
+                && let Ok(claim) = session.names().try_claim(names)
+            {
+                return Ok((session, claim));
+            }
         }
         let session = self.session(SessionOptions::new(ttl).owner(owner)).await?;
+        let Ok(claim) = session.names().try_claim(names) else {
+            return Err(Error::Other {
+                reason: "INTERNAL".into(),
+                message: "a new session already had a claim on a name".into(),
+            });
+        };
         if sessions.len() >= MAX_LOCK_SESSIONS {
             sessions.remove(0);
         }
         sessions.push((key, session.downgrade()));
-        Ok(session)
+        Ok((session, claim))
     }
 
     /// One lock's holders and queue (linearizable); `None` when it is free
@@ -532,7 +624,7 @@ impl Client {
     pub async fn inspect(&self, name: &str) -> Result<Option<pb::LockInfo>, Error> {
         let name = name.to_string();
         let r = self
-            .call(0, self.deadline(), |ch, left| {
+            .call_read(0, self.deadline(), |ch, left| {
                 let mut req = tonic::Request::new(pb::InspectRequest {
                     name: name.clone(),
                     stale: false,
@@ -545,14 +637,16 @@ impl Client {
     }
 
     /// Every lock whose name starts with `prefix`, in name order (all pages,
-    /// each a linearizable read; the whole list is not one snapshot).
+    /// each a linearizable read; the whole list is not one snapshot). One
+    /// call deadline covers every page.
     pub async fn list(&self, prefix: &str) -> Result<Vec<pb::LockInfo>, Error> {
         let mut out = Vec::new();
         let mut start_after = String::new();
+        let deadline = self.deadline();
         loop {
             let (prefix, after) = (prefix.to_string(), start_after.clone());
             let page = self
-                .call(0, self.deadline(), |ch, left| {
+                .call_read(0, deadline, |ch, left| {
                     let mut req = tonic::Request::new(pb::ListRequest {
                         prefix: prefix.clone(),
                         stale: false,
@@ -584,7 +678,7 @@ impl Client {
     ) -> Result<impl Stream<Item = Result<pb::Event, Error>> + Send + 'static, Error> {
         let prefix = prefix.to_string();
         let inbound = self
-            .call(0, self.deadline(), |ch, _left| {
+            .call_read(0, self.deadline(), |ch, _left| {
                 let req = pb::WatchRequest {
                     prefix: prefix.clone(),
                     from_revision,
@@ -674,7 +768,7 @@ impl Client {
     async fn revision(&self, prefix: &str) -> Result<u64, Error> {
         let prefix = prefix.to_string();
         let page = self
-            .call(0, self.deadline(), |ch, left| {
+            .call_read(0, self.deadline(), |ch, left| {
                 let mut req = tonic::Request::new(pb::ListRequest {
                     prefix: prefix.clone(),
                     stale: false,
@@ -739,7 +833,8 @@ impl Client {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<Response<tonic::Streaming<T>>, Status>>,
     {
-        self.call(lease_id, deadline, |ch, _left| attempt(ch)).await
+        self.call_read(lease_id, deadline, |ch, _left| attempt(ch))
+            .await
     }
 
     /// Remove holds of `name` regardless of their tokens (admin): every
@@ -851,7 +946,7 @@ impl Client {
     /// Every live lease with its owner, holds and waits (linearizable).
     pub async fn leases(&self) -> Result<Vec<pb::LeaseInfo>, Error> {
         let r = self
-            .call(0, self.deadline(), |ch, left| {
+            .call_read(0, self.deadline(), |ch, left| {
                 let mut req = tonic::Request::new(pb::ListLeasesRequest { stale: false });
                 req.set_timeout(left);
                 async move { pb::leases_client::LeasesClient::new(ch).list(req).await }
@@ -864,7 +959,7 @@ impl Client {
     /// once known): roles, term, log and applied indexes, members with
     /// their replication lag (when that node leads), counts of leases and locks.
     pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
-        self.call(0, self.deadline(), |ch, left| {
+        self.call_read(0, self.deadline(), |ch, left| {
             let mut req = tonic::Request::new(pb::StatusRequest {});
             req.set_timeout(left);
             async move { pb::admin_client::AdminClient::new(ch).status(req).await }

@@ -54,15 +54,42 @@ pub enum Error {
     #[error("conflict ({reason}): {message}")]
     Conflict { reason: String, message: String },
 
-    /// No node could serve the call before retries or the deadline ran out
-    /// (no leader, nodes down, transport errors).
+    /// No node took the call before the retries ran out (no leader, nodes
+    /// down or unreachable). Every attempt was definitely refused
+    /// (NOT_LEADER, NO_LEADER, a connection that could not be opened), so
+    /// a write was NOT applied.
     #[error("cluster unavailable after {attempts} attempt(s): {message}")]
     Unavailable { attempts: u32, message: String },
 
-    /// The call's client-side deadline passed. A write may or may not have
-    /// been applied.
+    /// A write failed in a way that does not say whether it was applied,
+    /// and the retries ran out: an attempt's answer was lost (a connection
+    /// broke after the request was sent, a node's write TIMEOUT, a node
+    /// shutting down under it, a forward to the leader whose answer was
+    /// lost: OUTCOME_UNKNOWN). The write may take effect, or may have.
+    /// An acquire on a [`crate::Session`] that ends so withdraws, in the
+    /// background, whatever it may have left for the session's lease on
+    /// those names (a hold or a queued request); a new acquire of those
+    /// names on that session waits for that first.
+    #[error(
+        "outcome unknown after {attempts} attempt(s), the call may have been applied: {message}"
+    )]
+    OutcomeUnknown { attempts: u32, message: String },
+
+    /// The call's client-side deadline passed (the client's `call_timeout`,
+    /// or the per-call deadline of a builder or of
+    /// [`crate::Client::with_call_timeout`]). A write may or may not have
+    /// been applied; an acquire cleans up as after
+    /// [`Error::OutcomeUnknown`].
     #[error("deadline exceeded: {message}")]
     DeadlineExceeded { message: String },
+
+    /// This session already holds `name`, or is acquiring it, through
+    /// another guard. A session is one holder (one lease): the server would
+    /// answer a second acquire with the same hold, and two guards of one
+    /// hold would release each other's lock. Use the guard you have, or
+    /// another session (as [`crate::Client::lock`] does by itself).
+    #[error("this session (lease {lease_id}) already holds or is acquiring {name:?}")]
+    AlreadyHeld { name: String, lease_id: u64 },
 
     /// A bad endpoint given to [`crate::Client::connect`].
     #[error("invalid endpoint {endpoint:?}: {message}")]
@@ -76,7 +103,8 @@ pub enum Error {
 impl Error {
     /// The stable reason string: the server's reason when the error came
     /// from it (e.g. `LOCK_BUSY`), or a client-side one (`UNAVAILABLE`,
-    /// `DEADLINE_EXCEEDED`, `INVALID_ENDPOINT`, `LEASE_LOST`).
+    /// `OUTCOME_UNKNOWN`, `DEADLINE_EXCEEDED`, `ALREADY_HELD`,
+    /// `INVALID_ENDPOINT`, `LEASE_LOST`).
     pub fn reason(&self) -> &str {
         match self {
             Error::Busy { .. } => "LOCK_BUSY",
@@ -88,7 +116,9 @@ impl Error {
             Error::LimitExceeded { .. } => "LIMIT_EXCEEDED",
             Error::Conflict { reason, .. } => reason,
             Error::Unavailable { .. } => "UNAVAILABLE",
+            Error::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
             Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            Error::AlreadyHeld { .. } => "ALREADY_HELD",
             Error::InvalidEndpoint { .. } => "INVALID_ENDPOINT",
             Error::Other { reason, .. } => reason,
         }
@@ -100,13 +130,43 @@ impl Error {
         self.reason() == "COMPACTED"
     }
 
+    /// True when the call failed but may nevertheless have taken effect
+    /// ([`Error::OutcomeUnknown`], [`Error::DeadlineExceeded`]). Every other
+    /// error is a definite answer: nothing was applied.
+    pub fn may_have_been_applied(&self) -> bool {
+        matches!(
+            self,
+            Error::OutcomeUnknown { .. } | Error::DeadlineExceeded { .. }
+        )
+    }
+
     /// True when the session's lease is known to be gone.
     pub fn is_lease_lost(&self) -> bool {
         matches!(self, Error::LeaseLost { .. })
     }
 
+    /// Map the last status of a write whose outcome may be unknown: when
+    /// `maybe_applied` (an attempt failed without saying whether it was
+    /// applied), what would be "unavailable" is [`Error::OutcomeUnknown`].
+    pub(crate) fn from_write_status(
+        status: &Status,
+        lease_id: u64,
+        attempts: u32,
+        maybe_applied: bool,
+    ) -> Error {
+        match Error::from_status(status, lease_id, attempts) {
+            Error::Unavailable { attempts, message } if maybe_applied => {
+                Error::OutcomeUnknown { attempts, message }
+            }
+            e => e,
+        }
+    }
+
     /// Map a server status (after retries gave up on it, or for a
     /// non-retryable one). `lease_id` names the caller's lease, if any.
+    /// Failures that say nothing about an outcome (TIMEOUT, SHUTTING_DOWN,
+    /// OUTCOME_UNKNOWN, transport errors) are `Unavailable` here; a write
+    /// goes through [`Error::from_write_status`].
     pub(crate) fn from_status(status: &Status, lease_id: u64, attempts: u32) -> Error {
         let info = ServerError::of(status);
         let message = status.message().to_string();
@@ -133,7 +193,7 @@ impl Error {
                 reason: r.to_string(),
                 message,
             },
-            Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN") => {
+            Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN" | "TIMEOUT") => {
                 Error::Unavailable { attempts, message }
             }
             Some(r) => Error::Other {
@@ -236,6 +296,26 @@ mod tests {
             Error::from_status(&s, 0, 1),
             Error::StaleToken { .. }
         ));
+    }
+
+    #[test]
+    fn a_write_that_may_have_been_applied_is_outcome_unknown_not_unavailable() {
+        for r in ["OUTCOME_UNKNOWN", "TIMEOUT", "SHUTTING_DOWN"] {
+            let e = Error::from_write_status(&status(Code::Unavailable, r, &[]), 0, 2, true);
+            assert!(
+                matches!(e, Error::OutcomeUnknown { attempts: 2, .. }),
+                "{r}: {e:?}"
+            );
+            assert!(e.may_have_been_applied());
+            assert_eq!(e.reason(), "OUTCOME_UNKNOWN");
+        }
+        // Only definite refusals: not applied.
+        let e = Error::from_write_status(&status(Code::Unavailable, "NO_LEADER", &[]), 0, 3, false);
+        assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+        assert!(!e.may_have_been_applied());
+        // A definite answer stays what it is even after an unknown attempt.
+        let e = Error::from_write_status(&status(Code::NotFound, "NOT_HOLDER", &[]), 0, 2, true);
+        assert!(matches!(e, Error::NotHolder { .. }), "{e:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use raftlock_proto::v1 as pb;
 
 use crate::error::{Error, ServerError};
-use crate::session::{Session, SessionEnd};
+use crate::session::{Claim, Session, SessionEnd};
 
 /// How to hold a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub(crate) struct LockOptions {
     pub(crate) reason: String,
     pub(crate) metadata: HashMap<String, String>,
     pub(crate) lock_delay: Duration,
+    /// Bound on the whole acquire; `None`: the wait plus the client's call timeout.
+    pub(crate) deadline: Option<Duration>,
 }
 
 impl Default for LockOptions {
@@ -54,6 +56,18 @@ impl Default for LockOptions {
             reason: String::new(),
             metadata: HashMap::new(),
             lock_delay: Duration::ZERO,
+            deadline: None,
+        }
+    }
+}
+
+impl LockOptions {
+    /// When an acquire that starts now and waits up to `wait` must end.
+    pub(crate) fn deadline_at(&self, client: &crate::Client, wait: Duration) -> Instant {
+        let now = Instant::now();
+        match self.deadline {
+            Some(d) => now + d,
+            None => now + wait + client.call_timeout(),
         }
     }
 }
@@ -83,6 +97,19 @@ macro_rules! lock_option_setters {
         /// long (whole milliseconds, at most 60 s).
         pub fn lock_delay(mut self, delay: std::time::Duration) -> Self {
             self.opts.lock_delay = delay;
+            self
+        }
+
+        /// End the whole acquire within `deadline` from the call of
+        /// `acquire()` / `try_acquire()`: waiting for this session's
+        /// cleanup of an earlier acquire of these names, the queue wait and
+        /// every retry included. When it passes, the acquire fails with
+        /// `Error::DeadlineExceeded` (and withdraws, in the background,
+        /// whatever it may have left queued or held). Without it an acquire
+        /// ends within its wait plus the client's call timeout. A deadline
+        /// shorter than the wait cuts the wait short.
+        pub fn deadline(mut self, deadline: std::time::Duration) -> Self {
+            self.opts.deadline = Some(deadline);
             self
         }
     };
@@ -148,13 +175,21 @@ impl ClientLockBuilder {
     }
 
     async fn run(self, wait: Duration) -> Result<LockGuard, Error> {
-        let session = self.client.lock_session(self.ttl, &self.owner).await?;
+        let deadline = self.opts.deadline_at(&self.client, wait);
+        let names = [self.name.clone()];
+        let found = self.client.lock_session(self.ttl, &self.owner, &names);
+        let Ok(found) = tokio::time::timeout_at(deadline.into(), found).await else {
+            return Err(Error::DeadlineExceeded {
+                message: "the deadline passed while starting the lock's session".into(),
+            });
+        };
+        let (session, claim) = found?;
         LockBuilder {
             session: &session,
             name: self.name,
             opts: self.opts,
         }
-        .run(wait)
+        .run_claimed(wait, deadline, Some(claim))
         .await
     }
 }
@@ -200,16 +235,19 @@ impl<'a> LockBuilder<'a> {
     }
 
     async fn run(self, wait: Duration) -> Result<LockGuard, Error> {
+        let deadline = self.opts.deadline_at(self.session.client(), wait);
+        self.run_claimed(wait, deadline, None).await
+    }
+
+    async fn run_claimed(
+        self,
+        wait: Duration,
+        deadline: Instant,
+        claim: Option<Claim>,
+    ) -> Result<LockGuard, Error> {
         let spec = self.opts.mode.spec(&self.name);
-        let acquired = acquire_specs(
-            self.session,
-            vec![spec],
-            wait,
-            &self.opts.reason,
-            &self.opts.metadata,
-            self.opts.lock_delay,
-        )
-        .await?;
+        let (acquired, claim) =
+            acquire_specs(self.session, vec![spec], wait, &self.opts, deadline, claim).await?;
         Ok(LockGuard {
             session: self.session.clone(),
             name: self.name,
@@ -217,12 +255,16 @@ impl<'a> LockBuilder<'a> {
             token: acquired.token,
             revision: acquired.revision,
             released: false,
+            claim: Some(claim),
         })
     }
 }
 
 /// One Acquire of `specs` (all or none) for the session's lease, waiting up
-/// to `wait` (zero: never).
+/// to `wait` (zero: never), ending by `deadline`. Claims the names on the
+/// session first (`claim`, when the caller has done so already): a name
+/// this session holds or is acquiring is [`Error::AlreadyHeld`], one it is
+/// still withdrawing is waited for.
 ///
 /// Retries are safe because every attempt carries the SAME lease: the
 /// server answers a lease that already holds the locks with its existing
@@ -230,14 +272,20 @@ impl<'a> LockBuilder<'a> {
 /// them keep its place. So an attempt that was applied but whose answer
 /// was lost (leader crash, connection reset, timeout) cannot turn into a
 /// second hold or a second place in the queue.
+///
+/// When the call ends without a definite answer ([`Error::may_have_been_applied`])
+/// or is dropped midway, its request may still be queued, or granted, for
+/// the lease with no guard to release it: the names then stay taken on the
+/// session while a background task withdraws whatever the lease has on
+/// them ([`Settle`]).
 pub(crate) async fn acquire_specs(
     session: &Session,
     specs: Vec<pb::LockSpec>,
     wait: Duration,
-    reason: &str,
-    metadata: &HashMap<String, String>,
-    lock_delay: Duration,
-) -> Result<pb::AcquireResponse, Error> {
+    opts: &LockOptions,
+    deadline: Instant,
+    claim: Option<Claim>,
+) -> Result<(pb::AcquireResponse, Claim), Error> {
     let lease_id = session.lease_id();
     if !session.is_valid() {
         return Err(Error::LeaseLost {
@@ -245,10 +293,54 @@ pub(crate) async fn acquire_specs(
             message: "the session is no longer certainly valid".into(),
         });
     }
+    let claim = match claim {
+        Some(claim) => claim,
+        None => {
+            let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+            session.names().claim(&names, deadline).await?
+        }
+    };
+    let settle = Settle {
+        session: session.clone(),
+        specs: specs.clone(),
+        token: None,
+        claim: Some(claim),
+    };
+    let r = acquire_call(session, specs, wait, opts, deadline).await;
+    match r {
+        Ok(acquired) => match settle.disarm() {
+            Some(claim) => Ok((acquired, claim)),
+            None => Err(Error::Other {
+                reason: "INTERNAL".into(),
+                message: "an acquire lost its claim on its names".into(),
+            }),
+        },
+        Err(e) if e.may_have_been_applied() => {
+            tracing::debug!(lease_id, error = %e, "acquire outcome unknown; withdrawing in the background");
+            drop(settle);
+            Err(e)
+        }
+        // A definite answer: nothing of this request is left on the server.
+        Err(e) => {
+            drop(settle.disarm());
+            Err(e)
+        }
+    }
+}
+
+/// The Acquire RPC itself, with retries, for `acquire_specs` and for the
+/// withdrawal's probe.
+async fn acquire_call(
+    session: &Session,
+    specs: Vec<pb::LockSpec>,
+    wait: Duration,
+    opts: &LockOptions,
+    deadline: Instant,
+) -> Result<pb::AcquireResponse, Error> {
+    let lease_id = session.lease_id();
     let client = session.client();
     let wait_until = Instant::now() + wait;
-    let deadline = wait_until + client.options().call_timeout;
-    let lock_delay_ms = u64::try_from(lock_delay.as_millis()).unwrap_or(u64::MAX);
+    let lock_delay_ms = u64::try_from(opts.lock_delay.as_millis()).unwrap_or(u64::MAX);
     client
         .call(lease_id, deadline, |ch, left| {
             // A retry waits only for what is left of the caller's wait.
@@ -262,14 +354,216 @@ pub(crate) async fn acquire_specs(
                 lease_id,
                 locks: specs.clone(),
                 wait_timeout_ms: wait_ms,
-                reason: reason.to_string(),
-                metadata: metadata.clone(),
+                reason: opts.reason.clone(),
+                metadata: opts.metadata.clone(),
                 lock_delay_ms,
             });
             req.set_timeout(left);
             async move { pb::locks_client::LocksClient::new(ch).acquire(req).await }
         })
         .await
+}
+
+/// Makes sure that nothing of the session's lease on some names outlives
+/// their guard: a hold whose guard is gone, or a request (queued or
+/// granted) whose acquire ended without a definite answer. Holds the
+/// names' claim until that is certain; dropping it while armed does the
+/// work in the background (on the current runtime; without one the
+/// lease's end frees everything).
+pub(crate) struct Settle {
+    session: Session,
+    /// The locks as they were asked for (the withdrawal's probe repeats them).
+    specs: Vec<pb::LockSpec>,
+    /// The hold to release first, when one is known.
+    token: Option<u64>,
+    claim: Option<Claim>,
+}
+
+impl Settle {
+    pub(crate) fn new(
+        session: Session,
+        specs: Vec<pb::LockSpec>,
+        token: Option<u64>,
+        claim: Option<Claim>,
+    ) -> Settle {
+        Settle {
+            session,
+            specs,
+            token,
+            claim,
+        }
+    }
+
+    /// Nothing to settle: hand back the claim.
+    fn disarm(mut self) -> Option<Claim> {
+        self.claim.take()
+    }
+
+    /// Release the known hold now; if that does not certainly end it, the
+    /// rest happens in the background (see [`settle`]).
+    pub(crate) async fn release(mut self, token: u64) -> Result<(), Error> {
+        if let Some(claim) = &self.claim {
+            claim.settling();
+        }
+        self.token = Some(token);
+        let names = self.specs.iter().map(|s| s.name.clone()).collect();
+        let r = release_names(&self.session, names, token).await;
+        if release_is_final(&r) {
+            self.claim.take();
+        }
+        r
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        claim.settling();
+        // Never block or panic in Drop: settle on the runtime if there is
+        // one; otherwise the lease's end (revoke or expiry) frees the locks.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let session = self.session.clone();
+        let specs = std::mem::take(&mut self.specs);
+        let token = self.token;
+        handle.spawn(async move {
+            settle(&session, &specs, token).await;
+            drop(claim);
+        });
+    }
+}
+
+/// After a release: whether the hold is certainly gone (released now, or
+/// already gone: NOT_HOLDER, STALE_TOKEN, or the whole lease).
+fn release_is_final(r: &Result<(), Error>) -> bool {
+    matches!(
+        r,
+        Ok(()) | Err(Error::NotHolder { .. } | Error::StaleToken { .. } | Error::LeaseLost { .. })
+    )
+}
+
+/// Release `token`'s hold (if given), then withdraw whatever is left.
+async fn settle(session: &Session, specs: &[pb::LockSpec], token: Option<u64>) {
+    // A session that ended ends its lease: every hold and wait with it.
+    if session.valid_until().is_none() {
+        return;
+    }
+    if let Some(token) = token {
+        let names = specs.iter().map(|s| s.name.clone()).collect();
+        let r = release_names(session, names, token).await;
+        if release_is_final(&r) {
+            return;
+        }
+        if let Err(e) = r {
+            tracing::debug!(lease_id = session.lease_id(), token, error = %e, "background release failed; withdrawing");
+        }
+    }
+    withdraw(session, specs).await;
+}
+
+/// Rounds of withdrawal that got answers but left something, before giving
+/// up (the server's answers allow none after the first two: see
+/// `withdraw_round`); the lease's end frees what is left.
+const MAX_WITHDRAW_ROUNDS: u32 = 6;
+
+/// Until the lease neither holds nor waits for any of `specs`' names (as
+/// read back), or the session ends: look (linearizable inspect), release
+/// the lease's holds, withdraw its queued request, look again. Failed calls
+/// are retried, with backoff, for as long as the session is valid: while
+/// the keep-alives get through, so will this.
+async fn withdraw(session: &Session, specs: &[pb::LockSpec]) {
+    let lease_id = session.lease_id();
+    let mut pause = Duration::from_millis(50);
+    let mut rounds = 0u32;
+    while session.is_valid() {
+        match withdraw_round(session, specs).await {
+            Ok(true) => {
+                tracing::debug!(
+                    lease_id,
+                    "withdrawal done: nothing of the lease is left on those names"
+                );
+                return;
+            }
+            Ok(false) => {
+                rounds += 1;
+                if rounds >= MAX_WITHDRAW_ROUNDS {
+                    tracing::warn!(lease_id, names = ?specs.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                        "could not withdraw what the lease has on these names; the lease's end will free it");
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(lease_id, error = %e, "withdrawal round failed; retrying");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// One look and one step. `Ok(true)`: the lease has nothing on the names.
+/// `Ok(false)`: something was released or withdrawn (look again). `Err`: a
+/// call failed (try again).
+async fn withdraw_round(session: &Session, specs: &[pb::LockSpec]) -> Result<bool, Error> {
+    let lease_id = session.lease_id();
+    let client = session.client();
+    let mut holds: Vec<(u64, Vec<String>)> = Vec::new();
+    let mut waiting = false;
+    for spec in specs {
+        let Some(info) = client.inspect(&spec.name).await? else {
+            continue;
+        };
+        for h in info.holders.iter().filter(|h| h.lease_id == lease_id) {
+            match holds.iter_mut().find(|(t, _)| *t == h.token) {
+                Some((_, names)) => names.push(spec.name.clone()),
+                None => holds.push((h.token, vec![spec.name.clone()])),
+            }
+        }
+        waiting |= info.queue.iter().any(|q| q.lease_id == lease_id);
+    }
+    if holds.is_empty() && !waiting {
+        return Ok(true);
+    }
+    if waiting {
+        // The server answers a lease that already waits for exactly these
+        // locks with its place in line (`retry = true`); with a 1 ms wait it
+        // then withdraws the request, or releases what it was granted in
+        // between. If the request was granted before this probe, the probe
+        // gets that hold back (released below).
+        let probe = LockOptions {
+            wait: Duration::from_millis(1),
+            ..LockOptions::default()
+        };
+        let deadline = probe.deadline_at(client, probe.wait);
+        match acquire_call(session, specs.to_vec(), probe.wait, &probe, deadline).await {
+            Ok(got) => {
+                let names = got.holds.iter().map(|g| g.name.clone()).collect();
+                holds.push((got.token, names));
+            }
+            Err(Error::WaitTimeout { .. } | Error::Busy { .. }) => {}
+            Err(e) if e.may_have_been_applied() || matches!(e, Error::Unavailable { .. }) => {
+                return Err(e);
+            }
+            // A definite refusal (say ALREADY_WAITING for another set):
+            // counted as a round that left something.
+            Err(e) => {
+                tracing::debug!(lease_id, error = %e, "withdrawal probe refused");
+            }
+        }
+    }
+    for (token, names) in holds {
+        let r = release_names(session, names, token).await;
+        if !release_is_final(&r)
+            && let Err(e) = r
+        {
+            return Err(e);
+        }
+    }
+    Ok(false)
 }
 
 /// A held lock. Use [`LockGuard::token`] as the fencing token with every
@@ -283,6 +577,8 @@ pub struct LockGuard {
     token: u64,
     revision: u64,
     released: bool,
+    /// The name's claim on the session, kept until the hold is certainly gone.
+    claim: Option<Claim>,
 }
 
 impl std::fmt::Debug for LockGuard {
@@ -366,10 +662,22 @@ impl LockGuard {
         Ok(r.extensions)
     }
 
-    /// Release the lock now.
+    /// Release the lock now. When the release fails without certainly
+    /// ending the hold (the cluster unreachable, an unknown outcome), the
+    /// session keeps releasing it in the background and a new acquire of
+    /// the name on this session waits for that.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        release_names(&self.session, vec![self.name.clone()], self.token).await
+        self.settle().release(self.token).await
+    }
+
+    fn settle(&mut self) -> Settle {
+        Settle {
+            session: self.session.clone(),
+            specs: vec![self.mode.spec(&self.name)],
+            token: Some(self.token),
+            claim: self.claim.take(),
+        }
     }
 }
 
@@ -424,8 +732,25 @@ pub(crate) fn outcome_unknown(status: &tonic::Status) -> bool {
     match ServerError::of(status).reason.as_deref() {
         Some("TIMEOUT" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN") => true,
         Some(_) => false,
-        None => true,
+        None => !never_sent(status),
     }
+}
+
+/// Whether a transport failure certainly never reached a node: the
+/// connection itself could not be opened (refused, unreachable, connect
+/// timeout), so no byte of the request was sent. (raftlock-node decides
+/// the same way for its forwards.)
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut texts = vec![status.message().to_string()];
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        texts.push(e.to_string());
+        source = e.source();
+    }
+    texts.iter().any(|t| t.contains("connect error"))
 }
 
 impl Drop for LockGuard {
@@ -434,20 +759,9 @@ impl Drop for LockGuard {
             return;
         }
         self.released = true;
-        // Never block or panic in Drop: release on the runtime if there is
-        // one; otherwise the lease's end (revoke or expiry) frees the lock.
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (session, name, token) = (self.session.clone(), self.name.clone(), self.token);
-        handle.spawn(async move {
-            if session.valid_until().is_none() {
-                return;
-            }
-            if let Err(e) = release_names(&session, vec![name.clone()], token).await {
-                tracing::debug!(name, token, error = %e, "background release failed");
-            }
-        });
+        // Never blocks: the release (and, if it fails, the withdrawal) runs
+        // in the background while the name stays claimed on the session.
+        drop(self.settle());
     }
 }
 
@@ -483,6 +797,10 @@ mod tests {
         )));
         assert!(outcome_unknown(&tonic::Status::unknown(
             "h2 protocol error"
+        )));
+        // A connection that could not be opened carried no request.
+        assert!(!outcome_unknown(&tonic::Status::unavailable(
+            "tcp connect error"
         )));
     }
 

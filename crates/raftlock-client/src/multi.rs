@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::lock::{LockOptions, Mode, acquire_specs, lock_option_setters, release_names};
-use crate::session::{Session, SessionEnd};
+use crate::lock::{LockOptions, Mode, Settle, acquire_specs, lock_option_setters};
+use crate::session::{Claim, Session, SessionEnd};
 
 /// An acquire of several locks being built:
 /// `session.lock_many(["a", "b"]).wait(..).acquire()`.
@@ -63,15 +63,9 @@ impl<'a> MultiLockBuilder<'a> {
             .iter()
             .map(|(name, mode)| mode.unwrap_or(self.opts.mode).spec(name))
             .collect();
-        let acquired = acquire_specs(
-            self.session,
-            specs,
-            wait,
-            &self.opts.reason,
-            &self.opts.metadata,
-            self.opts.lock_delay,
-        )
-        .await?;
+        let deadline = self.opts.deadline_at(self.session.client(), wait);
+        let (acquired, claim) =
+            acquire_specs(self.session, specs, wait, &self.opts, deadline, None).await?;
         // The server answers in name order; keep its view of the modes.
         let mut holds: Vec<(String, Mode)> = Vec::with_capacity(acquired.holds.len());
         for grant in &acquired.holds {
@@ -88,6 +82,7 @@ impl<'a> MultiLockBuilder<'a> {
             token: acquired.token,
             revision: acquired.revision,
             released: false,
+            claim: Some(claim),
         })
     }
 }
@@ -102,6 +97,8 @@ pub struct MultiLockGuard {
     token: u64,
     revision: u64,
     released: bool,
+    /// The names' claim on the session, kept until the holds are certainly gone.
+    claim: Option<Claim>,
 }
 
 impl std::fmt::Debug for MultiLockGuard {
@@ -159,11 +156,23 @@ impl MultiLockGuard {
         self.session.lost().await
     }
 
-    /// Release every lock now, in one request.
+    /// Release every lock now, in one request. As for
+    /// [`crate::LockGuard::release`], a failure that does not certainly end
+    /// the holds leaves the session releasing them in the background.
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        let names = self.holds.iter().map(|(n, _)| n.clone()).collect();
-        release_names(&self.session, names, self.token).await
+        let token = self.token;
+        self.settle().release(token).await
+    }
+
+    fn settle(&mut self) -> Settle {
+        let specs = self.holds.iter().map(|(n, m)| m.spec(n)).collect();
+        Settle::new(
+            self.session.clone(),
+            specs,
+            Some(self.token),
+            self.claim.take(),
+        )
     }
 }
 
@@ -173,21 +182,8 @@ impl Drop for MultiLockGuard {
             return;
         }
         self.released = true;
-        // As LockGuard: never block; the lease's end frees the locks when
-        // there is no runtime to release them on.
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let session = self.session.clone();
-        let names: Vec<String> = self.holds.iter().map(|(n, _)| n.clone()).collect();
-        let token = self.token;
-        handle.spawn(async move {
-            if session.valid_until().is_none() {
-                return;
-            }
-            if let Err(e) = release_names(&session, names, token).await {
-                tracing::debug!(token, error = %e, "background release failed");
-            }
-        });
+        // As LockGuard: never blocks; released (or withdrawn) in the
+        // background while the names stay claimed on the session.
+        drop(self.settle());
     }
 }

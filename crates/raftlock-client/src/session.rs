@@ -1,5 +1,6 @@
 //! Sessions: a lease kept alive by one background task.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -181,6 +182,146 @@ struct SessionInner {
     client: Client,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    names: Arc<Names>,
+}
+
+/// What the session is doing with a name, seen from this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameState {
+    /// An acquire of it is in flight, or a guard holds it.
+    Claimed,
+    /// Its guard is gone, or an acquire of it failed without a definite
+    /// answer, and the session is making sure the lease neither holds nor
+    /// waits for it (a release, or a withdrawal, in flight).
+    Settling,
+}
+
+/// The names this session holds or is busy with. The server answers an
+/// acquire by a lease that already holds a name with that same hold, so
+/// without this two guards could share one hold (and the first release
+/// would end the other's lock), and a background release or withdrawal
+/// could end a hold a newer guard believes in. Every acquire claims its
+/// names here first; a name stays claimed until nothing of the lease on it
+/// can survive without a guard.
+pub(crate) struct Names {
+    lease_id: u64,
+    map: std::sync::Mutex<HashMap<String, NameState>>,
+    /// Bumped whenever names are freed, for acquires waiting on them.
+    freed: watch::Sender<u64>,
+}
+
+/// Why names could not be claimed at once.
+pub(crate) enum Taken {
+    /// Held by a guard of this session, or an acquire of it is in flight.
+    Claimed(String),
+    /// Being released or withdrawn; free once that is done.
+    Settling(String),
+}
+
+impl Names {
+    fn new(lease_id: u64) -> Arc<Names> {
+        Arc::new(Names {
+            lease_id,
+            map: std::sync::Mutex::new(HashMap::new()),
+            freed: watch::channel(0).0,
+        })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, NameState>> {
+        // Poisoned only if a thread panicked between two plain map
+        // operations: the map is still consistent.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim all of `names` now, or none.
+    pub(crate) fn try_claim(self: &Arc<Self>, names: &[String]) -> Result<Claim, Taken> {
+        let mut map = self.map();
+        for name in names {
+            match map.get(name) {
+                Some(NameState::Claimed) => return Err(Taken::Claimed(name.clone())),
+                Some(NameState::Settling) => return Err(Taken::Settling(name.clone())),
+                None => {}
+            }
+        }
+        for name in names {
+            map.insert(name.clone(), NameState::Claimed);
+        }
+        Ok(Claim {
+            names: Arc::clone(self),
+            held: names.to_vec(),
+        })
+    }
+
+    /// Claim all of `names`, waiting (until `deadline`) while any of them
+    /// is settling. A name held or being acquired by this session is
+    /// [`Error::AlreadyHeld`] at once.
+    pub(crate) async fn claim(
+        self: &Arc<Self>,
+        names: &[String],
+        deadline: Instant,
+    ) -> Result<Claim, Error> {
+        loop {
+            // Subscribed before looking, so a free in between is not missed.
+            let mut freed = self.freed.subscribe();
+            match self.try_claim(names) {
+                Ok(claim) => return Ok(claim),
+                Err(Taken::Claimed(name)) => {
+                    return Err(Error::AlreadyHeld {
+                        name,
+                        lease_id: self.lease_id,
+                    });
+                }
+                Err(Taken::Settling(name)) => {
+                    if tokio::time::timeout_at(deadline.into(), freed.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::DeadlineExceeded {
+                            message: format!(
+                                "the deadline passed while this session was still withdrawing \
+                                 an earlier acquire or release of {name:?}"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `name` is claimed or settling (for tests and diagnostics).
+    pub(crate) fn is_busy(&self, name: &str) -> bool {
+        self.map().contains_key(name)
+    }
+}
+
+/// Names claimed by one acquire (then by its guard). Dropping it frees them.
+pub(crate) struct Claim {
+    names: Arc<Names>,
+    held: Vec<String>,
+}
+
+impl Claim {
+    /// The names stay taken, but a new acquire of them on this session will
+    /// wait for them instead of failing: their release or withdrawal is
+    /// under way.
+    pub(crate) fn settling(&self) {
+        let mut map = self.names.map();
+        for name in &self.held {
+            map.insert(name.clone(), NameState::Settling);
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        {
+            let mut map = self.names.map();
+            for name in &self.held {
+                map.remove(name);
+            }
+        }
+        self.names.freed.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 impl Drop for SessionInner {
@@ -256,6 +397,7 @@ impl Session {
         Ok(Session {
             inner: Arc::new(SessionInner {
                 client,
+                names: Names::new(shared.lease_id),
                 shared,
                 stop,
             }),
@@ -275,7 +417,7 @@ impl Session {
     ) -> Result<Session, Error> {
         let sent_at = Instant::now();
         let answer = client
-            .call(lease_id, client.deadline(), |ch, left| async move {
+            .call_read(lease_id, client.deadline(), |ch, left| async move {
                 let mut req =
                     tonic::Request::new(futures::stream::iter([pb::KeepAliveRequest { lease_id }]));
                 req.set_timeout(left);
@@ -322,6 +464,7 @@ impl Session {
         Ok(Session {
             inner: Arc::new(SessionInner {
                 client,
+                names: Names::new(shared.lease_id),
                 shared,
                 stop,
             }),
@@ -344,6 +487,17 @@ impl Session {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    pub(crate) fn names(&self) -> &Arc<Names> {
+        &self.inner.names
+    }
+
+    /// Test hook: true while this session holds `name` through a guard, is
+    /// acquiring it, or is still releasing or withdrawing it.
+    #[doc(hidden)]
+    pub fn is_busy_with(&self, name: &str) -> bool {
+        self.inner.names.is_busy(name)
     }
 
     /// Until when the lease is certainly alive, on this process's monotonic

@@ -36,12 +36,9 @@ async fn try_acquire_is_busy_wait_times_out_then_succeeds_after_release() {
     );
     assert!(started.elapsed() >= Duration::from_millis(350));
 
-    // A retry by the holder's own lease is the same hold, not a second one.
-    let again = bounded(a.lock("t/x").try_acquire())
-        .await
-        .expect("idempotent");
-    assert_eq!(again.token(), held.token());
-    std::mem::forget(again); // releasing it would release `held` too
+    // The holder's own session is refused: one hold, one guard.
+    let again = bounded(a.lock("t/x").try_acquire()).await.unwrap_err();
+    assert!(matches!(again, Error::AlreadyHeld { .. }), "{again:?}");
 
     let first_token = held.token();
     bounded(held.release()).await.expect("release");
@@ -338,5 +335,169 @@ async fn revoke_ends_the_session_and_frees_its_locks() {
         "{e:?}"
     );
     drop(g);
+    cluster.shutdown().await;
+}
+
+/// The lease's holders and queued requests on `name`, as (holds, waits).
+async fn of_lease(client: &raftlock_client::Client, name: &str, lease: u64) -> (usize, usize) {
+    match bounded(client.inspect(name)).await.expect("inspect") {
+        None => (0, 0),
+        Some(info) => (
+            info.holders.iter().filter(|h| h.lease_id == lease).count(),
+            info.queue.iter().filter(|q| q.lease_id == lease).count(),
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_never_gives_two_guards_for_one_hold() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let s = session(&client, 10_000, "one-holder").await;
+    let other = session(&client, 10_000, "other").await;
+    let lease = s.lease_id();
+
+    let held = bounded(s.lock("ss/x").try_acquire()).await.expect("held");
+    // Held: a second acquire on the session, alone or in a set, is refused
+    // before it reaches the server.
+    let e = bounded(s.lock("ss/x").try_acquire()).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::AlreadyHeld { name, lease_id } if name == "ss/x" && *lease_id == lease),
+        "{e:?}"
+    );
+    assert_eq!(e.reason(), "ALREADY_HELD");
+    let e = bounded(s.lock_many(["ss/y", "ss/x"]).try_acquire())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::AlreadyHeld { .. }), "{e:?}");
+    assert_eq!(
+        of_lease(&client, "ss/y", lease).await,
+        (0, 0),
+        "nothing was sent"
+    );
+
+    // Being acquired (queued behind another session): refused too.
+    let blocker = bounded(other.lock("ss/z").try_acquire())
+        .await
+        .expect("other holds z");
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move { s.lock("ss/z").wait(Duration::from_secs(10)).acquire().await })
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while of_lease(&client, "ss/z", lease).await != (0, 1) {
+        assert!(Instant::now() < until, "the first acquire never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = bounded(s.lock("ss/z").try_acquire()).await.unwrap_err();
+    assert!(matches!(e, Error::AlreadyHeld { .. }), "{e:?}");
+    drop(blocker);
+    let z = bounded(waiting).await.expect("task").expect("granted");
+
+    // Dropping a guard releases in the background; an acquire of the name
+    // right after waits for that release instead of being handed the hold
+    // the release is about to end.
+    let first = held.token();
+    drop(held);
+    assert!(
+        s.is_busy_with("ss/x"),
+        "the name stays taken until its release is applied"
+    );
+    let next = bounded(s.lock("ss/x").try_acquire())
+        .await
+        .expect("after the release");
+    assert!(next.token() > first, "a new hold, not the released one");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let info = bounded(client.inspect("ss/x"))
+        .await
+        .expect("inspect")
+        .expect("still held by the new guard");
+    assert_eq!(
+        (info.holders[0].lease_id, info.holders[0].token),
+        (lease, next.token())
+    );
+    bounded(next.release()).await.expect("release");
+    bounded(z.release()).await.expect("release z");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_lock_gives_concurrent_holders_of_one_name_leases_of_their_own() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let ttl = Duration::from_secs(10);
+    let first = bounded(client.lock("cs/x").ttl(ttl).owner("svc").try_acquire())
+        .await
+        .expect("first");
+    // Same ttl and owner, same name: another lease, which finds it busy ...
+    let e = bounded(client.lock("cs/x").ttl(ttl).owner("svc").try_acquire())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e:?}");
+    // ... and queues for it like any other client.
+    let second = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .lock("cs/x")
+                .ttl(ttl)
+                .owner("svc")
+                .wait(Duration::from_secs(10))
+                .acquire()
+                .await
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = bounded(client.inspect("cs/x")).await.expect("inspect");
+        if info.is_some_and(|i| i.queue.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < until, "the second holder never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another name still shares the first holder's lease.
+    let other_name = bounded(client.lock("cs/y").ttl(ttl).owner("svc").try_acquire())
+        .await
+        .expect("y");
+    assert_eq!(other_name.session().lease_id(), first.session().lease_id());
+
+    let first_token = first.token();
+    let first_lease = first.session().lease_id();
+    bounded(first.release()).await.expect("release");
+    let second = bounded(second)
+        .await
+        .expect("task")
+        .expect("second gets it");
+    assert!(second.token() > first_token);
+    assert_ne!(second.session().lease_id(), first_lease);
+    drop(other_name);
+    bounded(second.release()).await.expect("release");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_guard_of_a_lost_session_sees_it_lost() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let s = session(&client, 3000, "many-guards").await;
+    let a = bounded(s.lock("lg/a").try_acquire()).await.expect("a");
+    let b = bounded(s.lock("lg/b").mode(Mode::Shared).try_acquire())
+        .await
+        .expect("b");
+    let cd = bounded(s.lock_many(["lg/c", "lg/d"]).try_acquire())
+        .await
+        .expect("c, d");
+    // Someone else ends the lease: the next keep-alive is refused.
+    bounded(client.revoke_lease(s.lease_id()))
+        .await
+        .expect("revoke");
+    let (la, lb, lcd) = bounded(async { tokio::join!(a.lost(), b.lost(), cd.lost()) }).await;
+    assert_eq!(
+        (la, lb, lcd),
+        (SessionEnd::Lost, SessionEnd::Lost, SessionEnd::Lost)
+    );
+    assert!(!a.is_valid() && !b.is_valid() && !cd.is_valid());
+    assert_eq!(cd.remaining(), Duration::ZERO);
     cluster.shutdown().await;
 }

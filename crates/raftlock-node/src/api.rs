@@ -399,15 +399,24 @@ impl Api {
             Response::Queued { waiter, .. } => waiter,
             other => return Err(unexpected(&other)),
         };
-        // Whatever happens to the request is seen in this node's applies.
-        self.wait_applied(index).await?;
-        let rx = self.state.read(|s| self.waits.register(waiter, lease, s));
+        // Armed before waiting for this node to apply the entry: if it
+        // cannot within the write timeout (it lags, or gets no replication)
+        // or the caller goes away meanwhile, the request is already queued
+        // on the leader and must be withdrawn, or it would be granted later
+        // to a caller that was told TIMEOUT or is gone.
         let mut guard = CancelOnDrop {
             api: self,
             lease,
             waiter,
             armed: true,
         };
+        // Whatever happens to the request is seen in this node's applies.
+        if let Err(e) = self.wait_applied(index).await {
+            // As below: while stopping, the request stays for a retry elsewhere.
+            guard.armed = !matches!(e, NodeError::ShuttingDown);
+            return Err(e);
+        }
+        let rx = self.state.read(|s| self.waits.register(waiter, lease, s));
         let remaining = args.wait.saturating_sub(started.elapsed());
         let mut stopping = self.stopping.clone();
         let outcome = tokio::select! {

@@ -354,3 +354,167 @@ async fn peer_dial_reaches_peers_whose_advertised_addresses_are_dead() {
         node.shutdown().await;
     }
 }
+
+/// A TCP proxy to `target` that can be cut: cutting closes its listener and
+/// every connection through it, so nothing sent to it arrives any more.
+struct CutProxy {
+    addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    async fn start(target: String) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        CutProxy { addr, task }
+    }
+
+    /// Aborting the accept loop drops its JoinSet, which aborts every
+    /// connection and closes its sockets.
+    fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+/// A follower forwards a waiting acquire; the leader queues it, but the
+/// follower does not see the entry applied within its write timeout (it
+/// gets no replication). The answer is TIMEOUT (may have been applied),
+/// and the queued request must not stay behind with nobody waiting for it:
+/// it would be granted later to a lease whose caller has gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queued_acquire_its_node_cannot_see_applied_is_withdrawn() {
+    use std::collections::BTreeMap;
+
+    use raftlock_node::{Node, NodeConfig, RaftTiming};
+
+    init_tracing();
+    let mut listeners = BTreeMap::new();
+    let mut real = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        real.insert(id, l.local_addr().expect("addr").to_string());
+        listeners.insert(id, l);
+    }
+    // Node 3 is reached by its peers only through the proxy, and never
+    // campaigns, so it keeps following (and forwarding to) the leader after
+    // the cut.
+    let to_3 = CutProxy::start(real[&3].clone()).await;
+    let mut dirs = Vec::new();
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut c = NodeConfig::new(id, dir.path(), real[&id].clone());
+        c.initial_members = real.clone();
+        c.raft = fast_timing();
+        if id == 3 {
+            c.raft = RaftTiming {
+                election_timeout_min: Duration::from_secs(60),
+                election_timeout_max: Duration::from_secs(61),
+                ..fast_timing()
+            };
+        } else {
+            c.peer_dial = BTreeMap::from([(3, to_3.addr.clone())]);
+        }
+        c.write_timeout = Duration::from_secs(1);
+        let handle = Node::start_on(c, listener).await.expect("node starts");
+        nodes.insert(id, handle);
+        dirs.push(dir);
+    }
+    let leader = eventually(Duration::from_secs(10), || {
+        let leaders: Vec<Option<u64>> = nodes
+            .values()
+            .map(|n| n.raft().metrics().borrow().current_leader)
+            .collect();
+        async move {
+            match leaders.first() {
+                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => Some(*l),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert_ne!(leader, 3, "node 3 never campaigns");
+    let channel = |id: u64| {
+        tonic::transport::Channel::from_shared(format!("http://{}", real[&id]))
+            .expect("uri")
+            .connect_lazy()
+    };
+    let mut leases = pb::leases_client::LeasesClient::new(channel(3));
+    let mut locks = pb::locks_client::LocksClient::new(channel(3));
+    let mut at_leader = pb::locks_client::LocksClient::new(channel(leader));
+    let a = grant(&mut leases, 60_000, "a").await;
+    let b = grant(&mut leases, 60_000, "b").await;
+    let held = locks
+        .acquire(acquire_req(a, "x", 0))
+        .await
+        .expect("a holds x")
+        .into_inner();
+
+    to_3.cut();
+    let status = locks
+        .acquire(acquire_req(b, "x", 10_000))
+        .await
+        .expect_err("node 3 cannot see the request applied");
+    assert_eq!(reason_of(&status), "TIMEOUT", "{status:?}");
+
+    // The leader has b's request withdrawn soon, not at the end of its wait.
+    let started = std::time::Instant::now();
+    loop {
+        let lock = at_leader
+            .inspect(pb::InspectRequest {
+                name: "x".into(),
+                stale: false,
+            })
+            .await
+            .expect("inspect at the leader")
+            .into_inner()
+            .lock
+            .expect("x is held");
+        if !lock.queue.iter().any(|q| q.lease_id == b) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "b's request is still queued with nobody waiting for it: {:?}",
+            lock.queue
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // So a's release does not hand x to b.
+    at_leader
+        .release(pb::ReleaseRequest {
+            lease_id: a,
+            token: held.token,
+            names: vec!["x".into()],
+        })
+        .await
+        .expect("release");
+    let lock = at_leader
+        .inspect(pb::InspectRequest {
+            name: "x".into(),
+            stale: false,
+        })
+        .await
+        .expect("inspect")
+        .into_inner()
+        .lock;
+    assert!(lock.is_none(), "x went to nobody's request: {lock:?}");
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+}

@@ -7,8 +7,9 @@
 //! stream of readers cannot keep a writer out; the writer gets the lock as
 //! soon as the readers that were ahead of it release.
 //!
-//! One session holds a name in one mode at a time: asking for the other
-//! mode while holding is refused (`HELD_IN_OTHER_MODE`); release first.
+//! One session holds a name once, in one mode: asking again while holding
+//! (in either mode) is refused by the client (`Error::AlreadyHeld`); release
+//! first.
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! (`PERMITS_MISMATCH`). Waiters are granted in arrival order.
 //!
 //! A lease holds at most one permit of a name (acquiring again with the
-//! same session returns the same hold), so a process that wants several
+//! same session is `Error::AlreadyHeld`), so a process that wants several
 //! permits of one semaphore uses a session per permit.
 
 use std::time::Duration;

@@ -1,0 +1,267 @@
+//! Calls that end without a definite answer, per-call deadlines and retry
+//! policies, against real in-process 3-node clusters.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cluster, bounded, session};
+use raftlock_client::{Client, ClientOptions, Error, RetryPolicy};
+
+/// The lease's holds and queued requests on `name`, as (holds, waits).
+async fn of_lease(client: &Client, name: &str, lease: u64) -> (usize, usize) {
+    match bounded(client.inspect(name)).await.expect("inspect") {
+        None => (0, 0),
+        Some(info) => (
+            info.holders.iter().filter(|h| h.lease_id == lease).count(),
+            info.queue.iter().filter(|q| q.lease_id == lease).count(),
+        ),
+    }
+}
+
+/// Poll until the lease has `want` on `name`, for at most `within`.
+async fn until_lease_has(
+    client: &Client,
+    name: &str,
+    lease: u64,
+    want: (usize, usize),
+    within: Duration,
+) {
+    let until = Instant::now() + within;
+    loop {
+        let got = of_lease(client, name, lease).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "lease {lease} has (holds, waits) {got:?} on {name} after {within:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_granted_while_its_answer_is_lost_is_outcome_unknown_and_leaves_no_hold() {
+    let cluster = Cluster::start_proxied(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    // Reads and the other holder go to the leader in this process, past
+    // every proxy.
+    let node = cluster.nodes[&leader].as_ref().expect("leader");
+    let admin = Client::in_process(node.local_service(), ClientOptions::default());
+    let holder = session(&admin, 10_000, "holder").await;
+    let held = bounded(holder.lock("uo/x").try_acquire())
+        .await
+        .expect("held");
+
+    let client = cluster.client_with(RetryPolicy::none()).await;
+    let s = session(&client, 10_000, "cut-off").await;
+    let lease = s.lease_id();
+    assert_eq!(
+        client.current_endpoint(),
+        cluster.addrs[&leader],
+        "the grant's reply named the leader"
+    );
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move { s.lock("uo/x").wait(Duration::from_secs(20)).acquire().await })
+    };
+    until_lease_has(&admin, "uo/x", lease, (0, 1), Duration::from_secs(5)).await;
+
+    // The client's connection to the leader goes dead; then the queued
+    // request is granted, and the answer never arrives.
+    cluster.proxies[&leader].cut();
+    bounded(held.release()).await.expect("release");
+    until_lease_has(&admin, "uo/x", lease, (1, 0), Duration::from_secs(5)).await;
+    let started = Instant::now();
+    let e = bounded(waiting)
+        .await
+        .expect("task")
+        .expect_err("the answer was lost");
+    assert!(
+        matches!(e, Error::OutcomeUnknown { attempts: 1, .. }),
+        "{e:?}"
+    );
+    assert!(e.may_have_been_applied());
+    assert_eq!(e.reason(), "OUTCOME_UNKNOWN");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "HTTP/2 pings find the dead connection"
+    );
+    assert!(s.is_busy_with("uo/x"), "the session is withdrawing it");
+
+    // Once the client reaches the cluster again, the session withdraws the
+    // guardless hold by itself, long before its lease would end.
+    cluster.proxies[&leader].heal();
+    until_lease_has(&admin, "uo/x", lease, (0, 0), Duration::from_secs(15)).await;
+    assert!(s.is_valid(), "freed by the session, not by the lease's end");
+    let again = bounded(s.lock("uo/x").wait(Duration::from_secs(5)).acquire())
+        .await
+        .expect("the name is usable again on the session");
+    bounded(again.release()).await.expect("release");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_acquire_whose_answer_is_lost_has_its_request_withdrawn_by_the_session() {
+    let cluster = Cluster::start_proxied(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let node = cluster.nodes[&leader].as_ref().expect("leader");
+    let admin = Client::in_process(node.local_service(), ClientOptions::default());
+    let holder = session(&admin, 20_000, "holder").await;
+    let held = bounded(holder.lock_many(["uq/a", "uq/b"]).try_acquire())
+        .await
+        .expect("held");
+
+    let client = cluster.client_with(RetryPolicy::none()).await;
+    let s = session(&client, 20_000, "cut-off").await;
+    let lease = s.lease_id();
+    assert_eq!(client.current_endpoint(), cluster.addrs[&leader]);
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.lock_many(["uq/a", "uq/b"])
+                .wait(Duration::from_secs(40))
+                .acquire()
+                .await
+        })
+    };
+    until_lease_has(&admin, "uq/b", lease, (0, 1), Duration::from_secs(5)).await;
+
+    // The answer can no longer arrive; the leader's side of the call is
+    // still open and keeps waiting (40 s) for a grant nobody will get.
+    cluster.proxies[&leader].cut();
+    let e = bounded(waiting)
+        .await
+        .expect("task")
+        .expect_err("the answer was lost");
+    assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e:?}");
+    cluster.proxies[&leader].heal();
+
+    // The session withdraws the queued request itself, long before the
+    // wait would end ...
+    until_lease_has(&admin, "uq/a", lease, (0, 0), Duration::from_secs(15)).await;
+    until_lease_has(&admin, "uq/b", lease, (0, 0), Duration::from_secs(1)).await;
+    // ... so the holder's release hands the locks to nobody.
+    bounded(held.release()).await.expect("release");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(of_lease(&admin, "uq/a", lease).await, (0, 0));
+    assert!(s.is_valid());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_call_deadline_ends_a_waiting_acquire_and_leaves_nothing_queued() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let holder = session(&client, 10_000, "holder").await;
+    let held = bounded(holder.lock("dl/x").try_acquire())
+        .await
+        .expect("held");
+    let s = session(&client, 10_000, "in-a-hurry").await;
+    let lease = s.lease_id();
+
+    let started = Instant::now();
+    let e = bounded(
+        s.lock("dl/x")
+            .wait(Duration::from_secs(30))
+            .deadline(Duration::from_millis(700))
+            .acquire(),
+    )
+    .await
+    .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
+    assert_eq!(e.reason(), "DEADLINE_EXCEEDED");
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_secs(3),
+        "ended after {took:?}"
+    );
+    // The queued request is withdrawn well before its 30 s wait would end,
+    // so the holder's release does not hand the lock to nobody.
+    until_lease_has(&client, "dl/x", lease, (0, 0), Duration::from_secs(5)).await;
+    bounded(held.release()).await.expect("release");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(of_lease(&client, "dl/x", lease).await, (0, 0));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_call_deadlines_bound_patient_retries_without_a_quorum() {
+    let mut cluster = Cluster::start(3).await;
+    let client = cluster.client_with(RetryPolicy::patient()).await;
+    let s = session(&client, 20_000, "no-quorum").await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    for id in [1, 2, 3] {
+        if id != leader {
+            cluster.stop(id).await;
+        }
+    }
+    // patient() alone would retry for about 30 s.
+    let started = Instant::now();
+    let e = bounded(
+        client
+            .with_call_timeout(Duration::from_millis(600))
+            .inspect("dq/x"),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let e = bounded(
+        s.lock("dq/x")
+            .deadline(Duration::from_millis(600))
+            .try_acquire(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_retries_fail_at_once_during_an_election_while_patient_rides_it_out() {
+    let mut cluster = Cluster::start(3).await;
+    let none = cluster.client_with(RetryPolicy::none()).await;
+    let patient = cluster.client_with(RetryPolicy::patient()).await;
+    let s_none = session(&none, 10_000, "none").await;
+    let s_patient = session(&patient, 10_000, "patient").await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    // Both clients send to the leader now (their grants' replies named it).
+    assert_eq!(none.current_endpoint(), cluster.addrs[&leader]);
+    assert_eq!(patient.current_endpoint(), cluster.addrs[&leader]);
+    cluster.stop(leader).await;
+
+    let started = Instant::now();
+    let e = bounded(s_none.lock("el/a").try_acquire())
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stopped leader refuses the connection: definitely not applied.
+    assert!(matches!(e, Error::Unavailable { attempts: 1, .. }), "{e:?}");
+    assert!(!e.may_have_been_applied());
+
+    let g = bounded(s_patient.lock("el/b").try_acquire())
+        .await
+        .expect("patient() rides out the election");
+    let new_leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    assert_ne!(new_leader, leader);
+    assert!(s_patient.is_valid());
+    bounded(g.release()).await.expect("release");
+    cluster.shutdown().await;
+}
