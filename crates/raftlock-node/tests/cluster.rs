@@ -292,15 +292,7 @@ async fn peer_dial_reaches_peers_whose_advertised_addresses_are_dead() {
     use raftlock_node::{Node, NodeConfig};
 
     init_tracing();
-    let mut listeners = BTreeMap::new();
-    let mut real = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        real.insert(id, l.local_addr().expect("addr").to_string());
-        listeners.insert(id, l);
-    }
+    let (listeners, real) = bind_three().await;
     // Ports 1-3 on loopback: privileged, nothing listens there.
     let advertised: BTreeMap<u64, String> = (1..=3u64)
         .map(|id| (id, format!("127.0.0.1:{id}")))
@@ -322,19 +314,7 @@ async fn peer_dial_reaches_peers_whose_advertised_addresses_are_dead() {
         nodes.insert(id, handle);
         dirs.push(dir);
     }
-    let leader = eventually(Duration::from_secs(10), || {
-        let leaders: Vec<Option<u64>> = nodes
-            .values()
-            .map(|n| n.raft().metrics().borrow().current_leader)
-            .collect();
-        async move {
-            match leaders.first() {
-                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => Some(*l),
-                _ => None,
-            }
-        }
-    })
-    .await;
+    let leader = agreed_leader(&nodes).await;
     let follower = (1..=3u64).find(|id| *id != leader).expect("a follower");
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", real[&follower]))
         .expect("uri")
@@ -353,6 +333,41 @@ async fn peer_dial_reaches_peers_whose_advertised_addresses_are_dead() {
     for (_, node) in nodes {
         node.shutdown().await;
     }
+}
+
+/// Three listeners on free loopback ports, and their addresses by node id,
+/// for tests that start their nodes by hand.
+async fn bind_three() -> (
+    std::collections::BTreeMap<u64, tokio::net::TcpListener>,
+    std::collections::BTreeMap<u64, String>,
+) {
+    let mut listeners = std::collections::BTreeMap::new();
+    let mut real = std::collections::BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        real.insert(id, l.local_addr().expect("addr").to_string());
+        listeners.insert(id, l);
+    }
+    (listeners, real)
+}
+
+/// The leader, once every node of `nodes` names the same one.
+async fn agreed_leader(nodes: &std::collections::BTreeMap<u64, raftlock_node::NodeHandle>) -> u64 {
+    eventually(Duration::from_secs(10), || {
+        let leaders: Vec<Option<u64>> = nodes
+            .values()
+            .map(|n| n.raft().metrics().borrow().current_leader)
+            .collect();
+        async move {
+            match leaders.first() {
+                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => Some(*l),
+                _ => None,
+            }
+        }
+    })
+    .await
 }
 
 /// A TCP proxy to `target` that can be cut: cutting closes its listener and
@@ -401,15 +416,7 @@ async fn a_queued_acquire_its_node_cannot_see_applied_is_withdrawn() {
     use raftlock_node::{Node, NodeConfig, RaftTiming};
 
     init_tracing();
-    let mut listeners = BTreeMap::new();
-    let mut real = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        real.insert(id, l.local_addr().expect("addr").to_string());
-        listeners.insert(id, l);
-    }
+    let (listeners, real) = bind_three().await;
     // Node 3 is reached by its peers only through the proxy, and never
     // campaigns, so it keeps following (and forwarding to) the leader after
     // the cut.
@@ -435,19 +442,7 @@ async fn a_queued_acquire_its_node_cannot_see_applied_is_withdrawn() {
         nodes.insert(id, handle);
         dirs.push(dir);
     }
-    let leader = eventually(Duration::from_secs(10), || {
-        let leaders: Vec<Option<u64>> = nodes
-            .values()
-            .map(|n| n.raft().metrics().borrow().current_leader)
-            .collect();
-        async move {
-            match leaders.first() {
-                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => Some(*l),
-                _ => None,
-            }
-        }
-    })
-    .await;
+    let leader = agreed_leader(&nodes).await;
     assert_ne!(leader, 3, "node 3 never campaigns");
     let channel = |id: u64| {
         tonic::transport::Channel::from_shared(format!("http://{}", real[&id]))
