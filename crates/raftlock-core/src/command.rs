@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::LockError;
 use crate::event::Event;
 use crate::limits::Limits;
-use crate::types::{Hold, LeaseEnd, LeaseId, Metadata, Mode, Token, WaiterId};
+use crate::types::{Hold, LeaseEnd, LeaseId, LogIndex, Metadata, Mode, Token, WaiterId};
 
 /// One log entry's payload. The leader stamps it with two times so that the
 /// state machine never reads a clock:
@@ -74,8 +74,16 @@ pub enum Command {
         ttl_ms: Option<u64>,
     },
     /// Withdraw a queued request. If it was granted meanwhile, the holds it
-    /// was granted (and only those) are released instead.
-    CancelWait { lease: LeaseId, waiter: WaiterId },
+    /// was granted (and only those) are released instead. `as_of` is the
+    /// index of the Acquire entry whose caller gave up; if a later Acquire
+    /// (a retry by the same lease) has since found the request queued or
+    /// been answered with its holds, the cancel is stale and changes
+    /// nothing (`CancelSuperseded`).
+    CancelWait {
+        lease: LeaseId,
+        waiter: WaiterId,
+        as_of: LogIndex,
+    },
     /// Administrative: remove holds on a lock regardless of token; all of
     /// them, or only the given lease's.
     ForceRelease {
@@ -134,6 +142,12 @@ pub enum Response {
         extensions: u64,
     },
     WaitCancelled {
+        waiter: WaiterId,
+    },
+    /// The cancel was stale: a retry by the same lease, applied after the
+    /// Acquire the cancel was issued for, now owns the request (still
+    /// queued, or granted and handed to that retry). Nothing changed.
+    CancelSuperseded {
         waiter: WaiterId,
     },
     /// The cancel came after the request was granted: the holds it got were

@@ -20,8 +20,8 @@ use crate::error::{Limit, LockError};
 use crate::event::{Event, EventKind};
 use crate::limits::Limits;
 use crate::types::{
-    Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, Metadata, Mode, Token, Waiter,
-    WaiterId,
+    Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex, Metadata, Mode, Token,
+    Waiter, WaiterId,
 };
 
 /// The whole replicated state.
@@ -369,7 +369,11 @@ impl State {
                 token,
                 ttl_ms,
             } => self.extend(*lease, name, *token, *ttl_ms),
-            Command::CancelWait { lease, waiter } => self.cancel_wait(*lease, *waiter, &mut cx),
+            Command::CancelWait {
+                lease,
+                waiter,
+                as_of,
+            } => self.cancel_wait(*lease, *waiter, *as_of, &mut cx),
             Command::ForceRelease { name, lease } => self.force_release(name, *lease, &mut cx),
             Command::Tick => Ok(Response::Ticked),
             Command::SetLimits { limits } => limits.validate().map(|()| {
@@ -525,16 +529,22 @@ impl State {
                     lease: args.lease,
                 });
             }
-            return self.acquire_retry(args.lease, &wanted);
+            return self.acquire_retry(args.lease, &wanted, cx.index);
         }
 
-        // A retry of a queued request keeps its place.
+        // A retry of a queued request keeps its place, and owns it from now
+        // on: a cancel issued for an earlier attempt no longer withdraws it.
         for waiter_id in &lease.waits {
             let waiter = &self.waiters[waiter_id];
             if waiter.locks == wanted {
+                let (id, position) = (waiter.id, self.position_of(waiter));
+                if let Some(w) = self.waiters.get_mut(&id) {
+                    w.requested_at = cx.index;
+                }
+                self.dirty.waiters.insert(id);
                 return Ok(Response::Queued {
-                    waiter: waiter.id,
-                    position: self.position_of(waiter),
+                    waiter: id,
+                    position,
                     retry: true,
                 });
             }
@@ -578,6 +588,7 @@ impl State {
                         metadata: args.metadata,
                         lock_delay_ms: args.lock_delay_ms,
                         from_waiter: None,
+                        requested_at: cx.index,
                     },
                     cx,
                 );
@@ -615,6 +626,7 @@ impl State {
             metadata: args.metadata.clone(),
             lock_delay_ms: args.lock_delay_ms,
             queued_at_wall_ms: cx.wall_ms,
+            requested_at: cx.index,
         };
         Ok(self.enqueue(waiter, cx))
     }
@@ -661,6 +673,7 @@ impl State {
         &mut self,
         lease: LeaseId,
         wanted: &[(String, Mode)],
+        index: LogIndex,
     ) -> Result<Response, LockError> {
         for (name, mode) in wanted {
             let hold = &self.locks[name].holds[&lease];
@@ -680,6 +693,7 @@ impl State {
                 .and_then(|l| l.holds.get_mut(&lease))
                 .unwrap_or_else(|| unreachable!("hold checked above"));
             hold.acquisitions += 1;
+            hold.requested_at = index;
             holds.push(Granted {
                 name: name.clone(),
                 mode: hold.mode,
@@ -856,12 +870,20 @@ impl State {
         &mut self,
         lease: LeaseId,
         waiter: WaiterId,
+        as_of: LogIndex,
         cx: &mut Cx,
     ) -> Result<Response, LockError> {
         let Some(lease_record) = self.leases.get(&lease) else {
             return Err(LockError::LeaseNotFound { lease });
         };
         if lease_record.waits.contains(&waiter) {
+            if self
+                .waiters
+                .get(&waiter)
+                .is_some_and(|w| w.requested_at > as_of)
+            {
+                return Ok(Response::CancelSuperseded { waiter });
+            }
             self.drop_waiter(waiter, cx);
             if let Some(l) = self.lease_mut(lease) {
                 l.waits.remove(&waiter);
@@ -881,6 +903,15 @@ impl State {
             .collect();
         if granted.is_empty() {
             return Err(LockError::WaiterNotFound { waiter, lease });
+        }
+        let superseded = granted.iter().any(|(name, _)| {
+            self.locks
+                .get(name)
+                .and_then(|l| l.holds.get(&lease))
+                .is_some_and(|h| h.requested_at > as_of)
+        });
+        if superseded {
+            return Ok(Response::CancelSuperseded { waiter });
         }
         let mut released = Vec::with_capacity(granted.len());
         for (name, token) in granted {
@@ -1094,6 +1125,7 @@ impl State {
                     metadata: &waiter.metadata,
                     lock_delay_ms: waiter.lock_delay_ms,
                     from_waiter: Some(waiter_id),
+                    requested_at: waiter.requested_at,
                 },
                 cx,
             );
@@ -1121,6 +1153,7 @@ impl State {
                 extensions: 0,
                 from_waiter: new.from_waiter,
                 lock_delay_ms: new.lock_delay_ms,
+                requested_at: new.requested_at,
             },
         );
         lock.grants += 1;
@@ -1215,6 +1248,7 @@ struct NewHold<'a> {
     metadata: &'a Metadata,
     lock_delay_ms: u64,
     from_waiter: Option<WaiterId>,
+    requested_at: LogIndex,
 }
 
 /// Borrowed form of [`Record`], so encoding needs no clone. Must stay

@@ -85,6 +85,12 @@ pub struct Hold {
     /// If the hold was granted to a queued request, that request's id; a
     /// cancel-wait naming it then releases this hold.
     pub from_waiter: Option<WaiterId>,
+    /// The index of the latest Acquire entry this hold answers: the one
+    /// that queued its request (or a retry that found it queued), or a
+    /// retry answered with this hold. A cancel-wait issued for an earlier
+    /// Acquire is stale and leaves the hold alone: a retry that was handed
+    /// this hold must not lose it to its own earlier attempt's cancel.
+    pub requested_at: LogIndex,
     /// How long the lock stays ungrantable if this hold ends by lease expiry.
     pub lock_delay_ms: u64,
 }
@@ -103,6 +109,11 @@ pub struct Waiter {
     pub lock_delay_ms: u64,
     /// Wall-clock time the request was queued at (informational only).
     pub queued_at_wall_ms: u64,
+    /// The index of the latest Acquire entry that asked for this request:
+    /// the one that queued it, or a retry by the same lease that found it
+    /// queued. A cancel-wait issued for an earlier Acquire is stale and
+    /// leaves the request queued for the retry that now waits for it.
+    pub requested_at: LogIndex,
 }
 
 impl Waiter {

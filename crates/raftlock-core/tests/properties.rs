@@ -151,9 +151,13 @@ fn resolve(state: &State, op: &Op) -> Command {
                 .lease(lease)
                 .map(|l| l.waits.iter().copied().collect())
                 .unwrap_or_default();
+            // The cancel is for the Acquire that queued the request (its id);
+            // a retry of it applied since makes the cancel stale.
+            let waiter = pick(&waits, *waiter).unwrap_or(*waiter as u64);
             Command::CancelWait {
                 lease,
-                waiter: pick(&waits, *waiter).unwrap_or(*waiter as u64),
+                waiter,
+                as_of: waiter,
             }
         }
         Op::Force { name, one } => {

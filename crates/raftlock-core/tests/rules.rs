@@ -455,6 +455,7 @@ fn cancel_wait_leaves_the_queue_and_the_next_waiter_moves_up() {
     let r = sm.ok(Command::CancelWait {
         lease: b,
         waiter: wb,
+        as_of: wb,
     });
     assert_eq!(r, Response::WaitCancelled { waiter: wb });
     assert_eq!(sm.queue("x"), vec![wc]);
@@ -464,6 +465,7 @@ fn cancel_wait_leaves_the_queue_and_the_next_waiter_moves_up() {
     let err = sm.err(Command::CancelWait {
         lease: b,
         waiter: wb,
+        as_of: wb,
     });
     assert_eq!(
         err,
@@ -490,6 +492,7 @@ fn cancel_wait_after_the_grant_releases_exactly_the_granted_holds() {
     let applied = sm.apply(Command::CancelWait {
         lease: b,
         waiter: wb,
+        as_of: wb,
     });
     match applied.result {
         Ok(Response::ReleasedAfterGrant { waiter, released }) => {
@@ -515,9 +518,79 @@ fn cancel_wait_of_another_leases_request_is_not_found() {
     let err = sm.err(Command::CancelWait {
         lease: c,
         waiter: wb,
+        as_of: wb,
     });
     assert!(matches!(err, LockError::WaiterNotFound { .. }));
     assert_eq!(sm.queue("x"), vec![wb]);
+}
+
+/// A node's cancel for a timed-out attempt can be applied after the
+/// client's retry (same lease) found the request queued: the retry owns it
+/// now and keeps its place; only a cancel issued for the retry withdraws it.
+#[test]
+fn a_cancel_for_an_earlier_attempt_leaves_a_retried_request_queued() {
+    let mut sm = Sm::new();
+    let a = sm.lease();
+    let b = sm.lease();
+    let t = sm.take(a, "x");
+    let wb = sm.wait(b, &[("x", X)]).unwrap();
+    let retried = sm.ok(acquire(b, &[("x", X)], true));
+    assert!(
+        matches!(retried, Response::Queued { waiter, retry: true, .. } if waiter == wb),
+        "{retried:?}"
+    );
+    let retry_index = sm.index;
+    let r = sm.ok(Command::CancelWait {
+        lease: b,
+        waiter: wb,
+        as_of: wb,
+    });
+    assert_eq!(r, Response::CancelSuperseded { waiter: wb });
+    assert_eq!(sm.queue("x"), vec![wb], "the retry keeps its place");
+    sm.release(a, "x", t);
+    assert_eq!(sm.holders("x"), vec![b]);
+    // The retry's own cancel (it gave up too) still withdraws: here it
+    // releases the hold granted meanwhile.
+    let r = sm.ok(Command::CancelWait {
+        lease: b,
+        waiter: wb,
+        as_of: retry_index,
+    });
+    assert!(matches!(r, Response::ReleasedAfterGrant { .. }), "{r:?}");
+    assert!(sm.holders("x").is_empty());
+}
+
+/// The same race after the grant: the retry is answered with the hold the
+/// queued request was granted; the earlier attempt's cancel, applied after,
+/// must not take that hold from the retry's caller (who now believes in it).
+#[test]
+fn a_cancel_for_an_earlier_attempt_leaves_the_hold_handed_to_a_retry() {
+    let mut sm = Sm::new();
+    let a = sm.lease();
+    let b = sm.lease();
+    let c = sm.lease();
+    let t = sm.take(a, "x");
+    let wb = sm.wait(b, &[("x", X)]).unwrap();
+    sm.wait(c, &[("x", X)]).unwrap();
+    sm.release(a, "x", t);
+    let token = sm.token_of("x", b);
+    let retried = sm.ok(acquire(b, &[("x", X)], true));
+    assert!(
+        matches!(retried, Response::Acquired { token: got, retry: true, .. } if got == token),
+        "{retried:?}"
+    );
+    let r = sm.ok(Command::CancelWait {
+        lease: b,
+        waiter: wb,
+        as_of: wb,
+    });
+    assert_eq!(r, Response::CancelSuperseded { waiter: wb });
+    assert_eq!(
+        sm.holders("x"),
+        vec![b],
+        "b keeps the hold its retry was given"
+    );
+    assert_eq!(sm.token_of("x", b), token);
 }
 
 // ----- shared -------------------------------------------------------------

@@ -408,6 +408,7 @@ impl Api {
             api: self,
             lease,
             waiter,
+            as_of: index,
             armed: true,
         };
         // Whatever happens to the request is seen in this node's applies.
@@ -442,7 +443,7 @@ impl Api {
             }),
             Ok(Ok(WaitOutcome::Dropped)) => Err(self.why_dropped(lease, waiter)),
             Ok(Err(_)) => Err(NodeError::ShuttingDown),
-            Err(_elapsed) => self.withdraw(lease, waiter, started).await,
+            Err(_elapsed) => self.withdraw(lease, waiter, index, started).await,
         }
     }
 
@@ -465,11 +466,25 @@ impl Api {
     /// leader takes it within the write timeout the answer is TIMEOUT (may
     /// have been applied). TIMEOUT, OUTCOME_UNKNOWN and SHUTTING_DOWN are
     /// indeterminate already and returned as they are.
-    async fn cancel_wait(&self, lease: LeaseId, waiter: WaiterId) -> Result<Applied, NodeError> {
+    ///
+    /// `as_of` is the index of the Acquire entry whose caller gave up: a
+    /// retry by the same lease applied after it owns the request, and the
+    /// cancel then changes nothing (CancelSuperseded).
+    async fn cancel_wait(
+        &self,
+        lease: LeaseId,
+        waiter: WaiterId,
+        as_of: u64,
+    ) -> Result<Applied, NodeError> {
         let deadline = Instant::now() + self.config.write_timeout;
         let mut pause = Duration::from_millis(20);
         loop {
-            match self.write(Command::CancelWait { lease, waiter }).await {
+            let command = Command::CancelWait {
+                lease,
+                waiter,
+                as_of,
+            };
+            match self.write(command).await {
                 Err(NodeError::NotLeader { .. } | NodeError::NoLeader) => {
                     if Instant::now() + pause >= deadline {
                         return Err(NodeError::Timeout {
@@ -488,15 +503,20 @@ impl Api {
         &self,
         lease: LeaseId,
         waiter: WaiterId,
+        as_of: u64,
         started: Instant,
     ) -> Result<Acquired, NodeError> {
-        let applied = self.cancel_wait(lease, waiter).await?;
+        let applied = self.cancel_wait(lease, waiter, as_of).await?;
         let waited_ms = started.elapsed().as_millis() as u64;
         match applied.result {
-            Ok(Response::WaitCancelled { .. }) => Err(NodeError::WaitTimeout {
-                waited_ms,
-                released_after_grant: false,
-            }),
+            // Superseded: a retry by the same lease owns the request now;
+            // this call got nothing.
+            Ok(Response::WaitCancelled { .. } | Response::CancelSuperseded { .. }) => {
+                Err(NodeError::WaitTimeout {
+                    waited_ms,
+                    released_after_grant: false,
+                })
+            }
             Ok(Response::ReleasedAfterGrant { .. }) => Err(NodeError::WaitTimeout {
                 waited_ms,
                 released_after_grant: true,
@@ -673,12 +693,16 @@ fn unexpected(r: &Response) -> NodeError {
 }
 
 /// A waiting acquire whose caller went away withdraws its queued request, so
-/// it is never granted to nobody. (A retry with the same lease before the
-/// cancel lands keeps its place; after it, queues again.)
+/// it is never granted to nobody. A retry with the same lease applied before
+/// the cancel owns the request (its place, or the hold it was granted and
+/// handed to the retry): the cancel, issued `as_of` this attempt's Acquire,
+/// is then stale and changes nothing. A retry applied after the cancel
+/// queues again.
 struct CancelOnDrop<'a> {
     api: &'a Api,
     lease: LeaseId,
     waiter: WaiterId,
+    as_of: u64,
     armed: bool,
 }
 
@@ -690,14 +714,14 @@ impl Drop for CancelOnDrop<'_> {
         let Some(api) = self.api.me.upgrade() else {
             return;
         };
-        let (lease, waiter) = (self.lease, self.waiter);
+        let (lease, waiter, as_of) = (self.lease, self.waiter, self.as_of);
         // Drop must not block (the cancel is proposed in the background) and
         // must not panic outside a runtime (then the lease's end cleans up).
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         runtime.spawn(async move {
-            if let Err(e) = api.cancel_wait(lease, waiter).await {
+            if let Err(e) = api.cancel_wait(lease, waiter, as_of).await {
                 tracing::debug!(lease, waiter, error = %e, "cancel of an abandoned wait failed");
             }
         });

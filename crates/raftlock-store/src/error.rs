@@ -45,6 +45,16 @@ pub enum OpenError {
         found: u32,
         supported: u32,
     },
+    /// Written by an older raftlock whose records this build cannot read
+    /// (there is no migration yet: pre-1.0 formats are not kept).
+    #[error(
+        "the store in {dir} has format version {found}, older than this build's ({supported}), which cannot read it; start this node with a new data directory (raftlock dev: --fresh) and add it to the cluster under a new id, or run the raftlock that wrote it"
+    )]
+    OlderFormat {
+        dir: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     /// A record failed its checksum, did not decode, or the records
     /// contradict each other.
     #[error("the store in {dir} is damaged: {what}: {detail}")]

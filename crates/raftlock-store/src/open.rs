@@ -12,8 +12,11 @@ use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
 use crate::{frame, log_store, state_machine};
 
-/// The newest on-disk format this build reads and the one it writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes. 2: waiters and holds
+/// record the Acquire entry they answer last (`requested_at`) and
+/// CancelWait names the attempt it cancels (`as_of`); version 1 records do
+/// not decode as version 2.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// How to open a store. Every field is a resource or durability decision,
 /// so callers see them rather than inherit sled's defaults.
@@ -278,12 +281,19 @@ fn check_format(shared: &Shared) -> Result<(), OpenError> {
                     supported: FORMAT_VERSION,
                 });
             }
-            if found < FORMAT_VERSION {
-                // Version 1 is the first; anything lower was never written.
+            if found == 0 {
+                // Version 1 is the first; 0 was never written.
                 return Err(OpenError::Corrupt {
                     dir: dir.clone(),
                     what: "format version".to_string(),
                     detail: format!("{found} was never a raftlock format"),
+                });
+            }
+            if found < FORMAT_VERSION {
+                return Err(OpenError::OlderFormat {
+                    dir: dir.clone(),
+                    found,
+                    supported: FORMAT_VERSION,
                 });
             }
             if !marker_path(dir).exists() {

@@ -33,7 +33,7 @@ use crate::{
 
 /// Version of the snapshot data format (snapshots travel between nodes that
 /// may run different builds, so the data carries its own version).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// The results of one `apply` call, in log order, as published to
 /// [`StateMachineStore::subscribe`]rs.

@@ -307,6 +307,23 @@ fn newer_format_version_is_refused() {
 }
 
 #[test]
+fn older_format_version_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path()));
+    damage(dir.path(), META_TREE, FORMAT_VERSION_KEY, |v| {
+        *v = frame::encode(&(FORMAT_VERSION - 1));
+    });
+    match raftlock_store::open(dir.path(), common::options()) {
+        Err(e @ OpenError::OlderFormat { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("new data directory"), "{message}");
+        }
+        Err(e) => panic!("expected OlderFormat, got {e}"),
+        Ok(_) => panic!("expected OlderFormat, the store opened"),
+    }
+}
+
+#[test]
 fn a_store_whose_sled_files_vanished_is_not_reopened_as_new() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path()));

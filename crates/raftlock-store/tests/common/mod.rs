@@ -188,13 +188,18 @@ pub fn request(state: &State, op: Op, cluster_ms: &mut u64) -> Request {
                 return Request::new(
                     *cluster_ms,
                     1_700_000_000_000 + *cluster_ms,
-                    Command::CancelWait { lease, waiter },
+                    Command::CancelWait {
+                        lease,
+                        waiter,
+                        as_of: waiter,
+                    },
                 );
             }
             match (waiters.get(op.a as usize % waiters.len().max(1)), op.flag) {
                 (Some((lease, waiter)), false) => Command::CancelWait {
                     lease: *lease,
                     waiter: *waiter,
+                    as_of: *waiter,
                 },
                 _ => match holds.get(op.b as usize % holds.len().max(1)) {
                     Some((name, lease, token)) => Command::Extend {
