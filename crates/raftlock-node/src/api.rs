@@ -42,6 +42,7 @@ pub struct Api {
     pub(crate) waits: Waits,
     pub(crate) watch: WatchHub,
     pub(crate) config: Arc<NodeConfig>,
+    pub(crate) metrics: crate::metrics::NodeMetrics,
     /// Becomes true when the node shuts down: long calls (waits, watches,
     /// keep-alive streams) end instead of holding the server open.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
@@ -129,12 +130,26 @@ impl Api {
 
     /// Apply a command through the leader and return what applying it gave.
     pub async fn write(&self, command: Command) -> Result<Applied, NodeError> {
-        match tokio::time::timeout(self.config.write_timeout, self.write_inner(command)).await {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            self.config.write_timeout,
+            self.write_inner(command),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(NodeError::Timeout {
                 timeout_ms: self.config.write_timeout.as_millis() as u64,
             }),
-        }
+        };
+        self.metrics.writes.observe(started.elapsed());
+        result
+    }
+
+    /// This node's metrics in the Prometheus text format (what the
+    /// metrics endpoint serves; embedders can serve it themselves).
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::render(self)
     }
 
     async fn write_inner(&self, command: Command) -> Result<Applied, NodeError> {

@@ -56,6 +56,10 @@ pub struct NodeConfig {
     pub write_timeout: Duration,
     /// Largest gRPC message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`) and a plain
+    /// health check (`GET /health`) over HTTP; `None`: not served
+    /// (`NodeHandle::metrics_text` still has them).
+    pub metrics_listen: Option<String>,
 }
 
 /// Raft timing. Lease safety does not depend on these (the leader counts
@@ -104,6 +108,7 @@ impl NodeConfig {
             cache_capacity_bytes: 64 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
+            metrics_listen: None,
         }
     }
 

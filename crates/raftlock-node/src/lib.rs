@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod keeper;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod transport;

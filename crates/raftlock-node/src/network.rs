@@ -25,7 +25,7 @@
 //! - the peer's Raft answered with an error (encoded in the answer as
 //!   `Err(RaftError)`) → [`RPCError::RemoteError`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ use openraft::raft::{
 };
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_proto::internal::v1::raft_transport_client::RaftTransportClient;
+use raftlock_store::metrics::Histogram;
 use raftlock_store::{NodeId, TypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -125,6 +126,10 @@ struct Inner {
     id: NodeId,
     options: NetworkOptions,
     channels: Mutex<Channels>,
+    /// Round trips of AppendEntries that carried entries, per peer (what
+    /// a replicated write waits for: the wire both ways and the peer's
+    /// append and flush).
+    append_times: Mutex<BTreeMap<NodeId, Arc<Histogram>>>,
 }
 
 /// The node's peer network: openraft's network factory and a channel cache
@@ -153,8 +158,27 @@ impl Network {
                 id,
                 options,
                 channels: Mutex::new(Channels::default()),
+                append_times: Mutex::new(BTreeMap::new()),
             }),
         }
+    }
+
+    /// The AppendEntries round-trip histogram of each peer this node has
+    /// replicated entries to (as leader), by peer id.
+    pub fn append_times(&self) -> BTreeMap<NodeId, Arc<Histogram>> {
+        self.append_times_map().clone()
+    }
+
+    fn append_times_of(&self, peer: NodeId) -> Arc<Histogram> {
+        Arc::clone(self.append_times_map().entry(peer).or_default())
+    }
+
+    fn append_times_map(&self) -> MutexGuard<'_, BTreeMap<NodeId, Arc<Histogram>>> {
+        // Nothing panics while holding the lock.
+        self.inner
+            .append_times
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The id of the node this network belongs to.
@@ -360,6 +384,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             network: self.clone(),
             target,
             node: node.clone(),
+            append_times: self.append_times_of(target),
         }
     }
 }
@@ -371,6 +396,7 @@ pub struct PeerClient {
     network: Network,
     target: NodeId,
     node: BasicNode,
+    append_times: Arc<Histogram>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -487,14 +513,21 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len() as u64;
-        self.rpc(
-            Method::AppendEntries,
-            RPCTypes::AppendEntries,
-            &rpc,
-            entries,
-            &option,
-        )
-        .await
+        let started = std::time::Instant::now();
+        let answer = self
+            .rpc(
+                Method::AppendEntries,
+                RPCTypes::AppendEntries,
+                &rpc,
+                entries,
+                &option,
+            )
+            .await;
+        // Heartbeats (no entries) are not on a write's path.
+        if entries > 0 && answer.is_ok() {
+            self.append_times.observe(started.elapsed());
+        }
+        answer
     }
 
     async fn install_snapshot(

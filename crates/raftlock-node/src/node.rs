@@ -52,6 +52,7 @@ pub struct Node;
 pub struct NodeHandle {
     api: Arc<Api>,
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -108,6 +109,26 @@ impl Node {
         let applied_rx = state_machine.subscribe();
         let applied_at_start = state.last_applied().map_or(0, |l| l.index);
         let store_closed = state_machine.closed();
+        let log_flushes = log_store.flush_times();
+        // Bound before Raft starts, so a taken port fails the start at once.
+        let metrics_listener = match &config.metrics_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: at.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| StartError::Bind {
+                addr: config.metrics_listen.clone().unwrap_or_default(),
+                source,
+            })?),
+            None => None,
+        };
 
         let raft_config = openraft::Config {
             cluster_name: "raftlock".into(),
@@ -161,11 +182,12 @@ impl Node {
                 config.max_watchers,
             ),
             config: Arc::clone(&config),
+            metrics: crate::metrics::NodeMetrics::new(log_flushes),
             stopping: stop_rx.clone(),
         });
 
         let server = spawn_server(Arc::clone(&api), listener, stop_rx.clone())?;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(
                 feed_applies(Arc::clone(&api), applied_rx, stop_rx.clone())
                     .instrument(span.clone()),
@@ -173,8 +195,13 @@ impl Node {
             tokio::spawn(
                 follow_leadership(Arc::clone(&api), stop_rx.clone()).instrument(span.clone()),
             ),
-            tokio::spawn(keep_leases(Arc::clone(&api), stop_rx).instrument(span)),
+            tokio::spawn(keep_leases(Arc::clone(&api), stop_rx.clone()).instrument(span.clone())),
         ];
+        if let Some(listener) = metrics_listener {
+            tasks.push(tokio::spawn(
+                crate::metrics::serve(Arc::clone(&api), listener, stop_rx).instrument(span),
+            ));
+        }
 
         let first_member = config.initial_members.keys().next().copied();
         if first_member == Some(config.id) {
@@ -201,6 +228,7 @@ impl Node {
         Ok(NodeHandle {
             api,
             addr,
+            metrics_addr,
             stop,
             tasks,
             server: Some(server),
@@ -281,7 +309,11 @@ fn spawn_server(
     let transport = raftlock_proto::internal::v1::raft_transport_server::RaftTransportServer::new(
         TransportService {
             api: Arc::clone(&api),
-            rpcs: RaftRpcs::new(api.raft.clone(), api.id),
+            rpcs: RaftRpcs::with_append_times(
+                api.raft.clone(),
+                api.id,
+                Arc::clone(&api.metrics.appends_taken),
+            ),
         },
     )
     // Snapshot chunks and entry batches may be large.
@@ -474,6 +506,16 @@ impl NodeHandle {
     /// The address the node listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the metrics endpoint listens, if `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// This node's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.api.metrics_text()
     }
 
     pub fn id(&self) -> u64 {

@@ -10,7 +10,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use std::sync::Arc;
+
 use raftlock_proto::internal::v1::RaftMessage;
+use raftlock_store::metrics::Histogram;
 use raftlock_store::{NodeId, TypeConfig};
 
 use crate::Raft;
@@ -21,11 +24,23 @@ use crate::wire::{pack, unpack};
 pub struct RaftRpcs {
     raft: Raft,
     id: NodeId,
+    /// How long this node's Raft took to take in (append and flush) each
+    /// AppendEntries that carried entries.
+    append_times: Arc<Histogram>,
 }
 
 impl RaftRpcs {
     pub fn new(raft: Raft, id: NodeId) -> Self {
-        RaftRpcs { raft, id }
+        Self::with_append_times(raft, id, Arc::default())
+    }
+
+    /// [`RaftRpcs::new`] recording into the node's histogram.
+    pub fn with_append_times(raft: Raft, id: NodeId, append_times: Arc<Histogram>) -> Self {
+        RaftRpcs {
+            raft,
+            id,
+            append_times,
+        }
     }
 
     /// A message meant for another node id (an old member whose address this
@@ -46,8 +61,13 @@ impl RaftRpcs {
     pub async fn append_entries(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
         self.check_target(&message)?;
         let request: AppendEntriesRequest<TypeConfig> = unpack("append entries request", &message)?;
+        let entries = request.entries.len();
+        let started = std::time::Instant::now();
         let answer: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
             self.raft.append_entries(request).await;
+        if entries > 0 {
+            self.append_times.observe(started.elapsed());
+        }
         Ok(pack(&answer))
     }
 

@@ -34,6 +34,7 @@ mod error;
 pub mod frame;
 pub mod layout;
 mod log_store;
+pub mod metrics;
 mod open;
 mod state_machine;
 

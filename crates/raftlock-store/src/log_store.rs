@@ -84,6 +84,13 @@ impl LogStore {
         self.shared.closed()
     }
 
+    /// How long the log's group flushes take (one observation per flush,
+    /// which covers every append queued before it). Take it before handing
+    /// the store to openraft.
+    pub fn flush_times(&self) -> Arc<crate::metrics::Histogram> {
+        Arc::clone(&self.shared.flush_times)
+    }
+
     /// Flushes the whole database on a blocking thread.
     async fn flush(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
         flush(&self.shared, subject).await
@@ -117,7 +124,12 @@ fn run_flusher(shared: Weak<Shared>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>)
         // Every write these callbacks acknowledge was made before its
         // callback was queued, so this flush covers all of them.
         let result = match shared.upgrade() {
-            Some(shared) => shared.db.flush().map(drop).map_err(|e| e.to_string()),
+            Some(shared) => {
+                let started = std::time::Instant::now();
+                let flushed = shared.db.flush().map(drop).map_err(|e| e.to_string());
+                shared.flush_times.observe(started.elapsed());
+                flushed
+            }
             None => Err("the store was closed before its log was flushed".to_string()),
         };
         if let Err(e) = &result {

@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     /// purge). Entries below it may still be in the `log` tree while the
     /// purger deletes them in the background; readers skip them.
     pub(crate) first_kept: std::sync::atomic::AtomicU64,
+    /// How long each group flush of the log took (the flusher thread's
+    /// `db.flush()`: sled's write of its buffers plus fsync).
+    pub(crate) flush_times: Arc<crate::metrics::Histogram>,
     /// Dropped last (fields drop in order), after the database and trees.
     closed: CloseSignal,
 }
@@ -226,6 +229,7 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         snapshot: tree(SNAPSHOT_TREE)?,
         db,
         first_kept: std::sync::atomic::AtomicU64::new(0),
+        flush_times: Arc::default(),
         closed: CloseSignal {
             lock_file: dir.join("db"),
             sender: Some(tokio::sync::watch::channel(()).0),

@@ -68,6 +68,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_ADVERTISE", value_name = "ADDR", help_heading = CLUSTER)]
     pub advertise: Option<String>,
 
+    /// host:port to serve Prometheus metrics (GET /metrics) and a health
+    /// check (GET /health: 200 while a leader is known) over plain HTTP,
+    /// e.g. 0.0.0.0:7411 [default: not served].
+    #[arg(long, env = "RAFTLOCK_METRICS_LISTEN", value_name = "ADDR", help_heading = CLUSTER)]
+    pub metrics_listen: Option<String>,
+
     /// The initial cluster, `ID=HOST:PORT,...` (e.g.
     /// 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401). Give every node the
     /// same list: a node with a new data directory that is named here
@@ -217,6 +223,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub advertise: Option<String>,
+    pub metrics_listen: Option<String>,
     /// Node id (as a TOML key) → address.
     pub peers: Option<BTreeMap<String, String>>,
     /// Node id (as a TOML key) → address to dial it at.
@@ -365,8 +372,14 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
         }
     }
 
+    let metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    if let Some(a) = &metrics_listen {
+        check_addr("metrics-listen", a)?;
+    }
+
     let mut node = NodeConfig::new(id, data_dir, listen);
     node.advertise = advertise;
+    node.metrics_listen = metrics_listen;
     node.initial_members = peers;
     node.peer_dial = peer_dial;
 
@@ -710,6 +723,18 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_is_passed_on_and_a_bad_address_is_refused() {
+        let mut a = args();
+        a.metrics_listen = Some("0.0.0.0:7411".into());
+        let r = resolve(a).expect("valid");
+        assert_eq!(r.node.metrics_listen.as_deref(), Some("0.0.0.0:7411"));
+        assert_eq!(resolve(args()).expect("valid").node.metrics_listen, None);
+        let mut a = args();
+        a.metrics_listen = Some("7411".into());
+        assert!(message(resolve(a).unwrap_err()).contains("--metrics-listen"));
+    }
+
+    #[test]
     fn peers_without_this_node_are_refused() {
         let mut a = args();
         a.peers = Some("2=10.0.0.2:7401,3=10.0.0.3:7401".into());
@@ -786,6 +811,7 @@ mod tests {
             data_dir,
             listen,
             advertise,
+            metrics_listen,
             peers,
             peer_dial,
             heartbeat_ms,
@@ -825,6 +851,7 @@ mod tests {
             data_dir.is_some(),
             listen.is_some(),
             advertise.is_some(),
+            metrics_listen.is_some(),
             peers.is_some(),
             peer_dial.is_some(),
             heartbeat_ms.is_some(),

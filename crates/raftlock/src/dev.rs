@@ -27,6 +27,20 @@ const DEV_NODES: u16 = 3;
 /// How long `dev` waits for the cluster to elect a leader.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Where dev node `id` serves its metrics: 10 ports above the nodes'
+/// (127.0.0.1:7411-7413 by default).
+fn metrics_addr(base_port: u16, id: u64) -> String {
+    format!(
+        "127.0.0.1:{}",
+        u64::from(base_port) + u64::from(METRICS_PORT_OFFSET) + id - 1
+    )
+}
+
+/// How far above a dev node's port its metrics port is.
+const METRICS_PORT_OFFSET: u16 = 10;
+/// Highest --base-port: the third node's metrics port must exist.
+const MAX_BASE_PORT: u16 = u16::MAX - METRICS_PORT_OFFSET - 2;
+
 /// Records the base port in the directory: members' addresses are in the
 /// Raft log, so the same directory only works on the same ports.
 const MARKER: &str = "raftlock-dev.toml";
@@ -42,7 +56,7 @@ pub struct DevArgs {
         long,
         value_name = "PORT",
         default_value_t = DEV_BASE_PORT,
-        value_parser = clap::value_parser!(u16).range(1..=65533)
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_BASE_PORT))
     )]
     pub base_port: u16,
 
@@ -58,18 +72,24 @@ pub struct DevArgs {
 pub fn run(args: DevArgs) -> Result<(), Failure> {
     prepare_dir(&args)?;
     // Bind all three before starting any, so a taken port is reported
-    // before anything is bootstrapped.
+    // before anything is bootstrapped. The metrics ports are only tried
+    // here (each node binds its own a moment later).
     let mut listeners = Vec::new();
-    for i in 0..DEV_NODES {
-        let port = args.base_port + i;
+    let metrics_ports = (0..DEV_NODES).map(|i| args.base_port + METRICS_PORT_OFFSET + i);
+    for (i, port) in (0..DEV_NODES)
+        .map(|i| args.base_port + i)
+        .chain(metrics_ports)
+        .enumerate()
+    {
         match std::net::TcpListener::bind(("127.0.0.1", port)) {
-            Ok(l) => listeners.push(l),
+            Ok(l) if i < usize::from(DEV_NODES) => listeners.push(l),
+            Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::AddrInUse => {
                 return Err(Failure::Runtime(format!(
                     "port {port} on 127.0.0.1 is already in use (another raftlock dev?); stop \
                      that process or choose other ports with --base-port, e.g. --base-port {} \
                      (and a new --dir, or --fresh: a dev directory remembers its ports)",
-                    args.base_port.saturating_add(100).min(65533)
+                    args.base_port.saturating_add(100).min(MAX_BASE_PORT)
                 )));
             }
             Err(e) => {
@@ -98,6 +118,7 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
         let mut config = NodeConfig::new(*id, args.dir.join(format!("node{id}")), addr.clone());
         config.advertise = Some(addr.clone());
         config.initial_members = members.clone();
+        config.metrics_listen = Some(metrics_addr(args.base_port, *id));
         // Three nodes in one process, little data.
         config.cache_capacity_bytes = 16 * 1024 * 1024;
         match RunningNode::start(config, Some(listener), runner::node_span(*id)) {
@@ -141,6 +162,10 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
         println!("  node {id}  {addr}  {role}");
     }
     println!("export RAFTLOCK_ENDPOINTS={}", endpoints.join(","));
+    println!(
+        "Metrics: http://{}/metrics (nodes 2 and 3: the next ports)",
+        metrics_addr(args.base_port, 1)
+    );
     println!(
         "Check it with `raftlock status`; stop with Ctrl-C (the data stays; --fresh starts over)."
     );

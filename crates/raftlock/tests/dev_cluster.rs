@@ -133,6 +133,36 @@ async fn dev_starts_a_cluster_that_status_sees_stops_on_sigterm_and_restarts_wit
     let s = status_json(&dev.endpoints, tmp.path());
     assert_eq!(s["leases"].as_u64(), Some(1), "{s}");
 
+    // Each node serves its metrics 10 ports above its own.
+    let leader = s["leader_id"].as_u64().expect("a leader");
+    for id in 1..=3u16 {
+        // A follower may apply the lease's entry a moment after the leader.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let metrics = loop {
+            let metrics = http_get(base + 9 + id, "/metrics");
+            if metrics.contains("\nraftlock_leases_granted_total 1\n") || Instant::now() > deadline
+            {
+                break metrics;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(
+            metrics.contains(&format!("\nraftlock_node_id {id}\n")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nraftlock_leases_granted_total 1\n"),
+            "{metrics}"
+        );
+        let role = if u64::from(id) == leader { 3 } else { 1 };
+        assert!(
+            metrics.contains(&format!("\nraftlock_raft_role {role}\n")),
+            "{metrics}"
+        );
+    }
+    assert!(http_get(base + 10, "/health").starts_with("HTTP/1.1 200"));
+
     stop_with_sigterm(&mut dev);
 
     // Same directory, same ports: the same cluster, with its lease.
@@ -187,4 +217,18 @@ fn status_exits_1_when_no_node_answers() {
     let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("no raftlock node answered"), "{err}");
+}
+
+/// A plain HTTP GET on 127.0.0.1:`port`; the whole answer.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    answer
 }
