@@ -83,11 +83,14 @@ trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Start `raftlock dev` on three free ports (retried if one is taken meanwhile).
+# Start `raftlock dev` on three free ports and their metrics ports, 10 above
+# (retried if one is taken meanwhile).
 EPS=""
 for attempt in 1 2 3 4 5; do
   base=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-  port_free "$base" && port_free $((base + 1)) && port_free $((base + 2)) || continue
+  all_free=1
+  for p in 0 1 2 10 11 12; do port_free $((base + p)) || all_free=0; done
+  [ "$all_free" = 1 ] || continue
   "$BIN" dev --dir "$WORK/dev$attempt" --base-port "$base" >"$WORK/dev.out" 2>"$WORK/dev.log" &
   DEV_PID=$!
   for _ in $(seq 300); do
