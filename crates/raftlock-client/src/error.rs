@@ -146,20 +146,53 @@ impl Error {
     }
 
     /// Map the last status of a write whose outcome may be unknown: when
-    /// `maybe_applied` (an attempt failed without saying whether it was
-    /// applied), what would be "unavailable" is [`Error::OutcomeUnknown`].
+    /// `maybe_applied` (this attempt or an earlier one failed without
+    /// saying whether it was applied), every failure that is not a definite
+    /// raftlock answer is [`Error::OutcomeUnknown`]: "unavailable" after
+    /// it, but also INTERNAL, an unknown reason, or a status with no reason
+    /// at all (a proxy's, the transport's). Only a raftlock reason that
+    /// refuses the request itself (LOCK_BUSY, NOT_HOLDER, INVALID_ARGUMENT,
+    /// ...: see [`Error::is_definite`]) stays what it is, and
+    /// [`Error::DeadlineExceeded`] says "maybe applied" already.
     pub(crate) fn from_write_status(
         status: &Status,
         lease_id: u64,
         attempts: u32,
         maybe_applied: bool,
     ) -> Error {
-        match Error::from_status(status, lease_id, attempts) {
-            Error::Unavailable { attempts, message } if maybe_applied => {
-                Error::OutcomeUnknown { attempts, message }
-            }
-            e => e,
+        let e = Error::from_status(status, lease_id, attempts);
+        let from_raftlock = ServerError::of(status).reason.is_some();
+        if !maybe_applied || (from_raftlock && e.is_definite()) {
+            return e;
         }
+        match e {
+            Error::Unavailable { attempts, message } => Error::OutcomeUnknown { attempts, message },
+            e @ Error::DeadlineExceeded { .. } => e,
+            e => Error::OutcomeUnknown {
+                attempts,
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// Whether this error, coming from a raftlock node, answers the request
+    /// itself: the request was refused (or, for WAIT_TIMEOUT, withdrawn)
+    /// and leaves nothing on the server, whatever earlier attempts did.
+    /// A retried acquire whose earlier attempt was applied gets that hold
+    /// back rather than LOCK_BUSY, and a lease that is gone took everything
+    /// with it.
+    fn is_definite(&self) -> bool {
+        matches!(
+            self,
+            Error::Busy { .. }
+                | Error::WaitTimeout { .. }
+                | Error::LeaseLost { .. }
+                | Error::NotHolder { .. }
+                | Error::StaleToken { .. }
+                | Error::InvalidArgument { .. }
+                | Error::LimitExceeded { .. }
+                | Error::Conflict { .. }
+        )
     }
 
     /// Map a server status (after retries gave up on it, or for a
@@ -316,6 +349,60 @@ mod tests {
         // A definite answer stays what it is even after an unknown attempt.
         let e = Error::from_write_status(&status(Code::NotFound, "NOT_HOLDER", &[]), 0, 2, true);
         assert!(matches!(e, Error::NotHolder { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_failure_that_says_nothing_after_a_maybe_applied_attempt_is_outcome_unknown() {
+        // An unknown attempt, then a fatal status that is not a refusal of
+        // the request: the first attempt may still have been applied.
+        for s in [
+            status(Code::Internal, "INTERNAL", &[]),
+            status(Code::Unknown, "SOMETHING_NEW", &[]),
+            Status::internal("proxy error"),
+            Status::resource_exhausted("response too large"),
+            Status::permission_denied("a proxy's answer"),
+        ] {
+            let e = Error::from_write_status(&s, 0, 2, true);
+            assert!(
+                matches!(e, Error::OutcomeUnknown { attempts: 2, .. }),
+                "{s:?}: {e:?}"
+            );
+            assert!(e.may_have_been_applied());
+            // Without an unknown attempt it is the error it is.
+            let e = Error::from_write_status(&s, 0, 1, false);
+            assert!(!e.may_have_been_applied(), "{s:?}: {e:?}");
+        }
+        // The status's own words are kept.
+        let e = Error::from_write_status(&status(Code::Internal, "INTERNAL", &[]), 0, 1, true);
+        assert!(e.to_string().contains("INTERNAL: msg"), "{e}");
+    }
+
+    #[test]
+    fn raftlock_refusals_stay_definite_after_a_maybe_applied_attempt() {
+        for (code, reason) in [
+            (Code::FailedPrecondition, "LOCK_BUSY"),
+            (Code::DeadlineExceeded, "WAIT_TIMEOUT"),
+            (Code::NotFound, "LEASE_NOT_FOUND"),
+            (Code::NotFound, "LEASE_EXPIRING"),
+            (Code::PermissionDenied, "NOT_HOLDER"),
+            (Code::PermissionDenied, "STALE_TOKEN"),
+            (Code::InvalidArgument, "INVALID_ARGUMENT"),
+            (Code::InvalidArgument, "INVALID_NAME"),
+            (Code::ResourceExhausted, "LIMIT_EXCEEDED"),
+            (Code::FailedPrecondition, "ALREADY_WAITING"),
+            (Code::FailedPrecondition, "HELD_IN_OTHER_MODE"),
+        ] {
+            let e = Error::from_write_status(&status(code, reason, &[]), 0, 2, true);
+            assert!(e.reason() == reason || e.is_lease_lost(), "{reason}: {e:?}");
+            assert!(!e.may_have_been_applied(), "{reason}: {e:?}");
+        }
+        // A plain INVALID_ARGUMENT status is not raftlock's refusal.
+        let e = Error::from_write_status(&Status::invalid_argument("bad"), 0, 2, true);
+        assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e:?}");
+        // The call's deadline says "maybe applied" by itself.
+        let e = Error::from_write_status(&Status::deadline_exceeded("late"), 0, 2, true);
+        assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
+        assert!(e.may_have_been_applied());
     }
 
     #[test]

@@ -725,12 +725,15 @@ pub(crate) async fn release_names(
 }
 
 /// True when a failed write attempt may nevertheless have been applied:
-/// the node timed out waiting for the write or shut down under it, or the
-/// failure came from the transport (no raftlock reason), so the request may
-/// have reached the leader. Every other reason is a definite refusal.
+/// the node timed out waiting for the write or shut down under it, it
+/// failed in a way it did not expect (INTERNAL: a node answers so for a
+/// leader's reply it could not read, or a state machine's answer it did
+/// not expect, both after the write was applied), or the failure came from
+/// the transport (no raftlock reason), so the request may have reached the
+/// leader. Every other reason is a definite refusal.
 pub(crate) fn outcome_unknown(status: &tonic::Status) -> bool {
     match ServerError::of(status).reason.as_deref() {
-        Some("TIMEOUT" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN") => true,
+        Some("TIMEOUT" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN" | "INTERNAL") => true,
         Some(_) => false,
         None => !never_sent(status),
     }
@@ -792,6 +795,7 @@ mod tests {
             Code::Unavailable,
             "OUTCOME_UNKNOWN"
         )));
+        assert!(outcome_unknown(&status(Code::Internal, "INTERNAL")));
         assert!(outcome_unknown(&tonic::Status::unavailable(
             "connection reset"
         )));

@@ -5,8 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, bounded, session};
+use common::{Cluster, Fault, Faults, bounded, faulty_client, session};
 use raftlock_client::{Client, ClientOptions, Error, RetryPolicy};
+use tonic::Code;
 
 /// The lease's holds and queued requests on `name`, as (holds, waits).
 async fn of_lease(client: &Client, name: &str, lease: u64) -> (usize, usize) {
@@ -263,5 +264,36 @@ async fn no_retries_fail_at_once_during_an_election_while_patient_rides_it_out()
     assert_ne!(new_leader, leader);
     assert!(s_patient.is_valid());
     bounded(g.release()).await.expect("release");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_acquire_answered_by_a_plain_internal_status_is_outcome_unknown_and_withdrawn() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let node = cluster.nodes[&leader].as_ref().expect("leader");
+    let admin = Client::in_process(node.local_service(), ClientOptions::default());
+    let faults = Faults::default();
+    let client = faulty_client(node, &faults, RetryPolicy::standard());
+    let s = session(&client, 20_000, "internal").await;
+    let lease = s.lease_id();
+
+    // The node grants the lock; what reaches the client is a proxy's
+    // INTERNAL with no raftlock reason, which does not say "not applied".
+    faults.set("Locks/Acquire", Fault::LoseAnswer(Code::Internal), 1);
+    let e = bounded(s.lock("ie/x").try_acquire())
+        .await
+        .expect_err("the answer was lost");
+    assert!(matches!(e, Error::OutcomeUnknown { .. }), "{e:?}");
+    assert!(e.may_have_been_applied());
+
+    // So the session withdraws the guardless hold, long before its lease
+    // (20 s) would end.
+    until_lease_has(&admin, "ie/x", lease, (0, 0), Duration::from_secs(5)).await;
+    assert!(s.is_valid());
+    let again = bounded(s.lock("ie/x").wait(Duration::from_secs(5)).acquire())
+        .await
+        .expect("the name is usable again on the session");
+    bounded(again.release()).await.expect("release");
     cluster.shutdown().await;
 }
