@@ -408,8 +408,13 @@ impl Settle {
         self.token = Some(token);
         let names = self.specs.iter().map(|s| s.name.clone()).collect();
         let r = release_names(&self.session, names, token).await;
-        if release_is_final(&r) {
+        if release_is_final(&r, self.specs.len()) {
             self.claim.take();
+        } else if matches!(r, Err(Error::NotHolder { .. } | Error::StaleToken { .. })) {
+            // Several names, refused as a whole because one of them is no
+            // longer held so: the others still are. The withdrawal looks at
+            // each name and releases what the lease still holds.
+            self.token = None;
         }
         r
     }
@@ -436,13 +441,18 @@ impl Drop for Settle {
     }
 }
 
-/// After a release: whether the hold is certainly gone (released now, or
-/// already gone: NOT_HOLDER, STALE_TOKEN, or the whole lease).
-fn release_is_final(r: &Result<(), Error>) -> bool {
-    matches!(
-        r,
-        Ok(()) | Err(Error::NotHolder { .. } | Error::StaleToken { .. } | Error::LeaseLost { .. })
-    )
+/// After a release of `names` names held with one token: whether the
+/// holds are certainly gone (released now, or the whole lease is gone; for
+/// one name, NOT_HOLDER and STALE_TOKEN say it is already gone). A release
+/// is all or none on the server, so for several names NOT_HOLDER or
+/// STALE_TOKEN only says that one of them is no longer held so: nothing
+/// was released, and the others may still be held.
+fn release_is_final(r: &Result<(), Error>, names: usize) -> bool {
+    match r {
+        Ok(()) | Err(Error::LeaseLost { .. }) => true,
+        Err(Error::NotHolder { .. } | Error::StaleToken { .. }) => names == 1,
+        Err(_) => false,
+    }
 }
 
 /// Release `token`'s hold (if given), then withdraw whatever is left.
@@ -454,7 +464,7 @@ async fn settle(session: &Session, specs: &[pb::LockSpec], token: Option<u64>) {
     if let Some(token) = token {
         let names = specs.iter().map(|s| s.name.clone()).collect();
         let r = release_names(session, names, token).await;
-        if release_is_final(&r) {
+        if release_is_final(&r, specs.len()) {
             return;
         }
         if let Err(e) = r {
@@ -556,11 +566,13 @@ async fn withdraw_round(session: &Session, specs: &[pb::LockSpec]) -> Result<boo
         }
     }
     for (token, names) in holds {
-        let r = release_names(session, names, token).await;
-        if !release_is_final(&r)
-            && let Err(e) = r
-        {
-            return Err(e);
+        match release_names(session, names, token).await {
+            // Released, or the holds changed since the look (the next
+            // round looks again).
+            Ok(())
+            | Err(Error::NotHolder { .. } | Error::StaleToken { .. } | Error::LeaseLost { .. }) => {
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(false)
@@ -683,12 +695,15 @@ impl LockGuard {
 
 /// Release `names` (all held with `token`) for the session's lease.
 ///
-/// A retried release that meets NOT_HOLDER counts as done only when an
-/// earlier attempt's outcome is unknown (a transport error, a write
+/// A retried release of one name that meets NOT_HOLDER counts as done only
+/// when an earlier attempt's outcome is unknown (a transport error, a write
 /// TIMEOUT, a node shutting down: it may have been applied without its
 /// answer arriving, and then the hold is already gone, which is what was
 /// asked). NOT_LEADER and NO_LEADER say the attempt was not applied, so
-/// after only those a NOT_HOLDER is reported as the error it is.
+/// after only those a NOT_HOLDER is reported as the error it is. With
+/// several names the NOT_HOLDER may instead mean that one of them was taken
+/// away while the earlier attempt was not applied (a release is all or
+/// none), so the outcome is unknown.
 pub(crate) async fn release_names(
     session: &Session,
     names: Vec<String>,
@@ -697,8 +712,10 @@ pub(crate) async fn release_names(
     let lease_id = session.lease_id();
     let client = session.client();
     let unknown_outcome = Arc::new(AtomicBool::new(false));
+    let mut attempts = 0u32;
     let r = client
         .call(lease_id, client.deadline(), |ch, left| {
+            attempts += 1;
             let mut req = tonic::Request::new(pb::ReleaseRequest {
                 lease_id,
                 token,
@@ -719,7 +736,18 @@ pub(crate) async fn release_names(
         .await;
     match r {
         Ok(_) => Ok(()),
-        Err(Error::NotHolder { .. }) if unknown_outcome.load(Ordering::Relaxed) => Ok(()),
+        Err(Error::NotHolder { message }) if unknown_outcome.load(Ordering::Relaxed) => {
+            if names.len() == 1 {
+                Ok(())
+            } else {
+                Err(Error::OutcomeUnknown {
+                    attempts,
+                    message: format!(
+                        "an earlier attempt's outcome is unknown and a retry was refused: {message}"
+                    ),
+                })
+            }
+        }
         Err(e) => Err(e),
     }
 }

@@ -158,7 +158,11 @@ impl MultiLockGuard {
 
     /// Release every lock now, in one request. As for
     /// [`crate::LockGuard::release`], a failure that does not certainly end
-    /// the holds leaves the session releasing them in the background.
+    /// the holds leaves the session releasing them in the background. The
+    /// server releases all or none: if one of the names is no longer held
+    /// (force-released), the release fails with [`Error::NotHolder`] and
+    /// the session releases the others in the background, one look at each
+    /// name (a new acquire of them on this session waits for that).
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
         let token = self.token;

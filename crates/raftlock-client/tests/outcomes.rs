@@ -297,3 +297,50 @@ async fn an_applied_acquire_answered_by_a_plain_internal_status_is_outcome_unkno
     bounded(again.release()).await.expect("release");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_lock_release_refused_for_one_force_released_name_still_frees_the_others() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client().await;
+    let s = session(&client, 20_000, "multi").await;
+    let lease = s.lease_id();
+
+    // release(): refused as a whole (all or none) because of one name.
+    let guard = bounded(s.lock_many(["mr/a", "mr/b", "mr/c"]).try_acquire())
+        .await
+        .expect("held");
+    bounded(client.force_release("mr/b", None))
+        .await
+        .expect("force release");
+    let e = bounded(guard.release())
+        .await
+        .expect_err("one of the holds is gone");
+    assert!(matches!(e, Error::NotHolder { .. }), "{e:?}");
+    // The other holds are released by the session, not left to the
+    // lease's end (20 s).
+    for name in ["mr/a", "mr/c"] {
+        until_lease_has(&client, name, lease, (0, 0), Duration::from_secs(5)).await;
+    }
+
+    // Dropped: the same in the background.
+    let guard = bounded(s.lock_many(["mr/d", "mr/e"]).try_acquire())
+        .await
+        .expect("held");
+    bounded(client.force_release("mr/d", None))
+        .await
+        .expect("force release");
+    drop(guard);
+    until_lease_has(&client, "mr/e", lease, (0, 0), Duration::from_secs(5)).await;
+
+    // And the names are usable again on the session.
+    let again = bounded(
+        s.lock_many(["mr/a", "mr/c", "mr/e"])
+            .wait(Duration::from_secs(5))
+            .acquire(),
+    )
+    .await
+    .expect("acquire again");
+    bounded(again.release()).await.expect("release");
+    assert!(s.is_valid());
+    cluster.shutdown().await;
+}
