@@ -107,7 +107,11 @@ macro_rules! lock_option_setters {
         /// `Error::DeadlineExceeded` (and withdraws, in the background,
         /// whatever it may have left queued or held). Without it an acquire
         /// ends within its wait plus the client's call timeout. A deadline
-        /// shorter than the wait cuts the wait short.
+        /// shorter than the wait cuts the wait short: the server is asked
+        /// to wait only until a little before the deadline (a quarter of
+        /// it, at most 250 ms, is kept for the answer), so such an acquire
+        /// normally ends with `Error::WaitTimeout`, a definite answer with
+        /// nothing left queued.
         pub fn deadline(mut self, deadline: std::time::Duration) -> Self {
             self.opts.deadline = Some(deadline);
             self
@@ -343,12 +347,14 @@ async fn acquire_call(
     let lock_delay_ms = u64::try_from(opts.lock_delay.as_millis()).unwrap_or(u64::MAX);
     client
         .call(lease_id, deadline, |ch, left| {
-            // A retry waits only for what is left of the caller's wait.
+            // A retry waits only for what is left of the caller's wait, and
+            // no attempt waits past the call's deadline.
             let wait_ms = if wait.is_zero() {
                 0
             } else {
-                let left = wait_until.saturating_duration_since(Instant::now());
-                u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+                let wait_left = wait_until.saturating_duration_since(Instant::now());
+                let wait = wait_within(wait_left, left);
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
             };
             let mut req = tonic::Request::new(pb::AcquireRequest {
                 lease_id,
@@ -362,6 +368,24 @@ async fn acquire_call(
             async move { pb::locks_client::LocksClient::new(ch).acquire(req).await }
         })
         .await
+}
+
+/// Most of the time kept, of what is left before a call's deadline, for
+/// the answer to a wait that ends: the node withdraws the queued request
+/// (one write) and answers, and the answer travels back.
+const WAIT_ANSWER_MARGIN_MAX: Duration = Duration::from_millis(250);
+
+/// How long an attempt asks the server to wait, given what is left of the
+/// caller's wait and of the call's deadline: never so long that the
+/// deadline passes first. A wait cut short by the deadline then ends with
+/// the server's WAIT_TIMEOUT, a definite answer (the request withdrawn),
+/// rather than with DEADLINE_EXCEEDED, which leaves the request in doubt
+/// (a node cancel and the session's cleanup) and throws away a grant that
+/// arrives just before the deadline. A quarter of the time left, at most
+/// [`WAIT_ANSWER_MARGIN_MAX`], is kept for the answer.
+fn wait_within(wait_left: Duration, call_left: Duration) -> Duration {
+    let margin = (call_left / 4).min(WAIT_ANSWER_MARGIN_MAX);
+    wait_left.min(call_left.saturating_sub(margin))
 }
 
 /// Makes sure that nothing of the session's lease on some names outlives
@@ -834,6 +858,19 @@ mod tests {
         assert!(!outcome_unknown(&tonic::Status::unavailable(
             "tcp connect error"
         )));
+    }
+
+    #[test]
+    fn a_wait_ends_before_the_calls_deadline_with_room_for_the_answer() {
+        let ms = Duration::from_millis;
+        // The deadline is far: the wait is the caller's.
+        assert_eq!(wait_within(ms(5_000), ms(15_000)), ms(5_000));
+        // A deadline shorter than the wait cuts it, leaving time to answer.
+        assert_eq!(wait_within(ms(30_000), ms(700)), ms(525));
+        assert_eq!(wait_within(ms(30_000), ms(5_000)), ms(4_750));
+        assert_eq!(wait_within(ms(30_000), ms(40)), ms(30));
+        // Nothing left: nothing to wait (the attempt asks for 1 ms).
+        assert_eq!(wait_within(ms(30_000), Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -152,7 +152,7 @@ async fn a_queued_acquire_whose_answer_is_lost_has_its_request_withdrawn_by_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_per_call_deadline_ends_a_waiting_acquire_and_leaves_nothing_queued() {
+async fn a_deadline_shorter_than_the_wait_ends_it_with_a_definite_wait_timeout() {
     let cluster = Cluster::start(3).await;
     let client = cluster.client().await;
     let holder = session(&client, 10_000, "holder").await;
@@ -172,18 +172,42 @@ async fn a_per_call_deadline_ends_a_waiting_acquire_and_leaves_nothing_queued() 
     .await
     .unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
-    assert_eq!(e.reason(), "DEADLINE_EXCEEDED");
+    // The server's wait ended before the deadline and it withdrew the
+    // request itself: a definite answer, nothing left to clean up.
+    assert!(matches!(e, Error::WaitTimeout { .. }), "{e:?}");
+    assert!(!e.may_have_been_applied());
     assert!(
-        took >= Duration::from_millis(650) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(400) && took < Duration::from_millis(700),
         "ended after {took:?}"
     );
-    // The queued request is withdrawn well before its 30 s wait would end,
-    // so the holder's release does not hand the lock to nobody.
-    until_lease_has(&client, "dl/x", lease, (0, 0), Duration::from_secs(5)).await;
+    assert!(!s.is_busy_with("dl/x"), "no cleanup in the background");
+    assert_eq!(of_lease(&client, "dl/x", lease).await, (0, 0));
+    // So the holder's release does not hand the lock to nobody.
     bounded(held.release()).await.expect("release");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(of_lease(&client, "dl/x", lease).await, (0, 0));
+
+    // A grant that comes within the deadline is the caller's.
+    let held = bounded(holder.lock("dl/x").try_acquire())
+        .await
+        .expect("held again");
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.lock("dl/x")
+                .wait(Duration::from_secs(30))
+                .deadline(Duration::from_secs(3))
+                .acquire()
+                .await
+        })
+    };
+    until_lease_has(&client, "dl/x", lease, (0, 1), Duration::from_secs(2)).await;
+    bounded(held.release()).await.expect("release");
+    let got = bounded(waiting)
+        .await
+        .expect("task")
+        .expect("granted within the deadline");
+    bounded(got.release()).await.expect("release");
     cluster.shutdown().await;
 }
 
