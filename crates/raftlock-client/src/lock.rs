@@ -461,6 +461,9 @@ impl Drop for Settle {
         handle.spawn(async move {
             settle(&session, &specs, token).await;
             drop(claim);
+            // Done or given up (settle is bounded): let go of the session,
+            // which is revoked now if nothing else holds it.
+            drop(session);
         });
     }
 }
@@ -503,40 +506,75 @@ async fn settle(session: &Session, specs: &[pb::LockSpec], token: Option<u64>) {
 /// `withdraw_round`); the lease's end frees what is left.
 const MAX_WITHDRAW_ROUNDS: u32 = 6;
 
+/// Rounds of withdrawal in which a call failed, before giving up. With
+/// the pauses between them (50 ms doubling to 1 s) that is about 6.5 s
+/// plus the calls' own retries: enough to ride out an election, not to
+/// keep a session alive for ever where writes fail and keep-alives (which
+/// are not written) still get through.
+const MAX_FAILED_WITHDRAW_ROUNDS: u32 = 10;
+
+/// A withdrawal gives up this many of the lease's ttls after it started,
+/// whatever its rounds did.
+const WITHDRAW_TTLS: u32 = 3;
+
 /// Until the lease neither holds nor waits for any of `specs`' names (as
 /// read back), or the session ends: look (linearizable inspect), release
-/// the lease's holds, withdraw its queued request, look again. Failed calls
-/// are retried, with backoff, for as long as the session is valid: while
-/// the keep-alives get through, so will this.
+/// the lease's holds, withdraw its queued request, look again. Failed
+/// rounds are retried with backoff, but the whole is bounded: at most
+/// [`MAX_WITHDRAW_ROUNDS`] rounds that leave something,
+/// [`MAX_FAILED_WITHDRAW_ROUNDS`] that fail, and [`WITHDRAW_TTLS`] ttls
+/// in all. Giving up leaves what is left to the lease's end; the caller
+/// then lets go of the session, so a session nobody else holds is revoked
+/// (one write frees everything) or, if that fails too, expires.
 async fn withdraw(session: &Session, specs: &[pb::LockSpec]) {
     let lease_id = session.lease_id();
+    let give_up_at = Instant::now() + session.ttl().saturating_mul(WITHDRAW_TTLS);
     let mut pause = Duration::from_millis(50);
-    let mut rounds = 0u32;
-    while session.is_valid() {
-        match withdraw_round(session, specs).await {
-            Ok(true) => {
+    let (mut rounds, mut failed) = (0u32, 0u32);
+    let why = loop {
+        if !session.is_valid() {
+            // The lease's end takes everything with it.
+            return;
+        }
+        match tokio::time::timeout_at(give_up_at.into(), withdraw_round(session, specs)).await {
+            Ok(Ok(true)) => {
                 tracing::debug!(
                     lease_id,
                     "withdrawal done: nothing of the lease is left on those names"
                 );
                 return;
             }
-            Ok(false) => {
+            Ok(Ok(false)) => {
                 rounds += 1;
                 if rounds >= MAX_WITHDRAW_ROUNDS {
-                    tracing::warn!(lease_id, names = ?specs.iter().map(|s| &s.name).collect::<Vec<_>>(),
-                        "could not withdraw what the lease has on these names; the lease's end will free it");
-                    return;
+                    break format!("{rounds} rounds released or withdrew something and left more");
                 }
                 continue;
             }
-            Err(e) => {
-                tracing::debug!(lease_id, error = %e, "withdrawal round failed; retrying");
+            Ok(Err(e)) => {
+                failed += 1;
+                if failed >= MAX_FAILED_WITHDRAW_ROUNDS {
+                    break format!("{failed} rounds failed, the last with: {e}");
+                }
+                tracing::debug!(lease_id, error = %e, failed, "withdrawal round failed; retrying");
             }
+            Err(_) => {
+                break format!("not done within {WITHDRAW_TTLS} ttls ({failed} rounds failed)");
+            }
+        }
+        if Instant::now() + pause >= give_up_at {
+            break format!("not done within {WITHDRAW_TTLS} ttls ({failed} rounds failed)");
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
-    }
+    };
+    tracing::warn!(
+        lease_id,
+        names = ?specs.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        why,
+        "gave up withdrawing what the lease may still hold or wait for on these names; \
+         the lease's end frees it (revoked when the session is dropped, or expired)"
+    );
 }
 
 /// One look and one step. `Ok(true)`: the lease has nothing on the names.

@@ -368,3 +368,99 @@ async fn a_multi_lock_release_refused_for_one_force_released_name_still_frees_th
     assert!(s.is_valid());
     cluster.shutdown().await;
 }
+
+/// Writes fail (a leader whose disk or apply is stuck, as seen from this
+/// client) while reads and keep-alives, which are not written, get through.
+fn releases_fail(faults: &Faults) {
+    faults.set("Locks/Release", Fault::Refuse(Code::Unavailable), u32::MAX);
+    faults.set("Locks/Acquire", Fault::Refuse(Code::Unavailable), u32::MAX);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_whose_writes_keep_failing_gives_up_and_lets_client_lock_revoke_its_session() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let node = cluster.nodes[&leader].as_ref().expect("leader");
+    let admin = Client::in_process(node.local_service(), ClientOptions::default());
+    let faults = Faults::default();
+    let client = faulty_client(node, &faults, RetryPolicy::none());
+    let guard = bounded(
+        client
+            .lock("cg/x")
+            .ttl(Duration::from_secs(2))
+            .owner("stuck-writes")
+            .try_acquire(),
+    )
+    .await
+    .expect("held");
+    let lease = guard.session().lease_id();
+
+    // The guard's release fails; its cleanup keeps the session alive
+    // for a while (keep-alives get through), then gives up ...
+    releases_fail(&faults);
+    drop(guard);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        of_lease(&admin, "cg/x", lease).await,
+        (1, 0),
+        "the release failed and the session outlived its ttl (2 s)"
+    );
+    // ... and lets go of the session, whose revoke frees the lock long
+    // before a lease kept alive for ever would.
+    until_lease_has(&admin, "cg/x", lease, (0, 0), Duration::from_secs(10)).await;
+    let leases = bounded(admin.leases()).await.expect("leases");
+    assert!(
+        leases.iter().all(|l| l.lease_id != lease),
+        "revoked: {leases:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_whose_writes_keep_failing_gives_up_after_its_failed_rounds() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let node = cluster.nodes[&leader].as_ref().expect("leader");
+    let admin = Client::in_process(node.local_service(), ClientOptions::default());
+    let faults = Faults::default();
+    let client = faulty_client(node, &faults, RetryPolicy::none());
+    // A ttl long enough that only the failed rounds can end the cleanup.
+    let s = session(&client, 60_000, "stuck-writes").await;
+    let lease = s.lease_id();
+    let guard = bounded(s.lock("cf/x").try_acquire()).await.expect("held");
+    let token = guard.token();
+
+    releases_fail(&faults);
+    let started = Instant::now();
+    drop(guard);
+    assert!(s.is_busy_with("cf/x"), "the session is releasing it");
+    let until = started + Duration::from_secs(15);
+    while s.is_busy_with("cf/x") {
+        assert!(
+            Instant::now() < until,
+            "the cleanup still runs after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "gave up after {:?}, before riding out a failure of a few seconds",
+        started.elapsed()
+    );
+    // Given up: the hold is left to the lease's end, and the session
+    // (still alive and held here) is usable.
+    assert!(s.is_valid());
+    assert_eq!(of_lease(&admin, "cf/x", lease).await, (1, 0));
+    faults.clear();
+    // The name is free on the session again: an acquire gets the hold
+    // that was left (the server answers a lease that holds it with it).
+    let again = bounded(s.lock("cf/x").try_acquire())
+        .await
+        .expect("held again");
+    assert_eq!(again.token(), token);
+    drop(again);
+    bounded(s.revoke()).await.expect("revoke");
+    until_lease_has(&admin, "cf/x", lease, (0, 0), Duration::from_secs(5)).await;
+    cluster.shutdown().await;
+}
