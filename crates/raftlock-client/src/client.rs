@@ -464,8 +464,10 @@ impl Client {
             n += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // Between attempts: in doubt only if an earlier one is.
                 return Err(Error::DeadlineExceeded {
                     message: format!("call deadline passed after {} attempt(s)", n - 1),
+                    maybe_applied,
                 });
             }
             let (index, channel) = self.pick();
@@ -476,8 +478,10 @@ impl Client {
                 }
                 Ok(Err(status)) => status,
                 Err(_) => {
+                    // An attempt was under way: a write may have landed.
                     return Err(Error::DeadlineExceeded {
                         message: format!("no answer within the call deadline (attempt {n})"),
+                        maybe_applied: kind != Kind::Read,
                     });
                 }
             };

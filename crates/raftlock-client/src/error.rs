@@ -77,11 +77,18 @@ pub enum Error {
 
     /// The call's client-side deadline passed (the client's `call_timeout`,
     /// or the per-call deadline of a builder or of
-    /// [`crate::Client::with_call_timeout`]). A write may or may not have
-    /// been applied; an acquire cleans up as after
-    /// [`Error::OutcomeUnknown`].
+    /// [`crate::Client::with_call_timeout`]). When `maybe_applied`, a
+    /// write may or may not have been applied (an attempt was under way,
+    /// or an earlier one's outcome is unknown), and an acquire cleans up
+    /// as after [`Error::OutcomeUnknown`]. When not, nothing was applied:
+    /// the deadline passed before anything was sent (waiting for this
+    /// session's cleanup of the names, starting `client.lock()`'s session)
+    /// or after attempts that were all definitely refused.
     #[error("deadline exceeded: {message}")]
-    DeadlineExceeded { message: String },
+    DeadlineExceeded {
+        message: String,
+        maybe_applied: bool,
+    },
 
     /// This session already holds `name`, or is acquiring it, through
     /// another guard. A session is one holder (one lease): the server would
@@ -130,14 +137,19 @@ impl Error {
         self.reason() == "COMPACTED"
     }
 
-    /// True when the call failed but may nevertheless have taken effect
-    /// ([`Error::OutcomeUnknown`], [`Error::DeadlineExceeded`]). Every other
-    /// error is a definite answer: nothing was applied.
+    /// True when the call failed but may nevertheless have taken effect:
+    /// [`Error::OutcomeUnknown`], and [`Error::DeadlineExceeded`] unless
+    /// nothing was sent or every attempt was definitely refused. Every
+    /// other error is a definite answer: nothing was applied. (A write's
+    /// failure that says nothing definite, such as INTERNAL or a status with
+    /// no raftlock reason, is `OutcomeUnknown` whenever an attempt may have
+    /// been applied.)
     pub fn may_have_been_applied(&self) -> bool {
-        matches!(
-            self,
-            Error::OutcomeUnknown { .. } | Error::DeadlineExceeded { .. }
-        )
+        match self {
+            Error::OutcomeUnknown { .. } => true,
+            Error::DeadlineExceeded { maybe_applied, .. } => *maybe_applied,
+            _ => false,
+        }
     }
 
     /// True when the session's lease is known to be gone.
@@ -237,7 +249,11 @@ impl Error {
                 Code::Unavailable | Code::Unknown | Code::Cancelled => {
                     Error::Unavailable { attempts, message }
                 }
-                Code::DeadlineExceeded => Error::DeadlineExceeded { message },
+                // A server's or a proxy's deadline: the request got there.
+                Code::DeadlineExceeded => Error::DeadlineExceeded {
+                    message,
+                    maybe_applied: true,
+                },
                 Code::InvalidArgument => Error::InvalidArgument {
                     field: String::new(),
                     reason: "INVALID_ARGUMENT".into(),

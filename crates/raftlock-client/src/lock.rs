@@ -183,8 +183,10 @@ impl ClientLockBuilder {
         let names = [self.name.clone()];
         let found = self.client.lock_session(self.ttl, &self.owner, &names);
         let Ok(found) = tokio::time::timeout_at(deadline.into(), found).await else {
+            // The acquire itself was not sent.
             return Err(Error::DeadlineExceeded {
                 message: "the deadline passed while starting the lock's session".into(),
+                maybe_applied: false,
             });
         };
         let (session, claim) = found?;
@@ -617,7 +619,12 @@ async fn withdraw_round(session: &Session, specs: &[pb::LockSpec]) -> Result<boo
                 holds.push((got.token, names));
             }
             Err(Error::WaitTimeout { .. } | Error::Busy { .. }) => {}
-            Err(e) if e.may_have_been_applied() || matches!(e, Error::Unavailable { .. }) => {
+            // Failed, whether or not it may have been applied: try again.
+            Err(
+                e @ (Error::OutcomeUnknown { .. }
+                | Error::DeadlineExceeded { .. }
+                | Error::Unavailable { .. }),
+            ) => {
                 return Err(e);
             }
             // A definite refusal (say ALREADY_WAITING for another set):

@@ -281,6 +281,8 @@ impl Names {
                                 "the deadline passed while this session was still withdrawing \
                                  an earlier acquire or release of {name:?}"
                             ),
+                            // Nothing of this acquire was sent.
+                            maybe_applied: false,
                         });
                     }
                 }

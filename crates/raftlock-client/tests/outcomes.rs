@@ -464,3 +464,39 @@ async fn a_cleanup_whose_writes_keep_failing_gives_up_after_its_failed_rounds() 
     until_lease_has(&admin, "cf/x", lease, (0, 0), Duration::from_secs(5)).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passes_while_waiting_for_the_sessions_cleanup_is_definite() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let node = cluster.nodes[&leader].as_ref().expect("leader");
+    let faults = Faults::default();
+    let client = faulty_client(node, &faults, RetryPolicy::none());
+    let s = session(&client, 60_000, "settling").await;
+    let guard = bounded(s.lock("cs/x").try_acquire()).await.expect("held");
+
+    // The guard's release keeps failing: the name stays settling.
+    releases_fail(&faults);
+    drop(guard);
+    assert!(s.is_busy_with("cs/x"));
+    let e = bounded(
+        s.lock("cs/x")
+            .wait(Duration::from_secs(5))
+            .deadline(Duration::from_millis(300))
+            .acquire(),
+    )
+    .await
+    .expect_err("still settling");
+    // Nothing of this acquire was sent: a definite answer.
+    assert!(matches!(e, Error::DeadlineExceeded { .. }), "{e:?}");
+    assert_eq!(e.reason(), "DEADLINE_EXCEEDED");
+    assert!(!e.may_have_been_applied(), "{e:?}");
+
+    // Once writes get through the cleanup finishes and the name is usable.
+    faults.clear();
+    let again = bounded(s.lock("cs/x").wait(Duration::from_secs(5)).acquire())
+        .await
+        .expect("acquire after the cleanup");
+    bounded(again.release()).await.expect("release");
+    cluster.shutdown().await;
+}
