@@ -65,7 +65,9 @@ pub enum Error {
     /// and the retries ran out: an attempt's answer was lost (a connection
     /// broke after the request was sent, a node's write TIMEOUT, a node
     /// shutting down under it, a forward to the leader whose answer was
-    /// lost: OUTCOME_UNKNOWN). The write may take effect, or may have.
+    /// lost: OUTCOME_UNKNOWN, a node's INTERNAL, a status with no raftlock
+    /// reason), or a later attempt failed in a way that is not a definite
+    /// refusal. The write may take effect, or may have.
     /// An acquire on a [`crate::Session`] that ends so withdraws, in the
     /// background, whatever it may have left for the session's lease on
     /// those names (a hold or a queued request); a new acquire of those
