@@ -95,6 +95,10 @@ pub enum Command {
     Tick,
     /// Administrative: change the limits.
     SetLimits { limits: Limits },
+    /// Independent client commands in one entry, applied in order, each
+    /// answered as if alone (see `batch.rs` for what may share an entry).
+    /// Holds granted by the entry share its index as their token.
+    Batch { commands: Vec<Command> },
 }
 
 /// A hold as reported to its acquirer.
@@ -161,6 +165,10 @@ pub enum Response {
     },
     Ticked,
     LimitsSet,
+    /// The answers of a `Batch`'s commands, in order.
+    Batch {
+        results: Vec<Result<Response, LockError>>,
+    },
     /// Entries that are not commands (Raft blanks and membership changes).
     Nothing,
 }

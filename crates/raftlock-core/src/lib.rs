@@ -7,6 +7,7 @@
 //!
 //! See docs/safety.md for the rules in plain words.
 
+pub mod batch;
 pub mod command;
 pub mod error;
 pub mod event;
@@ -14,6 +15,7 @@ pub mod limits;
 pub mod state;
 pub mod types;
 
+pub use batch::{BatchPlan, MAX_BATCH_COMMANDS};
 pub use command::{Applied, Command, Granted, LockSpec, Request, Response};
 pub use error::{Limit, LockError};
 pub use event::{Event, EventKind};

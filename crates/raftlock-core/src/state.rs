@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::BatchPlan;
 use crate::command::{Applied, Command, Granted, LockSpec, Request, Response};
 use crate::error::{Limit, LockError};
 use crate::event::{Event, EventKind};
@@ -336,10 +337,26 @@ impl State {
         // turn: a newcomer in the command is granted only behind them.
         self.lift_ended_delays(&mut cx);
 
-        let result = match &request.command {
-            Command::GrantLease { ttl_ms, owner } => self.grant_lease(*ttl_ms, owner, &mut cx),
-            Command::RevokeLease { lease } => self.revoke_lease(*lease, &mut cx),
-            Command::ExpireLeases { leases } => Ok(self.expire_leases(leases, &mut cx)),
+        let result = self.apply_command(&request.command, &mut cx);
+        self.grant_waiters(&mut cx);
+        if result.is_err() {
+            self.counters.rejected += 1;
+        }
+        debug_assert_eq!(check_invariants(self), Ok(()), "after applying {index}");
+        Applied {
+            index,
+            result,
+            events: cx.events,
+        }
+    }
+
+    /// One command's effect within an entry (the entry's grant pass comes
+    /// after). A batch's commands come here one by one.
+    fn apply_command(&mut self, command: &Command, cx: &mut Cx) -> Result<Response, LockError> {
+        match command {
+            Command::GrantLease { ttl_ms, owner } => self.grant_lease(*ttl_ms, owner, cx),
+            Command::RevokeLease { lease } => self.revoke_lease(*lease, cx),
+            Command::ExpireLeases { leases } => Ok(self.expire_leases(leases, cx)),
             Command::Acquire {
                 lease,
                 locks,
@@ -356,13 +373,13 @@ impl State {
                     metadata,
                     lock_delay_ms: *lock_delay_ms,
                 },
-                &mut cx,
+                cx,
             ),
             Command::Release {
                 lease,
                 token,
                 names,
-            } => self.release(*lease, *token, names, &mut cx),
+            } => self.release(*lease, *token, names, cx),
             Command::Extend {
                 lease,
                 name,
@@ -373,23 +390,30 @@ impl State {
                 lease,
                 waiter,
                 as_of,
-            } => self.cancel_wait(*lease, *waiter, *as_of, &mut cx),
-            Command::ForceRelease { name, lease } => self.force_release(name, *lease, &mut cx),
+            } => self.cancel_wait(*lease, *waiter, *as_of, cx),
+            Command::ForceRelease { name, lease } => self.force_release(name, *lease, cx),
             Command::Tick => Ok(Response::Ticked),
             Command::SetLimits { limits } => limits.validate().map(|()| {
                 self.limits = limits.clone();
                 Response::LimitsSet
             }),
-        };
-        self.grant_waiters(&mut cx);
-        if result.is_err() {
-            self.counters.rejected += 1;
-        }
-        debug_assert_eq!(check_invariants(self), Ok(()), "after applying {index}");
-        Applied {
-            index,
-            result,
-            events: cx.events,
+            Command::Batch { commands } => {
+                BatchPlan::check(commands).map_err(|reason| LockError::InvalidArgument {
+                    field: "batch".to_string(),
+                    reason,
+                })?;
+                let results = commands
+                    .iter()
+                    .map(|c| {
+                        let r = self.apply_command(c, cx);
+                        if r.is_err() {
+                            self.counters.rejected += 1;
+                        }
+                        r
+                    })
+                    .collect();
+                Ok(Response::Batch { results })
+            }
         }
     }
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use raftlock_core::{
-    Applied, Command, EventKind, Header, LockSpec, Metadata, Mode, Record, Request, State,
-    check_invariants, decode,
+    Applied, BatchPlan, Command, EventKind, Header, LockSpec, Metadata, Mode, Record, Request,
+    State, check_invariants, decode,
 };
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d/e"];
@@ -44,9 +44,19 @@ enum Op {
         one: bool,
     },
     Tick,
+    /// Several ops as one batch entry: those the leader's batch plan would
+    /// admit together (resolved against the state before the entry).
+    Batch(Vec<Op>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => leaf_op(),
+        2 => prop::collection::vec(leaf_op(), 2..6).prop_map(Op::Batch),
+    ]
+}
+
+fn leaf_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => Just(Op::Grant),
         1 => any::<u8>().prop_map(Op::Revoke),
@@ -171,6 +181,19 @@ fn resolve(state: &State, op: &Op) -> Command {
             }
         }
         Op::Tick => Command::Tick,
+        Op::Batch(ops) => {
+            let mut plan = BatchPlan::default();
+            let mut commands: Vec<Command> = ops
+                .iter()
+                .map(|o| resolve(state, o))
+                .filter(|c| plan.admit(c))
+                .collect();
+            match commands.len() {
+                0 => Command::Tick,
+                1 => commands.remove(0),
+                _ => Command::Batch { commands },
+            }
+        }
     }
 }
 

@@ -1247,3 +1247,169 @@ fn a_lock_freed_by_a_delay_and_a_revoke_in_one_entry_is_granted_once() {
     assert_eq!(grants.len(), 1, "{grants:?}");
     assert_eq!(sm.holders("x"), vec![c]);
 }
+
+// ----- batches -----------------------------------------------------------
+
+fn release_cmd(lease: u64, name: &str, token: u64) -> Command {
+    Command::Release {
+        lease,
+        token,
+        names: vec![name.to_string()],
+    }
+}
+
+/// Independent commands in one entry get the answers they would get alone;
+/// the holds it grants share the entry's index as their token.
+#[test]
+fn a_batch_answers_each_command_as_if_alone_and_its_grants_share_the_token() {
+    let mut sm = Sm::new();
+    let a = sm.lease();
+    let b = sm.lease();
+    let c = sm.lease();
+    let d = sm.lease();
+    let ta = sm.take(a, "held");
+    sm.take(d, "busy");
+    let applied = sm.apply(Command::Batch {
+        commands: vec![
+            acquire(b, &[("x", X)], false),
+            release_cmd(a, "held", ta),
+            acquire(c, &[("busy", X)], false),
+            acquire(d, &[("y", X), ("z", X)], false),
+        ],
+    });
+    let index = sm.index;
+    let Ok(Response::Batch { results }) = applied.result else {
+        panic!("{:?}", applied.result)
+    };
+    assert_eq!(results.len(), 4);
+    assert!(
+        matches!(&results[0], Ok(Response::Acquired { token, .. }) if *token == index),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(
+        results[1],
+        Ok(Response::Released {
+            names: vec!["held".to_string()]
+        })
+    );
+    assert!(
+        matches!(results[2], Err(LockError::Busy { .. })),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        matches!(&results[3], Ok(Response::Acquired { token, holds, .. }) if *token == index && holds.len() == 2),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(sm.token_of("x", b), index);
+    assert_eq!(sm.token_of("y", d), index);
+    assert!(sm.holders("held").is_empty());
+    assert_eq!(sm.holders("busy"), vec![d]);
+    assert_eq!(sm.state.counters().rejected, 1, "the busy acquire counts");
+}
+
+/// The entry's grant pass comes after every command of the batch: a
+/// release in it hands its lock to the next waiter at the entry's index.
+#[test]
+fn a_release_in_a_batch_hands_the_lock_to_the_next_waiter_at_the_entrys_index() {
+    let mut sm = Sm::new();
+    let a = sm.lease();
+    let b = sm.lease();
+    let c = sm.lease();
+    let t = sm.take(a, "x");
+    let wc = sm.wait(c, &[("x", X)]).unwrap();
+    let applied = sm.apply(Command::Batch {
+        commands: vec![release_cmd(a, "x", t), acquire(b, &[("y", X)], true)],
+    });
+    let index = sm.index;
+    assert!(
+        matches!(applied.result, Ok(Response::Batch { .. })),
+        "{applied:?}"
+    );
+    assert_eq!(sm.holders("x"), vec![c]);
+    assert_eq!(sm.token_of("x", c), index);
+    assert!(index > t && wc < index);
+    assert_eq!(sm.token_of("y", b), index);
+}
+
+/// The one waiting acquire of a batch queues under the entry's index, and
+/// is granted and cancelled like any other.
+#[test]
+fn a_waiting_acquire_in_a_batch_queues_with_the_entrys_index_as_its_id() {
+    let mut sm = Sm::new();
+    let a = sm.lease();
+    let b = sm.lease();
+    let c = sm.lease();
+    let t = sm.take(a, "x");
+    let applied = sm.apply(Command::Batch {
+        commands: vec![
+            acquire(b, &[("x", X)], true),
+            acquire(c, &[("y", X)], false),
+        ],
+    });
+    let index = sm.index;
+    let Ok(Response::Batch { results }) = applied.result else {
+        panic!("{:?}", applied.result)
+    };
+    assert!(
+        matches!(results[0], Ok(Response::Queued { waiter, .. }) if waiter == index),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(sm.queue("x"), vec![index]);
+    sm.release(a, "x", t);
+    assert_eq!(sm.holders("x"), vec![b]);
+}
+
+/// A batch the leader should never form is refused whole and changes
+/// nothing: two commands of one lease, one lock named twice, two acquires
+/// that may queue, a command that may not share an entry, a lone command.
+#[test]
+fn a_batch_that_breaks_the_rules_is_refused_whole_and_changes_nothing() {
+    let mut sm = Sm::new();
+    let a = sm.lease();
+    let b = sm.lease();
+    let bad = [
+        vec![
+            acquire(a, &[("x", X)], false),
+            acquire(a, &[("y", X)], false),
+        ],
+        vec![
+            acquire(a, &[("x", X)], false),
+            acquire(b, &[("x", X)], false),
+        ],
+        vec![acquire(a, &[("x", X)], true), acquire(b, &[("y", X)], true)],
+        vec![
+            acquire(a, &[("x", X)], false),
+            Command::GrantLease {
+                ttl_ms: 10_000,
+                owner: "o".into(),
+            },
+        ],
+        vec![Command::Batch {
+            commands: vec![
+                acquire(a, &[("x", X)], false),
+                acquire(b, &[("y", X)], false),
+            ],
+        }],
+        vec![acquire(a, &[("x", X)], false)],
+        vec![],
+    ];
+    for commands in bad {
+        let grants = sm.state.counters().grants;
+        let err = sm.err(Command::Batch {
+            commands: commands.clone(),
+        });
+        assert!(
+            matches!(&err, LockError::InvalidArgument { field, .. } if field == "batch"),
+            "{commands:?}: {err:?}"
+        );
+        assert!(sm.holders("x").is_empty() && sm.holders("y").is_empty());
+        assert!(sm.queue("x").is_empty() && sm.queue("y").is_empty());
+        assert_eq!(sm.state.counters().grants, grants, "{commands:?} granted");
+        assert_eq!(sm.state.lease_count(), 2, "{commands:?} started a lease");
+        assert_eq!(sm.state.lock_count(), 0, "{commands:?} left a lock");
+    }
+}

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use raftlock_core::{
-    Applied, Command, Granted, LeaseId, LockError, LockSpec, Metadata, Request, Response, State,
-    WaiterId,
+    Applied, BatchPlan, Command, Granted, LeaseId, LockError, LockSpec, Metadata, Request,
+    Response, State, WaiterId,
 };
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_store::{NodeId, StateHandle};
@@ -43,6 +43,7 @@ pub struct Api {
     pub(crate) watch: WatchHub,
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) metrics: crate::metrics::NodeMetrics,
+    pub(crate) batcher: crate::batcher::Batcher,
     /// Becomes true when the node shuts down: long calls (waits, watches,
     /// keep-alive streams) end instead of holding the server open.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
@@ -209,8 +210,18 @@ impl Api {
     }
 
     /// Propose on this node, which must be the leader (no forwarding: the
-    /// Forward RPC lands here, which keeps forwarding to one hop).
+    /// Forward RPC lands here, which keeps forwarding to one hop). Client
+    /// commands that may share an entry go through the batcher.
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
+        if BatchPlan::batchable(&command) {
+            self.batcher.propose(command).await
+        } else {
+            self.propose_one(command).await
+        }
+    }
+
+    /// Propose `command` as one entry of its own.
+    pub(crate) async fn propose_one(&self, command: Command) -> Result<Applied, NodeError> {
         let cluster_ms = self.keeper.stamp(self.state.read(State::cluster_ms));
         let request = Request::new(cluster_ms, wall_ms(), command);
         match self.raft.client_write(request).await {

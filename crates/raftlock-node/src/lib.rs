@@ -5,6 +5,7 @@
 //! watches. [`Node::start`] starts one inside any tokio program.
 
 pub mod api;
+pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod grpc;

@@ -167,6 +167,7 @@ impl Node {
 
         let config = Arc::new(config);
         let (stop, stop_rx) = watch::channel(false);
+        let (batcher, batches) = crate::batcher::Batcher::new();
         let api = Arc::new_cyclic(|me| Api {
             me: me.clone(),
             id: config.id,
@@ -183,6 +184,7 @@ impl Node {
             ),
             config: Arc::clone(&config),
             metrics: crate::metrics::NodeMetrics::new(log_flushes),
+            batcher,
             stopping: stop_rx.clone(),
         });
 
@@ -196,6 +198,10 @@ impl Node {
                 follow_leadership(Arc::clone(&api), stop_rx.clone()).instrument(span.clone()),
             ),
             tokio::spawn(keep_leases(Arc::clone(&api), stop_rx.clone()).instrument(span.clone())),
+            tokio::spawn(
+                crate::batcher::run(Arc::clone(&api), batches, stop_rx.clone())
+                    .instrument(span.clone()),
+            ),
         ];
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(
