@@ -153,22 +153,31 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
     };
 
     let endpoints: Vec<&str> = members.values().map(String::as_str).collect();
-    println!(
-        "raftlock dev: 3-node cluster ready, data in {}",
+    let mut banner = format!(
+        "raftlock dev: 3-node cluster ready, data in {}\n",
         args.dir.display()
     );
     for (id, addr) in &members {
         let role = if *id == leader { "leader" } else { "follower" };
-        println!("  node {id}  {addr}  {role}");
+        banner.push_str(&format!("  node {id}  {addr}  {role}\n"));
     }
-    println!("export RAFTLOCK_ENDPOINTS={}", endpoints.join(","));
-    println!(
-        "Metrics: http://{}/metrics (nodes 2 and 3: the next ports)",
+    banner.push_str(&format!(
+        "export RAFTLOCK_ENDPOINTS={}\n\
+         Metrics: http://{}/metrics (nodes 2 and 3: the next ports)\n\
+         Check it with `raftlock status`; stop with Ctrl-C (the data stays; --fresh starts over).\n",
+        endpoints.join(","),
         metrics_addr(args.base_port, 1)
-    );
-    println!(
-        "Check it with `raftlock status`; stop with Ctrl-C (the data stays; --fresh starts over)."
-    );
+    ));
+    // One write, and its failure ignored: a reader that stops reading
+    // (`raftlock dev | head -3`, a script that took the endpoints line)
+    // must not stop the cluster (println! panics on a closed pipe).
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_all(banner.as_bytes())
+            .and_then(|()| stdout.flush());
+    }
 
     let result = match control.block_on(runner::wait_for_end(&nodes, &mut signals)) {
         End::Signal(name) => {

@@ -43,11 +43,11 @@ fn start_dev(dir: &Path, base_port: u16, log: &Path) -> DevStart {
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // Keep reading after the caller stops listening, so dev never
+        // writes into a closed pipe.
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     let mut proc = proc;
@@ -231,4 +231,76 @@ fn http_get(port: u16, path: &str) -> String {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read the answer");
     answer
+}
+
+/// `raftlock dev | head -1`, or a script that closes the pipe once it has
+/// the endpoints: the cluster keeps running (printing its banner into a
+/// closed pipe used to panic the whole process).
+#[test]
+fn dev_keeps_running_when_its_stdout_is_closed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("dev.log");
+    let mut attempt = 0;
+    let (base, mut dev) = loop {
+        attempt += 1;
+        let base = free_port_run(3);
+        let mut cmd = raftlock();
+        cmd.arg("dev")
+            .arg("--dir")
+            .arg(tmp.path().join(format!("cluster{attempt}")))
+            .arg("--base-port")
+            .arg(base.to_string())
+            .stdout(Stdio::piped());
+        let mut dev = Proc::spawn_keeping_stdout(cmd, &log);
+        // Close the read end before the banner is written.
+        drop(dev.child.stdout.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut answered = false;
+        while Instant::now() < deadline && dev.exited().is_none() {
+            let (status, out, _) = run_bounded(
+                {
+                    let mut c = raftlock();
+                    c.args(["status", "--json", "--endpoints"])
+                        .arg(format!("127.0.0.1:{base}"));
+                    c
+                },
+                tmp.path(),
+                Duration::from_secs(5),
+            );
+            if status.success()
+                && out.contains("\"leader_id\"")
+                && !out.contains("\"leader_id\":null")
+            {
+                answered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if answered {
+            break (base, dev);
+        }
+        let why = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            why.contains("in use") && attempt < 5,
+            "dev did not keep serving with its stdout closed: {why}"
+        );
+    };
+    // Well after the banner was written into the closed pipe, still alive.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        dev.exited().is_none(),
+        "dev exited: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (status, _, err) = run_bounded(
+        {
+            let mut c = raftlock();
+            c.args(["status", "--endpoints"])
+                .arg(format!("127.0.0.1:{}", base + 1));
+            c
+        },
+        tmp.path(),
+        Duration::from_secs(5),
+    );
+    assert!(status.success(), "{err}");
 }

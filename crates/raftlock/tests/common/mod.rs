@@ -39,10 +39,15 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with stderr appended to `log` and stdout discarded.
     pub fn spawn(mut cmd: Command, log: &Path) -> Proc {
+        cmd.stdout(Stdio::null());
+        Self::spawn_keeping_stdout(cmd, log)
+    }
+
+    /// [`Proc::spawn`] with whatever stdout `cmd` was given.
+    pub fn spawn_keeping_stdout(mut cmd: Command, log: &Path) -> Proc {
         let file = append(log);
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .expect("spawn raftlock");
@@ -240,11 +245,11 @@ pub fn start_dev(dir: &Path) -> (Proc, String) {
         };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep reading after the caller stops listening, so dev never
+            // writes into a closed pipe.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
