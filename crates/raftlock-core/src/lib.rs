@@ -15,7 +15,7 @@ pub mod limits;
 pub mod state;
 pub mod types;
 
-pub use batch::{BatchPlan, MAX_BATCH_COMMANDS};
+pub use batch::{BatchPlan, MAX_BATCH_BYTES, MAX_BATCH_COMMANDS, approx_bytes};
 pub use command::{Applied, Command, Granted, LockSpec, Request, Response};
 pub use error::{Limit, LockError};
 pub use event::{Event, EventKind};

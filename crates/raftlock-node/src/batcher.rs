@@ -13,8 +13,13 @@
 //! command that finds a free slot is proposed at once, alone (no added
 //! latency when the leader is idle); commands that arrive while every slot
 //! is taken wait in the queue and go out together in the next free slot,
-//! as many as fit one batch. Order is kept: a command that does not fit
-//! the batch being formed starts the next one.
+//! as many as fit one batch (commands and bytes). A command that does not
+//! fit the batch being formed starts the next one. The two entries in
+//! flight may reach the log in either order: they hold only commands that
+//! were in flight at the same time, which have no order to keep. A command
+//! whose caller has already gone (its write timed out, its connection
+//! closed) is not proposed at all: "timed out" promised no more than
+//! "may have been applied".
 
 use std::sync::Arc;
 
@@ -79,6 +84,9 @@ pub(crate) async fn run(
                 changed = stop.changed() => if changed.is_err() { return } else { continue },
             },
         };
+        if first.1.is_closed() {
+            continue;
+        }
         // Wait for a slot before gathering: what arrives meanwhile joins.
         let slot = tokio::select! {
             slot = Arc::clone(&slots).acquire_owned() => match slot {
@@ -99,6 +107,9 @@ pub(crate) async fn run(
         let mut items = vec![first];
         if admitted {
             while let Ok(item) = rx.try_recv() {
+                if item.1.is_closed() {
+                    continue;
+                }
                 if plan.admit(&item.0) {
                     items.push(item);
                 } else {
