@@ -50,6 +50,9 @@ impl NodeMetrics {
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// A client that sends no complete request head in this time is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections answered at once; more are closed unanswered (a scraper
+/// needs one, a probe another).
+const MAX_CONNECTIONS: usize = 32;
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -251,15 +254,24 @@ pub fn render(api: &Api) -> String {
 
 /// Serves `GET /metrics` and `GET /health` on `listener` until `stop`.
 pub(crate) async fn serve(api: Arc<Api>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         if *stop.borrow() {
             return;
         }
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(answer(Arc::clone(&api), stream));
-                }
+                Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(slot) => {
+                        let api = Arc::clone(&api);
+                        tokio::spawn(async move {
+                            answer(api, stream).await;
+                            drop(slot);
+                        });
+                    }
+                    // Too many at once: closing it is the answer.
+                    Err(_) => drop(stream),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics endpoint: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -14,17 +14,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Sends `request` (a whole HTTP request head) and returns the status code
 /// and body of the answer.
 async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    try_http(addr, request)
+        .await
+        .expect("the endpoint answers with a status line, headers and a body")
+}
+
+/// [`http`], or None if the connection closed without an answer.
+async fn try_http(addr: SocketAddr, request: &str) -> Option<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         stream.write_all(request.as_bytes()).await.expect("send");
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.expect("read");
+        // A reset (closed unanswered) reads as an empty answer.
+        let _ = stream.read_to_string(&mut answer).await;
         answer
     };
     let answer = tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .expect("the endpoint answers in time");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let (head, body) = answer.split_once("\r\n\r\n")?;
     let code = head
         .split_whitespace()
         .nth(1)
@@ -38,7 +46,7 @@ async fn http(addr: SocketAddr, request: &str) -> (u16, String) {
             .expect("Content-Length");
         assert_eq!(length, body.len(), "Content-Length matches the body");
     }
-    (code, body.to_string())
+    Some((code, body.to_string()))
 }
 
 async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
@@ -189,6 +197,28 @@ async fn the_metrics_endpoint_answers_health_and_refuses_what_it_does_not_serve(
     // endpoint: others are still answered meanwhile.
     let _idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (code, _) = http(addr, "GET /metrics HTTP/1.0\r\n\r\n").await;
+    assert_eq!(code, 200);
+    // Connections beyond the limit are closed unanswered, and once the
+    // idle ones time out the endpoint answers again.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut refused = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "over the limit: closed without an answer");
+    drop(idle);
+    drop(_idle);
+    let (code, _) = eventually(Duration::from_secs(10), || async move {
+        try_http(addr, "GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .filter(|answer| answer.0 == 200)
+    })
+    .await;
     assert_eq!(code, 200);
     // The same text without the endpoint, for embedders.
     let text = cluster.nodes[&leader]
