@@ -46,6 +46,8 @@ impl NodeMetrics {
     }
 }
 
+/// The content type of every answer but the metrics.
+const PLAIN: &str = "text/plain; charset=utf-8";
 /// Longest request head the endpoint reads.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// A client that sends no complete request head in this time is dropped.
@@ -219,27 +221,26 @@ pub fn render(api: &Api) -> String {
     );
 
     let metrics = &api.metrics;
-    let name = "raftlock_write_duration_seconds";
-    histogram_head(
-        &mut out,
-        name,
-        "Writes through this node (forwarded ones included), call to answer.",
-    );
-    metrics.writes.render(name, "", &mut out);
-    let name = "raftlock_log_flush_duration_seconds";
-    histogram_head(
-        &mut out,
-        name,
-        "Group flushes of this node's Raft log (sled write + fsync).",
-    );
-    metrics.log_flushes.render(name, "", &mut out);
-    let name = "raftlock_append_entries_taken_duration_seconds";
-    histogram_head(
-        &mut out,
-        name,
-        "Follower: AppendEntries with entries taken in (append + flush) by this node's Raft.",
-    );
-    metrics.appends_taken.render(name, "", &mut out);
+    for (name, help, histogram) in [
+        (
+            "raftlock_write_duration_seconds",
+            "Writes through this node (forwarded ones included), call to answer.",
+            &metrics.writes,
+        ),
+        (
+            "raftlock_log_flush_duration_seconds",
+            "Group flushes of this node's Raft log (sled write + fsync).",
+            &*metrics.log_flushes,
+        ),
+        (
+            "raftlock_append_entries_taken_duration_seconds",
+            "Follower: AppendEntries with entries taken in (append + flush) by this node's Raft.",
+            &*metrics.appends_taken,
+        ),
+    ] {
+        histogram_head(&mut out, name, help);
+        histogram.render(name, "", &mut out);
+    }
     let name = "raftlock_peer_append_entries_duration_seconds";
     histogram_head(
         &mut out,
@@ -300,25 +301,21 @@ async fn answer(api: Arc<Api>, mut stream: TcpStream) {
             render(&api),
         ),
         ("GET", "/health") => match api.leader() {
-            Some((leader, _)) => (
-                "200 OK",
-                "text/plain; charset=utf-8",
-                format!("ok: leader {leader}\n"),
-            ),
+            Some((leader, _)) => ("200 OK", PLAIN, format!("ok: leader {leader}\n")),
             None => (
                 "503 Service Unavailable",
-                "text/plain; charset=utf-8",
+                PLAIN,
                 "no leader known\n".to_string(),
             ),
         },
         ("GET", _) => (
             "404 Not Found",
-            "text/plain; charset=utf-8",
+            PLAIN,
             "not found: try /metrics or /health\n".to_string(),
         ),
         _ => (
             "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
+            PLAIN,
             "only GET is served\n".to_string(),
         ),
     };

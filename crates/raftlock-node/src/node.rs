@@ -111,23 +111,17 @@ impl Node {
         let store_closed = state_machine.closed();
         let log_flushes = log_store.flush_times();
         // Bound before Raft starts, so a taken port fails the start at once.
-        let metrics_listener = match &config.metrics_listen {
-            Some(at) => Some(
-                TcpListener::bind(at)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        addr: at.clone(),
-                        source,
-                    })?,
-            ),
-            None => None,
-        };
-        let metrics_addr = match &metrics_listener {
-            Some(l) => Some(l.local_addr().map_err(|source| StartError::Bind {
-                addr: config.metrics_listen.clone().unwrap_or_default(),
-                source,
-            })?),
-            None => None,
+        let (metrics_listener, metrics_addr) = match &config.metrics_listen {
+            Some(at) => {
+                let bind_error = |source| StartError::Bind {
+                    addr: at.clone(),
+                    source,
+                };
+                let listener = TcpListener::bind(at).await.map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                (Some(listener), Some(bound))
+            }
+            None => (None, None),
         };
 
         let raft_config = openraft::Config {
