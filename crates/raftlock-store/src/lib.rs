@@ -10,16 +10,22 @@
 //! Durability rules (why the code is shaped the way it is):
 //! - A log append is acknowledged to openraft only after a sled flush that
 //!   covers it. Appends are group-committed: one flusher thread flushes once
-//!   for every append queued since its last flush.
+//!   for every append queued since its last flush. Entries are plain sled
+//!   inserts, not a sled batch (a batch costs sled's thread pool a write of
+//!   its own); a crash keeps a prefix of them, and a hole is refused on open.
 //! - The vote is flushed before `save_vote` returns.
-//! - The state machine is *not* flushed per apply: the log is durable, and
-//!   openraft re-applies committed entries after a restart. Each apply call
-//!   writes one atomic sled batch (records + header with `last_applied`), so
-//!   the state on disk is always the state after some whole apply call.
-//! - `purge` records `last_purged` and returns; a purger thread flushes it
-//!   (and with it every earlier state machine write) before deleting log
-//!   entries, oldest first, so the state machine is never behind the first
-//!   entry still in the log, and the Raft core never waits for the deletion.
+//! - The state machine is *not* written per apply, let alone flushed: the
+//!   log is durable, and openraft re-applies committed entries after a
+//!   restart. Every 1024 entries or 200 ms of applies it saves one atomic
+//!   sled batch (changed records + header with `last_applied`), so the state
+//!   on disk is always the state after some whole entry.
+//! - `purge` records `last_purged` and returns; a purger thread saves the
+//!   state machine and flushes (making it and `last_purged` durable) before
+//!   deleting log entries, oldest first, so the saved state machine is never
+//!   behind the first entry still in the log, and the Raft core never waits
+//!   for the deletion.
+//! - sled itself is vendored with two patches (vendor/README.md) that take
+//!   thread hand-offs out of every flush.
 //!
 //! [`open`] returns the two halves openraft wants: a [`LogStore`] and a
 //! [`StateMachineStore`].

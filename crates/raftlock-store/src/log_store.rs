@@ -26,6 +26,7 @@ use crate::error::{OpenError, damaged_error, join_error, sled_error};
 use crate::frame;
 use crate::layout::{COMMITTED_KEY, LAST_PURGED_KEY, VOTE_KEY, log_index, log_key};
 use crate::open::Shared;
+use crate::state_machine::Saver;
 use crate::{Damaged, Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// Most callbacks one flush completes. The flusher drains its queue up to
@@ -51,7 +52,7 @@ pub struct LogReader {
 }
 
 impl LogStore {
-    pub(crate) fn new(shared: Arc<Shared>) -> Result<Self, OpenError> {
+    pub(crate) fn new(shared: Arc<Shared>, saver: Saver) -> Result<Self, OpenError> {
         let (tx, rx) = mpsc::channel();
         // The threads hold the database weakly: dropping the stores closes
         // sled (and releases its file lock) as soon as a flush or purge step
@@ -70,7 +71,7 @@ impl LogStore {
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("raftlock-log-purge".to_string())
-            .spawn(move || run_purger(weak, purge_rx))
+            .spawn(move || run_purger(weak, saver, purge_rx))
             .map_err(spawn_error)?;
         Ok(LogStore {
             shared,
@@ -146,12 +147,12 @@ fn run_flusher(shared: Weak<Shared>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>)
 /// crash at any point leaves a log without holes whose entries at or below
 /// the durable `last_purged` are removed on the next open. Ends when the
 /// `LogStore` is dropped or the database closes.
-fn run_purger(shared: Weak<Shared>, rx: mpsc::Receiver<u64>) {
+fn run_purger(shared: Weak<Shared>, saver: Saver, rx: mpsc::Receiver<u64>) {
     while let Ok(mut upto) = rx.recv() {
         while let Ok(next) = rx.try_recv() {
             upto = upto.max(next);
         }
-        match purge_upto(&shared, upto) {
+        match purge_upto(&shared, &saver, upto) {
             Ok(true) => {}
             // The store was closed: what is left the next open removes.
             Ok(false) => return,
@@ -165,13 +166,15 @@ fn run_purger(shared: Weak<Shared>, rx: mpsc::Receiver<u64>) {
 /// Holds the database only for one step at a time, so dropping the stores
 /// still closes it at once (at most one flush or chunk later). `Ok(false)`
 /// when it was closed meanwhile.
-fn purge_upto(shared: &Weak<Shared>, upto: u64) -> Result<bool, sled::Error> {
-    // Before any entry goes: make `last_purged` durable, and with it every
-    // state machine batch written so far — after the deletion the log can
-    // no longer replay those entries.
+fn purge_upto(shared: &Weak<Shared>, saver: &Saver, upto: u64) -> Result<bool, sled::Error> {
+    // Before any entry goes: save the state machine (openraft purges only
+    // entries it has applied, so this covers `upto`), then make it and
+    // `last_purged` durable — after the deletion the log can no longer
+    // replay those entries.
     let Some(db) = shared.upgrade() else {
         return Ok(false);
     };
+    saver.save(&db.sm)?;
     db.db.flush()?;
     drop(db);
     let mut count = 0usize;
@@ -404,18 +407,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // One insert per entry, in index order, not one sled batch: a batch
+        // seals sled's I/O buffer and has its thread pool write it at once
+        // (two hand-offs and a write per append, most of a node's CPU per
+        // Raft write), while inserts wait in the buffer for the flush below.
+        // An append needs no atomicity, only that what survives a crash is
+        // a prefix of it: sled recovers its log up to the first gap, and
+        // `verify_on_open` refuses a log with a hole. What a crash cuts
+        // off was never acknowledged (the flush had not returned).
+        // In-memory sled writes (microseconds); only the flush is slow,
+        // and that happens on the flusher thread.
         let mut last = None;
         for entry in entries {
-            batch.insert(&log_key(entry.log_id.index), frame::encode(&entry));
+            self.shared
+                .log
+                .insert(log_key(entry.log_id.index), frame::encode(&entry))
+                .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             last = Some(entry.log_id);
         }
-        // An in-memory sled write (microseconds); only the flush is slow,
-        // and that happens on the flusher thread.
-        self.shared
-            .log
-            .apply_batch(batch)
-            .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
             let e = io::Error::other("the log flusher thread is gone");
             let error = sled_error(
@@ -523,6 +532,70 @@ mod tests {
             .expect("insert");
         let error = log.read_vote().await.expect_err("damaged");
         assert!(error.to_string().contains("vote"), "{error}");
+    }
+
+    /// The `last_applied` of the state machine as saved in sled (not as
+    /// in memory).
+    fn saved_applied(log: &LogStore) -> Option<u64> {
+        let bytes = log
+            .shared
+            .sm
+            .get(crate::layout::SM_HEADER_KEY)
+            .expect("read")?;
+        let header: crate::layout::SmHeader = frame::decode(&"header", &bytes).expect("decode");
+        header.last_applied.map(|l| l.index)
+    }
+
+    /// Saves only when `every_entries` are unsaved (no timer in the way).
+    fn lazy(every_entries: u64) -> StoreOptions {
+        StoreOptions {
+            state_save_every_entries: every_entries,
+            state_save_every: std::time::Duration::from_secs(3600),
+            ..StoreOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn applied_state_is_saved_every_n_entries_not_per_apply() {
+        use openraft::storage::RaftStateMachine;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, mut sm) = open(dir.path(), lazy(10)).expect("open");
+        log.blocking_append((1..=25).map(blank))
+            .await
+            .expect("append");
+        for index in 1..=9 {
+            sm.apply([blank(index)]).await.expect("apply");
+        }
+        assert_eq!(saved_applied(&log), None, "nothing saved before 10 entries");
+        sm.apply([blank(10)]).await.expect("apply");
+        assert_eq!(saved_applied(&log), Some(10));
+        sm.apply((11..=25).map(blank)).await.expect("apply");
+        assert_eq!(saved_applied(&log), Some(25), "one call of 15 entries saves");
+    }
+
+    #[tokio::test]
+    async fn the_purger_saves_the_state_machine_before_deleting_entries() {
+        use openraft::storage::RaftStateMachine;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, mut sm) = open(dir.path(), lazy(1_000_000)).expect("open");
+        log.blocking_append((1..=20).map(blank))
+            .await
+            .expect("append");
+        for index in 1..=20 {
+            sm.apply([blank(index)]).await.expect("apply");
+        }
+        assert_eq!(saved_applied(&log), None, "applies alone save nothing here");
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 15))
+            .await
+            .expect("purge");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.shared.log.get(log_key(15)).expect("read").is_some() {
+            assert!(std::time::Instant::now() < deadline, "the purger deletes entry 15");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Once an entry is gone the log cannot replay it: the saved state
+        // must already include it.
+        assert_eq!(saved_applied(&log), Some(20));
     }
 
     #[tokio::test]

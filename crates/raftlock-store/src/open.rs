@@ -33,6 +33,13 @@ pub struct StoreOptions {
     /// How many apply batches a slow [`StateMachineStore::subscribe`]r may
     /// fall behind before it misses some (and is told so by `broadcast`).
     pub event_buffer_len: usize,
+    /// The state machine's records are saved to sled once this many
+    /// entries were applied since the last save, or `state_save_every`
+    /// passed (checked when entries are applied), not per entry (see
+    /// `state_machine`). Both only bound what a restart re-applies from
+    /// the log.
+    pub state_save_every_entries: u64,
+    pub state_save_every: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -41,6 +48,8 @@ impl Default for StoreOptions {
             cache_capacity_bytes: 64 * 1024 * 1024,
             background_flush_every_ms: Some(500),
             event_buffer_len: 1024,
+            state_save_every_entries: state_machine::SAVE_EVERY_ENTRIES,
+            state_save_every: state_machine::SAVE_EVERY,
         }
     }
 }
@@ -238,9 +247,13 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
     check_format(&shared)?;
     log_store::verify_on_open(&shared)?;
     verify_snapshot(&shared)?;
-    let machine = state_machine::load(&shared)?;
-    let log_store = LogStore::new(Arc::clone(&shared))?;
-    let state_machine = StateMachineStore::new(shared, machine, options.event_buffer_len);
+    let saver = state_machine::Saver::new(
+        state_machine::load(&shared)?,
+        options.state_save_every_entries.max(1),
+        options.state_save_every,
+    );
+    let log_store = LogStore::new(Arc::clone(&shared), saver.clone())?;
+    let state_machine = StateMachineStore::new(shared, saver, options.event_buffer_len);
     tracing::info!(dir = %dir.display(), "store opened");
     Ok((log_store, state_machine))
 }

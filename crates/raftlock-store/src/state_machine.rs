@@ -1,14 +1,22 @@
 //! The lock state machine (raftlock-core's [`State`]) in memory, persisted
 //! record by record in the `sm` tree, and its snapshots.
 //!
-//! Each `apply` call writes one atomic sled batch: the records the applied
-//! entries changed (as reported by `State::take_dirty`) and the header with
-//! `last_applied` and membership. It is not flushed: the log is durable and
-//! openraft re-applies from `last_applied` after a restart; `purge` flushes
-//! before the log can no longer replay.
+//! The records on disk lag the memory on purpose. A save writes one atomic
+//! sled batch: every record changed since the previous save (as reported by
+//! `State::take_dirty`) and the header with `last_applied` and membership,
+//! so the tree always holds the state after some whole entry. `apply` saves
+//! once [`SAVE_EVERY_ENTRIES`] entries or [`SAVE_EVERY`] have passed since
+//! the last save (`StoreOptions` can change both), not per call: each sled batch seals sled's I/O buffer and
+//! hands it to sled's thread pool for a write of its own, and that cost per
+//! write was most of a node's CPU (docs/performance.md). Nothing is lost by
+//! waiting: the log is durable and openraft re-applies the entries after
+//! `last_applied` on restart. The purger saves (and flushes) before it
+//! deletes any entry, so the saved state is never behind the log's first
+//! entry; a dropped store saves what is left.
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -34,6 +42,12 @@ use crate::{
 /// Version of the snapshot data format (snapshots travel between nodes that
 /// may run different builds, so the data carries its own version).
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+
+/// `apply` saves the state once this many entries are unsaved...
+pub const SAVE_EVERY_ENTRIES: u64 = 1024;
+/// ...or once this long has passed since the last save. Both bound what a
+/// restart re-applies from the log, nothing else.
+pub const SAVE_EVERY: Duration = Duration::from_millis(200);
 
 /// The results of one `apply` call, in log order, as published to
 /// [`StateMachineStore::subscribe`]rs.
@@ -80,10 +94,78 @@ fn read(machine: &RwLock<Machine>) -> RwLockReadGuard<'_, Machine> {
     machine.read().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Writes the state machine's unsaved changes to the `sm` tree. Shared by
+/// `apply` and the log's purger.
+#[derive(Clone)]
+pub(crate) struct Saver {
+    machine: Arc<RwLock<Machine>>,
+    /// Held from building a batch until sled has it, so batches reach sled
+    /// in the order they were built: a later batch overtaken by an earlier
+    /// one would leave records newer than the header that describes them.
+    progress: Arc<Mutex<SaveProgress>>,
+}
+
+struct SaveProgress {
+    unsaved_entries: u64,
+    saved_at: Instant,
+    every_entries: u64,
+    every: Duration,
+}
+
+impl Saver {
+    pub(crate) fn new(machine: Machine, every_entries: u64, every: Duration) -> Self {
+        Saver {
+            machine: Arc::new(RwLock::new(machine)),
+            progress: Arc::new(Mutex::new(SaveProgress {
+                unsaved_entries: 0,
+                saved_at: Instant::now(),
+                every_entries,
+                every,
+            })),
+        }
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, SaveProgress> {
+        // The guarded counters stay meaningful after a panic elsewhere.
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts `entries` newly applied and saves if the policy says so.
+    fn applied(&self, tree: &sled::Tree, entries: u64) -> Result<(), sled::Error> {
+        let mut progress = self.progress();
+        progress.unsaved_entries += entries;
+        if progress.unsaved_entries >= progress.every_entries
+            || progress.saved_at.elapsed() >= progress.every
+        {
+            self.save_locked(tree, &mut progress)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything applied so far (one atomic batch; not flushed).
+    pub(crate) fn save(&self, tree: &sled::Tree) -> Result<(), sled::Error> {
+        let mut progress = self.progress();
+        self.save_locked(tree, &mut progress)
+    }
+
+    fn save_locked(&self, tree: &sled::Tree, progress: &mut SaveProgress) -> Result<(), sled::Error> {
+        let batch = {
+            // A poisoned lock: see `read`; the state itself is whole.
+            let mut machine = self.machine.write().unwrap_or_else(PoisonError::into_inner);
+            dirty_batch(&mut machine)
+        };
+        tree.apply_batch(batch)?;
+        progress.unsaved_entries = 0;
+        progress.saved_at = Instant::now();
+        Ok(())
+    }
+}
+
 /// openraft's state machine storage for raftlock.
 pub struct StateMachineStore {
     shared: Arc<Shared>,
     machine: Arc<RwLock<Machine>>,
+    saver: Saver,
     events: broadcast::Sender<AppliedBatch>,
     /// Serializes writes of the current snapshot, so that a slow builder
     /// never replaces a newer snapshot with its older one.
@@ -91,11 +173,12 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(shared: Arc<Shared>, machine: Machine, event_buffer_len: usize) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, saver: Saver, event_buffer_len: usize) -> Self {
         let (events, _) = broadcast::channel(event_buffer_len.max(1));
         StateMachineStore {
             shared,
-            machine: Arc::new(RwLock::new(machine)),
+            machine: Arc::clone(&saver.machine),
+            saver,
             events,
             snapshot_write: Arc::new(Mutex::new(())),
         }
@@ -139,6 +222,16 @@ impl StateMachineStore {
             )
             .into()
         })
+    }
+}
+
+impl Drop for StateMachineStore {
+    fn drop(&mut self) {
+        // What is unsaved would be re-applied from the log anyway; saving it
+        // now makes the next start quicker. sled flushes as it closes.
+        if let Err(e) = self.saver.save(&self.shared.sm) {
+            tracing::warn!(error = %e, "could not save the state machine on close");
+        }
     }
 }
 
@@ -457,7 +550,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
-        let batch = {
+        {
             let mut machine = self.write()?;
             for entry in entries {
                 let index = entry.log_id.index;
@@ -483,11 +576,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             if replies.is_empty() {
                 return Ok(replies);
             }
-            dirty_batch(&mut machine)
-        };
-        self.shared
-            .sm
-            .apply_batch(batch)
+        }
+        self.saver
+            .applied(&self.shared.sm, replies.len() as u64)
             .map_err(|e| sled_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         if self.events.receiver_count() > 0 {
             // No receiver is not an error: nobody is watching.
@@ -529,13 +620,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        let batch = replace_batch(&self.shared.sm, &machine)
-            .map_err(|e| sled_error(subject(), ErrorVerb::Read, e))?;
-        self.shared
-            .sm
-            .apply_batch(batch)
-            .map_err(|e| sled_error(subject(), ErrorVerb::Write, e))?;
-        *self.write()? = machine;
+        {
+            // No save of the old state may land after the replacement.
+            let mut progress = self.saver.progress();
+            let batch = replace_batch(&self.shared.sm, &machine)
+                .map_err(|e| sled_error(subject(), ErrorVerb::Read, e))?;
+            self.shared
+                .sm
+                .apply_batch(batch)
+                .map_err(|e| sled_error(subject(), ErrorVerb::Write, e))?;
+            *self.write()? = machine;
+            progress.unsaved_entries = 0;
+            progress.saved_at = Instant::now();
+        }
         store_snapshot_if_newer(&self.shared, &self.snapshot_write, meta, &data)?;
         flush(&self.shared, subject()).await?;
         tracing::info!(snapshot = %meta, "snapshot installed");
