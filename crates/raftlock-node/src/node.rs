@@ -325,7 +325,10 @@ fn spawn_server(
     let span = tracing::Span::current();
     tokio::spawn(
         async move {
-            let mut metrics = health_api.raft.metrics();
+            // `server_metrics` changes only with role, leader, vote or
+            // membership; `metrics()` is sent after every batch of Raft
+            // work, and a watcher of it would wake several times per write.
+            let mut metrics = health_api.raft.server_metrics();
             loop {
                 let serving = metrics.borrow_and_update().current_leader.is_some();
                 let status = if serving {
@@ -420,13 +423,14 @@ async fn feed_applies(
 
 /// Starts and stops the lease keeper with leadership.
 async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
-    let mut metrics = api.raft.metrics();
+    // Server metrics: woken by role and vote changes only (not per write).
+    let mut metrics = api.raft.server_metrics();
     loop {
         let (leading, term) = {
             let m = metrics.borrow_and_update();
             (
                 m.state == ServerState::Leader && m.current_leader == Some(api.id),
-                m.current_term,
+                m.vote.leader_id().get_term(),
             )
         };
         if leading && api.keeper.leader_term() != Some(term) {

@@ -133,6 +133,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_CACHE_MB", value_name = "MIB", help_heading = STORAGE)]
     pub cache_mb: Option<u64>,
 
+    /// Threads of this node's async runtime, 1 to 64 [default: 1]. One
+    /// is fastest for co-located nodes on a small machine (every Raft write
+    /// passes through one task, and a second worker mostly adds wake-ups;
+    /// docs/performance.md); more help only when many clients' requests
+    /// keep a core busy.
+    #[arg(long, env = "RAFTLOCK_WORKER_THREADS", value_name = "N", help_heading = CLUSTER)]
+    pub worker_threads: Option<usize>,
+
     /// How often the leader checks lease deadlines and lock-delays, in ms,
     /// 1 to 1000 [default: 50].
     #[arg(long, env = "RAFTLOCK_LEASE_CHECK_INTERVAL_MS", value_name = "MS", help_heading = SERVICE)]
@@ -235,6 +243,7 @@ pub struct FileConfig {
     pub snapshot_every: Option<u64>,
     pub keep_entries_after_snapshot: Option<u64>,
     pub cache_mb: Option<u64>,
+    pub worker_threads: Option<usize>,
     pub lease_check_interval_ms: Option<u64>,
     pub max_expire_batch: Option<usize>,
     pub watch_history_events: Option<usize>,
@@ -270,7 +279,12 @@ pub struct FileLimits {
 pub struct Resolved {
     pub node: NodeConfig,
     pub log_format: LogFormat,
+    /// Threads of the node's runtime (see `ServeArgs::worker_threads`).
+    pub worker_threads: usize,
 }
+
+/// Threads of a node's runtime unless configured (`--worker-threads`).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// `MIN-MAX` in milliseconds.
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -555,9 +569,20 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
             "invalid configuration: {e}; see raftlock serve --help"
         ))
     })?;
+    let worker_threads = args
+        .worker_threads
+        .or(file.worker_threads)
+        .unwrap_or(DEFAULT_WORKER_THREADS);
+    if !(1..=64).contains(&worker_threads) {
+        return Err(usage(format!(
+            "{} must be between 1 and 64, got {worker_threads}",
+            opt("worker-threads")
+        )));
+    }
     Ok(Resolved {
         node,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        worker_threads,
     })
 }
 
@@ -788,6 +813,20 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_default_to_one_and_out_of_range_is_refused() {
+        assert_eq!(resolve(args()).expect("valid").worker_threads, 1);
+        let mut a = args();
+        a.worker_threads = Some(3);
+        assert_eq!(resolve(a).expect("valid").worker_threads, 3);
+        for bad in [0, 65] {
+            let mut a = args();
+            a.worker_threads = Some(bad);
+            let m = message(resolve(a).unwrap_err());
+            assert!(m.contains("--worker-threads") && m.contains("between 1 and 64"), "{m}");
+        }
+    }
+
+    #[test]
     fn a_bad_limit_names_its_flag() {
         let mut a = args();
         a.max_permits = Some(0);
@@ -821,6 +860,7 @@ mod tests {
             snapshot_every,
             keep_entries_after_snapshot,
             cache_mb,
+            worker_threads,
             lease_check_interval_ms,
             max_expire_batch,
             watch_history_events,
@@ -861,6 +901,7 @@ mod tests {
             snapshot_every.is_some(),
             keep_entries_after_snapshot.is_some(),
             cache_mb.is_some(),
+            worker_threads.is_some(),
             lease_check_interval_ms.is_some(),
             max_expire_batch.is_some(),
             watch_history_events.is_some(),

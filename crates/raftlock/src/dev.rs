@@ -121,7 +121,8 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
         config.metrics_listen = Some(metrics_addr(args.base_port, *id));
         // Three nodes in one process, little data.
         config.cache_capacity_bytes = 16 * 1024 * 1024;
-        match RunningNode::start(config, Some(listener), runner::node_span(*id)) {
+        let threads = crate::config::DEFAULT_WORKER_THREADS;
+        match RunningNode::start(config, Some(listener), threads, runner::node_span(*id)) {
             Ok(node) => nodes.push(node),
             Err(failure) => {
                 // Stop the ones already running cleanly before reporting.

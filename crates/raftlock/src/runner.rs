@@ -48,11 +48,12 @@ impl RunningNode {
     pub fn start(
         config: NodeConfig,
         listener: Option<std::net::TcpListener>,
+        worker_threads: usize,
         span: Span,
     ) -> Result<RunningNode, Failure> {
         let id = config.id;
         let rt = Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(worker_threads)
             .thread_name(format!("node-{id}"))
             .enable_all()
             .build()
@@ -120,12 +121,14 @@ impl Drop for RunningNode {
 /// One info line whenever this node's role, term or known leader changes
 /// (openraft's own lines are at `warn` by default).
 async fn log_role_changes(raft: Raft) {
-    let mut metrics = raft.metrics();
+    // Server metrics change with role, leader and vote only; `metrics()`
+    // would wake this task several times per write.
+    let mut metrics = raft.server_metrics();
     let mut last = None;
     loop {
         let now = {
             let m = metrics.borrow_and_update();
-            (m.state, m.current_term, m.current_leader)
+            (m.state, m.vote.leader_id().get_term(), m.current_leader)
         };
         if last != Some(now) {
             let (state, term, leader) = now;
@@ -210,8 +213,9 @@ pub async fn wait_for_end(nodes: &[RunningNode], signals: &mut Signals) -> End {
         if let Some(raft) = node.raft() {
             let id = node.id();
             stopped.spawn(async move {
-                let mut metrics = raft.metrics();
-                // The metrics channel closes when Raft's core task ends.
+                // Server metrics: not woken per write, and the channel
+                // closes, like all of them, when Raft's core task ends.
+                let mut metrics = raft.server_metrics();
                 while metrics.changed().await.is_ok() {}
                 id
             });
@@ -299,7 +303,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         peers = ?node_config.initial_members,
         "starting"
     );
-    let node = RunningNode::start(node_config, None, span.clone())?;
+    let node = RunningNode::start(node_config, None, resolved.worker_threads, span.clone())?;
     if let Some(addr) = node.addr() {
         tracing::info!(%addr, "serving; stop with Ctrl-C or SIGTERM");
     }
