@@ -113,6 +113,11 @@ pub(crate) async fn flush(
 
 /// The flusher thread: one flush per drained group of callbacks, completed
 /// in arrival order. Ends when the `LogStore` (the only sender) is dropped.
+///
+/// Our openraft counts a leader's own entries towards a quorum when their
+/// callback fires (vendor/README.md), taking the callback for entry N to
+/// mean every entry up to N is durable: so callbacks must complete in order,
+/// each after a flush of the whole database. Keep it that way.
 fn run_flusher(shared: Weak<Shared>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -371,7 +376,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .meta
             .insert(VOTE_KEY, frame::encode(vote))
             .map_err(|e| sled_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        // The vote must be on disk before it is acted on.
+        // The vote must be on disk before it is acted on. The flush covers
+        // the whole database, so a leader that steps down also has every
+        // entry it appended on disk before it answers as a follower (our
+        // openraft does not wait for a leader's own appends).
         self.flush(ErrorSubject::Vote).await?;
         tracing::debug!(%vote, "vote saved");
         Ok(())
@@ -570,7 +578,11 @@ mod tests {
         sm.apply([blank(10)]).await.expect("apply");
         assert_eq!(saved_applied(&log), Some(10));
         sm.apply((11..=25).map(blank)).await.expect("apply");
-        assert_eq!(saved_applied(&log), Some(25), "one call of 15 entries saves");
+        assert_eq!(
+            saved_applied(&log),
+            Some(25),
+            "one call of 15 entries saves"
+        );
     }
 
     #[tokio::test]
@@ -590,7 +602,10 @@ mod tests {
             .expect("purge");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while log.shared.log.get(log_key(15)).expect("read").is_some() {
-            assert!(std::time::Instant::now() < deadline, "the purger deletes entry 15");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the purger deletes entry 15"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         // Once an entry is gone the log cannot replay it: the saved state

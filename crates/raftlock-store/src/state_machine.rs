@@ -148,7 +148,11 @@ impl Saver {
         self.save_locked(tree, &mut progress)
     }
 
-    fn save_locked(&self, tree: &sled::Tree, progress: &mut SaveProgress) -> Result<(), sled::Error> {
+    fn save_locked(
+        &self,
+        tree: &sled::Tree,
+        progress: &mut SaveProgress,
+    ) -> Result<(), sled::Error> {
         let batch = {
             // A poisoned lock: see `read`; the state itself is whole.
             let mut machine = self.machine.write().unwrap_or_else(PoisonError::into_inner);

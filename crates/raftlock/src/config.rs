@@ -822,7 +822,10 @@ mod tests {
             let mut a = args();
             a.worker_threads = Some(bad);
             let m = message(resolve(a).unwrap_err());
-            assert!(m.contains("--worker-threads") && m.contains("between 1 and 64"), "{m}");
+            assert!(
+                m.contains("--worker-threads") && m.contains("between 1 and 64"),
+                "{m}"
+            );
         }
     }
 
