@@ -3,11 +3,13 @@
 //! `raftlock_core::batch`) that arrive while earlier writes are in flight
 //! share one log entry.
 //!
-//! Why: openraft 0.9's core waits for every log append to be flushed before
-//! it handles its next message, so a leader writes at most one entry per
-//! flush (about 0.2-0.3 ms here) however many clients are waiting. One
-//! entry carrying many commands costs one append, one flush, one
-//! replication and one apply pass.
+//! Why: every log entry costs an append and a flush on each node, an
+//! AppendEntries round trip to each follower (a follower's core waits for
+//! its flush before it answers) and an apply pass. One entry carrying many
+//! commands pays that once. (Stock openraft 0.9 also made the leader's core
+//! wait for its own flush; our patched copy overlaps it with replication,
+//! see vendor/README.md, and four entries in flight instead of two measured
+//! no better: docs/performance.md.)
 //!
 //! How: at most [`MAX_IN_FLIGHT`] entries are being written at once. A
 //! command that finds a free slot is proposed at once, alone (no added
