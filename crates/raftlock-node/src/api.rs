@@ -30,6 +30,10 @@ use crate::waits::{WaitOutcome, Waits};
 use crate::watch::WatchHub;
 use crate::wire::{pack, unpack};
 
+/// How long an admin snapshot waits before it triggers openraft again
+/// (a trigger that came while another snapshot was being built is dropped).
+const SNAPSHOT_RETRIGGER: Duration = Duration::from_millis(200);
+
 /// Everything the operations need; shared by the services of one node.
 pub struct Api {
     /// This node's own Arc, for work that must outlive a call.
@@ -694,23 +698,39 @@ impl Api {
 
     pub async fn snapshot(&self) -> Result<u64, NodeError> {
         let target = self.state.last_applied().map_or(0, |l| l.index);
-        self.raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|_| NodeError::ShuttingDown)?;
-        let wait = self
-            .raft
-            .wait(Some(self.config.write_timeout))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index >= target),
-                "snapshot built",
-            )
-            .await
-            .map_err(|_| NodeError::Timeout {
-                timeout_ms: self.config.write_timeout.as_millis() as u64,
-            })?;
-        Ok(wait.snapshot.map_or(0, |s| s.index))
+        let timeout = NodeError::Timeout {
+            timeout_ms: self.config.write_timeout.as_millis() as u64,
+        };
+        let deadline = tokio::time::Instant::now() + self.config.write_timeout;
+        // openraft ignores a trigger while it is building a snapshot (one
+        // its snapshot policy started, say), and that one may end below
+        // `target`: so trigger again until a snapshot covers `target`.
+        loop {
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|_| NodeError::ShuttingDown)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(timeout);
+            }
+            let wait = self
+                .raft
+                .wait(Some(left.min(SNAPSHOT_RETRIGGER)))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= target),
+                    "snapshot built",
+                )
+                .await;
+            match wait {
+                Ok(metrics) => return Ok(metrics.snapshot.map_or(0, |s| s.index)),
+                Err(openraft::metrics::WaitError::ShuttingDown) => {
+                    return Err(NodeError::ShuttingDown);
+                }
+                Err(openraft::metrics::WaitError::Timeout(..)) => {}
+            }
+        }
     }
 }
 
