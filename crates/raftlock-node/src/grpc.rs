@@ -611,6 +611,18 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
             .map(Response::new)
     }
 
+    type AppendEntriesStreamStream = crate::transport::AnswerStream;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<internal::RaftMessage>>,
+    ) -> Reply<Self::AppendEntriesStreamStream> {
+        Ok(Response::new(self.rpcs.append_entries_stream(
+            request.into_inner(),
+            Some(self.api.stopping.clone()),
+        )))
+    }
+
     async fn vote(&self, request: Request<internal::RaftMessage>) -> Reply<internal::RaftMessage> {
         self.rpcs
             .vote(request.into_inner())

@@ -10,14 +10,20 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_store::metrics::Histogram;
 use raftlock_store::{NodeId, TypeConfig};
+use tokio::sync::watch;
 
 use crate::Raft;
 use crate::wire::{pack, unpack};
+
+/// The server half of `AppendEntriesStream`.
+pub type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, tonic::Status>> + Send>>;
 
 /// Serves AppendEntries, Vote and InstallSnapshot for one node.
 #[derive(Clone)]
@@ -59,16 +65,77 @@ impl RaftRpcs {
     /// A message that fails its checksum or does not decode is
     /// `INVALID_ARGUMENT`.
     pub async fn append_entries(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
-        self.check_target(&message)?;
-        let request: AppendEntriesRequest<TypeConfig> = unpack("append entries request", &message)?;
+        self.append_entries_answer(&message)
+            .await
+            .map(|answer| pack(&answer))
+    }
+
+    async fn append_entries_answer(
+        &self,
+        message: &RaftMessage,
+    ) -> Result<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>, tonic::Status> {
+        self.check_target(message)?;
+        let request: AppendEntriesRequest<TypeConfig> = unpack("append entries request", message)?;
         let entries = request.entries.len();
         let started = std::time::Instant::now();
-        let answer: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
-            self.raft.append_entries(request).await;
+        let answer = self.raft.append_entries(request).await;
         if entries > 0 {
             self.append_times.observe(started.elapsed());
         }
-        Ok(pack(&answer))
+        Ok(answer)
+    }
+
+    /// The answers to a stream of AppendEntries requests
+    /// (`AppendEntriesStream`), one at a time and in order, each with its
+    /// request's `seq`. The stream ends when the sender closes or breaks
+    /// its half. It ends with a status, which the sender reads as the
+    /// answer to its request, when this node refuses a request (wrong
+    /// target, bad checksum, too large: as the unary call would answer),
+    /// when its Raft has stopped (`UNAVAILABLE`), and when `stopping`
+    /// turns true between requests (`UNAVAILABLE`): a long-lived stream
+    /// must not hold up the server's graceful shutdown.
+    pub fn append_entries_stream(
+        &self,
+        inbound: tonic::Streaming<RaftMessage>,
+        stopping: Option<watch::Receiver<bool>>,
+    ) -> AnswerStream {
+        struct Serving {
+            rpcs: RaftRpcs,
+            inbound: tonic::Streaming<RaftMessage>,
+            stopping: Option<watch::Receiver<bool>>,
+        }
+        let stopped = || tonic::Status::unavailable("the node is stopping");
+        let serving = Serving {
+            rpcs: self.clone(),
+            inbound,
+            stopping,
+        };
+        Box::pin(futures::stream::unfold(
+            Some(serving),
+            move |serving| async move {
+                let mut serving = serving?;
+                let next = match serving.stopping.as_mut() {
+                    Some(stopping) => tokio::select! {
+                        next = serving.inbound.next() => next,
+                        // A dropped sender means the node is gone too.
+                        _ = stopping.wait_for(|stop| *stop) => return Some((Err(stopped()), None)),
+                    },
+                    None => serving.inbound.next().await,
+                };
+                let message = match next? {
+                    Ok(message) => message,
+                    Err(status) => return Some((Err(status), None)),
+                };
+                let answer = match serving.rpcs.append_entries_answer(&message).await {
+                    Ok(Err(RaftError::Fatal(_))) => return Some((Err(stopped()), None)),
+                    Ok(answer) => answer,
+                    Err(status) => return Some((Err(status), None)),
+                };
+                let mut answer = pack(&answer);
+                answer.seq = message.seq;
+                Some((Ok(answer), Some(serving)))
+            },
+        ))
     }
 
     /// `VoteRequest` → `Result<VoteResponse, RaftError>`.

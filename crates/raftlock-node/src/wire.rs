@@ -24,6 +24,7 @@ pub fn pack<T: Serialize>(value: &T) -> RaftMessage {
         crc32: crc32fast::hash(&data),
         data,
         target_id: 0,
+        seq: 0,
     }
 }
 

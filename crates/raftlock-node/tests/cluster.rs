@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use raftlock_proto::v1 as pb;
@@ -600,4 +600,48 @@ async fn a_queued_acquire_its_node_cannot_see_applied_is_withdrawn() {
     for (_, node) in nodes {
         node.shutdown().await;
     }
+}
+
+/// A follower's server ends the leader's long-lived AppendEntries stream
+/// when the node stops, so its graceful shutdown is quick, not cut off by
+/// the 5 s grace period for connections that stay busy; and the leader
+/// opens a new stream to the node once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_stops_promptly_and_is_replicated_to_after_its_restart() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let mut leases = cluster.leases(leader).await;
+    grant(&mut leases, 60_000, "before").await;
+
+    let started = Instant::now();
+    cluster.stop(follower).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "stopping a follower took {took:?}"
+    );
+
+    cluster.restart(follower).await;
+    grant(&mut leases, 60_000, "after").await;
+    let target = cluster.nodes[&leader]
+        .as_ref()
+        .expect("leader")
+        .raft()
+        .metrics()
+        .borrow()
+        .last_applied
+        .expect("applied")
+        .index;
+    let node = cluster.nodes[&follower].as_ref().expect("restarted");
+    eventually(Duration::from_secs(10), || async {
+        node.raft()
+            .metrics()
+            .borrow()
+            .last_applied
+            .is_some_and(|l| l.index >= target)
+            .then_some(())
+    })
+    .await;
+    cluster.shutdown().await;
 }

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::error::RPCError;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::VoteRequest;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftlock_core::{Command, Request, State};
 use raftlock_node::Raft;
@@ -20,7 +20,7 @@ use raftlock_node::transport::RaftRpcs;
 use raftlock_node::wire::pack;
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_proto::internal::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
-use raftlock_store::{Closed, NodeId, StateHandle, StoreOptions};
+use raftlock_store::{Closed, NodeId, StateHandle, StoreOptions, TypeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -34,6 +34,10 @@ const WAIT: Duration = Duration::from_secs(20);
 struct TestTransport {
     rpcs: RaftRpcs,
     snapshot_chunks: Arc<AtomicU64>,
+    /// AppendEntriesStream calls accepted.
+    streams_opened: Arc<AtomicU64>,
+    /// Answer AppendEntriesStream with UNIMPLEMENTED, as a build without it.
+    unary_only: Arc<AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -46,6 +50,21 @@ impl RaftTransport for TestTransport {
             .append_entries(request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    type AppendEntriesStreamStream = raftlock_node::transport::AnswerStream;
+
+    async fn append_entries_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        if self.unary_only.load(Ordering::Relaxed) {
+            return Err(Status::unimplemented("not in this build"));
+        }
+        self.streams_opened.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(
+            self.rpcs.append_entries_stream(request.into_inner(), None),
+        ))
     }
 
     async fn vote(
@@ -120,6 +139,8 @@ struct Node {
     state: StateHandle,
     closed: Closed,
     snapshot_chunks: Arc<AtomicU64>,
+    streams_opened: Arc<AtomicU64>,
+    unary_only: Arc<AtomicBool>,
     stop_server: oneshot::Sender<()>,
     server: JoinHandle<()>,
 }
@@ -136,9 +157,13 @@ impl Node {
             .await
             .expect("start raft");
         let snapshot_chunks = Arc::new(AtomicU64::new(0));
+        let streams_opened = Arc::new(AtomicU64::new(0));
+        let unary_only = Arc::new(AtomicBool::new(false));
         let service = RaftTransportServer::new(TestTransport {
             rpcs: RaftRpcs::new(raft.clone(), id),
             snapshot_chunks: Arc::clone(&snapshot_chunks),
+            streams_opened: Arc::clone(&streams_opened),
+            unary_only: Arc::clone(&unary_only),
         })
         .max_decoding_message_size(NetworkOptions::default().max_message_bytes);
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -161,6 +186,8 @@ impl Node {
             state,
             closed,
             snapshot_chunks,
+            streams_opened,
+            unary_only,
             stop_server,
             server,
         }
@@ -512,6 +539,76 @@ async fn a_peer_that_never_answers_is_a_timeout() {
         started.elapsed()
     );
     silent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_entries_share_one_stream_that_a_failure_replaces() {
+    init_tracing();
+    let config = config(None);
+    let (_dirs, nodes) = start_cluster(1, &config).await;
+    let node = nodes[0].as_ref().expect("node");
+    let opened = || node.streams_opened.load(Ordering::Relaxed);
+    let option = || RPCOption::new(Duration::from_secs(5));
+    // From a "leader" of term 0: the node, in a later term, answers with
+    // its own vote. Any answer shows the round trip worked.
+    let request = || AppendEntriesRequest::<TypeConfig> {
+        vote: openraft::Vote::new_committed(0, 9),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let mut network = Network::new(9, NetworkOptions::default());
+    let mut client = network.new_client(node.id, &node.basic_node()).await;
+    for _ in 0..3 {
+        let answer = client
+            .append_entries(request(), option())
+            .await
+            .expect("answered");
+        assert!(
+            matches!(answer, AppendEntriesResponse::HigherVote(_)),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(opened(), 1, "three requests, one stream");
+
+    // A request the peer refuses (meant for another node id) ends its
+    // stream; the next request opens a new one.
+    let mut misaddressed = network.new_client(node.id + 1, &node.basic_node()).await;
+    for _ in 0..2 {
+        let error = misaddressed
+            .append_entries(request(), option())
+            .await
+            .expect_err("meant for another node");
+        assert!(matches!(error, RPCError::Network(_)), "{error:?}");
+    }
+    assert_eq!(opened(), 3);
+    // The first client's stream is untouched.
+    client
+        .append_entries(request(), option())
+        .await
+        .expect("answered");
+    assert_eq!(opened(), 3);
+
+    // A peer without the stream: after its UNIMPLEMENTED the client sends
+    // unary AppendEntries.
+    node.unary_only.store(true, Ordering::Relaxed);
+    let mut fresh = network.new_client(node.id, &node.basic_node()).await;
+    let error = fresh
+        .append_entries(request(), option())
+        .await
+        .expect_err("no stream on this peer");
+    assert!(matches!(error, RPCError::Network(_)), "{error:?}");
+    for _ in 0..2 {
+        fresh
+            .append_entries(request(), option())
+            .await
+            .expect("answered as a unary call");
+    }
+    assert_eq!(opened(), 3);
+    // This test server ends a stream only when its Raft has stopped and a
+    // request comes: close ours, so the graceful stop need not wait.
+    drop((client, misaddressed, fresh));
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
