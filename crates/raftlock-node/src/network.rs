@@ -545,11 +545,9 @@ impl PeerClient {
                 "AppendEntries of {size} bytes exceeds the {max}-byte message limit"
             ))));
         }
-        let addr = self
-            .network
-            .dial_addr(self.target, &self.node.addr)
-            .to_string();
-        let network = self.network.clone();
+        // Borrowed, not cloned: this runs once per replicated write.
+        let network = &self.network;
+        let addr = network.dial_addr(self.target, &self.node.addr);
         let open = self.stream.take();
         let attempt = async {
             let mut stream = match open {
@@ -559,10 +557,10 @@ impl PeerClient {
                     // restarted): nothing was delivered, so the request
                     // goes on a new stream at once.
                     Err(tokio::sync::mpsc::error::SendError(message)) => {
-                        network.open_append_stream(&addr, timeout, message).await?
+                        network.open_append_stream(addr, timeout, message).await?
                     }
                 },
-                None => network.open_append_stream(&addr, timeout, message).await?,
+                None => network.open_append_stream(addr, timeout, message).await?,
             };
             match stream.answers.message().await {
                 Ok(Some(answer)) if answer.seq == seq => Ok((answer, stream)),
@@ -574,7 +572,7 @@ impl PeerClient {
                     "the peer closed the AppendEntries stream",
                 ))),
                 Err(status) => Err(network.failed(
-                    &addr,
+                    addr,
                     Method::AppendEntries,
                     stream.generation,
                     timeout,

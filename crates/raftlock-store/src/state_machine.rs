@@ -112,6 +112,14 @@ struct SaveProgress {
     every: Duration,
 }
 
+impl SaveProgress {
+    /// What sled holds is the state in memory now.
+    fn saved(&mut self) {
+        self.unsaved_entries = 0;
+        self.saved_at = Instant::now();
+    }
+}
+
 impl Saver {
     pub(crate) fn new(machine: Machine, every_entries: u64, every: Duration) -> Self {
         Saver {
@@ -159,8 +167,7 @@ impl Saver {
             dirty_batch(&mut machine)
         };
         tree.apply_batch(batch)?;
-        progress.unsaved_entries = 0;
-        progress.saved_at = Instant::now();
+        progress.saved();
         Ok(())
     }
 }
@@ -634,8 +641,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .apply_batch(batch)
                 .map_err(|e| sled_error(subject(), ErrorVerb::Write, e))?;
             *self.write()? = machine;
-            progress.unsaved_entries = 0;
-            progress.saved_at = Instant::now();
+            progress.saved();
         }
         store_snapshot_if_newer(&self.shared, &self.snapshot_write, meta, &data)?;
         flush(&self.shared, subject()).await?;
