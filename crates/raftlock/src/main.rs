@@ -171,6 +171,13 @@ impl Failure {
     }
 }
 
+/// mimalloc instead of glibc's malloc: a gRPC call allocates and frees
+/// several buffers of a few KiB (tonic's encode and decode buffers, h2's
+/// frames), which glibc serves from its slow path (`_int_malloc`,
+/// `malloc_consolidate`: ~20 % of the leader's CPU under 64 clients).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with code 2.
     let cli = Cli::parse();
