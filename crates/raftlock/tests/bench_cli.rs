@@ -100,6 +100,16 @@ fn bench_seq_with_several_clients_is_a_usage_error() {
 }
 
 #[test]
+fn bench_with_zero_threads_is_a_usage_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = raftlock();
+    cmd.args(["bench", "--workload", "seq", "--threads", "0"]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--threads") && err.contains("1..=64"), "{err}");
+}
+
+#[test]
 fn bench_exits_1_when_no_node_answers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let port = free_ports(1)[0];
@@ -134,6 +144,8 @@ fn bench_distinct_with_a_hold_holds_each_lock_that_long() {
             "4",
             "--hold",
             "50ms",
+            "--threads",
+            "2",
             "--duration",
             "1s",
             "--warmup",
@@ -142,6 +154,7 @@ fn bench_distinct_with_a_hold_holds_each_lock_that_long() {
     );
     check_report(&r, "distinct", clients);
     assert_eq!(r["hold_ms"].as_f64(), Some(50.0), "{r}");
+    assert_eq!(r["threads"].as_u64(), Some(2), "{r}");
     // Every cycle is its acquire + 50 ms + its release, so each quantile
     // of the cycles is at least that of the acquires + 50 ms (less 1 % for
     // the histogram's precision) ...
