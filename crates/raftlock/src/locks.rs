@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -506,14 +507,30 @@ async fn client(conn: &Conn) -> Result<Client, Failure> {
 // ---------------------------------------------------------------------------
 
 pub(crate) fn print_json<T: Serialize>(value: &T, pretty: bool) -> Result<(), Failure> {
-    let text = if pretty {
+    let text = json_text(value, pretty)?;
+    println!("{text}");
+    Ok(())
+}
+
+fn json_text<T: Serialize>(value: &T, pretty: bool) -> Result<String, Failure> {
+    if pretty {
         serde_json::to_string_pretty(value)
     } else {
         serde_json::to_string(value)
     }
-    .map_err(|e| Failure::Runtime(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
+    .map_err(|e| Failure::Runtime(format!("cannot encode JSON: {e}")))
+}
+
+/// Writes one line to stdout (flushed: stdout is line-buffered). `Ok(false)`
+/// when the reader has gone, as in `raftlock watch | head -3`, where
+/// `println!` would panic on the closed pipe.
+fn write_line(text: &str) -> Result<bool, Failure> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::Runtime(format!("cannot write to stdout: {e}"))),
+    }
 }
 
 fn now_unix_ms() -> u64 {
@@ -1302,7 +1319,7 @@ impl EventOut {
     }
 }
 
-/// Prints events until Ctrl-C. The stream is `Client::watch_resuming`: when
+/// Prints events until Ctrl-C, or until stdout is closed (exit 0). The stream is `Client::watch_resuming`: when
 /// it breaks it is reopened (on another node if need be) at the revision of
 /// the last event printed, skipping the events of that revision already
 /// printed. Reopening after it instead would lose the rest of that entry's
@@ -1337,10 +1354,14 @@ pub fn watch(args: WatchArgs) -> Result<(), Failure> {
                 item = stream.next() => match item {
                     Some(Ok(e)) => {
                         let out = EventOut::new(e);
-                        if args.conn.json {
-                            print_json(&out, false)?;
+                        let line = if args.conn.json {
+                            json_text(&out, false)?
                         } else {
-                            println!("{}", out.text());
+                            out.text()
+                        };
+                        // Whoever read the events has gone: nothing left to do.
+                        if !write_line(&line)? {
+                            return Ok(());
                         }
                     }
                     // It cannot go on: the events it needs are gone from

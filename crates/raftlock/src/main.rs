@@ -183,7 +183,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) | Command::Exec(_)
+        Command::Serve(_)
+            | Command::Dev(_)
+            | Command::Bench(_)
+            | Command::Exec(_)
+            | Command::Watch(_)
     ) {
         restore_sigpipe();
     }
@@ -213,8 +217,11 @@ fn main() -> ExitCode {
 /// early (`raftlock list | head`, `| grep -q`). Rust ignores SIGPIPE, so
 /// `println!` would panic on the closed pipe; with the default action the
 /// process ends quietly, as `cat` or `grep` do. Not for the servers (their
-/// sockets must never kill them) nor `exec` (it must outlive its stdout to
-/// release the lock).
+/// sockets must never kill them), `exec` (it must outlive its stdout to
+/// release the lock) nor `watch`: it rides out node restarts, and a write
+/// to the socket of a node that died would raise SIGPIPE too (hyper writes
+/// with `writev`, which has no MSG_NOSIGNAL); it notices a closed stdout
+/// itself and exits 0.
 fn restore_sigpipe() {
     // SAFETY: setting a signal's disposition to the default, before any
     // other thread exists.

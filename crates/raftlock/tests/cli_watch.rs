@@ -181,6 +181,35 @@ fn watch_from_revision_replays_history_and_then_follows_new_events() {
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
 }
 
+#[test]
+fn a_watch_whose_reader_goes_away_exits_0_without_a_panic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start(tmp.path());
+    let log = tmp.path().join("watch-closed.log");
+    let mut proc = Proc::spawn_keeping_stdout(
+        {
+            let mut cmd = dev.cmd(&["watch", "cp/", "--json"]);
+            cmd.stdout(Stdio::piped());
+            cmd
+        },
+        &log,
+    );
+    let mut stdout = BufReader::new(proc.child.stdout.take().expect("stdout"));
+    // The watch is open once it has printed the first event.
+    dev.json(&["acquire", "cp/a", "--ttl", "1m", "--json"]);
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first event");
+    assert!(first.contains("cp/a"), "{first}");
+    // The reader goes (as `raftlock watch | head -1` does); the next event
+    // finds the pipe closed.
+    drop(stdout);
+    dev.json(&["acquire", "cp/b", "--ttl", "1m", "--json"]);
+    let status = proc.wait_exit(Duration::from_secs(20));
+    let text = proc.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}\n{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
 // ---------------------------------------------------------------------------
 // A node that breaks the watch in the middle of one entry's events
 // ---------------------------------------------------------------------------
