@@ -629,6 +629,32 @@ fn a_writer_is_not_starved_by_readers_arriving_after_it() {
 }
 
 #[test]
+fn a_reader_does_not_overtake_a_writer_that_waits_for_another_of_its_locks() {
+    let mut sm = Sm::new();
+    let h = sm.lease();
+    let w = sm.lease();
+    let r = sm.lease();
+    let ty = sm.take(h, "y");
+    // w wants x and y together; x is free, y is held: w queues on both.
+    sm.wait(w, &[("x", X), ("y", X)]).unwrap();
+    assert!(sm.holders("x").is_empty());
+    // A reader arriving on x now would stand behind w, whose run is w alone.
+    let err = sm.err(acquire(r, &[("x", S)], false));
+    assert!(matches!(err, LockError::Busy { .. }), "{err:?}");
+    assert!(sm.wait(r, &[("x", S)]).is_some(), "r queues behind w");
+    sm.release(h, "y", ty);
+    assert_eq!(sm.holders("x"), vec![w]);
+    assert_eq!(sm.holders("y"), vec![w]);
+    let tw = sm.token_of("x", w);
+    sm.apply(Command::Release {
+        lease: w,
+        token: tw,
+        names: vec!["x".into(), "y".into()],
+    });
+    assert_eq!(sm.holders("x"), vec![r]);
+}
+
+#[test]
 fn a_release_lets_the_whole_shared_run_at_the_head_in_with_one_token() {
     let mut sm = Sm::new();
     let w1 = sm.lease();
