@@ -1319,8 +1319,9 @@ impl EventOut {
     }
 }
 
-/// Prints events until Ctrl-C, or until stdout is closed (exit 0). The stream is `Client::watch_resuming`: when
-/// it breaks it is reopened (on another node if need be) at the revision of
+/// Prints events until Ctrl-C, or until stdout is closed (exit 0 either
+/// way). The stream is `Client::watch_resuming`: when it breaks it is
+/// reopened (on another node if need be) at the revision of
 /// the last event printed, skipping the events of that revision already
 /// printed. Reopening after it instead would lose the rest of that entry's
 /// events (a release and the grant to the next waiter share one revision,

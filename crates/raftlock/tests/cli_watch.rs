@@ -188,14 +188,15 @@ fn a_watch_whose_reader_goes_away_exits_0_without_a_panic() {
     let log = tmp.path().join("watch-closed.log");
     let mut proc = Proc::spawn_keeping_stdout(
         {
-            let mut cmd = dev.cmd(&["watch", "cp/", "--json"]);
+            // From revision 1, so the first event comes whenever the
+            // watch opens, before or after the acquire below.
+            let mut cmd = dev.cmd(&["watch", "cp/", "--json", "--from-revision", "1"]);
             cmd.stdout(Stdio::piped());
             cmd
         },
         &log,
     );
     let mut stdout = BufReader::new(proc.child.stdout.take().expect("stdout"));
-    // The watch is open once it has printed the first event.
     dev.json(&["acquire", "cp/a", "--ttl", "1m", "--json"]);
     let mut first = String::new();
     stdout.read_line(&mut first).expect("first event");
