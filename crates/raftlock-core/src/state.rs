@@ -1045,24 +1045,24 @@ impl State {
             return false;
         }
         let ahead = lock.queue.len();
-        if ahead > 0
-            && (mode == Mode::Exclusive
-                || self.head_run(lock).len() != ahead
-                || self.queued_exclusive(lock))
-        {
-            // Behind an exclusive request a newcomer is never in its run
-            // (that run is the one request), even when the exclusive one
+        if ahead > 0 {
+            if mode == Mode::Exclusive {
+                return false;
+            }
+            let run = self.head_run(lock);
+            // A run that holds an exclusive request is that request alone,
+            // so a newcomer behind it is never in it, even when that request
             // could be let in here now and waits only for another lock.
-            return false;
+            let run_is_exclusive = run
+                .first()
+                .and_then(|id| self.waiters.get(id))
+                .and_then(|w| w.mode_on(&lock.name))
+                == Some(Mode::Exclusive);
+            if run.len() != ahead || run_is_exclusive {
+                return false;
+            }
         }
         fits_holders(lock, mode, ahead)
-    }
-
-    /// Whether an exclusive request waits in the lock's queue.
-    fn queued_exclusive(&self, lock: &Lock) -> bool {
-        lock.queue.iter().any(|id| {
-            self.waiters.get(id).and_then(|w| w.mode_on(&lock.name)) == Some(Mode::Exclusive)
-        })
     }
 
     /// The queued requests at the head of the lock that could all be granted

@@ -276,7 +276,7 @@ impl Plan {
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
     let plan = Plan::new(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads as usize)
+        .worker_threads(plan.threads as usize)
         .enable_all()
         .thread_name("bench")
         .build()
