@@ -506,10 +506,12 @@ async fn client(conn: &Conn) -> Result<Client, Failure> {
 // Output
 // ---------------------------------------------------------------------------
 
+/// Prints one JSON document. A closed stdout is not an error here: for the
+/// short commands SIGPIPE has already ended the process quietly, and for
+/// those that keep SIGPIPE ignored (see `restore_sigpipe` in main.rs) the
+/// call has done its work; a loop that prints calls [`write_line`] itself.
 pub(crate) fn print_json<T: Serialize>(value: &T, pretty: bool) -> Result<(), Failure> {
-    let text = json_text(value, pretty)?;
-    println!("{text}");
-    Ok(())
+    write_line(&json_text(value, pretty)?).map(drop)
 }
 
 fn json_text<T: Serialize>(value: &T, pretty: bool) -> Result<String, Failure> {
@@ -521,9 +523,10 @@ fn json_text<T: Serialize>(value: &T, pretty: bool) -> Result<String, Failure> {
     .map_err(|e| Failure::Runtime(format!("cannot encode JSON: {e}")))
 }
 
-/// Writes one line to stdout (flushed: stdout is line-buffered). `Ok(false)`
-/// when the reader has gone, as in `raftlock watch | head -3`, where
-/// `println!` would panic on the closed pipe.
+/// Writes one line (or several, joined by newlines) to stdout, flushed:
+/// stdout is line-buffered. `Ok(false)` when the reader has gone, as in
+/// `raftlock watch | head -3`, where `println!` would panic on the closed
+/// pipe.
 fn write_line(text: &str) -> Result<bool, Failure> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
@@ -956,14 +959,23 @@ async fn keep_alive(rpc: &Rpc, lease: u64, json: bool) -> Result<(), Failure> {
                 msg = responses.message() => match msg {
                     Ok(Some(r)) => {
                         every = Duration::from_millis((r.ttl_ms / 3).max(100));
-                        if json {
-                            print_json(&serde_json::json!({
+                        let line = if json {
+                            json_text(&serde_json::json!({
                                 "lease_id": r.lease_id,
                                 "ttl_ms": r.ttl_ms,
                                 "renewed_at_unix_ms": now_unix_ms(),
-                            }), false)?;
+                            }), false)?
                         } else {
-                            println!("lease {} renewed, ttl {}", r.lease_id, ms_text(r.ttl_ms));
+                            format!("lease {} renewed, ttl {}", r.lease_id, ms_text(r.ttl_ms))
+                        };
+                        if !write_line(&line)? {
+                            // `raftlock lease keep-alive 7 | head -1`: the
+                            // reader has gone, as it would on Ctrl-C.
+                            eprintln!(
+                                "stdout closed: stopped keeping lease {lease} alive; it expires \
+                                 after its ttl"
+                            );
+                            return Ok(());
                         }
                     }
                     Ok(None) => {
@@ -1071,24 +1083,26 @@ pub fn acquire(args: AcquireArgs) -> Result<(), Failure> {
                 true,
             )
         } else {
-            println!("acquired {name} ({})", mode_name(mode as i32));
-            println!("lease   {lease_id}");
-            println!("token   {}", r.token);
-            match ttl_ms {
-                Some(t) => println!(
+            let expiry = match ttl_ms {
+                Some(t) => format!(
                     "expiry  in {} with the new lease, unless kept alive: raftlock lease \
                      keep-alive {lease_id}",
                     ms_text(t)
                 ),
-                None => println!(
+                None => format!(
                     "expiry  when lease {lease_id} expires (its ttl after its last keep-alive)"
                 ),
-            }
-            println!(
-                "release with: raftlock release {name} --token {} --lease {lease_id}",
+            };
+            // A closed stdout (`| head -1`) still leaves the lock acquired:
+            // exit 0, as the exit code is what says so.
+            write_line(&format!(
+                "acquired {name} ({})\nlease   {lease_id}\ntoken   {}\n{expiry}\n\
+                 release with: raftlock release {name} --token {} --lease {lease_id}",
+                mode_name(mode as i32),
+                r.token,
                 r.token
-            );
-            Ok(())
+            ))
+            .map(drop)
         }
     })
 }

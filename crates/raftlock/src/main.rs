@@ -188,7 +188,9 @@ fn main() -> ExitCode {
             | Command::Bench(_)
             | Command::Exec(_)
             | Command::Watch(_)
-    ) {
+            | Command::Acquire(_)
+    ) && !matches!(&cli.command, Command::Lease(a) if matches!(a.command, locks::LeaseCommand::KeepAlive { .. }))
+    {
         restore_sigpipe();
     }
     let result = match cli.command {
@@ -218,10 +220,11 @@ fn main() -> ExitCode {
 /// `println!` would panic on the closed pipe; with the default action the
 /// process ends quietly, as `cat` or `grep` do. Not for the servers (their
 /// sockets must never kill them), `exec` (it must outlive its stdout to
-/// release the lock) nor `watch`: it rides out node restarts, and a write
-/// to the socket of a node that died would raise SIGPIPE too (hyper writes
-/// with `writev`, which has no MSG_NOSIGNAL); it notices a closed stdout
-/// itself and exits 0.
+/// release the lock), nor the commands that ride out node restarts:
+/// `watch`, `acquire` (its --wait) and `lease keep-alive`. A write to the
+/// socket of a node that died would raise SIGPIPE too (hyper writes with
+/// `writev`, which has no MSG_NOSIGNAL) and kill them in the middle of a
+/// retry; they notice a closed stdout themselves (`locks::write_line`).
 fn restore_sigpipe() {
     // SAFETY: setting a signal's disposition to the default, before any
     // other thread exists.

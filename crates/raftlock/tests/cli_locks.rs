@@ -372,3 +372,92 @@ fn shared_holds_and_semaphore_permits_are_counted_and_a_full_one_exits_3() {
     let (code, _, err) = dev.run(&["acquire", "pool/g", "--permits", "2", "--wait", "0"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Whether process `pid` ignores SIGPIPE (bit 13 of /proc's SigIgn mask).
+fn ignores_sigpipe(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).expect("SigIgn mask"))
+        .expect("SigIgn line");
+    mask & (1 << (libc::SIGPIPE - 1)) != 0
+}
+
+/// `acquire --wait` and `lease keep-alive` outlive node restarts, so a
+/// write to the socket of a node that died must be an error they retry,
+/// not a SIGPIPE that kills them: they keep SIGPIPE ignored, and a closed
+/// stdout ends them with exit 0 instead.
+#[test]
+fn acquire_and_keep_alive_ignore_sigpipe_and_exit_0_on_a_closed_stdout() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start(tmp.path());
+    let holder = dev.json(&["acquire", "sp/x", "--ttl", "1m", "--json"]);
+    let (token, lease) = (
+        holder["token"].as_u64().expect("token").to_string(),
+        holder["lease_id"].as_u64().expect("lease").to_string(),
+    );
+
+    // A waiter whose reader has already gone.
+    let log = tmp.path().join("acquire-closed.log");
+    let mut waiter = Proc::spawn_keeping_stdout(
+        {
+            let mut cmd = dev.cmd(&["acquire", "sp/x", "--ttl", "1m", "--wait", "30s"]);
+            cmd.stdout(Stdio::piped());
+            cmd
+        },
+        &log,
+    );
+    drop(waiter.child.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dev.json(&["inspect", "sp/x", "--json"])["queue"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(
+            Instant::now() < deadline && waiter.exited().is_none(),
+            "the waiter never queued: {}",
+            waiter.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ignores_sigpipe(waiter.pid()),
+        "acquire --wait lets SIGPIPE kill it"
+    );
+    let (code, _, err) = dev.run(&["release", "sp/x", "--token", &token, "--lease", &lease]);
+    assert_eq!(code, 0, "{err}");
+    let status = waiter.wait_exit(Duration::from_secs(20));
+    let text = waiter.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}\n{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let info = dev.json(&["inspect", "sp/x", "--json"]);
+    assert_eq!(info["holders"].as_array().map(Vec::len), Some(1), "{info}");
+
+    // A keep-alive whose reader goes after the first renewal.
+    let granted = dev.json(&["lease", "grant", "--ttl", "3s", "--json"]);
+    let id = granted["lease_id"].as_u64().expect("lease_id").to_string();
+    let log = tmp.path().join("keep-alive-closed.log");
+    let mut keeper = Proc::spawn_keeping_stdout(
+        {
+            let mut cmd = dev.cmd(&["lease", "keep-alive", &id]);
+            cmd.stdout(Stdio::piped());
+            cmd
+        },
+        &log,
+    );
+    let mut stdout = BufReader::new(keeper.child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first renewal");
+    assert!(first.contains("renewed"), "{first}");
+    assert!(
+        ignores_sigpipe(keeper.pid()),
+        "lease keep-alive lets SIGPIPE kill it"
+    );
+    drop(stdout);
+    let status = keeper.wait_exit(Duration::from_secs(20));
+    let text = keeper.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}\n{text}");
+    assert!(text.contains("stdout closed"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
