@@ -181,16 +181,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // clap prints usage errors itself and exits with code 2.
     let cli = Cli::parse();
-    if !matches!(
-        cli.command,
-        Command::Serve(_)
-            | Command::Dev(_)
-            | Command::Bench(_)
-            | Command::Exec(_)
-            | Command::Watch(_)
-            | Command::Acquire(_)
-    ) && !matches!(&cli.command, Command::Lease(a) if matches!(a.command, locks::LeaseCommand::KeepAlive { .. }))
-    {
+    if !keeps_sigpipe_ignored(&cli.command) {
         restore_sigpipe();
     }
     let result = match cli.command {
@@ -215,16 +206,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// The short-lived commands print to stdout, often into a pipe that closes
-/// early (`raftlock list | head`, `| grep -q`). Rust ignores SIGPIPE, so
-/// `println!` would panic on the closed pipe; with the default action the
-/// process ends quietly, as `cat` or `grep` do. Not for the servers (their
-/// sockets must never kill them), `exec` (it must outlive its stdout to
-/// release the lock), nor the commands that ride out node restarts:
-/// `watch`, `acquire` (its --wait) and `lease keep-alive`. A write to the
-/// socket of a node that died would raise SIGPIPE too (hyper writes with
-/// `writev`, which has no MSG_NOSIGNAL) and kill them in the middle of a
-/// retry; they notice a closed stdout themselves (`locks::write_line`).
+/// Whether `command` runs with SIGPIPE ignored, as Rust starts every
+/// program. The short-lived commands print to stdout, often into a pipe
+/// that closes early (`raftlock list | head`, `| grep -q`); with SIGPIPE
+/// ignored `println!` would panic on the closed pipe, with the default
+/// action the process ends quietly, as `cat` or `grep` do. Ignored stays
+/// ignored for the servers (their sockets must never kill them), `exec` (it
+/// must outlive its stdout to release the lock), and the commands that ride
+/// out node restarts: `watch`, `acquire` (its --wait) and `lease
+/// keep-alive`. A write to the socket of a node that died would raise
+/// SIGPIPE too (hyper writes with `writev`, which has no MSG_NOSIGNAL) and
+/// kill them in the middle of a retry; they notice a closed stdout
+/// themselves (`locks::write_line`).
+fn keeps_sigpipe_ignored(command: &Command) -> bool {
+    match command {
+        Command::Serve(_)
+        | Command::Dev(_)
+        | Command::Bench(_)
+        | Command::Exec(_)
+        | Command::Watch(_)
+        | Command::Acquire(_) => true,
+        Command::Lease(args) => matches!(args.command, locks::LeaseCommand::KeepAlive { .. }),
+        _ => false,
+    }
+}
+
+/// See [`keeps_sigpipe_ignored`].
 fn restore_sigpipe() {
     // SAFETY: setting a signal's disposition to the default, before any
     // other thread exists.
