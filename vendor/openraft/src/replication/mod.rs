@@ -391,9 +391,31 @@ where
             let rng = log_ids.data();
 
             // The log index start and end to send.
+            let requested_end = rng.last.next_index();
             let (start, end) = {
                 let start = rng.prev.next_index();
-                let end = rng.last.next_index();
+                let mut end = requested_end;
+
+                if start < end {
+                    // raftlock patch: let the tasks that are ready to append run first (a
+                    // yield defers this task until the runtime has polled its I/O
+                    // driver), then also send the entries this leader appended since
+                    // the engine chose `rng`, up to the payload limit, instead of
+                    // leaving them to wait for this request's answer (one request is
+                    // in flight per follower). The answer's `matching` may then pass
+                    // `rng.last`; the engine takes that as the whole inflight range
+                    // acknowledged (`Inflight::ack`).
+                    tokio::task::yield_now().await;
+                    // The core may have ended this session meanwhile (a higher vote,
+                    // a membership change): then a new leader may be truncating this
+                    // log, and nothing more may be read from it for this session.
+                    if self.rx_event.is_closed() {
+                        return Err(ReplicationError::Closed(ReplicationClosed::new(
+                            "replication closed while gathering entries",
+                        )));
+                    }
+                    end = std::cmp::max(end, start + self.config.max_payload_entries);
+                }
 
                 if let Some(hint) = self.entries_hint.get() {
                     let hint_end = start + hint;
@@ -409,7 +431,27 @@ where
                 (vec![], r)
             } else {
                 // limited_get_log_entries will return logs smaller than the range [start, end).
-                let logs = self.log_reader.limited_get_log_entries(start, end).await?;
+                let mut logs = self.log_reader.limited_get_log_entries(start, end).await?;
+
+                // raftlock patch: past the requested range, only this leader's own entries
+                // (of its term, in index order): entries are appended one after the
+                // other, and an entry of another leader there would mean the log is
+                // no longer this session's.
+                if end > requested_end {
+                    let own = self.session_id.vote_ref().committed_leader_id();
+                    let mut prev_index: Option<u64> = None;
+                    let keep = logs
+                        .iter()
+                        .position(|e| {
+                            let id = e.get_log_id();
+                            let extra = id.index >= requested_end;
+                            let gap = prev_index.is_some_and(|p| id.index != p + 1);
+                            prev_index = Some(id.index);
+                            extra && (gap || Some(&id.leader_id) != own.as_ref())
+                        })
+                        .unwrap_or(logs.len());
+                    logs.truncate(keep);
+                }
 
                 // Handle an empty result gracefully by treating it as a heartbeat.
                 // Returning nothing for a non-empty range violates the API contract, but a

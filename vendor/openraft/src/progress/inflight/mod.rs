@@ -176,7 +176,9 @@ impl<NID: NodeId> Inflight<NID> {
             Inflight::Logs { id, log_id_range } => {
                 *self = {
                     debug_assert!(upto >= log_id_range.prev);
-                    debug_assert!(upto <= log_id_range.last);
+                    // raftlock patch: `upto` may pass `last`: the replication core sends
+                    // the entries appended after the range was chosen with it. The
+                    // whole range is then acknowledged (`logs` gives `None`).
                     Inflight::logs(upto, log_id_range.last.clone()).with_id(*id)
                 }
             }
