@@ -406,9 +406,10 @@ where
                     // `rng.last`; the engine takes that as the whole inflight range
                     // acknowledged (`Inflight::ack`).
                     tokio::task::yield_now().await;
-                    // The core may have ended this session meanwhile (a higher vote,
-                    // a membership change): then a new leader may be truncating this
-                    // log, and nothing more may be read from it for this session.
+                    // The core may have replaced this session meanwhile (a new
+                    // election, a membership change): send nothing more for it. A
+                    // step-down alone does not close the channel; the checks after
+                    // the read below cover that.
                     if self.rx_event.is_closed() {
                         return Err(ReplicationError::Closed(ReplicationClosed::new(
                             "replication closed while gathering entries",
@@ -433,23 +434,45 @@ where
                 // limited_get_log_entries will return logs smaller than the range [start, end).
                 let mut logs = self.log_reader.limited_get_log_entries(start, end).await?;
 
-                // raftlock patch: past the requested range, only this leader's own entries
-                // (of its term, in index order): entries are appended one after the
-                // other, and an entry of another leader there would mean the log is
-                // no longer this session's.
+                // raftlock patch: what may go past the requested range.
                 if end > requested_end {
-                    let own = self.session_id.vote_ref().committed_leader_id();
-                    let mut prev_index: Option<u64> = None;
-                    let keep = logs
-                        .iter()
-                        .position(|e| {
-                            let id = e.get_log_id();
-                            let extra = id.index >= requested_end;
-                            let gap = prev_index.is_some_and(|p| id.index != p + 1);
-                            prev_index = Some(id.index);
-                            extra && (gap || Some(&id.leader_id) != own.as_ref())
-                        })
-                        .unwrap_or(logs.len());
+                    let in_range = logs.partition_point(|e| e.get_log_id().index < requested_end);
+                    // The requested range as the engine chose it: if the entry at its
+                    // end is now another one, the log was truncated, which a leader
+                    // never does to its own log: this session is over (a step-down,
+                    // then a new leader's entries), and nothing is sent for it.
+                    if let (Some(want), Some(got)) = (&rng.last, logs.get(in_range.wrapping_sub(1))) {
+                        if got.get_log_id().index == want.index && got.get_log_id() != want {
+                            return Err(ReplicationError::Closed(ReplicationClosed::new(
+                                "the log changed under this replication session",
+                            )));
+                        }
+                    }
+                    // Extend only a read that is the whole requested range, from its
+                    // first index (a purge may have raised it) to `rng.last`; then
+                    // only entries of this leader's own term, each following the one
+                    // before: entries are appended in index order, and an entry of
+                    // another term there would mean the log is no longer this
+                    // session's.
+                    let whole = logs.first().map(|e| e.get_log_id().index) == Some(start)
+                        && in_range as u64 == requested_end - start
+                        && logs.get(in_range.wrapping_sub(1)).map(|e| e.get_log_id()) == rng.last.as_ref();
+                    let keep = if whole {
+                        let own = self.session_id.vote_ref().committed_leader_id();
+                        let mut next = requested_end;
+                        in_range
+                            + logs[in_range..]
+                                .iter()
+                                .take_while(|e| {
+                                    let id = e.get_log_id();
+                                    let ok = id.index == next && Some(&id.leader_id) == own.as_ref();
+                                    next += 1;
+                                    ok
+                                })
+                                .count()
+                    } else {
+                        in_range
+                    };
                     logs.truncate(keep);
                 }
 
