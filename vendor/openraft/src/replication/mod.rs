@@ -394,36 +394,39 @@ where
             let requested_end = rng.last.next_index();
             let (start, end) = {
                 let start = rng.prev.next_index();
-                let mut end = requested_end;
 
-                if start < end {
-                    // raftlock patch: let the tasks that are ready to append run first (a
-                    // yield defers this task until the runtime has polled its I/O
-                    // driver), then also send the entries this leader appended since
-                    // the engine chose `rng`, up to the payload limit, instead of
-                    // leaving them to wait for this request's answer (one request is
-                    // in flight per follower). The answer's `matching` may then pass
-                    // `rng.last`; the engine takes that as the whole inflight range
-                    // acknowledged (`Inflight::ack`).
+                let mut end = requested_end;
+                if let Some(hint) = self.entries_hint.get() {
+                    end = std::cmp::min(end, start + hint);
+                }
+
+                // raftlock patch: also send the entries this leader appended since
+                // the engine chose `rng`, up to the payload limit, instead of leaving
+                // them to wait for this request's answer (one request is in flight
+                // per follower). The answer's `matching` may then pass `rng.last`;
+                // the engine takes that as the whole inflight range acknowledged
+                // (`Inflight::ack`). Only when there is room past the range.
+                let limit = match self.entries_hint.get() {
+                    Some(hint) => start + std::cmp::min(hint, self.config.max_payload_entries),
+                    None => start + self.config.max_payload_entries,
+                };
+                if start < end && end == requested_end && limit > requested_end {
+                    // Let the tasks that are ready to append run first: a yield
+                    // defers this task until the runtime has polled its I/O driver,
+                    // so client calls already on the sockets reach the log.
                     tokio::task::yield_now().await;
                     // The core may have replaced this session meanwhile (a new
                     // election, a membership change): send nothing more for it. A
                     // step-down alone does not close the channel; the checks after
-                    // the read below cover that.
+                    // the read cover that.
                     if self.rx_event.is_closed() {
                         return Err(ReplicationError::Closed(ReplicationClosed::new(
                             "replication closed while gathering entries",
                         )));
                     }
-                    end = std::cmp::max(end, start + self.config.max_payload_entries);
+                    end = limit;
                 }
-
-                if let Some(hint) = self.entries_hint.get() {
-                    let hint_end = start + hint;
-                    (start, std::cmp::min(end, hint_end))
-                } else {
-                    (start, end)
-                }
+                (start, end)
             };
 
             if start == end {
@@ -434,29 +437,28 @@ where
                 // limited_get_log_entries will return logs smaller than the range [start, end).
                 let mut logs = self.log_reader.limited_get_log_entries(start, end).await?;
 
-                // raftlock patch: what may go past the requested range.
+                // raftlock patch: a read that covers `rng.last` must find exactly it
+                // there. Anything else means the log was truncated, which a leader
+                // never does to its own log: this session is over (a step-down, then
+                // a new leader's entries) and nothing is sent for it. (An empty read
+                // keeps upstream's handling below.)
+                let in_range = logs.partition_point(|e| e.get_log_id().index < requested_end);
+                let last_read = logs.get(in_range.wrapping_sub(1)).map(|e| e.get_log_id());
+                if end >= requested_end && !logs.is_empty() && last_read != rng.last.as_ref() {
+                    return Err(ReplicationError::Closed(ReplicationClosed::new(
+                        "the log changed under this replication session",
+                    )));
+                }
+
+                // raftlock patch: what may go past the requested range. Only after
+                // a read that is the whole requested range from its first index (a
+                // purge may have raised it) to `rng.last` (checked above); then only
+                // entries of this leader's own term, each following the one before:
+                // entries are appended in index order, and an entry of another term
+                // there would mean the log is no longer this session's.
                 if end > requested_end {
-                    let in_range = logs.partition_point(|e| e.get_log_id().index < requested_end);
-                    // The requested range as the engine chose it: if the entry at its
-                    // end is now another one, the log was truncated, which a leader
-                    // never does to its own log: this session is over (a step-down,
-                    // then a new leader's entries), and nothing is sent for it.
-                    if let (Some(want), Some(got)) = (&rng.last, logs.get(in_range.wrapping_sub(1))) {
-                        if got.get_log_id().index == want.index && got.get_log_id() != want {
-                            return Err(ReplicationError::Closed(ReplicationClosed::new(
-                                "the log changed under this replication session",
-                            )));
-                        }
-                    }
-                    // Extend only a read that is the whole requested range, from its
-                    // first index (a purge may have raised it) to `rng.last`; then
-                    // only entries of this leader's own term, each following the one
-                    // before: entries are appended in index order, and an entry of
-                    // another term there would mean the log is no longer this
-                    // session's.
                     let whole = logs.first().map(|e| e.get_log_id().index) == Some(start)
-                        && in_range as u64 == requested_end - start
-                        && logs.get(in_range.wrapping_sub(1)).map(|e| e.get_log_id()) == rng.last.as_ref();
+                        && in_range as u64 == requested_end - start;
                     let keep = if whole {
                         let own = self.session_id.vote_ref().committed_leader_id();
                         let mut next = requested_end;
