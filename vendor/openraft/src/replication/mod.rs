@@ -445,6 +445,12 @@ where
                 let in_range = logs.partition_point(|e| e.get_log_id().index < requested_end);
                 let last_read = logs.get(in_range.wrapping_sub(1)).map(|e| e.get_log_id());
                 if end >= requested_end && !logs.is_empty() && last_read != rng.last.as_ref() {
+                    tracing::warn!(
+                        target = display(&self.target),
+                        requested = display(rng),
+                        found = display(last_read.display()),
+                        "the log changed under this replication session; it stops"
+                    );
                     return Err(ReplicationError::Closed(ReplicationClosed::new(
                         "the log changed under this replication session",
                     )));
