@@ -508,7 +508,7 @@ async fn client(conn: &Conn) -> Result<Client, Failure> {
 
 /// Prints one JSON document. A closed stdout is not an error here: for the
 /// short commands SIGPIPE has already ended the process quietly, and for
-/// those that keep SIGPIPE ignored (see `restore_sigpipe` in main.rs) the
+/// those that keep SIGPIPE ignored (`keeps_sigpipe_ignored` in main.rs) the
 /// call has done its work; a loop that prints calls [`write_line`] itself.
 pub(crate) fn print_json<T: Serialize>(value: &T, pretty: bool) -> Result<(), Failure> {
     write_line(&json_text(value, pretty)?).map(drop)

@@ -395,22 +395,23 @@ where
             let (start, end) = {
                 let start = rng.prev.next_index();
 
-                let mut end = requested_end;
-                if let Some(hint) = self.entries_hint.get() {
-                    end = std::cmp::min(end, start + hint);
-                }
+                // Read once: each `get` uses up one of the hint's requests.
+                let hint = self.entries_hint.get();
+                let mut end = match hint {
+                    Some(hint) => std::cmp::min(requested_end, start + hint),
+                    None => requested_end,
+                };
 
                 // raftlock patch: also send the entries this leader appended since
                 // the engine chose `rng`, up to the payload limit, instead of leaving
                 // them to wait for this request's answer (one request is in flight
                 // per follower). The answer's `matching` may then pass `rng.last`;
                 // the engine takes that as the whole inflight range acknowledged
-                // (`Inflight::ack`). Only when there is room past the range.
-                let limit = match self.entries_hint.get() {
-                    Some(hint) => start + std::cmp::min(hint, self.config.max_payload_entries),
-                    None => start + self.config.max_payload_entries,
-                };
-                if start < end && end == requested_end && limit > requested_end {
+                // (`Inflight::ack`). Only when there is room past the range (a hint
+                // that cuts the range leaves none).
+                let max = self.config.max_payload_entries;
+                let limit = start + hint.map_or(max, |hint| std::cmp::min(hint, max));
+                if start < requested_end && limit > requested_end {
                     // Let the tasks that are ready to append run first: a yield
                     // defers this task until the runtime has polled its I/O driver,
                     // so client calls already on the sockets reach the log.
