@@ -97,14 +97,13 @@ impl Node {
         // Every task of this node logs inside its span (node id).
         let span = tracing::Span::current();
 
-        let (mut log_store, state_machine) = open(
+        let (log_store, state_machine) = open(
             &config.data_dir,
             StoreOptions {
                 cache_capacity_bytes: config.cache_capacity_bytes,
                 ..StoreOptions::default()
             },
         )?;
-        step_down_from_stored_leadership(&mut log_store, config.id).await?;
         let state = state_machine.handle();
         // Subscribe before Raft applies anything, so no apply is missed.
         let applied_rx = state_machine.subscribe();
@@ -422,34 +421,6 @@ async fn feed_applies(
     }
 }
 
-/// A node that was leader when it stopped must not lead again in the same
-/// term. Our openraft lets a leader replicate entries before its own flush
-/// returns (vendor/README.md), so after a crash its log may lack entries of
-/// its term that followers hold and have committed; resuming leadership in
-/// that term would hand out their log ids again to other entries. Its own
-/// vote, saved as not committed, keeps it from voting for anyone else in
-/// that term, and it leads again only by winning a later election, which
-/// needs a log as complete as a majority's.
-async fn step_down_from_stored_leadership(
-    log_store: &mut raftlock_store::LogStore,
-    id: u64,
-) -> Result<(), StartError> {
-    use openraft::storage::RaftLogStorage;
-    let store_error = |e: openraft::StorageError<u64>| StartError::Raft(e.to_string());
-    let Some(vote) = log_store.read_vote().await.map_err(store_error)? else {
-        return Ok(());
-    };
-    if vote.is_committed() && vote.leader_id().voted_for() == Some(id) {
-        let term = vote.leader_id().get_term();
-        log_store
-            .save_vote(&openraft::Vote::new(term, id))
-            .await
-            .map_err(store_error)?;
-        tracing::info!(term, "was leader when stopped: starting as a follower");
-    }
-    Ok(())
-}
-
 /// Starts and stops the lease keeper with leadership.
 async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
     // Server metrics: woken by role and vote changes only (not per write).
@@ -623,46 +594,5 @@ impl Drop for NodeHandle {
         for task in &self.tasks {
             task.abort();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use openraft::Vote;
-    use openraft::storage::RaftLogStorage;
-
-    use super::*;
-
-    async fn stored_vote_after_start(saved: Vote<u64>, own_id: u64) -> Option<Vote<u64>> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut log, _sm) = open(dir.path(), StoreOptions::default()).expect("open");
-        log.save_vote(&saved).await.expect("vote");
-        step_down_from_stored_leadership(&mut log, own_id)
-            .await
-            .expect("step down");
-        log.read_vote().await.expect("read")
-    }
-
-    #[tokio::test]
-    async fn a_node_that_led_when_it_stopped_starts_with_its_vote_uncommitted() {
-        assert_eq!(
-            stored_vote_after_start(Vote::new_committed(3, 1), 1).await,
-            Some(Vote::new(3, 1)),
-            "same term, same candidate, no longer a leader's vote"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_follower_keeps_its_vote_for_the_leader() {
-        let for_leader = Vote::new_committed(3, 2);
-        assert_eq!(
-            stored_vote_after_start(for_leader, 1).await,
-            Some(for_leader)
-        );
-        let uncommitted = Vote::new(4, 1);
-        assert_eq!(
-            stored_vote_after_start(uncommitted, 1).await,
-            Some(uncommitted)
-        );
     }
 }

@@ -172,6 +172,7 @@ async fn single_node_raft_commits_concurrent_writes_snapshots_and_restarts() {
     );
 
     let before: State = handle.read(State::clone);
+    let term_before = raft.metrics().borrow().current_term;
     raft.shutdown().await.expect("shutdown");
     drop(raft);
     // openraft drops the storage asynchronously after shutdown.
@@ -189,6 +190,13 @@ async fn single_node_raft_commits_concurrent_writes_snapshots_and_restarts() {
         .state(ServerState::Leader, "leader again")
         .await
         .expect("leader");
+    // openraft restart rule (vendor/README.md): a node that led when it
+    // stopped leads again only through a new election, in a later term.
+    let term_after = raft.metrics().borrow().current_term;
+    assert!(
+        term_after > term_before,
+        "led again in term {term_after}, not after an election past {term_before}"
+    );
     let released = raft
         .client_write(req(Command::RevokeLease { lease }))
         .await

@@ -573,7 +573,17 @@ impl Config {
             options.create_new(true);
         }
 
-        self.try_lock(options.open(&self.db_path())?)
+        let file = self.try_lock(options.open(&self.db_path())?)?;
+        // raftlock patch: the names of `conf`, `db` and `blobs` (and of the
+        // database directory itself, if it was just created) are durable
+        // only once their directories are synced.
+        let path = self.get_path();
+        sync_dir(&path.join("blobs"))?;
+        sync_dir(&path)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(file)
     }
 
     fn try_lock(&self, file: File) -> Result<File> {
@@ -678,6 +688,10 @@ impl Config {
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
         io_fail!(self, "write_config post");
+        // raftlock patch: sled reads this file on every open; unsynced it
+        // came back empty after a power cut ("empty/corrupt configuration
+        // file found"). Its name is made durable by `open_file`.
+        f.sync_all()?;
         Ok(())
     }
 
@@ -854,6 +868,13 @@ impl RunningConfig {
 
         Ok(snap_dir.read_dir()?.filter_map(filter).collect())
     }
+}
+
+/// raftlock patch: fsync a directory, which makes the names created,
+/// renamed or removed in it durable (POSIX leaves them in the page cache
+/// until then, whatever was done to the files themselves).
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 fn crate_version() -> (usize, usize) {

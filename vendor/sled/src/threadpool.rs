@@ -68,9 +68,7 @@ impl Queue {
         // with the notify below.
         drop(queue);
 
-        // raftlock patch: one job wakes one waiting thread (sled wakes all
-        // of them, and all but one go straight back to sleep).
-        self.cv.notify_one();
+        self.cv.notify_all();
 
         len
     }

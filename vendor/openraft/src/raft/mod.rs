@@ -264,6 +264,24 @@ where C: RaftTypeConfig
 
         let eng_config = EngineConfig::new::<C::AsyncRuntime>(id.clone(), config.as_ref());
 
+        // raftlock patch: a node that was leader when it stopped does not
+        // lead again in that term. With patch 1 (below, `run_command`) a
+        // leader replicates entries before its own flush returns, so after
+        // a crash its log may lack entries of its term that the followers
+        // hold and have committed; restored as leader in that term
+        // (`Engine::startup`), it would hand their log ids out again to
+        // other entries: one log id, two entries. Its vote is saved again
+        // as not committed: it still votes for nobody else in that term,
+        // and it leads again only by winning a later election, which needs
+        // a log as complete as a majority's.
+        if let Some(vote) = log_store.read_vote().await? {
+            if vote.is_committed() && vote.leader_id().voted_for() == Some(id.clone()) {
+                let term = vote.leader_id().get_term();
+                log_store.save_vote(&Vote::new(term, id.clone())).await?;
+                tracing::info!(term, "was leader when stopped: starting as a follower");
+            }
+        }
+
         let state = {
             let mut helper = StorageHelper::new(&mut log_store, &mut state_machine);
             helper.get_initial_state().await?

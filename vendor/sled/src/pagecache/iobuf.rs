@@ -729,31 +729,17 @@ impl IoBufs {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
             if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
+                // raftlock patch: fdatasync, not sync_file_range. Upstream
+                // calls sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER),
+                // which starts and waits for writeback of the range but
+                // persists neither the metadata needed to read it back (the
+                // growing file's size, new extents) nor the device's write
+                // cache: after a power cut the data may be gone although
+                // `flush` returned (upstream issue #1452). fdatasync does
+                // both, so a flush that returns has its writes on stable
+                // storage. Measured (vendor/README.md): insert + flush
+                // 42 -> ~100 us on this machine's disk.
+                f.sync_data()?;
             }
         }
         io_fail!(self, "buffer write post");

@@ -464,7 +464,11 @@ impl Drop for Log {
         }
 
         if !self.config.temporary {
-            self.config.file.sync_all().unwrap();
+            // raftlock patch: a failing sync (a disk gone, EIO after a
+            // fault) is logged, not a panic in Drop.
+            if let Err(e) = self.config.file.sync_all() {
+                error!("failed to sync the log file in IoBufs::drop: {}", e);
+            }
         }
 
         debug!("IoBufs dropped");
