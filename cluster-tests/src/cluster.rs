@@ -7,8 +7,12 @@
 //! through proxy i→j with `--peer-dial`. Faults: cut or degrade links,
 //! kill -9 and restart, SIGSTOP and SIGCONT, clock faults through
 //! libfaketime (when the cluster is started with [`Faketime`]), removing a
-//! node from the membership and adding it back, and heal everything.
-//! Dropping the cluster kills every process it started, even on panic.
+//! node from the membership and adding it back, kill -9 of every node at
+//! once, power cuts (when started with `power_disks`: each node's data
+//! directory is on its own [`powerfs`] mount, and a cut kills the nodes and
+//! throws away every write they had not fsynced), and heal everything.
+//! Dropping the cluster kills every process it started, even on panic,
+//! then unmounts the disks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -43,6 +47,14 @@ pub enum ClusterError {
     Membership(String),
     #[error("clock fault: {0}")]
     Clock(String),
+    #[error("power faults need each node's data on a powerfs mount: {0}")]
+    Power(String),
+    #[error("reading node {id}'s log from {dir}: {detail}")]
+    ReadLog {
+        id: u64,
+        dir: String,
+        detail: String,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -113,6 +125,10 @@ pub struct ClusterConfig {
     pub keep_dir: Option<PathBuf>,
     /// Run every node under libfaketime so its clocks can be faulted.
     pub faketime: Option<Faketime>,
+    /// Put each node's data directory on its own powerfs mount (in the
+    /// cluster directory), so [`Cluster::power_cut`] can drop what a node
+    /// had not fsynced. Needs FUSE ([`powerfs::available`]).
+    pub power_disks: bool,
 }
 
 /// How nodes run under libfaketime (`LD_PRELOAD`): each node reads its
@@ -193,6 +209,7 @@ impl ClockSetting {
 }
 struct NodeProc {
     listen: SocketAddr,
+    data_dir: PathBuf,
     clock_file: PathBuf,
     args: Vec<String>,
     log: PathBuf,
@@ -212,6 +229,23 @@ pub struct Cluster {
     /// Nodes removed from the membership (still running) by
     /// [`Cluster::remove_member`].
     removed: BTreeSet<u64>,
+    /// Each node's disk, when started with `power_disks`. Declared after
+    /// nothing that uses it: `Drop` kills the nodes first, then the fields
+    /// drop and the mounts go.
+    disks: BTreeMap<u64, powerfs::Mount>,
+    /// Nodes whose power is off: not started again until it is back.
+    powered_off: BTreeSet<u64>,
+}
+
+/// What one node's log holds, read from its data directory after it was
+/// stopped ([`Cluster::read_logs`]).
+#[derive(Debug, Clone, Default)]
+pub struct NodeLog {
+    /// (index, (term, leader node), CRC32 of the entry's encoded payload),
+    /// in index order.
+    pub entries: Vec<(u64, (u64, u64), u32)>,
+    /// The last purged index (entries at or below it are gone).
+    pub purged: Option<u64>,
 }
 
 fn free_port() -> Result<SocketAddr, ClusterError> {
@@ -265,6 +299,18 @@ impl Cluster {
             .iter()
             .map(|id| format!("{id}={}", client_proxies[id].addr()))
             .collect();
+        let mut disks = BTreeMap::new();
+        if config.power_disks {
+            powerfs::available().map_err(ClusterError::Power)?;
+            for id in &ids {
+                let at = dir.join(format!("node{id}.disk"));
+                std::fs::create_dir_all(&at).map_err(io(format!("creating {}", at.display())))?;
+                let mount = powerfs::mount(&at).map_err(|e| {
+                    ClusterError::Power(format!("mounting at {}: {e}", at.display()))
+                })?;
+                disks.insert(*id, mount);
+            }
+        }
         let mut cluster = Cluster {
             _tmp: tmp,
             dir: dir.clone(),
@@ -274,6 +320,8 @@ impl Cluster {
             client_proxies,
             faketime: config.faketime.clone(),
             removed: BTreeSet::new(),
+            disks,
+            powered_off: BTreeSet::new(),
         };
         for id in &ids {
             let dial: Vec<String> = ids
@@ -281,12 +329,16 @@ impl Cluster {
                 .filter(|j| *j != id)
                 .map(|j| format!("{j}={}", cluster.peer_proxies[&(*id, *j)].addr()))
                 .collect();
+            let data_dir = match cluster.disks.get(id) {
+                Some(disk) => disk.mountpoint().join("data"),
+                None => dir.join(format!("node{id}")),
+            };
             let mut args = vec![
                 "serve".to_string(),
                 "--id".into(),
                 id.to_string(),
                 "--data-dir".into(),
-                dir.join(format!("node{id}")).display().to_string(),
+                data_dir.display().to_string(),
                 "--listen".into(),
                 listen[id].to_string(),
                 "--peers".into(),
@@ -307,6 +359,7 @@ impl Cluster {
                 *id,
                 NodeProc {
                     listen: listen[id],
+                    data_dir,
                     clock_file: dir.join(format!("node{id}.faketime")),
                     args,
                     log: dir.join(format!("node{id}.log")),
@@ -321,6 +374,11 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: u64) -> Result<(), ClusterError> {
+        if self.powered_off.contains(&id) {
+            // A machine without power runs nothing; the power fault's heal
+            // starts it.
+            return Ok(());
+        }
         let binary = self.binary.clone();
         let node = self
             .nodes
@@ -612,6 +670,82 @@ impl Cluster {
         Ok(())
     }
 
+    /// kill -9 of every node at the same moment (signals first, then
+    /// reaping), as a crash of every machine that keeps the page cache.
+    pub fn kill_all(&mut self) {
+        self.kill_at_once(&self.ids());
+    }
+
+    fn kill_at_once(&mut self, ids: &[u64]) {
+        let mut dying = Vec::new();
+        for id in ids {
+            if let Some(node) = self.nodes.get_mut(id)
+                && let Some(child) = node.child.take()
+            {
+                signal(&child, libc::SIGKILL);
+                if node.paused {
+                    signal(&child, libc::SIGCONT);
+                }
+                node.paused = false;
+                dying.push(child);
+            }
+        }
+        for mut child in dying {
+            let _ = child.wait();
+        }
+    }
+
+    /// A power cut of nodes `ids` at the same moment: they are killed
+    /// (SIGKILL to all, then reaped: after that none of their writes is
+    /// still on its way), then every write to their disks that was not
+    /// fsynced is dropped and the disks answer EIO until
+    /// [`Cluster::power_on`]. Returns one line per disk saying what the
+    /// cut dropped.
+    pub fn power_cut(&mut self, ids: &[u64]) -> Result<Vec<String>, ClusterError> {
+        if self.disks.is_empty() {
+            return Err(ClusterError::Power(
+                "this cluster was started without power_disks".into(),
+            ));
+        }
+        let ids: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.disks.contains_key(id))
+            .collect();
+        self.powered_off.extend(ids.iter().copied());
+        self.kill_at_once(&ids);
+        let mut report = Vec::new();
+        for id in &ids {
+            let disk = &self.disks[id];
+            disk.cut();
+            report.push(format!("node {id}: {}", disk.stats()));
+        }
+        // What each cut threw away, for whoever reads the run afterwards.
+        let path = self.dir.join("power-cuts.log");
+        let mut text = report.join("\n");
+        text.push('\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .map_err(io(format!("writing {}", path.display())))?;
+        Ok(report)
+    }
+
+    /// Power back on for nodes `ids`: their disks serve what was durable
+    /// at the cut, and the nodes start again.
+    pub fn power_on(&mut self, ids: &[u64]) -> Result<(), ClusterError> {
+        for id in ids {
+            if let Some(disk) = self.disks.get(id) {
+                disk.power_on();
+            }
+            self.powered_off.remove(id);
+            self.restart(*id)?;
+        }
+        Ok(())
+    }
+
     /// Starts node `id` again on its data directory, if it is not running.
     pub fn restart(&mut self, id: u64) -> Result<(), ClusterError> {
         let running = self
@@ -658,6 +792,8 @@ impl Cluster {
     pub async fn heal_all(&mut self) -> Result<(), ClusterError> {
         self.heal_links();
         self.heal_clocks()?;
+        let off: Vec<u64> = self.powered_off.iter().copied().collect();
+        self.power_on(&off)?;
         for id in self.ids() {
             self.resume(id)?;
             self.restart(id)?;
@@ -723,6 +859,56 @@ impl Cluster {
     /// The node logs' directory.
     pub fn log_dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Stops every node (kill -9, nothing dropped) and reads each one's
+    /// Raft log from its data directory, for [`crate::checker::logs`].
+    /// The nodes stay stopped.
+    pub async fn read_logs(&mut self) -> Result<BTreeMap<u64, NodeLog>, ClusterError> {
+        use raftlock_store::openraft::RaftLogReader;
+        use raftlock_store::openraft::storage::RaftLogStorage;
+        self.kill_all();
+        let mut logs = BTreeMap::new();
+        for (id, node) in &self.nodes {
+            if self.powered_off.contains(id) || !node.data_dir.exists() {
+                continue;
+            }
+            let fail = |detail: String| ClusterError::ReadLog {
+                id: *id,
+                dir: node.data_dir.display().to_string(),
+                detail,
+            };
+            let (mut log, sm) =
+                raftlock_store::open(&node.data_dir, raftlock_store::StoreOptions::default())
+                    .map_err(|e| fail(e.to_string()))?;
+            let closed = log.closed();
+            let state = log.get_log_state().await.map_err(|e| fail(e.to_string()))?;
+            let entries = log
+                .try_get_log_entries(..)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let entries = entries
+                .iter()
+                .map(|e| {
+                    let payload = raftlock_store::frame::encode(&e.payload);
+                    (
+                        e.log_id.index,
+                        (e.log_id.leader_id.term, e.log_id.leader_id.node_id),
+                        crc32fast::hash(&payload),
+                    )
+                })
+                .collect();
+            logs.insert(
+                *id,
+                NodeLog {
+                    entries,
+                    purged: state.last_purged_log_id.map(|l| l.index),
+                },
+            );
+            drop((log, sm));
+            let _ = tokio::time::timeout(Duration::from_secs(10), closed.wait()).await;
+        }
+        Ok(logs)
     }
 }
 

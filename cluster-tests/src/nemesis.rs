@@ -31,7 +31,13 @@
 //!   a run (an offset would make a faked monotonic clock jump);
 //! - `member`: remove a node (sometimes the leader) from the membership
 //!   while it keeps running, add it back (learner, caught up, then voter)
-//!   at the heal.
+//!   at the heal;
+//! - `kill-all`: kill -9 every node at the same moment, restart them all at
+//!   the heal (the page cache survives: nothing written is lost);
+//! - `power`: a power cut of a majority or of every node at the same
+//!   moment: the nodes are killed and every write they had not fsynced is
+//!   thrown away (each node's data is on its own powerfs mount, LazyFS's
+//!   semantics); power and the nodes come back at the heal.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -55,9 +61,16 @@ pub enum FaultKind {
     Clock,
     Skew,
     Member,
+    KillAll,
+    Power,
 }
 
 impl FaultKind {
+    /// The nodes' data must be on powerfs mounts.
+    pub fn power_disks(kinds: &[FaultKind]) -> bool {
+        kinds.contains(&FaultKind::Power)
+    }
+
     /// libfaketime is needed, and whether it must fake monotonic clocks.
     pub fn faketime(kinds: &[FaultKind]) -> Option<bool> {
         if kinds.contains(&FaultKind::Skew) {
@@ -81,8 +94,10 @@ impl FromStr for FaultKind {
             "clock" => Ok(FaultKind::Clock),
             "skew" => Ok(FaultKind::Skew),
             "member" | "membership" => Ok(FaultKind::Member),
+            "kill-all" => Ok(FaultKind::KillAll),
+            "power" => Ok(FaultKind::Power),
             other => Err(format!(
-                "unknown nemesis `{other}`; use partition, kill, pause, link, clock, skew, member"
+                "unknown nemesis `{other}`; use partition, kill, pause, link, clock, skew, member, kill-all, power"
             )),
         }
     }
@@ -138,6 +153,10 @@ pub enum Fault {
     },
     /// Remove a node from the membership.
     Remove(u64),
+    /// kill -9 every node at once.
+    KillAll,
+    /// Cut the power of these nodes at once (unsynced writes are lost).
+    Power(BTreeSet<u64>),
 }
 
 impl Fault {
@@ -151,6 +170,8 @@ impl Fault {
             Fault::Clock { label, .. } => label.clone(),
             Fault::Reskew { node, rate } => format!("restart node {node} with clock {rate:?}"),
             Fault::Remove(n) => format!("remove node {n} from the membership"),
+            Fault::KillAll => "kill every node".to_string(),
+            Fault::Power(nodes) => format!("power cut of nodes {nodes:?}"),
         }
     }
 
@@ -221,6 +242,22 @@ pub fn choose(
         FaultKind::Kill => Fault::Kill(leader_or_random(rng).0),
         FaultKind::Pause => Fault::Pause(leader_or_random(rng).0),
         FaultKind::Member => Fault::Remove(leader_or_random(rng).0),
+        FaultKind::KillAll => Fault::KillAll,
+        FaultKind::Power => {
+            // Every node, or a majority (the leader in it half the time).
+            let size = if rng.chance(50) { n } else { n / 2 + 1 };
+            let mut nodes: BTreeSet<u64> = BTreeSet::new();
+            if let Some(l) = leader.filter(|_| rng.chance(50)) {
+                nodes.insert(l);
+            }
+            for id in &shuffled {
+                if nodes.len() >= size {
+                    break;
+                }
+                nodes.insert(*id);
+            }
+            Fault::Power(nodes)
+        }
         FaultKind::Clock => {
             let (who, nodes) = clock_targets(ids, leader, rng);
             let strobe = rng.chance(40);
@@ -393,6 +430,13 @@ pub async fn apply(
         }
         Fault::Reskew { node, rate } => cluster.restart_with_clock(*node, *rate)?,
         Fault::Remove(n) => cluster.remove_member(*n).await?,
+        Fault::KillAll => cluster.kill_all(),
+        Fault::Power(nodes) => {
+            let ids: Vec<u64> = nodes.iter().copied().collect();
+            for line in cluster.power_cut(&ids)? {
+                tracing::info!("power cut: {line}");
+            }
+        }
     }
     Ok(())
 }
@@ -416,6 +460,15 @@ pub async fn heal(
         // Drift stays: it is what real clocks do, within the bound.
         Fault::Reskew { .. } => {}
         Fault::Remove(n) => cluster.add_member(*n).await?,
+        Fault::KillAll => {
+            for id in cluster.ids() {
+                cluster.restart(id)?;
+            }
+        }
+        Fault::Power(nodes) => {
+            let ids: Vec<u64> = nodes.iter().copied().collect();
+            cluster.power_on(&ids)?;
+        }
     }
     Ok(())
 }

@@ -207,6 +207,7 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
                 binary,
                 extra_args: Vec::new(),
                 keep_dir: config.out_dir.as_ref().map(|d| d.join("cluster")),
+                power_disks: FaultKind::power_disks(&config.nemesis.kinds),
                 faketime: match FaultKind::faketime(&config.nemesis.kinds) {
                     Some(fake_monotonic) => {
                         let mut f = Faketime::find(fake_monotonic).map_err(RunError::Setup)?;
@@ -305,10 +306,23 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
         }
     }
     resource.record_final_reads(&recorder);
+    // The nodes' logs, read from their disks once they are stopped (on
+    // powerfs the disks go with the cluster).
+    let logs = match &target {
+        Target::Raftlock(c) => Some(c.lock().await.read_logs().await?),
+        Target::Unsafe(_) => None,
+    };
     drop(target);
 
     let history = recorder.history();
-    let summary = check_history(&history, &config, faults_injected);
+    let mut summary = check_history(&history, &config, faults_injected);
+    if let Some(logs) = &logs {
+        let start = std::time::Instant::now();
+        let mut result = crate::checker::logs::check(logs);
+        result.count("elapsed-ms", start.elapsed().as_millis() as u64);
+        summary.checkers.push(result);
+        summary.verdict = overall(&summary.checkers);
+    }
     let outcome = RunOutcome { history, summary };
     if let Some(dir) = &config.out_dir {
         write_outputs(dir, &outcome)?;

@@ -52,6 +52,7 @@ async fn start_three(faketime: Option<cluster_tests::cluster::Faketime>) -> (Clu
         extra_args: Vec::new(),
         keep_dir: None,
         faketime,
+        power_disks: false,
     })
     .await
     .expect("cluster starts");
@@ -109,6 +110,65 @@ async fn a_real_cluster_keeps_its_promises_under_partitions_and_kills() {
     for file in ["history.jsonl", "results.json", "report.html"] {
         assert!(out.path().join(file).is_file(), "{file} written");
     }
+}
+
+/// Power cuts of a majority or of every node at once (each node's data on
+/// a powerfs mount that drops what was not fsynced), and kill -9 of every
+/// node: nothing acknowledged may be lost, and the nodes' logs must agree
+/// on every log id. Needs FUSE: skipped (saying so) without it, unless
+/// `RAFTLOCK_REQUIRE_FUSE` is set (.ci/run sets it where FUSE exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_cluster_loses_nothing_acknowledged_in_power_cuts_of_every_node() {
+    if let Err(why) = powerfs::available() {
+        assert!(
+            std::env::var_os("RAFTLOCK_REQUIRE_FUSE").is_none(),
+            "RAFTLOCK_REQUIRE_FUSE is set but FUSE is not usable: {why}"
+        );
+        eprintln!("skipped: the power nemesis needs FUSE: {why}");
+        return;
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = short_run(20_261_206, 36, vec![FaultKind::Power, FaultKind::KillAll]);
+    config.nemesis.quiet_ms = (2_000, 4_000);
+    config.nemesis.fault_ms = (1_000, 3_000);
+    config.out_dir = Some(out.path().to_path_buf());
+    let outcome = run(config).await.expect("the test runs");
+    let s = &outcome.summary;
+    assert!(s.faults_injected >= 3, "{}", describe(s));
+    assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
+    let logs = s
+        .checkers
+        .iter()
+        .find(|c| c.checker == "log-matching")
+        .expect("the logs were compared");
+    assert!(
+        logs.counts
+            .get("indexes-on-every-node")
+            .copied()
+            .unwrap_or(0)
+            > 20,
+        "{}",
+        describe(s)
+    );
+    // The cuts really threw writes away (else this proves nothing).
+    let cuts =
+        std::fs::read_to_string(out.path().join("cluster/power-cuts.log")).unwrap_or_default();
+    let dropped: u64 = cuts
+        .split_whitespace()
+        .filter_map(|kv| kv.strip_prefix("last_cut_dropped_bytes="))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    let fault_labels = outcome
+        .history
+        .ops
+        .iter()
+        .filter_map(|op| op.args.fault.clone())
+        .collect::<Vec<_>>();
+    assert!(
+        fault_labels.iter().any(|f| f.contains("power cut")) && !cuts.is_empty(),
+        "the seed's schedule cuts power, and each cut is recorded: {fault_labels:?}"
+    );
+    eprintln!("power cuts dropped {dropped} unsynced bytes in all:\n{cuts}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

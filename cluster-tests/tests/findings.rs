@@ -28,6 +28,7 @@ async fn not_leader_is_never_returned_for_an_applied_write() {
         extra_args: Vec::new(),
         keep_dir: None,
         faketime: None,
+        power_disks: false,
     })
     .await
     .expect("cluster starts");

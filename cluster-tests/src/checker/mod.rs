@@ -10,11 +10,14 @@
 //!   modes (exclusive, shared, semaphore) and leases (WGL search with a budget; "unknown" rather than a hang).
 //! - [`liveness`]: after the final heal every client completes an operation
 //!   within a bound.
+//! - [`logs`]: not on the history but on the nodes' logs after the run: one
+//!   log id means one entry on every node.
 
 pub mod exclusion;
 pub mod fencing;
 pub mod linear;
 pub mod liveness;
+pub mod logs;
 
 use std::collections::{BTreeMap, HashMap};
 
