@@ -22,8 +22,12 @@
 # when it is missing the script installs Debian's libfaketime package
 # (apt-get, as root) or tells you how.
 #
+# Power faults (--nemesis power) put each node's data on its own powerfs
+# mount (FUSE; needs root and /dev/fuse) and throw away every write a node
+# had not fsynced when its power is cut; kill-all kills every node at once.
+#
 # Usage: scripts/jepsen.sh [--nodes 5] [--time-limit 600]
-#          [--nemesis partition,kill,pause,link,clock,member | ...,skew]
+#          [--nemesis partition,kill,pause,link,clock,member,kill-all,power | ...,skew]
 #          [--seed S] [--clients 10] [--skew-percent 3]
 #          [--target raftlock|unsafe] [--out DIR] [any other `jepsen` flag]
 set -euo pipefail

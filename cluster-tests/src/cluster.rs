@@ -49,12 +49,6 @@ pub enum ClusterError {
     Clock(String),
     #[error("power faults need each node's data on a powerfs mount: {0}")]
     Power(String),
-    #[error("reading node {id}'s log from {dir}: {detail}")]
-    ReadLog {
-        id: u64,
-        dir: String,
-        detail: String,
-    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -733,6 +727,12 @@ impl Cluster {
         Ok(report)
     }
 
+    /// Node `id`'s disk, when the cluster was started with `power_disks`
+    /// (for faults finer than a cut, such as holding its syncs).
+    pub fn disk(&self, id: u64) -> Option<&powerfs::Mount> {
+        self.disks.get(&id)
+    }
+
     /// Power back on for nodes `ids`: their disks serve what was durable
     /// at the cut, and the nodes start again.
     pub fn power_on(&mut self, ids: &[u64]) -> Result<(), ClusterError> {
@@ -862,54 +862,58 @@ impl Cluster {
     }
 
     /// Stops every node (kill -9, nothing dropped) and reads each one's
-    /// Raft log from its data directory, for [`crate::checker::logs`].
-    /// The nodes stay stopped.
-    pub async fn read_logs(&mut self) -> Result<BTreeMap<u64, NodeLog>, ClusterError> {
-        use raftlock_store::openraft::RaftLogReader;
-        use raftlock_store::openraft::storage::RaftLogStorage;
+    /// Raft log from its data directory, for [`crate::checker::logs`]: a
+    /// store that does not open (damaged, or emptied by a lost power cut)
+    /// is reported as that node's error, for the checker to count. The
+    /// nodes stay stopped.
+    pub async fn read_logs(&mut self) -> BTreeMap<u64, Result<NodeLog, String>> {
         self.kill_all();
         let mut logs = BTreeMap::new();
         for (id, node) in &self.nodes {
-            if self.powered_off.contains(id) || !node.data_dir.exists() {
+            if self.powered_off.contains(id) {
                 continue;
             }
-            let fail = |detail: String| ClusterError::ReadLog {
-                id: *id,
-                dir: node.data_dir.display().to_string(),
-                detail,
-            };
-            let (mut log, sm) =
-                raftlock_store::open(&node.data_dir, raftlock_store::StoreOptions::default())
-                    .map_err(|e| fail(e.to_string()))?;
-            let closed = log.closed();
-            let state = log.get_log_state().await.map_err(|e| fail(e.to_string()))?;
-            let entries = log
-                .try_get_log_entries(..)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            let entries = entries
-                .iter()
-                .map(|e| {
-                    let payload = raftlock_store::frame::encode(&e.payload);
-                    (
-                        e.log_id.index,
-                        (e.log_id.leader_id.term, e.log_id.leader_id.node_id),
-                        crc32fast::hash(&payload),
-                    )
-                })
-                .collect();
-            logs.insert(
-                *id,
-                NodeLog {
-                    entries,
-                    purged: state.last_purged_log_id.map(|l| l.index),
-                },
-            );
-            drop((log, sm));
-            let _ = tokio::time::timeout(Duration::from_secs(10), closed.wait()).await;
+            logs.insert(*id, read_log(&node.data_dir).await);
         }
-        Ok(logs)
+        logs
     }
+}
+
+/// One stopped node's log (see [`Cluster::read_logs`]).
+async fn read_log(dir: &Path) -> Result<NodeLog, String> {
+    use raftlock_store::openraft::RaftLogReader;
+    use raftlock_store::openraft::storage::RaftLogStorage;
+    let (mut log, sm) = raftlock_store::open(dir, raftlock_store::StoreOptions::default())
+        .map_err(|e| e.to_string())?;
+    let closed = log.closed();
+    let read = async {
+        let state = log.get_log_state().await.map_err(|e| e.to_string())?;
+        let entries = log
+            .try_get_log_entries(..)
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries = entries
+            .iter()
+            .map(|e| {
+                let payload = raftlock_store::frame::encode(&e.payload);
+                (
+                    e.log_id.index,
+                    (e.log_id.leader_id.term, e.log_id.leader_id.node_id),
+                    crc32fast::hash(&payload),
+                )
+            })
+            .collect();
+        Ok(NodeLog {
+            entries,
+            purged: state.last_purged_log_id.map(|l| l.index),
+        })
+    };
+    let result = read.await;
+    drop((log, sm));
+    // The next node's store may be opened at once; this one lets go of
+    // its files a moment after the drop.
+    let _ = tokio::time::timeout(Duration::from_secs(10), closed.wait()).await;
+    result
 }
 
 /// Writes a clock setting atomically (libfaketime may read it any time).

@@ -24,8 +24,10 @@ struct Args {
     time_limit: u64,
     /// Fault kinds, comma-separated: partition, kill, pause, link, clock
     /// (wall-clock bumps and strobes), skew (clock rate, not with clock),
-    /// member (remove a node and add it back); `none`. clock and skew need
-    /// libfaketime (apt-get install libfaketime).
+    /// member (remove a node and add it back), kill-all (kill -9 of every
+    /// node at once), power (a majority or every node loses power: unsynced
+    /// writes are dropped); `none`. clock and skew need libfaketime
+    /// (apt-get install libfaketime); power needs FUSE (root, /dev/fuse).
     #[arg(long, default_value = "partition,kill,pause")]
     nemesis: String,
     /// The largest clock rate change of a `skew` fault, in percent.

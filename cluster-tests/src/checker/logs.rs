@@ -18,14 +18,28 @@ use crate::cluster::NodeLog;
 
 pub const NAME: &str = "log-matching";
 
-/// Compares every pair of nodes at every index both still hold.
-pub fn check(logs: &BTreeMap<u64, NodeLog>) -> CheckResult {
+/// Compares every pair of nodes at every index both still hold. A node
+/// whose log could not be read (its store refused to open: damaged, or
+/// emptied by a power cut that lost what it had acknowledged) is a
+/// violation too.
+pub fn check(read: &BTreeMap<u64, Result<NodeLog, String>>) -> CheckResult {
     let mut result = CheckResult::new(NAME);
+    let mut logs = BTreeMap::new();
+    for (node, log) in read {
+        match log {
+            Ok(log) => {
+                logs.insert(*node, log);
+            }
+            Err(e) => {
+                result.violation(format!("node {node}'s log cannot be read: {e}"), Vec::new())
+            }
+        }
+    }
     result.count("nodes", logs.len() as u64);
     // index -> log id -> (payload CRC -> nodes)
     type Holders = BTreeMap<u32, Vec<u64>>;
     let mut by_index: BTreeMap<u64, BTreeMap<(u64, u64), Holders>> = BTreeMap::new();
-    for (node, log) in logs {
+    for (node, log) in &logs {
         result.count("entries", log.entries.len() as u64);
         let mut previous = log.purged;
         for (index, leader, crc) in &log.entries {
@@ -78,11 +92,11 @@ mod tests {
     use super::*;
     use crate::checker::Verdict;
 
-    fn log(entries: &[(u64, u64, u32)]) -> NodeLog {
-        NodeLog {
+    fn log(entries: &[(u64, u64, u32)]) -> Result<NodeLog, String> {
+        Ok(NodeLog {
             entries: entries.iter().map(|(i, t, c)| (*i, (*t, 1), *c)).collect(),
             purged: None,
-        }
+        })
     }
 
     #[test]
@@ -112,10 +126,21 @@ mod tests {
 
     #[test]
     fn a_hole_after_the_purged_index_fails() {
-        let mut holey = log(&[(6, 1, 1), (8, 1, 2)]);
+        let mut holey = log(&[(6, 1, 1), (8, 1, 2)]).expect("log");
         holey.purged = Some(5);
-        let r = check(&BTreeMap::from([(1, holey)]));
+        let r = check(&BTreeMap::from([(1, Ok(holey))]));
         assert_eq!(r.verdict, Verdict::Fail);
         assert!(r.violations[0].message.contains("hole"), "{r:?}");
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_read_fails() {
+        let logs = BTreeMap::from([
+            (1, log(&[(1, 1, 10)])),
+            (2, Err("sled lost its data".to_string())),
+        ]);
+        let r = check(&logs);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert!(r.violations[0].message.contains("node 2"), "{r:?}");
     }
 }

@@ -24,8 +24,13 @@
 //!   deleting log entries, oldest first, so the saved state machine is never
 //!   behind the first entry still in the log, and the Raft core never waits
 //!   for the deletion.
-//! - sled itself is vendored with two patches (vendor/README.md) that take
-//!   thread hand-offs out of every flush.
+//! - A sled `flush` is durable by POSIX rules only because sled is
+//!   vendored with a patch (vendor/README.md): upstream ends each buffer
+//!   write with `sync_file_range`, which survives `kill -9` but not a power
+//!   cut; ours calls `fdatasync`, and syncs sled's config file, blobs and
+//!   the directories whose entries it creates. `tests/power.rs` cuts power
+//!   under a store (crates/powerfs) and fails without it. The other patch
+//!   takes thread hand-offs out of every flush.
 //!
 //! [`open`] returns the two halves openraft wants: a [`LogStore`] and a
 //! [`StateMachineStore`].

@@ -67,7 +67,7 @@ pub(crate) struct Shared {
     /// purger deletes them in the background; readers skip them.
     pub(crate) first_kept: std::sync::atomic::AtomicU64,
     /// How long each group flush of the log took (the flusher thread's
-    /// `db.flush()`: sled's write of its buffers plus fsync).
+    /// `db.flush()`: sled's write of its buffers plus `fdatasync`).
     pub(crate) flush_times: Arc<crate::metrics::Histogram>,
     /// Dropped last (fields drop in order), after the database and trees.
     closed: CloseSignal,
