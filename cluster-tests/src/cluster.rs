@@ -242,11 +242,15 @@ pub struct NodeLog {
     pub purged: Option<u64>,
 }
 
-fn free_port() -> Result<SocketAddr, ClusterError> {
-    // Bound and released: another process could take it in between, but
-    // nothing else on a test machine races for a just-freed ephemeral port.
+/// A free port, kept bound until the returned listener is dropped: the
+/// harness's own proxies bind port 0 after the nodes' ports are chosen, and
+/// a port released at once could be handed to one of them (seen: "node 3:
+/// cannot listen on 127.0.0.1:33581: Address already in use", twice in ~90
+/// starts). Drop the listener just before the node is spawned.
+fn reserve_port() -> Result<(SocketAddr, std::net::TcpListener), ClusterError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a free port"))?;
-    l.local_addr().map_err(io("reading a bound address"))
+    let addr = l.local_addr().map_err(io("reading a bound address"))?;
+    Ok((addr, l))
 }
 
 impl Cluster {
@@ -268,8 +272,11 @@ impl Cluster {
         };
         let ids: Vec<u64> = (1..=config.nodes).collect();
         let mut listen = BTreeMap::new();
+        let mut reserved = BTreeMap::new();
         for id in &ids {
-            listen.insert(*id, free_port()?);
+            let (addr, listener) = reserve_port()?;
+            listen.insert(*id, addr);
+            reserved.insert(*id, listener);
         }
         let mut client_proxies = BTreeMap::new();
         for id in &ids {
@@ -361,6 +368,8 @@ impl Cluster {
                     paused: false,
                 },
             );
+            // The node binds its port itself: let go of it now.
+            drop(reserved.remove(id));
             cluster.spawn(*id)?;
         }
         cluster.wait_leader(Duration::from_secs(30)).await?;
@@ -713,6 +722,9 @@ impl Cluster {
             let disk = &self.disks[id];
             disk.cut();
             report.push(format!("node {id}: {}", disk.stats()));
+            // Syncs held before the cut were answered EIO by it; the disk
+            // comes back as a normal one.
+            disk.hold_syncs(false);
         }
         // What each cut threw away, for whoever reads the run afterwards.
         let path = self.dir.join("power-cuts.log");
@@ -725,6 +737,17 @@ impl Cluster {
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
             .map_err(io(format!("writing {}", path.display())))?;
         Ok(report)
+    }
+
+    /// Holds (or stops holding) every sync on the disks of `ids`: fsyncs
+    /// wait, as on a disk slow to flush, while reads and writes go on, so
+    /// a power cut then finds writes in flight (see [`powerfs::Mount::hold_syncs`]).
+    pub fn hold_syncs(&self, ids: &[u64], on: bool) {
+        for id in ids {
+            if let Some(disk) = self.disks.get(id) {
+                disk.hold_syncs(on);
+            }
+        }
     }
 
     /// Node `id`'s disk, when the cluster was started with `power_disks`

@@ -37,7 +37,9 @@
 //! - `power`: a power cut of a majority or of every node at the same
 //!   moment: the nodes are killed and every write they had not fsynced is
 //!   thrown away (each node's data is on its own powerfs mount, LazyFS's
-//!   semantics); power and the nodes come back at the heal.
+//!   semantics); power and the nodes come back at the heal. Half the cuts
+//!   come after their disks held every sync for 20-300 ms (a disk slow to
+//!   flush), so writes are in flight when the power goes.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -155,8 +157,12 @@ pub enum Fault {
     Remove(u64),
     /// kill -9 every node at once.
     KillAll,
-    /// Cut the power of these nodes at once (unsynced writes are lost).
-    Power(BTreeSet<u64>),
+    /// Cut the power of these nodes at once (unsynced writes are lost),
+    /// after holding their disks' syncs for `hold_ms` (0: at once).
+    Power {
+        nodes: BTreeSet<u64>,
+        hold_ms: u64,
+    },
 }
 
 impl Fault {
@@ -171,7 +177,10 @@ impl Fault {
             Fault::Reskew { node, rate } => format!("restart node {node} with clock {rate:?}"),
             Fault::Remove(n) => format!("remove node {n} from the membership"),
             Fault::KillAll => "kill every node".to_string(),
-            Fault::Power(nodes) => format!("power cut of nodes {nodes:?}"),
+            Fault::Power { nodes, hold_ms: 0 } => format!("power cut of nodes {nodes:?}"),
+            Fault::Power { nodes, hold_ms } => {
+                format!("power cut of nodes {nodes:?} after holding their syncs {hold_ms} ms")
+            }
         }
     }
 
@@ -256,7 +265,12 @@ pub fn choose(
                 }
                 nodes.insert(*id);
             }
-            Fault::Power(nodes)
+            let hold_ms = if rng.chance(50) {
+                rng.range(20, 300)
+            } else {
+                0
+            };
+            Fault::Power { nodes, hold_ms }
         }
         FaultKind::Clock => {
             let (who, nodes) = clock_targets(ids, leader, rng);
@@ -431,8 +445,12 @@ pub async fn apply(
         Fault::Reskew { node, rate } => cluster.restart_with_clock(*node, *rate)?,
         Fault::Remove(n) => cluster.remove_member(*n).await?,
         Fault::KillAll => cluster.kill_all(),
-        Fault::Power(nodes) => {
+        Fault::Power { nodes, hold_ms } => {
             let ids: Vec<u64> = nodes.iter().copied().collect();
+            if *hold_ms > 0 {
+                cluster.hold_syncs(&ids, true);
+                tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
+            }
             for line in cluster.power_cut(&ids)? {
                 tracing::info!("power cut: {line}");
             }
@@ -465,7 +483,7 @@ pub async fn heal(
                 cluster.restart(id)?;
             }
         }
-        Fault::Power(nodes) => {
+        Fault::Power { nodes, .. } => {
             let ids: Vec<u64> = nodes.iter().copied().collect();
             cluster.power_on(&ids)?;
         }

@@ -6,19 +6,20 @@
 //! after a power cut, nothing the kernel remembers can resurrect lost state,
 //! and every write reaches the model (no write-back cache hides data from it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
-use crate::model::{self, Attr, Ino, Kind, Model, RESERVED_INO, ROOT_INO, SetAttr, Stats};
+use crate::model::{self, Attr, Fh, Ino, Kind, Model, RESERVED_INO, ROOT_INO, SetAttr, Stats};
 
 /// Name of the control file at the mount root.
 pub const CONTROL_NAME: &str = ".powerfs";
@@ -30,12 +31,19 @@ const CONTROL_FH_BIT: u64 = 1 << 63;
 /// Zero: the kernel must ask us again every time (see the module docs).
 const TTL: Duration = Duration::ZERO;
 
+/// How often held syncs are checked for callers that were killed.
+const KILLED_POLL: Duration = Duration::from_millis(10);
+
 /// An action requested through the control file or the library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Action {
     Cut,
     On,
     Cycle,
+    /// Hold every sync from now on (see [`crate::Mount::hold_syncs`]).
+    Hold,
+    /// Stop holding: perform the held syncs in arrival order and answer them.
+    Release,
 }
 
 impl Action {
@@ -44,6 +52,8 @@ impl Action {
             Action::Cut => "cut",
             Action::On => "on",
             Action::Cycle => "cycle",
+            Action::Hold => "hold",
+            Action::Release => "release",
         }
     }
 
@@ -53,8 +63,51 @@ impl Action {
             b"cut" => Some(Action::Cut),
             b"on" => Some(Action::On),
             b"cycle" => Some(Action::Cycle),
+            b"hold" => Some(Action::Hold),
+            b"release" => Some(Action::Release),
             _ => None,
         }
+    }
+}
+
+/// Which request a held sync answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncOp {
+    /// FUSE_FSYNC: fsync or fdatasync of a file (or of a directory opened
+    /// as a file, which the model syncs as a directory).
+    Fsync,
+    /// FUSE_FSYNCDIR.
+    Fsyncdir,
+}
+
+/// A sync that arrived while syncs were held: not answered yet. Its caller
+/// is blocked in the kernel until `reply` is sent; the session thread is not.
+#[derive(Debug)]
+struct HeldSync {
+    op: SyncOp,
+    ino: Ino,
+    fh: Fh,
+    /// The calling thread (as the kernel names it in our pid namespace; 0
+    /// if it has no number there).
+    pid: u32,
+    reply: ReplyEmpty,
+}
+
+impl HeldSync {
+    /// Performs the sync on what is current now.
+    fn perform(&self, model: &mut Model) -> model::Result<()> {
+        match self.op {
+            SyncOp::Fsync => model.fsync(self.fh, self.ino),
+            SyncOp::Fsyncdir => model.fsyncdir(self.fh, self.ino),
+        }
+    }
+}
+
+/// Answers a sync request with the result of the model.
+fn answer(reply: ReplyEmpty, result: model::Result<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
     }
 }
 
@@ -76,6 +129,33 @@ struct State {
     /// a reader sees one consistent line even if it reads in pieces.
     control: HashMap<u64, Vec<u8>>,
     next_control_fh: u64,
+    /// Syncs are being held: they are parked in `held`, not answered.
+    hold: bool,
+    /// Held syncs in arrival order.
+    held: VecDeque<HeldSync>,
+    /// Syncs held so far (for [`Stats::held_syncs`]).
+    held_count: u64,
+    /// The thread that answers held syncs of killed callers is running.
+    watcher: bool,
+}
+
+impl State {
+    /// Whether a sync is to be held: only while holding, and not one that
+    /// fails anyway (power off, stale or bad handle): `Err` is its answer.
+    fn must_hold(&self, fh: Fh, ino: Ino) -> model::Result<bool> {
+        if !self.hold {
+            return Ok(false);
+        }
+        self.model.check(fh, ino)?;
+        Ok(true)
+    }
+
+    /// Answers every held sync with EIO, without syncing.
+    fn fail_held(&mut self) {
+        for held in self.held.drain(..) {
+            held.reply.error(Errno::EIO);
+        }
+    }
 }
 
 impl Shared {
@@ -85,6 +165,10 @@ impl Shared {
                 model: Model::new(uid, gid),
                 control: HashMap::new(),
                 next_control_fh: 0,
+                hold: false,
+                held: VecDeque::new(),
+                held_count: 0,
+                watcher: false,
             }),
             verbose: AtomicBool::new(false),
             uid,
@@ -101,24 +185,117 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn act(&self, action: Action) {
+    pub(crate) fn act(self: &Arc<Self>, action: Action) {
         let mut st = self.lock();
         match action {
             Action::Cut => {
                 st.model.cut();
+                // What they would have synced is gone with the rest.
+                st.fail_held();
             }
             Action::On => st.model.power_on(),
             Action::Cycle => {
-                st.model.cycle();
+                st.model.cut();
+                st.fail_held();
+                st.model.power_on();
+            }
+            Action::Hold => {
+                st.hold = true;
+                if !st.watcher {
+                    st.watcher = Self::spawn_watcher(self);
+                }
+            }
+            Action::Release => {
+                st.hold = false;
+                // In arrival order, each on what is current now; answered
+                // under the lock, so no later request overtakes them.
+                while let Some(held) = st.held.pop_front() {
+                    let result = held.perform(&mut st.model);
+                    answer(held.reply, result);
+                }
             }
         }
         if self.verbose.load(Ordering::Relaxed) {
-            eprintln!("powerfs: {} done: {}", action.name(), st.model.stats());
+            eprintln!("powerfs: {} done: {}", action.name(), stats_of(&st));
         }
     }
 
+    /// Fails every held sync and stops holding (before an unmount: nothing
+    /// may stay blocked on a filesystem that goes away).
+    pub(crate) fn drop_held(&self) {
+        let mut st = self.lock();
+        st.hold = false;
+        st.fail_held();
+    }
+
+    /// Starts the thread that answers held syncs whose caller was killed;
+    /// false if it cannot start (then such a caller stays blocked until a
+    /// release or a cut, as it would without the thread).
+    ///
+    /// Why: the kernel waits for the answer to a FUSE request it has passed
+    /// to us without letting even SIGKILL interrupt the wait (it sends a
+    /// FUSE_INTERRUPT, which fuser does not pass on). A process killed in a
+    /// held sync would never exit, and whoever waits for it (a test harness
+    /// reaping a node it killed before cutting the power) would hang. On a
+    /// real machine a killed process leaves its fsync; here its held sync
+    /// is answered EIO without syncing, as a cut would.
+    fn spawn_watcher(this: &Arc<Self>) -> bool {
+        let weak: Weak<Shared> = Arc::downgrade(this);
+        std::thread::Builder::new()
+            .name("powerfs-held".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(KILLED_POLL);
+                    let Some(shared) = weak.upgrade() else {
+                        return;
+                    };
+                    let mut st = shared.lock();
+                    if !st.hold && st.held.is_empty() {
+                        st.watcher = false;
+                        return;
+                    }
+                    let mut i = 0;
+                    while i < st.held.len() {
+                        if caller_killed(st.held[i].pid)
+                            && let Some(held) = st.held.remove(i)
+                        {
+                            held.reply.error(Errno::EIO);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+            })
+            .is_ok()
+    }
+
     pub(crate) fn stats(&self) -> Stats {
-        self.lock().model.stats()
+        stats_of(&self.lock())
+    }
+
+    /// A sync request: performed and answered now, or, while syncs are
+    /// held, parked with its reply (this returns at once either way, so the
+    /// session goes on serving other requests).
+    fn sync(&self, req: &Request, op: SyncOp, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
+        let mut st = self.lock();
+        let held = HeldSync {
+            op,
+            ino: ino.0,
+            fh: fh.0,
+            pid: req.pid(),
+            reply,
+        };
+        match st.must_hold(held.fh, held.ino) {
+            Ok(true) => {
+                st.held_count += 1;
+                st.held.push_back(held);
+            }
+            Ok(false) => {
+                let result = held.perform(&mut st.model);
+                answer(held.reply, result);
+            }
+            Err(e) => held.reply.error(errno(e)),
+        }
     }
 
     fn control_attr(&self) -> FileAttr {
@@ -140,6 +317,33 @@ impl Shared {
             flags: 0,
         }
     }
+}
+
+fn stats_of(st: &State) -> Stats {
+    let mut stats = st.model.stats();
+    stats.holding = st.hold;
+    stats.held_syncs = st.held_count;
+    stats.waiting_syncs = st.held.len() as u64;
+    stats
+}
+
+/// Whether thread `pid` has a SIGKILL pending (it is being killed, or its
+/// process is exiting), read from /proc. Unknown (pid 0, or no such entry:
+/// another pid namespace) counts as not killed.
+fn caller_killed(pid: u32) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status.lines().any(|line| {
+        line.strip_prefix("SigPnd:")
+            .or_else(|| line.strip_prefix("ShdPnd:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|mask| mask & SIGKILL_BIT != 0)
+    })
 }
 
 /// The `fuser::Filesystem` implementation.
@@ -414,7 +618,7 @@ impl Filesystem for PowerFs {
         if ino.0 == CONTROL_INO {
             let fh = CONTROL_FH_BIT | st.next_control_fh;
             st.next_control_fh = (st.next_control_fh + 1) & !CONTROL_FH_BIT;
-            let line = format!("{}\n", st.model.stats()).into_bytes();
+            let line = format!("{}\n", stats_of(&st)).into_bytes();
             st.control.insert(fh, line);
             return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
         }
@@ -530,7 +734,7 @@ impl Filesystem for PowerFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
@@ -541,10 +745,7 @@ impl Filesystem for PowerFs {
         if is_control_fh(fh) {
             return reply.ok();
         }
-        match self.shared.lock().model.fsync(fh.0, ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.shared.sync(req, SyncOp::Fsync, ino, fh, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -595,17 +796,54 @@ impl Filesystem for PowerFs {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         // As for fsync, ENOSYS would make the kernel skip all later fsyncdirs.
-        match self.shared.lock().model.fsyncdir(fh.0, ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+        self.shared.sync(req, SyncOp::Fsyncdir, ino, fh, reply);
+    }
+
+    // Extended attributes are not modelled: no file has any, and none can
+    // be set. Answered here rather than by fuser's defaults, which log a
+    // warning for every call (the kernel asks for `security.capability`
+    // on writes) before answering ENOSYS.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENODATA);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
         }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENODATA);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

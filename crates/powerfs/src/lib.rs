@@ -44,28 +44,63 @@
 //! fails with `EIO` (closing them works). Inode numbers are never reused, across
 //! cuts too, so the kernel cannot confuse an old inode with a new one.
 //!
+//! # Held syncs
+//!
+//! [`Mount::hold_syncs`]`(true)` makes the disk slow to sync, without end:
+//! from then on every `fsync`/`fdatasync` of a file and every `fsync` of a
+//! directory is held, NOT answered (its caller stays blocked in the system
+//! call), while every other request, reads and writes included, is served
+//! as usual. Nothing a held sync was asked for becomes durable while it is
+//! held. Syncs that fail anyway (power OFF, stale handle) are answered at
+//! once, and a write on an `O_SYNC`/`O_DSYNC` file is not held.
+//!
+//! - [`Mount::hold_syncs`]`(false)` performs the held syncs in arrival order
+//!   and answers each with its result. Each makes durable what is CURRENT at
+//!   that moment, not what was current when it arrived (in practice the same
+//!   for its own file or directory: the kernel keeps an inode locked against
+//!   writes, truncates and, for a directory, changes of its entries while its
+//!   fsync is pending).
+//! - [`Mount::cut`] (and [`Mount::cycle`]) answers every held sync with
+//!   `EIO`; what it would have synced is dropped like any unsynced data.
+//!   The hold itself stays on until `hold_syncs(false)`: syncs after a
+//!   power-on are held again.
+//! - A held sync whose caller gets SIGKILL (or whose process exits) is
+//!   answered `EIO` without syncing. The kernel waits for a FUSE answer
+//!   even through SIGKILL, so otherwise the process could not die until a
+//!   release or a cut, and whoever reaps it (a harness killing a node
+//!   before cutting its power) would hang.
+//! - Unmounting (dropping the [`Mount`]) answers the held syncs with `EIO`
+//!   and stops holding.
+//!
+//! Held syncs are counted in [`Stats`] (`held_syncs`, `waiting_syncs`).
+//! Note that a held `fsync` keeps its file locked in the kernel: a write to
+//! the same file from another thread waits until the sync is answered, as
+//! it would on a real disk whose sync is slow.
+//!
 //! # Control file
 //!
 //! Processes other than the mounting one control the power through the file
 //! `.powerfs` at the mount root. It is found by name but not listed by
 //! `readdir`, and it works whether the power is ON or OFF. Writing `cut`, `on`
 //! or `cycle` (a trailing newline is fine) performs that action before the write
-//! returns; anything else fails with `EINVAL`. Reading it returns one status
-//! line, the [`Stats`] as `key=value` pairs:
+//! returns, as do `hold` and `release`: [`Mount::hold_syncs`] with `true` and
+//! `false` (see Held syncs); anything else fails with `EINVAL`. Reading it
+//! returns one status line, the [`Stats`] as `key=value` pairs:
 //!
 //! ```text
-//! power=on cuts=1 fsyncs=12 fsyncdirs=2 sync_writes=0 bytes_written=4096 last_cut_dropped_bytes=100 ...
+//! power=on cuts=1 fsyncs=12 fsyncdirs=2 sync_writes=0 bytes_written=4096 last_cut_dropped_bytes=100 ... hold=off held_syncs=0 waiting_syncs=0
 //! ```
 //!
 //! # Not modelled
 //!
 //! Symlinks, hard links, device nodes, fifos and sockets (`EPERM`), extended
-//! attributes (`EOPNOTSUPP`), `RENAME_EXCHANGE`/`RENAME_WHITEOUT` (`EINVAL`),
-//! `fallocate` modes other than 0 and `FALLOC_FL_KEEP_SIZE` (`EOPNOTSUPP`),
-//! shared writable `mmap` (direct I/O forbids it), files over
-//! [`model::MAX_FILE_SIZE`] (`EFBIG`). Permissions are not enforced (no
-//! `default_permissions`); `access(2)` answers from the mode bits. `flock` and
-//! POSIX locks are handled by the kernel locally.
+//! attributes (none exist: reads say `ENODATA`, a set is `EOPNOTSUPP`),
+//! `RENAME_EXCHANGE`/`RENAME_WHITEOUT` (`EINVAL`), `fallocate` modes other
+//! than 0 and `FALLOC_FL_KEEP_SIZE` (`EOPNOTSUPP`), shared writable `mmap`
+//! (direct I/O forbids it), files over [`model::MAX_FILE_SIZE`] (`EFBIG`).
+//! Permissions are not enforced (no `default_permissions`); `access(2)`
+//! answers from the mode bits. `flock` and POSIX locks are handled by the
+//! kernel locally.
 //!
 //! # Mounting
 //!
@@ -195,6 +230,18 @@ impl Mount {
         self.shared.act(Action::Cycle);
     }
 
+    /// Holds syncs (`true`): every later fsync, fdatasync and directory
+    /// fsync is parked unanswered, its caller blocked, while everything else
+    /// is served. Or stops holding (`false`): the held syncs are performed
+    /// in arrival order, each making durable what is current at that
+    /// moment, and answered. [`Mount::cut`] answers held syncs with EIO
+    /// instead (their data is lost) and leaves the hold on. See the crate
+    /// documentation, "Held syncs".
+    pub fn hold_syncs(&self, on: bool) {
+        self.shared
+            .act(if on { Action::Hold } else { Action::Release });
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }
@@ -224,6 +271,9 @@ impl Mount {
         let Some(mut unmounter) = self.unmounter.take() else {
             return Ok(());
         };
+        // A caller blocked in a held sync keeps its file open (the mount
+        // busy) and would wait for an answer that never comes.
+        self.shared.drop_held();
         let clean = unmounter.unmount();
         if clean.is_err() {
             // Typically EBUSY. Detach so the path is free again; the serving

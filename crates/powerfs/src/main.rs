@@ -9,8 +9,9 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: powerfs MOUNTPOINT\n\
 \n\
 Mounts an in-memory filesystem that simulates power loss (needs root).\n\
-Write `cut`, `on` or `cycle` to MOUNTPOINT/.powerfs to control the power;\n\
-read it for counters. SIGTERM or SIGINT unmounts and exits.";
+Write `cut`, `on` or `cycle` to MOUNTPOINT/.powerfs to control the power,\n\
+`hold` or `release` to hold every fsync unanswered or perform and answer\n\
+them; read it for counters. SIGTERM or SIGINT unmounts and exits.";
 
 fn main() -> ExitCode {
     let args: Vec<_> = std::env::args_os().skip(1).collect();

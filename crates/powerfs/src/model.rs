@@ -139,6 +139,14 @@ pub struct Stats {
     /// Bytes accepted by `write`.
     pub bytes_written: u64,
     pub last_cut: CutStats,
+    /// Whether syncs are being held (`Mount::hold_syncs`). The model never
+    /// holds anything: the FUSE adapter fills in this and the two below.
+    pub holding: bool,
+    /// Syncs (fsync, fdatasync, fsyncdir) held so far, each counted when it
+    /// arrived: answered later by a release or a cut, or still waiting.
+    pub held_syncs: u64,
+    /// Held syncs waiting now for a release or a cut.
+    pub waiting_syncs: u64,
 }
 
 impl fmt::Display for Stats {
@@ -149,7 +157,8 @@ impl fmt::Display for Stats {
             f,
             "power={} cuts={} fsyncs={} fsyncdirs={} sync_writes={} bytes_written={} \
              last_cut_dropped_bytes={} last_cut_files_changed={} last_cut_entries_dropped={} \
-             last_cut_entries_restored={} last_cut_inodes_vanished={}",
+             last_cut_entries_restored={} last_cut_inodes_vanished={} hold={} held_syncs={} \
+             waiting_syncs={}",
             self.power,
             self.cuts,
             self.fsyncs,
@@ -160,7 +169,10 @@ impl fmt::Display for Stats {
             c.files_changed,
             c.entries_dropped,
             c.entries_restored,
-            c.inodes_vanished
+            c.inodes_vanished,
+            if self.holding { "on" } else { "off" },
+            self.held_syncs,
+            self.waiting_syncs
         )
     }
 }

@@ -805,3 +805,271 @@ fn sled_scenario(fx: &Fixture, path: &Path, help: SledHelp) -> String {
         }
     )
 }
+
+// ---- held syncs (Mount::hold_syncs) ----
+
+/// How long a held sync must stay unanswered to count as held.
+const STILL_HELD: Duration = Duration::from_millis(200);
+/// Bound for anything that should happen promptly.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+/// Polls `cond` until it holds or `within` has passed.
+fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `sync` on its own thread; its result arrives on the returned channel.
+fn sync_in_thread(
+    what: &'static str,
+    sync: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> mpsc::Receiver<(&'static str, io::Result<()>)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send((what, sync()));
+    });
+    rx
+}
+
+/// Runs `work` on another thread and fails the test if it does not finish
+/// within [`PROMPTLY`] (a request stuck behind a held sync would hang it).
+fn promptly<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(PROMPTLY)
+        .unwrap_or_else(|e| panic!("{what}: not done within {PROMPTLY:?} ({e})"))
+}
+
+fn assert_still_held<T: std::fmt::Debug>(rx: &mpsc::Receiver<T>) {
+    match rx.recv_timeout(STILL_HELD) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        other => panic!("a held sync returned: {other:?}"),
+    }
+}
+
+#[test]
+fn held_syncs_block_their_callers_until_release_and_then_are_durable() {
+    let fx = fixture!();
+    write_synced(&fx.path("f"), b"old");
+    fs::create_dir(fx.path("d")).expect("mkdir");
+    fsync_dir(fx.root());
+    let f = OpenOptions::new()
+        .write(true)
+        .open(fx.path("f"))
+        .expect("open f");
+    f.write_all_at(b"new", 0).expect("write f");
+    File::create(fx.path("d/x")).expect("create d/x");
+    let fsyncs_before = fx.mnt.stats().fsyncs;
+
+    fx.mnt.hold_syncs(true);
+    let file_sync = sync_in_thread("f", move || f.sync_data());
+    assert!(
+        eventually(PROMPTLY, || fx.mnt.stats().waiting_syncs == 1),
+        "the fdatasync did not arrive: {}",
+        fx.mnt.stats()
+    );
+    let dir = File::open(fx.path("d")).expect("open d");
+    let dir_sync = sync_in_thread("d", move || dir.sync_all());
+    assert!(
+        eventually(PROMPTLY, || fx.mnt.stats().waiting_syncs == 2),
+        "the directory fsync did not arrive: {}",
+        fx.mnt.stats()
+    );
+    assert_still_held(&file_sync);
+    assert_still_held(&dir_sync);
+
+    // Meanwhile another thread's reads and writes are served: of another
+    // file, of the held file's data, and of the directory the held sync
+    // does not lock.
+    let (g, held_f) = (fx.path("g"), fx.path("f"));
+    let (read_g, read_f, names) = promptly("reads and writes while syncs are held", move || {
+        let mut g_file = File::create(&g).expect("create g");
+        g_file.write_all(b"served").expect("write g");
+        drop(g_file);
+        let read_g = fs::read(&g).expect("read g");
+        let read_f = fs::read(&held_f).expect("read f");
+        let mut names: Vec<_> = fs::read_dir(g.parent().expect("root"))
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        (read_g, read_f, names)
+    });
+    assert_eq!(read_g, b"served");
+    assert_eq!(read_f, b"new");
+    assert_eq!(names, ["d", "f", "g"]);
+    assert_still_held(&file_sync);
+    assert_still_held(&dir_sync);
+    let s = fx.mnt.stats();
+    assert!(
+        s.holding && s.held_syncs == 2 && s.waiting_syncs == 2,
+        "{s}"
+    );
+    assert_eq!(s.fsyncs, fsyncs_before, "nothing synced while held");
+
+    fx.mnt.hold_syncs(false);
+    for rx in [&file_sync, &dir_sync] {
+        let (what, result) = rx.recv_timeout(PROMPTLY).expect("a released sync returns");
+        result.unwrap_or_else(|e| panic!("released sync of {what}: {e}"));
+    }
+    let s = fx.mnt.stats();
+    assert!(
+        !s.holding && s.held_syncs == 2 && s.waiting_syncs == 0,
+        "{s}"
+    );
+    assert_eq!((s.fsyncs, s.fsyncdirs), (fsyncs_before + 1, 2));
+
+    // Syncs are answered at once again, and what the released ones synced
+    // survives a cut (g, never synced, does not).
+    write_synced(&fx.path("h"), b"h");
+    fx.mnt.cycle();
+    assert_eq!(fs::read(fx.path("f")).expect("read f"), b"new");
+    assert!(fx.path("d/x").exists(), "d's entry was synced on release");
+    assert!(!fx.path("g").exists());
+}
+
+#[test]
+fn a_cut_answers_held_syncs_with_eio_and_drops_their_data() {
+    let fx = fixture!();
+    write_synced(&fx.path("f"), b"old");
+    fsync_dir(fx.root());
+    let f = OpenOptions::new()
+        .write(true)
+        .open(fx.path("f"))
+        .expect("open f");
+    f.write_all_at(b"new", 0).expect("write f");
+
+    fx.mnt.hold_syncs(true);
+    let sync = sync_in_thread("f", move || f.sync_data());
+    assert!(eventually(PROMPTLY, || fx.mnt.stats().waiting_syncs == 1));
+    assert_still_held(&sync);
+    fx.mnt.cut();
+    let (_, result) = sync.recv_timeout(PROMPTLY).expect("the cut answers");
+    assert_eq!(raw_os_error(result), Some(libc::EIO));
+    let s = fx.mnt.stats();
+    assert!(
+        s.holding && s.held_syncs == 1 && s.waiting_syncs == 0,
+        "{s}"
+    );
+    assert_eq!(s.last_cut.dropped_bytes, 3);
+    fx.mnt.power_on();
+    assert_eq!(fs::read(fx.path("f")).expect("read f"), b"old");
+
+    // The hold outlives the cut: a sync after power-on is held again, and
+    // released as usual.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(fx.path("f"))
+        .expect("reopen f");
+    f.write_all_at(b"newer", 0).expect("write f");
+    let sync = sync_in_thread("f", move || f.sync_all());
+    assert!(eventually(PROMPTLY, || fx.mnt.stats().waiting_syncs == 1));
+    assert_still_held(&sync);
+    fx.mnt.hold_syncs(false);
+    let (_, result) = sync.recv_timeout(PROMPTLY).expect("released");
+    result.expect("released sync");
+    fx.mnt.cycle();
+    assert_eq!(fs::read(fx.path("f")).expect("read f"), b"newer");
+}
+
+#[test]
+fn a_process_killed_in_a_held_sync_exits_and_its_data_is_not_synced() {
+    let fx = fixture!();
+    write_synced(&fx.path("f"), b"old");
+    fsync_dir(fx.root());
+    fs::write(fx.path("f"), b"new").expect("write f");
+    fx.mnt.hold_syncs(true);
+    // coreutils `sync --data FILE` is one fdatasync of FILE.
+    let child = Command::new("sync")
+        .arg("--data")
+        .arg(fx.path("f"))
+        .spawn()
+        .expect("spawn sync");
+    let mut guard = ChildGuard {
+        child,
+        mountpoint: fx.root().to_owned(),
+    };
+    assert!(
+        eventually(PROMPTLY, || fx.mnt.stats().waiting_syncs == 1),
+        "{}",
+        fx.mnt.stats()
+    );
+    std::thread::sleep(STILL_HELD);
+    assert!(matches!(guard.child.try_wait(), Ok(None)), "sync returned");
+    guard.child.kill().expect("kill sync");
+    assert!(
+        eventually(PROMPTLY, || matches!(guard.child.try_wait(), Ok(Some(_)))),
+        "a process killed in a held sync did not exit"
+    );
+    assert_eq!(fx.mnt.stats().waiting_syncs, 0);
+    fx.mnt.cycle();
+    assert_eq!(fs::read(fx.path("f")).expect("read f"), b"old");
+}
+
+#[test]
+fn control_file_holds_and_releases_syncs() {
+    let fx = fixture!();
+    let control = fx.path(powerfs::CONTROL_NAME);
+    let status = || fs::read_to_string(&control).expect("read status");
+    assert!(
+        status().ends_with(" hold=off held_syncs=0 waiting_syncs=0\n"),
+        "{}",
+        status()
+    );
+    fs::write(&control, "hold\n").expect("hold");
+    assert!(fx.mnt.stats().holding);
+    let mut f = File::create(fx.path("f")).expect("create f");
+    f.write_all(b"data").expect("write f");
+    let sync = sync_in_thread("f", move || f.sync_all());
+    assert!(
+        eventually(PROMPTLY, || status()
+            .ends_with(" hold=on held_syncs=1 waiting_syncs=1\n")),
+        "{}",
+        status()
+    );
+    assert_still_held(&sync);
+    fs::write(&control, "release").expect("release");
+    let (_, result) = sync.recv_timeout(PROMPTLY).expect("released");
+    result.expect("released sync");
+    assert!(
+        status().ends_with(" hold=off held_syncs=1 waiting_syncs=0\n"),
+        "{}",
+        status()
+    );
+}
+
+#[test]
+fn unmounting_answers_held_syncs_with_eio() {
+    if skip_reason().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = powerfs::mount(dir.path()).expect("mount");
+    let mp = mnt.mountpoint().to_owned();
+    let _watchdog = Watchdog::arm(mp.clone());
+    let mut f = File::create(mp.join("f")).expect("create f");
+    f.write_all(b"data").expect("write f");
+    mnt.hold_syncs(true);
+    let sync = sync_in_thread("f", move || f.sync_all());
+    assert!(eventually(PROMPTLY, || mnt.stats().waiting_syncs == 1));
+    let start = Instant::now();
+    drop(mnt);
+    assert!(
+        start.elapsed() < PROMPTLY,
+        "unmount took {:?}",
+        start.elapsed()
+    );
+    let (_, result) = sync.recv_timeout(PROMPTLY).expect("answered");
+    assert_eq!(raw_os_error(result), Some(libc::EIO));
+    assert!(!mounted(&mp));
+}
