@@ -19,8 +19,11 @@
 //!   restart. Every 1024 entries or 200 ms of applies it saves one atomic
 //!   sled batch (changed records + header with `last_applied`), so the state
 //!   on disk is always the state after some whole entry.
-//! - `purge` records `last_purged` and returns; a purger thread saves the
-//!   state machine and flushes (making it and `last_purged` durable) before
+//! - `purge` saves the state machine's records (in memory, no flush), then
+//!   records `last_purged` and returns: sled keeps a prefix of its writes
+//!   in a crash, so no flush can make the marker durable without the save
+//!   it relies on. A purger thread saves again and flushes (making both
+//!   durable) before
 //!   deleting log entries, oldest first, so the saved state machine is never
 //!   behind the first entry still in the log, and the Raft core never waits
 //!   for the deletion.

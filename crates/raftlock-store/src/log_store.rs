@@ -40,6 +40,8 @@ const PURGE_CHUNK: usize = 512;
 /// openraft's log storage: entries, vote, committed and purged log ids.
 pub struct LogStore {
     shared: Arc<Shared>,
+    /// Saves the state machine's records (see `purge`).
+    saver: Saver,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
     /// Indexes up to which the purger deletes entries.
     purger: mpsc::Sender<u64>,
@@ -69,12 +71,14 @@ impl LogStore {
             .map_err(spawn_error)?;
         let (purge_tx, purge_rx) = mpsc::channel();
         let weak = Arc::downgrade(&shared);
+        let purger_saver = saver.clone();
         std::thread::Builder::new()
             .name("raftlock-log-purge".to_string())
-            .spawn(move || run_purger(weak, saver, purge_rx))
+            .spawn(move || run_purger(weak, purger_saver, purge_rx))
             .map_err(spawn_error)?;
         Ok(LogStore {
             shared,
+            saver,
             flusher: tx,
             purger: purge_tx,
         })
@@ -473,6 +477,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if previous.is_some_and(|p| p.index >= log_id.index) {
             return Ok(());
         }
+        // The state machine's records first, then the marker: sled keeps a
+        // prefix of its writes in a crash, so any flush that makes this
+        // marker durable (the log flusher's, a vote's, sled's background
+        // one) makes the saved state that covers it durable too. The other
+        // way round a crash could keep the marker without the save: the
+        // next open would drop entries the saved state does not include,
+        // and the node could not replay them. openraft purges only applied
+        // entries, so the save covers `log_id`. In-memory work (no flush);
+        // the purger saves and flushes again before deleting anything.
+        self.saver
+            .save(&self.shared.sm)
+            .map_err(|e| sled_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         self.shared
             .meta
             .insert(LAST_PURGED_KEY, frame::encode(&log_id))
@@ -611,6 +627,32 @@ mod tests {
         // Once an entry is gone the log cannot replay it: the saved state
         // must already include it.
         assert_eq!(saved_applied(&log), Some(20));
+    }
+
+    /// `purge` writes its marker after a save of the state machine, so
+    /// no flush (the log flusher's, a vote's) can make the marker durable
+    /// without the state it relies on. The purger thread never hears of
+    /// this purge (its own save would hide the bug).
+    #[tokio::test]
+    async fn purge_saves_the_state_machine_before_writing_its_marker() {
+        use openraft::storage::RaftStateMachine;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, mut sm) = open(dir.path(), lazy(1_000_000)).expect("open");
+        let (unheard, _kept) = mpsc::channel();
+        log.purger = unheard;
+        log.blocking_append((1..=20).map(blank))
+            .await
+            .expect("append");
+        sm.apply((1..=20).map(blank)).await.expect("apply");
+        assert_eq!(saved_applied(&log), None, "applies alone save nothing here");
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 15))
+            .await
+            .expect("purge");
+        assert_eq!(
+            saved_applied(&log),
+            Some(20),
+            "the state is saved before the purge marker is written"
+        );
     }
 
     #[tokio::test]

@@ -580,8 +580,11 @@ impl Config {
         let path = self.get_path();
         sync_dir(&path.join("blobs"))?;
         sync_dir(&path)?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+        // `Path::new("node1").parent()` is `Some("")`: the current directory.
+        match path.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+            Some(parent) => sync_dir(parent)?,
+            None => {}
         }
         Ok(file)
     }
@@ -850,6 +853,9 @@ impl RunningConfig {
                 let path_str = &*path.to_string_lossy();
                 if path_str.starts_with(&*absolute_path.to_string_lossy())
                     && !path_str.ends_with(".in___motion")
+                    // raftlock patch: a snapshot being written (or left
+                    // half-written by a crash) is not one to read.
+                    && !path_str.ends_with(".generating")
                 {
                     Some(path.to_path_buf())
                 } else {

@@ -136,6 +136,11 @@ fn run(
 
         if let Err(e) = pagecache.config.file.sync_all() {
             error!("failed to fsync from periodic flush thread: {}", e);
+            // raftlock patch: Linux reports a writeback error to an open
+            // file once; this thread shares the file with `write_to_log`,
+            // whose next fdatasync would then succeed and acknowledge
+            // writes that were lost. Fail everything from now on instead.
+            pagecache.config.set_global_error(e.into());
         }
 
         let sleep_duration = flush_every

@@ -271,9 +271,11 @@ where C: RaftTypeConfig
         // hold and have committed; restored as leader in that term
         // (`Engine::startup`), it would hand their log ids out again to
         // other entries: one log id, two entries. Its vote is saved again
-        // as not committed: it still votes for nobody else in that term,
-        // and it leads again only by winning a later election, which needs
-        // a log as complete as a majority's.
+        // as not committed, so it leads again only by winning an election,
+        // which needs a log as complete as a majority's. (It can still
+        // grant a vote in that term to a candidate above it in the vote
+        // order, (term, node id) in this build; that candidate's log ids
+        // carry its own node id, so none collides with this node's.)
         if let Some(vote) = log_store.read_vote().await? {
             if vote.is_committed() && vote.leader_id().voted_for() == Some(id.clone()) {
                 let term = vote.leader_id().get_term();

@@ -510,6 +510,14 @@ fn read_snapshot(config: &RunningConfig) -> Result<Option<Snapshot>> {
 }
 
 fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
+    // raftlock patch: the snapshot records a stable lsn; the log up to it
+    // must be on stable storage before a synced snapshot says so. At
+    // recovery the recovered tail may still be only in the page cache (a
+    // kill -9 between a buffer's write and its fdatasync), and no other
+    // path syncs it when the tail ends at a segment boundary.
+    if !config.temporary {
+        config.file.sync_all()?;
+    }
     trace!("writing snapshot {:?}", snapshot);
 
     let raw_bytes = snapshot.serialize();
@@ -542,8 +550,12 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
 
     let parent = path_1.parent().unwrap();
     std::fs::create_dir_all(parent)?;
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).open(&path_1)?;
+    // raftlock patch: truncate, in case a crash left one behind.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path_1)?;
 
     // write the snapshot bytes, followed by a crc64 checksum at the end
     io_fail!(config, "snap write");
