@@ -240,6 +240,8 @@ pub struct NodeLog {
     pub entries: Vec<(u64, (u64, u64), u32)>,
     /// The last purged index (entries at or below it are gone).
     pub purged: Option<u64>,
+    /// The index of the last entry its state machine applied (committed).
+    pub applied: Option<u64>,
 }
 
 /// A free port, kept bound until the returned listener is dropped: the
@@ -884,18 +886,22 @@ impl Cluster {
         &self.dir
     }
 
-    /// Stops every node (kill -9, nothing dropped) and reads each one's
-    /// Raft log from its data directory, for [`crate::checker::logs`]: a
-    /// store that does not open (damaged, or emptied by a lost power cut)
-    /// is reported as that node's error, for the checker to count. The
-    /// nodes stay stopped.
+    /// Stops every node and reads each one's Raft log from its data
+    /// directory, for [`crate::checker::logs`]: one entry per node, always;
+    /// a store that does not open (damaged, or emptied by a lost power
+    /// cut) is that node's error, for the checker to count. On powerfs
+    /// disks the power of every node is cut once more after the kill, so
+    /// what is read is what was durable. The nodes stay stopped.
     pub async fn read_logs(&mut self) -> BTreeMap<u64, Result<NodeLog, String>> {
         self.kill_all();
+        for disk in self.disks.values() {
+            disk.cut();
+            disk.hold_syncs(false);
+            disk.power_on();
+        }
+        self.powered_off.clear();
         let mut logs = BTreeMap::new();
         for (id, node) in &self.nodes {
-            if self.powered_off.contains(id) {
-                continue;
-            }
             logs.insert(*id, read_log(&node.data_dir).await);
         }
         logs
@@ -906,11 +912,13 @@ impl Cluster {
 async fn read_log(dir: &Path) -> Result<NodeLog, String> {
     use raftlock_store::openraft::RaftLogReader;
     use raftlock_store::openraft::storage::RaftLogStorage;
-    let (mut log, sm) = raftlock_store::open(dir, raftlock_store::StoreOptions::default())
+    use raftlock_store::openraft::storage::RaftStateMachine;
+    let (mut log, mut sm) = raftlock_store::open(dir, raftlock_store::StoreOptions::default())
         .map_err(|e| e.to_string())?;
     let closed = log.closed();
     let read = async {
         let state = log.get_log_state().await.map_err(|e| e.to_string())?;
+        let (applied, _) = sm.applied_state().await.map_err(|e| e.to_string())?;
         let entries = log
             .try_get_log_entries(..)
             .await
@@ -929,6 +937,7 @@ async fn read_log(dir: &Path) -> Result<NodeLog, String> {
         Ok(NodeLog {
             entries,
             purged: state.last_purged_log_id.map(|l| l.index),
+            applied: applied.map(|l| l.index),
         })
     };
     let result = read.await;

@@ -38,8 +38,11 @@
 //!   moment: the nodes are killed and every write they had not fsynced is
 //!   thrown away (each node's data is on its own powerfs mount, LazyFS's
 //!   semantics); power and the nodes come back at the heal. Half the cuts
-//!   come after their disks held every sync for 20-300 ms (a disk slow to
-//!   flush), so writes are in flight when the power goes.
+//!   come after disks held every sync for 20-300 ms (a disk slow to
+//!   flush), so writes are in flight when the power goes: either every
+//!   victim's disk (nothing commits meanwhile) or one victim's only, the
+//!   leader's when it is one, while the others go on committing without
+//!   it — it then loses entries the cluster committed.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -158,9 +161,11 @@ pub enum Fault {
     /// kill -9 every node at once.
     KillAll,
     /// Cut the power of these nodes at once (unsynced writes are lost),
-    /// after holding their disks' syncs for `hold_ms` (0: at once).
+    /// after holding the syncs of `held` (some of them) for `hold_ms`
+    /// (0: at once).
     Power {
         nodes: BTreeSet<u64>,
+        held: BTreeSet<u64>,
         hold_ms: u64,
     },
 }
@@ -177,9 +182,17 @@ impl Fault {
             Fault::Reskew { node, rate } => format!("restart node {node} with clock {rate:?}"),
             Fault::Remove(n) => format!("remove node {n} from the membership"),
             Fault::KillAll => "kill every node".to_string(),
-            Fault::Power { nodes, hold_ms: 0 } => format!("power cut of nodes {nodes:?}"),
-            Fault::Power { nodes, hold_ms } => {
-                format!("power cut of nodes {nodes:?} after holding their syncs {hold_ms} ms")
+            Fault::Power {
+                nodes, hold_ms: 0, ..
+            } => format!("power cut of nodes {nodes:?}"),
+            Fault::Power {
+                nodes,
+                held,
+                hold_ms,
+            } => {
+                format!(
+                    "power cut of nodes {nodes:?} after holding the syncs of {held:?} {hold_ms} ms"
+                )
             }
         }
     }
@@ -265,12 +278,25 @@ pub fn choose(
                 }
                 nodes.insert(*id);
             }
-            let hold_ms = if rng.chance(50) {
-                rng.range(20, 300)
+            let (held, hold_ms) = if rng.chance(50) {
+                let held = if rng.chance(50) {
+                    nodes.clone()
+                } else {
+                    let one = leader
+                        .filter(|l| nodes.contains(l))
+                        .or_else(|| nodes.first().copied())
+                        .unwrap_or(random);
+                    BTreeSet::from([one])
+                };
+                (held, rng.range(20, 300))
             } else {
-                0
+                (BTreeSet::new(), 0)
             };
-            Fault::Power { nodes, hold_ms }
+            Fault::Power {
+                nodes,
+                held,
+                hold_ms,
+            }
         }
         FaultKind::Clock => {
             let (who, nodes) = clock_targets(ids, leader, rng);
@@ -445,10 +471,15 @@ pub async fn apply(
         Fault::Reskew { node, rate } => cluster.restart_with_clock(*node, *rate)?,
         Fault::Remove(n) => cluster.remove_member(*n).await?,
         Fault::KillAll => cluster.kill_all(),
-        Fault::Power { nodes, hold_ms } => {
+        Fault::Power {
+            nodes,
+            held,
+            hold_ms,
+        } => {
             let ids: Vec<u64> = nodes.iter().copied().collect();
             if *hold_ms > 0 {
-                cluster.hold_syncs(&ids, true);
+                let held: Vec<u64> = held.iter().copied().collect();
+                cluster.hold_syncs(&held, true);
                 tokio::time::sleep(Duration::from_millis(*hold_ms)).await;
             }
             for line in cluster.power_cut(&ids)? {
