@@ -119,12 +119,7 @@ async fn a_real_cluster_keeps_its_promises_under_partitions_and_kills() {
 /// `RAFTLOCK_REQUIRE_FUSE` is set (.ci/run sets it where FUSE exists).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_cluster_loses_nothing_acknowledged_in_power_cuts_of_every_node() {
-    if let Err(why) = powerfs::available() {
-        assert!(
-            std::env::var_os("RAFTLOCK_REQUIRE_FUSE").is_none(),
-            "RAFTLOCK_REQUIRE_FUSE is set but FUSE is not usable: {why}"
-        );
-        eprintln!("skipped: the power nemesis needs FUSE: {why}");
+    if !powerfs::usable_in_test("the power nemesis") {
         return;
     }
     let out = tempfile::tempdir().expect("tempdir");

@@ -46,19 +46,7 @@ const CALL: Duration = Duration::from_secs(5);
 const SETTLE: Duration = Duration::from_secs(20);
 
 fn fuse_usable() -> bool {
-    match powerfs::available() {
-        Ok(()) => true,
-        Err(why) => {
-            assert!(
-                std::env::var_os("RAFTLOCK_REQUIRE_FUSE").is_none(),
-                "RAFTLOCK_REQUIRE_FUSE is set but FUSE is not usable: {why}"
-            );
-            eprintln!(
-                "skipped: this test puts the nodes' data on powerfs, which needs FUSE: {why}"
-            );
-            false
-        }
-    }
+    powerfs::usable_in_test("this test (the nodes' data on powerfs)")
 }
 
 /// A node's status straight from its listener (no proxy), if it answers.

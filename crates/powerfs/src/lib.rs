@@ -126,6 +126,24 @@ pub use model::{CutStats, Power, Stats};
 
 use fs::{Action, PowerFs, Shared};
 
+/// For a test that needs powerfs: `true` when it can mount here. Else it
+/// prints that the test (`what`) is skipped and why, and returns `false` —
+/// unless `RAFTLOCK_REQUIRE_FUSE` is set (.ci/run sets it where FUSE
+/// exists), which makes a missing FUSE a failure (panic) instead.
+pub fn usable_in_test(what: &str) -> bool {
+    match available() {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(
+                std::env::var_os("RAFTLOCK_REQUIRE_FUSE").is_none(),
+                "RAFTLOCK_REQUIRE_FUSE is set but FUSE is not usable here: {why}"
+            );
+            eprintln!("skipped: {what} needs FUSE: {why}");
+            false
+        }
+    }
+}
+
 /// Tells whether powerfs can mount here, or why not (for tests that must skip).
 pub fn available() -> Result<(), String> {
     let dev = Path::new("/dev/fuse");

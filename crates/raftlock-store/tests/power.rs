@@ -30,12 +30,7 @@ use common::{Rng, log_id, normal, request};
 /// A powerfs mount in a temporary directory, or `None` (skip) when FUSE
 /// is not usable here and not required.
 fn disk() -> Option<(tempfile::TempDir, powerfs::Mount)> {
-    if let Err(why) = powerfs::available() {
-        assert!(
-            std::env::var_os("RAFTLOCK_REQUIRE_FUSE").is_none(),
-            "RAFTLOCK_REQUIRE_FUSE is set but FUSE is not usable: {why}"
-        );
-        eprintln!("skipped: power-cut tests need FUSE: {why}");
+    if !powerfs::usable_in_test("a power-cut test") {
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
