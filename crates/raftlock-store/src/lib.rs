@@ -23,10 +23,9 @@
 //!   records `last_purged` and returns: sled keeps a prefix of its writes
 //!   in a crash, so no flush can make the marker durable without the save
 //!   it relies on. A purger thread saves again and flushes (making both
-//!   durable) before
-//!   deleting log entries, oldest first, so the saved state machine is never
-//!   behind the first entry still in the log, and the Raft core never waits
-//!   for the deletion.
+//!   durable) before deleting log entries, oldest first, so the saved state
+//!   machine is never behind the first entry still in the log, and the Raft
+//!   core never waits for the deletion.
 //! - A sled `flush` is durable by POSIX rules only because sled is
 //!   vendored with a patch (vendor/README.md): upstream ends each buffer
 //!   write with `sync_file_range`, which survives `kill -9` but not a power

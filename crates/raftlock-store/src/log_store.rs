@@ -6,7 +6,9 @@
 //! them in order. openraft learns an entry is durable only after a flush
 //! that covers it, and a burst of appends costs one fsync, not one each.
 //!
-//! Purging is asynchronous too: `purge` records the new `last_purged` and
+//! Purging is asynchronous too: `purge` saves the state machine's records
+//! and records the new `last_purged` (written to sled in that order, not
+//! flushed) and
 //! returns, so the Raft core never stalls on deleting thousands of entries;
 //! a purger thread flushes (making `last_purged` and every state machine
 //! batch so far durable) and only then deletes the entries, oldest first.
