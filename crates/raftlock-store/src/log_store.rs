@@ -8,9 +8,8 @@
 //!
 //! Purging is asynchronous too: `purge` saves the state machine's records
 //! and records the new `last_purged` (written to sled in that order, not
-//! flushed) and
-//! returns, so the Raft core never stalls on deleting thousands of entries;
-//! a purger thread flushes (making `last_purged` and every state machine
+//! flushed) and returns, so the Raft core never stalls on deleting
+//! thousands of entries; a purger thread flushes (making `last_purged` and every state machine
 //! batch so far durable) and only then deletes the entries, oldest first.
 //! Readers never see an entry at or below `last_purged`.
 
