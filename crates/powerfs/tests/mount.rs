@@ -2,7 +2,7 @@
 //! it through the kernel with std::fs and libc, as the programs under test do.
 //!
 //! If FUSE cannot be used here, every test prints why and passes (skips),
-//! unless POWERFS_REQUIRE=1, in which case it fails.
+//! unless RAFTLOCK_REQUIRE_FUSE is set, in which case it fails.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -21,15 +21,10 @@ use std::time::{Duration, Instant};
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn skip_reason() -> Option<String> {
-    match powerfs::available() {
-        Ok(()) => None,
-        Err(why) => {
-            if std::env::var("POWERFS_REQUIRE").as_deref() == Ok("1") {
-                panic!("POWERFS_REQUIRE=1 but powerfs cannot run here: {why}");
-            }
-            eprintln!("skipping: powerfs cannot run here: {why}");
-            Some(why)
-        }
+    if powerfs::usable_in_test("this powerfs test") {
+        None
+    } else {
+        Some("FUSE is not usable here".to_string())
     }
 }
 

@@ -79,9 +79,14 @@ pub(crate) struct Shared {
 /// writers may still hold the data file (and its lock) for a moment, and a
 /// reopen in that moment fails with `AlreadyOpen` (seen in CI). So the drop
 /// hands over to a short-lived thread that takes and releases the same
-/// `flock` sled takes, then drops the sender.
+/// `flock` sled takes, then drops the sender. It takes it through a handle
+/// of the data file opened with the store: opening the file only at close
+/// would fail when the disk has gone (EIO after a power cut, a removed
+/// directory) and report the store closed while sled still holds it.
 struct CloseSignal {
     lock_file: PathBuf,
+    /// Our own handle of `lock_file` (`None` if it could not be opened).
+    handle: Option<std::fs::File>,
     sender: Option<tokio::sync::watch::Sender<()>>,
 }
 
@@ -97,8 +102,11 @@ impl Drop for CloseSignal {
         let lock_file = std::mem::take(&mut self.lock_file);
         closing::begin(&lock_file);
         let path = lock_file.clone();
+        let handle = self.handle.take();
         let wait = move || {
-            wait_for_file_lock(&path, CLOSE_WAIT);
+            if let Some(file) = handle {
+                wait_for_file_lock(&path, &file, CLOSE_WAIT);
+            }
             closing::end(&path);
             drop(sender);
         };
@@ -156,13 +164,10 @@ mod closing {
     }
 }
 
-/// Waits (bounded by `limit`) until nobody holds the exclusive lock on
-/// `path`, the lock sled takes on its data file.
-fn wait_for_file_lock(path: &Path, limit: std::time::Duration) {
+/// Waits (bounded by `limit`) until nobody else holds the exclusive lock
+/// on `file` (at `path`), the lock sled takes on its data file.
+fn wait_for_file_lock(path: &Path, file: &std::fs::File, limit: std::time::Duration) {
     let deadline = std::time::Instant::now() + limit;
-    let Ok(file) = std::fs::File::open(path) else {
-        return; // no file, no lock
-    };
     let mut pause = std::time::Duration::from_micros(200);
     loop {
         match file.try_lock() {
@@ -241,6 +246,7 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         flush_times: Arc::default(),
         closed: CloseSignal {
             lock_file: dir.join("db"),
+            handle: std::fs::File::open(dir.join("db")).ok(),
             sender: Some(tokio::sync::watch::channel(()).0),
         },
     });
