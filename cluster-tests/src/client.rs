@@ -10,39 +10,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use raftlock_proto::errors::{self, Applied, Reason};
 use raftlock_proto::v1 as pb;
 use raftlock_proto::v1::leases_client::LeasesClient;
 use raftlock_proto::v1::locks_client::LocksClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::history::HoldMode;
-
-/// The metadata key raftlock puts its machine-readable reason in.
-pub const REASON_KEY: &str = "raftlock-reason";
-
-/// Reasons that mean the request certainly took no effect, as the proto
-/// documents them — NOT_LEADER and NO_LEADER included, so the checkers hold
-/// raftlock to that promise (a forward whose answer was lost is
-/// OUTCOME_UNKNOWN since 1fd1f53, found by this harness). Everything else
-/// (TIMEOUT, OUTCOME_UNKNOWN, lost connections, WAIT_TIMEOUT racing a
-/// grant) is indeterminate.
-const DEFINITE: &[&str] = &[
-    "LOCK_BUSY",
-    "HELD_IN_OTHER_MODE",
-    "LEASE_NOT_FOUND",
-    "LEASE_EXPIRING",
-    "NOT_HOLDER",
-    "STALE_TOKEN",
-    "INVALID_NAME",
-    "INVALID_ARGUMENT",
-    "TOO_LARGE",
-    "TTL_OUT_OF_RANGE",
-    "LIMIT_EXCEEDED",
-    "KIND_CONFLICT",
-    "PERMITS_MISMATCH",
-    "NOT_LEADER",
-    "NO_LEADER",
-];
 
 /// Why a call did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,16 +30,23 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Sorted by the API's error contract (raftlock-proto's `errors`):
+    /// only a node's reason that says "not applied" (NOT_LEADER and
+    /// NO_LEADER included, so the checkers hold raftlock to that promise: a
+    /// forward whose answer was lost is OUTCOME_UNKNOWN since 1fd1f53,
+    /// found by this harness) is a definite failure. Everything else
+    /// (TIMEOUT, OUTCOME_UNKNOWN, lost connections, and WAIT_TIMEOUT, whose
+    /// withdrawn request may have held the lock for a moment) is
+    /// indeterminate.
     pub fn from_status(status: &tonic::Status) -> CallError {
-        let reason = status
-            .metadata()
-            .get(REASON_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        match reason {
-            Some(r) if DEFINITE.contains(&r.as_str()) => CallError::Definite(r),
-            Some(r) => CallError::Indeterminate(r),
-            None => {
+        let classified = errors::classify(status);
+        match &classified.reason {
+            Reason::Known(r) if classified.applied == Applied::No => {
+                CallError::Definite(r.name().to_string())
+            }
+            Reason::Known(r) => CallError::Indeterminate(r.name().to_string()),
+            Reason::Unrecognized(r) => CallError::Indeterminate(r.clone()),
+            Reason::Absent => {
                 let mut text = format!("{:?}: {}", status.code(), status.message());
                 text.truncate(160);
                 CallError::Indeterminate(text)

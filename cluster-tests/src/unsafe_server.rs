@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::client::REASON_KEY;
+use raftlock_proto::errors::{self, ErrorReason};
 
 #[derive(Default)]
 struct State {
@@ -45,12 +45,8 @@ struct UnsafeNode {
     state: Arc<Mutex<State>>,
 }
 
-fn refused(code: tonic::Code, reason: &str, message: String) -> Status {
-    let mut s = Status::new(code, message);
-    if let Ok(v) = reason.parse() {
-        s.metadata_mut().insert(REASON_KEY, v);
-    }
-    s
+fn refused(reason: ErrorReason, message: String) -> Status {
+    errors::status(reason, message, HashMap::new())
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -64,8 +60,7 @@ impl UnsafeNode {
         let mut s = self.state();
         if !s.alive(lease) {
             return Err(refused(
-                tonic::Code::NotFound,
-                "LEASE_NOT_FOUND",
+                ErrorReason::LeaseNotFound,
                 format!("lease {lease} does not exist"),
             ));
         }
@@ -108,17 +103,12 @@ impl Locks for UnsafeNode {
             }
             if r.wait_timeout_ms == 0 {
                 return Err(refused(
-                    tonic::Code::FailedPrecondition,
-                    "LOCK_BUSY",
+                    ErrorReason::LockBusy,
                     format!("lock \"{}\" is busy", spec.name),
                 ));
             }
             if Instant::now() >= deadline {
-                return Err(refused(
-                    tonic::Code::DeadlineExceeded,
-                    "WAIT_TIMEOUT",
-                    "wait timed out".into(),
-                ));
+                return Err(refused(ErrorReason::WaitTimeout, "wait timed out".into()));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -133,8 +123,7 @@ impl Locks for UnsafeNode {
         for name in &r.names {
             if s.locks.get(name) != Some(&(r.lease_id, r.token)) {
                 return Err(refused(
-                    tonic::Code::PermissionDenied,
-                    "NOT_HOLDER",
+                    ErrorReason::NotHolder,
                     format!("lease {} does not hold \"{name}\"", r.lease_id),
                 ));
             }
@@ -218,8 +207,7 @@ impl Leases for UnsafeNode {
                     })
                 }
                 _ => Err(refused(
-                    tonic::Code::NotFound,
-                    "LEASE_NOT_FOUND",
+                    ErrorReason::LeaseNotFound,
                     format!("lease {} does not exist", req.lease_id),
                 )),
             }

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use raftlock_proto::errors::ErrorReason;
 use tokio::sync::watch;
 
 use crate::client::{CallError, NodeClient};
@@ -226,7 +227,7 @@ fn result_err(e: &CallError) -> (OpType, OpResult) {
 }
 
 fn lease_gone(e: &CallError) -> bool {
-    matches!(e, CallError::Definite(r) if r == "LEASE_NOT_FOUND" || r == "LEASE_EXPIRING")
+    matches!(e, CallError::Definite(r) if ErrorReason::parse(r).is_some_and(ErrorReason::is_lease_gone))
 }
 
 impl Worker {
@@ -315,7 +316,9 @@ impl Worker {
                     // that timed out was withdrawn by the cluster, its hold
                     // released if the grant won the race: the lease holds
                     // nothing from it.)
-                    if lease_gone(&e) || (kind == OpType::Info && e.reason() != "WAIT_TIMEOUT") {
+                    if lease_gone(&e)
+                        || (kind == OpType::Info && e.reason() != ErrorReason::WaitTimeout.name())
+                    {
                         lease = None;
                     }
                 }
@@ -482,7 +485,7 @@ impl Worker {
                     OpType::Fail,
                     OpResult {
                         token: Some(higher),
-                        error: Some("STALE_TOKEN".into()),
+                        error: Some(ErrorReason::StaleToken.name().into()),
                         ..OpResult::default()
                     },
                 );

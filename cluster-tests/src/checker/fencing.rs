@@ -451,7 +451,11 @@ mod tests {
             args,
             Some(OpResult {
                 value: (f == F::Read && accepted).then_some(value),
-                error: (!accepted).then(|| "STALE_TOKEN".into()),
+                error: (!accepted).then(|| {
+                    raftlock_proto::errors::ErrorReason::StaleToken
+                        .name()
+                        .into()
+                }),
                 ..OpResult::default()
             }),
         );

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use raftlock_proto::errors::{self, ErrorReason, Retry};
 use raftlock_proto::v1 as pb;
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -14,12 +15,11 @@ use tonic::transport::Endpoint;
 use tonic::{Response, Status};
 use tower::util::BoxCloneSyncService;
 
-use crate::error::{Error, ServerError};
+use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::session::{Session, SessionOptions};
 
 /// Response metadata keys naming the leader (see the proto's header).
-const LEADER_ADDR_KEY: &str = "raftlock-leader-addr";
 /// How often an HTTP/2 ping checks that a connection still carries bytes.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(2);
 /// Most channels kept: the given endpoints plus leaders learnt from replies.
@@ -192,23 +192,15 @@ enum Failure {
 }
 
 fn classify(status: &Status) -> Failure {
-    let info = ServerError::of(status);
-    match info.reason.as_deref() {
-        Some("NOT_LEADER") => Failure::Retry {
-            leader_addr: info.metadata.get("leader_addr").cloned(),
+    let classified = errors::classify(status);
+    match classified.retry {
+        Retry::AtLeader => Failure::Retry {
+            leader_addr: classified.leader.map(|l| l.addr),
         },
-        Some("NO_LEADER" | "SHUTTING_DOWN" | "TIMEOUT" | "OUTCOME_UNKNOWN") => {
-            Failure::Retry { leader_addr: None }
-        }
-        Some(_) => Failure::Fatal,
-        // No reason: the status came from the transport (connection refused
-        // or reset, h2 errors), not from a raftlock node.
-        None => match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
-                Failure::Retry { leader_addr: None }
-            }
-            _ => Failure::Fatal,
-        },
+        // A write whose outcome is unknown is retried only by calls that
+        // may repeat it (`Kind::WriteOnce` returns before this).
+        Retry::AfterPause | Retry::IfIdempotent => Failure::Retry { leader_addr: None },
+        Retry::Never => Failure::Fatal,
     }
 }
 
@@ -384,7 +376,7 @@ impl Client {
     }
 
     pub(crate) fn learn_from(&self, md: &MetadataMap) {
-        if let Some(addr) = md.get(LEADER_ADDR_KEY).and_then(|v| v.to_str().ok()) {
+        if let Some(addr) = errors::leader_addr_in(md) {
             self.follow_leader(addr);
         }
     }
@@ -611,10 +603,10 @@ impl Client {
         }
         let session = self.session(SessionOptions::new(ttl).owner(owner)).await?;
         let Ok(claim) = session.names().try_claim(names) else {
-            return Err(Error::Other {
-                reason: "INTERNAL".into(),
-                message: "a new session already had a claim on a name".into(),
-            });
+            return Err(Error::other(
+                ErrorReason::Internal,
+                "a new session already had a claim on a name",
+            ));
         };
         if sessions.len() >= MAX_LOCK_SESSIONS {
             sessions.remove(0);
@@ -817,13 +809,13 @@ impl Client {
             }
         }
         let why = compacted.map_or_else(String::new, |e| e.to_string());
-        Err(Error::Other {
-            reason: "COMPACTED".into(),
-            message: format!(
+        Err(Error::other(
+            ErrorReason::Compacted,
+            format!(
                 "cannot watch {prefix:?} from revision {from_revision}: no node still has \
                  those events ({why}); read the current state (list) and watch again from its revision"
             ),
-        })
+        ))
     }
 
     /// [`Client::call`] for a call whose reply is a stream.

@@ -1,14 +1,8 @@
-//! The client's typed errors, mapped from the server's stable reasons
-//! (google.rpc.ErrorInfo, domain `raftlock.dev`, or the `raftlock-reason`
-//! metadata key).
+//! The client's typed errors, mapped from the server's stable reasons by
+//! the API's error contract (`raftlock_proto::errors`).
 
-use std::collections::HashMap;
-
+use raftlock_proto::errors::{self, Classified, ErrorReason, Reason, detail};
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
-
-/// Metadata key carrying the reason, for servers' plain statuses.
-const REASON_KEY: &str = "raftlock-reason";
 
 /// Everything a client call can fail with. Each variant names what a caller
 /// can act on; [`Error::reason`] gives the server's stable reason string.
@@ -40,7 +34,7 @@ pub enum Error {
     #[error("invalid argument {field}: {message} ({reason})")]
     InvalidArgument {
         field: String,
-        reason: String,
+        reason: ErrorReason,
         message: String,
     },
 
@@ -52,7 +46,10 @@ pub enum Error {
     /// (KIND_CONFLICT, PERMITS_MISMATCH, HELD_IN_OTHER_MODE, PARTIALLY_HELD,
     /// ALREADY_WAITING).
     #[error("conflict ({reason}): {message}")]
-    Conflict { reason: String, message: String },
+    Conflict {
+        reason: ErrorReason,
+        message: String,
+    },
 
     /// No node took the call before the retries ran out (no leader, nodes
     /// down or unreachable). Every attempt was definitely refused
@@ -104,7 +101,9 @@ pub enum Error {
     #[error("invalid endpoint {endpoint:?}: {message}")]
     InvalidEndpoint { endpoint: String, message: String },
 
-    /// Any other server error, with its reason (e.g. COMPACTED, INTERNAL).
+    /// Any other server error, with its reason (e.g. COMPACTED, INTERNAL,
+    /// a reason this client does not know, or for a status without one its
+    /// code, e.g. PERMISSION_DENIED).
     #[error("{reason}: {message}")]
     Other { reason: String, message: String },
 }
@@ -113,30 +112,51 @@ impl Error {
     /// The stable reason string: the server's reason when the error came
     /// from it (e.g. `LOCK_BUSY`), or a client-side one (`UNAVAILABLE`,
     /// `OUTCOME_UNKNOWN`, `DEADLINE_EXCEEDED`, `ALREADY_HELD`,
-    /// `INVALID_ENDPOINT`, `LEASE_LOST`).
+    /// `INVALID_ENDPOINT`, `LEASE_LOST`): a name of [`ErrorReason`], or for
+    /// [`Error::Other`] possibly one this client does not know.
     pub fn reason(&self) -> &str {
         match self {
-            Error::Busy { .. } => "LOCK_BUSY",
-            Error::WaitTimeout { .. } => "WAIT_TIMEOUT",
-            Error::LeaseLost { .. } => "LEASE_LOST",
-            Error::NotHolder { .. } => "NOT_HOLDER",
-            Error::StaleToken { .. } => "STALE_TOKEN",
-            Error::InvalidArgument { reason, .. } => reason,
-            Error::LimitExceeded { .. } => "LIMIT_EXCEEDED",
-            Error::Conflict { reason, .. } => reason,
-            Error::Unavailable { .. } => "UNAVAILABLE",
-            Error::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
-            Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
-            Error::AlreadyHeld { .. } => "ALREADY_HELD",
-            Error::InvalidEndpoint { .. } => "INVALID_ENDPOINT",
+            Error::InvalidArgument { reason, .. } | Error::Conflict { reason, .. } => reason.name(),
             Error::Other { reason, .. } => reason,
+            e => e.known_reason().name(),
+        }
+    }
+
+    /// The reason as the contract's enum, when it is one.
+    pub fn error_reason(&self) -> Option<ErrorReason> {
+        ErrorReason::parse(self.reason())
+    }
+
+    fn known_reason(&self) -> ErrorReason {
+        match self {
+            Error::Busy { .. } => ErrorReason::LockBusy,
+            Error::WaitTimeout { .. } => ErrorReason::WaitTimeout,
+            Error::LeaseLost { .. } => ErrorReason::LeaseLost,
+            Error::NotHolder { .. } => ErrorReason::NotHolder,
+            Error::StaleToken { .. } => ErrorReason::StaleToken,
+            Error::InvalidArgument { reason, .. } | Error::Conflict { reason, .. } => *reason,
+            Error::LimitExceeded { .. } => ErrorReason::LimitExceeded,
+            Error::Unavailable { .. } => ErrorReason::Unavailable,
+            Error::OutcomeUnknown { .. } => ErrorReason::OutcomeUnknown,
+            Error::DeadlineExceeded { .. } => ErrorReason::DeadlineExceeded,
+            Error::AlreadyHeld { .. } => ErrorReason::AlreadyHeld,
+            Error::InvalidEndpoint { .. } => ErrorReason::InvalidEndpoint,
+            Error::Other { .. } => ErrorReason::Unspecified,
+        }
+    }
+
+    /// A client-side [`Error::Other`] with a reason of the contract.
+    pub(crate) fn other(reason: ErrorReason, message: impl Into<String>) -> Error {
+        Error::Other {
+            reason: reason.name().to_string(),
+            message: message.into(),
         }
     }
 
     /// True when a watch cannot resume because the events it needs are no
     /// longer in the nodes' in-memory history (reason `COMPACTED`).
     pub fn is_compacted(&self) -> bool {
-        self.reason() == "COMPACTED"
+        self.error_reason() == Some(ErrorReason::Compacted)
     }
 
     /// True when the call failed but may nevertheless have taken effect:
@@ -166,7 +186,7 @@ impl Error {
     /// it, but also INTERNAL, an unknown reason, or a status with no reason
     /// at all (a proxy's, the transport's). Only a raftlock reason that
     /// refuses the request itself (LOCK_BUSY, NOT_HOLDER, INVALID_ARGUMENT,
-    /// ...: see [`Error::is_definite`]) stays what it is, and
+    /// ...: [`Classified::is_definite_refusal`]) stays what it is, and
     /// [`Error::DeadlineExceeded`] says "maybe applied" already.
     pub(crate) fn from_write_status(
         status: &Status,
@@ -174,9 +194,9 @@ impl Error {
         attempts: u32,
         maybe_applied: bool,
     ) -> Error {
-        let e = Error::from_status(status, lease_id, attempts);
-        let from_raftlock = ServerError::of(status).reason.is_some();
-        if !maybe_applied || (from_raftlock && e.is_definite()) {
+        let classified = errors::classify(status);
+        let e = Error::from_classified(status, &classified, lease_id, attempts);
+        if !maybe_applied || classified.is_definite_refusal() {
             return e;
         }
         match e {
@@ -189,109 +209,103 @@ impl Error {
         }
     }
 
-    /// Whether this error, coming from a raftlock node, answers the request
-    /// itself: the request was refused (or, for WAIT_TIMEOUT, withdrawn)
-    /// and leaves nothing on the server, whatever earlier attempts did.
-    /// A retried acquire whose earlier attempt was applied gets that hold
-    /// back rather than LOCK_BUSY, and a lease that is gone took everything
-    /// with it.
-    fn is_definite(&self) -> bool {
-        matches!(
-            self,
-            Error::Busy { .. }
-                | Error::WaitTimeout { .. }
-                | Error::LeaseLost { .. }
-                | Error::NotHolder { .. }
-                | Error::StaleToken { .. }
-                | Error::InvalidArgument { .. }
-                | Error::LimitExceeded { .. }
-                | Error::Conflict { .. }
-        )
-    }
-
     /// Map a server status (after retries gave up on it, or for a
     /// non-retryable one). `lease_id` names the caller's lease, if any.
     /// Failures that say nothing about an outcome (TIMEOUT, SHUTTING_DOWN,
     /// OUTCOME_UNKNOWN, transport errors) are `Unavailable` here; a write
     /// goes through [`Error::from_write_status`].
     pub(crate) fn from_status(status: &Status, lease_id: u64, attempts: u32) -> Error {
-        let info = ServerError::of(status);
+        Error::from_classified(status, &errors::classify(status), lease_id, attempts)
+    }
+
+    fn from_classified(
+        status: &Status,
+        classified: &Classified,
+        lease_id: u64,
+        attempts: u32,
+    ) -> Error {
+        use ErrorReason as R;
         let message = status.message().to_string();
-        match info.reason.as_deref() {
-            Some("LOCK_BUSY") => Error::Busy { message },
-            Some("WAIT_TIMEOUT") => Error::WaitTimeout { message },
-            Some("LEASE_NOT_FOUND") | Some("LEASE_EXPIRING") => {
+        let reason = match &classified.reason {
+            Reason::Known(r) => *r,
+            Reason::Unrecognized(name) => {
+                return Error::Other {
+                    reason: name.clone(),
+                    message,
+                };
+            }
+            Reason::Absent => {
+                return match status.code() {
+                    Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                        Error::Unavailable { attempts, message }
+                    }
+                    // A server's or a proxy's deadline: the request got there.
+                    Code::DeadlineExceeded => Error::DeadlineExceeded {
+                        message,
+                        maybe_applied: true,
+                    },
+                    Code::InvalidArgument => Error::InvalidArgument {
+                        field: String::new(),
+                        reason: R::InvalidArgument,
+                        message,
+                    },
+                    code => Error::Other {
+                        reason: errors::code_name(code).to_string(),
+                        message,
+                    },
+                };
+            }
+        };
+        match reason {
+            R::LockBusy => Error::Busy { message },
+            R::WaitTimeout => Error::WaitTimeout { message },
+            R::LeaseNotFound | R::LeaseExpiring | R::LeaseLost => {
                 Error::LeaseLost { lease_id, message }
             }
-            Some("NOT_HOLDER") => Error::NotHolder { message },
-            Some("STALE_TOKEN") => Error::StaleToken { message },
-            Some(r @ ("INVALID_NAME" | "INVALID_ARGUMENT" | "TOO_LARGE" | "TTL_OUT_OF_RANGE")) => {
-                Error::InvalidArgument {
-                    field: info.metadata.get("field").cloned().unwrap_or_default(),
-                    reason: r.to_string(),
-                    message,
-                }
-            }
-            Some("LIMIT_EXCEEDED") => Error::LimitExceeded { message },
-            Some(
-                r @ ("KIND_CONFLICT" | "PERMITS_MISMATCH" | "HELD_IN_OTHER_MODE" | "PARTIALLY_HELD"
-                | "ALREADY_WAITING"),
-            ) => Error::Conflict {
-                reason: r.to_string(),
+            R::NotHolder => Error::NotHolder { message },
+            R::StaleToken => Error::StaleToken { message },
+            R::InvalidName
+            | R::InvalidArgument
+            | R::TooLarge
+            | R::TtlOutOfRange
+            | R::InvalidEndpoint => Error::InvalidArgument {
+                field: classified
+                    .metadata
+                    .get(detail::FIELD)
+                    .cloned()
+                    .unwrap_or_default(),
+                reason,
                 message,
             },
-            Some("NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN" | "TIMEOUT") => {
-                Error::Unavailable { attempts, message }
-            }
-            Some(r) => Error::Other {
-                reason: r.to_string(),
+            R::LimitExceeded => Error::LimitExceeded { message },
+            R::KindConflict
+            | R::PermitsMismatch
+            | R::HeldInOtherMode
+            | R::PartiallyHeld
+            | R::AlreadyWaiting
+            | R::AlreadyHeld => Error::Conflict { reason, message },
+            // Retries gave up on these; a write's may be OutcomeUnknown
+            // instead (from_write_status).
+            R::NotLeader
+            | R::NoLeader
+            | R::ShuttingDown
+            | R::OutcomeUnknown
+            | R::Timeout
+            | R::Unavailable => Error::Unavailable { attempts, message },
+            R::DeadlineExceeded => Error::DeadlineExceeded {
+                message,
+                maybe_applied: true,
+            },
+            R::LockNotFound
+            | R::WaiterNotFound
+            | R::WaitDropped
+            | R::Compacted
+            | R::SlowWatcher
+            | R::Internal
+            | R::Unspecified => Error::Other {
+                reason: reason.name().to_string(),
                 message,
             },
-            None => match status.code() {
-                Code::Unavailable | Code::Unknown | Code::Cancelled => {
-                    Error::Unavailable { attempts, message }
-                }
-                // A server's or a proxy's deadline: the request got there.
-                Code::DeadlineExceeded => Error::DeadlineExceeded {
-                    message,
-                    maybe_applied: true,
-                },
-                Code::InvalidArgument => Error::InvalidArgument {
-                    field: String::new(),
-                    reason: "INVALID_ARGUMENT".into(),
-                    message,
-                },
-                code => Error::Other {
-                    reason: format!("{code:?}").to_uppercase(),
-                    message,
-                },
-            },
-        }
-    }
-}
-
-/// What the server said about a failure: its reason and ErrorInfo metadata.
-#[derive(Debug, Default)]
-pub(crate) struct ServerError {
-    pub reason: Option<String>,
-    pub metadata: HashMap<String, String>,
-}
-
-impl ServerError {
-    pub(crate) fn of(status: &Status) -> ServerError {
-        if let Some(info) = status.get_details_error_info() {
-            return ServerError {
-                reason: Some(info.reason),
-                metadata: info.metadata,
-            };
-        }
-        ServerError {
-            reason: status
-                .metadata()
-                .get(REASON_KEY)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            metadata: HashMap::new(),
         }
     }
 }
@@ -299,6 +313,7 @@ impl ServerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use tonic_types::{ErrorDetails, StatusExt};
 
     fn status(code: Code, reason: &str, md: &[(&str, &str)]) -> Status {
@@ -332,7 +347,7 @@ mod tests {
             1,
         );
         assert!(
-            matches!(&e, Error::InvalidArgument { field, reason, .. } if field == "name" && reason == "INVALID_NAME")
+            matches!(&e, Error::InvalidArgument { field, reason, .. } if field == "name" && *reason == ErrorReason::InvalidName)
         );
         let e = Error::from_status(&status(Code::OutOfRange, "COMPACTED", &[]), 0, 1);
         assert_eq!(e.reason(), "COMPACTED");
@@ -342,7 +357,7 @@ mod tests {
     fn plain_metadata_reason_is_read_too() {
         let mut s = Status::new(Code::PermissionDenied, "no");
         s.metadata_mut()
-            .insert("raftlock-reason", "STALE_TOKEN".parse().unwrap());
+            .insert(errors::REASON_KEY, "STALE_TOKEN".parse().unwrap());
         assert!(matches!(
             Error::from_status(&s, 0, 1),
             Error::StaleToken { .. }

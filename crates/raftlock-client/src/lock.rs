@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use raftlock_proto::errors::{self, Applied, ErrorReason};
 use raftlock_proto::v1 as pb;
 
-use crate::error::{Error, ServerError};
+use crate::error::Error;
 use crate::session::{Claim, Session, SessionEnd};
 
 /// How to hold a lock.
@@ -316,10 +317,10 @@ pub(crate) async fn acquire_specs(
     match r {
         Ok(acquired) => match settle.disarm() {
             Some(claim) => Ok((acquired, claim)),
-            None => Err(Error::Other {
-                reason: "INTERNAL".into(),
-                message: "an acquire lost its claim on its names".into(),
-            }),
+            None => Err(Error::other(
+                ErrorReason::Internal,
+                "an acquire lost its claim on its names",
+            )),
         },
         Err(e) if e.may_have_been_applied() => {
             tracing::debug!(lease_id, error = %e, "acquire outcome unknown; withdrawing in the background");
@@ -829,28 +830,7 @@ pub(crate) async fn release_names(
 /// the transport (no raftlock reason), so the request may have reached the
 /// leader. Every other reason is a definite refusal.
 pub(crate) fn outcome_unknown(status: &tonic::Status) -> bool {
-    match ServerError::of(status).reason.as_deref() {
-        Some("TIMEOUT" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN" | "INTERNAL") => true,
-        Some(_) => false,
-        None => !never_sent(status),
-    }
-}
-
-/// Whether a transport failure certainly never reached a node: the
-/// connection itself could not be opened (refused, unreachable, connect
-/// timeout), so no byte of the request was sent. (raftlock-node decides
-/// the same way for its forwards.)
-fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut texts = vec![status.message().to_string()];
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        texts.push(e.to_string());
-        source = e.source();
-    }
-    texts.iter().any(|t| t.contains("connect error"))
+    errors::classify(status).applied == Applied::Unknown
 }
 
 impl Drop for LockGuard {

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use raftlock_proto::errors::{self, ErrorReason};
 use raftlock_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::Client;
-use crate::error::{Error, ServerError};
+use crate::error::Error;
 use crate::lock::LockBuilder;
 use crate::multi::MultiLockBuilder;
 
@@ -353,7 +354,7 @@ impl Session {
         if options.drift_margin >= options.ttl {
             return Err(Error::InvalidArgument {
                 field: "drift_margin".into(),
-                reason: "INVALID_ARGUMENT".into(),
+                reason: ErrorReason::InvalidArgument,
                 message: "the drift margin must be below the ttl".into(),
             });
         }
@@ -440,7 +441,7 @@ impl Session {
         if drift_margin >= ttl {
             return Err(Error::InvalidArgument {
                 field: "drift_margin".into(),
-                reason: "INVALID_ARGUMENT".into(),
+                reason: ErrorReason::InvalidArgument,
                 message: "the drift margin must be below the ttl".into(),
             });
         }
@@ -616,10 +617,9 @@ async fn revoke_lease(client: &Client, lease_id: u64) -> Result<(), Error> {
 }
 
 fn lease_gone(status: &tonic::Status) -> bool {
-    matches!(
-        ServerError::of(status).reason.as_deref(),
-        Some("LEASE_NOT_FOUND" | "LEASE_EXPIRING")
-    )
+    errors::classify(status)
+        .known()
+        .is_some_and(ErrorReason::is_lease_gone)
 }
 
 /// The one keep-alive task of a session: a bidi stream to the leader (or

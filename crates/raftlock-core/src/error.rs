@@ -118,27 +118,3 @@ pub enum LockError {
     #[error("lock \"{name}\" does not exist")]
     LockNotFound { name: String },
 }
-
-impl LockError {
-    /// A stable machine-readable reason, used as the gRPC error reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            LockError::InvalidName { .. } => "INVALID_NAME",
-            LockError::InvalidArgument { .. } => "INVALID_ARGUMENT",
-            LockError::TooLarge { .. } => "TOO_LARGE",
-            LockError::TtlOutOfRange { .. } => "TTL_OUT_OF_RANGE",
-            LockError::LimitExceeded { .. } => "LIMIT_EXCEEDED",
-            LockError::LeaseNotFound { .. } => "LEASE_NOT_FOUND",
-            LockError::Busy { .. } => "LOCK_BUSY",
-            LockError::NotHolder { .. } => "NOT_HOLDER",
-            LockError::StaleToken { .. } => "STALE_TOKEN",
-            LockError::KindConflict { .. } => "KIND_CONFLICT",
-            LockError::PermitsMismatch { .. } => "PERMITS_MISMATCH",
-            LockError::HeldInOtherMode { .. } => "HELD_IN_OTHER_MODE",
-            LockError::PartiallyHeld { .. } => "PARTIALLY_HELD",
-            LockError::AlreadyWaiting { .. } => "ALREADY_WAITING",
-            LockError::WaiterNotFound { .. } => "WAITER_NOT_FOUND",
-            LockError::LockNotFound { .. } => "LOCK_NOT_FOUND",
-        }
-    }
-}

@@ -17,6 +17,7 @@ use raftlock_core::{
     Applied, BatchPlan, Command, Granted, LeaseId, LockError, LockSpec, Metadata, Request,
     Response, State, WaiterId,
 };
+use raftlock_proto::errors::never_sent;
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_store::{NodeId, StateHandle};
 use serde::{Deserialize, Serialize};
@@ -774,26 +775,13 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-/// Whether a failed internal call certainly never reached its peer: the
-/// connection itself could not be made (refused, unreachable, connect
-/// timeout), so no byte of the request was sent.
-fn never_sent(status: &tonic::Status) -> bool {
-    let mut texts = vec![status.message().to_string()];
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        texts.push(e.to_string());
-        source = e.source();
-    }
-    status.code() == tonic::Code::Unavailable && texts.iter().any(|t| t.contains("connect error"))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::never_sent;
     use crate::network::{Method, Network, NetworkOptions};
     use crate::wire::pack;
+    use raftlock_proto::errors::never_sent;
 
     /// A refused connection means nothing reached the leader (NOT_LEADER is
     /// true); a peer that took the request and never answered may have

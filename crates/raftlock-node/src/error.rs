@@ -1,20 +1,14 @@
-//! Errors of a node's operations, and their gRPC form: a status code, a
-//! stable machine-readable reason (google.rpc.ErrorInfo and the
-//! `raftlock-reason` metadata key), and for leadership errors the leader's id
-//! and address.
+//! Errors of a node's operations, and their gRPC form: each maps to one
+//! [`ErrorReason`] of the API's error contract (raftlock-proto's `errors`,
+//! which gives its status code), with the facts a caller acts on
+//! (the leader, the field, the name) in the ErrorInfo detail.
 
 use std::collections::HashMap;
 
 use raftlock_core::LockError;
+use raftlock_proto::errors::{self, ErrorReason, detail};
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
-
-/// The domain of raftlock's ErrorInfo details.
-pub const ERROR_DOMAIN: &str = "raftlock.dev";
-/// Response metadata key carrying the reason, for clients without
-/// rich-error support.
-pub const REASON_KEY: &str = "raftlock-reason";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum NodeError {
@@ -84,59 +78,28 @@ impl NodeError {
         })
     }
 
-    /// Stable machine-readable reason.
-    pub fn reason(&self) -> &'static str {
+    /// The reason of the API's error contract.
+    pub fn reason(&self) -> ErrorReason {
         match self {
-            NodeError::Lock(e) => e.reason(),
-            NodeError::NotLeader { .. } => "NOT_LEADER",
-            NodeError::NoLeader => "NO_LEADER",
-            NodeError::OutcomeUnknown { .. } => "OUTCOME_UNKNOWN",
-            NodeError::WaitTimeout { .. } => "WAIT_TIMEOUT",
-            NodeError::WaitDropped { .. } => "WAIT_DROPPED",
-            NodeError::LeaseExpiring { .. } => "LEASE_EXPIRING",
-            NodeError::Compacted { .. } => "COMPACTED",
-            NodeError::SlowWatcher { .. } => "SLOW_WATCHER",
-            NodeError::TooManyWatchers { .. } => "LIMIT_EXCEEDED",
-            NodeError::Timeout { .. } => "TIMEOUT",
-            NodeError::ShuttingDown => "SHUTTING_DOWN",
-            NodeError::Internal(_) => "INTERNAL",
+            NodeError::Lock(e) => lock_reason(e),
+            NodeError::NotLeader { .. } => ErrorReason::NotLeader,
+            NodeError::NoLeader => ErrorReason::NoLeader,
+            NodeError::OutcomeUnknown { .. } => ErrorReason::OutcomeUnknown,
+            NodeError::WaitTimeout { .. } => ErrorReason::WaitTimeout,
+            NodeError::WaitDropped { .. } => ErrorReason::WaitDropped,
+            NodeError::LeaseExpiring { .. } => ErrorReason::LeaseExpiring,
+            NodeError::Compacted { .. } => ErrorReason::Compacted,
+            NodeError::SlowWatcher { .. } => ErrorReason::SlowWatcher,
+            NodeError::TooManyWatchers { .. } => ErrorReason::LimitExceeded,
+            NodeError::Timeout { .. } => ErrorReason::Timeout,
+            NodeError::ShuttingDown => ErrorReason::ShuttingDown,
+            NodeError::Internal(_) => ErrorReason::Internal,
         }
     }
 
+    /// The status code, as the contract gives it for the reason.
     pub fn code(&self) -> Code {
-        match self {
-            NodeError::Lock(e) => match e {
-                LockError::InvalidName { .. }
-                | LockError::InvalidArgument { .. }
-                | LockError::TooLarge { .. }
-                | LockError::TtlOutOfRange { .. } => Code::InvalidArgument,
-                LockError::LimitExceeded { .. } => Code::ResourceExhausted,
-                LockError::LeaseNotFound { .. }
-                | LockError::LockNotFound { .. }
-                | LockError::WaiterNotFound { .. } => Code::NotFound,
-                LockError::NotHolder { .. } | LockError::StaleToken { .. } => {
-                    Code::PermissionDenied
-                }
-                LockError::Busy { .. }
-                | LockError::KindConflict { .. }
-                | LockError::PermitsMismatch { .. }
-                | LockError::HeldInOtherMode { .. }
-                | LockError::PartiallyHeld { .. }
-                | LockError::AlreadyWaiting { .. } => Code::FailedPrecondition,
-            },
-            NodeError::NotLeader { .. }
-            | NodeError::NoLeader
-            | NodeError::OutcomeUnknown { .. }
-            | NodeError::ShuttingDown => Code::Unavailable,
-            NodeError::WaitTimeout { .. } | NodeError::Timeout { .. } => Code::DeadlineExceeded,
-            NodeError::WaitDropped { .. } => Code::Aborted,
-            NodeError::LeaseExpiring { .. } => Code::NotFound,
-            NodeError::Compacted { .. } => Code::OutOfRange,
-            NodeError::SlowWatcher { .. } | NodeError::TooManyWatchers { .. } => {
-                Code::ResourceExhausted
-            }
-            NodeError::Internal(_) => Code::Internal,
-        }
+        self.reason().code()
     }
 
     /// Extra facts for the ErrorInfo metadata.
@@ -152,26 +115,26 @@ impl NodeError {
                 leader_addr,
                 ..
             } => {
-                m.insert("leader_id".into(), leader_id.to_string());
-                m.insert("leader_addr".into(), leader_addr.clone());
+                m.insert(detail::LEADER_ID.into(), leader_id.to_string());
+                m.insert(detail::LEADER_ADDR.into(), leader_addr.clone());
             }
             NodeError::Lock(LockError::InvalidArgument { field, .. })
             | NodeError::Lock(LockError::TooLarge { field, .. }) => {
-                m.insert("field".into(), field.clone());
+                m.insert(detail::FIELD.into(), field.clone());
             }
             NodeError::Lock(LockError::InvalidName { .. }) => {
-                m.insert("field".into(), "name".into());
+                m.insert(detail::FIELD.into(), "name".into());
             }
             NodeError::Lock(LockError::TtlOutOfRange { .. }) => {
-                m.insert("field".into(), "ttl_ms".into());
+                m.insert(detail::FIELD.into(), "ttl_ms".into());
             }
             NodeError::Lock(LockError::Busy { name, .. })
             | NodeError::Lock(LockError::NotHolder { name, .. })
             | NodeError::Lock(LockError::StaleToken { name, .. }) => {
-                m.insert("name".into(), name.clone());
+                m.insert(detail::NAME.into(), name.clone());
             }
             NodeError::Compacted { oldest, .. } => {
-                m.insert("oldest_revision".into(), oldest.to_string());
+                m.insert(detail::OLDEST_REVISION.into(), oldest.to_string());
             }
             _ => {}
         }
@@ -179,12 +142,29 @@ impl NodeError {
     }
 
     pub fn to_status(&self) -> Status {
-        let details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, self.details());
-        let mut status = Status::with_error_details(self.code(), self.to_string(), details);
-        if let Ok(v) = self.reason().parse() {
-            status.metadata_mut().insert(REASON_KEY, v);
-        }
-        status
+        errors::status(self.reason(), self.to_string(), self.details())
+    }
+}
+
+/// The reason of a state-machine error: one per variant.
+fn lock_reason(e: &LockError) -> ErrorReason {
+    match e {
+        LockError::InvalidName { .. } => ErrorReason::InvalidName,
+        LockError::InvalidArgument { .. } => ErrorReason::InvalidArgument,
+        LockError::TooLarge { .. } => ErrorReason::TooLarge,
+        LockError::TtlOutOfRange { .. } => ErrorReason::TtlOutOfRange,
+        LockError::LimitExceeded { .. } => ErrorReason::LimitExceeded,
+        LockError::LeaseNotFound { .. } => ErrorReason::LeaseNotFound,
+        LockError::Busy { .. } => ErrorReason::LockBusy,
+        LockError::NotHolder { .. } => ErrorReason::NotHolder,
+        LockError::StaleToken { .. } => ErrorReason::StaleToken,
+        LockError::KindConflict { .. } => ErrorReason::KindConflict,
+        LockError::PermitsMismatch { .. } => ErrorReason::PermitsMismatch,
+        LockError::HeldInOtherMode { .. } => ErrorReason::HeldInOtherMode,
+        LockError::PartiallyHeld { .. } => ErrorReason::PartiallyHeld,
+        LockError::AlreadyWaiting { .. } => ErrorReason::AlreadyWaiting,
+        LockError::WaiterNotFound { .. } => ErrorReason::WaiterNotFound,
+        LockError::LockNotFound { .. } => ErrorReason::LockNotFound,
     }
 }
 
@@ -194,21 +174,11 @@ impl From<NodeError> for Status {
     }
 }
 
-/// The reason of a status produced by [`NodeError::to_status`], if any.
-pub fn status_reason(status: &Status) -> Option<String> {
-    if let Some(info) = status.get_details_error_info() {
-        return Some(info.reason);
-    }
-    status
-        .metadata()
-        .get(REASON_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raftlock_proto::errors::{Applied, REASON_KEY, Reason, Retry, classify};
+    use tonic_types::StatusExt;
 
     #[test]
     fn statuses_carry_the_reason_and_the_leader() {
@@ -218,9 +188,12 @@ mod tests {
         }
         .to_status();
         assert_eq!(s.code(), Code::Unavailable);
-        assert_eq!(status_reason(&s).as_deref(), Some("NOT_LEADER"));
+        let c = classify(&s);
+        assert_eq!(c.reason, Reason::Known(ErrorReason::NotLeader));
+        assert_eq!(c.retry, Retry::AtLeader);
+        assert_eq!(c.leader.unwrap().addr, "127.0.0.1:7002");
         let info = s.get_details_error_info().unwrap();
-        assert_eq!(info.metadata["leader_addr"], "127.0.0.1:7002");
+        assert_eq!(info.metadata[detail::LEADER_ADDR], "127.0.0.1:7002");
         let s = NodeError::Lock(LockError::StaleToken {
             name: "x".into(),
             lease: 1,
@@ -230,5 +203,34 @@ mod tests {
         .to_status();
         assert_eq!(s.code(), Code::PermissionDenied);
         assert_eq!(s.metadata().get(REASON_KEY).unwrap(), "STALE_TOKEN");
+    }
+
+    #[test]
+    fn state_machine_errors_keep_their_stable_reasons() {
+        let e = NodeError::Lock(LockError::NotHolder {
+            name: "x".into(),
+            lease: 1,
+        });
+        assert_eq!(e.reason().name(), "NOT_HOLDER");
+        let e = NodeError::Lock(LockError::Busy {
+            name: "x".into(),
+            holders: 1,
+            waiters: 0,
+            delayed_until_ms: None,
+        });
+        assert_eq!(e.reason().name(), "LOCK_BUSY");
+        assert_eq!(e.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn a_forward_whose_answer_was_lost_is_unknown_but_not_leader_is_not_applied() {
+        let lost = NodeError::OutcomeUnknown {
+            leader_id: 1,
+            leader_addr: "a:1".into(),
+            detail: "reset".into(),
+        };
+        assert_eq!(classify(&lost.to_status()).applied, Applied::Unknown);
+        let refused = NodeError::NoLeader;
+        assert_eq!(classify(&refused.to_status()).applied, Applied::No);
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use openraft::{ChangeMembers, ServerState};
 use raftlock_core as core;
+use raftlock_proto::errors;
 use raftlock_proto::internal::v1 as internal;
 use raftlock_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
@@ -196,10 +197,6 @@ pub(crate) fn event_out(e: &core::Event) -> pb::Event {
     out
 }
 
-/// Response metadata naming the leader, so a client can go to it directly.
-pub const LEADER_ID_KEY: &str = "raftlock-leader-id";
-pub const LEADER_ADDR_KEY: &str = "raftlock-leader-addr";
-
 impl Api {
     /// A reply that also names the current leader (when known).
     fn reply<T>(&self, message: T) -> Response<T> {
@@ -207,10 +204,10 @@ impl Api {
         if let Some((id, addr)) = self.leader() {
             let md = response.metadata_mut();
             if let Ok(v) = id.to_string().parse() {
-                md.insert(LEADER_ID_KEY, v);
+                md.insert(errors::LEADER_ID_KEY, v);
             }
             if let Ok(v) = addr.parse() {
-                md.insert(LEADER_ADDR_KEY, v);
+                md.insert(errors::LEADER_ADDR_KEY, v);
             }
         }
         response

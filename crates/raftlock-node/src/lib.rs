@@ -20,7 +20,7 @@ pub mod wire;
 
 pub use api::{AcquireArgs, Acquired, Api};
 pub use config::{NodeConfig, RaftTiming};
-pub use error::{NodeError, status_reason};
+pub use error::NodeError;
 pub use node::{Node, NodeHandle, StartError};
 
 /// The openraft handle of a raftlock node.

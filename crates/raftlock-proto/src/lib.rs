@@ -2,13 +2,18 @@
 //!
 //! - [`v1`]: the client and admin API (`raftlock.v1`): `Locks`, `Leases`, `Admin`.
 //! - [`internal::v1`]: the node-to-node transport (`raftlock.internal.v1`).
+//! - [`errors`]: the error contract (reasons, metadata keys, and whether a
+//!   failed call was applied or may be retried), hand-written, used by the
+//!   node, the client, the CLI and the fault harness alike.
 
-#![allow(clippy::all, missing_docs)]
+pub mod errors;
 
+#[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("raftlock.v1");
 }
 
+#[allow(clippy::all, missing_docs)]
 pub mod internal {
     pub mod v1 {
         tonic::include_proto!("raftlock.internal.v1");

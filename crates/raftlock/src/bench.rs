@@ -47,7 +47,6 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
-use tonic_types::StatusExt;
 
 use crate::dev::DEV_ENDPOINTS;
 use crate::{Failure, error_chain};
@@ -305,12 +304,9 @@ struct OpError {
 
 impl OpError {
     fn raftlock(status: &Status) -> OpError {
-        let reason =
-            raftlock_node::status_reason(status).unwrap_or_else(|| format!("{:?}", status.code()));
-        let leader_addr = status
-            .get_details_error_info()
-            .and_then(|info| info.metadata.get("leader_addr").cloned())
-            .filter(|a| !a.is_empty());
+        let classified = raftlock_proto::errors::classify(status);
+        let reason = classified.reason_text(status);
+        let leader_addr = classified.leader.map(|l| l.addr);
         OpError {
             detail: format!("{reason}: {}", status.message()),
             reason,

@@ -16,13 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use raftlock_client::{Client, ClientOptions, RetryPolicy};
+use raftlock_proto::errors::{self, Applied, Reason, Retry};
 use raftlock_proto::v1 as pb;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
-use tonic_types::StatusExt;
 
 use crate::bench::parse_duration;
 use crate::dev::DEV_ENDPOINTS;
@@ -287,8 +287,7 @@ fn hint(reason: &str, name: &str, lease: Option<u64>) -> String {
 }
 
 fn status_failure(s: &Status, name: &str, lease: Option<u64>) -> Failure {
-    let reason =
-        raftlock_node::status_reason(s).unwrap_or_else(|| format!("{:?}", s.code()).to_uppercase());
+    let reason = errors::classify(s).reason_text(s);
     from_reason(&reason, s.message(), &hint(&reason, name, lease))
 }
 
@@ -410,43 +409,23 @@ impl Rpc {
                 match attempt(channel).await {
                     Ok(r) => return Ok(r.into_inner()),
                     Err(s) => {
-                        let reason = raftlock_node::status_reason(&s);
-                        let unknown = match reason.as_deref() {
-                            Some("NOT_LEADER" | "NO_LEADER") => false,
-                            Some("OUTCOME_UNKNOWN" | "TIMEOUT" | "SHUTTING_DOWN") => true,
-                            Some(_) => false,
-                            None => true,
-                        };
-                        if unknown && !retry_unknown {
+                        let c = errors::classify(&s);
+                        if c.applied == Applied::Unknown && !retry_unknown {
                             return Err(CallError::Server(s));
                         }
-                        match reason.as_deref() {
-                            Some(
-                                "NOT_LEADER" | "NO_LEADER" | "SHUTTING_DOWN" | "OUTCOME_UNKNOWN"
-                                | "TIMEOUT",
-                            ) => {
-                                answered = true;
-                                if let Some(addr) = s
-                                    .get_details_error_info()
-                                    .and_then(|info| info.metadata.get("leader_addr").cloned())
-                                    .filter(|a| !a.is_empty())
-                                {
-                                    if !tried.contains(&addr) {
-                                        queue.push_front(addr.clone());
-                                    }
-                                    leader_hint = Some(addr);
-                                }
-                                errors.push(format!("{endpoint}: {}", s.message()));
-                            }
-                            None if matches!(
-                                s.code(),
-                                tonic::Code::Unavailable | tonic::Code::Unknown
-                            ) =>
-                            {
-                                errors.push(format!("{endpoint}: {}", s.message()));
-                            }
-                            _ => return Err(CallError::Server(s)),
+                        if c.retry == Retry::Never {
+                            return Err(CallError::Server(s));
                         }
+                        // A node answered (a cluster is there): ride out
+                        // its election.
+                        answered |= c.reason != Reason::Absent;
+                        if let Some(addr) = c.leader.map(|l| l.addr) {
+                            if !tried.contains(&addr) {
+                                queue.push_front(addr.clone());
+                            }
+                            leader_hint = Some(addr);
+                        }
+                        errors.push(format!("{endpoint}: {}", s.message()));
                     }
                 }
             }

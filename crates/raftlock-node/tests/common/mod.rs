@@ -200,8 +200,14 @@ pub fn acquire_req(lease: u64, name: &str, wait_ms: u64) -> pb::AcquireRequest {
     }
 }
 
+/// The status's raftlock reason, or "" for a status without one.
 pub fn reason_of(status: &tonic::Status) -> String {
-    raftlock_node::status_reason(status).unwrap_or_default()
+    use raftlock_proto::errors::{Reason, classify};
+    match classify(status).reason {
+        Reason::Known(r) => r.name().to_string(),
+        Reason::Unrecognized(r) => r,
+        Reason::Absent => String::new(),
+    }
 }
 
 /// Poll `f` until it returns Some, at most `within`.
