@@ -452,6 +452,9 @@ impl Client {
         // was applied: giving up after that is OutcomeUnknown, even if
         // later attempts were definitely refused.
         let mut maybe_applied = false;
+        // Attempts in a row whose connection could not be opened, for
+        // `RetryPolicy::unreachable_rounds`.
+        let mut unreached = 0u32;
         loop {
             n += 1;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -476,6 +479,11 @@ impl Client {
                         maybe_applied: kind != Kind::Read,
                     });
                 }
+            };
+            unreached = if errors::never_sent(&status) {
+                unreached + 1
+            } else {
+                0
             };
             let unknown = kind != Kind::Read && crate::lock::outcome_unknown(&status);
             maybe_applied |= unknown;
@@ -505,7 +513,10 @@ impl Client {
                     }
                 }
             };
-            if n >= max_attempts {
+            let nothing_listens = policy.unreachable_rounds.is_some_and(|rounds| {
+                unreached >= rounds.saturating_mul(self.nodes().channels.len() as u32)
+            });
+            if n >= max_attempts || nothing_listens {
                 return Err(Error::from_write_status(
                     &status,
                     lease_id,
@@ -862,7 +873,7 @@ impl Client {
     ///
     /// // The operator takes the lock away regardless of its token ...
     /// let removed = client.force_release("jobs/import", None).await?;
-    /// assert_eq!(removed[0].owner, "worker-3");
+    /// assert_eq!(removed.released[0].owner, "worker-3");
     /// // ... and the former holder's token is refused from now on.
     /// assert!(guard.release().await.is_err());
     /// // Or ends the whole lease (all its holds and waits).
@@ -875,23 +886,21 @@ impl Client {
         &self,
         name: &str,
         lease_id: Option<u64>,
-    ) -> Result<Vec<pb::Holder>, Error> {
+    ) -> Result<pb::ForceReleaseResponse, Error> {
         let name = name.to_string();
-        let r = self
-            .call_once(0, self.deadline(), |ch, left| {
-                let mut req = tonic::Request::new(pb::ForceReleaseRequest {
-                    name: name.clone(),
-                    lease_id,
-                });
-                req.set_timeout(left);
-                async move {
-                    pb::admin_client::AdminClient::new(ch)
-                        .force_release(req)
-                        .await
-                }
-            })
-            .await?;
-        Ok(r.released)
+        self.call_once(0, self.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::ForceReleaseRequest {
+                name: name.clone(),
+                lease_id,
+            });
+            req.set_timeout(left);
+            async move {
+                pb::admin_client::AdminClient::new(ch)
+                    .force_release(req)
+                    .await
+            }
+        })
+        .await
     }
 
     /// Grant a bare lease that nothing keeps alive (for handing to another
@@ -929,14 +938,7 @@ impl Client {
     /// End any lease now (its holds are released, its waits dropped).
     /// Returns the holds released; `Error::LeaseLost` if it did not exist.
     pub async fn revoke_lease(&self, lease_id: u64) -> Result<Vec<pb::Grant>, Error> {
-        let r = self
-            .call_once(lease_id, self.deadline(), |ch, left| {
-                let mut req = tonic::Request::new(pb::RevokeLeaseRequest { lease_id });
-                req.set_timeout(left);
-                async move { pb::leases_client::LeasesClient::new(ch).revoke(req).await }
-            })
-            .await?;
-        Ok(r.released)
+        Ok(self.lease_ref(lease_id).revoke().await?.released)
     }
 
     /// Every live lease with its owner, holds and waits (linearizable).
@@ -949,6 +951,53 @@ impl Client {
             })
             .await?;
         Ok(r.leases)
+    }
+
+    /// Add node `id`, reachable by the other nodes at `address`
+    /// (`host:port`), as a non-voting learner. With `wait_caught_up` the
+    /// call returns once it has caught up with the log (give the handle a
+    /// long enough [`Client::with_call_timeout`]); otherwise once the
+    /// membership entry is committed. Then [`Client::promote`] it.
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        address: &str,
+        wait_caught_up: bool,
+    ) -> Result<pb::MembershipResponse, Error> {
+        self.call(0, self.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::AddLearnerRequest {
+                id,
+                address: address.to_string(),
+                wait_caught_up,
+            });
+            req.set_timeout(left);
+            async move {
+                pb::admin_client::AdminClient::new(ch)
+                    .add_learner(req)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Make learner `id` a voter (joint consensus).
+    pub async fn promote(&self, id: u64) -> Result<pb::MembershipResponse, Error> {
+        self.call(0, self.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::PromoteRequest { id });
+            req.set_timeout(left);
+            async move { pb::admin_client::AdminClient::new(ch).promote(req).await }
+        })
+        .await
+    }
+
+    /// Remove node `id` (voter or learner) from the cluster.
+    pub async fn remove_member(&self, id: u64) -> Result<pb::MembershipResponse, Error> {
+        self.call(0, self.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::RemoveRequest { id });
+            req.set_timeout(left);
+            async move { pb::admin_client::AdminClient::new(ch).remove(req).await }
+        })
+        .await
     }
 
     /// The cluster as seen by the node this client talks to (the leader
@@ -1045,6 +1094,57 @@ impl Resuming {
                     self.breaks = self.breaks.saturating_add(1);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port nothing listens on: bound, then closed.
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        addr.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_client_gives_up_after_the_rounds_in_which_nothing_listens() {
+        let endpoints = [closed_port(), closed_port()];
+        let options = ClientOptions {
+            retry: RetryPolicy {
+                max_attempts: u32::MAX,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(1),
+                jitter: 0.0,
+                unreachable_rounds: Some(2),
+            },
+            call_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(1),
+        };
+        let client = Client::connect(endpoints.clone(), options.clone())
+            .await
+            .expect("client");
+        match client.status().await {
+            // Two rounds over two endpoints, then it stops: not the 30 s deadline.
+            Err(Error::Unavailable { attempts, .. }) => assert_eq!(attempts, 4),
+            r => panic!("expected Unavailable, got {r:?}"),
+        }
+        // Without the rule it retries until its attempts run out.
+        let options = ClientOptions {
+            retry: RetryPolicy {
+                max_attempts: 9,
+                unreachable_rounds: None,
+                ..options.retry
+            },
+            ..options
+        };
+        let client = Client::connect(endpoints, options).await.expect("client");
+        match client.status().await {
+            Err(Error::Unavailable { attempts, .. }) => assert_eq!(attempts, 9),
+            r => panic!("expected Unavailable, got {r:?}"),
         }
     }
 }

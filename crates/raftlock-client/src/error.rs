@@ -16,10 +16,15 @@ pub enum Error {
     #[error("waited without a grant: {message}")]
     WaitTimeout { message: String },
 
-    /// The session's lease is gone (expired, revoked, or being expired), or
-    /// the client can no longer be sure it is alive. Its locks must not be used.
-    #[error("the session's lease {lease_id} is lost: {message}")]
-    LeaseLost { lease_id: u64, message: String },
+    /// The lease is gone (expired, revoked, or being expired: `reason`
+    /// LEASE_NOT_FOUND or LEASE_EXPIRING, from a node), or the client can
+    /// no longer be sure it is alive (LEASE_LOST). Its locks must not be used.
+    #[error("lease {lease_id} is lost: {message}")]
+    LeaseLost {
+        lease_id: u64,
+        reason: ErrorReason,
+        message: String,
+    },
 
     /// The lease does not hold the lock (it was released or taken away).
     #[error("not the holder: {message}")]
@@ -116,7 +121,9 @@ impl Error {
     /// [`Error::Other`] possibly one this client does not know.
     pub fn reason(&self) -> &str {
         match self {
-            Error::InvalidArgument { reason, .. } | Error::Conflict { reason, .. } => reason.name(),
+            Error::InvalidArgument { reason, .. }
+            | Error::Conflict { reason, .. }
+            | Error::LeaseLost { reason, .. } => reason.name(),
             Error::Other { reason, .. } => reason,
             e => e.known_reason().name(),
         }
@@ -131,7 +138,7 @@ impl Error {
         match self {
             Error::Busy { .. } => ErrorReason::LockBusy,
             Error::WaitTimeout { .. } => ErrorReason::WaitTimeout,
-            Error::LeaseLost { .. } => ErrorReason::LeaseLost,
+            Error::LeaseLost { reason, .. } => *reason,
             Error::NotHolder { .. } => ErrorReason::NotHolder,
             Error::StaleToken { .. } => ErrorReason::StaleToken,
             Error::InvalidArgument { reason, .. } | Error::Conflict { reason, .. } => *reason,
@@ -259,9 +266,11 @@ impl Error {
         match reason {
             R::LockBusy => Error::Busy { message },
             R::WaitTimeout => Error::WaitTimeout { message },
-            R::LeaseNotFound | R::LeaseExpiring | R::LeaseLost => {
-                Error::LeaseLost { lease_id, message }
-            }
+            R::LeaseNotFound | R::LeaseExpiring | R::LeaseLost => Error::LeaseLost {
+                lease_id,
+                reason,
+                message,
+            },
             R::NotHolder => Error::NotHolder { message },
             R::StaleToken => Error::StaleToken { message },
             R::InvalidName
@@ -338,6 +347,7 @@ mod tests {
             e,
             Error::LeaseLost {
                 lease_id: 7,
+                reason: ErrorReason::LeaseExpiring,
                 message: "msg".into()
             }
         );

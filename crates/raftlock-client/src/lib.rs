@@ -19,7 +19,11 @@
 //! - Several locks at once, all or none: [`Session::lock_many`].
 //! - Leases and administration: [`Client::grant_lease`],
 //!   [`Client::attach_session`], [`Client::revoke_lease`], [`Client::leases`],
-//!   [`Client::force_release`], [`Client::status`].
+//!   [`Client::force_release`], [`Client::status`], membership
+//!   ([`Client::add_learner`], [`Client::promote`], [`Client::remove_member`]).
+//! - A lease by its id, without a session ([`Client::lease_ref`]): acquire,
+//!   release, extend, keep alive and revoke, with nothing kept alive or
+//!   released for you; what the CLI's `acquire`/`release` and scripts use.
 //! - [`recipes`]: leader election, readers/writer lock, semaphore, several
 //!   locks at once, and a fenced resource, each built on the API above.
 //!
@@ -77,7 +81,9 @@
 //! ```
 
 mod client;
+mod duration;
 mod error;
+mod lease_ref;
 mod lock;
 mod multi;
 pub mod recipes;
@@ -85,7 +91,9 @@ mod retry;
 mod session;
 
 pub use client::{Client, ClientOptions};
+pub use duration::{MAX_DURATION, parse_duration};
 pub use error::Error;
+pub use lease_ref::{KeepAliveStream, LeaseLockBuilder, LeaseRef};
 pub use lock::{ClientLockBuilder, DEFAULT_TTL, DEFAULT_WAIT, LockBuilder, LockGuard, Mode};
 pub use multi::{MultiLockBuilder, MultiLockGuard};
 pub use retry::RetryPolicy;

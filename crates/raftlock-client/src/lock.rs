@@ -297,6 +297,7 @@ pub(crate) async fn acquire_specs(
     if !session.is_valid() {
         return Err(Error::LeaseLost {
             lease_id,
+            reason: raftlock_proto::errors::ErrorReason::LeaseLost,
             message: "the session is no longer certainly valid".into(),
         });
     }
@@ -313,7 +314,15 @@ pub(crate) async fn acquire_specs(
         token: None,
         claim: Some(claim),
     };
-    let r = acquire_call(session, specs, wait, opts, deadline).await;
+    let r = acquire_call(
+        session.client(),
+        session.lease_id(),
+        specs,
+        wait,
+        opts,
+        deadline,
+    )
+    .await;
     match r {
         Ok(acquired) => match settle.disarm() {
             Some(claim) => Ok((acquired, claim)),
@@ -337,15 +346,14 @@ pub(crate) async fn acquire_specs(
 
 /// The Acquire RPC itself, with retries, for `acquire_specs` and for the
 /// withdrawal's probe.
-async fn acquire_call(
-    session: &Session,
+pub(crate) async fn acquire_call(
+    client: &crate::Client,
+    lease_id: u64,
     specs: Vec<pb::LockSpec>,
     wait: Duration,
     opts: &LockOptions,
     deadline: Instant,
 ) -> Result<pb::AcquireResponse, Error> {
-    let lease_id = session.lease_id();
-    let client = session.client();
     let wait_until = Instant::now() + wait;
     let lock_delay_ms = u64::try_from(opts.lock_delay.as_millis()).unwrap_or(u64::MAX);
     client
@@ -614,7 +622,16 @@ async fn withdraw_round(session: &Session, specs: &[pb::LockSpec]) -> Result<boo
             ..LockOptions::default()
         };
         let deadline = probe.deadline_at(client, probe.wait);
-        match acquire_call(session, specs.to_vec(), probe.wait, &probe, deadline).await {
+        match acquire_call(
+            session.client(),
+            session.lease_id(),
+            specs.to_vec(),
+            probe.wait,
+            &probe,
+            deadline,
+        )
+        .await
+        {
             Ok(got) => {
                 let names = got.holds.iter().map(|g| g.name.clone()).collect();
                 holds.push((got.token, names));

@@ -18,6 +18,13 @@ pub struct RetryPolicy {
     /// Fraction (0.0–1.0) of each pause that is randomized away, so clients
     /// that failed together do not retry together.
     pub jitter: f64,
+    /// Give up after this many rounds over every endpoint in which no
+    /// connection could even be opened (nothing listens there: a cluster
+    /// that is not running, a mistyped endpoint), instead of retrying
+    /// until `max_attempts` or the deadline. `None` (every preset): retry
+    /// as usual, riding out a whole cluster's restart. A command-line tool
+    /// wants `Some(2)`: an answer in moments rather than after its timeout.
+    pub unreachable_rounds: Option<u32>,
 }
 
 impl RetryPolicy {
@@ -28,6 +35,7 @@ impl RetryPolicy {
             initial_backoff: Duration::ZERO,
             max_backoff: Duration::ZERO,
             jitter: 0.0,
+            unreachable_rounds: None,
         }
     }
 
@@ -38,6 +46,7 @@ impl RetryPolicy {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(800),
             jitter: 0.2,
+            unreachable_rounds: None,
         }
     }
 
@@ -48,6 +57,7 @@ impl RetryPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             jitter: 0.3,
+            unreachable_rounds: None,
         }
     }
 

@@ -280,8 +280,8 @@ async fn force_release_leases_attach_and_status() {
     let removed = bounded(client.force_release("adm/x", None))
         .await
         .expect("force release");
-    assert_eq!(removed.len(), 1);
-    assert_eq!(removed[0].lease_id, lease);
+    assert_eq!(removed.released.len(), 1);
+    assert_eq!(removed.released[0].lease_id, lease);
     assert!(
         bounded(client.inspect("adm/x"))
             .await

@@ -48,7 +48,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use crate::dev::DEV_ENDPOINTS;
+use crate::commands::DEV_ENDPOINTS;
 use crate::{Failure, error_chain};
 
 /// The generated client of the etcd subset in `proto/etcd_bench*.proto`.
@@ -615,7 +615,7 @@ async fn find_leader(endpoints: &[String]) -> Result<String, Failure> {
     loop {
         let mut errors = Vec::new();
         for endpoint in endpoints {
-            match crate::status::ask(endpoint, RPC_TIMEOUT).await {
+            match crate::commands::status::ask(endpoint, RPC_TIMEOUT).await {
                 Ok(s) if s.role == pb::Role::Leader as i32 => return Ok(endpoint.clone()),
                 Ok(s) if !s.leader_addr.is_empty() => return Ok(s.leader_addr),
                 Ok(s) => errors.push(format!("{endpoint}: node {} knows no leader", s.node_id)),

@@ -17,18 +17,23 @@
 //! on its command's exit code (see `exec::EXEC_EXIT_CODES`).
 
 mod bench;
-mod cluster;
+mod commands;
 mod config;
-mod dev;
-mod exec;
-mod locks;
+mod exit;
 mod logging;
+mod output;
 mod runner;
-mod status;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use commands::{
+    acquire, cluster, dev, exec, extend, force_release, inspect, lease, list, release, serve,
+    status, watch,
+};
+use exit::EXIT_CODES;
+pub use exit::Failure;
 
 /// A distributed lock service that needs nothing but itself: Raft (openraft)
 /// over an embedded database (sled), served over gRPC.
@@ -37,7 +42,7 @@ use clap::{Parser, Subcommand};
     name = "raftlock",
     version,
     propagate_version = true,
-    after_help = locks::EXIT_CODES
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -56,7 +61,7 @@ enum Command {
     /// Start every node of a new cluster with the same --peers: they form
     /// the cluster by themselves, once. A restarted node keeps its data
     /// directory and rejoins; --peers is then ignored.
-    Serve(Box<config::ServeArgs>),
+    Serve(Box<serve::Args>),
     /// Run a ready 3-node cluster in this process, for development.
     ///
     /// Nodes 1, 2 and 3 listen on 127.0.0.1 at --base-port, +1 and +2 (by
@@ -75,37 +80,37 @@ enum Command {
     /// server-side lock API (v3lock) and leases instead, for comparison.
     Bench(bench::BenchArgs),
     /// Grant, revoke, list or keep alive leases (a lease owns locks).
-    #[command(after_help = locks::EXIT_CODES)]
-    Lease(locks::LeaseArgs),
+    #[command(after_help = EXIT_CODES)]
+    Lease(lease::LeaseArgs),
     /// Take a lock: prints the lease, the fencing token and the expiry.
     ///
     /// Without --lease a new lease is granted with --ttl; it lives until its
     /// ttl unless kept alive (`raftlock lease keep-alive LEASE`), and the
     /// lock is released when it expires. Exit 3 if the lock is busy
     /// (--wait 0) or the wait timed out, 4 if --lease is gone.
-    #[command(after_help = locks::EXIT_CODES)]
-    Acquire(Box<locks::AcquireArgs>),
+    #[command(after_help = EXIT_CODES)]
+    Acquire(Box<acquire::AcquireArgs>),
     /// Release a lock held by a lease, with its token.
     ///
     /// Exit 1 if the token is stale (the lease no longer holds the lock
     /// with it), 4 if the lease is gone.
-    #[command(after_help = locks::EXIT_CODES)]
-    Release(locks::HoldArgs),
+    #[command(after_help = EXIT_CODES)]
+    Release(release::HoldArgs),
     /// Extend a hold: restart its lease's ttl (optionally a new --ttl).
-    #[command(after_help = locks::EXIT_CODES)]
-    Extend(locks::ExtendArgs),
+    #[command(after_help = EXIT_CODES)]
+    Extend(extend::ExtendArgs),
     /// Show a lock: holders (owner, token, since, reason, metadata), queue.
-    #[command(after_help = locks::EXIT_CODES)]
-    Inspect(locks::InspectArgs),
+    #[command(after_help = EXIT_CODES)]
+    Inspect(inspect::InspectArgs),
     /// List locks held or waited for, optionally under a name prefix.
-    #[command(after_help = locks::EXIT_CODES)]
-    List(locks::ListArgs),
+    #[command(after_help = EXIT_CODES)]
+    List(list::ListArgs),
     /// Print lock events as they happen (JSON lines with --json), until Ctrl-C.
-    #[command(after_help = locks::EXIT_CODES)]
-    Watch(locks::WatchArgs),
+    #[command(after_help = EXIT_CODES)]
+    Watch(watch::WatchArgs),
     /// Remove holds regardless of token (administrator's unlock).
-    #[command(after_help = locks::EXIT_CODES)]
-    ForceRelease(locks::ForceReleaseArgs),
+    #[command(after_help = EXIT_CODES)]
+    ForceRelease(force_release::ForceReleaseArgs),
     /// Run a command while holding a lock; release it when the command ends.
     ///
     /// Takes NAME with a new lease (--ttl, kept alive while COMMAND runs),
@@ -126,49 +131,8 @@ enum Command {
     /// To grow a cluster: start the new node with `raftlock serve --id N
     /// --listen ADDR` (no --peers), `raftlock cluster add-learner N ADDR`,
     /// then `raftlock cluster promote N`.
-    #[command(after_help = locks::EXIT_CODES)]
+    #[command(after_help = EXIT_CODES)]
     Cluster(cluster::ClusterArgs),
-}
-
-/// Why the program stops with a failure; decides the exit code.
-#[derive(Debug)]
-pub enum Failure {
-    /// Bad flags, configuration or environment: exit code 2.
-    Usage(String),
-    /// Something failed while running: exit code 1.
-    Runtime(String),
-    /// The lock is busy or the wait timed out: exit code 3.
-    Busy(String),
-    /// The lease is gone (expired, revoked, unknown): exit code 4.
-    LeaseLost(String),
-    /// Exit with this code and print nothing (`exec` passing on its
-    /// command's exit code).
-    Exit(u8),
-}
-
-impl Failure {
-    /// The exit code.
-    pub fn code(&self) -> u8 {
-        match self {
-            Failure::Usage(_) => 2,
-            Failure::Runtime(_) => 1,
-            Failure::Busy(_) => 3,
-            Failure::LeaseLost(_) => 4,
-            Failure::Exit(code) => *code,
-        }
-    }
-
-    fn exit(self) -> ExitCode {
-        let code = self.code();
-        match self {
-            Failure::Usage(message)
-            | Failure::Runtime(message)
-            | Failure::Busy(message)
-            | Failure::LeaseLost(message) => eprintln!("error: {message}"),
-            Failure::Exit(_) => {}
-        }
-        ExitCode::from(code)
-    }
 }
 
 /// mimalloc instead of glibc's malloc: a gRPC call allocates and frees
@@ -185,18 +149,18 @@ fn main() -> ExitCode {
         restore_sigpipe();
     }
     let result = match cli.command {
-        Command::Serve(args) => runner::serve(*args),
+        Command::Serve(args) => serve::run(*args),
         Command::Dev(args) => dev::run(args),
         Command::Status(args) => status::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Lease(args) => locks::lease(args),
-        Command::Acquire(args) => locks::acquire(*args),
-        Command::Release(args) => locks::release(args),
-        Command::Extend(args) => locks::extend(args),
-        Command::Inspect(args) => locks::inspect(args),
-        Command::List(args) => locks::list(args),
-        Command::Watch(args) => locks::watch(args),
-        Command::ForceRelease(args) => locks::force_release(args),
+        Command::Lease(args) => lease::run(args),
+        Command::Acquire(args) => acquire::run(*args),
+        Command::Release(args) => release::run(args),
+        Command::Extend(args) => extend::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::List(args) => list::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::ForceRelease(args) => force_release::run(args),
         Command::Exec(args) => exec::run(*args),
         Command::Cluster(args) => cluster::run(args),
     };
@@ -217,7 +181,7 @@ fn main() -> ExitCode {
 /// keep-alive`. A write to the socket of a node that died would raise
 /// SIGPIPE too (hyper writes with `writev`, which has no MSG_NOSIGNAL) and
 /// kill them in the middle of a retry; they notice a closed stdout
-/// themselves (`locks::write_line`).
+/// themselves (`output::write_line`).
 fn keeps_sigpipe_ignored(command: &Command) -> bool {
     match command {
         Command::Serve(_)
@@ -226,7 +190,7 @@ fn keeps_sigpipe_ignored(command: &Command) -> bool {
         | Command::Exec(_)
         | Command::Watch(_)
         | Command::Acquire(_) => true,
-        Command::Lease(args) => matches!(args.command, locks::LeaseCommand::KeepAlive { .. }),
+        Command::Lease(args) => matches!(args.command, lease::LeaseCommand::KeepAlive { .. }),
         _ => false,
     }
 }

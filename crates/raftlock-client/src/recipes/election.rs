@@ -162,6 +162,7 @@ impl LeaderElection {
             r = acquire => Ok(Leadership { guard: r?, value: value.to_string() }),
             end = self.session.lost() => Err(Error::LeaseLost {
                 lease_id: self.session.lease_id(),
+                reason: raftlock_proto::errors::ErrorReason::LeaseLost,
                 message: format!("the session ended ({end:?}) while campaigning"),
             }),
         }

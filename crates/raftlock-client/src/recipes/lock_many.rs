@@ -85,6 +85,7 @@ where
         out = work(guard.token()) => Ok(out),
         end = guard.lost() => Err(Error::LeaseLost {
             lease_id: session.lease_id(),
+            reason: raftlock_proto::errors::ErrorReason::LeaseLost,
             message: format!("the session ended ({end:?}) while the work ran; it was cancelled"),
         }),
     };

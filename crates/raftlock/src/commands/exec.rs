@@ -25,8 +25,10 @@ use clap::Args;
 use raftlock_client::{Client, ClientOptions, LockGuard, Mode, Session, SessionOptions};
 use tokio::process::Child;
 
-use crate::dev::DEV_ENDPOINTS;
-use crate::locks::{self, ModeArg};
+use crate::commands::{
+    self, DEV_ENDPOINTS, ModeArg, default_owner, duration, endpoint_list, meta_pair,
+};
+use crate::exit::client_failure;
 use crate::{Failure, runner};
 
 /// Exit codes of `exec`, for --help and docs/cli.md.
@@ -59,11 +61,11 @@ pub struct ExecArgs {
 
     /// Ttl of the lease held while COMMAND runs (kept alive every ttl/3):
     /// how long the lock outlives this process if it dies.
-    #[arg(long, default_value = "30s", value_parser = locks::duration)]
+    #[arg(long, default_value = "30s", value_parser = duration)]
     pub ttl: Duration,
 
     /// How long to wait in the lock's queue; 0 tries once and never waits.
-    #[arg(long, default_value = "10s", value_parser = locks::duration)]
+    #[arg(long, default_value = "10s", value_parser = duration)]
     pub wait: Duration,
 
     /// exclusive (write) or shared (read).
@@ -76,7 +78,7 @@ pub struct ExecArgs {
     pub permits: Option<u32>,
 
     /// Owner of the lease, shown by inspect.
-    #[arg(long, default_value_t = locks::default_owner())]
+    #[arg(long, default_value_t = default_owner())]
     pub owner: String,
 
     /// Why the lock is taken, for people inspecting it.
@@ -84,12 +86,12 @@ pub struct ExecArgs {
     pub reason: String,
 
     /// KEY=VALUE kept with the hold; repeat for more.
-    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = locks::meta_pair)]
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = meta_pair)]
     pub meta: Vec<(String, String)>,
 
     /// If the lease expires while holding, keep the lock ungrantable this
     /// long (at most 60s).
-    #[arg(long, default_value = "0s", value_parser = locks::duration)]
+    #[arg(long, default_value = "0s", value_parser = duration)]
     pub lock_delay: Duration,
 
     /// Signal sent to COMMAND's process group when the lease cannot be kept
@@ -100,12 +102,12 @@ pub struct ExecArgs {
     /// Stop COMMAND this long before the lease's certain validity ends
     /// [default: 2s, or ttl/4 if smaller]. At most ttl/2 (keep-alives go
     /// every ttl/3).
-    #[arg(long, value_parser = locks::duration)]
+    #[arg(long, value_parser = duration)]
     pub margin: Option<Duration>,
 
     /// After --signal (or a forwarded Ctrl-C/SIGTERM), wait this long for
     /// COMMAND to exit, then SIGKILL its process group.
-    #[arg(long, default_value = "5s", value_parser = locks::duration)]
+    #[arg(long, default_value = "5s", value_parser = duration)]
     pub kill_after: Duration,
 
     /// Say on stderr when the lock is taken and released, and, if
@@ -207,16 +209,12 @@ fn plan(args: &ExecArgs) -> Result<Plan, Failure> {
             "no COMMAND given; usage: raftlock exec NAME [OPTIONS] -- COMMAND [ARGS...]".into(),
         ));
     }
-    let mode = match (args.permits, args.mode) {
-        (Some(0), _) => {
-            return Err(Failure::Usage(
-                "--permits must be at least 1 (e.g. --permits 4)".into(),
-            ));
-        }
-        (Some(n), _) => Mode::Semaphore(n),
-        (None, ModeArg::Exclusive) => Mode::Exclusive,
-        (None, ModeArg::Shared) => Mode::Shared,
-    };
+    if args.permits == Some(0) {
+        return Err(Failure::Usage(
+            "--permits must be at least 1 (e.g. --permits 4)".into(),
+        ));
+    }
+    let mode = args.mode.with_permits(args.permits);
     Ok(Plan { margin, mode })
 }
 
@@ -252,7 +250,7 @@ impl Signals {
 
 pub fn run(args: ExecArgs) -> Result<(), Failure> {
     let plan = plan(&args)?;
-    let endpoints = crate::locks::endpoint_list(&args.endpoints)?;
+    let endpoints = endpoint_list(&args.endpoints)?;
     let rt = runner::control_runtime()?;
     let mut signals = Signals::new(&rt)?;
     let result = rt.block_on(exec(&args, &plan, &endpoints, &mut signals));
@@ -307,7 +305,7 @@ async fn exec(
     // which also withdraws a queued wait.
     let session = tokio::select! {
         r = client.session(SessionOptions::new(args.ttl).owner(args.owner.clone())) => {
-            r.map_err(|e| locks::client_failure(&e, name))?
+            r.map_err(|e| client_failure(&e, name, None))?
         }
         sig = signals.recv() => return Ok(gave_up(sig, name)),
     };
@@ -327,7 +325,7 @@ async fn exec(
     let guard = match acquired {
         Ok(Ok(guard)) => guard,
         Ok(Err(e)) => {
-            let failure = locks::client_failure(&e, name);
+            let failure = client_failure(&e, name, None);
             let _ = tokio::time::timeout(CALL_TIMEOUT, session.revoke()).await;
             return Err(failure);
         }
@@ -421,7 +419,7 @@ fn spawn(
     endpoints: &[String],
 ) -> std::io::Result<Child> {
     let mut cmd = tokio::process::Command::new(&args.command[0]);
-    let (mode, permits) = mode_env(guard.mode());
+    let (mode, permits) = commands::mode_parts(guard.mode());
     let mut vars: Vec<(&str, String)> = vec![
         ("RAFTLOCK_LOCK_NAME", guard.name().to_string()),
         ("RAFTLOCK_FENCING_TOKEN", guard.token().to_string()),
@@ -470,14 +468,6 @@ fn spawn(
         }
     }
     cmd.spawn()
-}
-
-fn mode_env(mode: Mode) -> (&'static str, Option<u32>) {
-    match mode {
-        Mode::Exclusive => ("exclusive", None),
-        Mode::Shared => ("shared", None),
-        Mode::Semaphore(n) => ("semaphore", Some(n)),
-    }
 }
 
 /// Sends `sig` to the process group led by `pid`.

@@ -7,8 +7,12 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use raftlock_proto::v1 as pb;
 
-use crate::locks::{self, CALL_TIMEOUT, Conn, Rpc};
-use crate::{Failure, status};
+use raftlock_client::Client;
+
+use crate::commands::{CALL_TIMEOUT, Conn, status};
+use crate::exit::{Failure, client_failure};
+use crate::output::print_json;
+use crate::runner;
 
 /// How long `add-learner` may wait for the learner to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,51 +87,38 @@ pub fn run(args: ClusterArgs) -> Result<(), Failure> {
                 CATCH_UP_TIMEOUT
             };
             let what = format!("added node {id} ({address}) as a learner");
-            change(&conn, &what, move |ch| {
-                let req = pb::AddLearnerRequest {
-                    id,
-                    address: address.clone(),
-                    wait_caught_up: !no_wait,
-                };
-                async move {
-                    pb::admin_client::AdminClient::new(ch)
-                        .add_learner(locks::timed(req, timeout))
-                        .await
-                }
+            change(&conn, timeout, &what, |client| async move {
+                client.add_learner(id, &address, !no_wait).await
             })
         }
         ClusterCommand::Promote { id, conn } => change(
             &conn,
+            CALL_TIMEOUT,
             &format!("promoted node {id} to voter"),
-            |ch| async move {
-                pb::admin_client::AdminClient::new(ch)
-                    .promote(locks::timed(pb::PromoteRequest { id }, CALL_TIMEOUT))
-                    .await
-            },
+            |client| async move { client.promote(id).await },
         ),
-        ClusterCommand::Remove { id, conn } => {
-            change(&conn, &format!("removed node {id}"), |ch| async move {
-                pb::admin_client::AdminClient::new(ch)
-                    .remove(locks::timed(pb::RemoveRequest { id }, CALL_TIMEOUT))
-                    .await
-            })
-        }
+        ClusterCommand::Remove { id, conn } => change(
+            &conn,
+            CALL_TIMEOUT,
+            &format!("removed node {id}"),
+            |client| async move { client.remove_member(id).await },
+        ),
     }
 }
 
 /// One membership call, printed as text or JSON.
-fn change<F, Fut>(conn: &Conn, what: &str, attempt: F) -> Result<(), Failure>
+fn change<F, Fut>(conn: &Conn, timeout: Duration, what: &str, call: F) -> Result<(), Failure>
 where
-    F: FnMut(tonic::transport::Channel) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<pb::MembershipResponse>, tonic::Status>>,
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<pb::MembershipResponse, raftlock_client::Error>>,
 {
-    let rpc = Rpc::new(conn)?;
-    let rt = crate::runner::control_runtime()?;
-    let r = rt
-        .block_on(rpc.call(attempt))
-        .map_err(|e| locks::call_failure(e, "", None))?;
+    let rt = runner::control_runtime()?;
+    let r = rt.block_on(async {
+        let client = conn.client_with(timeout).await?;
+        call(client).await.map_err(|e| client_failure(&e, "", None))
+    })?;
     if conn.json {
-        locks::print_json(
+        print_json(
             &serde_json::json!({
                 "voters": r.voters,
                 "learners": r.learners,

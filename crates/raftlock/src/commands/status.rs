@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use clap::Args;
+use raftlock_client::{Client, ClientOptions, Error, RetryPolicy};
 use raftlock_proto::v1 as pb;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 
-use crate::dev::DEV_ENDPOINTS;
-use crate::{Failure, error_chain, runner};
+use crate::commands::{DEV_ENDPOINTS, endpoint_list};
+use crate::{Failure, runner};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -109,7 +109,7 @@ impl StatusOut {
 }
 
 pub fn run(args: StatusArgs) -> Result<(), Failure> {
-    let endpoints = crate::locks::endpoint_list(&args.endpoints)?;
+    let endpoints = endpoint_list(&args.endpoints)?;
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let control = runner::control_runtime()?;
     let out = control.block_on(async {
@@ -162,24 +162,21 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Admin.Status of the node at `endpoint` itself: a client of that one
+/// node, one attempt, bounded by `timeout`.
 pub(crate) async fn ask(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
-    let uri = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
+    let options = ClientOptions {
+        retry: RetryPolicy::none(),
+        call_timeout: timeout,
+        connect_timeout: timeout,
     };
-    let channel: Channel = Endpoint::from_shared(uri)
-        .map_err(|e| format!("not an address ({})", error_chain(&e)))?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect()
+    let client = Client::connect([endpoint], options)
         .await
-        .map_err(|e| error_chain(&e))?;
-    pb::admin_client::AdminClient::new(channel)
-        .status(pb::StatusRequest {})
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        .map_err(|e| e.to_string())?;
+    client.status().await.map_err(|e| match e {
+        Error::Unavailable { message, .. } | Error::DeadlineExceeded { message, .. } => message,
+        e => e.to_string(),
+    })
 }
 
 fn opt(v: Option<u64>) -> String {

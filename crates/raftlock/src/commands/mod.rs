@@ -1,0 +1,165 @@
+//! One module per command, each with its arguments (`Args`) and its `run`,
+//! as cargo's `commands/*.rs`. The commands that talk to a cluster are thin
+//! shells over raftlock-client: what they need and the client lacks belongs
+//! in the client, not here.
+
+pub mod acquire;
+pub mod cluster;
+pub mod dev;
+pub mod exec;
+pub mod extend;
+pub mod force_release;
+pub mod inspect;
+pub mod lease;
+pub mod list;
+pub mod release;
+pub mod serve;
+pub mod status;
+pub mod watch;
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use raftlock_client::{Client, ClientOptions, Mode, RetryPolicy};
+
+use crate::exit::Failure;
+
+pub use dev::DEV_ENDPOINTS;
+
+/// How long one call may take, retries included, on top of an acquire's
+/// wait: long enough to ride out a few leader elections on a loaded machine.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the cluster is and how to print: shared by every command here.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// Nodes of the cluster as host:port (comma-separated); any node
+    /// serves any call. The default is the `raftlock dev` cluster.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTLOCK_ENDPOINTS",
+        value_name = "HOST:PORT,...",
+        value_delimiter = ',',
+        default_value = DEV_ENDPOINTS
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Print JSON (one object; JSON lines for `watch` and `keep-alive`).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Conn {
+    /// A client of the cluster with the CLI's retries: a call keeps trying
+    /// (the named leader first, then the other nodes, pausing 100 ms to
+    /// 1 s) for up to [`CALL_TIMEOUT`] while a cluster that answers elects
+    /// a leader, and gives up after two rounds in which nothing listens.
+    pub async fn client(&self) -> Result<Client, Failure> {
+        self.client_with(CALL_TIMEOUT).await
+    }
+
+    /// [`Conn::client`] whose calls may take `call_timeout`.
+    pub async fn client_with(&self, call_timeout: Duration) -> Result<Client, Failure> {
+        let endpoints = endpoint_list(&self.endpoints)?;
+        let options = ClientOptions {
+            retry: RetryPolicy {
+                max_attempts: u32::MAX,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(1),
+                jitter: 0.2,
+                unreachable_rounds: Some(2),
+            },
+            call_timeout,
+            connect_timeout: Duration::from_secs(2),
+        };
+        Client::connect(endpoints, options)
+            .await
+            .map_err(|e| Failure::Usage(format!("{e}; give --endpoints as host:port,...")))
+    }
+}
+
+/// The --endpoints list without blanks; empty is a usage error.
+pub fn endpoint_list(raw: &[String]) -> Result<Vec<String>, Failure> {
+    let endpoints: Vec<String> = raw
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Failure::Usage(
+            "--endpoints is empty; give host:port of at least one node".into(),
+        ));
+    }
+    Ok(endpoints)
+}
+
+/// `--ttl 30s`, `--wait 500ms`: see [`raftlock_client::parse_duration`].
+pub fn duration(text: &str) -> Result<Duration, String> {
+    raftlock_client::parse_duration(text)
+}
+
+/// `--meta KEY=VALUE`.
+pub fn meta_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected KEY=VALUE with a non-empty key (e.g. --meta ticket=OPS-12)".into()),
+    }
+}
+
+/// The owner of a lease the CLI grants: who and where.
+pub fn default_owner() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    if host.is_empty() {
+        format!("{user} (raftlock cli)")
+    } else {
+        format!("{user}@{host} (raftlock cli)")
+    }
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// One holder at a time (a write lock).
+    Exclusive,
+    /// Many holders together, never beside an exclusive one (a read lock).
+    Shared,
+}
+
+impl ModeArg {
+    /// The client's mode, a semaphore's when `permits` is given.
+    pub fn with_permits(self, permits: Option<u32>) -> Mode {
+        match (permits, self) {
+            (Some(n), _) => Mode::Semaphore(n),
+            (None, ModeArg::Exclusive) => Mode::Exclusive,
+            (None, ModeArg::Shared) => Mode::Shared,
+        }
+    }
+}
+
+/// A mode's name and, for a semaphore, its permits.
+pub fn mode_parts(mode: Mode) -> (&'static str, Option<u32>) {
+    match mode {
+        Mode::Exclusive => ("exclusive", None),
+        Mode::Shared => ("shared", None),
+        Mode::Semaphore(n) => ("semaphore", Some(n)),
+    }
+}
+
+/// Whole milliseconds of a duration, saturating.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_needs_key_and_equals() {
+        assert_eq!(meta_pair("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(meta_pair("=x").is_err());
+        assert!(meta_pair("novalue").is_err());
+    }
+}
