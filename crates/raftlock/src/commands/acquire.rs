@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 
-use crate::commands::{Conn, ModeArg, default_owner, duration, meta_pair, millis, mode_parts};
+use crate::commands::{Conn, HoldOptions, default_owner, duration, millis, mode_parts};
 use crate::exit::{Failure, client_failure};
 use crate::output::{ms_text, now_unix_ms, print_json, write_line};
 use crate::runner;
@@ -20,36 +20,18 @@ pub struct AcquireArgs {
     /// Ttl of the new lease (when no --lease): 500ms, 30s, 5m.
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub ttl: Duration,
-    /// How long to wait in the queue; 0 tries once and never waits.
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    pub wait: Duration,
-    /// exclusive (write) or shared (read).
-    #[arg(long, value_enum, default_value_t = ModeArg::Exclusive, conflicts_with = "permits")]
-    pub mode: ModeArg,
-    /// Hold one of N permits of a semaphore instead (the first acquirer
-    /// fixes N).
-    #[arg(long, value_name = "N")]
-    pub permits: Option<u32>,
+    #[command(flatten)]
+    pub hold: HoldOptions,
     /// Owner of the new lease (when no --lease).
     #[arg(long, default_value_t = default_owner())]
     pub owner: String,
-    /// Why the lock is taken, for people inspecting it.
-    #[arg(long, default_value = "")]
-    pub reason: String,
-    /// KEY=VALUE kept with the hold; repeat for more.
-    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = meta_pair)]
-    pub meta: Vec<(String, String)>,
-    /// If the lease expires while holding, keep the lock ungrantable this
-    /// long (at most 60s).
-    #[arg(long, default_value = "0s", value_parser = duration)]
-    pub lock_delay: Duration,
     #[command(flatten)]
     pub conn: Conn,
 }
 
 pub fn run(args: AcquireArgs) -> Result<(), Failure> {
     let rt = runner::control_runtime()?;
-    let mode = args.mode.with_permits(args.permits);
+    let mode = args.hold.mode();
     let name = args.name.clone();
     rt.block_on(async {
         let client = args.conn.client().await?;
@@ -67,10 +49,10 @@ pub fn run(args: AcquireArgs) -> Result<(), Failure> {
         let mut lock = lease
             .lock(name.clone())
             .mode(mode)
-            .wait(args.wait)
-            .reason(args.reason.clone())
-            .lock_delay(args.lock_delay);
-        for (k, v) in &args.meta {
+            .wait(args.hold.wait)
+            .reason(args.hold.reason.clone())
+            .lock_delay(args.hold.lock_delay);
+        for (k, v) in &args.hold.meta {
             lock = lock.metadata(k.clone(), v.clone());
         }
         // A retry (the same lease: it finds its queued request or its hold)

@@ -25,9 +25,7 @@ use clap::Args;
 use raftlock_client::{Client, ClientOptions, LockGuard, Mode, Session, SessionOptions};
 use tokio::process::Child;
 
-use crate::commands::{
-    self, DEV_ENDPOINTS, ModeArg, default_owner, duration, endpoint_list, meta_pair,
-};
+use crate::commands::{self, DEV_ENDPOINTS, HoldOptions, default_owner, duration, endpoint_list};
 use crate::exit::client_failure;
 use crate::{Failure, runner};
 
@@ -64,35 +62,12 @@ pub struct ExecArgs {
     #[arg(long, default_value = "30s", value_parser = duration)]
     pub ttl: Duration,
 
-    /// How long to wait in the lock's queue; 0 tries once and never waits.
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    pub wait: Duration,
-
-    /// exclusive (write) or shared (read).
-    #[arg(long, value_enum, default_value_t = ModeArg::Exclusive, conflicts_with = "permits")]
-    pub mode: ModeArg,
-
-    /// Hold one of N permits of a semaphore instead (the first acquirer
-    /// fixes N).
-    #[arg(long, value_name = "N")]
-    pub permits: Option<u32>,
+    #[command(flatten)]
+    pub hold: HoldOptions,
 
     /// Owner of the lease, shown by inspect.
     #[arg(long, default_value_t = default_owner())]
     pub owner: String,
-
-    /// Why the lock is taken, for people inspecting it.
-    #[arg(long, default_value = "")]
-    pub reason: String,
-
-    /// KEY=VALUE kept with the hold; repeat for more.
-    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = meta_pair)]
-    pub meta: Vec<(String, String)>,
-
-    /// If the lease expires while holding, keep the lock ungrantable this
-    /// long (at most 60s).
-    #[arg(long, default_value = "0s", value_parser = duration)]
-    pub lock_delay: Duration,
 
     /// Signal sent to COMMAND's process group when the lease cannot be kept
     /// alive: TERM, INT, HUP, QUIT, KILL, USR1, USR2 (or SIGTERM, or a number).
@@ -209,12 +184,12 @@ fn plan(args: &ExecArgs) -> Result<Plan, Failure> {
             "no COMMAND given; usage: raftlock exec NAME [OPTIONS] -- COMMAND [ARGS...]".into(),
         ));
     }
-    if args.permits == Some(0) {
+    if args.hold.permits == Some(0) {
         return Err(Failure::Usage(
             "--permits must be at least 1 (e.g. --permits 4)".into(),
         ));
     }
-    let mode = args.mode.with_permits(args.permits);
+    let mode = args.hold.mode();
     Ok(Plan { margin, mode })
 }
 
@@ -312,10 +287,10 @@ async fn exec(
     let mut builder = session
         .lock(name)
         .mode(plan.mode)
-        .wait(args.wait)
-        .reason(args.reason.clone())
-        .lock_delay(args.lock_delay);
-    for (k, v) in &args.meta {
+        .wait(args.hold.wait)
+        .reason(args.hold.reason.clone())
+        .lock_delay(args.hold.lock_delay);
+    for (k, v) in &args.hold.meta {
         builder = builder.metadata(k.clone(), v.clone());
     }
     let acquired = tokio::select! {
@@ -750,7 +725,7 @@ mod tests {
     fn the_command_comes_after_a_double_dash() {
         let a = parse(&["jobs/x", "--wait", "0", "--", "sh", "-c", "exit 3"]).expect("parse");
         assert_eq!(a.command, ["sh", "-c", "exit 3"]);
-        assert_eq!(a.wait, Duration::ZERO);
+        assert_eq!(a.hold.wait, Duration::ZERO);
         assert!(parse(&["jobs/x"]).is_err(), "COMMAND is required");
         assert!(parse(&["jobs/x", "--permits", "2", "--mode", "shared", "--", "true"]).is_err());
         let a = parse(&["jobs/x", "--permits", "0", "--", "true"]).expect("parse");

@@ -118,6 +118,38 @@ pub fn default_owner() -> String {
     }
 }
 
+/// How a command that takes a lock wants to hold it (`acquire`, `exec`).
+#[derive(Debug, Clone, Args)]
+pub struct HoldOptions {
+    /// How long to wait in the lock's queue; 0 tries once and never waits.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub wait: Duration,
+    /// exclusive (write) or shared (read).
+    #[arg(long, value_enum, default_value_t = ModeArg::Exclusive, conflicts_with = "permits")]
+    pub mode: ModeArg,
+    /// Hold one of N permits of a semaphore instead (the first acquirer
+    /// fixes N).
+    #[arg(long, value_name = "N")]
+    pub permits: Option<u32>,
+    /// Why the lock is taken, for people inspecting it.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// KEY=VALUE kept with the hold; repeat for more.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = meta_pair)]
+    pub meta: Vec<(String, String)>,
+    /// If the lease expires while holding, keep the lock ungrantable this
+    /// long (at most 60s).
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    pub lock_delay: Duration,
+}
+
+impl HoldOptions {
+    /// The client's mode: a semaphore's when --permits is given.
+    pub fn mode(&self) -> Mode {
+        self.mode.with_permits(self.permits)
+    }
+}
+
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
