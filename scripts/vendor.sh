@@ -195,14 +195,30 @@ check() {
   echo "vendor.sh --check: vendor/ is the published crates + vendor/patches/ ($(echo $(vendored_crates)))"
 }
 
-# Replaces vendor/<crate> by what the series gives.
+# Makes directory $2 hold exactly the files of $1, writing only those that
+# differ: files cargo sees unchanged keep their mtimes (no rebuild).
+sync_tree() {
+  local src="$1" dst="$2" f
+  mkdir -p "$dst"
+  while IFS= read -r -d '' f; do
+    [ -f "$src/$f" ] || rm -f "$dst/$f"
+  done < <(cd "$dst" && find . \( -type f -o -type l \) -print0)
+  while IFS= read -r -d '' f; do
+    if ! cmp -s "$src/$f" "$dst/$f"; then
+      mkdir -p "$(dirname "$dst/$f")"
+      cp "$src/$f" "$dst/$f"
+    fi
+  done < <(cd "$src" && find . -type f -print0)
+  find "$dst" -mindepth 1 -type d -empty -delete
+}
+
+# Makes vendor/<crate> what the series gives.
 regenerate() {
   new_tmp
   local name
   for name in "$@"; do
     build_tree "$name" "$TMP/$name"
-    rm -rf "$ROOT/vendor/$name"
-    cp -R "$TMP/$name" "$ROOT/vendor/$name"
+    sync_tree "$TMP/$name" "$ROOT/vendor/$name"
     echo "vendor.sh: re-created vendor/$name"
   done
 }
