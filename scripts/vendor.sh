@@ -85,7 +85,14 @@ crate_file() {
   for f in "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"$file" "$ROOT/target/vendor-crates/$file"; do
     [ -f "$f" ] || continue
     got="$(sha256_of "$f")"
-    [ "$got" = "$sha" ] || die "$f has sha256 $got, expected $sha (pinned in $0): a corrupt cache, or not the published crate"
+    if [ "$got" != "$sha" ]; then
+      if [ "$f" = "$ROOT/target/vendor-crates/$file" ]; then
+        echo "vendor.sh: $f has sha256 $got, not $sha: downloading it again" >&2
+        rm -f "$f"
+        continue
+      fi
+      die "$f has sha256 $got, expected $sha (pinned in $0): a corrupt cache, or not the published crate"
+    fi
     echo "$f"
     return
   done
@@ -94,7 +101,7 @@ crate_file() {
   local part="$dest.part.$$"
   if command -v curl > /dev/null; then
     echo "vendor.sh: downloading $file from static.crates.io" >&2
-    curl -sSfL --retry 3 --connect-timeout 20 --max-time 300 -o "$part" \
+    curl -sSfL --retry 2 --connect-timeout 20 --max-time 120 -o "$part" \
       "https://static.crates.io/crates/$name/$file" \
       || { rm -f "$part"; die "$file is in no cache and could not be downloaded (offline? run once with network)"; }
   else
