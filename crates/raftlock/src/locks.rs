@@ -24,7 +24,6 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use tonic_types::StatusExt;
 
-use crate::bench::parse_duration;
 use crate::dev::DEV_ENDPOINTS;
 use crate::runner::{self, Signals};
 use crate::{Failure, error_chain};
@@ -66,8 +65,35 @@ pub struct Conn {
     pub json: bool,
 }
 
+/// Longest duration a flag takes (a ttl, a wait, a margin): 24 h.
+const MAX_DURATION_MS: u64 = 24 * 3_600_000;
+
+/// Parses `500ms`, `30s`, `5m`, `1h` (a whole number and a unit; `0` alone
+/// is allowed), at most 24 h.
 pub(crate) fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
+    let hint = "expected a whole number and a unit, ms, s, m or h (e.g. 500ms, 30s, 5m)";
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    if number.is_empty() {
+        return Err(hint.to_string());
+    }
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "the number is too large (at most 24h)".to_string())?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" if n == 0 => 1,
+        "" => return Err(format!("no unit; {hint}")),
+        _ => return Err(format!("unknown unit `{unit}`; {hint}")),
+    };
+    n.checked_mul(unit_ms)
+        .filter(|ms| *ms <= MAX_DURATION_MS)
+        .map(Duration::from_millis)
+        .ok_or_else(|| "longer than the maximum, 24h".to_string())
 }
 
 pub(crate) fn meta_pair(text: &str) -> Result<(String, String), String> {
@@ -1451,6 +1477,26 @@ pub fn force_release(args: ForceReleaseArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_ms_s_m_and_h() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(duration("0ms"), Ok(Duration::ZERO));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_without_a_known_unit_are_rejected_with_a_hint() {
+        for bad in ["5x", "10", "s", "", "1.5s", "-1s", "10 s"] {
+            let e = duration(bad).expect_err(bad);
+            assert!(e.contains("ms, s, m or h"), "{bad}: {e}");
+        }
+        assert!(duration("25h").is_err());
+        assert!(duration("99999999999999999999s").is_err());
+    }
 
     fn code(f: Failure) -> u8 {
         f.code()

@@ -1,4 +1,4 @@
-//! `raftlock bench`: a load generator of lock acquire/release cycles, against
+//! `raftlock-bench`: a load generator of lock acquire/release cycles, against
 //! raftlock or, for comparison, etcd's server-side lock API (v3lock, with
 //! etcd leases).
 //!
@@ -49,8 +49,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use tonic_types::StatusExt;
 
-use crate::dev::DEV_ENDPOINTS;
-use crate::{Failure, error_chain};
+use crate::{DEV_ENDPOINTS, Failure, error_chain};
 
 /// The generated client of the etcd subset in `proto/etcd_bench*.proto`.
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
