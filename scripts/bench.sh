@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of raftlock and etcd on this machine.
 #
-# Builds raftlock (release), starts a 3-node raftlock cluster (three
-# `raftlock serve` processes) and a 3-node etcd cluster (fsync on, etcd's
-# default) on free loopback ports, with all data directories in one temporary
-# directory (so on the same disk), then runs `raftlock bench` for each
-# workload against each system back to back:
+# Builds raftlock and raftlock-bench (release), starts a 3-node raftlock
+# cluster (three `raftlock serve` processes) and a 3-node etcd cluster (fsync
+# on, etcd's default) on free loopback ports, with all data directories in one
+# temporary directory (so on the same disk), then runs `raftlock-bench` for
+# each workload against each system back to back:
 #   seq (1 client), distinct (64 clients), contended (8 clients).
 # Prints a table and writes the JSON results to target/bench/ (path printed).
 # etcd is installed with apt-get (package etcd-server) when missing and this
@@ -147,13 +147,14 @@ if ! need_tool jq jq; then
   exit 1
 fi
 
-say "building raftlock (release)"
-if ! bounded "$(remaining)" cargo build --release --quiet -p raftlock --manifest-path "$ROOT/Cargo.toml"; then
+say "building raftlock and raftlock-bench (release)"
+if ! bounded "$(remaining)" cargo build --release --quiet -p raftlock -p raftlock-bench --manifest-path "$ROOT/Cargo.toml"; then
   echo "error: cargo build failed or ran out of time" >&2
   exit 1
 fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" | jq -r .target_directory)"
 RAFTLOCK="$TARGET_DIR/release/raftlock"
+RAFTLOCK_BENCH="$TARGET_DIR/release/raftlock-bench"
 
 # --- raftlock: three `raftlock serve` processes ---------------------------
 # name:pid of every cluster process, to notice one that died.
@@ -264,7 +265,7 @@ run_bench() {
   fi
   say "$workload on $target, $clients client(s), $DURATION"
   local out="$WORK/bench-$target-$workload.json" rc=0
-  bounded "$(remaining)" "$RAFTLOCK" bench --target "$target" --endpoints "$endpoints" \
+  bounded "$(remaining)" "$RAFTLOCK_BENCH" --target "$target" --endpoints "$endpoints" \
     --workload "$workload" --clients "$clients" --duration "$DURATION" --warmup "$WARMUP" \
     --json >"$out" 2>"$WORK/bench-$target-$workload.err" || rc=$?
   if [ "$rc" = 0 ] && jq -e . "$out" >/dev/null 2>&1; then

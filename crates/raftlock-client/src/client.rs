@@ -1000,6 +1000,18 @@ impl Client {
         .await
     }
 
+    /// Admin.Status of the node at `endpoint` itself, not of the leader:
+    /// one attempt within `timeout` (connecting included). For tools that
+    /// look at each node (`raftlock status`, finding the leader).
+    pub async fn status_of(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse, Error> {
+        let options = ClientOptions {
+            retry: RetryPolicy::none(),
+            call_timeout: timeout,
+            connect_timeout: timeout,
+        };
+        Client::connect([endpoint], options).await?.status().await
+    }
+
     /// The cluster as seen by the node this client talks to (the leader
     /// once known): roles, term, log and applied indexes, members with
     /// their replication lag (when that node leads), counts of leases and locks.

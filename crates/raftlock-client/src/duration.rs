@@ -48,7 +48,10 @@ mod tests {
         assert!(parse_duration("25h").is_err());
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
         assert!(parse_duration("10d").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("s").is_err());
+        for bad in ["5x", "10", "s", "", "1.5s", "-1s", "10 s"] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.contains("ms, s, m or h"), "{bad}: {e}");
+        }
         assert!(parse_duration("99999999999999999999s").is_err());
     }
 }

@@ -4,7 +4,6 @@
 //! - `raftlock dev`: a ready 3-node cluster in one process, for development.
 //! - `raftlock status`: ask a node how the cluster is doing.
 //! - `raftlock cluster status|add-learner|promote|remove`: membership.
-//! - `raftlock bench`: measure lock throughput and latency (raftlock or etcd).
 //!
 //! - `raftlock lease|acquire|release|extend|inspect|list|watch|force-release`:
 //!   take, look at and manage locks from a shell (see docs/cli.md).
@@ -16,7 +15,6 @@
 //! lock is busy or the wait timed out, 4 the lease is lost. `exec` passes
 //! on its command's exit code (see `exec::EXEC_EXIT_CODES`).
 
-mod bench;
 mod commands;
 mod config;
 mod exit;
@@ -71,14 +69,6 @@ enum Command {
     Dev(dev::DevArgs),
     /// Show the cluster as one node sees it: members, roles, leader, log.
     Status(status::StatusArgs),
-    /// Measure lock acquire/release cycles per second and their latency.
-    ///
-    /// Workloads: seq (one client, one lock), distinct (N clients, each on
-    /// its own lock) and contended (N clients queueing for one lock, FIFO).
-    /// Every client has its own connection and lease. Against raftlock the
-    /// clients talk to the leader; with --target etcd they use etcd's
-    /// server-side lock API (v3lock) and leases instead, for comparison.
-    Bench(bench::BenchArgs),
     /// Grant, revoke, list or keep alive leases (a lease owns locks).
     #[command(after_help = EXIT_CODES)]
     Lease(lease::LeaseArgs),
@@ -152,7 +142,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Dev(args) => dev::run(args),
         Command::Status(args) => status::run(args),
-        Command::Bench(args) => bench::run(args),
         Command::Lease(args) => lease::run(args),
         Command::Acquire(args) => acquire::run(*args),
         Command::Release(args) => release::run(args),
@@ -186,7 +175,6 @@ fn keeps_sigpipe_ignored(command: &Command) -> bool {
     match command {
         Command::Serve(_)
         | Command::Dev(_)
-        | Command::Bench(_)
         | Command::Exec(_)
         | Command::Watch(_)
         | Command::Acquire(_) => true,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use raftlock_client::{Client, ClientOptions, Error, RetryPolicy};
+use raftlock_client::{Client, Error};
 use raftlock_proto::v1 as pb;
 use serde::Serialize;
 
@@ -162,21 +162,14 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Admin.Status of the node at `endpoint` itself: a client of that one
-/// node, one attempt, bounded by `timeout`.
-pub(crate) async fn ask(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
-    let options = ClientOptions {
-        retry: RetryPolicy::none(),
-        call_timeout: timeout,
-        connect_timeout: timeout,
-    };
-    let client = Client::connect([endpoint], options)
+/// Admin.Status of the node at `endpoint` itself, within `timeout`.
+async fn ask(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
+    Client::status_of(endpoint, timeout)
         .await
-        .map_err(|e| e.to_string())?;
-    client.status().await.map_err(|e| match e {
-        Error::Unavailable { message, .. } | Error::DeadlineExceeded { message, .. } => message,
-        e => e.to_string(),
-    })
+        .map_err(|e| match e {
+            Error::Unavailable { message, .. } | Error::DeadlineExceeded { message, .. } => message,
+            e => e.to_string(),
+        })
 }
 
 fn opt(v: Option<u64>) -> String {

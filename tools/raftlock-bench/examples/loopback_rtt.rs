@@ -2,7 +2,7 @@
 //! TCP (TCP_NODELAY) between two threads, with no gRPC. Compare with the
 //! "grpc status round trip" of `RAW=2000 inprocess_bench`.
 //!
-//! cargo run --release -p raftlock-node --example loopback_rtt [-- ROUNDS]
+//! cargo run --release -p raftlock-bench --example loopback_rtt [-- ROUNDS]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

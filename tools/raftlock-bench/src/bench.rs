@@ -1,4 +1,4 @@
-//! `raftlock bench`: a load generator of lock acquire/release cycles, against
+//! `raftlock-bench`: a load generator of lock acquire/release cycles, against
 //! raftlock or, for comparison, etcd's server-side lock API (v3lock, with
 //! etcd leases).
 //!
@@ -48,8 +48,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use crate::commands::DEV_ENDPOINTS;
-use crate::{Failure, error_chain};
+use raftlock_client::parse_duration;
+
+use crate::{DEV_ENDPOINTS, Failure, error_chain};
 
 /// The generated client of the etcd subset in `proto/etcd_bench*.proto`.
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
@@ -66,7 +67,6 @@ use etcd_pb::{etcdserverpb as epb, v3lockpb as lockpb};
 /// Most concurrent clients (each has a connection and a lease).
 const MAX_CLIENTS: u32 = 10_000;
 /// Longest --duration, --warmup or --hold.
-const MAX_DURATION_MS: u64 = 24 * 3_600_000;
 /// Time to live of each client's lease; must outlast gaps in keep-alives.
 const LEASE_TTL_MS: u64 = 30_000;
 /// Keep-alive period: a third of the ttl, so two lost rounds do no harm.
@@ -163,34 +163,6 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Parses `500ms`, `30s`, `5m`, `1h` (a whole number and a unit; `0` alone
-/// is allowed), at most 24 h.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let hint = "expected a whole number and a unit, ms, s, m or h (e.g. 500ms, 30s, 5m)";
-    let t = text.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    if number.is_empty() {
-        return Err(hint.to_string());
-    }
-    let n: u64 = number
-        .parse()
-        .map_err(|_| "the number is too large (at most 24h)".to_string())?;
-    let unit_ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "" if n == 0 => 1,
-        "" => return Err(format!("no unit; {hint}")),
-        _ => return Err(format!("unknown unit `{unit}`; {hint}")),
-    };
-    n.checked_mul(unit_ms)
-        .filter(|ms| *ms <= MAX_DURATION_MS)
-        .map(Duration::from_millis)
-        .ok_or_else(|| "longer than the maximum, 24h".to_string())
 }
 
 /// A validated run.
@@ -615,7 +587,7 @@ async fn find_leader(endpoints: &[String]) -> Result<String, Failure> {
     loop {
         let mut errors = Vec::new();
         for endpoint in endpoints {
-            match crate::commands::status::ask(endpoint, RPC_TIMEOUT).await {
+            match raftlock_client::Client::status_of(endpoint, RPC_TIMEOUT).await {
                 Ok(s) if s.role == pb::Role::Leader as i32 => return Ok(endpoint.clone()),
                 Ok(s) if !s.leader_addr.is_empty() => return Ok(s.leader_addr),
                 Ok(s) => errors.push(format!("{endpoint}: node {} knows no leader", s.node_id)),
@@ -1096,26 +1068,6 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_take_ms_s_m_and_h() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-    }
-
-    #[test]
-    fn durations_without_a_known_unit_are_rejected_with_a_hint() {
-        for bad in ["5x", "10", "s", "", "1.5s", "-1s", "10 s"] {
-            let e = parse_duration(bad).expect_err(bad);
-            assert!(e.contains("ms, s, m or h"), "{bad}: {e}");
-        }
-        assert!(parse_duration("25h").is_err());
-        assert!(parse_duration("99999999999999999999s").is_err());
-    }
 
     #[test]
     fn errors_beyond_the_reason_limit_are_counted_as_other() {

@@ -2,8 +2,8 @@
 //! starts its release does a waiter, queued with `acquire().await`, get
 //! the lock?
 //!
-//! cargo run --release -p raftlock-client --example handoff_latency -- --rounds 500
-//! cargo run --release -p raftlock-client --example handoff_latency -- \
+//! cargo run --release -p raftlock-bench --example handoff_latency -- --rounds 500
+//! cargo run --release -p raftlock-bench --example handoff_latency -- \
 //!     --rounds 500 --endpoints 127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403
 //!
 //! Without `--endpoints` it starts a 3-node cluster in this process (default

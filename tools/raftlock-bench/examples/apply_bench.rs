@@ -1,6 +1,6 @@
 //! Apply throughput of the pure state machine, no I/O.
 //!
-//! cargo run --release -p raftlock-core --example apply_bench [-- SECONDS_PER_WORKLOAD]
+//! cargo run --release -p raftlock-bench --example apply_bench [-- SECONDS_PER_WORKLOAD]
 //!
 //! Workloads:
 //! - distinct: 1,000 leases acquire and release their own lock (no contention);

@@ -7,7 +7,7 @@
 //! two runtimes, which is the share of the runtimes and the kernel. Compare
 //! with `loopback_rtt`, the same hop between two blocking threads.
 //!
-//! cargo run --release -p raftlock-node --example grpc_rtt [-- ROUNDS]
+//! cargo run --release -p raftlock-bench --example grpc_rtt [-- ROUNDS]
 
 use std::future::Future;
 use std::io::BufRead;

@@ -4,7 +4,7 @@
 //! allocated first (`posix_fallocate`, as etcd's WAL segments are) and one
 //! whose blocks were written with zeros first.
 //!
-//! cargo run --release -p raftlock-store --example fdatasync_prealloc
+//! cargo run --release -p raftlock-bench --example fdatasync_prealloc
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;

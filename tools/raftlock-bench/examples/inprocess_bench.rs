@@ -1,9 +1,9 @@
 //! Cycles/s of acquire+release through the in-process API of a 3-node
 //! cluster in this process (fsync on, no gRPC between client and leader;
 //! the nodes still talk gRPC to each other). A developer's gauge of the Raft
-//! write path; `raftlock bench` measures what clients see.
+//! write path; the `raftlock-bench` binary measures what clients see.
 //!
-//! cargo run --release -p raftlock-node --example inprocess_bench [-- SECONDS]
+//! cargo run --release -p raftlock-bench --example inprocess_bench [-- SECONDS]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Generates a gRPC client for the subset of etcd's API that
-//! `raftlock bench --target etcd` uses (proto/etcd_bench*.proto), with a
+//! `raftlock-bench --target etcd` uses (proto/etcd_bench*.proto), with a
 //! vendored protoc so a build needs no system package.
 
 use std::path::PathBuf;

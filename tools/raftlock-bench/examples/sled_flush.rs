@@ -1,7 +1,7 @@
 //! How long a sled insert + flush takes on this disk (the floor of a
 //! durable Raft append).
 //!
-//! cargo run --release -p raftlock-store --example sled_flush
+//! cargo run --release -p raftlock-bench --example sled_flush
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
