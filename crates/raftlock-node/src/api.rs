@@ -26,10 +26,10 @@ use crate::Raft;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::keeper::Keeper;
-use crate::network::{Method, Network};
+use crate::peer::client::{Method, Network};
+use crate::peer::wire::{pack, unpack};
 use crate::waits::{WaitOutcome, Waits};
 use crate::watch::WatchHub;
-use crate::wire::{pack, unpack};
 
 /// How long an admin snapshot waits before it triggers openraft again
 /// (a trigger that came while another snapshot was being built is dropped).
@@ -779,8 +779,8 @@ impl Drop for CancelOnDrop<'_> {
 mod tests {
     use std::time::Duration;
 
-    use crate::network::{Method, Network, NetworkOptions};
-    use crate::wire::pack;
+    use crate::peer::client::{Method, Network, NetworkOptions};
+    use crate::peer::wire::pack;
     use raftlock_proto::errors::never_sent;
 
     /// A refused connection means nothing reached the leader (NOT_LEADER is

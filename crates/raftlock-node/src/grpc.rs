@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::{AcquireArgs, Api};
 use crate::error::NodeError;
-use crate::transport::RaftRpcs;
+use crate::peer::server::RaftRpcs;
 
 type Reply<T> = Result<Response<T>, Status>;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -608,7 +608,7 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
             .map(Response::new)
     }
 
-    type AppendEntriesStreamStream = crate::transport::AnswerStream;
+    type AppendEntriesStreamStream = crate::peer::server::AnswerStream;
 
     async fn append_entries_stream(
         &self,

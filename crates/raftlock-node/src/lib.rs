@@ -11,12 +11,10 @@ pub mod error;
 pub mod grpc;
 pub mod keeper;
 pub mod metrics;
-pub mod network;
 pub mod node;
-pub mod transport;
+pub mod peer;
 pub mod waits;
 pub mod watch;
-pub mod wire;
 
 pub use api::{AcquireArgs, Acquired, Api};
 pub use config::{NodeConfig, RaftTiming};

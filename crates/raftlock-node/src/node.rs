@@ -23,8 +23,8 @@ use crate::api::Api;
 use crate::config::NodeConfig;
 use crate::grpc::{AdminService, LeasesService, LocksService, TransportService};
 use crate::keeper::Keeper;
-use crate::network::{Network, NetworkOptions};
-use crate::transport::RaftRpcs;
+use crate::peer::client::{Network, NetworkOptions};
+use crate::peer::server::RaftRpcs;
 use crate::waits::Waits;
 use crate::watch::WatchHub;
 

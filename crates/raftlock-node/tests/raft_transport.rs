@@ -15,9 +15,9 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftlock_core::{Command, Request, State};
 use raftlock_node::Raft;
-use raftlock_node::network::{Method, Network, NetworkOptions, is_transport_failure};
-use raftlock_node::transport::RaftRpcs;
-use raftlock_node::wire::pack;
+use raftlock_node::peer::client::{Method, Network, NetworkOptions, is_transport_failure};
+use raftlock_node::peer::server::RaftRpcs;
+use raftlock_node::peer::wire::pack;
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_proto::internal::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
 use raftlock_store::{Closed, NodeId, StateHandle, StoreOptions, TypeConfig};
@@ -52,7 +52,7 @@ impl RaftTransport for TestTransport {
             .map(Response::new)
     }
 
-    type AppendEntriesStreamStream = raftlock_node::transport::AnswerStream;
+    type AppendEntriesStreamStream = raftlock_node::peer::server::AnswerStream;
 
     async fn append_entries_stream(
         &self,

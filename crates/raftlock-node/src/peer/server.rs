@@ -19,8 +19,8 @@ use raftlock_store::metrics::Histogram;
 use raftlock_store::{NodeId, TypeConfig};
 use tokio::sync::watch;
 
+use super::wire::{pack, unpack};
 use crate::Raft;
-use crate::wire::{pack, unpack};
 
 /// The server half of `AppendEntriesStream`.
 pub type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, tonic::Status>> + Send>>;

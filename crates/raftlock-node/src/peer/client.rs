@@ -47,7 +47,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::wire::{pack, unpack};
+use super::wire::{pack, unpack};
 
 /// Connection settings for peer channels. Every field bounds how long a
 /// dead or slow peer can hold something up, so callers choose them.

@@ -1,0 +1,10 @@
+//! Node-to-node traffic: everything one raftlock node says to another, over
+//! the internal `raftlock.internal.v1.RaftTransport` gRPC service. openraft's
+//! AppendEntries, votes and snapshot chunks leave through [`client`]
+//! (openraft's network factory over a channel cache shared per peer
+//! address) and arrive through [`server`]; every message is bincode with a
+//! CRC32 the receiver checks ([`wire`]).
+
+pub mod client;
+pub mod server;
+pub mod wire;
