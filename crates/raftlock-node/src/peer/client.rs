@@ -403,11 +403,6 @@ fn is_deadline(status: &tonic::Status) -> bool {
     false
 }
 
-/// Whether a failed call failed in the transport (connecting, or the
-/// connection breaking) rather than being answered by the peer's server.
-/// tonic keeps the underlying error as the `source` of statuses it makes
-/// locally; a status decoded from the peer's answer has none.
-/// (A peer's own `UNAVAILABLE`, e.g. "no leader yet", keeps the channel.)
 /// A Raft request packed with the id of the node it is meant for.
 fn addressed<Req: Serialize>(request: &Req, target: NodeId) -> RaftMessage {
     let mut message = pack(request);
@@ -415,6 +410,11 @@ fn addressed<Req: Serialize>(request: &Req, target: NodeId) -> RaftMessage {
     message
 }
 
+/// Whether a failed call failed in the transport (connecting, or the
+/// connection breaking) rather than being answered by the peer's server.
+/// tonic keeps the underlying error as the `source` of statuses it makes
+/// locally; a status decoded from the peer's answer has none.
+/// (A peer's own `UNAVAILABLE`, e.g. "no leader yet", keeps the channel.)
 pub fn is_transport_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
