@@ -21,10 +21,9 @@ use tracing::Instrument;
 use crate::Raft;
 use crate::api::Api;
 use crate::config::NodeConfig;
-use crate::grpc::{AdminService, LeasesService, LocksService, TransportService};
+use crate::grpc::{AdminService, LeasesService, LocksService};
 use crate::keeper::Keeper;
 use crate::peer::client::{Network, NetworkOptions};
-use crate::peer::server::RaftRpcs;
 use crate::waits::Waits;
 use crate::watch::WatchHub;
 
@@ -306,19 +305,7 @@ fn spawn_server(
         .build_v1()
         .map_err(|e| StartError::Internal(format!("gRPC reflection: {e}")))?;
     let (locks, leases, admin) = client_services(&api);
-    let transport = raftlock_proto::internal::v1::raft_transport_server::RaftTransportServer::new(
-        TransportService {
-            api: Arc::clone(&api),
-            rpcs: RaftRpcs::with_append_times(
-                api.raft.clone(),
-                api.id,
-                Arc::clone(&api.metrics.appends_taken),
-            ),
-        },
-    )
-    // Snapshot chunks and entry batches may be large.
-    .max_decoding_message_size(64 * 1024 * 1024)
-    .max_encoding_message_size(64 * 1024 * 1024);
+    let transport = crate::peer::server::transport_server(&api);
     let health_api = Arc::clone(&api);
     let mut health_stop = stop.clone();
     // Serving while a leader is known (a Kubernetes readiness probe).

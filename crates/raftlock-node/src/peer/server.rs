@@ -3,7 +3,10 @@
 //! `Result<Resp, RaftError<..>>`, so the caller sees Raft's refusals as
 //! `RPCError::RemoteError` and transport trouble as a gRPC status.
 //!
-//! The node's `RaftTransport` service delegates its three Raft methods here.
+//! The node's `RaftTransport` service ([`TransportService`], served as
+//! [`transport_server`] builds it) delegates its three Raft methods here,
+//! and the node's own peer messages (Forward, ReadIndex, KeepAlive) to its
+//! `Api`.
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -14,13 +17,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use raftlock_proto::internal::v1 as internal;
 use raftlock_proto::internal::v1::RaftMessage;
+use raftlock_proto::internal::v1::raft_transport_server::RaftTransportServer;
 use raftlock_store::metrics::Histogram;
 use raftlock_store::{NodeId, TypeConfig};
 use tokio::sync::watch;
+use tonic::{Request, Response, Streaming};
 
 use super::wire::{pack, unpack};
 use crate::Raft;
+use crate::api::Api;
+
+type Reply<T> = Result<Response<T>, tonic::Status>;
 
 /// The server half of `AppendEntriesStream`.
 pub type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, tonic::Status>> + Send>>;
@@ -161,4 +170,95 @@ impl RaftRpcs {
         > = self.raft.install_snapshot(request).await;
         Ok(pack(&answer))
     }
+}
+
+// ----- the node's service ---------------------------------------------------
+
+/// The node's `RaftTransport` service: the Raft RPCs go to [`RaftRpcs`],
+/// the peer messages to the node's [`Api`].
+pub struct TransportService {
+    pub api: Arc<Api>,
+    pub rpcs: RaftRpcs,
+}
+
+#[tonic::async_trait]
+impl internal::raft_transport_server::RaftTransport for TransportService {
+    async fn append_entries(
+        &self,
+        request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        self.rpcs
+            .append_entries(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendEntriesStreamStream = AnswerStream;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<internal::RaftMessage>>,
+    ) -> Reply<Self::AppendEntriesStreamStream> {
+        Ok(Response::new(self.rpcs.append_entries_stream(
+            request.into_inner(),
+            Some(self.api.stopping.clone()),
+        )))
+    }
+
+    async fn vote(&self, request: Request<internal::RaftMessage>) -> Reply<internal::RaftMessage> {
+        self.rpcs
+            .vote(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        self.rpcs
+            .install_snapshot(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn forward(
+        &self,
+        request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        Ok(Response::new(
+            self.api.serve_forward(request.get_ref()).await,
+        ))
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        Ok(Response::new(self.api.serve_read_index().await))
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        Ok(Response::new(
+            self.api.serve_keep_alive(request.get_ref()).await,
+        ))
+    }
+}
+
+/// The node's `RaftTransport` service, ready to serve.
+pub fn transport_server(api: &Arc<Api>) -> RaftTransportServer<TransportService> {
+    RaftTransportServer::new(TransportService {
+        api: Arc::clone(api),
+        rpcs: RaftRpcs::with_append_times(
+            api.raft.clone(),
+            api.id,
+            Arc::clone(&api.metrics.appends_taken),
+        ),
+    })
+    // Snapshot chunks and entry batches may be large.
+    .max_decoding_message_size(64 * 1024 * 1024)
+    .max_encoding_message_size(64 * 1024 * 1024)
 }
