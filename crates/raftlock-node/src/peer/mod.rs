@@ -2,9 +2,12 @@
 //! the internal `raftlock.internal.v1.RaftTransport` gRPC service. openraft's
 //! AppendEntries, votes and snapshot chunks leave through [`client`]
 //! (openraft's network factory over a channel cache shared per peer
-//! address) and arrive through [`server`]; every message is bincode with a
-//! CRC32 the receiver checks ([`wire`]).
+//! address) and arrive through [`server`]; a follower hands a client's
+//! write, read-index request or keep-alive to the leader through
+//! [`forward`]; every message is bincode with a CRC32 the receiver checks
+//! ([`wire`]).
 
 pub mod client;
+pub mod forward;
 pub mod server;
 pub mod wire;
