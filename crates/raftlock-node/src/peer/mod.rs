@@ -11,3 +11,6 @@ pub mod client;
 pub mod forward;
 pub mod server;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
