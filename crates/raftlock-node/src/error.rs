@@ -71,7 +71,7 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
         NodeError::Lock(LockError::InvalidArgument {
             field: field.to_string(),
             reason: reason.into(),

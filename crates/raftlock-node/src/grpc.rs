@@ -216,7 +216,7 @@ impl Api {
 
 // ----- Locks ---------------------------------------------------------------
 
-pub struct LocksService(pub Arc<Api>);
+pub(crate) struct LocksService(pub(crate) Arc<Api>);
 
 #[tonic::async_trait]
 impl pb::locks_server::Locks for LocksService {
@@ -344,7 +344,7 @@ impl pb::locks_server::Locks for LocksService {
 
 // ----- Leases --------------------------------------------------------------
 
-pub struct LeasesService(pub Arc<Api>);
+pub(crate) struct LeasesService(pub(crate) Arc<Api>);
 
 #[tonic::async_trait]
 impl pb::leases_server::Leases for LeasesService {
@@ -428,7 +428,7 @@ impl pb::leases_server::Leases for LeasesService {
 
 // ----- Admin ---------------------------------------------------------------
 
-pub struct AdminService(pub Arc<Api>);
+pub(crate) struct AdminService(pub(crate) Arc<Api>);
 
 fn role_out(state: ServerState) -> i32 {
     match state {

@@ -4,17 +4,19 @@
 //! internal transport), the leader's lease keeper, waiting acquires and
 //! watches. [`Node::start`] starts one inside any tokio program.
 
-pub mod api;
-pub mod batcher;
-pub mod config;
-pub mod error;
-pub mod grpc;
-pub mod keeper;
-pub mod metrics;
-pub mod node;
-pub mod peer;
-pub mod waits;
-pub mod watch;
+#![warn(unreachable_pub)]
+
+mod api;
+mod batcher;
+mod config;
+mod error;
+mod grpc;
+mod keeper;
+mod metrics;
+mod node;
+mod peer;
+mod waits;
+mod watch;
 
 pub use api::{AcquireArgs, Acquired, Api};
 pub use config::{NodeConfig, RaftTiming};

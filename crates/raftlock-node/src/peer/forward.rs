@@ -29,7 +29,7 @@ type KeepAliveResult = Result<u64, NodeError>;
 /// A keep-alive on its way to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct KeepAliveForward {
-    pub lease: LeaseId,
+    pub(crate) lease: LeaseId,
 }
 
 impl Api {

@@ -7,10 +7,10 @@
 //! [`forward`]; every message is bincode with a CRC32 the receiver checks
 //! ([`wire`]).
 
-pub mod client;
-pub mod forward;
-pub mod server;
-pub mod wire;
+pub(crate) mod client;
+pub(crate) mod forward;
+pub(crate) mod server;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;

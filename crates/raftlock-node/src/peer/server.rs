@@ -32,11 +32,12 @@ use crate::api::Api;
 type Reply<T> = Result<Response<T>, tonic::Status>;
 
 /// The server half of `AppendEntriesStream`.
-pub type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, tonic::Status>> + Send>>;
+pub(crate) type AnswerStream =
+    Pin<Box<dyn Stream<Item = Result<RaftMessage, tonic::Status>> + Send>>;
 
 /// Serves AppendEntries, Vote and InstallSnapshot for one node.
 #[derive(Clone)]
-pub struct RaftRpcs {
+pub(crate) struct RaftRpcs {
     raft: Raft,
     id: NodeId,
     /// How long this node's Raft took to take in (append and flush) each
@@ -45,12 +46,14 @@ pub struct RaftRpcs {
 }
 
 impl RaftRpcs {
-    pub fn new(raft: Raft, id: NodeId) -> Self {
+    /// Serves for node `id` without a histogram (the unit tests' servers).
+    #[cfg(test)]
+    pub(crate) fn new(raft: Raft, id: NodeId) -> Self {
         Self::with_append_times(raft, id, Arc::default())
     }
 
-    /// [`RaftRpcs::new`] recording into the node's histogram.
-    pub fn with_append_times(raft: Raft, id: NodeId, append_times: Arc<Histogram>) -> Self {
+    /// `RaftRpcs::new` recording into the node's histogram.
+    pub(crate) fn with_append_times(raft: Raft, id: NodeId, append_times: Arc<Histogram>) -> Self {
         RaftRpcs {
             raft,
             id,
@@ -73,7 +76,10 @@ impl RaftRpcs {
     /// `AppendEntriesRequest` → `Result<AppendEntriesResponse, RaftError>`.
     /// A message that fails its checksum or does not decode is
     /// `INVALID_ARGUMENT`.
-    pub async fn append_entries(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
+    pub(crate) async fn append_entries(
+        &self,
+        message: RaftMessage,
+    ) -> Result<RaftMessage, tonic::Status> {
         self.append_entries_answer(&message)
             .await
             .map(|answer| pack(&answer))
@@ -103,7 +109,7 @@ impl RaftRpcs {
     /// when its Raft has stopped (`UNAVAILABLE`), and when `stopping`
     /// turns true between requests (`UNAVAILABLE`): a long-lived stream
     /// must not hold up the server's graceful shutdown.
-    pub fn append_entries_stream(
+    pub(crate) fn append_entries_stream(
         &self,
         inbound: tonic::Streaming<RaftMessage>,
         stopping: Option<watch::Receiver<bool>>,
@@ -148,7 +154,7 @@ impl RaftRpcs {
     }
 
     /// `VoteRequest` → `Result<VoteResponse, RaftError>`.
-    pub async fn vote(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
+    pub(crate) async fn vote(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
         self.check_target(&message)?;
         let request: VoteRequest<NodeId> = unpack("vote request", &message)?;
         let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = self.raft.vote(request).await;
@@ -157,7 +163,7 @@ impl RaftRpcs {
 
     /// One chunk: `InstallSnapshotRequest` →
     /// `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>`.
-    pub async fn install_snapshot(
+    pub(crate) async fn install_snapshot(
         &self,
         message: RaftMessage,
     ) -> Result<RaftMessage, tonic::Status> {
@@ -176,9 +182,9 @@ impl RaftRpcs {
 
 /// The node's `RaftTransport` service: the Raft RPCs go to [`RaftRpcs`],
 /// the peer messages to the node's [`Api`].
-pub struct TransportService {
-    pub api: Arc<Api>,
-    pub rpcs: RaftRpcs,
+pub(crate) struct TransportService {
+    pub(crate) api: Arc<Api>,
+    pub(crate) rpcs: RaftRpcs,
 }
 
 #[tonic::async_trait]
@@ -249,7 +255,7 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
 }
 
 /// The node's `RaftTransport` service, ready to serve.
-pub fn transport_server(api: &Arc<Api>) -> RaftTransportServer<TransportService> {
+pub(crate) fn transport_server(api: &Arc<Api>) -> RaftTransportServer<TransportService> {
     RaftTransportServer::new(TransportService {
         api: Arc::clone(api),
         rpcs: RaftRpcs::with_append_times(
