@@ -31,7 +31,9 @@ use crate::watch::WatchHub;
 /// (a trigger that came while another snapshot was being built is dropped).
 const SNAPSHOT_RETRIGGER: Duration = Duration::from_millis(200);
 
-/// Everything the operations need; shared by the services of one node.
+/// The operations of one node, in Rust types: what its gRPC services call,
+/// and what [`NodeHandle::api`](crate::NodeHandle::api) gives an embedder
+/// in process (no network hop).
 pub struct Api {
     /// This node's own Arc, for work that must outlive a call.
     pub(crate) me: std::sync::Weak<Api>,
@@ -53,22 +55,34 @@ pub struct Api {
 /// An acquire as a client asks for it.
 #[derive(Debug, Clone, Default)]
 pub struct AcquireArgs {
+    /// The lease the holds will belong to.
     pub lease: LeaseId,
+    /// The locks to acquire, all or none.
     pub locks: Vec<LockSpec>,
     /// Zero: try once. Otherwise wait up to this long in the queues.
     pub wait: Duration,
+    /// Why the locks are taken, for people inspecting them.
     pub reason: String,
+    /// Small key/value metadata kept with the holds.
     pub metadata: Metadata,
+    /// If the lease expires while holding, keep these locks ungrantable for
+    /// this many milliseconds; 0 for none.
     pub lock_delay_ms: u64,
 }
 
 /// A granted acquire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acquired {
+    /// The fencing token of the holds: the log index of the entry that
+    /// granted them.
     pub token: u64,
+    /// The holds granted, one per requested lock.
     pub holds: Vec<Granted>,
+    /// True when the lease already held all the locks (an idempotent retry).
     pub retry: bool,
+    /// The log index at which the grant was applied.
     pub revision: u64,
+    /// How long the request waited in the queues (zero if granted at once).
     pub waited: Duration,
 }
 
@@ -95,6 +109,7 @@ impl Api {
         Some((id, addr))
     }
 
+    /// Whether this node is the leader, as its Raft metrics say now.
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
@@ -246,6 +261,7 @@ impl Api {
 
     // ----- leases -----------------------------------------------------------------
 
+    /// Grant a lease of `ttl_ms` to `owner`; returns its id and its ttl.
     pub async fn grant_lease(
         &self,
         ttl_ms: u64,
@@ -258,6 +274,8 @@ impl Api {
         }
     }
 
+    /// End `lease` now; returns the holds it released and the revision
+    /// (log index) of the revocation.
     pub async fn revoke_lease(&self, lease: LeaseId) -> Result<(Vec<Granted>, u64), NodeError> {
         let (r, index) = Self::ok(self.write(Command::RevokeLease { lease }).await?)?;
         match r {
@@ -471,6 +489,8 @@ impl Api {
         }
     }
 
+    /// Release the holds of `lease` on `names`, all granted with `token`;
+    /// returns the names released and the revision of the release.
     pub async fn release(
         &self,
         lease: LeaseId,
@@ -521,6 +541,8 @@ impl Api {
         Ok((ttl_ms, extensions, index))
     }
 
+    /// Administrative: remove the holds on `name` regardless of token (all
+    /// of them, or only `lease`'s); returns them and the revision.
     pub async fn force_release(
         &self,
         name: String,
@@ -535,6 +557,9 @@ impl Api {
 
     // ----- administration -------------------------------------------------------------
 
+    /// Add node `id` at `addr` as a learner (on the leader); with
+    /// `blocking`, return once it has caught up. Returns the membership
+    /// entry's index.
     pub async fn add_learner(
         &self,
         id: NodeId,
@@ -610,6 +635,8 @@ impl Api {
         (v, l)
     }
 
+    /// Build a snapshot that covers everything applied so far; returns the
+    /// snapshot's last index.
     pub async fn snapshot(&self) -> Result<u64, NodeError> {
         let target = self.state.last_applied().map_or(0, |l| l.index);
         let timeout = NodeError::Timeout {

@@ -3,8 +3,16 @@
 //! openraft over the sled store, the tonic gRPC services (client API, admin,
 //! internal transport), the leader's lease keeper, waiting acquires and
 //! watches. [`Node::start`] starts one inside any tokio program.
+//!
+//! The public surface is small: [`Node`] starts a node from a
+//! [`NodeConfig`] (with its [`RaftTiming`]) and hands back a [`NodeHandle`],
+//! which gives the node's operations in process ([`Api`], with
+//! [`AcquireArgs`] and [`Acquired`]), its client services without a socket,
+//! its metrics, and openraft's handle ([`Raft`]). Operations fail with
+//! [`NodeError`], a start with [`StartError`]. Everything else, the
+//! node-to-node transport included, is internal to the crate.
 
-#![warn(unreachable_pub)]
+#![warn(missing_docs, unreachable_pub)]
 
 mod api;
 mod batcher;
@@ -23,5 +31,7 @@ pub use config::{NodeConfig, RaftTiming};
 pub use error::NodeError;
 pub use node::{Node, NodeHandle, StartError};
 
-/// The openraft handle of a raftlock node.
+/// The openraft handle of a raftlock node ([`NodeHandle::raft`]): its
+/// metrics (role, leader, indexes) and membership. It makes openraft's
+/// version part of this crate's API.
 pub type Raft = openraft::Raft<raftlock_store::TypeConfig>;

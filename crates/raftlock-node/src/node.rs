@@ -27,19 +27,27 @@ use crate::peer::client::{Network, NetworkOptions};
 use crate::waits::Waits;
 use crate::watch::WatchHub;
 
+/// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration is invalid; the text names the field.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] raftlock_store::OpenError),
+    /// An address (`listen` or `metrics_listen`) could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: String,
+        /// Why it could not be bound.
         source: std::io::Error,
     },
+    /// openraft did not start, or could not bootstrap the cluster.
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    /// Anything else that failed while starting.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -509,6 +517,7 @@ impl NodeHandle {
         self.api.metrics_text()
     }
 
+    /// This node's id.
     pub fn id(&self) -> u64 {
         self.api.id
     }
