@@ -17,25 +17,23 @@ use raftlock_core::{
     Applied, BatchPlan, Command, Granted, LeaseId, LockError, LockSpec, Metadata, Request,
     Response, State, WaiterId,
 };
-use raftlock_proto::errors::never_sent;
-use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_store::{NodeId, StateHandle};
-use serde::{Deserialize, Serialize};
 
 use crate::Raft;
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::keeper::Keeper;
-use crate::network::{Method, Network};
+use crate::peer::client::Network;
 use crate::waits::{WaitOutcome, Waits};
 use crate::watch::WatchHub;
-use crate::wire::{pack, unpack};
 
 /// How long an admin snapshot waits before it triggers openraft again
 /// (a trigger that came while another snapshot was being built is dropped).
 const SNAPSHOT_RETRIGGER: Duration = Duration::from_millis(200);
 
-/// Everything the operations need; shared by the services of one node.
+/// The operations of one node, in Rust types: what its gRPC services call,
+/// and what [`NodeHandle::api`](crate::NodeHandle::api) gives an embedder
+/// in process (no network hop).
 pub struct Api {
     /// This node's own Arc, for work that must outlive a call.
     pub(crate) me: std::sync::Weak<Api>,
@@ -57,37 +55,35 @@ pub struct Api {
 /// An acquire as a client asks for it.
 #[derive(Debug, Clone, Default)]
 pub struct AcquireArgs {
+    /// The lease the holds will belong to.
     pub lease: LeaseId,
+    /// The locks to acquire, all or none.
     pub locks: Vec<LockSpec>,
     /// Zero: try once. Otherwise wait up to this long in the queues.
     pub wait: Duration,
+    /// Why the locks are taken, for people inspecting them.
     pub reason: String,
+    /// Small key/value metadata kept with the holds.
     pub metadata: Metadata,
+    /// If the lease expires while holding, keep these locks ungrantable for
+    /// this many milliseconds; 0 for none.
     pub lock_delay_ms: u64,
 }
 
 /// A granted acquire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acquired {
+    /// The fencing token of the holds: the log index of the entry that
+    /// granted them.
     pub token: u64,
+    /// The holds granted, one per requested lock.
     pub holds: Vec<Granted>,
+    /// True when the lease already held all the locks (an idempotent retry).
     pub retry: bool,
+    /// The log index at which the grant was applied.
     pub revision: u64,
+    /// How long the request waited in the queues (zero if granted at once).
     pub waited: Duration,
-}
-
-/// What a follower gets back from the leader for a forwarded write.
-type ForwardResult = Result<Applied, NodeError>;
-
-/// The answer to a read-index request: the index to apply before reading.
-type ReadIndexResult = Result<u64, NodeError>;
-
-/// The answer to a forwarded keep-alive: the lease's ttl.
-type KeepAliveResult = Result<u64, NodeError>;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct KeepAliveForward {
-    pub lease: LeaseId,
 }
 
 fn wall_ms() -> u64 {
@@ -113,13 +109,17 @@ impl Api {
         Some((id, addr))
     }
 
+    /// Whether this node is the leader, as its Raft metrics say now.
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.current_leader == Some(self.id) && m.state == ServerState::Leader
     }
 
-    fn not_leader(&self, hint: Option<&ForwardToLeader<NodeId, BasicNode>>) -> NodeError {
+    pub(crate) fn not_leader(
+        &self,
+        hint: Option<&ForwardToLeader<NodeId, BasicNode>>,
+    ) -> NodeError {
         let known = hint
             .and_then(|f| Some((f.leader_id?, f.leader_node.as_ref()?.addr.clone())))
             .or_else(|| self.leader());
@@ -165,53 +165,7 @@ impl Api {
                 other => return other,
             }
         }
-        self.call_leader::<ForwardResult>(Method::Forward, pack(&command))
-            .await?
-    }
-
-    /// Send an internal call to the leader (one hop) and decode its answer.
-    /// A leader that could not even be connected to is NOT_LEADER naming it
-    /// (nothing was sent: the client may retry there or elsewhere); any
-    /// other failure is OUTCOME_UNKNOWN, since the leader may have applied
-    /// the call and only its answer was lost.
-    async fn call_leader<T: serde::de::DeserializeOwned>(
-        &self,
-        method: Method,
-        message: RaftMessage,
-    ) -> Result<T, NodeError> {
-        let (leader_id, addr) = match self.leader() {
-            Some((id, addr)) if id != self.id => (id, addr),
-            _ => return Err(NodeError::NoLeader),
-        };
-        let reply = self
-            .network
-            .call(
-                self.network.dial_addr(leader_id, &addr),
-                method,
-                message,
-                self.config.write_timeout,
-            )
-            .await
-            .map_err(|status| {
-                tracing::debug!(leader_id, ?method, %status, "call to the leader failed");
-                if never_sent(&status) {
-                    // Nothing reached the leader: not applied, safe to retry.
-                    NodeError::NotLeader {
-                        leader_id,
-                        leader_addr: addr.clone(),
-                    }
-                } else {
-                    // The request may have reached the leader and been
-                    // applied, with only the answer lost (a one-way
-                    // partition, a reset connection, a timeout).
-                    NodeError::OutcomeUnknown {
-                        leader_id,
-                        leader_addr: addr.clone(),
-                        detail: status.message().to_string(),
-                    }
-                }
-            })?;
-        unpack::<T>(method.name(), &reply).map_err(|e| NodeError::Internal(e.to_string()))
+        self.forward_write(&command).await
     }
 
     /// Propose on this node, which must be the leader (no forwarding: the
@@ -242,15 +196,6 @@ impl Api {
         }
     }
 
-    /// Answer a forwarded write (Forward RPC).
-    pub(crate) async fn serve_forward(&self, message: &RaftMessage) -> RaftMessage {
-        let result: ForwardResult = match unpack::<Command>("forwarded command", message) {
-            Ok(command) => self.propose(command).await,
-            Err(e) => Err(NodeError::invalid("command", e.to_string())),
-        };
-        pack(&result)
-    }
-
     fn ok(applied: Applied) -> Result<(Response, u64), NodeError> {
         let index = applied.index;
         applied.result.map(|r| (r, index)).map_err(NodeError::Lock)
@@ -267,13 +212,12 @@ impl Api {
         let index = if self.is_leader() {
             self.read_index_local().await?
         } else {
-            self.call_leader::<ReadIndexResult>(Method::ReadIndex, pack(&()))
-                .await??
+            self.forward_read_index().await?
         };
         self.wait_applied(index).await
     }
 
-    async fn read_index_local(&self) -> Result<u64, NodeError> {
+    pub(crate) async fn read_index_local(&self) -> Result<u64, NodeError> {
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -284,11 +228,6 @@ impl Api {
             }
             Err(RaftError::Fatal(_)) => Err(NodeError::ShuttingDown),
         }
-    }
-
-    pub(crate) async fn serve_read_index(&self) -> RaftMessage {
-        let result: ReadIndexResult = self.read_index_local().await;
-        pack(&result)
     }
 
     /// Wait until this node has applied `index`.
@@ -322,6 +261,7 @@ impl Api {
 
     // ----- leases -----------------------------------------------------------------
 
+    /// Grant a lease of `ttl_ms` to `owner`; returns its id and its ttl.
     pub async fn grant_lease(
         &self,
         ttl_ms: u64,
@@ -334,6 +274,8 @@ impl Api {
         }
     }
 
+    /// End `lease` now; returns the holds it released and the revision
+    /// (log index) of the revocation.
     pub async fn revoke_lease(&self, lease: LeaseId) -> Result<(Vec<Granted>, u64), NodeError> {
         let (r, index) = Self::ok(self.write(Command::RevokeLease { lease }).await?)?;
         match r {
@@ -349,11 +291,10 @@ impl Api {
         if self.is_leader() {
             return self.keep_alive_local(lease, received_at).await;
         }
-        self.call_leader::<KeepAliveResult>(Method::KeepAlive, pack(&KeepAliveForward { lease }))
-            .await?
+        self.forward_keep_alive(lease).await
     }
 
-    async fn keep_alive_local(
+    pub(crate) async fn keep_alive_local(
         &self,
         lease: LeaseId,
         received_at: Instant,
@@ -378,16 +319,6 @@ impl Api {
             )?;
             Ok(ttl_ms)
         })
-    }
-
-    pub(crate) async fn serve_keep_alive(&self, message: &RaftMessage) -> RaftMessage {
-        let received_at = Instant::now();
-        let result: KeepAliveResult = match unpack::<KeepAliveForward>("keep-alive", message) {
-            Ok(k) if self.is_leader() => self.keep_alive_local(k.lease, received_at).await,
-            Ok(_) => Err(self.not_leader(None)),
-            Err(e) => Err(NodeError::invalid("keep-alive", e.to_string())),
-        };
-        pack(&result)
     }
 
     // ----- locks ------------------------------------------------------------------
@@ -558,6 +489,8 @@ impl Api {
         }
     }
 
+    /// Release the holds of `lease` on `names`, all granted with `token`;
+    /// returns the names released and the revision of the release.
     pub async fn release(
         &self,
         lease: LeaseId,
@@ -608,6 +541,8 @@ impl Api {
         Ok((ttl_ms, extensions, index))
     }
 
+    /// Administrative: remove the holds on `name` regardless of token (all
+    /// of them, or only `lease`'s); returns them and the revision.
     pub async fn force_release(
         &self,
         name: String,
@@ -622,6 +557,9 @@ impl Api {
 
     // ----- administration -------------------------------------------------------------
 
+    /// Add node `id` at `addr` as a learner (on the leader); with
+    /// `blocking`, return once it has caught up. Returns the membership
+    /// entry's index.
     pub async fn add_learner(
         &self,
         id: NodeId,
@@ -697,6 +635,8 @@ impl Api {
         (v, l)
     }
 
+    /// Build a snapshot that covers everything applied so far; returns the
+    /// snapshot's last index.
     pub async fn snapshot(&self) -> Result<u64, NodeError> {
         let target = self.state.last_applied().map_or(0, |l| l.index);
         let timeout = NodeError::Timeout {
@@ -772,59 +712,5 @@ impl Drop for CancelOnDrop<'_> {
                 tracing::debug!(lease, waiter, error = %e, "cancel of an abandoned wait failed");
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use crate::network::{Method, Network, NetworkOptions};
-    use crate::wire::pack;
-    use raftlock_proto::errors::never_sent;
-
-    /// A refused connection means nothing reached the leader (NOT_LEADER is
-    /// true); a peer that took the request and never answered may have
-    /// applied it (OUTCOME_UNKNOWN).
-    #[tokio::test]
-    async fn only_a_failed_connect_counts_as_never_sent() {
-        let network = Network::new(1, NetworkOptions::default());
-
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let closed_addr = closed.local_addr().expect("addr").to_string();
-        drop(closed);
-        let refused = network
-            .call(
-                &closed_addr,
-                Method::Forward,
-                pack(&()),
-                Duration::from_secs(2),
-            )
-            .await
-            .expect_err("nobody listens");
-        assert!(never_sent(&refused), "{refused:?}");
-
-        // Accepts the connection, reads, never answers.
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let silent_addr = silent.local_addr().expect("addr").to_string();
-        let holder = tokio::spawn(async move {
-            let mut kept = Vec::new();
-            while let Ok((stream, _)) = silent.accept().await {
-                kept.push(stream);
-            }
-        });
-        let lost = network
-            .call(
-                &silent_addr,
-                Method::Forward,
-                pack(&()),
-                Duration::from_millis(300),
-            )
-            .await
-            .expect_err("no answer");
-        assert!(!never_sent(&lost), "{lost:?}");
-        holder.abort();
     }
 }

@@ -32,7 +32,7 @@ use crate::Api;
 use crate::error::NodeError;
 
 /// Entries being written at once through the batcher.
-pub const MAX_IN_FLIGHT: usize = 2;
+pub(crate) const MAX_IN_FLIGHT: usize = 2;
 /// Commands waiting for a slot; a full queue makes callers wait (back
 /// pressure), never drops them.
 const QUEUE: usize = 4096;
@@ -41,19 +41,19 @@ type Reply = oneshot::Sender<Result<Applied, NodeError>>;
 
 /// The sending half, kept in the node's `Api`.
 #[derive(Debug)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     tx: mpsc::Sender<(Command, Reply)>,
 }
 
 impl Batcher {
     /// The batcher and the receiving half for [`run`].
-    pub fn new() -> (Batcher, mpsc::Receiver<(Command, Reply)>) {
+    pub(crate) fn new() -> (Batcher, mpsc::Receiver<(Command, Reply)>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         (Batcher { tx }, rx)
     }
 
     /// Proposes `command` (batchable, on the leader) through the batcher.
-    pub async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
+    pub(crate) async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((command, reply))

@@ -30,6 +30,7 @@ pub struct NodeConfig {
     /// and fault-injecting proxies. Only this node's outgoing connections
     /// change; what it advertises and what others dial stay as they are.
     pub peer_dial: BTreeMap<u64, String>,
+    /// Raft timing: heartbeat and election timeouts.
     pub raft: RaftTiming,
     /// Build a snapshot after this many log entries since the last one.
     pub snapshot_every_entries: u64,
@@ -66,8 +67,12 @@ pub struct NodeConfig {
 /// lease deadlines from its own receipt of keep-alives), only availability.
 #[derive(Debug, Clone)]
 pub struct RaftTiming {
+    /// How often the leader sends heartbeats.
     pub heartbeat: Duration,
+    /// A follower that has heard no leader for a random time between this
+    /// and `election_timeout_max` starts an election.
     pub election_timeout_min: Duration,
+    /// See `election_timeout_min`.
     pub election_timeout_max: Duration,
     /// Timeout of one Raft RPC to a peer.
     pub rpc_timeout: Duration,

@@ -10,68 +10,119 @@ use raftlock_proto::errors::{self, ErrorReason, detail};
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
+/// Why an operation of a node failed. Each variant is one [`ErrorReason`]
+/// ([`NodeError::reason`]), which the contract maps to a status code and to
+/// whether the call may have been applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum NodeError {
+    /// The state machine refused the command.
     #[error(transparent)]
     Lock(#[from] LockError),
 
+    /// This node does not lead; retry at the leader. Not applied.
     #[error("this node is not the leader; the leader is node {leader_id} at {leader_addr}")]
-    NotLeader { leader_id: u64, leader_addr: String },
+    NotLeader {
+        /// The leader's node id.
+        leader_id: u64,
+        /// The leader's advertised address.
+        leader_addr: String,
+    },
 
+    /// No leader is known (an election is under way or there is no quorum).
+    /// Not applied.
     #[error("no leader is known right now (election in progress or no quorum); retry shortly")]
     NoLeader,
 
+    /// The call was forwarded to the leader and its answer was lost: it may
+    /// or may not have been applied.
     #[error(
         "the call was forwarded to the leader, node {leader_id} at {leader_addr}, but its answer was lost ({detail}); it may or may not have been applied"
     )]
     OutcomeUnknown {
+        /// The leader's node id.
         leader_id: u64,
+        /// The leader's advertised address.
         leader_addr: String,
+        /// What became of the call, as the transport reported it.
         detail: String,
     },
 
+    /// A waiting acquire timed out and its queued request was withdrawn.
     #[error("waited {waited_ms} ms without a grant; the queued request was withdrawn{}",
         if *released_after_grant { " (it had just been granted; that grant was released)" } else { "" })]
     WaitTimeout {
+        /// How long the acquire waited, in milliseconds.
         waited_ms: u64,
+        /// The request had been granted just before it was withdrawn, and
+        /// that grant was released.
         released_after_grant: bool,
     },
 
+    /// A queued request was dropped before it was granted (its lease ended
+    /// or it was cancelled).
     #[error(
         "the queued request {waiter} was dropped before it was granted (its lease ended or it was cancelled)"
     )]
-    WaitDropped { waiter: u64 },
+    WaitDropped {
+        /// The queued request.
+        waiter: u64,
+    },
 
+    /// The leader is expiring the lease, which can no longer be kept alive.
     #[error("lease {lease} is being expired by the leader and can no longer be kept alive")]
-    LeaseExpiring { lease: u64 },
+    LeaseExpiring {
+        /// The lease.
+        lease: u64,
+    },
 
+    /// A watch asked for events older than this node keeps.
     #[error(
         "watch from revision {requested} is no longer available: this node keeps events from revision {oldest} on"
     )]
-    Compacted { requested: u64, oldest: u64 },
+    Compacted {
+        /// The revision the watch asked to start from.
+        requested: u64,
+        /// The oldest revision this node can replay from.
+        oldest: u64,
+    },
 
+    /// A watcher fell too far behind and was cut off.
     #[error(
         "the watcher fell more than {buffer} batches behind and was cut off; resume from the last revision received"
     )]
-    SlowWatcher { buffer: usize },
+    SlowWatcher {
+        /// Event batches a watcher may have pending.
+        buffer: usize,
+    },
 
+    /// This node already serves as many watch streams as it may.
     #[error("too many watch streams on this node (at most {max})")]
-    TooManyWatchers { max: usize },
+    TooManyWatchers {
+        /// The most watch streams this node serves.
+        max: usize,
+    },
 
+    /// The cluster did not answer within the write timeout: the call may or
+    /// may not have been applied.
     #[error(
         "the cluster did not answer within {timeout_ms} ms; the request may or may not have been applied"
     )]
-    Timeout { timeout_ms: u64 },
+    Timeout {
+        /// The timeout that passed, in milliseconds.
+        timeout_ms: u64,
+    },
 
+    /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
 
+    /// A bug or an unexpected answer; the text says what.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl NodeError {
-    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
         NodeError::Lock(LockError::InvalidArgument {
             field: field.to_string(),
             reason: reason.into(),
@@ -141,6 +192,8 @@ impl NodeError {
         m
     }
 
+    /// The gRPC status of this error: the contract's code, the message,
+    /// and an ErrorInfo with the reason and the facts of the error.
     pub fn to_status(&self) -> Status {
         errors::status(self.reason(), self.to_string(), self.details())
     }

@@ -1,4 +1,6 @@
-//! The tonic services: conversions between the proto contract and [`Api`].
+//! The tonic services clients call (Locks, Leases, Admin): conversions
+//! between the proto contract and [`Api`]. The internal node-to-node service
+//! is `peer::server`.
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -9,13 +11,11 @@ use futures::{Stream, StreamExt};
 use openraft::{ChangeMembers, ServerState};
 use raftlock_core as core;
 use raftlock_proto::errors;
-use raftlock_proto::internal::v1 as internal;
 use raftlock_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::{AcquireArgs, Api};
 use crate::error::NodeError;
-use crate::transport::RaftRpcs;
 
 type Reply<T> = Result<Response<T>, Status>;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -216,7 +216,7 @@ impl Api {
 
 // ----- Locks ---------------------------------------------------------------
 
-pub struct LocksService(pub Arc<Api>);
+pub(crate) struct LocksService(pub(crate) Arc<Api>);
 
 #[tonic::async_trait]
 impl pb::locks_server::Locks for LocksService {
@@ -344,7 +344,7 @@ impl pb::locks_server::Locks for LocksService {
 
 // ----- Leases --------------------------------------------------------------
 
-pub struct LeasesService(pub Arc<Api>);
+pub(crate) struct LeasesService(pub(crate) Arc<Api>);
 
 #[tonic::async_trait]
 impl pb::leases_server::Leases for LeasesService {
@@ -428,7 +428,7 @@ impl pb::leases_server::Leases for LeasesService {
 
 // ----- Admin ---------------------------------------------------------------
 
-pub struct AdminService(pub Arc<Api>);
+pub(crate) struct AdminService(pub(crate) Arc<Api>);
 
 fn role_out(state: ServerState) -> i32 {
     match state {
@@ -586,79 +586,5 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Reply<pb::SnapshotResponse> {
         let index = self.0.snapshot().await?;
         Ok(self.0.reply(pb::SnapshotResponse { index }))
-    }
-}
-
-// ----- internal transport --------------------------------------------------
-
-pub struct TransportService {
-    pub api: Arc<Api>,
-    pub rpcs: RaftRpcs,
-}
-
-#[tonic::async_trait]
-impl internal::raft_transport_server::RaftTransport for TransportService {
-    async fn append_entries(
-        &self,
-        request: Request<internal::RaftMessage>,
-    ) -> Reply<internal::RaftMessage> {
-        self.rpcs
-            .append_entries(request.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    type AppendEntriesStreamStream = crate::transport::AnswerStream;
-
-    async fn append_entries_stream(
-        &self,
-        request: Request<Streaming<internal::RaftMessage>>,
-    ) -> Reply<Self::AppendEntriesStreamStream> {
-        Ok(Response::new(self.rpcs.append_entries_stream(
-            request.into_inner(),
-            Some(self.api.stopping.clone()),
-        )))
-    }
-
-    async fn vote(&self, request: Request<internal::RaftMessage>) -> Reply<internal::RaftMessage> {
-        self.rpcs
-            .vote(request.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn install_snapshot(
-        &self,
-        request: Request<internal::RaftMessage>,
-    ) -> Reply<internal::RaftMessage> {
-        self.rpcs
-            .install_snapshot(request.into_inner())
-            .await
-            .map(Response::new)
-    }
-
-    async fn forward(
-        &self,
-        request: Request<internal::RaftMessage>,
-    ) -> Reply<internal::RaftMessage> {
-        Ok(Response::new(
-            self.api.serve_forward(request.get_ref()).await,
-        ))
-    }
-
-    async fn read_index(
-        &self,
-        _request: Request<internal::RaftMessage>,
-    ) -> Reply<internal::RaftMessage> {
-        Ok(Response::new(self.api.serve_read_index().await))
-    }
-
-    async fn keep_alive(
-        &self,
-        request: Request<internal::RaftMessage>,
-    ) -> Reply<internal::RaftMessage> {
-        Ok(Response::new(
-            self.api.serve_keep_alive(request.get_ref()).await,
-        ))
     }
 }

@@ -24,7 +24,7 @@ use raftlock_core::{EventKind, LeaseId, State};
 use crate::error::NodeError;
 
 #[derive(Default)]
-pub struct Keeper {
+pub(crate) struct Keeper {
     inner: Mutex<Inner>,
 }
 
@@ -59,9 +59,9 @@ impl Inner {
 
 /// What the keeper wants proposed now.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Due {
-    pub expire: Vec<LeaseId>,
-    pub tick: bool,
+pub(crate) struct Due {
+    pub(crate) expire: Vec<LeaseId>,
+    pub(crate) tick: bool,
 }
 
 impl Keeper {
@@ -71,7 +71,7 @@ impl Keeper {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn leader_term(&self) -> Option<u64> {
+    pub(crate) fn leader_term(&self) -> Option<u64> {
         self.lock().term
     }
 
@@ -79,7 +79,7 @@ impl Keeper {
     /// deadline of now + ttl, and the cluster clock continues from the state.
     /// Called with the state read in the same critical section, so that
     /// events applied later reach [`Keeper::on_event`] with `term` set.
-    pub fn become_leader(&self, term: u64, state: &State) {
+    pub(crate) fn become_leader(&self, term: u64, state: &State) {
         let now = Instant::now();
         let mut inner = self.lock();
         *inner = Inner {
@@ -98,7 +98,7 @@ impl Keeper {
         );
     }
 
-    pub fn step_down(&self) {
+    pub(crate) fn step_down(&self) {
         let mut inner = self.lock();
         if inner.term.is_some() {
             tracing::info!(term = inner.term, "lease keeper stepped down");
@@ -109,7 +109,7 @@ impl Keeper {
     /// The cluster-clock value to stamp on an entry proposed now. On a
     /// non-leader the value does not matter (the proposal fails) but is still
     /// never below the state's.
-    pub fn stamp(&self, state_cluster_ms: u64) -> u64 {
+    pub(crate) fn stamp(&self, state_cluster_ms: u64) -> u64 {
         let now = Instant::now();
         let mut inner = self.lock();
         let Some(at) = inner.base_at else {
@@ -128,7 +128,7 @@ impl Keeper {
     }
 
     /// Applied events keep the deadlines in step with the state.
-    pub fn on_event(&self, kind: &EventKind) {
+    pub(crate) fn on_event(&self, kind: &EventKind) {
         let mut inner = self.lock();
         if inner.term.is_none() {
             return;
@@ -150,7 +150,7 @@ impl Keeper {
     /// says whether the applied state has the lease; the caller reads it
     /// while holding the state's read lock (lock order: state, then keeper),
     /// so an expiry applied meanwhile cannot be missed.
-    pub fn renew(
+    pub(crate) fn renew(
         &self,
         term: u64,
         lease: LeaseId,
@@ -181,7 +181,7 @@ impl Keeper {
     }
 
     /// How long the leader will keep `lease` without another keep-alive.
-    pub fn remaining(&self, lease: LeaseId) -> Option<Duration> {
+    pub(crate) fn remaining(&self, lease: LeaseId) -> Option<Duration> {
         let inner = self.lock();
         inner.term?;
         let deadline = inner.deadline_of.get(&lease)?;
@@ -190,7 +190,7 @@ impl Keeper {
 
     /// Leases whose deadline passed (now marked expiring), and whether a
     /// lock-delay ended and needs a `Tick`.
-    pub fn due(
+    pub(crate) fn due(
         &self,
         max_batch: usize,
         next_delay_end_ms: Option<u64>,
@@ -222,7 +222,7 @@ impl Keeper {
 
     /// The expiry proposal failed (e.g. leadership lost): the leases are no
     /// longer expiring in this term and will be re-examined.
-    pub fn expiry_failed(&self, leases: &[LeaseId]) {
+    pub(crate) fn expiry_failed(&self, leases: &[LeaseId]) {
         let mut inner = self.lock();
         for lease in leases {
             inner.expiring.remove(lease);
@@ -230,15 +230,11 @@ impl Keeper {
     }
 
     /// The expiry entry was applied: the leases are gone (or were already).
-    pub fn expiry_applied(&self, leases: &[LeaseId]) {
+    pub(crate) fn expiry_applied(&self, leases: &[LeaseId]) {
         let mut inner = self.lock();
         for lease in leases {
             inner.forget(*lease);
         }
-    }
-
-    pub fn lease_count(&self) -> usize {
-        self.lock().deadline_of.len()
     }
 }
 

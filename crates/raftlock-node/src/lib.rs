@@ -3,25 +3,35 @@
 //! openraft over the sled store, the tonic gRPC services (client API, admin,
 //! internal transport), the leader's lease keeper, waiting acquires and
 //! watches. [`Node::start`] starts one inside any tokio program.
+//!
+//! The public surface is small: [`Node`] starts a node from a
+//! [`NodeConfig`] (with its [`RaftTiming`]) and hands back a [`NodeHandle`],
+//! which gives the node's operations in process ([`Api`], with
+//! [`AcquireArgs`] and [`Acquired`]), its client services without a socket,
+//! its metrics, and openraft's handle ([`Raft`]). Operations fail with
+//! [`NodeError`], a start with [`StartError`]. Everything else, the
+//! node-to-node transport included, is internal to the crate.
 
-pub mod api;
-pub mod batcher;
-pub mod config;
-pub mod error;
-pub mod grpc;
-pub mod keeper;
-pub mod metrics;
-pub mod network;
-pub mod node;
-pub mod transport;
-pub mod waits;
-pub mod watch;
-pub mod wire;
+#![warn(missing_docs, unreachable_pub)]
+
+mod api;
+mod batcher;
+mod config;
+mod error;
+mod grpc;
+mod keeper;
+mod metrics;
+mod node;
+mod peer;
+mod waits;
+mod watch;
 
 pub use api::{AcquireArgs, Acquired, Api};
 pub use config::{NodeConfig, RaftTiming};
 pub use error::NodeError;
 pub use node::{Node, NodeHandle, StartError};
 
-/// The openraft handle of a raftlock node.
+/// The openraft handle of a raftlock node ([`NodeHandle::raft`]): its
+/// metrics (role, leader, indexes) and membership. It makes openraft's
+/// version part of this crate's API.
 pub type Raft = openraft::Raft<raftlock_store::TypeConfig>;

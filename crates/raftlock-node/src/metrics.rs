@@ -27,7 +27,7 @@ use crate::Api;
 
 /// The histograms a node keeps.
 #[derive(Debug, Default)]
-pub struct NodeMetrics {
+pub(crate) struct NodeMetrics {
     /// Every write through `Api::write` (forwarded ones included), from the
     /// call to its answer, errors too.
     pub(crate) writes: Histogram,
@@ -74,7 +74,7 @@ fn histogram_head(out: &mut String, name: &str, help: &str) {
 }
 
 /// Every series of this node, as Prometheus text.
-pub fn render(api: &Api) -> String {
+pub(crate) fn render(api: &Api) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let id = api.id;
     gauge(&mut out, "raftlock_node_id", "This node's id.", id);

@@ -21,26 +21,33 @@ use tracing::Instrument;
 use crate::Raft;
 use crate::api::Api;
 use crate::config::NodeConfig;
-use crate::grpc::{AdminService, LeasesService, LocksService, TransportService};
+use crate::grpc::{AdminService, LeasesService, LocksService};
 use crate::keeper::Keeper;
-use crate::network::{Network, NetworkOptions};
-use crate::transport::RaftRpcs;
+use crate::peer::client::{Network, NetworkOptions};
 use crate::waits::Waits;
 use crate::watch::WatchHub;
 
+/// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration is invalid; the text names the field.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] raftlock_store::OpenError),
+    /// An address (`listen` or `metrics_listen`) could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: String,
+        /// Why it could not be bound.
         source: std::io::Error,
     },
+    /// openraft did not start, or could not bootstrap the cluster.
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    /// Anything else that failed while starting.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -306,19 +313,7 @@ fn spawn_server(
         .build_v1()
         .map_err(|e| StartError::Internal(format!("gRPC reflection: {e}")))?;
     let (locks, leases, admin) = client_services(&api);
-    let transport = raftlock_proto::internal::v1::raft_transport_server::RaftTransportServer::new(
-        TransportService {
-            api: Arc::clone(&api),
-            rpcs: RaftRpcs::with_append_times(
-                api.raft.clone(),
-                api.id,
-                Arc::clone(&api.metrics.appends_taken),
-            ),
-        },
-    )
-    // Snapshot chunks and entry batches may be large.
-    .max_decoding_message_size(64 * 1024 * 1024)
-    .max_encoding_message_size(64 * 1024 * 1024);
+    let transport = crate::peer::server::transport_server(&api);
     let health_api = Arc::clone(&api);
     let mut health_stop = stop.clone();
     // Serving while a leader is known (a Kubernetes readiness probe).
@@ -522,6 +517,7 @@ impl NodeHandle {
         self.api.metrics_text()
     }
 
+    /// This node's id.
     pub fn id(&self) -> u64 {
         self.api.id
     }

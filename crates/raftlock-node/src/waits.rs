@@ -8,7 +8,7 @@ use raftlock_core::{Applied, EventKind, Granted, State, WaiterId};
 use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitOutcome {
+pub(crate) enum WaitOutcome {
     /// Granted by the entry at `revision`.
     Granted {
         token: u64,
@@ -22,7 +22,7 @@ pub enum WaitOutcome {
 type Pending = HashMap<WaiterId, (u64, Vec<oneshot::Sender<WaitOutcome>>)>;
 
 #[derive(Default)]
-pub struct Waits {
+pub(crate) struct Waits {
     /// By waiter id: its lease and the calls waiting for it.
     pending: Mutex<Pending>,
 }
@@ -37,7 +37,7 @@ impl Waits {
     /// order everywhere: state, then waits), so whatever happened to the
     /// request up to `state` is read here and anything later reaches
     /// [`Waits::on_applied`] after the registration.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         waiter: WaiterId,
         lease: u64,
@@ -59,7 +59,7 @@ impl Waits {
     }
 
     /// Resolve the waiters granted or dropped by these applied entries.
-    pub fn on_applied(&self, batch: &[Applied]) {
+    pub(crate) fn on_applied(&self, batch: &[Applied]) {
         let mut pending = self.lock();
         if pending.is_empty() {
             return;
@@ -104,7 +104,7 @@ impl Waits {
     }
 
     /// Applied entries were missed: settle every waiter from the state.
-    pub fn resync(&self, state: &State) {
+    pub(crate) fn resync(&self, state: &State) {
         let mut pending = self.lock();
         pending.retain(|w, (lease, txs)| {
             let Some(outcome) = settled(state, *w, *lease) else {
@@ -115,14 +115,6 @@ impl Waits {
             }
             false
         });
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

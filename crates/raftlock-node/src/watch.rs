@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::error::NodeError;
 
-pub struct WatchHub {
+pub(crate) struct WatchHub {
     inner: Mutex<Inner>,
     history_len: usize,
     buffer: usize,
@@ -34,16 +34,16 @@ struct Watcher {
 }
 
 /// The receiving end of a watch.
-pub struct Subscription {
-    pub rx: mpsc::Receiver<Vec<Event>>,
+pub(crate) struct Subscription {
+    pub(crate) rx: mpsc::Receiver<Vec<Event>>,
     /// Set when the hub cut the watcher off for being too slow.
-    pub cut: Arc<AtomicBool>,
-    pub buffer: usize,
+    pub(crate) cut: Arc<AtomicBool>,
+    pub(crate) buffer: usize,
 }
 
 impl Subscription {
     /// The next batch, or the reason the stream ended.
-    pub async fn next(&mut self) -> Option<Result<Vec<Event>, NodeError>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<Vec<Event>, NodeError>> {
         match self.rx.recv().await {
             Some(batch) => Some(Ok(batch)),
             None if self.cut.load(Ordering::Acquire) => Some(Err(NodeError::SlowWatcher {
@@ -65,7 +65,12 @@ fn matches(event: &Event, prefix: &str) -> bool {
 impl WatchHub {
     /// `applied` is the index already applied when the hub starts: events at
     /// or below it cannot be replayed.
-    pub fn new(applied: u64, history_len: usize, buffer: usize, max_watchers: usize) -> Self {
+    pub(crate) fn new(
+        applied: u64,
+        history_len: usize,
+        buffer: usize,
+        max_watchers: usize,
+    ) -> Self {
         WatchHub {
             inner: Mutex::new(Inner {
                 history: VecDeque::new(),
@@ -82,14 +87,13 @@ impl WatchHub {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The oldest revision a watch may start from.
-    pub fn oldest_revision(&self) -> u64 {
-        self.lock().complete_after + 1
-    }
-
     /// Start watching `prefix`. With `from_revision` > 0, first replays the
     /// history from that revision (COMPACTED if it is no longer there).
-    pub fn subscribe(&self, prefix: String, from_revision: u64) -> Result<Subscription, NodeError> {
+    pub(crate) fn subscribe(
+        &self,
+        prefix: String,
+        from_revision: u64,
+    ) -> Result<Subscription, NodeError> {
         let mut inner = self.lock();
         inner.watchers.retain(|w| !w.tx.is_closed());
         if inner.watchers.len() >= self.max_watchers {
@@ -137,7 +141,7 @@ impl WatchHub {
     }
 
     /// Events of applied entries, in order.
-    pub fn publish(&self, events: &[Event]) {
+    pub(crate) fn publish(&self, events: &[Event]) {
         if events.is_empty() {
             return;
         }
@@ -174,7 +178,7 @@ impl WatchHub {
 
     /// Events were missed (the apply feed lagged): every watcher is cut off
     /// and the history restarts after `applied`.
-    pub fn reset(&self, applied: u64) {
+    pub(crate) fn reset(&self, applied: u64) {
         let mut inner = self.lock();
         for w in inner.watchers.drain(..) {
             w.cut.store(true, Ordering::Release);
@@ -183,7 +187,7 @@ impl WatchHub {
         inner.complete_after = applied;
     }
 
-    pub fn watcher_count(&self) -> usize {
+    pub(crate) fn watcher_count(&self) -> usize {
         let mut inner = self.lock();
         inner.watchers.retain(|w| !w.tx.is_closed());
         inner.watchers.len()

@@ -14,10 +14,6 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftlock_core::{Command, Request, State};
-use raftlock_node::Raft;
-use raftlock_node::network::{Method, Network, NetworkOptions, is_transport_failure};
-use raftlock_node::transport::RaftRpcs;
-use raftlock_node::wire::pack;
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_proto::internal::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
 use raftlock_store::{Closed, NodeId, StateHandle, StoreOptions, TypeConfig};
@@ -25,6 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::{Response, Status};
+
+use super::client::{Method, Network, NetworkOptions, is_transport_failure};
+use super::server::RaftRpcs;
+use super::wire::pack;
+use crate::Raft;
 
 /// Upper bound for every wait in these tests (elections, replication,
 /// snapshot transfer). Generous: the tests share 2 cores with each other.
@@ -52,7 +53,7 @@ impl RaftTransport for TestTransport {
             .map(Response::new)
     }
 
-    type AppendEntriesStreamStream = raftlock_node::transport::AnswerStream;
+    type AppendEntriesStreamStream = super::server::AnswerStream;
 
     async fn append_entries_stream(
         &self,

@@ -3,7 +3,10 @@
 //! `Result<Resp, RaftError<..>>`, so the caller sees Raft's refusals as
 //! `RPCError::RemoteError` and transport trouble as a gRPC status.
 //!
-//! The node's `RaftTransport` service delegates its three Raft methods here.
+//! The node's `RaftTransport` service ([`TransportService`], served as
+//! [`transport_server`] builds it) delegates its three Raft methods here,
+//! and the node's own peer messages (Forward, ReadIndex, KeepAlive) to its
+//! `Api`.
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -14,20 +17,27 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use raftlock_proto::internal::v1 as internal;
 use raftlock_proto::internal::v1::RaftMessage;
+use raftlock_proto::internal::v1::raft_transport_server::RaftTransportServer;
 use raftlock_store::metrics::Histogram;
 use raftlock_store::{NodeId, TypeConfig};
 use tokio::sync::watch;
+use tonic::{Request, Response, Streaming};
 
+use super::wire::{pack, unpack};
 use crate::Raft;
-use crate::wire::{pack, unpack};
+use crate::api::Api;
+
+type Reply<T> = Result<Response<T>, tonic::Status>;
 
 /// The server half of `AppendEntriesStream`.
-pub type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, tonic::Status>> + Send>>;
+pub(crate) type AnswerStream =
+    Pin<Box<dyn Stream<Item = Result<RaftMessage, tonic::Status>> + Send>>;
 
 /// Serves AppendEntries, Vote and InstallSnapshot for one node.
 #[derive(Clone)]
-pub struct RaftRpcs {
+pub(crate) struct RaftRpcs {
     raft: Raft,
     id: NodeId,
     /// How long this node's Raft took to take in (append and flush) each
@@ -36,12 +46,14 @@ pub struct RaftRpcs {
 }
 
 impl RaftRpcs {
-    pub fn new(raft: Raft, id: NodeId) -> Self {
+    /// Serves for node `id` without a histogram (the unit tests' servers).
+    #[cfg(test)]
+    pub(crate) fn new(raft: Raft, id: NodeId) -> Self {
         Self::with_append_times(raft, id, Arc::default())
     }
 
-    /// [`RaftRpcs::new`] recording into the node's histogram.
-    pub fn with_append_times(raft: Raft, id: NodeId, append_times: Arc<Histogram>) -> Self {
+    /// `RaftRpcs::new` recording into the node's histogram.
+    pub(crate) fn with_append_times(raft: Raft, id: NodeId, append_times: Arc<Histogram>) -> Self {
         RaftRpcs {
             raft,
             id,
@@ -64,7 +76,10 @@ impl RaftRpcs {
     /// `AppendEntriesRequest` → `Result<AppendEntriesResponse, RaftError>`.
     /// A message that fails its checksum or does not decode is
     /// `INVALID_ARGUMENT`.
-    pub async fn append_entries(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
+    pub(crate) async fn append_entries(
+        &self,
+        message: RaftMessage,
+    ) -> Result<RaftMessage, tonic::Status> {
         self.append_entries_answer(&message)
             .await
             .map(|answer| pack(&answer))
@@ -94,7 +109,7 @@ impl RaftRpcs {
     /// when its Raft has stopped (`UNAVAILABLE`), and when `stopping`
     /// turns true between requests (`UNAVAILABLE`): a long-lived stream
     /// must not hold up the server's graceful shutdown.
-    pub fn append_entries_stream(
+    pub(crate) fn append_entries_stream(
         &self,
         inbound: tonic::Streaming<RaftMessage>,
         stopping: Option<watch::Receiver<bool>>,
@@ -139,7 +154,7 @@ impl RaftRpcs {
     }
 
     /// `VoteRequest` → `Result<VoteResponse, RaftError>`.
-    pub async fn vote(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
+    pub(crate) async fn vote(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
         self.check_target(&message)?;
         let request: VoteRequest<NodeId> = unpack("vote request", &message)?;
         let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = self.raft.vote(request).await;
@@ -148,7 +163,7 @@ impl RaftRpcs {
 
     /// One chunk: `InstallSnapshotRequest` →
     /// `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>`.
-    pub async fn install_snapshot(
+    pub(crate) async fn install_snapshot(
         &self,
         message: RaftMessage,
     ) -> Result<RaftMessage, tonic::Status> {
@@ -161,4 +176,95 @@ impl RaftRpcs {
         > = self.raft.install_snapshot(request).await;
         Ok(pack(&answer))
     }
+}
+
+// ----- the node's service ---------------------------------------------------
+
+/// The node's `RaftTransport` service: the Raft RPCs go to [`RaftRpcs`],
+/// the peer messages to the node's [`Api`].
+pub(crate) struct TransportService {
+    pub(crate) api: Arc<Api>,
+    pub(crate) rpcs: RaftRpcs,
+}
+
+#[tonic::async_trait]
+impl internal::raft_transport_server::RaftTransport for TransportService {
+    async fn append_entries(
+        &self,
+        request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        self.rpcs
+            .append_entries(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendEntriesStreamStream = AnswerStream;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<internal::RaftMessage>>,
+    ) -> Reply<Self::AppendEntriesStreamStream> {
+        Ok(Response::new(self.rpcs.append_entries_stream(
+            request.into_inner(),
+            Some(self.api.stopping.clone()),
+        )))
+    }
+
+    async fn vote(&self, request: Request<internal::RaftMessage>) -> Reply<internal::RaftMessage> {
+        self.rpcs
+            .vote(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        self.rpcs
+            .install_snapshot(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn forward(
+        &self,
+        request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        Ok(Response::new(
+            self.api.serve_forward(request.get_ref()).await,
+        ))
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        Ok(Response::new(self.api.serve_read_index().await))
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<internal::RaftMessage>,
+    ) -> Reply<internal::RaftMessage> {
+        Ok(Response::new(
+            self.api.serve_keep_alive(request.get_ref()).await,
+        ))
+    }
+}
+
+/// The node's `RaftTransport` service, ready to serve.
+pub(crate) fn transport_server(api: &Arc<Api>) -> RaftTransportServer<TransportService> {
+    RaftTransportServer::new(TransportService {
+        api: Arc::clone(api),
+        rpcs: RaftRpcs::with_append_times(
+            api.raft.clone(),
+            api.id,
+            Arc::clone(&api.metrics.appends_taken),
+        ),
+    })
+    // Snapshot chunks and entry batches may be large.
+    .max_decoding_message_size(64 * 1024 * 1024)
+    .max_encoding_message_size(64 * 1024 * 1024)
 }

@@ -47,28 +47,28 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::wire::{pack, unpack};
+use super::wire::{pack, unpack};
 
 /// Connection settings for peer channels. Every field bounds how long a
 /// dead or slow peer can hold something up, so callers choose them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkOptions {
+pub(crate) struct NetworkOptions {
     /// Upper bound on establishing a TCP connection to a peer.
-    pub connect_timeout_ms: u64,
+    pub(crate) connect_timeout_ms: u64,
     /// HTTP/2 PING period on every peer connection, idle or not. A peer
     /// that vanished without closing its socket is noticed after about
     /// `keepalive_interval_ms + keepalive_timeout_ms`; until then calls on
     /// that connection only time out.
-    pub keepalive_interval_ms: u64,
+    pub(crate) keepalive_interval_ms: u64,
     /// How long a PING may go unanswered before the connection is closed.
-    pub keepalive_timeout_ms: u64,
+    pub(crate) keepalive_timeout_ms: u64,
     /// Largest message this node sends or accepts on a peer channel. The
     /// servers must accept as much (`max_decoding_message_size`), and it
     /// must exceed openraft's `snapshot_max_chunk_size` plus a few KiB.
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// Peers dialed at an address other than the one their membership
     /// entry advertises (id → `host:port`): `NodeConfig::peer_dial`.
-    pub dial_overrides: HashMap<NodeId, String>,
+    pub(crate) dial_overrides: HashMap<NodeId, String>,
 }
 
 impl Default for NetworkOptions {
@@ -87,7 +87,7 @@ impl Default for NetworkOptions {
 
 /// The RPCs of the `RaftTransport` service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
+pub(crate) enum Method {
     AppendEntries,
     Vote,
     InstallSnapshot,
@@ -97,7 +97,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Method::AppendEntries => "AppendEntries",
             Method::Vote => "Vote",
@@ -135,7 +135,7 @@ struct Inner {
 /// The node's peer network: openraft's network factory and a channel cache
 /// shared by all its clones.
 #[derive(Clone)]
-pub struct Network {
+pub(crate) struct Network {
     inner: Arc<Inner>,
 }
 
@@ -152,7 +152,7 @@ enum CallError {
 
 impl Network {
     /// The network of node `id` (the id is named in timeout errors).
-    pub fn new(id: NodeId, options: NetworkOptions) -> Self {
+    pub(crate) fn new(id: NodeId, options: NetworkOptions) -> Self {
         Network {
             inner: Arc::new(Inner {
                 id,
@@ -165,7 +165,7 @@ impl Network {
 
     /// The AppendEntries round-trip histogram of each peer this node has
     /// replicated entries to (as leader), by peer id.
-    pub fn append_times(&self) -> BTreeMap<NodeId, Arc<Histogram>> {
+    pub(crate) fn append_times(&self) -> BTreeMap<NodeId, Arc<Histogram>> {
         self.append_times_map().clone()
     }
 
@@ -182,27 +182,18 @@ impl Network {
     }
 
     /// The id of the node this network belongs to.
-    pub fn id(&self) -> NodeId {
+    pub(crate) fn id(&self) -> NodeId {
         self.inner.id
     }
 
     /// Where to dial node `id`, whose membership entry advertises
     /// `advertised`: its dial override if it has one, else `advertised`.
-    pub fn dial_addr<'a>(&'a self, id: NodeId, advertised: &'a str) -> &'a str {
+    pub(crate) fn dial_addr<'a>(&'a self, id: NodeId, advertised: &'a str) -> &'a str {
         self.inner
             .options
             .dial_overrides
             .get(&id)
             .map_or(advertised, String::as_str)
-    }
-
-    /// A client for the peer at `addr` (`host:port`, or a URI with a
-    /// scheme), on the cached channel. The channel connects lazily, so this
-    /// never waits; it fails only for an address that is not a valid URI
-    /// (`INVALID_ARGUMENT`).
-    pub fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, tonic::Status> {
-        let (channel, _) = self.channel(addr)?;
-        Ok(self.wrap(channel))
     }
 
     /// Sends `message` to `method` of the peer at `addr` and waits at most
@@ -213,7 +204,7 @@ impl Network {
     /// (`UNAVAILABLE` when the peer cannot be reached, `DEADLINE_EXCEEDED`
     /// when `timeout` passed) or sent by the peer. After a transport
     /// failure the peer's channel is dropped from the cache.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         addr: &str,
         method: Method,
@@ -229,11 +220,6 @@ impl Network {
                 )),
                 CallError::Status(status) | CallError::BadAddress(status) => status,
             })
-    }
-
-    /// Drops the cached channel of `addr` (e.g. after a node was removed).
-    pub fn forget(&self, addr: &str) {
-        self.channels().by_addr.remove(addr);
     }
 
     async fn call_inner(
@@ -403,11 +389,6 @@ fn is_deadline(status: &tonic::Status) -> bool {
     false
 }
 
-/// Whether a failed call failed in the transport (connecting, or the
-/// connection breaking) rather than being answered by the peer's server.
-/// tonic keeps the underlying error as the `source` of statuses it makes
-/// locally; a status decoded from the peer's answer has none.
-/// (A peer's own `UNAVAILABLE`, e.g. "no leader yet", keeps the channel.)
 /// A Raft request packed with the id of the node it is meant for.
 fn addressed<Req: Serialize>(request: &Req, target: NodeId) -> RaftMessage {
     let mut message = pack(request);
@@ -415,7 +396,12 @@ fn addressed<Req: Serialize>(request: &Req, target: NodeId) -> RaftMessage {
     message
 }
 
-pub fn is_transport_failure(status: &tonic::Status) -> bool {
+/// Whether a failed call failed in the transport (connecting, or the
+/// connection breaking) rather than being answered by the peer's server.
+/// tonic keeps the underlying error as the `source` of statuses it makes
+/// locally; a status decoded from the peer's answer has none.
+/// (A peer's own `UNAVAILABLE`, e.g. "no leader yet", keeps the channel.)
+pub(crate) fn is_transport_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
@@ -442,7 +428,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// answer instead of a whole HTTP/2 request: fewer system calls and
 /// wake-ups per write), opened on first use and dropped on any failure or
 /// timeout, so a late answer can never be read as the next request's.
-pub struct PeerClient {
+pub(crate) struct PeerClient {
     network: Network,
     target: NodeId,
     node: BasicNode,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
-pub enum WireError {
+pub(crate) enum WireError {
     #[error("{what}: checksum mismatch (stored {expected:#010x}, computed {actual:#010x})")]
     Checksum {
         what: &'static str,
@@ -18,7 +18,7 @@ pub enum WireError {
     Decode(#[from] raftlock_core::DecodeError),
 }
 
-pub fn pack<T: Serialize>(value: &T) -> RaftMessage {
+pub(crate) fn pack<T: Serialize>(value: &T) -> RaftMessage {
     let data = raftlock_core::encode(value);
     RaftMessage {
         crc32: crc32fast::hash(&data),
@@ -28,7 +28,7 @@ pub fn pack<T: Serialize>(value: &T) -> RaftMessage {
     }
 }
 
-pub fn unpack<T: DeserializeOwned>(
+pub(crate) fn unpack<T: DeserializeOwned>(
     what: &'static str,
     message: &RaftMessage,
 ) -> Result<T, WireError> {

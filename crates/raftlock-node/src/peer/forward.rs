@@ -1,0 +1,178 @@
+//! Forwarding a client's call to the leader, one hop. A follower sends a
+//! write (Forward), a read-index request (ReadIndex) or a keep-alive
+//! (KeepAlive) to the leader over the peer channels ([`Network::call`]);
+//! the leader answers it here from its own state, never forwarding again.
+//!
+//! [`Network::call`]: super::client::Network::call
+
+use std::time::Instant;
+
+use raftlock_core::{Applied, Command, LeaseId};
+use raftlock_proto::errors::never_sent;
+use raftlock_proto::internal::v1::RaftMessage;
+use serde::{Deserialize, Serialize};
+
+use super::client::Method;
+use super::wire::{pack, unpack};
+use crate::api::Api;
+use crate::error::NodeError;
+
+/// What a follower gets back from the leader for a forwarded write.
+type ForwardResult = Result<Applied, NodeError>;
+
+/// The answer to a read-index request: the index to apply before reading.
+type ReadIndexResult = Result<u64, NodeError>;
+
+/// The answer to a forwarded keep-alive: the lease's ttl.
+type KeepAliveResult = Result<u64, NodeError>;
+
+/// A keep-alive on its way to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeepAliveForward {
+    pub(crate) lease: LeaseId,
+}
+
+impl Api {
+    /// `command` proposed by the leader (Forward).
+    pub(crate) async fn forward_write(&self, command: &Command) -> Result<Applied, NodeError> {
+        self.call_leader::<ForwardResult>(Method::Forward, pack(command))
+            .await?
+    }
+
+    /// The leader's read index (ReadIndex).
+    pub(crate) async fn forward_read_index(&self) -> Result<u64, NodeError> {
+        self.call_leader::<ReadIndexResult>(Method::ReadIndex, pack(&()))
+            .await?
+    }
+
+    /// `lease` kept alive by the leader (KeepAlive); returns its ttl.
+    pub(crate) async fn forward_keep_alive(&self, lease: LeaseId) -> Result<u64, NodeError> {
+        self.call_leader::<KeepAliveResult>(Method::KeepAlive, pack(&KeepAliveForward { lease }))
+            .await?
+    }
+
+    /// Send an internal call to the leader (one hop) and decode its answer.
+    /// A leader that could not even be connected to is NOT_LEADER naming it
+    /// (nothing was sent: the client may retry there or elsewhere); any
+    /// other failure is OUTCOME_UNKNOWN, since the leader may have applied
+    /// the call and only its answer was lost.
+    async fn call_leader<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        message: RaftMessage,
+    ) -> Result<T, NodeError> {
+        let (leader_id, addr) = match self.leader() {
+            Some((id, addr)) if id != self.id => (id, addr),
+            _ => return Err(NodeError::NoLeader),
+        };
+        let reply = self
+            .network
+            .call(
+                self.network.dial_addr(leader_id, &addr),
+                method,
+                message,
+                self.config.write_timeout,
+            )
+            .await
+            .map_err(|status| {
+                tracing::debug!(leader_id, ?method, %status, "call to the leader failed");
+                if never_sent(&status) {
+                    // Nothing reached the leader: not applied, safe to retry.
+                    NodeError::NotLeader {
+                        leader_id,
+                        leader_addr: addr.clone(),
+                    }
+                } else {
+                    // The request may have reached the leader and been
+                    // applied, with only the answer lost (a one-way
+                    // partition, a reset connection, a timeout).
+                    NodeError::OutcomeUnknown {
+                        leader_id,
+                        leader_addr: addr.clone(),
+                        detail: status.message().to_string(),
+                    }
+                }
+            })?;
+        unpack::<T>(method.name(), &reply).map_err(|e| NodeError::Internal(e.to_string()))
+    }
+
+    /// Answer a forwarded write (Forward RPC).
+    pub(crate) async fn serve_forward(&self, message: &RaftMessage) -> RaftMessage {
+        let result: ForwardResult = match unpack::<Command>("forwarded command", message) {
+            Ok(command) => self.propose(command).await,
+            Err(e) => Err(NodeError::invalid("command", e.to_string())),
+        };
+        pack(&result)
+    }
+
+    /// Answer a read-index request (ReadIndex RPC).
+    pub(crate) async fn serve_read_index(&self) -> RaftMessage {
+        let result: ReadIndexResult = self.read_index_local().await;
+        pack(&result)
+    }
+
+    /// Answer a forwarded keep-alive (KeepAlive RPC).
+    pub(crate) async fn serve_keep_alive(&self, message: &RaftMessage) -> RaftMessage {
+        let received_at = Instant::now();
+        let result: KeepAliveResult = match unpack::<KeepAliveForward>("keep-alive", message) {
+            Ok(k) if self.is_leader() => self.keep_alive_local(k.lease, received_at).await,
+            Ok(_) => Err(self.not_leader(None)),
+            Err(e) => Err(NodeError::invalid("keep-alive", e.to_string())),
+        };
+        pack(&result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::peer::client::{Method, Network, NetworkOptions};
+    use crate::peer::wire::pack;
+    use raftlock_proto::errors::never_sent;
+
+    /// A refused connection means nothing reached the leader (NOT_LEADER is
+    /// true); a peer that took the request and never answered may have
+    /// applied it (OUTCOME_UNKNOWN).
+    #[tokio::test]
+    async fn only_a_failed_connect_counts_as_never_sent() {
+        let network = Network::new(1, NetworkOptions::default());
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed_addr = closed.local_addr().expect("addr").to_string();
+        drop(closed);
+        let refused = network
+            .call(
+                &closed_addr,
+                Method::Forward,
+                pack(&()),
+                Duration::from_secs(2),
+            )
+            .await
+            .expect_err("nobody listens");
+        assert!(never_sent(&refused), "{refused:?}");
+
+        // Accepts the connection, reads, never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let silent_addr = silent.local_addr().expect("addr").to_string();
+        let holder = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                kept.push(stream);
+            }
+        });
+        let lost = network
+            .call(
+                &silent_addr,
+                Method::Forward,
+                pack(&()),
+                Duration::from_millis(300),
+            )
+            .await
+            .expect_err("no answer");
+        assert!(!never_sent(&lost), "{lost:?}");
+        holder.abort();
+    }
+}

@@ -1,0 +1,16 @@
+//! Node-to-node traffic: everything one raftlock node says to another, over
+//! the internal `raftlock.internal.v1.RaftTransport` gRPC service. openraft's
+//! AppendEntries, votes and snapshot chunks leave through [`client`]
+//! (openraft's network factory over a channel cache shared per peer
+//! address) and arrive through [`server`]; a follower hands a client's
+//! write, read-index request or keep-alive to the leader through
+//! [`forward`]; every message is bincode with a CRC32 the receiver checks
+//! ([`wire`]).
+
+pub(crate) mod client;
+pub(crate) mod forward;
+pub(crate) mod server;
+pub(crate) mod wire;
+
+#[cfg(test)]
+mod tests;
