@@ -1,8 +1,6 @@
 //! One test per rule of the state machine (docs/safety.md).
 
-mod common;
-
-use common::{S, Sm, X, acquire};
+use crate::common::{S, Sm, X, acquire};
 use raftlock_core::{
     Command, EventKind, LeaseEnd, Limit, Limits, LockError, LockKind, LockSpec, Metadata, Mode,
     Request, Response, State,
