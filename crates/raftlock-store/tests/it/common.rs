@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: entries, a store opener, a
-//! deterministic PRNG and a generator of realistic raftlock commands.
+//! Helpers shared by the integration tests: entries, a store opener and a
+//! generator of realistic raftlock commands (drawn with the test kit's
+//! seeded generator).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,6 +9,7 @@ use std::path::Path;
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership};
 use raftlock_core::{Command, LockSpec, Mode, Request, State};
 use raftlock_store::{Entry, LogId, LogStore, StateMachineStore, StoreOptions};
+use raftlock_testkit::rng::Rng;
 
 pub fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -50,24 +52,13 @@ pub fn open(dir: &Path) -> (LogStore, StateMachineStore) {
     raftlock_store::open(dir, options()).expect("store opens")
 }
 
-/// splitmix64: tiny, seeded, good enough to pick test inputs.
-pub struct Rng(u64);
+/// Draws of [`Op`]s from the test kit's seeded generator.
+pub trait DrawOp {
+    fn op(&mut self) -> Op;
+}
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-    pub fn op(&mut self) -> Op {
+impl DrawOp for Rng {
+    fn op(&mut self) -> Op {
         let x = self.next_u64();
         Op {
             kind: (x & 0xff) as u8,

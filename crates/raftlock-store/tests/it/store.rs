@@ -1,11 +1,11 @@
 //! Durability, checksums, opening rules and snapshots of the sled store.
 
-mod common;
+use crate::common;
 
 use std::io::Cursor;
 use std::path::Path;
 
-use common::{Rng, blank, log_id, membership, normal, open, replay, request};
+use common::{DrawOp, blank, log_id, membership, normal, open, replay, request};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{RaftLogReader, RaftSnapshotBuilder};
 use proptest::prelude::*;
@@ -17,6 +17,7 @@ use raftlock_store::layout::{
 use raftlock_store::{
     Entry, FORMAT_VERSION, LogStore, OpenError, StateMachineStore, Vote, frame, sled,
 };
+use raftlock_testkit::rng::Rng;
 
 /// Appends and applies `count` generated commands after `after`, one entry
 /// per append and apply call (as a leader under light load does).

@@ -6,7 +6,7 @@
 //! `crash_child`, which writes until it is killed and reports each durable
 //! write on stdout.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -14,11 +14,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Rng, normal, open, replay, request};
+use common::{DrawOp, normal, open, replay, request};
 use openraft::RaftLogReader;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use raftlock_core::State;
 use raftlock_store::{Entry, Vote, frame};
+use raftlock_testkit::rng::Rng;
 
 const CHILD_DIR_ENV: &str = "RAFTLOCK_CRASH_CHILD_DIR";
 const CHILD_SEED_ENV: &str = "RAFTLOCK_CRASH_CHILD_SEED";
@@ -100,7 +101,12 @@ struct Acked {
 fn run_child(dir: &Path, seed: u64, kill_after: usize) -> Acked {
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash::crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_ENV, dir)
         .env(CHILD_SEED_ENV, seed.to_string())
         .stdin(Stdio::null())

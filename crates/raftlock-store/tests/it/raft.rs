@@ -2,7 +2,7 @@
 //! writes (so appends overlap and group commit), snapshot and purge, then a
 //! restart on the same directory.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -15,7 +15,7 @@
 //! say why and pass, unless `RAFTLOCK_REQUIRE_FUSE=1` (set by .ci/run where
 //! FUSE exists), which makes a missing FUSE a failure.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +25,8 @@ use openraft::{RaftLogReader, Vote};
 use raftlock_core::State;
 use raftlock_store::{Entry, LogStore, StateMachineStore, StoreOptions};
 
-use common::{Rng, log_id, normal, request};
+use common::{DrawOp, log_id, normal, request};
+use raftlock_testkit::rng::Rng;
 
 /// A powerfs mount in a temporary directory, or `None` (skip) when FUSE
 /// is not usable here and not required.

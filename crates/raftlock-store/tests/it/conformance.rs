@@ -1,6 +1,6 @@
 //! openraft's own storage conformance suite, run against the sled store.
 
-mod common;
+use crate::common;
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{AnyError, StorageIOError};
