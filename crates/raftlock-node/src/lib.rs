@@ -18,6 +18,10 @@ pub mod waits;
 pub mod watch;
 pub mod wire;
 
+// The Raft transport over tonic, tested through the crate's internals.
+#[cfg(test)]
+mod raft_transport_tests;
+
 pub use api::{AcquireArgs, Acquired, Api};
 pub use config::{NodeConfig, RaftTiming};
 pub use error::{NodeError, status_reason};

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::Raft;
+use crate::network::{Method, Network, NetworkOptions, is_transport_failure};
+use crate::transport::RaftRpcs;
+use crate::wire::pack;
 use openraft::error::RPCError;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use raftlock_core::{Command, Request, State};
-use raftlock_node::Raft;
-use raftlock_node::network::{Method, Network, NetworkOptions, is_transport_failure};
-use raftlock_node::transport::RaftRpcs;
-use raftlock_node::wire::pack;
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_proto::internal::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
 use raftlock_store::{Closed, NodeId, StateHandle, StoreOptions, TypeConfig};
@@ -52,7 +52,7 @@ impl RaftTransport for TestTransport {
             .map(Response::new)
     }
 
-    type AppendEntriesStreamStream = raftlock_node::transport::AnswerStream;
+    type AppendEntriesStreamStream = crate::transport::AnswerStream;
 
     async fn append_entries_stream(
         &self,

@@ -1,14 +1,14 @@
 //! The metrics endpoint of a real 3-node cluster: Prometheus series that
 //! follow what the cluster did, the HTTP health check, and bad requests.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
 use raftlock_proto::v1 as pb;
+use raftlock_testkit::cluster::Cluster;
+use raftlock_testkit::grpc::{acquire_req, grant};
+use raftlock_testkit::wait::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends `request` (a whole HTTP request head) and returns the status code

@@ -1,11 +1,13 @@
 //! Real 3-node clusters in one process, over gRPC on 127.0.0.1.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use raftlock_proto::v1 as pb;
+use raftlock_testkit::cluster::{Cluster, fast_timing, init_tracing};
+use raftlock_testkit::grpc::{acquire_req, grant, reason_of};
+use raftlock_testkit::ports::bind_nodes;
+use raftlock_testkit::proxy::Proxy;
+use raftlock_testkit::wait::eventually;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -429,16 +431,7 @@ async fn bind_three() -> (
     std::collections::BTreeMap<u64, tokio::net::TcpListener>,
     std::collections::BTreeMap<u64, String>,
 ) {
-    let mut listeners = std::collections::BTreeMap::new();
-    let mut real = std::collections::BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        real.insert(id, l.local_addr().expect("addr").to_string());
-        listeners.insert(id, l);
-    }
-    (listeners, real)
+    bind_nodes(3).await
 }
 
 /// The leader, once every node of `nodes` names the same one.
@@ -462,33 +455,21 @@ async fn agreed_leader(nodes: &std::collections::BTreeMap<u64, raftlock_node::No
 /// every connection through it, so nothing sent to it arrives any more.
 struct CutProxy {
     addr: String,
-    task: tokio::task::JoinHandle<()>,
+    proxy: Proxy,
 }
 
 impl CutProxy {
     async fn start(target: String) -> CutProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = target.clone();
-                conns.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        CutProxy { addr, task }
+        let target = target.parse().expect("a socket address");
+        let proxy = Proxy::start(target).await.expect("bind proxy");
+        CutProxy {
+            addr: proxy.addr().to_string(),
+            proxy,
+        }
     }
 
-    /// Aborting the accept loop drops its JoinSet, which aborts every
-    /// connection and closes its sockets.
     fn cut(&self) {
-        self.task.abort();
+        self.proxy.close();
     }
 }
 

@@ -1,11 +1,11 @@
 //! Leader loss, whole-cluster restarts and membership changes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use raftlock_proto::v1 as pb;
+use raftlock_testkit::cluster::{Cluster, fast_timing};
+use raftlock_testkit::grpc::{acquire_req, grant, reason_of};
+use raftlock_testkit::wait::eventually;
 
 async fn inspect(cluster: &Cluster, node: u64, name: &str) -> Option<pb::LockInfo> {
     cluster

@@ -1,11 +1,11 @@
 //! Watches, health, reflection, semaphores and admin calls over gRPC.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use raftlock_proto::v1 as pb;
+use raftlock_testkit::cluster::Cluster;
+use raftlock_testkit::grpc::{acquire_req, exclusive, grant, reason_of};
+use raftlock_testkit::wait::eventually;
 use tonic::Code;
 
 async fn next_events(stream: &mut tonic::Streaming<pb::WatchResponse>) -> Vec<pb::Event> {
