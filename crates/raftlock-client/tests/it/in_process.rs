@@ -1,13 +1,13 @@
 //! `Client::in_process`: a node embedded in this program, called with no
 //! socket, behaves like the same node over the network.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Cluster, bounded, session};
+use crate::common::session;
 use futures::StreamExt;
 use raftlock_client::{Client, ClientOptions, Error};
+use raftlock_testkit::cluster::Cluster;
+use raftlock_testkit::wait::bounded;
 
 fn follower_of(cluster: &Cluster, leader: u64) -> u64 {
     *cluster

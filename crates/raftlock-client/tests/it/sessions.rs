@@ -1,15 +1,15 @@
 //! Session validity under faults, resuming watches, and the admin and lease
 //! calls, against real in-process 3-node clusters.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, bounded, client_of, session};
+use crate::common::{client_of, session};
 use futures::StreamExt;
 use raftlock_client::{Error, RetryPolicy, SessionEnd, proto};
+use raftlock_testkit::cluster::Cluster;
+use raftlock_testkit::wait::bounded;
 
 /// After the client's session is known lost, another session gets the lock
 /// (once the cluster expired the lease), never before.

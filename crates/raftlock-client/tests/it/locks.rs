@@ -1,13 +1,13 @@
 //! The client against real in-process 3-node clusters.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, bounded, session};
+use crate::common::session;
 use futures::StreamExt;
 use raftlock_client::{Error, Mode, RetryPolicy, SessionEnd, proto};
+use raftlock_testkit::cluster::Cluster;
+use raftlock_testkit::wait::bounded;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_acquire_is_busy_wait_times_out_then_succeeds_after_release() {

@@ -1,18 +1,18 @@
 //! The recipes against real in-process 3-node clusters.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, bounded, session};
+use crate::common::session;
 use futures::StreamExt;
 use raftlock_client::recipes::{
     Fenced, LeaderElection, RwLock, Semaphore, StaleToken, lock_many, with_locks,
 };
 use raftlock_client::{Client, ClientOptions, Error, Mode, SessionOptions};
+use raftlock_testkit::cluster::Cluster;
+use raftlock_testkit::wait::bounded;
 
 /// Wait until `name` has `n` queued requests.
 async fn queued(client: &Client, name: &str, n: usize) {
@@ -398,7 +398,7 @@ async fn election_hands_over_when_the_leader_process_is_killed() {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "election_candidate_process",
+            "recipes::election_candidate_process",
             "--ignored",
             "--nocapture",
         ])

@@ -1,12 +1,12 @@
 //! Calls that end without a definite answer, per-call deadlines and retry
 //! policies, against real in-process 3-node clusters.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Fault, Faults, bounded, faulty_client, session};
+use crate::common::{Fault, Faults, faulty_client, session};
 use raftlock_client::{Client, ClientOptions, Error, RetryPolicy};
+use raftlock_testkit::cluster::Cluster;
+use raftlock_testkit::wait::bounded;
 use tonic::Code;
 
 /// The lease's holds and queued requests on `name`, as (holds, waits).
