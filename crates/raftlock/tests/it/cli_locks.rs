@@ -2,15 +2,13 @@
 //! `inspect`, `list`, `watch`) run as the real binary against `raftlock dev`
 //! on free ports, with their exit codes.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]

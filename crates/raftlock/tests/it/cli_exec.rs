@@ -3,13 +3,11 @@
 //! release afterwards, busy locks, Ctrl-C, lease loss, and mutual exclusion
 //! between many processes.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Waits (bounded) until `path` exists.

@@ -1,131 +1,19 @@
 //! Three real `raftlock serve` processes: they form a cluster from the same
 //! --peers, survive SIGKILL of the leader, and the killed node rejoins.
 
-mod common;
-
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use raftlock_proto::v1 as pb;
-use tempfile::TempDir;
+use raftlock_testkit::process::{ServeCluster, WaitError};
 
-struct ProcCluster {
-    dir: TempDir,
-    ports: BTreeMap<u64, u16>,
-    peers: String,
-    procs: BTreeMap<u64, Proc>,
-}
-
-enum WaitError {
-    /// A process exited (a port taken between choosing and binding it?).
-    Exited(u64, String),
-    Timeout(String),
-}
+/// Three `raftlock serve` processes of this package's binary.
+struct ProcCluster;
 
 impl ProcCluster {
-    /// Starts three nodes on free ports; starts over on new ports if one
-    /// could not bind.
-    async fn start() -> (ProcCluster, u64) {
-        let mut last = String::new();
-        for _ in 0..4 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let ports: BTreeMap<u64, u16> = (1..=3).zip(free_ports(3)).collect();
-            let peers = ports
-                .iter()
-                .map(|(id, p)| format!("{id}=127.0.0.1:{p}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let mut cluster = ProcCluster {
-                dir,
-                ports,
-                peers,
-                procs: BTreeMap::new(),
-            };
-            for id in 1..=3 {
-                cluster.spawn(id);
-            }
-            match cluster
-                .wait_leader(&[1, 2, 3], None, Duration::from_secs(30))
-                .await
-            {
-                Ok(leader) => return (cluster, leader),
-                Err(WaitError::Exited(id, log)) if log.contains("in use") => {
-                    last = format!("node {id}: {log}");
-                    continue;
-                }
-                Err(WaitError::Exited(id, log)) => panic!("node {id} exited:\n{log}"),
-                Err(WaitError::Timeout(why)) => panic!("{why}\n{}", cluster.logs()),
-            }
-        }
-        panic!("could not start a cluster on free ports: {last}");
-    }
-
-    fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.path().join(format!("node{id}"))
-    }
-
-    fn spawn(&mut self, id: u64) {
-        let mut cmd = raftlock();
-        cmd.arg("serve")
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--data-dir")
-            .arg(self.data_dir(id))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.ports[&id]))
-            .arg("--peers")
-            .arg(&self.peers);
-        let log = self.dir.path().join(format!("node{id}.log"));
-        self.procs.insert(id, Proc::spawn(cmd, &log));
-    }
-
-    fn logs(&self) -> String {
-        self.procs
-            .iter()
-            .map(|(id, p)| format!("--- node {id} ---\n{}", p.log_text()))
-            .collect()
-    }
-
-    /// Waits until every node in `ids` answers Status and names the same
-    /// leader (other than `not`).
-    async fn wait_leader(
-        &mut self,
-        ids: &[u64],
-        not: Option<u64>,
-        within: Duration,
-    ) -> Result<u64, WaitError> {
-        let deadline = Instant::now() + within;
-        let mut seen = Vec::new();
-        loop {
-            for id in ids {
-                if let Some(p) = self.procs.get_mut(id)
-                    && let Some(status) = p.exited()
-                {
-                    return Err(WaitError::Exited(
-                        *id,
-                        format!("{status}\n{}", p.log_text()),
-                    ));
-                }
-            }
-            seen.clear();
-            for id in ids {
-                seen.push(status(self.ports[id]).await.and_then(|s| s.leader_id));
-            }
-            if let Some(Some(leader)) = seen.first()
-                && seen.iter().all(|l| *l == Some(*leader))
-                && Some(*leader) != not
-            {
-                return Ok(*leader);
-            }
-            if Instant::now() >= deadline {
-                return Err(WaitError::Timeout(format!(
-                    "no common leader among {ids:?} within {within:?}: {seen:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    async fn start() -> (ServeCluster, u64) {
+        ServeCluster::start(Path::new(BIN), 3).await
     }
 }
 

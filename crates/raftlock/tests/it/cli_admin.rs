@@ -3,15 +3,13 @@
 //! group (with a fourth `raftlock serve` process added, promoted and
 //! removed), and the exit code of each failure class.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The numbers in a JSON array (node ids).

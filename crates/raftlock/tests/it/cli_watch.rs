@@ -4,8 +4,6 @@
 //! log entry's events (which a real node may do: its replay goes in batches
 //! of 256 events, and the connection can break between two of them).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,9 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use raftlock_proto::v1 as pb;
+use raftlock_testkit::process;
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
@@ -34,16 +33,7 @@ impl Watch {
             .stderr(append(log))
             .spawn()
             .expect("spawn raftlock watch");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = process::lines(child.stdout.take().expect("stdout"));
         Watch {
             proc: Proc {
                 child,
@@ -396,13 +386,9 @@ struct Serve {
 
 impl Serve {
     fn spawn(&mut self, i: usize) {
-        let mut cmd = raftlock();
-        cmd.arg("serve")
-            .args(["--id", &(i + 1).to_string()])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("node{}", i + 1)))
-            .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])
-            .args(["--peers", &self.peers]);
+        let id = i as u64 + 1;
+        let data_dir = self.dir.join(format!("node{id}"));
+        let cmd = process::serve_command(Path::new(BIN), id, &data_dir, self.ports[i], &self.peers);
         let log = self.dir.join(format!("node{}.log", i + 1));
         self.procs[i] = Some(Proc::spawn(cmd, &log));
     }
@@ -420,10 +406,7 @@ impl Serve {
     fn start(tmp: &Path, rt: &tokio::runtime::Runtime) -> (Serve, usize) {
         for attempt in 0..4 {
             let ports = free_ports(3);
-            let peers = (0..3)
-                .map(|i| format!("{}=127.0.0.1:{}", i + 1, ports[i]))
-                .collect::<Vec<_>>()
-                .join(",");
+            let peers = process::peers((1..).zip(ports.iter().copied()));
             let mut serve = Serve {
                 dir: tmp.join(format!("serve{attempt}")),
                 ports,

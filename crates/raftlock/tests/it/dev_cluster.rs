@@ -2,78 +2,17 @@
 //! can see, that stops with 0 on SIGTERM, and that comes back with its
 //! state from the same directory.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use raftlock_proto::v1 as pb;
+use raftlock_testkit::process::{self, DevProc, DevStart};
 
-/// A running `raftlock dev` and its endpoints.
-struct Dev {
-    proc: Proc,
-    endpoints: String,
-}
-
-enum DevStart {
-    Ready(Dev),
-    /// Exited before it was ready, with its stderr.
-    Exited(String),
-}
-
+/// Starts `raftlock dev` on `base_port`.. with its data in `dir`.
 fn start_dev(dir: &Path, base_port: u16, log: &Path) -> DevStart {
-    let mut cmd = raftlock();
-    cmd.arg("dev")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--base-port")
-        .arg(base_port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(append(log));
-    let mut child = cmd.spawn().expect("spawn raftlock dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let proc = Proc {
-        child,
-        log: log.to_path_buf(),
-    };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep reading after the caller stops listening, so dev never
-        // writes into a closed pipe.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut proc = proc;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(line) => {
-                if let Some(endpoints) = line.strip_prefix("export RAFTLOCK_ENDPOINTS=") {
-                    return DevStart::Ready(Dev {
-                        proc,
-                        endpoints: endpoints.to_string(),
-                    });
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = proc.wait_exit(Duration::from_secs(10));
-                return DevStart::Exited(format!("{status:?}\n{}", proc.log_text()));
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "raftlock dev not ready within 30 s:\n{}",
-            proc.log_text()
-        );
-    }
+    process::start_dev_on(Path::new(BIN), dir, base_port, log)
 }
 
 fn status_json(endpoints: &str, dir: &Path) -> serde_json::Value {
@@ -84,7 +23,7 @@ fn status_json(endpoints: &str, dir: &Path) -> serde_json::Value {
     serde_json::from_str(&out).expect("status --json prints JSON")
 }
 
-fn stop_with_sigterm(dev: &mut Dev) {
+fn stop_with_sigterm(dev: &mut DevProc) {
     let sent = Instant::now();
     signal(dev.proc.pid(), libc::SIGTERM);
     let status = dev

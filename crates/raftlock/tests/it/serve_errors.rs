@@ -1,12 +1,10 @@
 //! `raftlock serve` refuses bad input with exit code 2 and a message naming
 //! what is wrong; runtime start failures exit 1; a signal stops it with 0.
 
-mod common;
-
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const QUICK: Duration = Duration::from_secs(20);
 
