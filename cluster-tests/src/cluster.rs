@@ -250,9 +250,7 @@ pub struct NodeLog {
 /// cannot listen on 127.0.0.1:33581: Address already in use", twice in ~90
 /// starts). Drop the listener just before the node is spawned.
 fn reserve_port() -> Result<(SocketAddr, std::net::TcpListener), ClusterError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a free port"))?;
-    let addr = l.local_addr().map_err(io("reading a bound address"))?;
-    Ok((addr, l))
+    raftlock_testkit::ports::reserve().map_err(io("reserving a free port"))
 }
 
 impl Cluster {
