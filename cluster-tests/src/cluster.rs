@@ -213,7 +213,6 @@ struct NodeProc {
 
 /// A running cluster (see the module documentation).
 pub struct Cluster {
-    _tmp: Option<TempDir>,
     pub dir: PathBuf,
     binary: PathBuf,
     nodes: BTreeMap<u64, NodeProc>,
@@ -229,6 +228,9 @@ pub struct Cluster {
     disks: BTreeMap<u64, powerfs::Mount>,
     /// Nodes whose power is off: not started again until it is back.
     powered_off: BTreeSet<u64>,
+    /// The temporary directory (unless `keep_dir`), declared last: it goes
+    /// after the disks are unmounted, which a busy mount point would stop.
+    _tmp: Option<TempDir>,
 }
 
 /// What one node's log holds, read from its data directory after it was
