@@ -3,6 +3,7 @@
 //! dev` to run CLI commands against. Shared by the `it` binary and
 //! bench_cli.rs.
 
+// Each binary that includes this uses only part of it (bench_cli.rs little).
 #![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
