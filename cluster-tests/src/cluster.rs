@@ -213,7 +213,6 @@ struct NodeProc {
 
 /// A running cluster (see the module documentation).
 pub struct Cluster {
-    _tmp: Option<TempDir>,
     pub dir: PathBuf,
     binary: PathBuf,
     nodes: BTreeMap<u64, NodeProc>,
@@ -229,6 +228,9 @@ pub struct Cluster {
     disks: BTreeMap<u64, powerfs::Mount>,
     /// Nodes whose power is off: not started again until it is back.
     powered_off: BTreeSet<u64>,
+    /// The temporary directory (unless `keep_dir`), declared last: it goes
+    /// after the disks are unmounted, which a busy mount point would stop.
+    _tmp: Option<TempDir>,
 }
 
 /// What one node's log holds, read from its data directory after it was
@@ -250,9 +252,7 @@ pub struct NodeLog {
 /// cannot listen on 127.0.0.1:33581: Address already in use", twice in ~90
 /// starts). Drop the listener just before the node is spawned.
 fn reserve_port() -> Result<(SocketAddr, std::net::TcpListener), ClusterError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a free port"))?;
-    let addr = l.local_addr().map_err(io("reading a bound address"))?;
-    Ok((addr, l))
+    raftlock_testkit::ports::reserve().map_err(io("reserving a free port"))
 }
 
 impl Cluster {

@@ -11,9 +11,12 @@ pub mod client;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;
-pub mod proxy;
 pub mod report;
-pub mod rng;
 pub mod run;
 pub mod unsafe_server;
 pub mod workload;
+
+// Pure infrastructure from the test kit (without its `in-process` feature,
+// which brings the product's node and client): the fault proxy and the
+// seeded generator. The harness's client stays its own (src/client.rs).
+pub use raftlock_testkit::{proxy, rng};

@@ -30,7 +30,7 @@
 //!   vendored with a patch (vendor/README.md): upstream ends each buffer
 //!   write with `sync_file_range`, which survives `kill -9` but not a power
 //!   cut; ours calls `fdatasync`, and syncs sled's config file, blobs and
-//!   the directories whose entries it creates. `tests/power.rs` cuts power
+//!   the directories whose entries it creates. `tests/it/power.rs` cuts power
 //!   under a store (crates/powerfs) and fails without it. The other patch
 //!   takes thread hand-offs out of every flush.
 //!

@@ -9,44 +9,41 @@
 //! `CARGO_BIN_EXE_raftlock` for these tests. The bench itself runs as the
 //! `raftlock-bench` binary, a separate process, as scripts/bench.sh runs it.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use raftlock_node::{Node, NodeConfig, NodeHandle};
+use raftlock_node::{NodeConfig, RaftTiming};
+use raftlock_testkit::cluster::Cluster as Nodes;
+use raftlock_testkit::ports::free_ports;
+use raftlock_testkit::process::{self, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_raftlock-bench");
 
-/// How long the cluster may take to elect a leader that every node knows.
-const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long stopping the cluster may take when a test ends.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A `raftlock-bench` command with no configuration leaking in from the
 /// environment of whoever runs the tests (RAFTLOCK_ENDPOINTS).
 fn raftlock_bench() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("RAFTLOCK_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("NO_COLOR", "1");
-    cmd
+    process::command(Path::new(BIN))
 }
 
-/// A 3-node raftlock cluster on loopback in this process, on a runtime of
-/// its own (whose threads serve while the test waits for the bench
-/// process); stopped when dropped.
+/// `raftlock dev`'s settings rather than the test kit's fast elections: a
+/// measurement must not meet an election on a busy machine.
+fn like_dev(c: &mut NodeConfig) {
+    c.raft = RaftTiming::default();
+    c.cache_capacity_bytes = 16 * 1024 * 1024;
+}
+
+/// The test kit's 3-node cluster on loopback, on a runtime of its own
+/// (whose threads serve while the test waits for the bench process);
+/// stopped when dropped.
 struct Cluster {
     rt: tokio::runtime::Runtime,
-    nodes: Vec<NodeHandle>,
+    nodes: Option<Nodes>,
     /// host:port of every node, comma-separated, for --endpoints.
     endpoints: String,
-    _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -57,128 +54,25 @@ impl Cluster {
             .thread_name("cluster")
             .build()
             .expect("tokio runtime");
-        let (nodes, members, dirs) = rt.block_on(async {
-            // Bound before any node starts: port 0, so no other process can
-            // take a port between choosing and binding it.
-            let mut listeners = Vec::new();
-            let mut members = BTreeMap::new();
-            for id in 1..=3u64 {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                members.insert(id, l.local_addr().expect("local_addr").to_string());
-                listeners.push((id, l));
-            }
-            let (mut nodes, mut dirs) = (Vec::new(), Vec::new());
-            for (id, listener) in listeners {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let mut config = NodeConfig::new(id, dir.path(), members[&id].clone());
-                config.initial_members = members.clone();
-                // Three nodes in one process, little data (as `raftlock dev`).
-                config.cache_capacity_bytes = 16 * 1024 * 1024;
-                nodes.push(Node::start_on(config, listener).await.expect("node starts"));
-                dirs.push(dir);
-            }
-            (nodes, members, dirs)
-        });
-        let cluster = Cluster {
+        let nodes = rt.block_on(Nodes::start_with(3, like_dev));
+        let endpoints = nodes.addrs.values().cloned().collect::<Vec<_>>().join(",");
+        Cluster {
             rt,
-            nodes,
-            endpoints: members.into_values().collect::<Vec<_>>().join(","),
-            _dirs: dirs,
-        };
-        cluster.wait_leader();
-        cluster
-    }
-
-    /// Waits until every node knows the same leader.
-    fn wait_leader(&self) {
-        let deadline = Instant::now() + LEADER_TIMEOUT;
-        loop {
-            let leaders: Vec<Option<u64>> = self
-                .nodes
-                .iter()
-                .map(|n| n.raft().metrics().borrow().current_leader)
-                .collect();
-            if leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no leader known to all nodes within {LEADER_TIMEOUT:?}: {leaders:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            nodes: Some(nodes),
+            endpoints,
         }
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let nodes = std::mem::take(&mut self.nodes);
-        // Bounded: a node that does not stop must not hang the test run.
-        self.rt.block_on(async {
-            let stop_all = async {
-                for node in nodes {
-                    node.shutdown().await;
-                }
-            };
-            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, stop_all).await;
-        });
-    }
-}
-
-/// The last 6000 bytes of a file, for failure messages.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut start = text.len().saturating_sub(6000);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_string()
-}
-
-/// Runs a command that is expected to finish, bounded by `within`;
-/// returns (exit status, stdout, stderr).
-fn run_bounded(mut cmd: Command, dir: &Path, within: Duration) -> (ExitStatus, String, String) {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let out = dir.join(format!("run-{n}.out"));
-    let err = dir.join(format!("run-{n}.err"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).expect("stdout file"))
-        .stderr(File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("spawn raftlock-bench");
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
+        if let Some(nodes) = self.nodes.take() {
+            // Bounded: a node that does not stop must not hang the test run.
+            self.rt
+                .block_on(async { tokio::time::timeout(SHUTDOWN_TIMEOUT, nodes.shutdown()).await })
+                .ok();
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{cmd:?} did not finish within {within:?}; stderr:\n{}",
-                tail(&err)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status,
-        std::fs::read_to_string(&out).unwrap_or_default(),
-        std::fs::read_to_string(&err).unwrap_or_default(),
-    )
-}
-
-/// A loopback port that was free a moment ago (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind port 0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
+    }
 }
 
 /// Runs `raftlock-bench ... --json` and returns the parsed object.
@@ -283,7 +177,7 @@ fn bench_with_zero_threads_is_a_usage_error() {
 #[test]
 fn bench_exits_1_when_no_node_answers() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = free_ports(1)[0];
     let mut cmd = raftlock_bench();
     cmd.args([
         "--workload",

@@ -1,0 +1,12 @@
+//! raftlock-client's integration tests: one binary (STYLE.md), a module
+//! per subject, on the test kit's in-process cluster.
+//!
+//! (tests/common/doc_node.rs is not part of it: the documentation examples
+//! include it.)
+
+mod common;
+mod in_process;
+mod locks;
+mod outcomes;
+mod recipes;
+mod sessions;

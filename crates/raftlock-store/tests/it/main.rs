@@ -1,0 +1,9 @@
+//! raftlock-store's integration tests: one binary (STYLE.md), a module per
+//! subject.
+
+mod common;
+mod conformance;
+mod crash;
+mod power;
+mod raft;
+mod store;

@@ -1,0 +1,13 @@
+//! The raftlock binary's integration tests: one binary (STYLE.md), a
+//! module per subject. They run this package's `raftlock` through the test
+//! kit's process helpers (through `common`).
+
+mod common;
+
+mod cli_admin;
+mod cli_exec;
+mod cli_locks;
+mod cli_watch;
+mod dev_cluster;
+mod serve_cluster;
+mod serve_errors;
