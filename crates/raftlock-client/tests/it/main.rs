@@ -6,6 +6,7 @@
 
 mod common;
 mod in_process;
+mod lease_ref;
 mod locks;
 mod outcomes;
 mod recipes;
