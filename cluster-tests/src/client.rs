@@ -10,13 +10,41 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use raftlock_proto::errors::{self, Applied, Reason};
+use raftlock_proto::errors::{self, ErrorReason, Reason};
 use raftlock_proto::v1 as pb;
 use raftlock_proto::v1::leases_client::LeasesClient;
 use raftlock_proto::v1::locks_client::LocksClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::history::HoldMode;
+
+/// Reasons that mean the request certainly took no effect, as the proto
+/// documents them — NOT_LEADER and NO_LEADER included, so the checkers hold
+/// raftlock to that promise (a forward whose answer was lost is
+/// OUTCOME_UNKNOWN since 1fd1f53, found by this harness).
+pub const DEFINITE: &[ErrorReason] = &[
+    ErrorReason::InvalidName,
+    ErrorReason::InvalidArgument,
+    ErrorReason::TooLarge,
+    ErrorReason::TtlOutOfRange,
+    ErrorReason::LimitExceeded,
+    ErrorReason::LeaseNotFound,
+    ErrorReason::LeaseExpiring,
+    ErrorReason::LockNotFound,
+    ErrorReason::WaiterNotFound,
+    ErrorReason::LockBusy,
+    ErrorReason::NotHolder,
+    ErrorReason::StaleToken,
+    ErrorReason::KindConflict,
+    ErrorReason::PermitsMismatch,
+    ErrorReason::HeldInOtherMode,
+    ErrorReason::PartiallyHeld,
+    ErrorReason::AlreadyWaiting,
+    ErrorReason::NotLeader,
+    ErrorReason::NoLeader,
+    ErrorReason::Compacted,
+    ErrorReason::SlowWatcher,
+];
 
 /// Why a call did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,20 +58,18 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// Sorted by the API's error contract (raftlock-proto's `errors`):
-    /// only a node's reason that says "not applied" (NOT_LEADER and
-    /// NO_LEADER included, so the checkers hold raftlock to that promise: a
-    /// forward whose answer was lost is OUTCOME_UNKNOWN since 1fd1f53,
-    /// found by this harness) is a definite failure. Everything else
-    /// (TIMEOUT, OUTCOME_UNKNOWN, lost connections, and WAIT_TIMEOUT, whose
-    /// withdrawn request may have held the lock for a moment) is
-    /// indeterminate.
+    /// Reasons are read with the API's error contract (raftlock-proto's
+    /// `errors::classify`), but which of them say "certainly did not
+    /// happen" is this harness's own list, [`DEFINITE`], not the product's
+    /// table: a reason the product wrongly called "not applied" would
+    /// otherwise make the checkers hold raftlock to less, silently. (A test
+    /// checks that the two agree.) Everything else (TIMEOUT,
+    /// OUTCOME_UNKNOWN, lost connections, and WAIT_TIMEOUT, whose withdrawn
+    /// request may have held the lock for a moment) is indeterminate.
     pub fn from_status(status: &tonic::Status) -> CallError {
         let classified = errors::classify(status);
         match &classified.reason {
-            Reason::Known(r) if classified.applied == Applied::No => {
-                CallError::Definite(r.name().to_string())
-            }
+            Reason::Known(r) if DEFINITE.contains(r) => CallError::Definite(r.name().to_string()),
             Reason::Known(r) => CallError::Indeterminate(r.name().to_string()),
             Reason::Unrecognized(r) => CallError::Indeterminate(r.clone()),
             Reason::Absent => {
@@ -185,5 +211,22 @@ impl NodeClient {
             self.timeout,
         );
         Self::bounded(self.timeout, c.release(req)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftlock_proto::errors::{Applied, Origin};
+
+    #[test]
+    fn the_harness_and_the_product_agree_on_what_was_not_applied() {
+        let product: Vec<ErrorReason> = ErrorReason::ALL
+            .into_iter()
+            .filter(|r| r.rule().origin == Origin::Node && r.rule().applied == Applied::No)
+            .collect();
+        let mut ours = DEFINITE.to_vec();
+        ours.sort_by_key(|r| *r as i32);
+        assert_eq!(ours, product);
     }
 }

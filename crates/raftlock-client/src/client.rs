@@ -19,7 +19,6 @@ use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::session::{Session, SessionOptions};
 
-/// Response metadata keys naming the leader (see the proto's header).
 /// How often an HTTP/2 ping checks that a connection still carries bytes.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(2);
 /// Most channels kept: the given endpoints plus leaders learnt from replies.
@@ -331,6 +330,11 @@ impl Client {
     }
 
     /// The node to use now: (index for [`Client::note_failure`], channel).
+    /// The index of the node calls go to now.
+    pub(crate) fn current_index(&self) -> usize {
+        self.nodes().current
+    }
+
     pub(crate) fn pick(&self) -> (usize, Channel) {
         let nodes = self.nodes();
         (nodes.current, nodes.channels[nodes.current].1.clone())
@@ -455,6 +459,10 @@ impl Client {
         // Attempts in a row whose connection could not be opened, for
         // `RetryPolicy::unreachable_rounds`.
         let mut unreached = 0u32;
+        // Pauses taken, for the backoff's doubling.
+        let mut pauses = 0u32;
+        // Whether this attempt went to a leader named by the last answer.
+        let mut redirected = false;
         loop {
             n += 1;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -490,7 +498,8 @@ impl Client {
             if kind == Kind::WriteOnce && unknown {
                 return Err(Error::from_write_status(&status, lease_id, n, true));
             }
-            let redirected = match classify(&status) {
+            let after_redirect = redirected;
+            redirected = match classify(&status) {
                 Failure::Fatal => {
                     return Err(Error::from_write_status(
                         &status,
@@ -513,9 +522,10 @@ impl Client {
                     }
                 }
             };
-            let nothing_listens = policy.unreachable_rounds.is_some_and(|rounds| {
-                unreached >= rounds.saturating_mul(self.nodes().channels.len() as u32)
-            });
+            let endpoints = self.nodes().channels.len() as u32;
+            let nothing_listens = policy
+                .unreachable_rounds
+                .is_some_and(|rounds| unreached >= rounds.saturating_mul(endpoints));
             if n >= max_attempts || nothing_listens {
                 return Err(Error::from_write_status(
                     &status,
@@ -525,9 +535,17 @@ impl Client {
                 ));
             }
             // A redirect to a named leader goes at once: it is new
-            // information, not a hope that things got better.
-            if !redirected {
-                let pause = policy.backoff(n);
+            // information, not a hope that things got better. So does the
+            // next node after one whose connection could not be opened,
+            // until a whole round of them was refused: a node that is down
+            // says nothing about the others. But a named leader that is
+            // down (the others still name it: an election is due) is waited
+            // for, or two nodes would be asked in a tight loop.
+            let next_node_now =
+                unreached > 0 && !unreached.is_multiple_of(endpoints) && !after_redirect;
+            if !redirected && !next_node_now {
+                pauses += 1;
+                let pause = policy.backoff(pauses);
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(pause.min(left)).await;
             }
@@ -1158,5 +1176,30 @@ mod tests {
             Err(Error::Unavailable { attempts, .. }) => assert_eq!(attempts, 9),
             r => panic!("expected Unavailable, got {r:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_never_sent_so_a_write_was_not_applied() {
+        let options = ClientOptions {
+            retry: RetryPolicy {
+                unreachable_rounds: Some(2),
+                ..RetryPolicy::standard()
+            },
+            call_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let client = Client::connect(["no-such-node.invalid:7401", &closed_port()], options)
+            .await
+            .expect("client");
+        // A release stops at the first failure whose outcome is unknown; a
+        // name that does not resolve sent nothing, so it goes on to the
+        // next node and ends as "not applied".
+        let e = client
+            .lease_ref(1)
+            .release(&["x".to_string()], 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Unavailable { attempts: 4, .. }), "{e:?}");
+        assert!(!e.may_have_been_applied());
     }
 }

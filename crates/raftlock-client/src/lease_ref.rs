@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use raftlock_proto::errors::{self, ErrorReason};
+use raftlock_proto::errors;
 use raftlock_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -120,15 +120,20 @@ impl LeaseRef {
     }
 
     /// Keep the lease alive until the stream is dropped: a keep-alive every
-    /// third of its ttl, each acknowledgement an item. A broken stream is
-    /// reopened (at the leader, or the next node) with the client's
-    /// retries; the stream ends after an error: [`Error::LeaseLost`] when
-    /// the lease is gone, or the failure that made reopening give up.
+    /// third of its ttl, each acknowledgement an item. The keep-alives go
+    /// on whether or not the items are read (an item not read in time is
+    /// dropped, as etcd's KeepAlive does). A broken stream is reopened (at
+    /// the leader it names, or the next node) with the client's retries;
+    /// the stream ends after an error: [`Error::LeaseLost`] when the lease
+    /// is gone, or the failure that made reopening give up.
     ///
     /// Unlike a session it does not count the lease's validity for you:
     /// the lease is certainly valid for `ttl_ms` from the moment the
     /// request of the latest item was sent, which this stream sends on a
     /// schedule (ttl/3), so count from the item before it.
+    ///
+    /// Must be called within a Tokio runtime (the keep-alives run on a task
+    /// of their own).
     pub fn keep_alive(&self) -> KeepAliveStream {
         let (tx, rx) = mpsc::channel(1);
         let task = tokio::spawn(keep_alive_task(self.client.clone(), self.lease_id, tx));
@@ -250,8 +255,11 @@ async fn keep_alive_task(
                 answer = inbound.message() => match answer {
                     Ok(Some(r)) => {
                         every = Duration::from_millis((r.ttl_ms / 3).max(100));
-                        if out.send(Ok(r)).await.is_err() {
-                            return;
+                        // Never wait for the reader: the next keep-alive
+                        // must go out on time.
+                        match out.try_send(Ok(r)) {
+                            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
                         }
                     }
                     Ok(None) => {
@@ -260,12 +268,17 @@ async fn keep_alive_task(
                     }
                     Err(status) => {
                         let classified = errors::classify(&status);
-                        let gone = classified.known().is_some_and(ErrorReason::is_lease_gone);
-                        if gone || classified.known().is_some_and(ErrorReason::is_invalid_input) {
+                        if classified.is_definite_refusal() {
+                            // The lease is gone, or the request is wrong:
+                            // reopening would get the same answer.
                             let _ = out.send(Err(Error::from_status(&status, lease_id, 1))).await;
                             return;
                         }
                         tracing::debug!(lease_id, error = %status.message(), "keep-alive stream broke; reopening");
+                        // A node that answers NOT_LEADER, NO_LEADER... in
+                        // the stream: go to the leader it names, or the
+                        // next node, not the same one again.
+                        client.note_failure(client.current_index(), &status);
                         break;
                     }
                 },

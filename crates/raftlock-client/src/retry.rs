@@ -3,10 +3,16 @@
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
-/// How a call is retried after a retryable failure: UNAVAILABLE statuses
-/// and transport errors, NOT_LEADER, NO_LEADER, a node shutting down, and a
-/// node's write TIMEOUT. Other errors (busy, not holder, invalid input…) are
-/// returned at once. A call also stops retrying when its deadline passes.
+/// How a call is retried after a retryable failure, as the API's error
+/// contract advises (`raftlock_proto::errors`, `Retry`): NOT_LEADER (at
+/// once, to the leader it names), NO_LEADER, a connection that could not be
+/// opened (at once to the next node, pausing after a whole round), and the
+/// failures whose outcome is unknown (a node's write TIMEOUT,
+/// OUTCOME_UNKNOWN, SHUTTING_DOWN, a connection broken or reset mid-call,
+/// CANCELLED) for the calls that may be repeated: a force-release by name,
+/// a revoke and a release by token stop there instead. Other errors (busy,
+/// not holder, invalid input, INTERNAL…) are returned at once. A call also
+/// stops retrying when its deadline passes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts in all, including the first (at least 1).

@@ -63,9 +63,13 @@ pub enum Retry {
     /// Retry after a pause, at another node: nothing was applied.
     AfterPause,
     /// The outcome is unknown: retry (after a pause, at another node) only
-    /// a call that is safe to repeat (an acquire, extend, keep-alive or
-    /// release by token of the same lease), never a force-release by name
-    /// or a revoke.
+    /// a call that is safe to repeat: an acquire, extend or keep-alive of
+    /// the same lease (an acquire gets the same hold back), a lease grant
+    /// (a retry may leave an unused lease, which expires after its ttl), a
+    /// membership change; never a force-release by name or a revoke. A
+    /// release by token may be repeated, but a NOT_HOLDER then may mean the
+    /// first attempt released it: report that as unknown, or treat
+    /// NOT_HOLDER as done (as the Rust client's guards do).
     IfIdempotent,
 }
 
@@ -375,19 +379,22 @@ pub fn leader_addr_in(md: &MetadataMap) -> Option<&str> {
 }
 
 /// Whether a failed call certainly never reached its server: tonic could
-/// not open the connection (refused, unreachable, connect timeout), so no
-/// byte of the request was sent. tonic keeps the cause as the status's
-/// source chain and says "connect error" there.
+/// not open the connection (a name that does not resolve, refused,
+/// unreachable, connect timeout), so no byte of the request was sent.
+/// tonic keeps the cause, a `tonic::ConnectError`, in the status's source
+/// chain; a status that lost its source (one passed through a channel) is
+/// known by hyper's words for the two ways connecting fails.
 pub fn never_sent(status: &Status) -> bool {
     if status.code() != Code::Unavailable {
         return false;
     }
-    if status.message().contains("connect error") {
+    let says_so = |text: &str| text.contains("tcp connect error") || text.contains("dns error");
+    if says_so(status.message()) {
         return true;
     }
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
-        if e.to_string().contains("connect error") {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() || says_so(&e.to_string()) {
             return true;
         }
         source = e.source();
@@ -540,12 +547,17 @@ mod tests {
 
     #[test]
     fn statuses_without_a_reason_are_judged_by_code() {
-        // A refused connection sent nothing.
-        let c = classify(&Status::unavailable("tcp connect error"));
-        assert_eq!(
-            (c.reason.clone(), c.applied, c.retry),
-            (Reason::Absent, Applied::No, Retry::AfterPause)
-        );
+        // A refused connection, or a name that does not resolve, sent nothing.
+        for s in [
+            Status::unavailable("tcp connect error"),
+            Status::unavailable("dns error"),
+        ] {
+            let c = classify(&s);
+            assert_eq!(
+                (c.reason.clone(), c.applied, c.retry),
+                (Reason::Absent, Applied::No, Retry::AfterPause)
+            );
+        }
         // A connection cut mid-call, reset or cancelled: maybe applied.
         for s in [
             Status::unavailable("connection reset"),
