@@ -135,7 +135,10 @@ impl Api {
     // ----- writes -------------------------------------------------------------
 
     /// Apply a command through the leader and return what applying it gave.
-    pub async fn write(&self, command: Command) -> Result<Applied, NodeError> {
+    /// Not public: the commands include the leader's own (ExpireLeases,
+    /// SetLimits, Tick), which no caller may propose; callers use the typed
+    /// operations below, which build only client commands.
+    pub(crate) async fn write(&self, command: Command) -> Result<Applied, NodeError> {
         let started = Instant::now();
         let result = match tokio::time::timeout(
             self.config.write_timeout,
