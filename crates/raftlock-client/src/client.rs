@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use raftlock_proto::errors::{self, ErrorReason, Retry};
+use raftlock_proto::errors::{self, Applied, ErrorReason, Reason, Retry};
 use raftlock_proto::v1 as pb;
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -182,27 +182,6 @@ fn channel_for(addr: &str, options: &ClientOptions) -> Result<Channel, Error> {
     Ok(Channel::new(channel))
 }
 
-/// What one failed attempt means for the next one.
-enum Failure {
-    /// Try again (after a backoff), at this node if it is known to lead.
-    Retry { leader_addr: Option<String> },
-    /// Give up with this error.
-    Fatal,
-}
-
-fn classify(status: &Status) -> Failure {
-    let classified = errors::classify(status);
-    match classified.retry {
-        Retry::AtLeader => Failure::Retry {
-            leader_addr: classified.leader.map(|l| l.addr),
-        },
-        // A write whose outcome is unknown is retried only by calls that
-        // may repeat it (`Kind::WriteOnce` returns before this).
-        Retry::AfterPause | Retry::IfIdempotent => Failure::Retry { leader_addr: None },
-        Retry::Never => Failure::Fatal,
-    }
-}
-
 impl Client {
     /// A client for the cluster reachable at `endpoints` (`host:port` or
     /// `http://host:port`; any subset of the nodes, at least one). Channels
@@ -343,10 +322,9 @@ impl Client {
     /// A call to node `index` failed outside [`Client::call`] (keep-alive
     /// streams): follow a named leader, or move on to the next node.
     pub(crate) fn note_failure(&self, index: usize, status: &Status) {
-        match classify(status) {
-            Failure::Retry {
-                leader_addr: Some(addr),
-            } => self.follow_leader(&addr),
+        let classified = errors::classify(status);
+        match (classified.retry, classified.leader) {
+            (Retry::AtLeader, Some(leader)) => self.follow_leader(&leader.addr),
             _ => self.rotate_from(index),
         }
     }
@@ -488,51 +466,49 @@ impl Client {
                     });
                 }
             };
-            unreached = if errors::never_sent(&status) {
-                unreached + 1
-            } else {
-                0
-            };
-            let unknown = kind != Kind::Read && crate::lock::outcome_unknown(&status);
+            // One reading of the status decides everything below.
+            let classified = errors::classify(&status);
+            let refused_connection =
+                classified.reason == Reason::Absent && classified.applied == Applied::No;
+            unreached = if refused_connection { unreached + 1 } else { 0 };
+            let unknown = kind != Kind::Read && classified.applied == Applied::Unknown;
             maybe_applied |= unknown;
+            let give_up = |maybe_applied| {
+                Err(Error::from_write_classified(
+                    &status,
+                    &classified,
+                    lease_id,
+                    n,
+                    maybe_applied,
+                ))
+            };
             if kind == Kind::WriteOnce && unknown {
-                return Err(Error::from_write_status(&status, lease_id, n, true));
+                return give_up(true);
             }
             let after_redirect = redirected;
-            redirected = match classify(&status) {
-                Failure::Fatal => {
-                    return Err(Error::from_write_status(
-                        &status,
-                        lease_id,
-                        n,
-                        maybe_applied,
-                    ));
+            redirected = match (classified.retry, &classified.leader) {
+                (Retry::Never, _) => return give_up(maybe_applied),
+                // Only a leader other than the node that answered is news
+                // (`Retry::IfIdempotent` comes here only for a call that may
+                // be repeated: `Kind::WriteOnce` returned above).
+                (Retry::AtLeader, Some(leader))
+                    if normalize(&leader.addr) != self.nodes().channels[index].0 =>
+                {
+                    self.follow_leader(&leader.addr);
+                    true
                 }
-                Failure::Retry { leader_addr } => {
-                    tracing::debug!(attempt = n, error = %status.message(), ?leader_addr, "retryable failure");
-                    match leader_addr {
-                        Some(addr) if normalize(&addr) != self.nodes().channels[index].0 => {
-                            self.follow_leader(&addr);
-                            true
-                        }
-                        _ => {
-                            self.rotate_from(index);
-                            false
-                        }
-                    }
+                _ => {
+                    self.rotate_from(index);
+                    false
                 }
             };
+            tracing::debug!(attempt = n, error = %status.message(), redirected, "retryable failure");
             let endpoints = self.nodes().channels.len() as u32;
             let nothing_listens = policy
                 .unreachable_rounds
                 .is_some_and(|rounds| unreached >= rounds.saturating_mul(endpoints));
             if n >= max_attempts || nothing_listens {
-                return Err(Error::from_write_status(
-                    &status,
-                    lease_id,
-                    n,
-                    maybe_applied,
-                ));
+                return give_up(maybe_applied);
             }
             // A redirect to a named leader goes at once: it is new
             // information, not a hope that things got better. So does the

@@ -121,9 +121,6 @@ impl Error {
     /// [`Error::Other`] possibly one this client does not know.
     pub fn reason(&self) -> &str {
         match self {
-            Error::InvalidArgument { reason, .. }
-            | Error::Conflict { reason, .. }
-            | Error::LeaseLost { reason, .. } => reason.name(),
             Error::Other { reason, .. } => reason,
             e => e.known_reason().name(),
         }
@@ -131,17 +128,23 @@ impl Error {
 
     /// The reason as the contract's enum, when it is one.
     pub fn error_reason(&self) -> Option<ErrorReason> {
-        ErrorReason::parse(self.reason())
+        match self {
+            Error::Other { reason, .. } => ErrorReason::parse(reason),
+            e => Some(e.known_reason()),
+        }
     }
 
+    /// The reason of every variant but [`Error::Other`], whose reason is a
+    /// string (possibly one this client does not know).
     fn known_reason(&self) -> ErrorReason {
         match self {
             Error::Busy { .. } => ErrorReason::LockBusy,
             Error::WaitTimeout { .. } => ErrorReason::WaitTimeout,
-            Error::LeaseLost { reason, .. } => *reason,
             Error::NotHolder { .. } => ErrorReason::NotHolder,
             Error::StaleToken { .. } => ErrorReason::StaleToken,
-            Error::InvalidArgument { reason, .. } | Error::Conflict { reason, .. } => *reason,
+            Error::InvalidArgument { reason, .. }
+            | Error::Conflict { reason, .. }
+            | Error::LeaseLost { reason, .. } => *reason,
             Error::LimitExceeded { .. } => ErrorReason::LimitExceeded,
             Error::Unavailable { .. } => ErrorReason::Unavailable,
             Error::OutcomeUnknown { .. } => ErrorReason::OutcomeUnknown,
@@ -186,6 +189,23 @@ impl Error {
         matches!(self, Error::LeaseLost { .. })
     }
 
+    /// [`Error::from_write_classified`] of a status not yet classified.
+    #[cfg(test)]
+    pub(crate) fn from_write_status(
+        status: &Status,
+        lease_id: u64,
+        attempts: u32,
+        maybe_applied: bool,
+    ) -> Error {
+        Error::from_write_classified(
+            status,
+            &errors::classify(status),
+            lease_id,
+            attempts,
+            maybe_applied,
+        )
+    }
+
     /// Map the last status of a write whose outcome may be unknown: when
     /// `maybe_applied` (this attempt or an earlier one failed without
     /// saying whether it was applied), every failure that is not a definite
@@ -195,14 +215,14 @@ impl Error {
     /// refuses the request itself (LOCK_BUSY, NOT_HOLDER, INVALID_ARGUMENT,
     /// ...: [`Classified::is_definite_refusal`]) stays what it is, and
     /// [`Error::DeadlineExceeded`] says "maybe applied" already.
-    pub(crate) fn from_write_status(
+    pub(crate) fn from_write_classified(
         status: &Status,
+        classified: &Classified,
         lease_id: u64,
         attempts: u32,
         maybe_applied: bool,
     ) -> Error {
-        let classified = errors::classify(status);
-        let e = Error::from_classified(status, &classified, lease_id, attempts);
+        let e = Error::from_classified(status, classified, lease_id, attempts);
         if !maybe_applied || classified.is_definite_refusal() {
             return e;
         }

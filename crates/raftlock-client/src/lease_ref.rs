@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::Stream;
 use raftlock_proto::errors;
@@ -127,10 +127,13 @@ impl LeaseRef {
     /// the stream ends after an error: [`Error::LeaseLost`] when the lease
     /// is gone, or the failure that made reopening give up.
     ///
-    /// Unlike a session it does not count the lease's validity for you:
-    /// the lease is certainly valid for `ttl_ms` from the moment the
-    /// request of the latest item was sent, which this stream sends on a
-    /// schedule (ttl/3), so count from the item before it.
+    /// Unlike a session it does not count the lease's validity for you.
+    /// An item says the lease is valid for `ttl_ms` from when its request
+    /// was sent, which is after the previous item was received (each
+    /// request goes ttl/3 after the last answer). So on receiving an item,
+    /// the lease is certainly valid for `ttl_ms` (less a drift margin) from
+    /// the moment you received the item before it, or, for the first, from
+    /// your call of `keep_alive()`; never count from the item itself.
     ///
     /// Must be called within a Tokio runtime (the keep-alives run on a task
     /// of their own).
@@ -250,10 +253,16 @@ async fn keep_alive_task(
             // An opened stream comes from an attempt, which made a sender.
             (Ok(_), None) => return,
         };
+        // One request in flight at a time (the first went with the
+        // opening): the next goes ttl/3 after the answer, so every request
+        // is sent after the previous item was received, which is what
+        // `keep_alive`'s validity rule counts on.
+        let mut awaiting = true;
         loop {
             tokio::select! {
                 answer = inbound.message() => match answer {
                     Ok(Some(r)) => {
+                        awaiting = false;
                         every = Duration::from_millis((r.ttl_ms / 3).max(100));
                         // Never wait for the reader: the next keep-alive
                         // must go out on time.
@@ -282,14 +291,14 @@ async fn keep_alive_task(
                         break;
                     }
                 },
-                _ = tokio::time::sleep(every) => {
+                _ = tokio::time::sleep(every), if !awaiting => {
                     if tx.send(pb::KeepAliveRequest { lease_id }).await.is_err() {
                         break;
                     }
+                    awaiting = true;
                 }
             }
         }
-        let reopen_at = Instant::now() + REOPEN_PAUSE;
-        tokio::time::sleep_until(reopen_at.into()).await;
+        tokio::time::sleep(REOPEN_PAUSE).await;
     }
 }
