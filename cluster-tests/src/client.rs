@@ -44,6 +44,10 @@ pub const DEFINITE: &[ErrorReason] = &[
     ErrorReason::NoLeader,
     ErrorReason::Compacted,
     ErrorReason::SlowWatcher,
+    ErrorReason::Denied,
+    ErrorReason::Unauthenticated,
+    ErrorReason::RateLimited,
+    ErrorReason::ClusterMismatch,
 ];
 
 /// Why a call did not succeed.

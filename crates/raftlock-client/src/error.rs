@@ -43,9 +43,24 @@ pub enum Error {
         message: String,
     },
 
-    /// A configured limit was hit (LIMIT_EXCEEDED).
+    /// The caller's identity may not make this call (DENIED): `missing`
+    /// names the rule it lacks (e.g. `lock on billing/x`), when the node
+    /// said. Not applied.
+    #[error("denied: {message}")]
+    Denied { missing: String, message: String },
+
+    /// The node accepted no identity from this client (UNAUTHENTICATED):
+    /// no client certificate or bearer token, or an unknown one.
+    #[error("unauthenticated: {message}")]
+    Unauthenticated { message: String },
+
+    /// A configured limit was hit (LIMIT_EXCEEDED), or the identity's
+    /// request rate (RATE_LIMITED, after the retries paused for it).
     #[error("limit exceeded: {message}")]
-    LimitExceeded { message: String },
+    LimitExceeded {
+        reason: ErrorReason,
+        message: String,
+    },
 
     /// The request conflicts with how the lock or lease is held now
     /// (KIND_CONFLICT, PERMITS_MISMATCH, HELD_IN_OTHER_MODE, PARTIALLY_HELD,
@@ -145,7 +160,9 @@ impl Error {
             Error::InvalidArgument { reason, .. }
             | Error::Conflict { reason, .. }
             | Error::LeaseLost { reason, .. } => *reason,
-            Error::LimitExceeded { .. } => ErrorReason::LimitExceeded,
+            Error::LimitExceeded { reason, .. } => *reason,
+            Error::Denied { .. } => ErrorReason::Denied,
+            Error::Unauthenticated { .. } => ErrorReason::Unauthenticated,
             Error::Unavailable { .. } => ErrorReason::Unavailable,
             Error::OutcomeUnknown { .. } => ErrorReason::OutcomeUnknown,
             Error::DeadlineExceeded { .. } => ErrorReason::DeadlineExceeded,
@@ -306,7 +323,16 @@ impl Error {
                 reason,
                 message,
             },
-            R::LimitExceeded => Error::LimitExceeded { message },
+            R::LimitExceeded | R::RateLimited => Error::LimitExceeded { reason, message },
+            R::Denied => Error::Denied {
+                missing: classified
+                    .metadata
+                    .get(detail::MISSING)
+                    .cloned()
+                    .unwrap_or_default(),
+                message,
+            },
+            R::Unauthenticated => Error::Unauthenticated { message },
             R::KindConflict
             | R::PermitsMismatch
             | R::HeldInOtherMode
@@ -331,6 +357,7 @@ impl Error {
             | R::Compacted
             | R::SlowWatcher
             | R::Internal
+            | R::ClusterMismatch
             | R::Unspecified => Error::Other {
                 reason: reason.name().to_string(),
                 message,

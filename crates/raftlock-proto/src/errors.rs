@@ -37,6 +37,10 @@ pub mod detail {
     pub const NAME: &str = "name";
     /// COMPACTED: the oldest revision the node still has.
     pub const OLDEST_REVISION: &str = "oldest_revision";
+    /// DENIED: the rule the caller's identity lacks (`lock on jobs/x`).
+    pub const MISSING: &str = "missing";
+    /// DENIED and UNAUTHENTICATED: the identity the node saw, if any.
+    pub const IDENTITY: &str = "identity";
 }
 
 /// Whether a call that failed took effect.
@@ -97,7 +101,7 @@ pub struct Rule {
 
 impl ErrorReason {
     /// Every reason but ERROR_REASON_UNSPECIFIED.
-    pub const ALL: [ErrorReason; 32] = [
+    pub const ALL: [ErrorReason; 36] = [
         ErrorReason::InvalidName,
         ErrorReason::InvalidArgument,
         ErrorReason::TooLarge,
@@ -125,6 +129,10 @@ impl ErrorReason {
         ErrorReason::Compacted,
         ErrorReason::SlowWatcher,
         ErrorReason::Internal,
+        ErrorReason::Denied,
+        ErrorReason::Unauthenticated,
+        ErrorReason::RateLimited,
+        ErrorReason::ClusterMismatch,
         ErrorReason::LeaseLost,
         ErrorReason::Unavailable,
         ErrorReason::DeadlineExceeded,
@@ -164,6 +172,10 @@ impl ErrorReason {
             // A storage fault or a bug: the same call would likely meet it
             // again, and it may have been half done.
             R::Internal => (Code::Internal, Unknown, Retry::Never, Node),
+            R::Denied => (Code::PermissionDenied, No, Retry::Never, Node),
+            R::Unauthenticated => (Code::Unauthenticated, No, Retry::Never, Node),
+            R::RateLimited => (Code::ResourceExhausted, No, Retry::AfterPause, Node),
+            R::ClusterMismatch => (Code::FailedPrecondition, No, Retry::Never, Node),
             R::LeaseLost => (Code::NotFound, No, Retry::Never, Client),
             R::Unavailable => (Code::Unavailable, No, Retry::AfterPause, Client),
             R::DeadlineExceeded => (Code::DeadlineExceeded, Unknown, Retry::Never, Client),

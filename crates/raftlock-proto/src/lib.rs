@@ -5,7 +5,10 @@
 //! - [`errors`]: the error contract (reasons, metadata keys, and whether a
 //!   failed call was applied or may be retried), hand-written, used by the
 //!   node, the client, the CLI and the fault harness alike.
+//! - [`auth`]: the names of the security model (certificate names, the
+//!   bearer token's metadata key, token digests, environment variables).
 
+pub mod auth;
 pub mod errors;
 
 #[allow(clippy::all, missing_docs)]

@@ -252,6 +252,22 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
             self.api.serve_keep_alive(request.get_ref()).await,
         ))
     }
+
+    async fn hello(
+        &self,
+        _request: Request<internal::HelloRequest>,
+    ) -> Reply<internal::HelloResponse> {
+        Ok(Response::new(internal::HelloResponse {
+            node_id: self.api.id,
+            cluster_id: String::new(),
+            client_addr: self
+                .api
+                .config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| self.api.config.listen.clone()),
+        }))
+    }
 }
 
 /// The node's `RaftTransport` service, ready to serve.

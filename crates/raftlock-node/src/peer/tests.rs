@@ -109,6 +109,16 @@ impl RaftTransport for TestTransport {
     ) -> Result<Response<RaftMessage>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+
+    async fn hello(
+        &self,
+        request: tonic::Request<raftlock_proto::internal::v1::HelloRequest>,
+    ) -> Result<Response<raftlock_proto::internal::v1::HelloResponse>, Status> {
+        Ok(Response::new(raftlock_proto::internal::v1::HelloResponse {
+            node_id: request.get_ref().target_id,
+            ..Default::default()
+        }))
+    }
 }
 
 fn init_tracing() {

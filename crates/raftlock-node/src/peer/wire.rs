@@ -23,8 +23,7 @@ pub(crate) fn pack<T: Serialize>(value: &T) -> RaftMessage {
     RaftMessage {
         crc32: crc32fast::hash(&data),
         data,
-        target_id: 0,
-        seq: 0,
+        ..RaftMessage::default()
     }
 }
 
