@@ -17,6 +17,7 @@
 mod api;
 mod batcher;
 mod config;
+mod conn;
 mod error;
 mod grpc;
 mod keeper;
