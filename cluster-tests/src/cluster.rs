@@ -203,6 +203,8 @@ impl ClockSetting {
 }
 struct NodeProc {
     listen: SocketAddr,
+    /// Its peer port (what the membership names).
+    peer_listen: SocketAddr,
     data_dir: PathBuf,
     clock_file: PathBuf,
     args: Vec<String>,
@@ -274,11 +276,14 @@ impl Cluster {
         };
         let ids: Vec<u64> = (1..=config.nodes).collect();
         let mut listen = BTreeMap::new();
+        let mut peer_listen = BTreeMap::new();
         let mut reserved = BTreeMap::new();
         for id in &ids {
             let (addr, listener) = reserve_port()?;
+            let (peer_addr, peer_listener) = reserve_port()?;
             listen.insert(*id, addr);
-            reserved.insert(*id, listener);
+            peer_listen.insert(*id, peer_addr);
+            reserved.insert(*id, (listener, peer_listener));
         }
         let mut client_proxies = BTreeMap::new();
         for id in &ids {
@@ -291,16 +296,18 @@ impl Cluster {
         for i in &ids {
             for j in &ids {
                 if i != j {
-                    let p = Proxy::start(listen[j])
+                    let p = Proxy::start(peer_listen[j])
                         .await
                         .map_err(io("starting a peer proxy"))?;
                     peer_proxies.insert((*i, *j), p);
                 }
             }
         }
+        // The membership names the nodes' real peer ports; every node dials
+        // its peers through the i→j proxies instead (--peer-dial).
         let peers: Vec<String> = ids
             .iter()
-            .map(|id| format!("{id}={}", client_proxies[id].addr()))
+            .map(|id| format!("{id}={}", peer_listen[id]))
             .collect();
         let mut disks = BTreeMap::new();
         if config.power_disks {
@@ -344,6 +351,11 @@ impl Cluster {
                 data_dir.display().to_string(),
                 "--listen".into(),
                 listen[id].to_string(),
+                // Leader hints send clients through the node's proxy.
+                "--advertise".into(),
+                cluster.client_proxies[id].addr().to_string(),
+                "--peer-listen".into(),
+                peer_listen[id].to_string(),
                 "--peers".into(),
                 peers.join(","),
                 "--peer-dial".into(),
@@ -357,11 +369,15 @@ impl Cluster {
                 "--write-timeout-ms".into(),
                 "3000".into(),
             ];
+            if !config.extra_args.iter().any(|a| a == "--tls-cert") {
+                args.push("--insecure".into());
+            }
             args.extend(config.extra_args.iter().cloned());
             cluster.nodes.insert(
                 *id,
                 NodeProc {
                     listen: listen[id],
+                    peer_listen: peer_listen[id],
                     data_dir,
                     clock_file: dir.join(format!("node{id}.faketime")),
                     args,
@@ -370,7 +386,7 @@ impl Cluster {
                     paused: false,
                 },
             );
-            // The node binds its port itself: let go of it now.
+            // The node binds its ports itself: let go of them now.
             drop(reserved.remove(id));
             cluster.spawn(*id)?;
         }
@@ -509,8 +525,11 @@ impl Cluster {
 
     /// Adds a removed node back: as a learner (caught up), then a voter.
     pub async fn add_member(&mut self, id: u64) -> Result<(), ClusterError> {
+        // The membership names peer addresses.
         let address = self
-            .client_addr(id)
+            .nodes
+            .get(&id)
+            .map(|n| n.peer_listen)
             .ok_or(ClusterError::UnknownNode(id))?
             .to_string();
         self.admin(|mut admin| {

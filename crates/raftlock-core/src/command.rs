@@ -95,6 +95,20 @@ pub enum Command {
     Tick,
     /// Administrative: change the limits.
     SetLimits { limits: Limits },
+    /// The leader's: name the cluster. Applied only while the cluster has
+    /// no id (the first leader's proposal wins; later ones change nothing
+    /// and are answered with the id in force).
+    InitCluster { cluster_id: String },
+    /// The leader's: remember which store node `node` runs on (a random id
+    /// made with its data directory) and where its clients reach it. A
+    /// node already recorded with another store keeps its record (its data
+    /// was wiped or replaced: it must come back under a new id); the
+    /// answer says so.
+    RecordMember {
+        node: u64,
+        store_id: String,
+        client_addr: String,
+    },
     /// Independent client commands in one entry, applied in order, each
     /// answered as if alone (see `batch.rs` for what may share an entry).
     /// Holds granted by the entry share its index as their token.
@@ -165,6 +179,16 @@ pub enum Response {
     },
     Ticked,
     LimitsSet,
+    /// The cluster's id after `InitCluster` (the proposed one, or the one
+    /// already in force).
+    ClusterInit {
+        cluster_id: String,
+    },
+    /// `RecordMember`: `conflict` is the store already recorded for the
+    /// node when it differs from the proposed one (nothing changed then).
+    MemberRecorded {
+        conflict: Option<String>,
+    },
     /// The answers of a `Batch`'s commands, in order.
     Batch {
         results: Vec<Result<Response, LockError>>,

@@ -22,6 +22,6 @@ pub use event::{Event, EventKind};
 pub use limits::Limits;
 pub use state::{DecodeError, Dirty, Header, Record, State, check_invariants, decode, encode};
 pub use types::{
-    Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex, Metadata, Mode, Token,
-    Waiter, WaiterId,
+    ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex,
+    MemberRecord, Metadata, Mode, Token, Waiter, WaiterId,
 };

@@ -21,8 +21,8 @@ use crate::error::{Limit, LockError};
 use crate::event::{Event, EventKind};
 use crate::limits::Limits;
 use crate::types::{
-    Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex, Metadata, Mode, Token,
-    Waiter, WaiterId,
+    ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex, Metadata,
+    Mode, Token, Waiter, WaiterId,
 };
 
 /// The whole replicated state.
@@ -34,6 +34,7 @@ pub struct State {
     cluster_ms: u64,
     limits: Limits,
     counters: Counters,
+    cluster: ClusterIdentity,
     leases: BTreeMap<LeaseId, Lease>,
     locks: BTreeMap<String, Lock>,
     waiters: BTreeMap<WaiterId, Waiter>,
@@ -53,6 +54,7 @@ impl PartialEq for State {
             && self.cluster_ms == other.cluster_ms
             && self.limits == other.limits
             && self.counters == other.counters
+            && self.cluster == other.cluster
             && self.leases == other.leases
             && self.locks == other.locks
             && self.waiters == other.waiters
@@ -67,6 +69,7 @@ pub struct Header {
     pub cluster_ms: u64,
     pub limits: Limits,
     pub counters: Counters,
+    pub cluster: ClusterIdentity,
 }
 
 /// Names of the records changed since the last `take_dirty`.
@@ -171,6 +174,10 @@ impl State {
     pub fn cluster_ms(&self) -> u64 {
         self.cluster_ms
     }
+    /// The cluster's id and what it knows of each node.
+    pub fn cluster(&self) -> &ClusterIdentity {
+        &self.cluster
+    }
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -219,6 +226,7 @@ impl State {
             cluster_ms: self.cluster_ms,
             limits: self.limits.clone(),
             counters: self.counters.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 
@@ -251,6 +259,7 @@ impl State {
             cluster_ms: header.cluster_ms,
             limits: header.limits,
             counters: header.counters,
+            cluster: header.cluster,
             ..State::default()
         };
         for record in records {
@@ -397,6 +406,29 @@ impl State {
                 self.limits = limits.clone();
                 Response::LimitsSet
             }),
+            Command::InitCluster { cluster_id } => {
+                if self.cluster.id.is_empty() {
+                    self.cluster.id = cluster_id.clone();
+                }
+                Ok(Response::ClusterInit {
+                    cluster_id: self.cluster.id.clone(),
+                })
+            }
+            Command::RecordMember {
+                node,
+                store_id,
+                client_addr,
+            } => {
+                let record = self.cluster.members.entry(*node).or_default();
+                if !record.store_id.is_empty() && record.store_id != *store_id {
+                    return Ok(Response::MemberRecorded {
+                        conflict: Some(record.store_id.clone()),
+                    });
+                }
+                record.store_id = store_id.clone();
+                record.client_addr = client_addr.clone();
+                Ok(Response::MemberRecorded { conflict: None })
+            }
             Command::Batch { commands } => {
                 BatchPlan::check(commands).map_err(|reason| LockError::InvalidArgument {
                     field: "batch".to_string(),

@@ -189,3 +189,25 @@ pub struct Counters {
     pub waits_cancelled: u64,
     pub rejected: u64,
 }
+
+/// Who the cluster is: its id, and per node the store it runs on and where
+/// its clients reach it. Replicated, so every node checks its peers against
+/// the same record (a node of another cluster, or a node whose data was
+/// wiped, is refused before Raft sees its messages).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    /// Random, chosen by the cluster's first leader; empty until then.
+    pub id: String,
+    /// By node id.
+    pub members: BTreeMap<u64, MemberRecord>,
+}
+
+/// What the cluster knows about one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The random id of the node's store, made when its data directory was
+    /// created.
+    pub store_id: String,
+    /// The node's client address (`host:port`), for leader hints.
+    pub client_addr: String,
+}

@@ -20,11 +20,16 @@ use raftlock_node::{Node, NodeConfig};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
+    // One port for clients, one for peers (plaintext: a one-node cluster
+    // on loopback; a real one sets `config.tls`, see docs/security.md).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
+    let peer_addr = peer_listener.local_addr()?.to_string();
     let mut config = NodeConfig::new(1, dir.path(), addr.clone());
-    config.initial_members = BTreeMap::from([(1, addr.clone())]);
-    let node = Node::start_on(config, listener).await?;
+    config.peer_listen = peer_addr.clone();
+    config.initial_members = BTreeMap::from([(1, peer_addr)]);
+    let node = Node::start_on(config, listener, peer_listener).await?;
 
     // Wait until the node has elected itself.
     node.raft()

@@ -38,6 +38,14 @@ pub struct Api {
     /// This node's own Arc, for work that must outlive a call.
     pub(crate) me: std::sync::Weak<Api>,
     pub(crate) id: NodeId,
+    /// Where clients reach this node (its advertised client address).
+    pub(crate) client_addr: String,
+    /// This node's store id (see `raftlock_core::MemberRecord`).
+    pub(crate) store_id: String,
+    /// Stamps this node's peer messages and checks its peers'.
+    pub(crate) peer_identity: crate::peer::identity::PeerIdentity,
+    /// The node's TLS material, when it serves TLS.
+    pub(crate) tls: Option<Arc<crate::tls::Tls>>,
     pub(crate) raft: Raft,
     pub(crate) state: StateHandle,
     pub(crate) network: Network,
@@ -95,9 +103,37 @@ fn wall_ms() -> u64 {
 impl Api {
     // ----- leadership ------------------------------------------------------
 
-    /// The current leader as this node knows it, with its address.
+    /// The current leader as this node knows it, with its client address
+    /// (where clients should go), if the cluster has recorded one.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        // Called on every reply: read the metrics in place, no clone.
+        let id = self.raft.metrics().borrow().current_leader?;
+        self.client_addr_of(id).map(|addr| (id, addr))
+    }
+
+    /// Where clients reach node `id`: this node's own address for itself;
+    /// else what `id` said in its latest `Hello` to or from this node (a
+    /// leader introduces itself to each follower before replicating to
+    /// it); else the cluster's record (each leader records itself and the
+    /// peers it reaches).
+    pub(crate) fn client_addr_of(&self, id: NodeId) -> Option<String> {
+        if id == self.id {
+            return Some(self.client_addr.clone());
+        }
+        self.network.introduced_client_addr(id).or_else(|| {
+            self.state.read(|s| {
+                s.cluster()
+                    .members
+                    .get(&id)
+                    .map(|m| m.client_addr.clone())
+                    .filter(|a| !a.is_empty())
+            })
+        })
+    }
+
+    /// The current leader with its peer address (what this node dials), as
+    /// the membership has it.
+    pub(crate) fn leader_peer(&self) -> Option<(NodeId, String)> {
+        // Called on every forward: read the metrics in place, no clone.
         let rx = self.raft.metrics();
         let metrics = rx.borrow();
         let id = metrics.current_leader?;
@@ -120,13 +156,19 @@ impl Api {
         &self,
         hint: Option<&ForwardToLeader<NodeId, BasicNode>>,
     ) -> NodeError {
-        let known = hint
-            .and_then(|f| Some((f.leader_id?, f.leader_node.as_ref()?.addr.clone())))
-            .or_else(|| self.leader());
-        match known {
-            Some((leader_id, leader_addr)) if leader_id != self.id => NodeError::NotLeader {
-                leader_id,
-                leader_addr,
+        let leader = hint
+            .and_then(|f| f.leader_id)
+            .or_else(|| self.raft.metrics().borrow().current_leader);
+        match leader {
+            Some(leader_id) if leader_id != self.id => match self.client_addr_of(leader_id) {
+                Some(leader_addr) => NodeError::NotLeader {
+                    leader_id,
+                    leader_addr,
+                },
+                // A leader whose client address is not recorded yet (it
+                // was elected a moment ago): no hint is better than a
+                // peer address clients cannot use.
+                None => NodeError::NoLeader,
             },
             _ => NodeError::NoLeader,
         }
@@ -621,7 +663,20 @@ impl Api {
         }
     }
 
-    /// Voters and learners by id, from the latest membership.
+    /// The cluster's record of its nodes (see `raftlock_core::MemberRecord`):
+    /// id → client address, for every node the leaders have recorded.
+    pub fn recorded_members(&self) -> BTreeMap<NodeId, String> {
+        self.state.read(|s| {
+            s.cluster()
+                .members
+                .iter()
+                .map(|(id, m)| (*id, m.client_addr.clone()))
+                .collect()
+        })
+    }
+
+    /// Voters and learners by id (with their peer addresses), from the
+    /// latest membership.
     pub fn members(&self) -> (BTreeMap<NodeId, String>, BTreeMap<NodeId, String>) {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();

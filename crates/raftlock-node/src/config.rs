@@ -15,12 +15,27 @@ pub struct NodeConfig {
     pub id: u64,
     /// Where the node keeps its sled database.
     pub data_dir: PathBuf,
-    /// The address to listen on for clients and peers (`host:port`).
+    /// The address to listen on for clients (`host:port`): the client API
+    /// (`raftlock.v1`), health and reflection, never the peer transport.
     pub listen: String,
-    /// The address other nodes and clients reach this node at; defaults to
-    /// the bound listen address.
+    /// The address clients reach this node at (leader hints name it);
+    /// defaults to the bound listen address.
     pub advertise: Option<String>,
-    /// The initial cluster (id → address), like etcd's `--initial-cluster`.
+    /// The address to listen on for peers (`host:port`): the node-to-node
+    /// transport (`raftlock.internal.v1`) only. [`NodeConfig::new`] makes
+    /// it the client port + 1000 (port 0 stays 0).
+    pub peer_listen: String,
+    /// The address other nodes reach this node's peer listener at; defaults
+    /// to the bound peer address.
+    pub peer_advertise: Option<String>,
+    /// TLS on both listeners and when dialing peers; `None` serves and
+    /// dials plaintext (only for tests, embedding on loopback, and
+    /// `--insecure`).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Most connections open at once on each listener; more are closed
+    /// as they arrive.
+    pub max_connections: usize,
+    /// The initial cluster (id → peer address), like etcd's `--initial-cluster`.
     /// A node whose store is new and that is named here bootstraps the
     /// cluster with exactly these voters; every node must get the same map.
     /// Empty: the node waits to be added through the admin API.
@@ -93,11 +108,16 @@ impl NodeConfig {
     /// A configuration with the documented defaults for everything but the
     /// node's identity and places.
     pub fn new(id: u64, data_dir: impl Into<PathBuf>, listen: impl Into<String>) -> Self {
+        let listen = listen.into();
         NodeConfig {
             id,
             data_dir: data_dir.into(),
-            listen: listen.into(),
+            peer_listen: peer_listen_for(&listen),
+            listen,
             advertise: None,
+            peer_advertise: None,
+            tls: None,
+            max_connections: 4_096,
             initial_members: BTreeMap::new(),
             peer_dial: BTreeMap::new(),
             raft: RaftTiming::default(),
@@ -118,6 +138,8 @@ impl NodeConfig {
     }
 
     /// Checks the combination; errors name the field.
+    ///
+    /// (The peer listener defaults to the client port + 1000.)
     pub fn validate(&self) -> Result<(), String> {
         if self.id == 0 {
             return Err("id: node ids start at 1".into());
@@ -159,10 +181,54 @@ impl NodeConfig {
         {
             return Err("write_timeout must be between 100 ms and 5 min".into());
         }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.peer_listen == self.listen && !self.listen.ends_with(":0") {
+            return Err(format!(
+                "peer_listen: the peer port must differ from the client port ({})",
+                self.listen
+            ));
+        }
         if self.max_wait > Duration::from_secs(24 * 3600) {
             return Err("max_wait must be at most 24 h".into());
         }
         self.limits.validate().map_err(|e| e.to_string())?;
         Ok(())
+    }
+}
+
+/// The default peer address for client address `listen`: the same host,
+/// port + 1000 (port 0, "any free port", stays 0). An address that does not
+/// parse is kept as it is, for `validate` and the bind to report.
+pub fn peer_listen_for(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(0) => format!("{host}:0"),
+            Ok(p) => match p.checked_add(1000) {
+                Some(peer) => format!("{host}:{peer}"),
+                None => listen.to_string(),
+            },
+            Err(_) => listen.to_string(),
+        },
+        None => listen.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_port_defaults_to_the_client_port_plus_1000() {
+        assert_eq!(peer_listen_for("127.0.0.1:7001"), "127.0.0.1:8001");
+        assert_eq!(peer_listen_for("[::1]:7001"), "[::1]:8001");
+        assert_eq!(peer_listen_for("127.0.0.1:0"), "127.0.0.1:0");
+        assert_eq!(peer_listen_for("h:65000"), "h:65000");
+        let config = NodeConfig::new(1, "/tmp/x", "0.0.0.0:7001");
+        assert_eq!(config.peer_listen, "0.0.0.0:8001");
+        let mut same = config.clone();
+        same.peer_listen = same.listen.clone();
+        assert!(same.validate().unwrap_err().contains("peer_listen"));
     }
 }

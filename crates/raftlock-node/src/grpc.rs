@@ -477,7 +477,8 @@ impl pb::admin_server::Admin for AdminService {
             };
             nodes.push(pb::NodeStatus {
                 id,
-                address: addr.clone(),
+                address: api.client_addr_of(id).unwrap_or_default(),
+                peer_address: addr.clone(),
                 role,
                 voter,
                 matched_index: matched,
@@ -497,6 +498,7 @@ impl pb::admin_server::Admin for AdminService {
             applied_index: m.last_applied.map_or(0, |l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
+            cluster_id: api.state.read(|s| s.cluster().id.clone()),
             nodes,
             leases,
             locks,

@@ -21,16 +21,19 @@ mod conn;
 mod error;
 mod grpc;
 mod keeper;
+mod listen;
 mod metrics;
 mod node;
 mod peer;
+mod tls;
 mod waits;
 mod watch;
 
 pub use api::{AcquireArgs, Acquired, Api};
-pub use config::{NodeConfig, RaftTiming};
+pub use config::{NodeConfig, RaftTiming, peer_listen_for};
 pub use error::NodeError;
 pub use node::{Node, NodeHandle, StartError};
+pub use tls::{TlsError, TlsFiles};
 
 /// The openraft handle of a raftlock node ([`NodeHandle::raft`]): its
 /// metrics (role, leader, indexes) and membership. It makes openraft's

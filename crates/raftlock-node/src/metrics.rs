@@ -35,6 +35,10 @@ pub(crate) struct NodeMetrics {
     pub(crate) appends_taken: Arc<Histogram>,
     /// The store's log flushes.
     pub(crate) log_flushes: Arc<Histogram>,
+    /// Connections the client listener refused.
+    pub(crate) client_refusals: Arc<crate::listen::Refusals>,
+    /// Connections the peer listener refused.
+    pub(crate) peer_refusals: Arc<crate::listen::Refusals>,
 }
 
 impl NodeMetrics {
@@ -240,6 +244,26 @@ pub(crate) fn render(api: &Api) -> String {
     ] {
         histogram_head(&mut out, name, help);
         histogram.render(name, "", &mut out);
+    }
+    for (listener, refusals) in [
+        ("client", &metrics.client_refusals),
+        ("peer", &metrics.peer_refusals),
+    ] {
+        use std::sync::atomic::Ordering::Relaxed;
+        counter(
+            &mut out,
+            &format!("raftlock_{listener}_connections_over_limit_total"),
+            &format!(
+                "Connections the {listener} listener closed at once: it had max_connections open."
+            ),
+            refusals.over_limit.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            &format!("raftlock_{listener}_tls_handshakes_failed_total"),
+            &format!("TLS handshakes on the {listener} listener that failed or timed out."),
+            refusals.handshakes.load(Relaxed),
+        );
     }
     let name = "raftlock_peer_append_entries_duration_seconds";
     histogram_head(

@@ -13,8 +13,6 @@ use raftlock_store::{StoreOptions, open};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tracing::Instrument;
 
@@ -36,7 +34,10 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] raftlock_store::OpenError),
-    /// An address (`listen` or `metrics_listen`) could not be bound.
+    /// The TLS files could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// An address (`listen`, `peer_listen` or `metrics_listen`) could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -59,48 +60,67 @@ pub struct Node;
 pub struct NodeHandle {
     api: Arc<Api>,
     addr: SocketAddr,
+    peer_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     store_closed: Option<raftlock_store::Closed>,
 }
 
 impl Node {
     /// Start a node: open (or create) its store in `config.data_dir`, listen
-    /// on `config.listen`, and, if its store is new and `initial_members`
-    /// is set, bootstrap the cluster.
+    /// on `config.listen` (clients) and `config.peer_listen` (peers), and,
+    /// if its store is new and `initial_members` is set, bootstrap the
+    /// cluster.
     pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
-        let listener =
-            TcpListener::bind(&config.listen)
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
                 .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
-        Self::start_on(config, listener).await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let listener = bind(config.listen.clone()).await?;
+        let peer_listener = bind(config.peer_listen.clone()).await?;
+        Self::start_on(config, listener, peer_listener).await
     }
 
-    /// [`Node::start`] on an already bound listener (tests bind port 0 first
-    /// so every node's address is known before any starts).
+    /// [`Node::start`] on already bound listeners, for clients and for
+    /// peers (tests bind port 0 first so every node's addresses are known
+    /// before any starts).
     pub async fn start_on(
         config: NodeConfig,
         listener: TcpListener,
+        peer_listener: TcpListener,
     ) -> Result<NodeHandle, StartError> {
         let span = tracing::info_span!("node", id = config.id);
-        Self::start_inner(config, listener).instrument(span).await
+        Self::start_inner(config, listener, peer_listener)
+            .instrument(span)
+            .await
     }
 
     async fn start_inner(
         config: NodeConfig,
         listener: TcpListener,
+        peer_listener: TcpListener,
     ) -> Result<NodeHandle, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
+        let local = |l: &TcpListener, addr: &str| {
+            l.local_addr().map_err(|source| StartError::Bind {
+                addr: addr.to_string(),
+                source,
+            })
+        };
+        let addr = local(&listener, &config.listen)?;
+        let peer_addr = local(&peer_listener, &config.peer_listen)?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let peer_advertise = config
+            .peer_advertise
+            .clone()
+            .unwrap_or_else(|| peer_addr.to_string());
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(crate::tls::Tls::load(files.clone(), config.id)?)),
+            None => None,
+        };
         // Every task of this node logs inside its span (node id).
         let span = tracing::Span::current();
 
@@ -117,6 +137,9 @@ impl Node {
         let applied_at_start = state.last_applied().map_or(0, |l| l.index);
         let store_closed = state_machine.closed();
         let log_flushes = log_store.flush_times();
+        let store_id = log_store.store_id();
+        let peer_identity =
+            crate::peer::identity::PeerIdentity::new(config.id, store_id.clone(), state.clone());
         // Bound before Raft starts, so a taken port fails the start at once.
         let (metrics_listener, metrics_addr) = match &config.metrics_listen {
             Some(at) => {
@@ -145,7 +168,7 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let network = Network::new(
+        let network = Network::secured(
             config.id,
             NetworkOptions {
                 dial_overrides: config
@@ -155,6 +178,9 @@ impl Node {
                     .collect(),
                 ..NetworkOptions::default()
             },
+            Some(peer_identity.clone()),
+            tls.clone(),
+            advertise.clone(),
         );
         let raft = Raft::new(
             config.id,
@@ -172,6 +198,10 @@ impl Node {
         let api = Arc::new_cyclic(|me| Api {
             me: me.clone(),
             id: config.id,
+            client_addr: advertise.clone(),
+            store_id,
+            tls: tls.clone(),
+            peer_identity,
             raft: raft.clone(),
             state,
             network,
@@ -189,7 +219,7 @@ impl Node {
             stopping: stop_rx.clone(),
         });
 
-        let server = spawn_server(Arc::clone(&api), listener, stop_rx.clone())?;
+        let servers = spawn_servers(Arc::clone(&api), listener, peer_listener, stop_rx.clone())?;
         let mut tasks = vec![
             tokio::spawn(
                 feed_applies(Arc::clone(&api), applied_rx, stop_rx.clone())
@@ -200,10 +230,18 @@ impl Node {
             ),
             tokio::spawn(keep_leases(Arc::clone(&api), stop_rx.clone()).instrument(span.clone())),
             tokio::spawn(
+                record_members(Arc::clone(&api), stop_rx.clone()).instrument(span.clone()),
+            ),
+            tokio::spawn(
                 crate::batcher::run(Arc::clone(&api), batches, stop_rx.clone())
                     .instrument(span.clone()),
             ),
         ];
+        if let Some(tls) = &tls {
+            tasks.push(tokio::spawn(
+                watch_certificates(Arc::clone(tls), stop_rx.clone()).instrument(span.clone()),
+            ));
+        }
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(
                 crate::metrics::serve(Arc::clone(&api), listener, stop_rx).instrument(span),
@@ -211,6 +249,7 @@ impl Node {
         }
 
         let first_member = config.initial_members.keys().next().copied();
+        let advertise = peer_advertise;
         if first_member == Some(config.id) {
             bootstrap(&raft, &config.initial_members, config.id, &advertise).await?;
         } else if first_member.is_some() {
@@ -231,14 +270,15 @@ impl Node {
                 .instrument(tracing::Span::current()),
             );
         }
-        tracing::info!(%addr, "node started");
+        tracing::info!(%addr, %peer_addr, tls = tls.is_some(), "node started");
         Ok(NodeHandle {
             api,
             addr,
+            peer_addr,
             metrics_addr,
             stop,
             tasks,
-            server: Some(server),
+            servers,
             store_closed: Some(store_closed),
         })
     }
@@ -261,7 +301,7 @@ async fn bootstrap(
         tracing::warn!(
             configured = members.get(&id).map(String::as_str),
             advertise,
-            "this node's address in the initial members differs from its advertised address"
+            "this node's address in the initial members differs from its advertised peer address"
         );
     }
     let nodes: BTreeMap<u64, BasicNode> = members
@@ -301,11 +341,31 @@ fn client_services(api: &Arc<Api>) -> ClientServices {
     (locks, leases, admin)
 }
 
-fn spawn_server(
+/// HTTP/2 limits of both listeners, so that one client (or a slow-loris
+/// connection) cannot starve the others: streams per connection, header
+/// size, reset floods, and keepalive PINGs that close dead connections.
+fn limited(builder: Server) -> Server {
+    builder
+        .tcp_nodelay(true)
+        .max_concurrent_streams(1_024)
+        .http2_max_header_list_size(16 * 1024)
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .http2_max_local_error_reset_streams(Some(256))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serves the client listener (Locks, Leases, Admin, health, reflection)
+/// and the peer listener (the internal transport only), each in its own
+/// task.
+fn spawn_servers(
     api: Arc<Api>,
     listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, StartError> {
+    peer_listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<ServerTask>, StartError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
@@ -347,35 +407,148 @@ fn spawn_server(
         }
         .instrument(span.clone()),
     );
-    // tonic's `tcp_nodelay` applies only to listeners it opens itself; on
-    // these accepted connections Nagle's algorithm would hold a second small
-    // reply (a grant right after a release reply) until the client's delayed
-    // ACK, up to 40 ms.
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted
-            && let Err(e) = stream.set_nodelay(true)
-        {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+    let max = api.config.max_connections;
+    let clients = crate::listen::incoming(
+        listener,
+        api.tls.clone(),
+        crate::tls::Side::Client,
+        max,
+        Arc::clone(&api.metrics.client_refusals),
+        stop.clone(),
+    );
+    let peers = crate::listen::incoming(
+        peer_listener,
+        api.tls.clone(),
+        crate::tls::Side::Peer,
+        max,
+        Arc::clone(&api.metrics.peer_refusals),
+        stop.clone(),
+    );
+    let shutdown = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let client_server = limited(Server::builder())
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(locks)
+        .add_service(leases)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(clients, shutdown(stop.clone()));
+    let peer_server = limited(Server::builder())
+        .add_service(transport)
+        .serve_with_incoming_shutdown(peers, shutdown(stop));
+    Ok(vec![
+        tokio::spawn(client_server.instrument(span.clone())),
+        tokio::spawn(peer_server.instrument(span)),
+    ])
+}
+
+/// Re-reads the certificate files when one changes (checked every 2 s), so
+/// a rotated certificate is used for new connections without a restart.
+/// (SIGHUP reloads at once through [`NodeHandle::reload_tls`].)
+async fn watch_certificates(tls: Arc<crate::tls::Tls>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(2));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {},
+            _ = stop.wait_for(|s| *s) => return,
         }
-        accepted
-    });
-    Ok(tokio::spawn(
-        async move {
-            Server::builder()
-                .tcp_nodelay(true)
-                .add_service(health_service)
-                .add_service(reflection)
-                .add_service(locks)
-                .add_service(leases)
-                .add_service(admin)
-                .add_service(transport)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
+        match tls.reload_if_changed() {
+            Ok(true) => tracing::info!("certificates changed on disk; reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "certificates changed on disk but cannot be loaded; keeping the old ones")
+            }
         }
-        .instrument(span),
-    ))
+    }
+}
+
+/// On the leader: name the cluster if it has no id yet, and record in the
+/// cluster's state each node's store and client address (this node's own,
+/// and what its peers said in their `Hello`), so every node can check its
+/// peers and give clients leader hints.
+async fn record_members(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(200));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut conflicts_logged = std::collections::BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if api.keeper.leader_term().is_none() {
+            continue;
+        }
+        if api.state.read(|s| s.cluster().id.is_empty()) {
+            let Some(cluster_id) = random_id() else {
+                tracing::error!("no randomness for a cluster id");
+                continue;
+            };
+            match api.propose_one(Command::InitCluster { cluster_id }).await {
+                Ok(applied) => {
+                    if let Ok(raftlock_core::Response::ClusterInit { cluster_id }) = applied.result
+                    {
+                        tracing::info!(cluster_id, "cluster named");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not name the cluster yet");
+                    continue;
+                }
+            }
+        }
+        let mut wanted = api.network.introduced();
+        wanted.insert(
+            api.id,
+            crate::peer::client::Introduced {
+                store_id: api.store_id.clone(),
+                client_addr: api.client_addr.clone(),
+            },
+        );
+        for (node, seen) in wanted {
+            let recorded = api.state.read(|s| s.cluster().members.get(&node).cloned());
+            if recorded
+                .is_some_and(|r| r.store_id == seen.store_id && r.client_addr == seen.client_addr)
+                || conflicts_logged.contains(&(node, seen.store_id.clone()))
+            {
+                continue;
+            }
+            let command = Command::RecordMember {
+                node,
+                store_id: seen.store_id.clone(),
+                client_addr: seen.client_addr,
+            };
+            match api.propose_one(command).await {
+                Ok(applied) => match applied.result {
+                    Ok(raftlock_core::Response::MemberRecorded {
+                        conflict: Some(known),
+                    }) => {
+                        tracing::error!(
+                            node,
+                            store = seen.store_id,
+                            known,
+                            "node came back with another store (its data was wiped): refused; remove it and add it back under a new id"
+                        );
+                        conflicts_logged.insert((node, seen.store_id));
+                    }
+                    Ok(_) => tracing::info!(node, "member recorded"),
+                    Err(e) => tracing::warn!(node, error = %e, "member not recorded"),
+                },
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "could not record a member yet");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// 16 random bytes as hex.
+fn random_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Hands every applied batch to the waiting acquires, the watchers and the
@@ -502,9 +675,30 @@ async fn expire(api: &Api, leases: Vec<LeaseId>) {
 }
 
 impl NodeHandle {
-    /// The address the node listens on.
+    /// The address the node listens on for clients.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the node listens on for peers.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Re-read the TLS certificate, key and CA files now (the node also
+    /// notices changed files by itself within a few seconds); on an error
+    /// the old ones stay. Without TLS, nothing to do.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        match &self.api.tls {
+            Some(tls) => tls.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// This node's cluster id as it has applied it (empty until the first
+    /// leader named the cluster).
+    pub fn cluster_id(&self) -> String {
+        self.api.state.read(|s| s.cluster().id.clone())
     }
 
     /// Where the metrics endpoint listens, if `metrics_listen` was set.
@@ -556,7 +750,7 @@ impl NodeHandle {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        if let Some(mut server) = self.server.take() {
+        for mut server in self.servers.drain(..) {
             // Long calls end on the stop signal; a client that keeps a
             // connection busy anyway gets cut off after a grace period.
             match tokio::time::timeout(Duration::from_secs(5), &mut server).await {

@@ -26,6 +26,8 @@ pub const SM_TREE: &str = "sm";
 pub const SNAPSHOT_TREE: &str = "snapshot";
 
 pub const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+/// The store's random id (a hex string), made with the store.
+pub const STORE_ID_KEY: &[u8] = b"store_id";
 pub const VOTE_KEY: &[u8] = b"vote";
 pub const COMMITTED_KEY: &[u8] = b"committed";
 pub const LAST_PURGED_KEY: &[u8] = b"last_purged";

@@ -90,6 +90,11 @@ impl LogStore {
         self.shared.closed()
     }
 
+    /// This store's random id, made when the store was created.
+    pub fn store_id(&self) -> String {
+        self.shared.store_id.get().cloned().unwrap_or_default()
+    }
+
     /// How long the log's group flushes take (one observation per flush,
     /// which covers every append queued before it). Take it before handing
     /// the store to openraft.

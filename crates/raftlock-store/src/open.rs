@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::error::OpenError;
 use crate::layout::{
-    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_KEY, SNAPSHOT_TREE, StoredSnapshot,
+    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_KEY, SNAPSHOT_TREE, STORE_ID_KEY,
+    StoredSnapshot,
 };
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
@@ -15,8 +16,10 @@ use crate::{frame, log_store, state_machine};
 /// The on-disk format this build reads and writes. 2: waiters and holds
 /// record the Acquire entry they answer last (`requested_at`) and
 /// CancelWait names the attempt it cancels (`as_of`); version 1 records do
-/// not decode as version 2.
-pub const FORMAT_VERSION: u32 = 2;
+/// not decode as version 2. 3: the state names its cluster and each node's
+/// store (`ClusterIdentity`), the store has a random id, and the
+/// membership holds peer addresses (the peer port is separate).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// How to open a store. Every field is a resource or durability decision,
 /// so callers see them rather than inherit sled's defaults.
@@ -69,6 +72,9 @@ pub(crate) struct Shared {
     /// How long each group flush of the log took (the flusher thread's
     /// `db.flush()`: sled's write of its buffers plus `fdatasync`).
     pub(crate) flush_times: Arc<crate::metrics::Histogram>,
+    /// This store's random id, made when it was created: a node whose data
+    /// was wiped comes back with another one, which its peers refuse.
+    pub(crate) store_id: std::sync::OnceLock<String>,
     /// Dropped last (fields drop in order), after the database and trees.
     closed: CloseSignal,
 }
@@ -244,6 +250,7 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         db,
         first_kept: std::sync::atomic::AtomicU64::new(0),
         flush_times: Arc::default(),
+        store_id: std::sync::OnceLock::new(),
         closed: CloseSignal {
             lock_file: dir.join("db"),
             handle: std::fs::File::open(dir.join("db")).ok(),
@@ -251,6 +258,8 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         },
     });
     check_format(&shared)?;
+    let store_id = store_id(&shared)?;
+    let _ = shared.store_id.set(store_id);
     log_store::verify_on_open(&shared)?;
     verify_snapshot(&shared)?;
     let saver = state_machine::Saver::new(
@@ -358,6 +367,28 @@ fn check_format(shared: &Shared) -> Result<(), OpenError> {
             Ok(())
         }
     }
+}
+
+/// This store's id: read, or made (16 random bytes, hex) and flushed when
+/// the store is new.
+fn store_id(shared: &Shared) -> Result<String, OpenError> {
+    let dir = &shared.dir;
+    let sled_err = |e| OpenError::from_sled(dir, e);
+    if let Some(bytes) = shared.meta.get(STORE_ID_KEY).map_err(sled_err)? {
+        return frame::decode(&"store id", &bytes).map_err(|d| OpenError::corrupt(dir, d));
+    }
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| OpenError::Io {
+        dir: dir.clone(),
+        source: std::io::Error::other(format!("no randomness for the store id: {e}")),
+    })?;
+    let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    shared
+        .meta
+        .insert(STORE_ID_KEY, frame::encode(&id))
+        .map_err(sled_err)?;
+    shared.db.flush().map_err(sled_err)?;
+    Ok(id)
 }
 
 /// A file beside sled's own, written once the store exists, so that an

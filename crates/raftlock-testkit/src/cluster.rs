@@ -18,12 +18,16 @@ pub struct Cluster {
     /// None while a node is stopped. Declared before `dirs`: the nodes
     /// stop before their directories go.
     pub nodes: BTreeMap<u64, Option<NodeHandle>>,
-    /// Where clients and peers reach each node (its proxy, if proxied).
+    /// Where clients reach each node (its proxy, if proxied).
     pub addrs: BTreeMap<u64, String>,
-    /// Where each node listens.
+    /// Where peers reach each node (its peer proxy, if proxied).
+    pub peer_addrs: BTreeMap<u64, String>,
+    /// Where each node listens for clients.
     pub listen: BTreeMap<u64, String>,
+    /// Where each node listens for peers.
+    pub peer_listen: BTreeMap<u64, String>,
     /// In a proxied cluster: every byte to a node, from clients and
-    /// peers alike, goes through its proxy.
+    /// peers alike, goes through its proxies.
     pub proxies: BTreeMap<u64, NodeProxy>,
     pub dirs: BTreeMap<u64, TempDir>,
     pub configure: fn(&mut NodeConfig),
@@ -69,22 +73,31 @@ impl Cluster {
     async fn start_inner(n: u64, configure: fn(&mut NodeConfig), proxied: bool) -> Cluster {
         init_tracing();
         let (listeners, mut addrs) = bind_nodes(n).await;
+        let (mut peer_listeners, mut peer_addrs) = bind_nodes(n).await;
         let mut proxies = BTreeMap::new();
         let listen = addrs.clone();
+        let peer_listen = peer_addrs.clone();
         if proxied {
-            for (id, a) in &listen {
-                let target = a.parse().expect("a listen address");
-                let proxy = Proxy::start(target).await.expect("start a proxy");
-                proxies.insert(*id, NodeProxy(proxy));
+            for id in listen.keys() {
+                let start = |a: &String| {
+                    let target = a.parse().expect("a listen address");
+                    async move { Proxy::start(target).await.expect("start a proxy") }
+                };
+                let client = start(&listen[id]).await;
+                let peer = start(&peer_listen[id]).await;
+                proxies.insert(*id, NodeProxy { client, peer });
             }
             for (id, p) in &proxies {
                 addrs.insert(*id, p.addr());
+                peer_addrs.insert(*id, p.peer_addr());
             }
         }
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),
             addrs,
+            peer_addrs,
             listen,
+            peer_listen,
             proxies,
             dirs: BTreeMap::new(),
             configure,
@@ -92,7 +105,10 @@ impl Cluster {
         for (id, listener) in listeners {
             let dir = crate::dirs::temp_dir();
             let c = cluster.config(id, dir.path());
-            let handle = Node::start_on(c, listener).await.expect("node starts");
+            let peer_listener = peer_listeners.remove(&id).expect("a peer listener");
+            let handle = Node::start_on(c, listener, peer_listener)
+                .await
+                .expect("node starts");
             cluster.dirs.insert(id, dir);
             cluster.nodes.insert(id, Some(handle));
         }
@@ -102,8 +118,10 @@ impl Cluster {
 
     fn config(&self, id: u64, dir: &std::path::Path) -> NodeConfig {
         let mut c = NodeConfig::new(id, dir, self.listen[&id].clone());
-        c.initial_members = self.addrs.clone();
+        c.peer_listen = self.peer_listen[&id].clone();
+        c.initial_members = self.peer_addrs.clone();
         c.advertise = Some(self.addrs[&id].clone());
+        c.peer_advertise = Some(self.peer_addrs[&id].clone());
         c.raft = fast_timing();
         c.write_timeout = Duration::from_secs(5);
         (self.configure)(&mut c);
@@ -194,8 +212,11 @@ impl Cluster {
     /// Start a stopped node again on its address and data dir.
     pub async fn restart(&mut self, id: u64) {
         let listener = rebind(&self.listen[&id], Duration::from_secs(5)).await;
+        let peer_listener = rebind(&self.peer_listen[&id], Duration::from_secs(5)).await;
         let config = self.config(id, self.dirs[&id].path());
-        let handle = Node::start_on(config, listener).await.expect("restart");
+        let handle = Node::start_on(config, listener, peer_listener)
+            .await
+            .expect("restart");
         self.nodes.insert(id, Some(handle));
     }
 
@@ -207,29 +228,47 @@ impl Cluster {
     }
 }
 
-/// The proxy in front of one node of a proxied cluster.
-pub struct NodeProxy(Proxy);
+/// The proxies in front of one node of a proxied cluster: one for its
+/// client port, one for its peer port.
+pub struct NodeProxy {
+    client: Proxy,
+    peer: Proxy,
+}
 
 impl NodeProxy {
-    /// Where clients and peers reach the node.
+    /// Where clients reach the node.
     pub fn addr(&self) -> String {
-        self.0.addr().to_string()
+        self.client.addr().to_string()
+    }
+
+    /// Where peers reach the node.
+    pub fn peer_addr(&self) -> String {
+        self.peer.addr().to_string()
     }
 
     /// Cuts the node off from everyone who dials it, like a network
-    /// partition: [`LinkMode::BlackHole`] (open connections stop carrying
-    /// bytes without closing; new ones are accepted but never forwarded).
+    /// partition: [`LinkMode::BlackHole`] on both ports (open connections
+    /// stop carrying bytes without closing; new ones are accepted but never
+    /// forwarded).
     pub fn cut(&self) {
-        self.0.set(LinkMode::BlackHole);
+        self.client.set(LinkMode::BlackHole);
+        self.peer.set(LinkMode::BlackHole);
     }
 
     /// Forward new connections again (the cut ones stay dead, as TCP
     /// connections through a long partition would).
     pub fn heal(&self) {
-        self.0.set(LinkMode::Pass);
+        self.client.set(LinkMode::Pass);
+        self.peer.set(LinkMode::Pass);
     }
 
+    /// The client port's proxy.
     pub fn proxy(&self) -> &Proxy {
-        &self.0
+        &self.client
+    }
+
+    /// The peer port's proxy.
+    pub fn peer_proxy(&self) -> &Proxy {
+        &self.peer
     }
 }

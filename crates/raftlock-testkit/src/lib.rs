@@ -10,6 +10,8 @@
 //!   loss, close).
 //! - [`rng`]: the seeded generator.
 //! - [`grpc`]: the public gRPC API spoken without the product's client.
+//! - [`certs`]: a CA, node and client certificates (as `raftlock certs`
+//!   makes them) for TLS tests.
 //! - [`wait`]: polls and waits, every one bounded.
 //! - [`ports`], [`dirs`]: free ports on 127.0.0.1, temporary directories.
 //!
@@ -17,6 +19,7 @@
 //! product's node and client, so cluster-tests, whose harness must not
 //! share the product's client, uses this crate without `in-process`.
 
+pub mod certs;
 #[cfg(feature = "in-process")]
 pub mod cluster;
 pub mod dirs;

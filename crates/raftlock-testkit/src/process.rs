@@ -269,23 +269,35 @@ pub fn start_dev(bin: &Path, dir: &Path) -> (Proc, String) {
 // raftlock serve
 // ---------------------------------------------------------------------------
 
-/// `bin serve` as node `id` of the cluster `peers`, listening on
-/// 127.0.0.1:`port` with its data in `data_dir`.
-pub fn serve_command(bin: &Path, id: u64, data_dir: &Path, port: u16, peers: &str) -> Command {
+/// `bin serve --insecure` as node `id` of the cluster `peers` (their peer
+/// addresses), listening on 127.0.0.1:`port` for clients and
+/// 127.0.0.1:`peer_port` for peers, with its data in `data_dir`.
+pub fn serve_command(
+    bin: &Path,
+    id: u64,
+    data_dir: &Path,
+    port: u16,
+    peer_port: u16,
+    peers: &str,
+) -> Command {
     let mut cmd = command(bin);
     cmd.arg("serve")
+        .arg("--insecure")
         .arg("--id")
         .arg(id.to_string())
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--peer-listen")
+        .arg(format!("127.0.0.1:{peer_port}"))
         .arg("--peers")
         .arg(peers);
     cmd
 }
 
-/// The `--peers` value of nodes on 127.0.0.1: `1=127.0.0.1:P1,2=...`.
+/// The `--peers` value of nodes on 127.0.0.1 (their peer ports):
+/// `1=127.0.0.1:P1,2=...`.
 pub fn peers(ports: impl IntoIterator<Item = (u64, u16)>) -> String {
     ports
         .into_iter()
@@ -299,7 +311,10 @@ pub fn peers(ports: impl IntoIterator<Item = (u64, u16)>) -> String {
 pub struct ServeCluster {
     /// Declared first: killed before the directory is removed.
     pub procs: BTreeMap<u64, Proc>,
+    /// Client ports.
     pub ports: BTreeMap<u64, u16>,
+    /// Peer ports.
+    pub peer_ports: BTreeMap<u64, u16>,
     /// The `--peers` every node gets.
     pub peers: String,
     pub dir: TempDir,
@@ -318,11 +333,15 @@ impl ServeCluster {
     pub async fn start(bin: &Path, n: u64) -> (ServeCluster, u64) {
         let mut last = String::new();
         for _ in 0..4 {
-            let ports: BTreeMap<u64, u16> = (1..=n).zip(free_ports(n as usize)).collect();
+            let free = free_ports(2 * n as usize);
+            let ports: BTreeMap<u64, u16> = (1..=n).zip(free.iter().copied()).collect();
+            let peer_ports: BTreeMap<u64, u16> =
+                (1..=n).zip(free.iter().copied().skip(n as usize)).collect();
             let mut cluster = ServeCluster {
                 procs: BTreeMap::new(),
-                peers: peers(ports.iter().map(|(id, p)| (*id, *p))),
+                peers: peers(peer_ports.iter().map(|(id, p)| (*id, *p))),
                 ports,
+                peer_ports,
                 dir: crate::dirs::temp_dir(),
                 bin: bin.to_path_buf(),
             };
@@ -357,6 +376,7 @@ impl ServeCluster {
             id,
             &self.data_dir(id),
             self.ports[&id],
+            self.peer_ports[&id],
             &self.peers,
         );
         let log = self.dir.path().join(format!("node{id}.log"));

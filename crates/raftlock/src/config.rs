@@ -36,6 +36,7 @@ const STORAGE: &str = "Storage and snapshots";
 const SERVICE: &str = "Leases, waits and watches";
 const LIMITS: &str = "Limits (applied to the whole cluster by the leader)";
 const LOGGING: &str = "Logging";
+const SECURITY: &str = "Security (docs/security.md)";
 
 /// Flags of `raftlock serve`. Every field is optional here: a missing one
 /// comes from the file or the default, and required ones are checked after
@@ -58,15 +59,49 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_DATA_DIR", value_name = "DIR", help_heading = CLUSTER)]
     pub data_dir: Option<PathBuf>,
 
-    /// host:port to listen on for clients and peers, e.g. 0.0.0.0:7401.
-    /// Required.
+    /// host:port to listen on for clients (the client API, health and
+    /// reflection), e.g. 0.0.0.0:7401. Required.
     #[arg(long, env = "RAFTLOCK_LISTEN", value_name = "ADDR", help_heading = CLUSTER)]
     pub listen: Option<String>,
 
-    /// host:port at which peers and clients reach this node [default: this
-    /// node's address in --peers, else the bound listen address].
+    /// host:port at which clients reach this node; leader hints name it
+    /// [default: the host of this node's address in --peers with the
+    /// --listen port, else the bound listen address].
     #[arg(long, env = "RAFTLOCK_ADVERTISE", value_name = "ADDR", help_heading = CLUSTER)]
     pub advertise: Option<String>,
+
+    /// host:port to listen on for peers (the node-to-node transport only,
+    /// never the client API) [default: the --listen host with its port +
+    /// 1000, e.g. 0.0.0.0:8401].
+    #[arg(long, env = "RAFTLOCK_PEER_LISTEN", value_name = "ADDR", help_heading = CLUSTER)]
+    pub peer_listen: Option<String>,
+
+    /// host:port at which peers reach this node's peer listener [default:
+    /// this node's address in --peers, else the bound peer address].
+    #[arg(long, env = "RAFTLOCK_PEER_ADVERTISE", value_name = "ADDR", help_heading = CLUSTER)]
+    pub peer_advertise: Option<String>,
+
+    /// This node's certificate (PEM), from `raftlock certs node`: both
+    /// listeners serve TLS and peers are dialed with mutual TLS. Needs
+    /// --tls-key and --tls-ca. Re-read on SIGHUP and when the file changes.
+    #[arg(long, env = "RAFTLOCK_TLS_CERT", value_name = "FILE", help_heading = SECURITY)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RAFTLOCK_TLS_KEY", value_name = "FILE", help_heading = SECURITY)]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA (PEM) that signs the cluster's node and client certificates:
+    /// peers must present a node certificate from it, clients may present
+    /// a client certificate from it.
+    #[arg(long, env = "RAFTLOCK_TLS_CA", value_name = "FILE", help_heading = SECURITY)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Serve and dial plaintext, with no TLS: anyone who reaches the ports
+    /// can take part. Only for a private network or a machine of your own;
+    /// required when the --tls-* flags are not given.
+    #[arg(long, env = "RAFTLOCK_INSECURE", help_heading = SECURITY)]
+    pub insecure: bool,
 
     /// host:port to serve Prometheus metrics (GET /metrics) and a health
     /// check (GET /health: 200 while a leader is known) over plain HTTP,
@@ -231,6 +266,12 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub advertise: Option<String>,
+    pub peer_listen: Option<String>,
+    pub peer_advertise: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub insecure: Option<bool>,
     pub metrics_listen: Option<String>,
     /// Node id (as a TOML key) → address.
     pub peers: Option<BTreeMap<String, String>>,
@@ -372,19 +413,72 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
         )));
     }
 
-    let advertise = args
-        .advertise
-        .or(file.advertise)
+    let peer_listen = args
+        .peer_listen
+        .or(file.peer_listen)
+        .unwrap_or_else(|| raftlock_node::peer_listen_for(&listen));
+    check_addr("peer-listen", &peer_listen)?;
+    if peer_listen == listen {
+        return Err(usage(format!(
+            "{} and {} are both {listen}: peers and clients need different ports",
+            opt("peer-listen"),
+            opt("listen")
+        )));
+    }
+    let peer_advertise = args
+        .peer_advertise
+        .or(file.peer_advertise)
         .or_else(|| peers.get(&id).cloned());
-    if let Some(a) = &advertise {
-        check_addr("advertise", a)?;
-        if host_of(a).is_some_and(|h| h.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())) {
-            return Err(usage(format!(
-                "{}: {a} is not an address others can reach; give this host's address or name",
-                opt("advertise")
-            )));
+    // Clients reach this node on the host its peers know it by, at the
+    // client port, unless told otherwise.
+    let advertise = args.advertise.or(file.advertise).or_else(|| {
+        let host = host_of(peers.get(&id)?)?;
+        let port = listen.rsplit_once(':')?.1;
+        Some(format!("{host}:{port}"))
+    });
+    for (flag, a) in [
+        ("advertise", &advertise),
+        ("peer-advertise", &peer_advertise),
+    ] {
+        if let Some(a) = a {
+            check_addr(flag, a)?;
+            if host_of(a).is_some_and(|h| h.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())) {
+                return Err(usage(format!(
+                    "{}: {a} is not an address others can reach; give this host's address or name",
+                    opt(flag)
+                )));
+            }
         }
     }
+
+    let tls_files = (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+        args.tls_ca.or(file.tls_ca),
+    );
+    let insecure = args.insecure || file.insecure.unwrap_or(false);
+    let tls = match tls_files {
+        (Some(cert), Some(key), Some(ca)) => {
+            if insecure {
+                return Err(usage(format!(
+                    "{} and the --tls-* options exclude each other: choose one",
+                    opt("insecure")
+                )));
+            }
+            Some(raftlock_node::TlsFiles { cert, key, ca })
+        }
+        (None, None, None) if insecure => None,
+        (None, None, None) => {
+            return Err(usage(
+                "no TLS: give --tls-cert, --tls-key and --tls-ca (make them with `raftlock certs`, docs/security.md), or --insecure to serve plaintext on a network you trust",
+            ));
+        }
+        _ => {
+            return Err(usage(
+                "--tls-cert, --tls-key and --tls-ca go together: give all three",
+            ));
+        }
+    };
 
     let metrics_listen = args.metrics_listen.or(file.metrics_listen);
     if let Some(a) = &metrics_listen {
@@ -393,6 +487,9 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
 
     let mut node = NodeConfig::new(id, data_dir, listen);
     node.advertise = advertise;
+    node.peer_listen = peer_listen;
+    node.peer_advertise = peer_advertise;
+    node.tls = tls;
     node.metrics_listen = metrics_listen;
     node.initial_members = peers;
     node.peer_dial = peer_dial;
@@ -691,6 +788,7 @@ mod tests {
             id: Some(1),
             data_dir: Some("d".into()),
             listen: Some("127.0.0.1:7401".into()),
+            insecure: true,
             ..ServeArgs::default()
         }
     }
@@ -853,6 +951,12 @@ mod tests {
             data_dir,
             listen,
             advertise,
+            peer_listen,
+            peer_advertise,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            insecure,
             metrics_listen,
             peers,
             peer_dial,
@@ -894,6 +998,12 @@ mod tests {
             data_dir.is_some(),
             listen.is_some(),
             advertise.is_some(),
+            peer_listen.is_some(),
+            peer_advertise.is_some(),
+            tls_cert.is_some(),
+            tls_key.is_some(),
+            tls_ca.is_some(),
+            insecure.is_some(),
             metrics_listen.is_some(),
             peers.is_some(),
             peer_dial.is_some(),

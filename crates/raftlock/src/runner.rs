@@ -41,13 +41,13 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Starts a node on its own runtime; on `listener` if given (already
-    /// bound, so a port conflict is found before any node starts), else on
-    /// `config.listen`. `span` (see [`node_span`]) wraps the node's start,
+    /// Starts a node on its own runtime; on `listeners` (client, peer) if
+    /// given (already bound, so a port conflict is found before any node
+    /// starts), else on `config.listen` and `config.peer_listen`. `span` (see [`node_span`]) wraps the node's start,
     /// its role log and its shutdown.
     pub fn start(
         config: NodeConfig,
-        listener: Option<std::net::TcpListener>,
+        listeners: Option<(std::net::TcpListener, std::net::TcpListener)>,
         worker_threads: usize,
         span: Span,
     ) -> Result<RunningNode, Failure> {
@@ -58,19 +58,19 @@ impl RunningNode {
             .enable_all()
             .build()
             .map_err(|e| Failure::Runtime(format!("cannot start the runtime of node {id}: {e}")))?;
-        let listen = config.listen.clone();
+        let (listen, peer_listen) = (config.listen.clone(), config.peer_listen.clone());
         let started = rt.block_on(
             async move {
-                match listener {
-                    Some(l) => {
-                        let l = l
-                            .set_nonblocking(true)
-                            .and_then(|()| tokio::net::TcpListener::from_std(l))
-                            .map_err(|source| StartError::Bind {
-                                addr: listen,
-                                source,
-                            })?;
-                        Node::start_on(config, l).await
+                let tokio_listener = |l: std::net::TcpListener, addr: String| {
+                    l.set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpListener::from_std(l))
+                        .map_err(|source| StartError::Bind { addr, source })
+                };
+                match listeners {
+                    Some((client, peer)) => {
+                        let client = tokio_listener(client, listen)?;
+                        let peer = tokio_listener(peer, peer_listen)?;
+                        Node::start_on(config, client, peer).await
                     }
                     None => Node::start(config).await,
                 }
@@ -104,6 +104,19 @@ impl RunningNode {
 
     pub fn raft(&self) -> Option<Raft> {
         self.handle.as_ref().map(|h| h.raft().clone())
+    }
+
+    /// Re-read this node's TLS files now (SIGHUP).
+    pub fn reload_tls(&self) {
+        if let Some(handle) = &self.handle {
+            let _entered = self.span.enter();
+            match handle.reload_tls() {
+                Ok(()) => tracing::info!("TLS files reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS files not reloaded; keeping the old ones")
+                }
+            }
+        }
     }
 }
 
@@ -147,9 +160,9 @@ async fn log_role_changes(raft: Raft) {
 fn start_failure(id: u64, e: &StartError) -> Failure {
     let text = error_chain(e);
     match e {
-        StartError::Config(_) => Failure::Usage(format!("node {id}: {text}")),
+        StartError::Config(_) | StartError::Tls(_) => Failure::Usage(format!("node {id}: {text}")),
         StartError::Bind { .. } => Failure::Runtime(format!(
-            "node {id}: {text}; is another process using this address? choose another with --listen"
+            "node {id}: {text}; is another process using this address? choose another with --listen or --peer-listen"
         )),
         _ => Failure::Runtime(format!("node {id} could not start: {text}")),
     }
@@ -162,6 +175,9 @@ pub struct Signals {
     int: tokio::signal::unix::Signal,
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    /// Only for nodes ([`Signals::with_hangup`]): SIGHUP reloads files.
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -176,10 +192,27 @@ impl Signals {
             Ok(Signals {
                 int: signal(SignalKind::interrupt()).map_err(fail)?,
                 term: signal(SignalKind::terminate()).map_err(fail)?,
+                hup: None,
             })
         }
         #[cfg(not(unix))]
         Ok(Signals {})
+    }
+
+    /// [`Signals::new`] plus SIGHUP, which `recv` then returns as well
+    /// (nodes reload their certificates on it instead of stopping).
+    pub fn with_hangup(control: &Runtime) -> Result<Signals, Failure> {
+        #[allow(unused_mut)]
+        let mut signals = Signals::new(control)?;
+        #[cfg(unix)]
+        {
+            let _ctx = control.enter();
+            use tokio::signal::unix::{SignalKind, signal};
+            signals.hup = Some(signal(SignalKind::hangup()).map_err(|e| {
+                Failure::Runtime(format!("cannot install the SIGHUP handler: {e}"))
+            })?);
+        }
+        Ok(signals)
     }
 
     /// The next signal's name.
@@ -189,6 +222,12 @@ impl Signals {
             tokio::select! {
                 _ = self.int.recv() => "SIGINT",
                 _ = self.term.recv() => "SIGTERM",
+                Some(()) = async {
+                    match self.hup.as_mut() {
+                        Some(hup) => hup.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => "SIGHUP",
             }
         }
         #[cfg(not(unix))]
@@ -221,9 +260,22 @@ pub async fn wait_for_end(nodes: &[RunningNode], signals: &mut Signals) -> End {
             });
         }
     }
-    tokio::select! {
-        name = signals.recv() => End::Signal(name),
-        Some(Ok(id)) = stopped.join_next() => End::RaftStopped(id),
+    loop {
+        tokio::select! {
+            name = signals.recv() => {
+                if name == "SIGHUP" {
+                    // Reload, not stop: re-read certificates (and the
+                    // other files a node re-reads) and keep serving.
+                    tracing::info!("SIGHUP: reloading");
+                    for node in nodes {
+                        node.reload_tls();
+                    }
+                    continue;
+                }
+                return End::Signal(name);
+            }
+            Some(Ok(id)) = stopped.join_next() => return End::RaftStopped(id),
+        }
     }
 }
 
@@ -280,7 +332,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let resolved = config::resolve(args)?;
     logging::init(resolved.log_format);
     let control = control_runtime()?;
-    let mut signals = Signals::new(&control)?;
+    let mut signals = Signals::with_hangup(&control)?;
     let node_config = resolved.node;
     let id = node_config.id;
     let span = node_span(id);
@@ -303,9 +355,10 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         peers = ?node_config.initial_members,
         "starting"
     );
+    let tls = node_config.tls.is_some();
     let node = RunningNode::start(node_config, None, resolved.worker_threads, span.clone())?;
     if let Some(addr) = node.addr() {
-        tracing::info!(%addr, "serving; stop with Ctrl-C or SIGTERM");
+        tracing::info!(%addr, tls, "serving; stop with Ctrl-C or SIGTERM, reload with SIGHUP");
     }
     let nodes = vec![node];
     let end = control.block_on(wait_for_end(&nodes, &mut signals));

@@ -60,17 +60,21 @@ async fn start_cluster() -> Result<(Vec<NodeHandle>, Vec<String>, Vec<tempfile::
 {
     let mut listeners = Vec::new();
     let mut members = BTreeMap::new();
+    let mut peers = BTreeMap::new();
     for id in 1..=3u64 {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let p = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         members.insert(id, l.local_addr()?.to_string());
-        listeners.push((id, l));
+        peers.insert(id, p.local_addr()?.to_string());
+        listeners.push((id, l, p));
     }
     let (mut nodes, mut dirs) = (Vec::new(), Vec::new());
-    for (id, listener) in listeners {
+    for (id, listener, peer_listener) in listeners {
         let dir = tempfile::tempdir()?;
         let mut config = NodeConfig::new(id, dir.path(), members[&id].clone());
-        config.initial_members = members.clone();
-        nodes.push(Node::start_on(config, listener).await?);
+        config.peer_listen = peers[&id].clone();
+        config.initial_members = peers.clone();
+        nodes.push(Node::start_on(config, listener, peer_listener).await?);
         dirs.push(dir);
     }
     let deadline = Instant::now() + Duration::from_secs(20);

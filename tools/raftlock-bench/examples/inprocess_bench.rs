@@ -86,17 +86,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let mut listeners = Vec::new();
     let mut members = BTreeMap::new();
+    let mut peers = BTreeMap::new();
     for id in 1..=n_nodes {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let p = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         members.insert(id, l.local_addr()?.to_string());
-        listeners.push(l);
+        peers.insert(id, p.local_addr()?.to_string());
+        listeners.push((l, p));
     }
     let mut nodes = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
+    for (i, (l, p)) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
         let mut c = NodeConfig::new(id, dirs[i].path(), members[&id].clone());
-        c.initial_members = members.clone();
-        nodes.push(Node::start_on(c, l).await?);
+        c.peer_listen = peers[&id].clone();
+        c.initial_members = peers.clone();
+        nodes.push(Node::start_on(c, l, p).await?);
     }
     nodes[0]
         .raft()

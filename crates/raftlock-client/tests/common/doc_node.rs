@@ -9,10 +9,13 @@ async fn doc_node() -> Result<
 > {
     let dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
+    let peer_addr = peer_listener.local_addr()?.to_string();
     let mut config = raftlock_node::NodeConfig::new(1, dir.path(), addr.clone());
-    config.initial_members = std::collections::BTreeMap::from([(1, addr.clone())]);
-    let node = raftlock_node::Node::start_on(config, listener).await?;
+    config.peer_listen = peer_addr.clone();
+    config.initial_members = std::collections::BTreeMap::from([(1, peer_addr)]);
+    let node = raftlock_node::Node::start_on(config, listener, peer_listener).await?;
     node.raft()
         .wait(Some(std::time::Duration::from_secs(10)))
         .current_leader(1, "the documentation node leads")

@@ -1419,3 +1419,52 @@ fn a_batch_that_breaks_the_rules_is_refused_whole_and_changes_nothing() {
         assert_eq!(sm.state.lock_count(), 0, "{commands:?} left a lock");
     }
 }
+
+#[test]
+fn the_first_cluster_id_stays_and_a_recorded_store_is_never_replaced() {
+    let mut sm = Sm::new();
+    let first = sm.ok(Command::InitCluster {
+        cluster_id: "a".into(),
+    });
+    assert_eq!(
+        first,
+        Response::ClusterInit {
+            cluster_id: "a".into()
+        }
+    );
+    // A later leader's proposal (say, one that raced the first) changes nothing.
+    let second = sm.ok(Command::InitCluster {
+        cluster_id: "b".into(),
+    });
+    assert_eq!(
+        second,
+        Response::ClusterInit {
+            cluster_id: "a".into()
+        }
+    );
+    let record = |store: &str, addr: &str| Command::RecordMember {
+        node: 2,
+        store_id: store.into(),
+        client_addr: addr.into(),
+    };
+    assert_eq!(
+        sm.ok(record("s1", "h:1")),
+        Response::MemberRecorded { conflict: None }
+    );
+    // The same store at a new client address: recorded.
+    assert_eq!(
+        sm.ok(record("s1", "h:2")),
+        Response::MemberRecorded { conflict: None }
+    );
+    // Another store under the same id (a wiped node): refused, record kept.
+    assert_eq!(
+        sm.ok(record("s2", "h:3")),
+        Response::MemberRecorded {
+            conflict: Some("s1".into())
+        }
+    );
+    let cluster = sm.state.cluster();
+    assert_eq!(cluster.id, "a");
+    assert_eq!(cluster.members[&2].store_id, "s1");
+    assert_eq!(cluster.members[&2].client_addr, "h:2");
+}

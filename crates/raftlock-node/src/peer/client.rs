@@ -12,8 +12,12 @@
 //! How failures reach openraft (it decides retries and backoff from the
 //! variant):
 //! - the peer cannot be reached (connection refused, connect timeout, DNS,
-//!   a bad address, `UNAVAILABLE`) → [`RPCError::Unreachable`]: openraft
-//!   backs off ([`RaftNetwork::backoff`], 500 ms) before trying again;
+//!   a bad address, `UNAVAILABLE`), or refuses this node as a peer, or is
+//!   refused by it (another cluster, a wiped store, a message meant for
+//!   another node id, a certificate that does not name the node:
+//!   `FAILED_PRECONDITION`, `PERMISSION_DENIED`, `UNAUTHENTICATED`, see
+//!   [`super::identity`]) → [`RPCError::Unreachable`]: openraft backs off
+//!   ([`RaftNetwork::backoff`], 500 ms) before trying again;
 //! - no answer within `RPCOption::hard_ttl()` → [`RPCError::Timeout`];
 //! - any other transport failure (connection reset mid-call, h2 errors), a
 //!   status sent by the peer's server, or an answer that fails its checksum
@@ -122,9 +126,26 @@ struct Channels {
     next_generation: u64,
 }
 
+/// What a peer said about itself in its `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Introduced {
+    pub(crate) store_id: String,
+    pub(crate) client_addr: String,
+}
+
 struct Inner {
     id: NodeId,
     options: NetworkOptions,
+    /// Stamps outgoing messages and checks answers; `None` in the
+    /// transport's unit tests.
+    identity: Option<super::identity::PeerIdentity>,
+    /// Dial peers with mutual TLS.
+    tls: Option<Arc<crate::tls::Tls>>,
+    /// Client address and store of each peer, from its latest `Hello`: the
+    /// leader records them in the cluster's state.
+    introduced: Mutex<BTreeMap<NodeId, Introduced>>,
+    /// This node's client address, sent in its `Hello`s.
+    client_addr: String,
     channels: Mutex<Channels>,
     /// Round trips of AppendEntries that carried entries, per peer (what
     /// a replicated write waits for: the wire both ways and the peer's
@@ -151,12 +172,30 @@ enum CallError {
 }
 
 impl Network {
-    /// The network of node `id` (the id is named in timeout errors).
+    /// The network of node `id` (the id is named in timeout errors), with
+    /// unstamped messages (the transport's unit tests).
+    #[cfg(test)]
     pub(crate) fn new(id: NodeId, options: NetworkOptions) -> Self {
+        Self::secured(id, options, None, None, String::new())
+    }
+
+    /// The network of node `id`, stamping its messages with `identity`,
+    /// dialing with `tls` when set.
+    pub(crate) fn secured(
+        id: NodeId,
+        options: NetworkOptions,
+        identity: Option<super::identity::PeerIdentity>,
+        tls: Option<Arc<crate::tls::Tls>>,
+        client_addr: String,
+    ) -> Self {
         Network {
             inner: Arc::new(Inner {
                 id,
                 options,
+                identity,
+                tls,
+                introduced: Mutex::new(BTreeMap::new()),
+                client_addr,
                 channels: Mutex::new(Channels::default()),
                 append_times: Mutex::new(BTreeMap::new()),
             }),
@@ -206,12 +245,13 @@ impl Network {
     /// failure the peer's channel is dropped from the cache.
     pub(crate) async fn call(
         &self,
+        target: NodeId,
         addr: &str,
         method: Method,
         message: RaftMessage,
         timeout: Duration,
     ) -> Result<RaftMessage, tonic::Status> {
-        self.call_inner(addr, method, message, timeout)
+        self.call_inner(target, addr, method, message, timeout)
             .await
             .map_err(|e| match e {
                 CallError::Timeout(after) => tonic::Status::deadline_exceeded(format!(
@@ -224,13 +264,15 @@ impl Network {
 
     async fn call_inner(
         &self,
+        target: NodeId,
         addr: &str,
         method: Method,
-        message: RaftMessage,
+        mut message: RaftMessage,
         timeout: Duration,
     ) -> Result<RaftMessage, CallError> {
-        let (channel, generation) = self.channel(addr).map_err(CallError::BadAddress)?;
+        let (channel, generation) = self.channel(target, addr).map_err(CallError::BadAddress)?;
         let mut client = self.wrap(channel);
+        self.stamp(&mut message);
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
         let rpc = async {
@@ -248,9 +290,112 @@ impl Network {
             // would otherwise cost a reconnect per timeout, and a dead
             // connection is closed by the HTTP/2 keepalive.
             Err(_elapsed) => Err(CallError::Timeout(timeout)),
-            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Ok(response)) => {
+                let answer = response.into_inner();
+                self.check_answer(&answer).map_err(CallError::Status)?;
+                Ok(answer)
+            }
             Ok(Err(status)) => Err(self.failed(addr, method, generation, timeout, status)),
         }
+    }
+
+    fn stamp(&self, message: &mut RaftMessage) {
+        if let Some(identity) = &self.inner.identity {
+            identity.stamp(message);
+        }
+    }
+
+    /// An answer from a node of another cluster, or from a node whose data
+    /// was wiped, is never handed to Raft.
+    fn check_answer(&self, answer: &RaftMessage) -> Result<(), tonic::Status> {
+        match &self.inner.identity {
+            Some(identity) => identity.check(answer),
+            None => Ok(()),
+        }
+    }
+
+    /// Introduces this node to peer `target` at `addr` and records what the
+    /// peer says about itself (see [`Network::introduced`]). A peer of
+    /// another cluster, or with a store the cluster does not know it by,
+    /// is an error.
+    pub(crate) async fn hello(
+        &self,
+        target: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(), tonic::Status> {
+        let Some(identity) = &self.inner.identity else {
+            return Ok(());
+        };
+        let (channel, generation) = self.channel(target, addr)?;
+        let mut client = self.wrap(channel);
+        let mut request = tonic::Request::new(raftlock_proto::internal::v1::HelloRequest {
+            from_id: self.inner.id,
+            target_id: target,
+            cluster_id: identity.cluster_id(),
+            client_addr: self.inner.client_addr.clone(),
+            store_id: identity.store_id.clone(),
+        });
+        request.set_timeout(timeout);
+        let answer = match tokio::time::timeout(timeout, client.hello(request)).await {
+            Err(_) => {
+                return Err(tonic::Status::deadline_exceeded(format!(
+                    "Hello to {addr}: no answer within {timeout:?}"
+                )));
+            }
+            Ok(Err(status)) => {
+                if is_transport_failure(&status) {
+                    self.evict(addr, generation);
+                }
+                return Err(status);
+            }
+            Ok(Ok(answer)) => answer.into_inner(),
+        };
+        if answer.node_id != target {
+            return Err(tonic::Status::failed_precondition(format!(
+                "{addr} is node {}, not node {target}",
+                answer.node_id
+            )));
+        }
+        identity.check_sender(target, &answer.cluster_id, &answer.store_id)?;
+        self.note_introduction(
+            target,
+            Introduced {
+                store_id: answer.store_id,
+                client_addr: answer.client_addr,
+            },
+        );
+        Ok(())
+    }
+
+    /// Remembers what peer `id` said about itself (in a `Hello` it sent or
+    /// answered).
+    pub(crate) fn note_introduction(&self, id: NodeId, introduced: Introduced) {
+        self.inner
+            .introduced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, introduced);
+    }
+
+    /// Where clients reach peer `id`, as it said in its latest `Hello`.
+    pub(crate) fn introduced_client_addr(&self, id: NodeId) -> Option<String> {
+        self.inner
+            .introduced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .map(|i| i.client_addr.clone())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// What each peer said about itself in its latest `Hello`.
+    pub(crate) fn introduced(&self) -> BTreeMap<NodeId, Introduced> {
+        self.inner
+            .introduced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A failed call's status as a [`CallError`]; a transport failure also
@@ -286,11 +431,12 @@ impl Network {
     /// the stream.
     async fn open_append_stream(
         &self,
+        target: NodeId,
         addr: &str,
         timeout: Duration,
         first: RaftMessage,
     ) -> Result<AppendStream, CallError> {
-        let (channel, generation) = self.channel(addr).map_err(CallError::BadAddress)?;
+        let (channel, generation) = self.channel(target, addr).map_err(CallError::BadAddress)?;
         let mut client = self.wrap(channel);
         let (requests, outbound) = tokio::sync::mpsc::channel(1);
         if requests.try_send(first).is_err() {
@@ -326,7 +472,10 @@ impl Network {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn channel(&self, addr: &str) -> Result<(Channel, u64), tonic::Status> {
+    /// The cached channel to `addr`, or a new one. With TLS, a new
+    /// connection of it checks that the peer's certificate names `target`
+    /// (0: any node), and uses the certificates current at that moment.
+    fn channel(&self, target: NodeId, addr: &str) -> Result<(Channel, u64), tonic::Status> {
         let mut channels = self.channels();
         if let Some(cached) = channels.by_addr.get(addr) {
             return Ok((cached.channel.clone(), cached.generation));
@@ -334,7 +483,13 @@ impl Network {
         let endpoint = self.endpoint(addr)?;
         // `connect_lazy` only spawns the channel's worker; it needs a tokio
         // runtime, which every caller here runs in.
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.inner.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(crate::tls::PeerConnector::new(
+                Arc::clone(tls),
+                target,
+            )),
+            None => endpoint.connect_lazy(),
+        };
         let generation = channels.next_generation;
         channels.next_generation += 1;
         channels.by_addr.insert(
@@ -417,6 +572,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             stream: None,
             next_seq: 1,
             unary: false,
+            introduced: false,
+            last_refusal_logged: None,
         }
     }
 }
@@ -439,6 +596,10 @@ pub(crate) struct PeerClient {
     /// The peer answered `UNIMPLEMENTED` to the stream (a build without
     /// it): AppendEntries go as unary calls from then on.
     unary: bool,
+    /// This client said `Hello` to the peer (and the peer answered).
+    introduced: bool,
+    /// When a refusal by (or of) this peer was last logged.
+    last_refusal_logged: Option<std::time::Instant>,
 }
 
 /// A leader's open AppendEntries stream to one follower.
@@ -468,12 +629,37 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if !self.introduced {
+            // Once per connection to the peer (openraft makes a new client
+            // after a failure): who it is, and where its clients reach it.
+            match self
+                .network
+                .hello(
+                    self.target,
+                    self.network.dial_addr(self.target, &self.node.addr),
+                    option.hard_ttl(),
+                )
+                .await
+            {
+                Ok(()) => self.introduced = true,
+                Err(status) if super::identity::is_refusal(&status) => {
+                    self.warn_refused(&status);
+                    return Err(RPCError::Unreachable(Unreachable::new(
+                        &self.peer_error(&status),
+                    )));
+                }
+                // Unreachable, or a build without Hello: the RPC below
+                // says which; introductions are retried on the next RPC.
+                Err(_) => {}
+            }
+        }
         let message = addressed(request, self.target);
         let answer = if method == Method::AppendEntries && !self.unary {
             self.over_stream(message, option.hard_ttl()).await
         } else {
             self.network
                 .call_inner(
+                    self.target,
                     self.network.dial_addr(self.target, &self.node.addr),
                     method,
                     message,
@@ -522,6 +708,8 @@ impl PeerClient {
         let seq = self.next_seq;
         self.next_seq += 1;
         message.seq = seq;
+        self.network.stamp(&mut message);
+        let target = self.target;
         let max = self.network.inner.options.max_message_bytes;
         let size = prost::Message::encoded_len(&message);
         if size > max {
@@ -543,13 +731,22 @@ impl PeerClient {
                     // restarted): nothing was delivered, so the request
                     // goes on a new stream at once.
                     Err(tokio::sync::mpsc::error::SendError(message)) => {
-                        network.open_append_stream(addr, timeout, message).await?
+                        network
+                            .open_append_stream(target, addr, timeout, message)
+                            .await?
                     }
                 },
-                None => network.open_append_stream(addr, timeout, message).await?,
+                None => {
+                    network
+                        .open_append_stream(target, addr, timeout, message)
+                        .await?
+                }
             };
             match stream.answers.message().await {
-                Ok(Some(answer)) if answer.seq == seq => Ok((answer, stream)),
+                Ok(Some(answer)) if answer.seq == seq => {
+                    network.check_answer(&answer).map_err(CallError::Status)?;
+                    Ok((answer, stream))
+                }
                 Ok(Some(answer)) => Err(CallError::Status(tonic::Status::internal(format!(
                     "AppendEntries stream: answer {} to request {seq}",
                     answer.seq
@@ -593,13 +790,40 @@ impl PeerClient {
         }
     }
 
+    /// A peer that refuses this node as a member (or that this node
+    /// refuses) is logged at most once a minute, as a warning: it needs an
+    /// operator, and openraft retries it every backoff period.
+    fn warn_refused(&mut self, status: &tonic::Status) {
+        let now = std::time::Instant::now();
+        if self
+            .last_refusal_logged
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last_refusal_logged = Some(now);
+        tracing::warn!(
+            peer = self.target,
+            addr = %self.node.addr,
+            code = ?status.code(),
+            error = %status.message(),
+            "peer refused (or refused by this node); not talking to it"
+        );
+    }
+
     fn map_status<E: std::error::Error>(
-        &self,
+        &mut self,
         action: RPCTypes,
         entries: u64,
         status: tonic::Status,
     ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
         let error = self.peer_error(&status);
+        if super::identity::is_refusal(&status) {
+            self.warn_refused(&status);
+            // Back off as for a dead peer: nothing changes until an
+            // operator acts.
+            return RPCError::Unreachable(Unreachable::new(&error));
+        }
         match status.code() {
             tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&error)),
             tonic::Code::OutOfRange if action == RPCTypes::AppendEntries && entries > 1 => {

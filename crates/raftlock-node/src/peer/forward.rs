@@ -61,14 +61,17 @@ impl Api {
         method: Method,
         message: RaftMessage,
     ) -> Result<T, NodeError> {
-        let (leader_id, addr) = match self.leader() {
+        let (leader_id, peer_addr) = match self.leader_peer() {
             Some((id, addr)) if id != self.id => (id, addr),
             _ => return Err(NodeError::NoLeader),
         };
+        // What clients are told: the leader's client address, or no hint.
+        let addr = self.client_addr_of(leader_id).unwrap_or_default();
         let reply = self
             .network
             .call(
-                self.network.dial_addr(leader_id, &addr),
+                leader_id,
+                self.network.dial_addr(leader_id, &peer_addr),
                 method,
                 message,
                 self.config.write_timeout,
@@ -143,6 +146,7 @@ mod tests {
         drop(closed);
         let refused = network
             .call(
+                0,
                 &closed_addr,
                 Method::Forward,
                 pack(&()),
@@ -165,6 +169,7 @@ mod tests {
         });
         let lost = network
             .call(
+                0,
                 &silent_addr,
                 Method::Forward,
                 pack(&()),

@@ -25,6 +25,7 @@ use raftlock_store::{NodeId, TypeConfig};
 use tokio::sync::watch;
 use tonic::{Request, Response, Streaming};
 
+use super::identity::{Caller, PeerIdentity};
 use super::wire::{pack, unpack};
 use crate::Raft;
 use crate::api::Api;
@@ -40,6 +41,9 @@ pub(crate) type AnswerStream =
 pub(crate) struct RaftRpcs {
     raft: Raft,
     id: NodeId,
+    /// Stamps answers and checks senders; `None` in the transport's unit
+    /// tests, whose messages are not stamped.
+    identity: Option<PeerIdentity>,
     /// How long this node's Raft took to take in (append and flush) each
     /// AppendEntries that carried entries.
     append_times: Arc<Histogram>,
@@ -57,8 +61,36 @@ impl RaftRpcs {
         RaftRpcs {
             raft,
             id,
+            identity: None,
             append_times,
         }
+    }
+
+    /// Checks every sender against, and stamps every answer with, `identity`.
+    pub(crate) fn with_identity(mut self, identity: PeerIdentity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Packs an answer, stamped as this node's.
+    fn answer<T: serde::Serialize>(&self, value: &T) -> RaftMessage {
+        let mut message = pack(value);
+        if let Some(identity) = &self.identity {
+            identity.stamp(&mut message);
+        }
+        message
+    }
+
+    /// Whether a request may be taken: meant for this node, from the node
+    /// the caller's certificate names, from this cluster, from the store the
+    /// cluster knows for its sender.
+    fn admit(&self, caller: Caller, message: &RaftMessage) -> Result<(), tonic::Status> {
+        self.check_target(message)?;
+        caller.check(message.from_id)?;
+        if let Some(identity) = &self.identity {
+            identity.check(message)?;
+        }
+        Ok(())
     }
 
     /// A message meant for another node id (an old member whose address this
@@ -78,18 +110,20 @@ impl RaftRpcs {
     /// `INVALID_ARGUMENT`.
     pub(crate) async fn append_entries(
         &self,
+        caller: Caller,
         message: RaftMessage,
     ) -> Result<RaftMessage, tonic::Status> {
-        self.append_entries_answer(&message)
+        self.append_entries_answer(caller, &message)
             .await
-            .map(|answer| pack(&answer))
+            .map(|answer| self.answer(&answer))
     }
 
     async fn append_entries_answer(
         &self,
+        caller: Caller,
         message: &RaftMessage,
     ) -> Result<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>, tonic::Status> {
-        self.check_target(message)?;
+        self.admit(caller, message)?;
         let request: AppendEntriesRequest<TypeConfig> = unpack("append entries request", message)?;
         let entries = request.entries.len();
         let started = std::time::Instant::now();
@@ -111,6 +145,7 @@ impl RaftRpcs {
     /// must not hold up the server's graceful shutdown.
     pub(crate) fn append_entries_stream(
         &self,
+        caller: Caller,
         inbound: tonic::Streaming<RaftMessage>,
         stopping: Option<watch::Receiver<bool>>,
     ) -> AnswerStream {
@@ -141,12 +176,12 @@ impl RaftRpcs {
                     Ok(message) => message,
                     Err(status) => return Some((Err(status), None)),
                 };
-                let answer = match serving.rpcs.append_entries_answer(&message).await {
+                let answer = match serving.rpcs.append_entries_answer(caller, &message).await {
                     Ok(Err(RaftError::Fatal(_))) => return Some((Err(stopped()), None)),
                     Ok(answer) => answer,
                     Err(status) => return Some((Err(status), None)),
                 };
-                let mut answer = pack(&answer);
+                let mut answer = serving.rpcs.answer(&answer);
                 answer.seq = message.seq;
                 Some((Ok(answer), Some(serving)))
             },
@@ -154,27 +189,32 @@ impl RaftRpcs {
     }
 
     /// `VoteRequest` → `Result<VoteResponse, RaftError>`.
-    pub(crate) async fn vote(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
-        self.check_target(&message)?;
+    pub(crate) async fn vote(
+        &self,
+        caller: Caller,
+        message: RaftMessage,
+    ) -> Result<RaftMessage, tonic::Status> {
+        self.admit(caller, &message)?;
         let request: VoteRequest<NodeId> = unpack("vote request", &message)?;
         let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = self.raft.vote(request).await;
-        Ok(pack(&answer))
+        Ok(self.answer(&answer))
     }
 
     /// One chunk: `InstallSnapshotRequest` →
     /// `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>`.
     pub(crate) async fn install_snapshot(
         &self,
+        caller: Caller,
         message: RaftMessage,
     ) -> Result<RaftMessage, tonic::Status> {
-        self.check_target(&message)?;
+        self.admit(caller, &message)?;
         let request: InstallSnapshotRequest<TypeConfig> =
             unpack("install snapshot request", &message)?;
         let answer: Result<
             InstallSnapshotResponse<NodeId>,
             RaftError<NodeId, InstallSnapshotError>,
         > = self.raft.install_snapshot(request).await;
-        Ok(pack(&answer))
+        Ok(self.answer(&answer))
     }
 }
 
@@ -187,14 +227,59 @@ pub(crate) struct TransportService {
     pub(crate) rpcs: RaftRpcs,
 }
 
+impl TransportService {
+    /// Who is calling, as the connection says.
+    fn caller<T>(&self, request: &Request<T>) -> Caller {
+        Caller::of(request, self.api.tls.is_some())
+    }
+
+    /// A sender must be a member (voter or learner) of this node's
+    /// membership, unless this node has none yet (a new node being added).
+    /// Checked on votes (a removed node's campaigns never disturb the
+    /// cluster) and on what followers send their leader (forwards), whose
+    /// membership is the newest.
+    fn check_member(&self, from: NodeId) -> Result<(), tonic::Status> {
+        if from == 0 {
+            return Ok(());
+        }
+        let metrics = self.api.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        if membership.nodes().next().is_none() || membership.get_node(&from).is_some() {
+            Ok(())
+        } else {
+            Err(tonic::Status::permission_denied(format!(
+                "node {from} is not a member of node {}'s cluster",
+                self.api.id
+            )))
+        }
+    }
+
+    /// Checks a request fully (target, certificate, cluster, store,
+    /// membership).
+    fn admit(&self, request: &Request<RaftMessage>) -> Result<(), tonic::Status> {
+        let message = request.get_ref();
+        self.rpcs.admit(self.caller(request), message)?;
+        self.check_member(message.from_id)
+    }
+
+    fn stamped(&self, mut message: RaftMessage) -> Response<RaftMessage> {
+        self.api.peer_identity.stamp(&mut message);
+        Response::new(message)
+    }
+}
+
 #[tonic::async_trait]
 impl internal::raft_transport_server::RaftTransport for TransportService {
     async fn append_entries(
         &self,
         request: Request<internal::RaftMessage>,
     ) -> Reply<internal::RaftMessage> {
+        // No membership check: a leader's term speaks for it, and a node
+        // being added back may not know the current leader as a member.
+        let caller = self.caller(&request);
         self.rpcs
-            .append_entries(request.into_inner())
+            .append_entries(caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -205,15 +290,24 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
         &self,
         request: Request<Streaming<internal::RaftMessage>>,
     ) -> Reply<Self::AppendEntriesStreamStream> {
+        // The messages' senders are checked one by one (RaftRpcs::admit);
+        // the certificate is the connection's.
+        let caller = self.caller(&request);
+        if caller == Caller::NotANode {
+            return Err(caller.check(0).unwrap_err());
+        }
         Ok(Response::new(self.rpcs.append_entries_stream(
+            caller,
             request.into_inner(),
             Some(self.api.stopping.clone()),
         )))
     }
 
     async fn vote(&self, request: Request<internal::RaftMessage>) -> Reply<internal::RaftMessage> {
+        self.check_member(request.get_ref().from_id)?;
+        let caller = self.caller(&request);
         self.rpcs
-            .vote(request.into_inner())
+            .vote(caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -222,8 +316,9 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
         &self,
         request: Request<internal::RaftMessage>,
     ) -> Reply<internal::RaftMessage> {
+        let caller = self.caller(&request);
         self.rpcs
-            .install_snapshot(request.into_inner())
+            .install_snapshot(caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -232,40 +327,55 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
         &self,
         request: Request<internal::RaftMessage>,
     ) -> Reply<internal::RaftMessage> {
-        Ok(Response::new(
-            self.api.serve_forward(request.get_ref()).await,
-        ))
+        self.admit(&request)?;
+        Ok(self.stamped(self.api.serve_forward(request.get_ref()).await))
     }
 
     async fn read_index(
         &self,
-        _request: Request<internal::RaftMessage>,
+        request: Request<internal::RaftMessage>,
     ) -> Reply<internal::RaftMessage> {
-        Ok(Response::new(self.api.serve_read_index().await))
+        self.admit(&request)?;
+        Ok(self.stamped(self.api.serve_read_index().await))
     }
 
     async fn keep_alive(
         &self,
         request: Request<internal::RaftMessage>,
     ) -> Reply<internal::RaftMessage> {
-        Ok(Response::new(
-            self.api.serve_keep_alive(request.get_ref()).await,
-        ))
+        self.admit(&request)?;
+        Ok(self.stamped(self.api.serve_keep_alive(request.get_ref()).await))
     }
 
     async fn hello(
         &self,
-        _request: Request<internal::HelloRequest>,
+        request: Request<internal::HelloRequest>,
     ) -> Reply<internal::HelloResponse> {
+        let caller = self.caller(&request);
+        let hello = request.get_ref();
+        caller.check(hello.from_id)?;
+        if hello.target_id != 0 && hello.target_id != self.api.id {
+            return Err(tonic::Status::failed_precondition(format!(
+                "hello for node {} reached node {} (the address now belongs to another node)",
+                hello.target_id, self.api.id
+            )));
+        }
+        let identity = &self.api.peer_identity;
+        identity.check_sender(hello.from_id, &hello.cluster_id, &hello.store_id)?;
+        // A leader introduces itself before its first AppendEntries, so
+        // its followers can name its client address to clients at once.
+        self.api.network.note_introduction(
+            hello.from_id,
+            crate::peer::client::Introduced {
+                store_id: hello.store_id.clone(),
+                client_addr: hello.client_addr.clone(),
+            },
+        );
         Ok(Response::new(internal::HelloResponse {
             node_id: self.api.id,
-            cluster_id: String::new(),
-            client_addr: self
-                .api
-                .config
-                .advertise
-                .clone()
-                .unwrap_or_else(|| self.api.config.listen.clone()),
+            cluster_id: identity.cluster_id(),
+            client_addr: self.api.client_addr.clone(),
+            store_id: identity.store_id.clone(),
         }))
     }
 }
@@ -278,7 +388,8 @@ pub(crate) fn transport_server(api: &Arc<Api>) -> RaftTransportServer<TransportS
             api.raft.clone(),
             api.id,
             Arc::clone(&api.metrics.appends_taken),
-        ),
+        )
+        .with_identity(api.peer_identity.clone()),
     })
     // Snapshot chunks and entry batches may be large.
     .max_decoding_message_size(64 * 1024 * 1024)

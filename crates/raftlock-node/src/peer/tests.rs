@@ -2,6 +2,7 @@
 //! each node with its own sled store: election, replication, leader
 //! failover and restart, and snapshot installation over InstallSnapshot.
 
+use super::identity::Caller;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -48,7 +49,7 @@ impl RaftTransport for TestTransport {
         request: tonic::Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         self.rpcs
-            .append_entries(request.into_inner())
+            .append_entries(Caller::Unverified, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -63,9 +64,11 @@ impl RaftTransport for TestTransport {
             return Err(Status::unimplemented("not in this build"));
         }
         self.streams_opened.fetch_add(1, Ordering::Relaxed);
-        Ok(Response::new(
-            self.rpcs.append_entries_stream(request.into_inner(), None),
-        ))
+        Ok(Response::new(self.rpcs.append_entries_stream(
+            Caller::Unverified,
+            request.into_inner(),
+            None,
+        )))
     }
 
     async fn vote(
@@ -73,7 +76,7 @@ impl RaftTransport for TestTransport {
         request: tonic::Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         self.rpcs
-            .vote(request.into_inner())
+            .vote(Caller::Unverified, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -84,7 +87,7 @@ impl RaftTransport for TestTransport {
     ) -> Result<Response<RaftMessage>, Status> {
         self.snapshot_chunks.fetch_add(1, Ordering::Relaxed);
         self.rpcs
-            .install_snapshot(request.into_inner())
+            .install_snapshot(Caller::Unverified, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -508,6 +511,7 @@ async fn a_closed_port_is_unreachable() {
 
     let status = network
         .call(
+            0,
             &addr.to_string(),
             Method::Forward,
             pack(&()),
@@ -583,14 +587,16 @@ async fn append_entries_share_one_stream_that_a_failure_replaces() {
     assert_eq!(opened(), 1, "three requests, one stream");
 
     // A request the peer refuses (meant for another node id) ends its
-    // stream; the next request opens a new one.
+    // stream; the next request opens a new one. The refusal is
+    // "unreachable" to openraft, which backs off: nothing changes until an
+    // operator acts.
     let mut misaddressed = network.new_client(node.id + 1, &node.basic_node()).await;
     for _ in 0..2 {
         let error = misaddressed
             .append_entries(request(), option())
             .await
             .expect_err("meant for another node");
-        assert!(matches!(error, RPCError::Network(_)), "{error:?}");
+        assert!(matches!(error, RPCError::Unreachable(_)), "{error:?}");
     }
     assert_eq!(opened(), 3);
     // The first client's stream is untouched.
@@ -631,6 +637,7 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
     let network = Network::new(9, NetworkOptions::default());
     let status = network
         .call(
+            0,
             &node.addr.to_string(),
             Method::KeepAlive,
             pack(&7u64),
@@ -645,6 +652,7 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
     damaged.crc32 ^= 1;
     let status = network
         .call(
+            0,
             &node.addr.to_string(),
             Method::Vote,
             damaged,
@@ -658,6 +666,7 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
     misaddressed.target_id = 5;
     let status = network
         .call(
+            0,
             &node.addr.to_string(),
             Method::Vote,
             misaddressed,

@@ -295,6 +295,7 @@ async fn peer_dial_reaches_peers_whose_advertised_addresses_are_dead() {
 
     init_tracing();
     let (listeners, real) = bind_three().await;
+    let (mut peer_listeners, real_peers) = bind_three().await;
     // Ports 1-3 on loopback: privileged, nothing listens there.
     let advertised: BTreeMap<u64, String> = (1..=3u64)
         .map(|id| (id, format!("127.0.0.1:{id}")))
@@ -304,15 +305,19 @@ async fn peer_dial_reaches_peers_whose_advertised_addresses_are_dead() {
     for (id, listener) in listeners {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let mut c = NodeConfig::new(id, dir.path(), real[&id].clone());
+        c.peer_listen = real_peers[&id].clone();
         c.initial_members = advertised.clone();
-        c.peer_dial = real
+        c.peer_dial = real_peers
             .iter()
             .filter(|(peer, _)| **peer != id)
             .map(|(peer, addr)| (*peer, addr.clone()))
             .collect();
         c.raft = fast_timing();
         c.write_timeout = Duration::from_secs(5);
-        let handle = Node::start_on(c, listener).await.expect("node starts");
+        let peer_listener = peer_listeners.remove(&id).expect("a peer listener");
+        let handle = Node::start_on(c, listener, peer_listener)
+            .await
+            .expect("node starts");
         nodes.insert(id, handle);
         dirs.push(dir);
     }
@@ -486,16 +491,18 @@ async fn a_queued_acquire_its_node_cannot_see_applied_is_withdrawn() {
 
     init_tracing();
     let (listeners, real) = bind_three().await;
+    let (mut peer_listeners, real_peers) = bind_three().await;
     // Node 3 is reached by its peers only through the proxy, and never
     // campaigns, so it keeps following (and forwarding to) the leader after
     // the cut.
-    let to_3 = CutProxy::start(real[&3].clone()).await;
+    let to_3 = CutProxy::start(real_peers[&3].clone()).await;
     let mut dirs = Vec::new();
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let mut c = NodeConfig::new(id, dir.path(), real[&id].clone());
-        c.initial_members = real.clone();
+        c.peer_listen = real_peers[&id].clone();
+        c.initial_members = real_peers.clone();
         c.raft = fast_timing();
         if id == 3 {
             c.raft = RaftTiming {
@@ -507,7 +514,10 @@ async fn a_queued_acquire_its_node_cannot_see_applied_is_withdrawn() {
             c.peer_dial = BTreeMap::from([(3, to_3.addr.clone())]);
         }
         c.write_timeout = Duration::from_secs(1);
-        let handle = Node::start_on(c, listener).await.expect("node starts");
+        let peer_listener = peer_listeners.remove(&id).expect("a peer listener");
+        let handle = Node::start_on(c, listener, peer_listener)
+            .await
+            .expect("node starts");
         nodes.insert(id, handle);
         dirs.push(dir);
     }

@@ -199,11 +199,14 @@ async fn a_learner_is_added_promoted_and_a_node_removed_while_the_cluster_serves
 
     // Node 4 starts empty, with no initial members: it waits to be added.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr4 = listener.local_addr().unwrap().to_string();
+    let peer4 = peer_listener.local_addr().unwrap().to_string();
     let dir4 = tempfile::TempDir::new().unwrap();
     let mut config = raftlock_node::NodeConfig::new(4, dir4.path(), addr4.clone());
+    config.peer_listen = peer4.clone();
     config.raft = fast_timing();
-    let node4 = raftlock_node::Node::start_on(config, listener)
+    let node4 = raftlock_node::Node::start_on(config, listener, peer_listener)
         .await
         .unwrap();
 
@@ -213,7 +216,7 @@ async fn a_learner_is_added_promoted_and_a_node_removed_while_the_cluster_serves
     let added = admin
         .add_learner(pb::AddLearnerRequest {
             id: 4,
-            address: addr4.clone(),
+            address: peer4.clone(),
             wait_caught_up: true,
         })
         .await

@@ -7,4 +7,5 @@ mod cluster;
 mod embedders;
 mod failover;
 mod metrics;
+mod security;
 mod services;

@@ -38,8 +38,10 @@ fn metrics_addr(base_port: u16, id: u64) -> String {
 
 /// How far above a dev node's port its metrics port is.
 const METRICS_PORT_OFFSET: u16 = 10;
+/// Peer ports: the client ports + 1000, as `serve` defaults them.
+const PEER_PORT_OFFSET: u16 = 1000;
 /// Highest --base-port: the third node's metrics port must exist.
-const MAX_BASE_PORT: u16 = u16::MAX - METRICS_PORT_OFFSET - 2;
+const MAX_BASE_PORT: u16 = u16::MAX - PEER_PORT_OFFSET - 2;
 
 /// Records the base port in the directory: members' addresses are in the
 /// Raft log, so the same directory only works on the same ports.
@@ -75,14 +77,19 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
     // before anything is bootstrapped. The metrics ports are only tried
     // here (each node binds its own a moment later).
     let mut listeners = Vec::new();
+    let mut peer_listeners = Vec::new();
     let metrics_ports = (0..DEV_NODES).map(|i| args.base_port + METRICS_PORT_OFFSET + i);
+    let peer_ports = (0..DEV_NODES).map(|i| args.base_port + PEER_PORT_OFFSET + i);
+    let nodes = usize::from(DEV_NODES);
     for (i, port) in (0..DEV_NODES)
         .map(|i| args.base_port + i)
+        .chain(peer_ports)
         .chain(metrics_ports)
         .enumerate()
     {
         match std::net::TcpListener::bind(("127.0.0.1", port)) {
-            Ok(l) if i < usize::from(DEV_NODES) => listeners.push(l),
+            Ok(l) if i < nodes => listeners.push(l),
+            Ok(l) if i < 2 * nodes => peer_listeners.push(l),
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::AddrInUse => {
                 return Err(Failure::Runtime(format!(
@@ -103,26 +110,32 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
 
     logging::init(args.log_format);
     let control = runner::control_runtime()?;
-    let mut signals = Signals::new(&control)?;
+    let mut signals = Signals::with_hangup(&control)?;
 
+    // The initial members name peer addresses.
     let members: BTreeMap<u64, String> = (0..DEV_NODES)
         .map(|i| {
             (
                 u64::from(i) + 1,
-                format!("127.0.0.1:{}", args.base_port + i),
+                format!("127.0.0.1:{}", args.base_port + PEER_PORT_OFFSET + i),
             )
         })
         .collect();
     let mut nodes = Vec::new();
-    for (listener, (id, addr)) in listeners.into_iter().zip(&members) {
+    let bound = listeners.into_iter().zip(peer_listeners);
+    for ((listener, peer_listener), (id, peer_addr)) in bound.zip(&members) {
+        let addr = format!("127.0.0.1:{}", args.base_port + (*id as u16) - 1);
         let mut config = NodeConfig::new(*id, args.dir.join(format!("node{id}")), addr.clone());
-        config.advertise = Some(addr.clone());
+        config.advertise = Some(addr);
+        config.peer_listen = peer_addr.clone();
+        config.peer_advertise = Some(peer_addr.clone());
         config.initial_members = members.clone();
         config.metrics_listen = Some(metrics_addr(args.base_port, *id));
         // Three nodes in one process, little data.
         config.cache_capacity_bytes = 16 * 1024 * 1024;
         let threads = crate::config::DEFAULT_WORKER_THREADS;
-        match RunningNode::start(config, Some(listener), threads, runner::node_span(*id)) {
+        let listeners = Some((listener, peer_listener));
+        match RunningNode::start(config, listeners, threads, runner::node_span(*id)) {
             Ok(node) => nodes.push(node),
             Err(failure) => {
                 // Stop the ones already running cleanly before reporting.

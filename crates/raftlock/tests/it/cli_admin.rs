@@ -307,14 +307,18 @@ fn cluster_group_shows_status_and_adds_promotes_and_removes_a_fourth_node() {
     // A fourth node: `raftlock serve` without --peers waits to be added.
     let mut node4 = None;
     for attempt in 0..5 {
-        let port = free_ports(1)[0];
+        let ports = free_ports(2);
+        let (port, peer_port) = (ports[0], ports[1]);
         let mut cmd = raftlock();
         cmd.args([
             "serve",
+            "--insecure",
             "--id",
             "4",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--peer-listen",
+            &format!("127.0.0.1:{peer_port}"),
         ])
         .arg("--data-dir")
         .arg(tmp.path().join(format!("node4-{attempt}")));
@@ -324,11 +328,13 @@ fn cluster_group_shows_status_and_adds_promotes_and_removes_a_fourth_node() {
             continue;
         }
         wait_serving(port, &mut p, &rt);
-        node4 = Some((p, port));
+        node4 = Some((p, port, peer_port));
         break;
     }
-    let (mut node4, port) = node4.expect("node 4 started on a free port");
-    let addr = format!("127.0.0.1:{port}");
+    let (mut node4, port, peer_port) = node4.expect("node 4 started on a free port");
+    // The membership names peer addresses; clients use the client port.
+    let addr = format!("127.0.0.1:{peer_port}");
+    let client_addr = format!("127.0.0.1:{port}");
 
     let added = dev.json(&["cluster", "add-learner", "4", &addr, "--json"]);
     assert!(ids(&added["learners"]).contains(&4), "{added}");
@@ -343,7 +349,7 @@ fn cluster_group_shows_status_and_adds_promotes_and_removes_a_fourth_node() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut cmd = raftlock();
-        cmd.args(["cluster", "status", "--json", "--endpoints", &addr]);
+        cmd.args(["cluster", "status", "--json", "--endpoints", &client_addr]);
         let (status, out, err) = run_bounded(cmd, tmp.path(), CLI_BOUND);
         assert!(status.success(), "{err}");
         let s: Value = serde_json::from_str(&out).expect("JSON");

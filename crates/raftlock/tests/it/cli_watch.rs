@@ -380,6 +380,7 @@ fn a_watch_that_breaks_inside_a_hand_off_prints_its_release_and_grant_exactly_on
 struct Serve {
     dir: std::path::PathBuf,
     ports: Vec<u16>,
+    peer_ports: Vec<u16>,
     peers: String,
     procs: Vec<Option<Proc>>,
 }
@@ -388,7 +389,14 @@ impl Serve {
     fn spawn(&mut self, i: usize) {
         let id = i as u64 + 1;
         let data_dir = self.dir.join(format!("node{id}"));
-        let cmd = process::serve_command(Path::new(BIN), id, &data_dir, self.ports[i], &self.peers);
+        let cmd = process::serve_command(
+            Path::new(BIN),
+            id,
+            &data_dir,
+            self.ports[i],
+            self.peer_ports[i],
+            &self.peers,
+        );
         let log = self.dir.join(format!("node{}.log", i + 1));
         self.procs[i] = Some(Proc::spawn(cmd, &log));
     }
@@ -405,11 +413,13 @@ impl Serve {
     /// cluster and the index of its leader.
     fn start(tmp: &Path, rt: &tokio::runtime::Runtime) -> (Serve, usize) {
         for attempt in 0..4 {
-            let ports = free_ports(3);
-            let peers = process::peers((1..).zip(ports.iter().copied()));
+            let mut ports = free_ports(6);
+            let peer_ports = ports.split_off(3);
+            let peers = process::peers((1..).zip(peer_ports.iter().copied()));
             let mut serve = Serve {
                 dir: tmp.join(format!("serve{attempt}")),
                 ports,
+                peer_ports,
                 peers,
                 procs: vec![None, None, None],
             };

@@ -97,7 +97,14 @@ fn a_port_in_use_exits_1_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = raftlock();
     cmd.arg("serve")
-        .args(["--id", "1", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--insecure",
+            "--id",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--peer-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.path().join("data"));
     let (status, _, err) = run_bounded(cmd, dir.path(), QUICK);
@@ -115,7 +122,14 @@ fn a_data_dir_in_use_exits_1_and_sigint_stops_the_running_node_with_0() {
     let start = |port: u16, log: &str| {
         let mut cmd = raftlock();
         cmd.arg("serve")
-            .args(["--id", "1", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--insecure",
+                "--id",
+                "1",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--peer-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data);
         Proc::spawn(cmd, &dir.path().join(log))
@@ -140,7 +154,7 @@ fn a_data_dir_in_use_exits_1_and_sigint_stops_the_running_node_with_0() {
 
     let mut cmd = raftlock();
     cmd.arg("serve")
-        .args(["--id", "1", "--listen", "127.0.0.1:0"])
+        .args(["--insecure", "--id", "1", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data);
     let (status, _, err) = run_bounded(cmd, dir.path(), QUICK);
@@ -153,4 +167,66 @@ fn a_data_dir_in_use_exits_1_and_sigint_stops_the_running_node_with_0() {
         .expect("serve stops within 10 s of SIGINT");
     assert_eq!(status.code(), Some(0), "{}", first.log_text());
     assert!(first.log_text().contains("stopped"));
+}
+
+#[test]
+fn without_tls_files_or_insecure_serve_exits_2_saying_how_to_choose() {
+    let (code, err) = serve_fails(&["--id", "1", "--data-dir", "d", "--listen", "127.0.0.1:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--insecure") && err.contains("--tls-cert"),
+        "{err}"
+    );
+    let (code, err) = serve_fails(&[
+        "--id",
+        "1",
+        "--data-dir",
+        "d",
+        "--listen",
+        "127.0.0.1:1",
+        "--tls-cert",
+        "node-1.crt",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("go together"), "{err}");
+}
+
+#[test]
+fn the_peer_port_must_differ_from_the_client_port() {
+    let (code, err) = serve_fails(&[
+        "--insecure",
+        "--id",
+        "1",
+        "--data-dir",
+        "d",
+        "--listen",
+        "127.0.0.1:7401",
+        "--peer-listen",
+        "127.0.0.1:7401",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--peer-listen"), "{err}");
+}
+
+#[test]
+fn unreadable_tls_files_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nowhere.crt");
+    let missing = missing.to_str().expect("utf-8 path");
+    let (code, err) = serve_fails(&[
+        "--id",
+        "1",
+        "--data-dir",
+        dir.path().join("d").to_str().expect("utf-8 path"),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        missing,
+        "--tls-key",
+        missing,
+        "--tls-ca",
+        missing,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nowhere.crt"), "{err}");
 }
