@@ -465,7 +465,7 @@ mod tests {
         assert_eq!(v.to_str().ok(), Some("Bearer rlt_abc-_9"));
         assert!(v.is_sensitive());
         for bad in ["", "a b", "line\nbreak", "tök", " lead"] {
-            let e = auth_header(bad).err().expect("refused");
+            let e = auth_header(bad).expect_err("refused");
             assert!(
                 matches!(&e, Error::InvalidArgument { field, .. } if field == "token"),
                 "{bad:?}: {e:?}"
@@ -479,21 +479,16 @@ mod tests {
         let missing = dir.path().join("nope.crt");
         let e = TlsOptions::new()
             .with_ca_file(&missing)
-            .err()
-            .expect("missing");
+            .expect_err("missing");
         assert!(e.to_string().contains("nope.crt"), "{e}");
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate").expect("write");
-        let e = TlsOptions::new().with_ca_file(&junk).err().expect("junk");
+        let e = TlsOptions::new().with_ca_file(&junk).expect_err("junk");
         assert!(matches!(e, TlsFileError::NotPem { .. }), "{e:?}");
         assert!(e.to_string().contains("junk.pem"), "{e}");
-        let e = TlsOptions::from_files(None, Some(&junk), None)
-            .err()
-            .expect("no key");
+        let e = TlsOptions::from_files(None, Some(&junk), None).expect_err("no key");
         assert!(matches!(e, TlsFileError::Incomplete(_)), "{e:?}");
-        let e = TlsOptions::from_files(None, None, Some(&junk))
-            .err()
-            .expect("no cert");
+        let e = TlsOptions::from_files(None, None, Some(&junk)).expect_err("no cert");
         assert!(matches!(e, TlsFileError::Incomplete(_)), "{e:?}");
     }
 }

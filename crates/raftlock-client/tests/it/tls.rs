@@ -421,7 +421,7 @@ async fn a_server_certificate_from_another_ca_fails_at_once_saying_so() {
         .await
         .expect("connect");
     let started = Instant::now();
-    let e = client.status().await.err().expect("refused");
+    let e = client.status().await.expect_err("refused");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "not retried until the deadline"
@@ -445,7 +445,7 @@ async fn a_tls_client_of_a_plaintext_node_is_told_the_node_does_not_speak_tls() 
     let client = Client::connect([node.addr.to_string()], options(Some(tls), None))
         .await
         .expect("connect");
-    let e = client.status().await.err().expect("refused");
+    let e = client.status().await.expect_err("refused");
     match &e {
         Error::Tls { hint, .. } => assert!(hint.contains("does not speak TLS"), "{e}"),
         e => panic!("expected a TLS error, got {e:?}"),
@@ -465,7 +465,7 @@ async fn a_plaintext_client_of_a_tls_node_is_told_it_may_need_tls() {
     )
     .await
     .expect("connect");
-    let e = client.status().await.err().expect("refused");
+    let e = client.status().await.expect_err("refused");
     // The node hangs up on it: the error says how, and what to check.
     let text = e.to_string();
     assert!(text.contains("TLS") && text.contains("https://"), "{text}");
@@ -523,7 +523,7 @@ async fn an_https_endpoint_without_a_ca_trusts_only_the_system_roots() {
     let client = Client::connect([format!("https://{}", node.addr)], options(None, None))
         .await
         .expect("connect");
-    let e = client.status().await.err().expect("refused");
+    let e = client.status().await.expect_err("refused");
     assert!(matches!(e, Error::Tls { .. }), "{e:?}");
 }
 
@@ -542,7 +542,7 @@ async fn an_in_process_client_sends_its_token_too() {
         pb::admin_server::AdminServer::new(fake.clone()),
         options(None, Some("two words")),
     );
-    let e = client.status().await.err().expect("refused");
+    let e = client.status().await.expect_err("refused");
     assert!(
         matches!(&e, Error::InvalidArgument { field, .. } if field == "token"),
         "{e:?}"
