@@ -548,15 +548,20 @@ impl Client {
                 Ok(Err(status)) => {
                     // A TLS failure (a certificate that does not verify, a
                     // node that does not speak TLS) is a setup mistake
-                    // that retrying cannot fix, and nothing was sent.
-                    if let Some(message) = crate::tls::tls_failure(&status) {
+                    // that retrying cannot fix. Only while connecting
+                    // (tonic's ConnectError wraps the handshake) is it
+                    // certain that nothing was sent; a write's failure
+                    // after that goes the usual way.
+                    let unapplied = kind == Kind::Read || errors::never_sent(&status);
+                    if unapplied && let Some(message) = crate::tls::tls_failure(&status) {
                         return Err(Error::Tls {
                             endpoint: self.nodes().channels[index].0.clone(),
                             hint: crate::tls::tls_hint(&message).to_string(),
                             message,
                         });
                     }
-                    if self.inner.security.tls.is_none()
+                    if unapplied
+                        && self.inner.security.tls.is_none()
                         && !self.nodes().local
                         && crate::tls::not_plaintext_http2(&status)
                     {

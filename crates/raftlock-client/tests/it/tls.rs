@@ -434,6 +434,14 @@ async fn a_server_certificate_from_another_ca_fails_at_once_saying_so() {
         e => panic!("expected a TLS error, got {e:?}"),
     }
     assert!(!e.may_have_been_applied());
+    // A write too: the handshake failed while connecting, so nothing was
+    // sent and it is not "outcome unknown".
+    let e = client
+        .grant_lease(Duration::from_secs(5), "w")
+        .await
+        .expect_err("refused");
+    assert!(matches!(e, Error::Tls { .. }), "{e:?}");
+    assert!(!e.may_have_been_applied());
     assert!(node.fake.calls().is_empty(), "nothing reached the service");
 }
 
