@@ -109,8 +109,8 @@ enum Command {
     /// Takes NAME with a new lease (--ttl, kept alive while COMMAND runs),
     /// runs COMMAND in its own process group with RAFTLOCK_LOCK_NAME,
     /// RAFTLOCK_FENCING_TOKEN, RAFTLOCK_LEASE_ID, RAFTLOCK_LEASE_TTL_MS,
-    /// RAFTLOCK_LOCK_MODE (RAFTLOCK_LOCK_PERMITS) and RAFTLOCK_ENDPOINTS in
-    /// its environment, and exits with COMMAND's exit code. Ctrl-C, SIGTERM
+    /// RAFTLOCK_LOCK_MODE (RAFTLOCK_LOCK_PERMITS) and RAFTLOCK_ENDPOINTS
+    /// (with RAFTLOCK_CA/CERT/KEY/TOKEN when given) in its environment, and exits with COMMAND's exit code. Ctrl-C, SIGTERM
     /// and SIGHUP are forwarded to COMMAND; the lock is released afterwards.
     ///
     /// If keep-alives fail, COMMAND gets --signal --margin before the lease's

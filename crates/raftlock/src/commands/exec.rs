@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use raftlock_client::{ClientOptions, LockGuard, Mode, Session, SessionOptions};
+use raftlock_proto::auth::env;
 use tokio::process::Child;
 
 use crate::commands::{
@@ -414,6 +415,20 @@ fn spawn(
     ];
     if let Some(n) = permits {
         vars.push(("RAFTLOCK_LOCK_PERMITS", n.to_string()));
+    }
+    // The TLS files and the token exec used, for the same reason as the
+    // endpoints (given as environment variables, COMMAND has them already).
+    for (key, path) in [
+        (env::CA, &args.auth.ca),
+        (env::CERT, &args.auth.cert),
+        (env::KEY, &args.auth.key),
+    ] {
+        if let Some(path) = path {
+            vars.push((key, path.display().to_string()));
+        }
+    }
+    if let Some(token) = &args.auth.auth_token {
+        vars.push((env::TOKEN, token.clone()));
     }
     cmd.args(&args.command[1..])
         .envs(vars)
