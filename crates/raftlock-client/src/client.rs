@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use raftlock_proto::auth::AUTHORIZATION_KEY;
 use raftlock_proto::errors::{self, Applied, ErrorReason, Reason, Retry};
 use raftlock_proto::v1 as pb;
 use tonic::body::Body;
@@ -18,6 +19,7 @@ use tower::util::BoxCloneSyncService;
 use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::session::{Session, SessionOptions};
+use crate::tls::{Security, TlsOptions};
 
 /// How often an HTTP/2 ping checks that a connection still carries bytes.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(2);
@@ -25,15 +27,26 @@ const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_CHANNELS: usize = 64;
 
 /// How a [`Client`] talks to the cluster.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Retries of retryable failures (see [`RetryPolicy`]).
     pub retry: RetryPolicy,
     /// Deadline of one logical call, all retries included. An acquire that
     /// waits gets its wait on top of this.
     pub call_timeout: Duration,
-    /// Longest time to open a TCP connection to one node.
+    /// Longest time to open a TCP connection to one node (and, with TLS,
+    /// to complete its handshake).
     pub connect_timeout: Duration,
+    /// TLS for every channel (the CA of the nodes' certificates, a client
+    /// certificate): bare `host:port` endpoints then use TLS too, and
+    /// `http://` ones are refused. `None`: plaintext, unless an endpoint
+    /// is `https://` (then TLS with the system's trusted roots). See
+    /// [`TlsOptions`].
+    pub tls: Option<TlsOptions>,
+    /// A bearer token (`raftlock certs token`), sent with every call as
+    /// `authorization: Bearer <token>`. Printable ASCII only; anything else
+    /// is an error at connect.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -42,7 +55,22 @@ impl Default for ClientOptions {
             retry: RetryPolicy::standard(),
             call_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
+            tls: None,
+            token: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ClientOptions")
+            .field("retry", &self.retry)
+            .field("call_timeout", &self.call_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -69,6 +97,12 @@ enum Kind {
 
 struct Inner {
     options: ClientOptions,
+    /// TLS and the token of every channel, decided at connect.
+    security: Security,
+    /// Why every call fails at once: an in-process client given a token
+    /// that is not a valid header value ([`Client::in_process`] cannot
+    /// return the error itself).
+    unusable: Option<Error>,
     nodes: Mutex<Nodes>,
     /// The sessions of [`Client::lock`], by (ttl, owner), held weakly: the
     /// guards keep them alive, and the client never keeps a lease alive by
@@ -123,7 +157,10 @@ impl tower::Service<http::Request<Body>> for Channel {
 }
 
 impl Channel {
-    fn new<S, E>(service: S) -> Channel
+    /// A channel over `service` that puts `auth` (the bearer token) on
+    /// every request: unary calls, streams (keep-alives, watches) and
+    /// in-process calls alike, since all of them go through here.
+    fn new<S, E>(service: S, auth: Option<http::HeaderValue>) -> Channel
     where
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = E>
             + Clone
@@ -133,10 +170,20 @@ impl Channel {
         S::Future: Send + 'static,
         E: Into<tonic::codegen::StdError> + 'static,
     {
-        Channel(BoxCloneSyncService::new(tower::ServiceExt::map_err(
-            service,
-            |e: E| TransportError(e.into()),
-        )))
+        let service = tower::ServiceExt::map_err(service, |e: E| TransportError(e.into()));
+        match auth {
+            None => Channel(BoxCloneSyncService::new(service)),
+            Some(value) => Channel(BoxCloneSyncService::new(tower::ServiceExt::map_request(
+                service,
+                move |mut request: http::Request<Body>| {
+                    request.headers_mut().insert(
+                        http::HeaderName::from_static(AUTHORIZATION_KEY),
+                        value.clone(),
+                    );
+                    request
+                },
+            ))),
+        }
     }
 }
 
@@ -153,20 +200,37 @@ struct Nodes {
     current: usize,
 }
 
+/// `host:port` of an endpoint: without its `http://` or `https://` (any
+/// case), spaces and trailing `/`. Whether TLS is used is decided for the
+/// whole client at connect ([`Security::decide`]), not per address.
 fn normalize(addr: &str) -> String {
-    addr.trim()
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string()
+    let addr = addr.trim();
+    let rest = match addr.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            rest
+        }
+        _ => addr,
+    };
+    rest.trim_end_matches('/').to_string()
 }
 
-fn channel_for(addr: &str, options: &ClientOptions) -> Result<Channel, Error> {
-    let endpoint =
-        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| Error::InvalidEndpoint {
-            endpoint: addr.to_string(),
-            message: e.to_string(),
-        })?;
+/// A lazy channel to `addr` (`host:port`): TLS or plaintext as
+/// `security` decided for the whole client, never by the address.
+fn channel_for(addr: &str, options: &ClientOptions, security: &Security) -> Result<Channel, Error> {
+    let invalid = |e: &dyn std::fmt::Display| Error::InvalidEndpoint {
+        endpoint: addr.to_string(),
+        message: e.to_string(),
+    };
+    let handshake_timeout = options.connect_timeout.max(Duration::from_secs(1));
+    let endpoint = match security.tls_config(addr, handshake_timeout)? {
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| invalid(&e))?
+            .tls_config(tls)
+            .map_err(|e| invalid(&format!("cannot set up TLS: {}", crate::error::chain(&e))))?,
+        None => Endpoint::from_shared(format!("http://{addr}")).map_err(|e| invalid(&e))?,
+    };
     let channel = endpoint
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
@@ -179,24 +243,33 @@ fn channel_for(addr: &str, options: &ClientOptions) -> Result<Channel, Error> {
         .keep_alive_timeout(options.connect_timeout.max(Duration::from_secs(1)))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(Channel::new(channel))
+    Ok(Channel::new(channel, security.auth.clone()))
 }
 
 impl Client {
-    /// A client for the cluster reachable at `endpoints` (`host:port` or
-    /// `http://host:port`; any subset of the nodes, at least one). Channels
-    /// connect lazily, so this does no I/O and succeeds with nodes down.
+    /// A client for the cluster reachable at `endpoints` (`host:port`,
+    /// `http://host:port` or `https://host:port`; any subset of the nodes,
+    /// at least one). Channels connect lazily, so this does no I/O and
+    /// succeeds with nodes down.
+    ///
+    /// `https://` endpoints, or [`ClientOptions::tls`], make every channel
+    /// use TLS, those to leaders learnt from replies too; `http://` with
+    /// TLS is an [`Error::InvalidEndpoint`] (see [`TlsOptions`]). A
+    /// [`ClientOptions::token`] that is not printable ASCII is an
+    /// [`Error::InvalidArgument`] with field `token`.
     pub async fn connect(
         endpoints: impl IntoIterator<Item = impl Into<String>>,
         options: ClientOptions,
     ) -> Result<Client, Error> {
+        let given: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        let security = Security::decide(&given, options.tls.as_ref(), options.token.as_deref())?;
         let mut channels: Vec<(String, Channel)> = Vec::new();
-        for e in endpoints {
-            let addr = normalize(&e.into());
+        for e in &given {
+            let addr = normalize(e);
             if channels.iter().any(|(a, _)| *a == addr) {
                 continue;
             }
-            let ch = channel_for(&addr, &options)?;
+            let ch = channel_for(&addr, &options, &security)?;
             channels.push((addr, ch));
         }
         if channels.is_empty() {
@@ -208,6 +281,8 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 options,
+                security,
+                unusable: None,
                 nodes: Mutex::new(Nodes {
                     channels,
                     local: false,
@@ -223,7 +298,10 @@ impl Client {
     /// no network hop: give it an embedded node's
     /// `NodeHandle::local_service()` (raftlock-node). Calls, replies and
     /// errors are exactly those of [`Client::connect`]; writes the node
-    /// cannot answer itself it forwards to its leader.
+    /// cannot answer itself it forwards to its leader. A
+    /// [`ClientOptions::token`] is sent with every call (TLS options do not
+    /// apply: there is no connection); a token that is not printable ASCII
+    /// makes every call fail with [`Error::InvalidArgument`].
     ///
     /// ```
     /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/doc_node.rs"));
@@ -253,10 +331,17 @@ impl Client {
         S::Future: Send + 'static,
         E: Into<tonic::codegen::StdError> + 'static,
     {
-        let channel = Channel::new(service);
+        let (auth, unusable) = match options.token.as_deref().map(crate::tls::auth_header) {
+            None => (None, None),
+            Some(Ok(value)) => (Some(value), None),
+            Some(Err(e)) => (None, Some(e)),
+        };
+        let channel = Channel::new(service, auth.clone());
         Client {
             inner: Arc::new(Inner {
                 options,
+                security: Security { tls: None, auth },
+                unusable,
                 nodes: Mutex::new(Nodes {
                     channels: vec![(IN_PROCESS.to_string(), channel)],
                     local: true,
@@ -342,7 +427,7 @@ impl Client {
         if let Some(i) = nodes.channels.iter().position(|(a, _)| *a == addr) {
             nodes.current = i;
         } else if nodes.channels.len() < MAX_CHANNELS
-            && let Ok(ch) = channel_for(&addr, &self.inner.options)
+            && let Ok(ch) = channel_for(&addr, &self.inner.options, &self.inner.security)
         {
             nodes.channels.push((addr, ch));
             nodes.current = nodes.channels.len() - 1;
@@ -427,6 +512,9 @@ impl Client {
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        if let Some(e) = &self.inner.unusable {
+            return Err(e.clone());
+        }
         let policy = &self.inner.options.retry;
         let max_attempts = policy.max_attempts.max(1);
         let mut n = 0u32;
@@ -457,7 +545,34 @@ impl Client {
                     self.learn_from(response.metadata());
                     return Ok(response.into_inner());
                 }
-                Ok(Err(status)) => status,
+                Ok(Err(status)) => {
+                    // A TLS failure (a certificate that does not verify, a
+                    // node that does not speak TLS) is a setup mistake
+                    // that retrying cannot fix. Only while connecting
+                    // (tonic's ConnectError wraps the handshake) is it
+                    // certain that nothing was sent; a write's failure
+                    // after that goes the usual way.
+                    let unapplied = kind == Kind::Read || errors::never_sent(&status);
+                    if unapplied && let Some(message) = crate::tls::tls_failure(&status) {
+                        return Err(Error::Tls {
+                            endpoint: self.nodes().channels[index].0.clone(),
+                            hint: crate::tls::tls_hint(&message).to_string(),
+                            message,
+                        });
+                    }
+                    if unapplied
+                        && self.inner.security.tls.is_none()
+                        && !self.nodes().local
+                        && crate::tls::not_plaintext_http2(&status)
+                    {
+                        return Err(Error::Tls {
+                            endpoint: self.nodes().channels[index].0.clone(),
+                            message: crate::tls::status_text(&status),
+                            hint: crate::tls::PLAINTEXT_TO_TLS_HINT.to_string(),
+                        });
+                    }
+                    status
+                }
                 Err(_) => {
                     // An attempt was under way: a write may have landed.
                     return Err(Error::DeadlineExceeded {
@@ -474,12 +589,9 @@ impl Client {
             let unknown = kind != Kind::Read && classified.applied == Applied::Unknown;
             maybe_applied |= unknown;
             let give_up = |maybe_applied| {
-                Err(Error::from_write_classified(
+                Err(self.explain_transport(
+                    Error::from_write_classified(&status, &classified, lease_id, n, maybe_applied),
                     &status,
-                    &classified,
-                    lease_id,
-                    n,
-                    maybe_applied,
                 ))
             };
             if kind == Kind::WriteOnce && unknown {
@@ -525,6 +637,41 @@ impl Client {
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(pause.min(left)).await;
             }
+        }
+    }
+
+    /// `e`, made from a transport failure (no raftlock reason; tonic says
+    /// only "transport error"), with its causes (`connection refused`,
+    /// `broken pipe`...) and, for a plaintext client whose connection was
+    /// opened and then broke, the likeliest mistake: a node serving TLS
+    /// (it hangs up on a plaintext client without a word it could read).
+    fn explain_transport(&self, e: Error, status: &Status) -> Error {
+        if std::error::Error::source(status).is_none() {
+            return e;
+        }
+        let causes = crate::tls::status_text(status);
+        let tls_hint =
+            self.inner.security.tls.is_none() && !self.nodes().local && !errors::never_sent(status);
+        let explained = |message: String| {
+            let message = message.replacen(status.message(), &causes, 1);
+            if tls_hint {
+                format!(
+                    "{message} (if the nodes serve TLS, give their CA or use https:// endpoints)"
+                )
+            } else {
+                message
+            }
+        };
+        match e {
+            Error::Unavailable { attempts, message } => Error::Unavailable {
+                attempts,
+                message: explained(message),
+            },
+            Error::OutcomeUnknown { attempts, message } => Error::OutcomeUnknown {
+                attempts,
+                message: explained(message),
+            },
+            e => e,
         }
     }
 
@@ -998,10 +1145,22 @@ impl Client {
     /// one attempt within `timeout` (connecting included). For tools that
     /// look at each node (`raftlock status`, finding the leader).
     pub async fn status_of(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse, Error> {
+        Client::status_of_with(endpoint, timeout, &ClientOptions::default()).await
+    }
+
+    /// [`Client::status_of`] with the TLS settings and token of `options`
+    /// (its retries and timeouts are not used).
+    pub async fn status_of_with(
+        endpoint: &str,
+        timeout: Duration,
+        options: &ClientOptions,
+    ) -> Result<pb::StatusResponse, Error> {
         let options = ClientOptions {
             retry: RetryPolicy::none(),
             call_timeout: timeout,
             connect_timeout: timeout,
+            tls: options.tls.clone(),
+            token: options.token.clone(),
         };
         Client::connect([endpoint], options).await?.status().await
     }
@@ -1116,6 +1275,57 @@ mod tests {
         addr.to_string()
     }
 
+    #[test]
+    fn endpoints_normalize_to_host_and_port() {
+        assert_eq!(normalize(" http://a:1/ "), "a:1");
+        assert_eq!(normalize("HTTPS://a:1"), "a:1");
+        assert_eq!(normalize("[::1]:7401"), "[::1]:7401");
+        assert_eq!(normalize("a:1"), "a:1");
+    }
+
+    #[tokio::test]
+    async fn https_endpoints_are_never_downgraded_and_leaders_learnt_keep_tls() {
+        // The same address given as https:// and bare is one node, reached
+        // over TLS; so is a leader named by a reply (with or without a
+        // scheme): the client was made for TLS.
+        let client = Client::connect(
+            ["https://a.invalid:1", "a.invalid:1"],
+            ClientOptions::default(),
+        )
+        .await
+        .expect("client");
+        assert!(client.inner.security.tls.is_some());
+        assert_eq!(client.nodes().channels.len(), 1);
+        client.follow_leader("http://b.invalid:2");
+        assert_eq!(client.current_endpoint(), "b.invalid:2");
+        assert!(client.inner.security.tls.is_some());
+        // Plaintext only when nothing asks for TLS.
+        let plain = Client::connect(["http://a.invalid:1"], ClientOptions::default())
+            .await
+            .expect("client");
+        assert!(plain.inner.security.tls.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_token_that_is_no_header_value_is_refused_at_connect() {
+        let options = ClientOptions {
+            token: Some("two words".into()),
+            ..ClientOptions::default()
+        };
+        let e = Client::connect(["a.invalid:1"], options.clone())
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&e, Error::InvalidArgument { field, .. } if field == "token"),
+            "{e:?}"
+        );
+        assert!(
+            !format!("{options:?}").contains("two words"),
+            "Debug shows no token"
+        );
+    }
+
     #[tokio::test]
     async fn a_client_gives_up_after_the_rounds_in_which_nothing_listens() {
         let endpoints = [closed_port(), closed_port()];
@@ -1129,6 +1339,7 @@ mod tests {
             },
             call_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
+            ..ClientOptions::default()
         };
         let client = Client::connect(endpoints.clone(), options.clone())
             .await
@@ -1163,6 +1374,7 @@ mod tests {
             },
             call_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
         };
         let client = Client::connect(["no-such-node.invalid:7401", &closed_port()], options)
             .await

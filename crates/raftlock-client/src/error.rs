@@ -44,10 +44,15 @@ pub enum Error {
     },
 
     /// The caller's identity may not make this call (DENIED): `missing`
-    /// names the rule it lacks (e.g. `lock on billing/x`), when the node
-    /// said. Not applied.
+    /// names the rule it lacks (e.g. `lock on billing/x`) and `identity`
+    /// the identity the node saw, when the node said (empty otherwise).
+    /// Not applied.
     #[error("denied: {message}")]
-    Denied { missing: String, message: String },
+    Denied {
+        missing: String,
+        identity: String,
+        message: String,
+    },
 
     /// The node accepted no identity from this client (UNAUTHENTICATED):
     /// no client certificate or bearer token, or an unknown one.
@@ -117,6 +122,18 @@ pub enum Error {
     #[error("this session (lease {lease_id}) already holds or is acquiring {name:?}")]
     AlreadyHeld { name: String, lease_id: u64 },
 
+    /// TLS with the node at `endpoint` failed: its certificate did not
+    /// verify against the trusted CA, it does not name the host, the node
+    /// does not speak TLS, or it wanted a client certificate. Not retried
+    /// (retrying cannot fix it) and not applied (nothing was sent).
+    /// `message` is the TLS library's; `hint` says what to check.
+    #[error("TLS with {endpoint} failed: {message}; {hint}")]
+    Tls {
+        endpoint: String,
+        message: String,
+        hint: String,
+    },
+
     /// A bad endpoint given to [`crate::Client::connect`].
     #[error("invalid endpoint {endpoint:?}: {message}")]
     InvalidEndpoint { endpoint: String, message: String },
@@ -126,6 +143,22 @@ pub enum Error {
     /// code, e.g. PERMISSION_DENIED).
     #[error("{reason}: {message}")]
     Other { reason: String, message: String },
+}
+
+/// An error and its causes on one line (tonic's transport errors say
+/// only "transport error" at the top).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl Error {
@@ -163,7 +196,7 @@ impl Error {
             Error::LimitExceeded { reason, .. } => *reason,
             Error::Denied { .. } => ErrorReason::Denied,
             Error::Unauthenticated { .. } => ErrorReason::Unauthenticated,
-            Error::Unavailable { .. } => ErrorReason::Unavailable,
+            Error::Unavailable { .. } | Error::Tls { .. } => ErrorReason::Unavailable,
             Error::OutcomeUnknown { .. } => ErrorReason::OutcomeUnknown,
             Error::DeadlineExceeded { .. } => ErrorReason::DeadlineExceeded,
             Error::AlreadyHeld { .. } => ErrorReason::AlreadyHeld,
@@ -330,6 +363,11 @@ impl Error {
                     .get(detail::MISSING)
                     .cloned()
                     .unwrap_or_default(),
+                identity: classified
+                    .metadata
+                    .get(detail::IDENTITY)
+                    .cloned()
+                    .unwrap_or_default(),
                 message,
             },
             R::Unauthenticated => Error::Unauthenticated { message },
@@ -408,6 +446,26 @@ mod tests {
         );
         let e = Error::from_status(&status(Code::OutOfRange, "COMPACTED", &[]), 0, 1);
         assert_eq!(e.reason(), "COMPACTED");
+    }
+
+    #[test]
+    fn a_denial_names_the_missing_rule_and_the_identity() {
+        let e = Error::from_status(
+            &status(
+                Code::PermissionDenied,
+                "DENIED",
+                &[("missing", "lock on billing/x"), ("identity", "worker")],
+            ),
+            0,
+            1,
+        );
+        assert!(
+            matches!(&e, Error::Denied { missing, identity, .. } if missing == "lock on billing/x" && identity == "worker"),
+            "{e:?}"
+        );
+        let e = Error::from_status(&status(Code::Unauthenticated, "UNAUTHENTICATED", &[]), 0, 1);
+        assert!(matches!(e, Error::Unauthenticated { .. }), "{e:?}");
+        assert!(!e.may_have_been_applied());
     }
 
     #[test]

@@ -89,6 +89,7 @@ mod multi;
 pub mod recipes;
 mod retry;
 mod session;
+mod tls;
 
 pub use client::{Client, ClientOptions};
 pub use duration::{MAX_DURATION, parse_duration};
@@ -98,6 +99,7 @@ pub use lock::{ClientLockBuilder, DEFAULT_TTL, DEFAULT_WAIT, LockBuilder, LockGu
 pub use multi::{MultiLockBuilder, MultiLockGuard};
 pub use retry::RetryPolicy;
 pub use session::{Session, SessionEnd, SessionOptions};
+pub use tls::{TlsFileError, TlsOptions};
 
 /// The generated gRPC types of `raftlock.v1`, used by the read calls.
 pub use raftlock_proto::v1 as proto;

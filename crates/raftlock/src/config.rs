@@ -795,7 +795,11 @@ mod tests {
 
     fn message(f: Failure) -> String {
         match f {
-            Failure::Usage(m) | Failure::Runtime(m) | Failure::Busy(m) | Failure::LeaseLost(m) => m,
+            Failure::Usage(m)
+            | Failure::Runtime(m)
+            | Failure::Busy(m)
+            | Failure::LeaseLost(m)
+            | Failure::NotAllowed(m) => m,
             Failure::Exit(code) => format!("exit {code}"),
         }
     }

@@ -1,18 +1,21 @@
 //! Why the program stops, and its exit code: 0 ok, 1 a runtime failure, 2
 //! bad usage or invalid input, 3 busy or the wait timed out, 4 the lease is
-//! lost (`exec` passes on its command's own code). A client error becomes
+//! lost, 5 not allowed (denied, or no accepted identity) (`exec` passes on
+//! its command's own code). A client error becomes
 //! a [`Failure`] by its [`ErrorReason`], with a hint of what to do.
 
 use std::process::ExitCode;
 
 use raftlock_client::Error;
+use raftlock_proto::auth::env;
 use raftlock_proto::errors::ErrorReason;
 
 /// The exit codes, for --help (and docs/cli.md).
 pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 error (no node answered, stale token or not \
     the holder, ...); 2 bad usage or invalid input (INVALID_*, TTL_OUT_OF_RANGE, TOO_LARGE, \
     LIMIT_EXCEEDED); 3 lock busy or wait timed out (LOCK_BUSY, WAIT_TIMEOUT); 4 lease lost \
-    (LEASE_NOT_FOUND, LEASE_EXPIRING). See docs/cli.md.";
+    (LEASE_NOT_FOUND, LEASE_EXPIRING); 5 not allowed (DENIED, UNAUTHENTICATED). See \
+    docs/cli.md.";
 
 /// Why the program stops with a failure; decides the exit code.
 #[derive(Debug)]
@@ -25,6 +28,9 @@ pub enum Failure {
     Busy(String),
     /// The lease is gone (expired, revoked, unknown): exit code 4.
     LeaseLost(String),
+    /// The identity may not make the call, or no identity was accepted
+    /// (DENIED, UNAUTHENTICATED): exit code 5.
+    NotAllowed(String),
     /// Exit with this code and print nothing (`exec` passing on its
     /// command's exit code).
     Exit(u8),
@@ -38,6 +44,7 @@ impl Failure {
             Failure::Runtime(_) => 1,
             Failure::Busy(_) => 3,
             Failure::LeaseLost(_) => 4,
+            Failure::NotAllowed(_) => 5,
             Failure::Exit(code) => *code,
         }
     }
@@ -49,7 +56,8 @@ impl Failure {
             Failure::Usage(message)
             | Failure::Runtime(message)
             | Failure::Busy(message)
-            | Failure::LeaseLost(message) => eprintln!("error: {message}"),
+            | Failure::LeaseLost(message)
+            | Failure::NotAllowed(message) => eprintln!("error: {message}"),
             Failure::Exit(_) => {}
         }
         ExitCode::from(code)
@@ -67,6 +75,7 @@ impl Failure {
             R::LimitExceeded => Failure::Usage(text),
             R::LockBusy | R::WaitTimeout => Failure::Busy(text),
             r if r.is_lease_gone() => Failure::LeaseLost(text),
+            R::Denied | R::Unauthenticated => Failure::NotAllowed(text),
             _ => Failure::Runtime(text),
         }
     }
@@ -75,14 +84,39 @@ impl Failure {
 /// The failure for a client error on lock `name` (may be empty) and lease
 /// `lease` (when the command names one).
 pub fn client_failure(e: &Error, name: &str, lease: Option<u64>) -> Failure {
+    // A TLS failure says what to check itself; "is the cluster running?"
+    // would mislead.
+    if let Error::Tls { .. } = e {
+        return Failure::Runtime(format!("TLS: {e}"));
+    }
     let reason = e.error_reason();
-    let hint = reason.map_or_else(String::new, |r| hint(r, name, lease));
+    let hint = match e {
+        Error::Denied {
+            missing, identity, ..
+        } => denied_hint(identity, missing),
+        _ => reason.map_or_else(String::new, |r| hint(r, name, lease)),
+    };
     let text = if hint.is_empty() {
         format!("{}: {e}", e.reason())
     } else {
         format!("{}: {e}; {hint}", e.reason())
     };
     Failure::of_reason(reason, text)
+}
+
+/// What to do about a denial.
+fn denied_hint(identity: &str, missing: &str) -> String {
+    let who = if identity.is_empty() {
+        "this identity".to_string()
+    } else {
+        format!("the identity {identity:?}")
+    };
+    let what = if missing.is_empty() {
+        "the permission for this call".to_string()
+    } else {
+        missing.to_string()
+    };
+    format!("{who} lacks {what}; ask an admin to add a rule to its role in the auth file")
 }
 
 /// What to do about a reason.
@@ -117,6 +151,14 @@ fn hint(reason: ErrorReason, name: &str, lease: Option<u64>) -> String {
         ),
         R::HeldInOtherMode => format!("{lease_text} already holds {name} in another mode"),
         R::LockNotFound => format!("{name} is not held; see `raftlock list`"),
+        R::Denied => denied_hint("", ""),
+        R::Unauthenticated => format!(
+            "the node accepted no identity from this client: pass --cert/--key (a client \
+             certificate from the cluster's CA) or --auth-token (or {}/{}, {})",
+            env::CERT,
+            env::KEY,
+            env::TOKEN
+        ),
         R::Unavailable | R::DeadlineExceeded => {
             "is the cluster running? Start one with `raftlock dev`, or name its nodes with \
              --endpoints or RAFTLOCK_ENDPOINTS"
@@ -145,6 +187,8 @@ mod tests {
         assert_eq!(code(ErrorReason::StaleToken), 1);
         assert_eq!(code(ErrorReason::Internal), 1);
         assert_eq!(code(ErrorReason::OutcomeUnknown), 1);
+        assert_eq!(code(ErrorReason::Denied), 5);
+        assert_eq!(code(ErrorReason::Unauthenticated), 5);
         assert_eq!(Failure::of_reason(None, String::new()).code(), 1);
     }
 
@@ -152,7 +196,46 @@ mod tests {
     fn every_reason_has_an_exit_code_of_the_documented_set() {
         for r in ErrorReason::ALL {
             let code = Failure::of_reason(Some(r), String::new()).code();
-            assert!([1, 2, 3, 4].contains(&code), "{r}: {code}");
+            assert!([1, 2, 3, 4, 5].contains(&code), "{r}: {code}");
         }
+    }
+
+    #[test]
+    fn denials_say_who_lacks_what_and_unauthenticated_says_how_to_sign_in() {
+        let e = Error::Denied {
+            missing: "lock on billing/x".into(),
+            identity: "worker".into(),
+            message: "no".into(),
+        };
+        let f = client_failure(&e, "billing/x", None);
+        assert_eq!(f.code(), 5);
+        let Failure::NotAllowed(text) = f else {
+            panic!("{f:?}")
+        };
+        assert!(
+            text.contains("the identity \"worker\" lacks lock on billing/x")
+                && text.contains("auth file"),
+            "{text}"
+        );
+        let f = client_failure(
+            &Error::Unauthenticated {
+                message: "no identity".into(),
+            },
+            "",
+            None,
+        );
+        assert_eq!(f.code(), 5);
+        assert!(format!("{f:?}").contains("--cert/--key"), "{f:?}");
+        let f = client_failure(
+            &Error::Tls {
+                endpoint: "n:1".into(),
+                message: "invalid peer certificate: UnknownIssuer".into(),
+                hint: "give the CA".into(),
+            },
+            "",
+            None,
+        );
+        assert_eq!(f.code(), 1);
+        assert!(format!("{f:?}").contains("UnknownIssuer"), "{f:?}");
     }
 }

@@ -8,11 +8,14 @@
 //! - `raftlock lease|acquire|release|extend|inspect|list|watch|force-release`:
 //!   take, look at and manage locks from a shell (see docs/cli.md).
 //! - `raftlock exec NAME -- COMMAND`: run a command while holding a lock.
+//! - `raftlock certs ca|node|client|token`: certificates and tokens of a
+//!   secured cluster.
 //!
 //! Exit codes: 0 success (including a clean stop on SIGINT/SIGTERM), 1 a
 //! runtime failure (port in use, data directory locked, no node answered,
 //! stale token), 2 a usage or configuration error or invalid input, 3 the
-//! lock is busy or the wait timed out, 4 the lease is lost. `exec` passes
+//! lock is busy or the wait timed out, 4 the lease is lost, 5 not allowed
+//! (DENIED, UNAUTHENTICATED). `exec` passes
 //! on its command's exit code (see `exec::EXEC_EXIT_CODES`).
 
 mod commands;
@@ -27,8 +30,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    acquire, cluster, dev, exec, extend, force_release, inspect, lease, list, release, serve,
-    status, watch,
+    acquire, certs, cluster, dev, exec, extend, force_release, inspect, lease, list, release,
+    serve, status, watch,
 };
 use exit::EXIT_CODES;
 pub use exit::Failure;
@@ -106,8 +109,8 @@ enum Command {
     /// Takes NAME with a new lease (--ttl, kept alive while COMMAND runs),
     /// runs COMMAND in its own process group with RAFTLOCK_LOCK_NAME,
     /// RAFTLOCK_FENCING_TOKEN, RAFTLOCK_LEASE_ID, RAFTLOCK_LEASE_TTL_MS,
-    /// RAFTLOCK_LOCK_MODE (RAFTLOCK_LOCK_PERMITS) and RAFTLOCK_ENDPOINTS in
-    /// its environment, and exits with COMMAND's exit code. Ctrl-C, SIGTERM
+    /// RAFTLOCK_LOCK_MODE (RAFTLOCK_LOCK_PERMITS) and RAFTLOCK_ENDPOINTS
+    /// (with RAFTLOCK_CA/CERT/KEY/TOKEN when given) in its environment, and exits with COMMAND's exit code. Ctrl-C, SIGTERM
     /// and SIGHUP are forwarded to COMMAND; the lock is released afterwards.
     ///
     /// If keep-alives fail, COMMAND gets --signal --margin before the lease's
@@ -123,6 +126,14 @@ enum Command {
     /// then `raftlock cluster promote N`.
     #[command(after_help = EXIT_CODES)]
     Cluster(cluster::ClusterArgs),
+    /// Make a CA, node and client certificates, and bearer tokens.
+    ///
+    /// raftlock certs ca --dir certs; raftlock certs node --id 1 --host
+    /// node1.example.com --dir certs; raftlock certs client --name worker
+    /// --dir certs; raftlock certs token --name ci. Keys are ECDSA P-256,
+    /// written with mode 0600; nothing is overwritten without --force.
+    /// See docs/security-certs.md.
+    Certs(certs::CertsArgs),
 }
 
 /// mimalloc instead of glibc's malloc: a gRPC call allocates and frees
@@ -152,6 +163,7 @@ fn main() -> ExitCode {
         Command::ForceRelease(args) => force_release::run(args),
         Command::Exec(args) => exec::run(*args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Certs(args) => certs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

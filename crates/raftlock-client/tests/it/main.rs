@@ -11,3 +11,4 @@ mod locks;
 mod outcomes;
 mod recipes;
 mod sessions;
+mod tls;

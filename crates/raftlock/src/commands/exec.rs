@@ -22,10 +22,13 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use raftlock_client::{Client, ClientOptions, LockGuard, Mode, Session, SessionOptions};
+use raftlock_client::{ClientOptions, LockGuard, Mode, Session, SessionOptions};
+use raftlock_proto::auth::env;
 use tokio::process::Child;
 
-use crate::commands::{self, DEV_ENDPOINTS, HoldOptions, default_owner, duration, endpoint_list};
+use crate::commands::{
+    self, AuthArgs, DEV_ENDPOINTS, HoldOptions, connect, default_owner, duration, endpoint_list,
+};
 use crate::exit::client_failure;
 use crate::{Failure, runner};
 
@@ -34,9 +37,10 @@ pub const EXEC_EXIT_CODES: &str = "Exit codes: COMMAND's own exit code when it r
     (128+N if signal N killed it); 1 error before COMMAND ran (no node answered, ...); 2 bad \
     usage or invalid input; 3 lock busy or --wait timed out (COMMAND not run); 4 the lock was \
     lost while COMMAND ran (keep-alives failed; COMMAND was stopped with --signal, then \
-    SIGKILL); 126 COMMAND not executable; 127 COMMAND not found; 129/130/143 exec got \
+    SIGKILL); 5 not allowed (DENIED, UNAUTHENTICATED; COMMAND not run); 126 COMMAND not \
+    executable; 127 COMMAND not found; 129/130/143 exec got \
     SIGHUP/SIGINT/SIGTERM (forwarded to COMMAND, lock released). COMMAND's own codes can be \
-    1 to 4 too: exec's own failures are the ones with an `error:` line on stderr. See \
+    1 to 5 too: exec's own failures are the ones with an `error:` line on stderr. See \
     docs/cli.md.";
 
 /// Longest wait for a revoke when giving up before COMMAND ran.
@@ -102,6 +106,9 @@ pub struct ExecArgs {
         default_value = DEV_ENDPOINTS
     )]
     pub endpoints: Vec<String>,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// A signal, by number and name.
@@ -272,9 +279,9 @@ async fn exec(
     signals: &mut Signals,
 ) -> Result<u8, Failure> {
     let name = args.name.as_str();
-    let client = Client::connect(endpoints.to_vec(), ClientOptions::default())
-        .await
-        .map_err(|e| Failure::Usage(format!("{e}; give --endpoints as host:port,...")))?;
+    let mut options = ClientOptions::default();
+    args.auth.apply(endpoints, &mut options)?;
+    let client = connect(endpoints.to_vec(), options).await?;
 
     // Take the lock. A signal meanwhile gives up: the lease is revoked,
     // which also withdraws a queued wait.
@@ -408,6 +415,20 @@ fn spawn(
     ];
     if let Some(n) = permits {
         vars.push(("RAFTLOCK_LOCK_PERMITS", n.to_string()));
+    }
+    // The TLS files and the token exec used, for the same reason as the
+    // endpoints (given as environment variables, COMMAND has them already).
+    for (key, path) in [
+        (env::CA, &args.auth.ca),
+        (env::CERT, &args.auth.cert),
+        (env::KEY, &args.auth.key),
+    ] {
+        if let Some(path) = path {
+            vars.push((key, path.display().to_string()));
+        }
+    }
+    if let Some(token) = &args.auth.auth_token {
+        vars.push((env::TOKEN, token.clone()));
     }
     cmd.args(&args.command[1..])
         .envs(vars)

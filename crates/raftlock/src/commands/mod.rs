@@ -4,6 +4,7 @@
 //! in the client, not here.
 
 pub mod acquire;
+pub mod certs;
 pub mod cluster;
 pub mod dev;
 pub mod exec;
@@ -17,10 +18,12 @@ pub mod serve;
 pub mod status;
 pub mod watch;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use raftlock_client::{Client, ClientOptions, Mode, RetryPolicy};
+use raftlock_client::{Client, ClientOptions, Mode, RetryPolicy, TlsOptions};
+use raftlock_proto::auth::env;
 
 use crate::exit::Failure;
 
@@ -48,6 +51,74 @@ pub struct Conn {
     /// Print JSON (one object; JSON lines for `watch` and `keep-alive`).
     #[arg(long, global = true)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// How to reach a secured cluster: TLS files and a bearer token. Shared by
+/// every command that talks to a cluster (docs/cli.md, "TLS and tokens").
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// PEM file of the CA that signed the nodes' certificates. With it,
+    /// host:port endpoints use TLS (https:// ones always do; without
+    /// --ca they trust the system's roots).
+    #[arg(long, global = true, env = env::CA, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// PEM file of this client's certificate (mutual TLS; its name is the
+    /// identity). Needs --key.
+    #[arg(long, global = true, env = env::CERT, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key. Needs --cert.
+    #[arg(long, global = true, env = env::KEY, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// A bearer token (from `raftlock certs token`), sent with every call.
+    /// Prefer the environment variable: a flag shows in `ps`. (Not
+    /// `--token`: that is a fencing token in `release` and `extend`.)
+    #[arg(
+        long,
+        global = true,
+        env = env::TOKEN,
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
+}
+
+impl AuthArgs {
+    /// The client's TLS options and token for `endpoints`: TLS when --ca,
+    /// --cert/--key or an https:// endpoint asks for it. --cert without
+    /// --key (or the reverse) and unreadable files are usage errors.
+    pub fn apply(&self, endpoints: &[String], options: &mut ClientOptions) -> Result<(), Failure> {
+        let files_given = self.ca.is_some() || self.cert.is_some() || self.key.is_some();
+        let https = endpoints
+            .iter()
+            .any(|e| e.trim().to_ascii_lowercase().starts_with("https://"));
+        options.tls = if files_given {
+            Some(
+                TlsOptions::from_files(
+                    self.ca.as_deref(),
+                    self.cert.as_deref(),
+                    self.key.as_deref(),
+                )
+                .map_err(|e| {
+                    Failure::Usage(format!(
+                        "{e}; give --ca FILE, and --cert FILE with --key FILE (or {}, {}, {})",
+                        env::CA,
+                        env::CERT,
+                        env::KEY
+                    ))
+                })?,
+            )
+        } else if https {
+            // Leaders learnt from replies are bare host:port: keep TLS.
+            Some(TlsOptions::new())
+        } else {
+            None
+        };
+        options.token = self.auth_token.clone().filter(|t| !t.is_empty());
+        Ok(())
+    }
 }
 
 impl Conn {
@@ -62,7 +133,7 @@ impl Conn {
     /// [`Conn::client`] whose calls may take `call_timeout`.
     pub async fn client_with(&self, call_timeout: Duration) -> Result<Client, Failure> {
         let endpoints = endpoint_list(&self.endpoints)?;
-        let options = ClientOptions {
+        let mut options = ClientOptions {
             retry: RetryPolicy {
                 max_attempts: u32::MAX,
                 initial_backoff: Duration::from_millis(100),
@@ -72,11 +143,25 @@ impl Conn {
             },
             call_timeout,
             connect_timeout: Duration::from_secs(2),
+            ..ClientOptions::default()
         };
-        Client::connect(endpoints, options)
-            .await
-            .map_err(|e| Failure::Usage(format!("{e}; give --endpoints as host:port,...")))
+        self.auth.apply(&endpoints, &mut options)?;
+        connect(endpoints, options).await
     }
+}
+
+/// [`Client::connect`] with its errors as usage errors that say what to fix.
+pub async fn connect(endpoints: Vec<String>, options: ClientOptions) -> Result<Client, Failure> {
+    Client::connect(endpoints, options)
+        .await
+        .map_err(|e| match e {
+            raftlock_client::Error::InvalidArgument { ref field, .. } if field == "token" => {
+                Failure::Usage(format!("--auth-token (or {}): {e}", env::TOKEN))
+            }
+            e => Failure::Usage(format!(
+                "{e}; give --endpoints as host:port,..., http://host:port or https://host:port"
+            )),
+        })
 }
 
 /// The --endpoints list without blanks; empty is a usage error.

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use clap::Args;
-use raftlock_client::{Client, Error};
+use raftlock_client::{Client, ClientOptions, Error};
 use raftlock_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::commands::{DEV_ENDPOINTS, endpoint_list};
+use crate::commands::{AuthArgs, DEV_ENDPOINTS, endpoint_list};
+use crate::exit::client_failure;
 use crate::{Failure, runner};
 
 #[derive(Debug, Args)]
@@ -36,6 +37,9 @@ pub struct StatusArgs {
     /// Time allowed to connect to and hear from each node, in ms.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub timeout_ms: u64,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// What `--json` prints.
@@ -111,17 +115,26 @@ impl StatusOut {
 pub fn run(args: StatusArgs) -> Result<(), Failure> {
     let endpoints = endpoint_list(&args.endpoints)?;
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let mut options = ClientOptions::default();
+    args.auth.apply(&endpoints, &mut options)?;
+    let options = &options;
     let control = runner::control_runtime()?;
     let out = control.block_on(async {
         let mut errors = Vec::new();
         let mut found = None;
         for endpoint in &endpoints {
-            match ask(endpoint, timeout).await {
+            match ask(endpoint, timeout, options).await {
                 Ok(s) => {
                     found = Some(StatusOut::new(endpoint.clone(), s));
                     break;
                 }
-                Err(e) => errors.push(format!("{endpoint}: {e}")),
+                // Every node would say the same: stop at the first.
+                Err(
+                    e @ (Error::Tls { .. } | Error::Denied { .. } | Error::Unauthenticated { .. }),
+                ) => {
+                    return Err(client_failure(&e, "", None));
+                }
+                Err(e) => errors.push(format!("{endpoint}: {}", text(&e))),
             }
         }
         let Some(first) = found else {
@@ -141,11 +154,12 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
             );
             return Ok(first);
         };
-        match ask(&addr, timeout).await {
+        match ask(&addr, timeout, options).await {
             Ok(s) => Ok(StatusOut::new(addr, s)),
             Err(e) => {
                 eprintln!(
-                    "note: the leader at {addr} did not answer ({e}); showing node {}'s view",
+                    "note: the leader at {addr} did not answer ({}); showing node {}'s view",
+                    text(&e),
                     first.node_id
                 );
                 Ok(first)
@@ -163,13 +177,23 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
 }
 
 /// Admin.Status of the node at `endpoint` itself, within `timeout`.
-async fn ask(endpoint: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
-    Client::status_of(endpoint, timeout)
-        .await
-        .map_err(|e| match e {
-            Error::Unavailable { message, .. } | Error::DeadlineExceeded { message, .. } => message,
-            e => e.to_string(),
-        })
+async fn ask(
+    endpoint: &str,
+    timeout: Duration,
+    options: &ClientOptions,
+) -> Result<pb::StatusResponse, Error> {
+    Client::status_of_with(endpoint, timeout, options).await
+}
+
+/// An error of [`ask`] as one line: the transport's message alone when no
+/// node answered.
+fn text(e: &Error) -> String {
+    match e {
+        Error::Unavailable { message, .. } | Error::DeadlineExceeded { message, .. } => {
+            message.clone()
+        }
+        e => e.to_string(),
+    }
 }
 
 fn opt(v: Option<u64>) -> String {

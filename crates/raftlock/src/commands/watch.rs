@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use clap::Args as ClapArgs;
 use futures::StreamExt;
-use raftlock_client::{Client, ClientOptions, RetryPolicy};
+use raftlock_client::{ClientOptions, RetryPolicy};
 use raftlock_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::commands::{Conn, endpoint_list};
+use crate::commands::{Conn, connect, endpoint_list};
 use crate::exit::{Failure, client_failure};
 use crate::output::{json_text, mode_name, ms_text, write_line};
 use crate::runner::{self, Signals};
@@ -132,14 +132,13 @@ pub fn run(args: WatchArgs) -> Result<(), Failure> {
         // an election, before giving up (each reopening retries for up to
         // WATCH_RIDE_OUT; the timeout bounds the opening, not the stream).
         let endpoints = endpoint_list(&args.conn.endpoints)?;
-        let options = ClientOptions {
+        let mut options = ClientOptions {
             retry: RetryPolicy::patient(),
             call_timeout: WATCH_RIDE_OUT,
             ..ClientOptions::default()
         };
-        let client = Client::connect(endpoints, options)
-            .await
-            .map_err(|e| Failure::Usage(format!("{e}; give --endpoints as host:port,...")))?;
+        args.conn.auth.apply(&endpoints, &mut options)?;
+        let client = connect(endpoints, options).await?;
         let mut stream = client
             .watch_resuming(&args.prefix, args.from_revision)
             .await

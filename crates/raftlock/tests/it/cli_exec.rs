@@ -51,6 +51,10 @@ exit 7"#;
             "env check",
             "--meta",
             "k=v",
+            // Passed on to COMMAND like the endpoints (the dev cluster
+            // has no auth: it ignores it).
+            "--auth-token",
+            "rlt_exec-test",
         ],
         &["sh", "-c", script],
     ));
@@ -68,6 +72,15 @@ exit 7"#;
     assert_eq!(
         env.get("RAFTLOCK_LOCK_MODE").map(String::as_str),
         Some("exclusive")
+    );
+    assert_eq!(
+        env.get("RAFTLOCK_TOKEN").map(String::as_str),
+        Some("rlt_exec-test")
+    );
+    assert_eq!(
+        env.get("RAFTLOCK_CA"),
+        None,
+        "no TLS file given, none passed"
     );
     assert_eq!(
         env.get("RAFTLOCK_LEASE_TTL_MS").map(String::as_str),

@@ -4,9 +4,11 @@
 
 mod common;
 
+mod certs;
 mod cli_admin;
 mod cli_exec;
 mod cli_locks;
+mod cli_tls;
 mod cli_watch;
 mod dev_cluster;
 mod serve_cluster;
