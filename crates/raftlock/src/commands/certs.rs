@@ -210,6 +210,56 @@ fn print_written(w: &Written, out: &OutArgs, what: &str) -> Result<(), Failure> 
     .map(drop)
 }
 
+/// The certificates of a local cluster of `nodes` nodes and one client
+/// identity `client`, in `dir` (for `raftlock dev --secure`): made when
+/// missing, kept when present (a restarted dev cluster keeps its CA).
+pub(crate) struct LocalCerts {
+    pub(crate) ca: PathBuf,
+    /// Node id → (certificate, key).
+    pub(crate) nodes: Vec<(PathBuf, PathBuf)>,
+    pub(crate) client: (PathBuf, PathBuf),
+}
+
+pub(crate) fn local_cluster_certs(
+    dir: &Path,
+    nodes: u64,
+    client: &str,
+) -> Result<LocalCerts, Failure> {
+    let out = OutArgs {
+        dir: dir.to_path_buf(),
+        days: None,
+        force: false,
+        json: false,
+    };
+    let fail = |e: CertsError| Failure::Runtime(format!("certificates in {}: {e}", dir.display()));
+    let exists = |p: &Path| p.exists();
+    let ca = dir.join(CA_CERT_FILE);
+    if !exists(&ca) {
+        make_ca(&out).map_err(fail)?;
+    }
+    let mut made = Vec::new();
+    for id in 1..=nodes {
+        let cn = node_common_name(id);
+        let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+        if !exists(&cert) {
+            make_node(id, &[], &out).map_err(fail)?;
+        }
+        made.push((cert, key));
+    }
+    let (cert, key) = (
+        dir.join(format!("client-{client}.crt")),
+        dir.join(format!("client-{client}.key")),
+    );
+    if !exists(&cert) {
+        make_client(client, &out).map_err(fail)?;
+    }
+    Ok(LocalCerts {
+        ca,
+        nodes: made,
+        client: (cert, key),
+    })
+}
+
 /// `raftlock certs ca`.
 fn make_ca(out: &OutArgs) -> Result<Written, CertsError> {
     let days = days(out.days, CA_DAYS)?;

@@ -36,6 +36,20 @@ fn metrics_addr(base_port: u16, id: u64) -> String {
     )
 }
 
+/// Where dev node `id` serves clients.
+fn client_addr(base_port: u16, id: u64) -> String {
+    format!("127.0.0.1:{}", u64::from(base_port) + id - 1)
+}
+
+/// `path` made absolute (for the printed environment), or as it is.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The client identity `dev --secure` makes a certificate for (an admin
+/// in its auth file).
+const DEV_CLIENT: &str = "admin";
+
 /// How far above a dev node's port its metrics port is.
 const METRICS_PORT_OFFSET: u16 = 10;
 /// Peer ports: the client ports + 1000, as `serve` defaults them.
@@ -65,6 +79,13 @@ pub struct DevArgs {
     /// Delete DIR first and start an empty cluster.
     #[arg(long)]
     pub fresh: bool,
+
+    /// TLS on every port and mutual TLS between the nodes: a CA and the
+    /// nodes' and an `admin` client's certificates are made in DIR/certs
+    /// (kept across restarts), and the client environment to use them is
+    /// printed (docs/security.md).
+    #[arg(long)]
+    pub secure: bool,
 
     /// Log line format on stderr; RUST_LOG sets the level.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
@@ -107,6 +128,16 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
         }
     }
     write_marker(&args)?;
+    let certs = if args.secure {
+        let dir = args.dir.join("certs");
+        Some(crate::commands::certs::local_cluster_certs(
+            &dir,
+            u64::from(DEV_NODES),
+            DEV_CLIENT,
+        )?)
+    } else {
+        None
+    };
 
     logging::init(args.log_format);
     let control = runner::control_runtime()?;
@@ -124,12 +155,20 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
     let mut nodes = Vec::new();
     let bound = listeners.into_iter().zip(peer_listeners);
     for ((listener, peer_listener), (id, peer_addr)) in bound.zip(&members) {
-        let addr = format!("127.0.0.1:{}", args.base_port + (*id as u16) - 1);
+        let addr = client_addr(args.base_port, *id);
         let mut config = NodeConfig::new(*id, args.dir.join(format!("node{id}")), addr.clone());
         config.advertise = Some(addr);
         config.peer_listen = peer_addr.clone();
         config.peer_advertise = Some(peer_addr.clone());
         config.initial_members = members.clone();
+        if let Some(certs) = &certs {
+            let (cert, key) = certs.nodes[(*id - 1) as usize].clone();
+            config.tls = Some(raftlock_node::TlsFiles {
+                cert,
+                key,
+                ca: certs.ca.clone(),
+            });
+        }
         config.metrics_listen = Some(metrics_addr(args.base_port, *id));
         // Three nodes in one process, little data.
         config.cache_capacity_bytes = 16 * 1024 * 1024;
@@ -166,20 +205,34 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
         }
     };
 
-    let endpoints: Vec<&str> = members.values().map(String::as_str).collect();
+    let endpoints: Vec<String> = (1..=u64::from(DEV_NODES))
+        .map(|id| client_addr(args.base_port, id))
+        .collect();
     let mut banner = format!(
-        "raftlock dev: 3-node cluster ready, data in {}\n",
+        "raftlock dev: 3-node cluster ready{}, data in {}\n",
+        if certs.is_some() { " (TLS)" } else { "" },
         args.dir.display()
     );
-    for (id, addr) in &members {
+    for (id, peer) in &members {
         let role = if *id == leader { "leader" } else { "follower" };
-        banner.push_str(&format!("  node {id}  {addr}  {role}\n"));
+        let addr = client_addr(args.base_port, *id);
+        banner.push_str(&format!("  node {id}  {addr}  {role}  (peers: {peer})\n"));
     }
     banner.push_str(&format!(
-        "export RAFTLOCK_ENDPOINTS={}\n\
-         Metrics: http://{}/metrics (nodes 2 and 3: the next ports)\n\
+        "export RAFTLOCK_ENDPOINTS={}\n",
+        endpoints.join(",")
+    ));
+    if let Some(certs) = &certs {
+        banner.push_str(&format!(
+            "export RAFTLOCK_CA={}\nexport RAFTLOCK_CERT={}\nexport RAFTLOCK_KEY={}\n",
+            absolute(&certs.ca).display(),
+            absolute(&certs.client.0).display(),
+            absolute(&certs.client.1).display(),
+        ));
+    }
+    banner.push_str(&format!(
+        "Metrics: http://{}/metrics (nodes 2 and 3: the next ports)\n\
          Check it with `raftlock status`; stop with Ctrl-C (the data stays; --fresh starts over).\n",
-        endpoints.join(","),
         metrics_addr(args.base_port, 1)
     ));
     // One write, and its failure ignored: a reader that stops reading
