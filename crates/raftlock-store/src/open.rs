@@ -15,8 +15,11 @@ use crate::{frame, log_store, state_machine};
 /// The on-disk format this build reads and writes. 2: waiters and holds
 /// record the Acquire entry they answer last (`requested_at`) and
 /// CancelWait names the attempt it cancels (`as_of`); version 1 records do
-/// not decode as version 2.
-pub const FORMAT_VERSION: u32 = 2;
+/// not decode as version 2. 3: leases record the identity that granted
+/// them, and GrantLease, Acquire and ForceRelease carry the caller's
+/// identity and its limits (auth, docs/security.md); version 2 records do
+/// not decode as version 3.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// How to open a store. Every field is a resource or durability decision,
 /// so callers see them rather than inherit sled's defaults.
