@@ -15,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod api;
+mod auth;
 mod batcher;
 mod config;
 mod conn;
@@ -28,6 +29,7 @@ mod waits;
 mod watch;
 
 pub use api::{AcquireArgs, Acquired, Api};
+pub use auth::{AuthFileError, AuthSource};
 pub use config::{NodeConfig, RaftTiming};
 pub use error::NodeError;
 pub use node::{Node, NodeHandle, StartError};

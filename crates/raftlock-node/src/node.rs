@@ -50,6 +50,10 @@ pub enum StartError {
     /// Anything else that failed while starting.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The auth file could not be read or is wrong (the text names the
+    /// entry): the node does not start rather than guess.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthFileError),
 }
 
 /// Starts nodes. See [`Node::start`].
@@ -96,6 +100,7 @@ impl Node {
         listener: TcpListener,
     ) -> Result<NodeHandle, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let auth = crate::auth::Auth::new(config.auth.clone())?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
             source,
@@ -187,6 +192,7 @@ impl Node {
             metrics: crate::metrics::NodeMetrics::new(log_flushes),
             batcher,
             stopping: stop_rx.clone(),
+            auth,
         });
 
         let server = spawn_server(Arc::clone(&api), listener, stop_rx.clone())?;
@@ -520,6 +526,13 @@ impl NodeHandle {
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.api.id
+    }
+
+    /// Re-read the auth file and put its policy in force (what SIGHUP
+    /// does). On error the policy in force stays, and the error says why.
+    /// Without auth (`NodeConfig::auth` unset) it does nothing.
+    pub fn reload_auth(&self) -> Result<(), crate::auth::AuthFileError> {
+        self.api.auth.reload()
     }
 
     /// The node's operations, in process (no network hop).

@@ -96,10 +96,20 @@ impl Api {
         unpack::<T>(method.name(), &reply).map_err(|e| NodeError::Internal(e.to_string()))
     }
 
-    /// Answer a forwarded write (Forward RPC).
+    /// Answer a forwarded write (Forward RPC). Only the commands a
+    /// follower builds for its clients are taken: the leader's own
+    /// (ExpireLeases, Tick, SetLimits) and batches, which only the
+    /// leader's batcher forms, are refused whoever sends them, so no peer
+    /// can end leases or change limits through this call.
     pub(crate) async fn serve_forward(&self, message: &RaftMessage) -> RaftMessage {
         let result: ForwardResult = match unpack::<Command>("forwarded command", message) {
-            Ok(command) => self.propose(command).await,
+            Ok(command) => match forwardable(&command) {
+                Ok(()) => self.propose(command).await,
+                Err(e) => {
+                    tracing::warn!(target: "audit", method = "Forward", result = "refused", error = %e);
+                    Err(e)
+                }
+            },
             Err(e) => Err(NodeError::invalid("command", e.to_string())),
         };
         pack(&result)
@@ -120,6 +130,29 @@ impl Api {
             Err(e) => Err(NodeError::invalid("keep-alive", e.to_string())),
         };
         pack(&result)
+    }
+}
+
+/// Whether a follower may forward `command`: the client commands only.
+pub(crate) fn forwardable(command: &Command) -> Result<(), NodeError> {
+    match command {
+        Command::GrantLease { .. }
+        | Command::RevokeLease { .. }
+        | Command::Acquire { .. }
+        | Command::Release { .. }
+        | Command::Extend { .. }
+        | Command::CancelWait { .. }
+        | Command::ForceRelease { .. } => Ok(()),
+        Command::ExpireLeases { .. } | Command::Tick | Command::SetLimits { .. } => {
+            Err(NodeError::invalid(
+                "command",
+                "a leader-only command (ExpireLeases, Tick, SetLimits) is never accepted from another node",
+            ))
+        }
+        Command::Batch { .. } => Err(NodeError::invalid(
+            "command",
+            "batches are formed by the leader only and are never accepted from another node",
+        )),
     }
 }
 
