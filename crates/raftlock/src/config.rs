@@ -74,6 +74,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_METRICS_LISTEN", value_name = "ADDR", help_heading = CLUSTER)]
     pub metrics_listen: Option<String>,
 
+    /// Auth file (TOML): identities (client certificate names, bearer
+    /// token digests), their roles and limits; see docs/security-auth.md.
+    /// Re-read on SIGHUP [default: auth off, every caller may do
+    /// everything].
+    #[arg(long, env = "RAFTLOCK_AUTH", value_name = "FILE", help_heading = CLUSTER)]
+    pub auth: Option<PathBuf>,
+
     /// The initial cluster, `ID=HOST:PORT,...` (e.g.
     /// 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401). Give every node the
     /// same list: a node with a new data directory that is named here
@@ -232,6 +239,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub advertise: Option<String>,
     pub metrics_listen: Option<String>,
+    pub auth: Option<PathBuf>,
     /// Node id (as a TOML key) → address.
     pub peers: Option<BTreeMap<String, String>>,
     /// Node id (as a TOML key) → address to dial it at.
@@ -394,6 +402,10 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     let mut node = NodeConfig::new(id, data_dir, listen);
     node.advertise = advertise;
     node.metrics_listen = metrics_listen;
+    node.auth = args
+        .auth
+        .or(file.auth)
+        .map(raftlock_node::AuthSource::File);
     node.initial_members = peers;
     node.peer_dial = peer_dial;
 
@@ -748,6 +760,18 @@ mod tests {
     }
 
     #[test]
+    fn auth_names_the_node_s_auth_file_and_defaults_to_off() {
+        let mut a = args();
+        a.auth = Some(PathBuf::from("/etc/raftlock/auth.toml"));
+        let r = resolve(a).expect("valid");
+        assert_eq!(
+            r.node.auth,
+            Some(raftlock_node::AuthSource::File("/etc/raftlock/auth.toml".into()))
+        );
+        assert_eq!(resolve(args()).expect("valid").node.auth, None);
+    }
+
+    #[test]
     fn metrics_listen_is_passed_on_and_a_bad_address_is_refused() {
         let mut a = args();
         a.metrics_listen = Some("0.0.0.0:7411".into());
@@ -854,6 +878,7 @@ mod tests {
             listen,
             advertise,
             metrics_listen,
+            auth,
             peers,
             peer_dial,
             heartbeat_ms,
@@ -895,6 +920,7 @@ mod tests {
             listen.is_some(),
             advertise.is_some(),
             metrics_listen.is_some(),
+            auth.is_some(),
             peers.is_some(),
             peer_dial.is_some(),
             heartbeat_ms.is_some(),
