@@ -341,15 +341,6 @@ pub(crate) struct Caller {
 pub(crate) const ANONYMOUS: &str = "anonymous";
 
 impl Caller {
-    /// A caller with auth off (in-process operations).
-    #[cfg(test)]
-    pub(crate) fn anonymous(method: &'static str) -> Caller {
-        Caller {
-            identity: None,
-            method,
-        }
-    }
-
     /// The identity's name, for logs ("anonymous" with auth off).
     pub(crate) fn name(&self) -> &str {
         self.identity

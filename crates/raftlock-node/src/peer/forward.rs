@@ -160,9 +160,95 @@ pub(crate) fn forwardable(command: &Command) -> Result<(), NodeError> {
 mod tests {
     use std::time::Duration;
 
-    use crate::peer::client::{Method, Network, NetworkOptions};
-    use crate::peer::wire::pack;
+    use std::collections::BTreeMap;
+
+    use raftlock_core::{Applied, Command, Limits, LockError};
     use raftlock_proto::errors::never_sent;
+
+    use crate::error::NodeError;
+    use crate::peer::client::{Method, Network, NetworkOptions};
+    use crate::peer::wire::{pack, unpack};
+    use crate::{Node, NodeConfig};
+
+    /// A peer's Forward carries only client commands: the leader refuses
+    /// its own commands (which would end any lease now, or change the
+    /// limits) and batches, and applies nothing of them.
+    #[tokio::test]
+    async fn the_leader_refuses_leader_only_commands_and_batches_from_peers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let mut config = NodeConfig::new(1, dir.path(), addr.clone());
+        config.initial_members = BTreeMap::from([(1, addr.clone())]);
+        let node = Node::start_on(config, listener).await.expect("starts");
+        let api = node.api();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !api.is_leader() {
+            assert!(std::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (lease, _) = api
+            .grant_lease(10_000, "victim".into())
+            .await
+            .expect("lease");
+        let limits_before = api.state.read(|s| s.limits().clone());
+
+        let peer = Network::new(2, NetworkOptions::default());
+        let forward = |command: Command| {
+            let (peer, addr) = (peer.clone(), addr.clone());
+            async move {
+                let reply = peer
+                    .call(
+                        &addr,
+                        Method::Forward,
+                        pack(&command),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .expect("the leader answers");
+                unpack::<Result<Applied, NodeError>>("forward", &reply).expect("decodes")
+            }
+        };
+        let tighter = Limits {
+            max_leases: 1,
+            ..Limits::default()
+        };
+        for command in [
+            Command::ExpireLeases {
+                leases: vec![lease],
+            },
+            Command::Tick,
+            Command::SetLimits { limits: tighter },
+            Command::Batch {
+                commands: vec![Command::RevokeLease { lease }],
+            },
+        ] {
+            let what = format!("{command:?}");
+            match forward(command).await {
+                Err(NodeError::Lock(LockError::InvalidArgument { reason, .. })) => {
+                    assert!(
+                        reason.contains("never accepted from another node"),
+                        "{what}: {reason}"
+                    )
+                }
+                other => panic!("{what} was not refused: {other:?}"),
+            }
+        }
+        assert!(
+            api.state.read(|s| s.lease(lease).is_some()),
+            "the lease lives"
+        );
+        assert_eq!(api.state.read(|s| s.limits().clone()), limits_before);
+
+        // A client command a follower forwards is still applied.
+        let applied = forward(Command::RevokeLease { lease })
+            .await
+            .expect("a client command is taken");
+        assert!(applied.result.is_ok(), "{applied:?}");
+        node.shutdown().await;
+    }
 
     /// A refused connection means nothing reached the leader (NOT_LEADER is
     /// true); a peer that took the request and never answered may have

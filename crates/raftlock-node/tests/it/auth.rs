@@ -363,7 +363,10 @@ async fn listing_and_watching_need_the_whole_prefix_and_leases_of_others_are_hid
         .leases;
     let ids: Vec<u64> = seen.iter().map(|l| l.lease_id).collect();
     assert!(ids.contains(&mine) && ids.contains(&shared), "{ids:?}");
-    assert!(!ids.contains(&theirs), "a lease on names it may not inspect");
+    assert!(
+        !ids.contains(&theirs),
+        "a lease on names it may not inspect"
+    );
     let shared_seen = seen.iter().find(|l| l.lease_id == shared).expect("shared");
     assert_eq!(shared_seen.holds, ["jobs/c"], "billing/c is not shown");
     assert_eq!(shared_seen.identity, "ops");
