@@ -681,9 +681,12 @@ impl State {
             });
         }
         let identity = lease.identity.clone();
-        let usage = (args.quota.max_holds.is_some() || args.quota.max_waiters.is_some())
-            .then(|| self.identity_usage(&identity))
-            .unwrap_or_default();
+        // Counted only for an identity with such limits (auth on).
+        let usage = if args.quota.max_holds.is_some() || args.quota.max_waiters.is_some() {
+            self.identity_usage(&identity)
+        } else {
+            IdentityUsage::default()
+        };
         if let Some(max) = args.quota.max_holds
             && usage.holds + wanted.len() > max as usize
         {

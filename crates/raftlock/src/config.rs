@@ -402,10 +402,7 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     let mut node = NodeConfig::new(id, data_dir, listen);
     node.advertise = advertise;
     node.metrics_listen = metrics_listen;
-    node.auth = args
-        .auth
-        .or(file.auth)
-        .map(raftlock_node::AuthSource::File);
+    node.auth = args.auth.or(file.auth).map(raftlock_node::AuthSource::File);
     node.initial_members = peers;
     node.peer_dial = peer_dial;
 
@@ -766,7 +763,9 @@ mod tests {
         let r = resolve(a).expect("valid");
         assert_eq!(
             r.node.auth,
-            Some(raftlock_node::AuthSource::File("/etc/raftlock/auth.toml".into()))
+            Some(raftlock_node::AuthSource::File(
+                "/etc/raftlock/auth.toml".into()
+            ))
         );
         assert_eq!(resolve(args()).expect("valid").node.auth, None);
     }

@@ -108,7 +108,7 @@ pub(crate) struct Auth {
     source: Option<AuthSource>,
     policy: RwLock<Option<Arc<Policy>>>,
     buckets: Mutex<HashMap<String, Bucket>>,
-    watchers: Arc<Mutex<HashMap<String, u32>>>,
+    watchers: WatcherCounts,
 }
 
 struct Bucket {
@@ -246,7 +246,10 @@ impl Auth {
 }
 
 /// Keeps one watch stream counted for its identity.
-pub(crate) struct WatcherGuard(Option<(Arc<Mutex<HashMap<String, u32>>>, String)>);
+pub(crate) struct WatcherGuard(Option<(WatcherCounts, String)>);
+
+/// Open watch streams per identity on this node.
+type WatcherCounts = Arc<Mutex<HashMap<String, u32>>>;
 
 impl Drop for WatcherGuard {
     fn drop(&mut self) {
