@@ -76,8 +76,8 @@ pub struct ServeArgs {
 
     /// Auth file (TOML): identities (client certificate names, bearer
     /// token digests), their roles and limits; see docs/security-auth.md.
-    /// Re-read on SIGHUP [default: auth off, every caller may do
-    /// everything].
+    /// A file with a mistake stops the start [default: auth off, every
+    /// caller may do everything].
     #[arg(long, env = "RAFTLOCK_AUTH", value_name = "FILE", help_heading = CLUSTER)]
     pub auth: Option<PathBuf>,
 

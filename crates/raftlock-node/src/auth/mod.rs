@@ -602,6 +602,62 @@ roles = []
         );
     }
 
+    /// Collects formatted log lines.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn denials_and_admin_actions_are_audited_with_identity_method_names_and_result() {
+        let auth = Auth::new(Some(AuthSource::Toml(POLICY.into()))).unwrap();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let r = request(None, Some(("worker", raftlock_proto::auth::CLIENT_OU)));
+            let c = auth.caller(&r, M).unwrap();
+            let _ = c.require(Perm::Lock, "billing/x");
+            c.audit_admin(&["jobs/x"], &Ok::<(), NodeError>(()));
+            let _ = auth.caller(&request(None, None), "/raftlock.v1.Admin/Snapshot");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines.iter().all(|l| l.contains(" audit:")), "{text}");
+        assert!(
+            lines[0].contains("identity=worker")
+                && lines[0].contains("Locks/Acquire")
+                && lines[0].contains("billing/x")
+                && lines[0].contains("result=\"denied\"")
+                && lines[0].contains("missing=lock on billing/x"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("identity=worker") && lines[1].contains("result=\"ok\""),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("Admin/Snapshot") && lines[2].contains("unauthenticated"),
+            "{}",
+            lines[2]
+        );
+    }
+
     #[test]
     fn the_request_rate_is_limited_per_identity_with_a_burst() {
         let text = format!(
