@@ -272,10 +272,11 @@ impl Drop for WatcherGuard {
 /// - A certificate counts only if the file names its common name
 ///   (`cert = ...`). A node certificate (OU `raftlock-node`) is thus never
 ///   a client identity unless the file names it.
-/// - With both, they must name the same identity, else the call is
-///   refused: one connection never acts as two identities. A certificate
-///   the file does not name does not stand in the way of a token (it may
-///   only be there for TLS).
+/// - A valid token with a certificate the file names is refused unless
+///   both name the same identity (names are unique in the file, so today
+///   that means refused): one call never acts as two identities. A
+///   certificate the file does not name does not stand in the way of a
+///   token (it may only be there for TLS).
 fn authenticate<T>(
     policy: &Policy,
     request: &tonic::Request<T>,
