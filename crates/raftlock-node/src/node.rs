@@ -528,8 +528,8 @@ impl NodeHandle {
         self.api.id
     }
 
-    /// Re-read the auth file and put its policy in force (what SIGHUP
-    /// does). On error the policy in force stays, and the error says why.
+    /// Re-read the auth file and put its policy in force (what SIGHUP is
+    /// for). On error the policy in force stays, and the error says why.
     /// Without auth (`NodeConfig::auth` unset) it does nothing.
     pub fn reload_auth(&self) -> Result<(), crate::auth::AuthFileError> {
         self.api.auth.reload()

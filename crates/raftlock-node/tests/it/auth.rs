@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use raftlock_node::{AuthSource, NodeConfig};
+use raftlock_node::{AuthSource, Node, NodeConfig, StartError};
 use raftlock_proto::auth::token_sha256;
 use raftlock_proto::errors::detail;
 use raftlock_proto::v1 as pb;
@@ -460,4 +460,24 @@ async fn a_lease_s_identity_survives_failover_and_is_enforced_by_the_new_leader(
         .expect("its own identity revokes it");
 
     cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_refuses_to_start_with_a_mistaken_auth_file_naming_the_entry() {
+    let dir = raftlock_testkit::dirs::temp_dir();
+    let mut config = NodeConfig::new(1, dir.path(), "127.0.0.1:0");
+    config.auth = Some(AuthSource::Toml(
+        "[[identity]]\ncert = \"worker\"\nroles = [\"missing\"]\n".into(),
+    ));
+    match Node::start(config).await {
+        Err(e @ StartError::Auth(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("identity[0] (cert \"worker\")") && text.contains("\"missing\""),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("started with a mistaken auth file"),
+    }
 }
