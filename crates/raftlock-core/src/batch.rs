@@ -163,6 +163,7 @@ mod tests {
             reason: String::new(),
             metadata: [("k".to_string(), "v".repeat(metadata_bytes))].into(),
             lock_delay_ms: 0,
+            quota: Default::default(),
         }
     }
 
@@ -220,6 +221,7 @@ mod tests {
             reason: String::new(),
             metadata: Default::default(),
             lock_delay_ms: 0,
+            quota: Default::default(),
         };
         assert!(plan.admit(&waiting(4, "w1")));
         assert!(

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LockError;
 use crate::event::Event;
-use crate::limits::Limits;
+use crate::limits::{IdentityLimits, Limits};
 use crate::types::{Hold, LeaseEnd, LeaseId, LogIndex, Metadata, Mode, Token, WaiterId};
 
 /// One log entry's payload. The leader stamps it with two times so that the
@@ -39,8 +39,17 @@ pub struct LockSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Start a lease. Its id is the index of this entry.
-    GrantLease { ttl_ms: u64, owner: String },
+    /// Start a lease. Its id is the index of this entry. `identity` is the
+    /// authenticated caller that grants it (empty with auth off): only that
+    /// identity may use the lease. `quota` is that identity's limits, from
+    /// the auth file of the node that took the call, checked here so that
+    /// concurrent grants cannot exceed them.
+    GrantLease {
+        ttl_ms: u64,
+        owner: String,
+        identity: String,
+        quota: IdentityLimits,
+    },
     /// End a lease at its client's request: release its holds, drop its waits.
     RevokeLease { lease: LeaseId },
     /// End leases whose keep-alives stopped, as decided by the leader. Ids that
@@ -58,6 +67,10 @@ pub enum Command {
         /// If the lease expires while holding, keep these locks ungrantable
         /// for this long (Chubby/Consul lock-delay). 0 for none.
         lock_delay_ms: u64,
+        /// The limits of the identity the lease belongs to (holds and
+        /// waiters over all its leases), as the node that took the call
+        /// knows them.
+        quota: IdentityLimits,
     },
     /// Release the named holds of a lease, all granted with `token`.
     Release {
@@ -89,6 +102,9 @@ pub enum Command {
     ForceRelease {
         name: String,
         lease: Option<LeaseId>,
+        /// The identity that forced it (empty with auth off), for the
+        /// watch stream and the audit trail.
+        by: String,
     },
     /// Nothing but the passing of cluster time: lets lock-delays that have
     /// ended hand their locks to waiters.

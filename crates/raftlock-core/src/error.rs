@@ -14,6 +14,11 @@ pub enum Limit {
     Leases,
     LocksPerRequest,
     PermitsPerSemaphore,
+    LeasesPerIdentity,
+    HoldsPerIdentity,
+    WaitersPerIdentity,
+    /// Checked by the node that serves the watch streams, not replicated.
+    WatchersPerIdentity,
 }
 
 impl std::fmt::Display for Limit {
@@ -24,6 +29,10 @@ impl std::fmt::Display for Limit {
             Limit::Leases => "leases in total",
             Limit::LocksPerRequest => "locks per request",
             Limit::PermitsPerSemaphore => "permits per semaphore",
+            Limit::LeasesPerIdentity => "leases of one identity",
+            Limit::HoldsPerIdentity => "names held or waited for by one identity",
+            Limit::WaitersPerIdentity => "queued requests of one identity",
+            Limit::WatchersPerIdentity => "watch streams of one identity on this node",
         })
     }
 }
@@ -48,6 +57,13 @@ pub enum LockError {
 
     #[error("limit exceeded: at most {max} {limit}")]
     LimitExceeded { limit: Limit, max: u64 },
+
+    #[error("limit exceeded for identity \"{identity}\": at most {max} {limit}")]
+    IdentityLimitExceeded {
+        identity: String,
+        limit: Limit,
+        max: u64,
+    },
 
     #[error("lease {lease} does not exist (it expired, was revoked, or never existed)")]
     LeaseNotFound { lease: LeaseId },

@@ -63,6 +63,8 @@ pub enum EventKind {
         name: String,
         lease: LeaseId,
         token: Token,
+        /// The identity that forced it (empty with auth off).
+        by: String,
     },
     /// The lock is ungrantable until cluster time `until_ms` (lock-delay).
     Delayed {

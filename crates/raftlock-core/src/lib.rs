@@ -19,8 +19,10 @@ pub use batch::{BatchPlan, MAX_BATCH_BYTES, MAX_BATCH_COMMANDS, approx_bytes};
 pub use command::{Applied, Command, Granted, LockSpec, Request, Response};
 pub use error::{Limit, LockError};
 pub use event::{Event, EventKind};
-pub use limits::Limits;
-pub use state::{DecodeError, Dirty, Header, Record, State, check_invariants, decode, encode};
+pub use limits::{IdentityLimits, Limits, MAX_IDENTITY_BYTES};
+pub use state::{
+    DecodeError, Dirty, Header, IdentityUsage, Record, State, check_invariants, decode, encode,
+};
 pub use types::{
     ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex,
     MemberRecord, Metadata, Mode, Token, Waiter, WaiterId,

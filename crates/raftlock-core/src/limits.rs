@@ -31,6 +31,25 @@ pub struct Limits {
     pub max_permits: u32,
 }
 
+/// The longest identity a lease may record, in bytes (auth files name
+/// identities of at most 128 bytes; this bounds what a command may carry).
+pub const MAX_IDENTITY_BYTES: usize = 256;
+
+/// One identity's maxima, from the auth file of the node that took the
+/// call. They travel in the commands of that identity's calls (GrantLease,
+/// Acquire) and are checked when the entry is applied, so they hold
+/// exactly, whatever the number of concurrent requests: every replica
+/// judges each entry against the same state. `None`: no maximum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityLimits {
+    /// Leases alive at once.
+    pub max_leases: Option<u32>,
+    /// Names held or waited for, together, over all the identity's leases.
+    pub max_holds: Option<u32>,
+    /// Queued requests over all the identity's leases.
+    pub max_waiters: Option<u32>,
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -19,7 +19,7 @@ use crate::batch::BatchPlan;
 use crate::command::{Applied, Command, Granted, LockSpec, Request, Response};
 use crate::error::{Limit, LockError};
 use crate::event::{Event, EventKind};
-use crate::limits::Limits;
+use crate::limits::{IdentityLimits, Limits, MAX_IDENTITY_BYTES};
 use crate::types::{
     ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex, Metadata,
     Mode, Token, Waiter, WaiterId,
@@ -41,6 +41,11 @@ pub struct State {
     /// Derived index of pending lock-delays: (until, name). Rebuilt on load.
     #[serde(skip)]
     delays: BTreeSet<(u64, String)>,
+    /// Derived index of the leases of each identity (empty identities,
+    /// granted with auth off, are left out), so an identity's usage is
+    /// counted over its own leases only. Rebuilt on load.
+    #[serde(skip)]
+    by_identity: BTreeMap<String, BTreeSet<LeaseId>>,
     /// Records changed since the last `take_dirty` (for incremental persistence).
     #[serde(skip)]
     dirty: Dirty,
@@ -70,6 +75,16 @@ pub struct Header {
     pub limits: Limits,
     pub counters: Counters,
     pub cluster: ClusterIdentity,
+}
+
+/// What one identity uses now, over all its leases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdentityUsage {
+    pub leases: usize,
+    /// Names held or waited for, together.
+    pub holds: usize,
+    /// Queued requests.
+    pub waiters: usize,
 }
 
 /// Names of the records changed since the last `take_dirty`.
@@ -215,6 +230,31 @@ impl State {
             .take_while(move |(name, _)| name.starts_with(prefix))
             .map(|(_, lock)| lock)
     }
+    /// The leases granted by `identity`.
+    pub fn leases_of<'a>(&'a self, identity: &str) -> impl Iterator<Item = &'a Lease> + 'a {
+        self.by_identity
+            .get(identity)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.leases.get(id))
+    }
+    /// What `identity` uses now (leases, names held or waited for, queued
+    /// requests), counted over its own leases.
+    pub fn identity_usage(&self, identity: &str) -> IdentityUsage {
+        let mut usage = IdentityUsage::default();
+        for lease in self.leases_of(identity) {
+            usage.leases += 1;
+            usage.holds += lease.holds.len();
+            usage.waiters += lease.waits.len();
+            usage.holds += lease
+                .waits
+                .iter()
+                .filter_map(|w| self.waiters.get(w))
+                .map(|w| w.locks.len())
+                .sum::<usize>();
+        }
+        usage
+    }
     /// The earliest cluster time at which a lock-delay ends, so the leader
     /// knows when to propose a `Tick`.
     pub fn next_delay_end_ms(&self) -> Option<u64> {
@@ -298,6 +338,15 @@ impl State {
             .values()
             .filter_map(|l| l.delayed_until_ms.map(|t| (t, l.name.clone())))
             .collect();
+        self.by_identity = BTreeMap::new();
+        for lease in self.leases.values() {
+            if !lease.identity.is_empty() {
+                self.by_identity
+                    .entry(lease.identity.clone())
+                    .or_default()
+                    .insert(lease.id);
+            }
+        }
         self.dirty = Dirty::default();
     }
 
@@ -363,7 +412,12 @@ impl State {
     /// after). A batch's commands come here one by one.
     fn apply_command(&mut self, command: &Command, cx: &mut Cx) -> Result<Response, LockError> {
         match command {
-            Command::GrantLease { ttl_ms, owner } => self.grant_lease(*ttl_ms, owner, cx),
+            Command::GrantLease {
+                ttl_ms,
+                owner,
+                identity,
+                quota,
+            } => self.grant_lease(*ttl_ms, owner, identity, quota, cx),
             Command::RevokeLease { lease } => self.revoke_lease(*lease, cx),
             Command::ExpireLeases { leases } => Ok(self.expire_leases(leases, cx)),
             Command::Acquire {
@@ -373,6 +427,7 @@ impl State {
                 reason,
                 metadata,
                 lock_delay_ms,
+                quota,
             } => self.acquire(
                 AcquireArgs {
                     lease: *lease,
@@ -381,6 +436,7 @@ impl State {
                     reason,
                     metadata,
                     lock_delay_ms: *lock_delay_ms,
+                    quota,
                 },
                 cx,
             ),
@@ -400,7 +456,7 @@ impl State {
                 waiter,
                 as_of,
             } => self.cancel_wait(*lease, *waiter, *as_of, cx),
-            Command::ForceRelease { name, lease } => self.force_release(name, *lease, cx),
+            Command::ForceRelease { name, lease, by } => self.force_release(name, *lease, by, cx),
             Command::Tick => Ok(Response::Ticked),
             Command::SetLimits { limits } => limits.validate().map(|()| {
                 self.limits = limits.clone();
@@ -468,22 +524,47 @@ impl State {
         &mut self,
         ttl_ms: u64,
         owner: &str,
+        identity: &str,
+        quota: &IdentityLimits,
         cx: &mut Cx,
     ) -> Result<Response, LockError> {
         self.limits.check_ttl(ttl_ms)?;
         self.limits.check_text("owner", owner)?;
+        if identity.len() > MAX_IDENTITY_BYTES {
+            return Err(LockError::TooLarge {
+                field: "identity".to_string(),
+                size: identity.len() as u64,
+                max: MAX_IDENTITY_BYTES as u64,
+            });
+        }
         if self.leases.len() >= self.limits.max_leases as usize {
             return Err(LockError::LimitExceeded {
                 limit: Limit::Leases,
                 max: self.limits.max_leases as u64,
             });
         }
+        if let Some(max) = quota.max_leases
+            && self.identity_usage(identity).leases >= max as usize
+        {
+            return Err(LockError::IdentityLimitExceeded {
+                identity: identity.to_string(),
+                limit: Limit::LeasesPerIdentity,
+                max: max as u64,
+            });
+        }
         let id = cx.index;
+        if !identity.is_empty() {
+            self.by_identity
+                .entry(identity.to_string())
+                .or_default()
+                .insert(id);
+        }
         self.leases.insert(
             id,
             Lease {
                 id,
                 owner: owner.to_string(),
+                identity: identity.to_string(),
                 ttl_ms,
                 granted_at_wall_ms: cx.wall_ms,
                 holds: BTreeSet::new(),
@@ -530,6 +611,12 @@ impl State {
         let Some(lease) = self.leases.remove(&id) else {
             return Vec::new();
         };
+        if let Some(ids) = self.by_identity.get_mut(&lease.identity) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_identity.remove(&lease.identity);
+            }
+        }
         self.dirty.leases.insert(id);
         for waiter in &lease.waits {
             self.drop_waiter(*waiter, cx);
@@ -625,6 +712,22 @@ impl State {
                 max: self.limits.max_holds_per_lease as u64,
             });
         }
+        let identity = lease.identity.clone();
+        // Counted only for an identity with such limits (auth on).
+        let usage = if args.quota.max_holds.is_some() || args.quota.max_waiters.is_some() {
+            self.identity_usage(&identity)
+        } else {
+            IdentityUsage::default()
+        };
+        if let Some(max) = args.quota.max_holds
+            && usage.holds + wanted.len() > max as usize
+        {
+            return Err(LockError::IdentityLimitExceeded {
+                identity,
+                limit: Limit::HoldsPerIdentity,
+                max: max as u64,
+            });
+        }
 
         let blocked = wanted
             .iter()
@@ -662,6 +765,15 @@ impl State {
         };
         if !args.wait {
             return Err(self.busy(blocked_name));
+        }
+        if let Some(max) = args.quota.max_waiters
+            && usage.waiters >= max as usize
+        {
+            return Err(LockError::IdentityLimitExceeded {
+                identity,
+                limit: Limit::WaitersPerIdentity,
+                max: max as u64,
+            });
         }
         for (name, _) in &wanted {
             if let Some(lock) = self.locks.get(name)
@@ -993,6 +1105,7 @@ impl State {
         &mut self,
         name: &str,
         lease: Option<LeaseId>,
+        by: &str,
         cx: &mut Cx,
     ) -> Result<Response, LockError> {
         self.limits.check_name(name)?;
@@ -1019,6 +1132,7 @@ impl State {
                     name: name.to_string(),
                     lease: id,
                     token: hold.token,
+                    by: by.to_string(),
                 });
                 self.counters.force_releases += 1;
                 released.push(hold);
@@ -1308,6 +1422,7 @@ struct AcquireArgs<'a> {
     reason: &'a str,
     metadata: &'a Metadata,
     lock_delay_ms: u64,
+    quota: &'a IdentityLimits,
 }
 
 struct NewHold<'a> {
@@ -1447,6 +1562,14 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
         if lease.id != *id {
             return Err(format!("lease stored as {id} has id {}", lease.id));
         }
+        if !lease.identity.is_empty()
+            && !state
+                .by_identity
+                .get(&lease.identity)
+                .is_some_and(|ids| ids.contains(id))
+        {
+            return Err(format!("lease {id} is missing from its identity's index"));
+        }
         for name in &lease.holds {
             if !state
                 .locks
@@ -1462,6 +1585,15 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
                     "lease {id} lists waiter {waiter}, which is not its"
                 ));
             }
+        }
+    }
+    for (identity, ids) in &state.by_identity {
+        if ids.is_empty()
+            || ids
+                .iter()
+                .any(|id| state.leases.get(id).map(|l| &l.identity) != Some(identity))
+        {
+            return Err(format!("the index of identity {identity:?} is stale"));
         }
     }
     for (id, waiter) in &state.waiters {

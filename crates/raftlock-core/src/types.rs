@@ -54,6 +54,9 @@ pub struct Lease {
     pub id: LeaseId,
     /// Free text naming the client (agent, process, host).
     pub owner: String,
+    /// The authenticated identity that granted the lease (empty when the
+    /// node that took the call had auth off). Only it may use the lease.
+    pub identity: String,
     /// How long the lease lives without a keep-alive. The leader keeps the
     /// deadline; the state keeps the ttl so a new leader can rebuild it.
     pub ttl_ms: u64,

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use raftlock_core::{
-    Applied, BatchPlan, Command, Granted, LeaseId, LockError, LockSpec, Metadata, Request,
-    Response, State, WaiterId,
+    Applied, BatchPlan, Command, Granted, IdentityLimits, LeaseId, LockError, LockSpec, Metadata,
+    Request, Response, State, WaiterId,
 };
 use raftlock_store::{NodeId, StateHandle};
 
@@ -58,6 +58,8 @@ pub struct Api {
     /// Becomes true when the node shuts down: long calls (waits, watches,
     /// keep-alive streams) end instead of holding the server open.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// Who may call what (the client services ask it before anything).
+    pub(crate) auth: crate::auth::Auth,
 }
 
 /// An acquire as a client asks for it.
@@ -312,7 +314,26 @@ impl Api {
         ttl_ms: u64,
         owner: String,
     ) -> Result<(LeaseId, u64), NodeError> {
-        let (r, _) = Self::ok(self.write(Command::GrantLease { ttl_ms, owner }).await?)?;
+        self.grant_lease_for(ttl_ms, owner, String::new(), IdentityLimits::default())
+            .await
+    }
+
+    /// Grant a lease that belongs to `identity` (empty: to nobody in
+    /// particular, auth off), within `quota`.
+    pub(crate) async fn grant_lease_for(
+        &self,
+        ttl_ms: u64,
+        owner: String,
+        identity: String,
+        quota: IdentityLimits,
+    ) -> Result<(LeaseId, u64), NodeError> {
+        let command = Command::GrantLease {
+            ttl_ms,
+            owner,
+            identity,
+            quota,
+        };
+        let (r, _) = Self::ok(self.write(command).await?)?;
         match r {
             Response::LeaseGranted { lease, ttl_ms } => Ok((lease, ttl_ms)),
             other => Err(unexpected(&other)),
@@ -366,12 +387,54 @@ impl Api {
         })
     }
 
+    /// The caller may use `lease`: auth is off, or the lease belongs to
+    /// the caller's identity. A lease this node does not know yet is
+    /// looked up again after a read barrier, and if it is still unknown
+    /// the call is refused (LEASE_NOT_FOUND) rather than proposed: a lease
+    /// id is never reused and a lease's identity never changes, so the
+    /// check is exact even if the lease is granted concurrently.
+    pub(crate) async fn check_lease(
+        &self,
+        caller: &crate::auth::Caller,
+        lease: LeaseId,
+    ) -> Result<(), NodeError> {
+        if !caller.checks_leases() {
+            return Ok(());
+        }
+        let identity_of = || {
+            self.state
+                .read(|s| s.lease(lease).map(|l| l.identity.clone()))
+        };
+        let identity = match identity_of() {
+            Some(identity) => identity,
+            None => {
+                self.read_barrier(false).await?;
+                identity_of().ok_or(NodeError::Lock(LockError::LeaseNotFound { lease }))?
+            }
+        };
+        if identity == caller.lease_identity() {
+            Ok(())
+        } else {
+            Err(caller.deny_lease(lease))
+        }
+    }
+
     // ----- locks ------------------------------------------------------------------
 
     /// Acquire, waiting in the queue up to `args.wait`. If the wait times
     /// out, the queued request is withdrawn; if it was granted meanwhile,
     /// that grant is released: the caller is told exactly which happened.
     pub async fn acquire(&self, args: AcquireArgs) -> Result<Acquired, NodeError> {
+        self.acquire_within(args, IdentityLimits::default()).await
+    }
+
+    /// [`Api::acquire`] within the limits of the identity the lease
+    /// belongs to.
+    pub(crate) async fn acquire_within(
+        &self,
+        args: AcquireArgs,
+        quota: IdentityLimits,
+    ) -> Result<Acquired, NodeError> {
         let started = Instant::now();
         if args.wait > self.config.max_wait {
             return Err(NodeError::invalid(
@@ -387,6 +450,7 @@ impl Api {
             reason: args.reason,
             metadata: args.metadata,
             lock_delay_ms: args.lock_delay_ms,
+            quota,
         };
         let (response, index) = Self::ok(self.write(command).await?)?;
         let waiter = match response {
@@ -593,7 +657,18 @@ impl Api {
         name: String,
         lease: Option<LeaseId>,
     ) -> Result<(Vec<raftlock_core::Hold>, u64), NodeError> {
-        let (r, index) = Self::ok(self.write(Command::ForceRelease { name, lease }).await?)?;
+        self.force_release_by(name, lease, String::new()).await
+    }
+
+    /// [`Api::force_release`] by the identity `by` (recorded in the event).
+    pub(crate) async fn force_release_by(
+        &self,
+        name: String,
+        lease: Option<LeaseId>,
+        by: String,
+    ) -> Result<(Vec<raftlock_core::Hold>, u64), NodeError> {
+        let command = Command::ForceRelease { name, lease, by };
+        let (r, index) = Self::ok(self.write(command).await?)?;
         match r {
             Response::ForceReleased { released } => Ok((released, index)),
             other => Err(unexpected(&other)),

@@ -76,6 +76,10 @@ pub struct NodeConfig {
     /// health check (`GET /health`) over HTTP; `None`: not served
     /// (`NodeHandle::metrics_text` still has them).
     pub metrics_listen: Option<String>,
+    /// The auth policy (docs/security-auth.md): identities, their rules
+    /// and limits. `None`: auth is off and every caller may do everything
+    /// (as "anonymous").
+    pub auth: Option<crate::auth::AuthSource>,
 }
 
 /// Raft timing. Lease safety does not depend on these (the leader counts
@@ -134,6 +138,7 @@ impl NodeConfig {
             write_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
             metrics_listen: None,
+            auth: None,
         }
     }
 

@@ -116,6 +116,36 @@ pub enum NodeError {
     #[error("the node is shutting down")]
     ShuttingDown,
 
+    /// The caller's identity may not do this. Not applied.
+    #[error("permission denied to identity \"{identity}\": {why}")]
+    Denied {
+        /// The identity the node saw.
+        identity: String,
+        /// The rule it lacks (`lock on billing/x`, `ownership of lease 7`).
+        missing: String,
+        /// The explanation for people.
+        why: String,
+    },
+
+    /// The call names no acceptable identity (auth is on). Not applied.
+    #[error("unauthenticated: {detail}")]
+    Unauthenticated {
+        /// What was wrong with the credentials.
+        detail: String,
+    },
+
+    /// The identity sent more requests than its rate allows on this node.
+    /// Not applied; retry after a pause.
+    #[error(
+        "identity \"{identity}\" is over its request rate ({per_second} per second on this node); retry after a pause"
+    )]
+    RateLimited {
+        /// The identity.
+        identity: String,
+        /// Its rate, as the auth file gives it.
+        per_second: String,
+    },
+
     /// A bug or an unexpected answer; the text says what.
     #[error("internal error: {0}")]
     Internal(String),
@@ -145,6 +175,9 @@ impl NodeError {
             NodeError::Timeout { .. } => ErrorReason::Timeout,
             NodeError::ShuttingDown => ErrorReason::ShuttingDown,
             NodeError::Internal(_) => ErrorReason::Internal,
+            NodeError::Denied { .. } => ErrorReason::Denied,
+            NodeError::Unauthenticated { .. } => ErrorReason::Unauthenticated,
+            NodeError::RateLimited { .. } => ErrorReason::RateLimited,
         }
     }
 
@@ -187,6 +220,15 @@ impl NodeError {
             NodeError::Compacted { oldest, .. } => {
                 m.insert(detail::OLDEST_REVISION.into(), oldest.to_string());
             }
+            NodeError::Denied {
+                identity, missing, ..
+            } => {
+                m.insert(detail::MISSING.into(), missing.clone());
+                m.insert(detail::IDENTITY.into(), identity.clone());
+            }
+            NodeError::RateLimited { identity, .. } => {
+                m.insert(detail::IDENTITY.into(), identity.clone());
+            }
             _ => {}
         }
         m
@@ -206,7 +248,9 @@ fn lock_reason(e: &LockError) -> ErrorReason {
         LockError::InvalidArgument { .. } => ErrorReason::InvalidArgument,
         LockError::TooLarge { .. } => ErrorReason::TooLarge,
         LockError::TtlOutOfRange { .. } => ErrorReason::TtlOutOfRange,
-        LockError::LimitExceeded { .. } => ErrorReason::LimitExceeded,
+        LockError::LimitExceeded { .. } | LockError::IdentityLimitExceeded { .. } => {
+            ErrorReason::LimitExceeded
+        }
         LockError::LeaseNotFound { .. } => ErrorReason::LeaseNotFound,
         LockError::Busy { .. } => ErrorReason::LockBusy,
         LockError::NotHolder { .. } => ErrorReason::NotHolder,

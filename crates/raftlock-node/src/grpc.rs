@@ -15,6 +15,7 @@ use raftlock_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::{AcquireArgs, Api};
+use crate::auth::Perm;
 use crate::error::NodeError;
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -184,10 +185,13 @@ pub(crate) fn event_out(e: &core::Event) -> pb::Event {
             out.token = *token;
             out.lease_end = lease_end_out(*how);
         }
-        K::ForceReleased { lease, token, .. } => {
+        K::ForceReleased {
+            lease, token, by, ..
+        } => {
             out.r#type = pb::EventType::ForceReleased as i32;
             out.lease_id = *lease;
             out.token = *token;
+            out.forced_by = by.clone();
         }
         K::Delayed { until_ms, .. } => {
             out.r#type = pb::EventType::Delayed as i32;
@@ -221,7 +225,10 @@ pub(crate) struct LocksService(pub(crate) Arc<Api>);
 #[tonic::async_trait]
 impl pb::locks_server::Locks for LocksService {
     async fn acquire(&self, request: Request<pb::AcquireRequest>) -> Reply<pb::AcquireResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Locks/Acquire")?;
         let r = request.into_inner();
+        caller.require_all(Perm::Lock, r.locks.iter().map(|l| l.name.as_str()))?;
+        self.0.check_lease(&caller, r.lease_id).await?;
         let mut locks = Vec::with_capacity(r.locks.len());
         for (i, spec) in r.locks.into_iter().enumerate() {
             let mode = mode_in(spec.mode, spec.permits, &format!("locks[{i}].mode"))?;
@@ -230,17 +237,15 @@ impl pb::locks_server::Locks for LocksService {
                 mode,
             });
         }
-        let acquired = self
-            .0
-            .acquire(AcquireArgs {
-                lease: r.lease_id,
-                locks,
-                wait: Duration::from_millis(r.wait_timeout_ms),
-                reason: r.reason,
-                metadata: r.metadata.into_iter().collect(),
-                lock_delay_ms: r.lock_delay_ms,
-            })
-            .await?;
+        let args = AcquireArgs {
+            lease: r.lease_id,
+            locks,
+            wait: Duration::from_millis(r.wait_timeout_ms),
+            reason: r.reason,
+            metadata: r.metadata.into_iter().collect(),
+            lock_delay_ms: r.lock_delay_ms,
+        };
+        let acquired = self.0.acquire_within(args, caller.quota()).await?;
         Ok(self.0.reply(pb::AcquireResponse {
             token: acquired.token,
             holds: acquired.holds.iter().map(grant_out).collect(),
@@ -251,13 +256,19 @@ impl pb::locks_server::Locks for LocksService {
     }
 
     async fn release(&self, request: Request<pb::ReleaseRequest>) -> Reply<pb::ReleaseResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Locks/Release")?;
         let r = request.into_inner();
+        caller.require_all(Perm::Lock, r.names.iter().map(String::as_str))?;
+        self.0.check_lease(&caller, r.lease_id).await?;
         let (names, revision) = self.0.release(r.lease_id, r.token, r.names).await?;
         Ok(self.0.reply(pb::ReleaseResponse { names, revision }))
     }
 
     async fn extend(&self, request: Request<pb::ExtendRequest>) -> Reply<pb::ExtendResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Locks/Extend")?;
         let r = request.into_inner();
+        caller.require(Perm::Lock, &r.name)?;
+        self.0.check_lease(&caller, r.lease_id).await?;
         let (ttl_ms, extensions, revision) =
             self.0.extend(r.lease_id, r.name, r.token, r.ttl_ms).await?;
         Ok(self.0.reply(pb::ExtendResponse {
@@ -268,7 +279,9 @@ impl pb::locks_server::Locks for LocksService {
     }
 
     async fn inspect(&self, request: Request<pb::InspectRequest>) -> Reply<pb::InspectResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Locks/Inspect")?;
         let r = request.into_inner();
+        caller.require(Perm::Inspect, &r.name)?;
         let name = r.name;
         let (lock, revision) = self
             .0
@@ -284,7 +297,11 @@ impl pb::locks_server::Locks for LocksService {
     }
 
     async fn list(&self, request: Request<pb::ListRequest>) -> Reply<pb::ListResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Locks/List")?;
         let r = request.into_inner();
+        // Like etcd's range permissions: the whole requested prefix must
+        // be covered, so a listing never depends on what it would hide.
+        caller.require_prefix(Perm::Inspect, &r.prefix)?;
         let limit = match r.limit {
             0 => 100,
             n if n > 1_000 => return Err(NodeError::invalid("limit", "at most 1000").into()),
@@ -318,11 +335,16 @@ impl pb::locks_server::Locks for LocksService {
     type WatchStream = BoxStream<pb::WatchResponse>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Reply<Self::WatchStream> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Locks/Watch")?;
         let r = request.into_inner();
+        caller.require_prefix(Perm::Watch, &r.prefix)?;
+        // Counted for the identity as long as the stream lives.
+        let counted = self.0.auth.watcher(&caller)?;
         let subscription = self.0.watch.subscribe(r.prefix, r.from_revision)?;
         let stopping = self.0.stopping.clone();
-        let stream = futures::stream::unfold(Some((subscription, stopping)), |st| async move {
-            let (mut sub, mut stopping) = st?;
+        let start = Some((subscription, stopping, counted));
+        let stream = futures::stream::unfold(start, |st| async move {
+            let (mut sub, mut stopping, counted) = st?;
             let next = tokio::select! {
                 next = sub.next() => next,
                 _ = stopping.wait_for(|s| *s) => Some(Err(NodeError::ShuttingDown)),
@@ -332,7 +354,7 @@ impl pb::locks_server::Locks for LocksService {
                     Ok(pb::WatchResponse {
                         events: events.iter().map(event_out).collect(),
                     }),
-                    Some((sub, stopping)),
+                    Some((sub, stopping, counted)),
                 )),
                 Some(Err(e)) => Some((Err(e.to_status()), None)),
                 None => None,
@@ -352,8 +374,18 @@ impl pb::leases_server::Leases for LeasesService {
         &self,
         request: Request<pb::GrantLeaseRequest>,
     ) -> Reply<pb::GrantLeaseResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Leases/Grant")?;
+        caller.require_any(Perm::Lock)?;
         let r = request.into_inner();
-        let (lease_id, ttl_ms) = self.0.grant_lease(r.ttl_ms, r.owner).await?;
+        let (lease_id, ttl_ms) = self
+            .0
+            .grant_lease_for(
+                r.ttl_ms,
+                r.owner,
+                caller.lease_identity().to_string(),
+                caller.quota(),
+            )
+            .await?;
         Ok(self.0.reply(pb::GrantLeaseResponse { lease_id, ttl_ms }))
     }
 
@@ -363,10 +395,16 @@ impl pb::leases_server::Leases for LeasesService {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Reply<Self::KeepAliveStream> {
+        // Authenticated (and rate-counted) once, when the stream opens;
+        // every lease it names must be the caller's.
+        let caller = self
+            .0
+            .auth
+            .caller(&request, "/raftlock.v1.Leases/KeepAlive")?;
         let inbound = request.into_inner();
         let api = Arc::clone(&self.0);
-        let stream = futures::stream::unfold(Some((api, inbound)), |st| async move {
-            let (api, mut inbound) = st?;
+        let stream = futures::stream::unfold(Some((api, inbound, caller)), |st| async move {
+            let (api, mut inbound, caller) = st?;
             let mut stopping = api.stopping.clone();
             let next = tokio::select! {
                 next = inbound.next() => next,
@@ -375,13 +413,18 @@ impl pb::leases_server::Leases for LeasesService {
                 }
             };
             match next {
-                Some(Ok(req)) => match api.keep_alive(req.lease_id).await {
+                Some(Ok(req)) => match async {
+                    api.check_lease(&caller, req.lease_id).await?;
+                    api.keep_alive(req.lease_id).await
+                }
+                .await
+                {
                     Ok(ttl_ms) => Some((
                         Ok(pb::KeepAliveResponse {
                             lease_id: req.lease_id,
                             ttl_ms,
                         }),
-                        Some((api, inbound)),
+                        Some((api, inbound, caller)),
                     )),
                     Err(e) => Some((Err(e.to_status()), None)),
                 },
@@ -396,7 +439,9 @@ impl pb::leases_server::Leases for LeasesService {
         &self,
         request: Request<pb::RevokeLeaseRequest>,
     ) -> Reply<pb::RevokeLeaseResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Leases/Revoke")?;
         let r = request.into_inner();
+        self.0.check_lease(&caller, r.lease_id).await?;
         let (released, revision) = self.0.revoke_lease(r.lease_id).await?;
         Ok(self.0.reply(pb::RevokeLeaseResponse {
             released: released.iter().map(grant_out).collect(),
@@ -405,19 +450,48 @@ impl pb::leases_server::Leases for LeasesService {
     }
 
     async fn list(&self, request: Request<pb::ListLeasesRequest>) -> Reply<pb::ListLeasesResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Leases/List")?;
         let r = request.into_inner();
         let api = &self.0;
+        // A caller sees its own leases whole; another identity's only for
+        // the names it may inspect (all of them with inspect on ""), and
+        // not at all if that leaves nothing.
+        let sees_all = !caller.checks_leases() || caller.may(Perm::Inspect, "");
         let (leases, revision) = api
             .read(r.stale, |s| {
                 s.leases()
-                    .map(|l| pb::LeaseInfo {
-                        lease_id: l.id,
-                        owner: l.owner.clone(),
-                        ttl_ms: l.ttl_ms,
-                        granted_at_unix_ms: l.granted_at_wall_ms,
-                        holds: l.holds.iter().cloned().collect(),
-                        waits: l.waits.iter().copied().collect(),
-                        remaining_ms: api.keeper.remaining(l.id).map(|d| d.as_millis() as u64),
+                    .filter_map(|l| {
+                        let whole = sees_all || l.identity == caller.lease_identity();
+                        let holds: Vec<String> = l
+                            .holds
+                            .iter()
+                            .filter(|n| whole || caller.may(Perm::Inspect, n))
+                            .cloned()
+                            .collect();
+                        let waits: Vec<u64> = l
+                            .waits
+                            .iter()
+                            .copied()
+                            .filter(|w| {
+                                whole
+                                    || s.waiter(*w).is_some_and(|w| {
+                                        w.locks.iter().any(|(n, _)| caller.may(Perm::Inspect, n))
+                                    })
+                            })
+                            .collect();
+                        if !whole && holds.is_empty() && waits.is_empty() {
+                            return None;
+                        }
+                        Some(pb::LeaseInfo {
+                            lease_id: l.id,
+                            owner: l.owner.clone(),
+                            ttl_ms: l.ttl_ms,
+                            granted_at_unix_ms: l.granted_at_wall_ms,
+                            holds,
+                            waits,
+                            remaining_ms: api.keeper.remaining(l.id).map(|d| d.as_millis() as u64),
+                            identity: l.identity.clone(),
+                        })
                     })
                     .collect()
             })
@@ -442,7 +516,9 @@ fn role_out(state: ServerState) -> i32 {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Reply<pb::StatusResponse> {
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Reply<pb::StatusResponse> {
+        // Any authenticated identity: health checks and dashboards.
+        self.0.auth.caller(&request, "/raftlock.v1.Admin/Status")?;
         let api = &self.0;
         let m = api.raft.metrics().borrow().clone();
         let (voters, learners) = api.members();
@@ -509,7 +585,73 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Reply<pb::MembershipResponse> {
+        let caller = self
+            .0
+            .auth
+            .caller(&request, "/raftlock.v1.Admin/AddLearner")?;
+        caller.require_cluster_admin()?;
         let r = request.into_inner();
+        let target = format!("node {} at {}", r.id, r.address);
+        let result = self.add_learner_inner(r).await;
+        caller.audit_admin(&[&target], &result);
+        result
+    }
+
+    async fn promote(&self, request: Request<pb::PromoteRequest>) -> Reply<pb::MembershipResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Admin/Promote")?;
+        caller.require_cluster_admin()?;
+        let id = request.into_inner().id;
+        let result = self.promote_inner(id).await;
+        caller.audit_admin(&[&format!("node {id}")], &result);
+        result
+    }
+
+    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Reply<pb::MembershipResponse> {
+        let caller = self.0.auth.caller(&request, "/raftlock.v1.Admin/Remove")?;
+        caller.require_cluster_admin()?;
+        let id = request.into_inner().id;
+        let result = self.remove_inner(id).await;
+        caller.audit_admin(&[&format!("node {id}")], &result);
+        result
+    }
+
+    async fn force_release(
+        &self,
+        request: Request<pb::ForceReleaseRequest>,
+    ) -> Reply<pb::ForceReleaseResponse> {
+        let caller = self
+            .0
+            .auth
+            .caller(&request, "/raftlock.v1.Admin/ForceRelease")?;
+        let r = request.into_inner();
+        caller.require(Perm::Admin, &r.name)?;
+        let name = r.name.clone();
+        let result = self
+            .0
+            .force_release_by(r.name, r.lease_id, caller.lease_identity().to_string())
+            .await;
+        caller.audit_admin(&[&name], &result);
+        let (released, revision) = result?;
+        Ok(self.0.reply(pb::ForceReleaseResponse {
+            released: released.iter().map(holder_out).collect(),
+            revision,
+        }))
+    }
+
+    async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Reply<pb::SnapshotResponse> {
+        let caller = self
+            .0
+            .auth
+            .caller(&request, "/raftlock.v1.Admin/Snapshot")?;
+        caller.require_cluster_admin()?;
+        let result = self.0.snapshot().await;
+        caller.audit_admin(&[], &result);
+        Ok(self.0.reply(pb::SnapshotResponse { index: result? }))
+    }
+}
+
+impl AdminService {
+    async fn add_learner_inner(&self, r: pb::AddLearnerRequest) -> Reply<pb::MembershipResponse> {
         if r.id == 0 {
             return Err(NodeError::invalid("id", "node ids start at 1").into());
         }
@@ -528,8 +670,7 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn promote(&self, request: Request<pb::PromoteRequest>) -> Reply<pb::MembershipResponse> {
-        let id = request.into_inner().id;
+    async fn promote_inner(&self, id: u64) -> Reply<pb::MembershipResponse> {
         let (_, learners) = self.0.members();
         if !learners.contains_key(&id) {
             return Err(NodeError::invalid(
@@ -549,8 +690,7 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Reply<pb::MembershipResponse> {
-        let id = request.into_inner().id;
+    async fn remove_inner(&self, id: u64) -> Reply<pb::MembershipResponse> {
         let (voters, learners) = self.0.members();
         let change = if voters.contains_key(&id) {
             if voters.len() == 1 {
@@ -568,25 +708,5 @@ impl pb::admin_server::Admin for AdminService {
             learners,
             revision,
         }))
-    }
-
-    async fn force_release(
-        &self,
-        request: Request<pb::ForceReleaseRequest>,
-    ) -> Reply<pb::ForceReleaseResponse> {
-        let r = request.into_inner();
-        let (released, revision) = self.0.force_release(r.name, r.lease_id).await?;
-        Ok(self.0.reply(pb::ForceReleaseResponse {
-            released: released.iter().map(holder_out).collect(),
-            revision,
-        }))
-    }
-
-    async fn snapshot(
-        &self,
-        _request: Request<pb::SnapshotRequest>,
-    ) -> Reply<pb::SnapshotResponse> {
-        let index = self.0.snapshot().await?;
-        Ok(self.0.reply(pb::SnapshotResponse { index }))
     }
 }

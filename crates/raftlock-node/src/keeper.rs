@@ -253,6 +253,8 @@ mod tests {
                 Command::GrantLease {
                     ttl_ms,
                     owner: "t".into(),
+                    identity: String::new(),
+                    quota: Default::default(),
                 },
             ),
         );

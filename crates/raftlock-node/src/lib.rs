@@ -15,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod api;
+mod auth;
 mod batcher;
 mod config;
 mod conn;
@@ -30,6 +31,7 @@ mod waits;
 mod watch;
 
 pub use api::{AcquireArgs, Acquired, Api};
+pub use auth::{AuthFileError, AuthSource};
 pub use config::{NodeConfig, RaftTiming, peer_listen_for};
 pub use error::NodeError;
 pub use node::{Node, NodeHandle, StartError};

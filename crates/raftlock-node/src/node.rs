@@ -51,6 +51,10 @@ pub enum StartError {
     /// Anything else that failed while starting.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The auth file could not be read or is wrong (the text names the
+    /// entry): the node does not start rather than guess.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthFileError),
 }
 
 /// Starts nodes. See [`Node::start`].
@@ -104,6 +108,7 @@ impl Node {
         peer_listener: TcpListener,
     ) -> Result<NodeHandle, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let auth = crate::auth::Auth::new(config.auth.clone())?;
         let local = |l: &TcpListener, addr: &str| {
             l.local_addr().map_err(|source| StartError::Bind {
                 addr: addr.to_string(),
@@ -217,6 +222,7 @@ impl Node {
             metrics: crate::metrics::NodeMetrics::new(log_flushes),
             batcher,
             stopping: stop_rx.clone(),
+            auth,
         });
 
         let servers = spawn_servers(Arc::clone(&api), listener, peer_listener, stop_rx.clone())?;
@@ -714,6 +720,13 @@ impl NodeHandle {
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.api.id
+    }
+
+    /// Re-read the auth file and put its policy in force (what SIGHUP is
+    /// for). On error the policy in force stays, and the error says why.
+    /// Without auth (`NodeConfig::auth` unset) it does nothing.
+    pub fn reload_auth(&self) -> Result<(), crate::auth::AuthFileError> {
+        self.api.auth.reload()
     }
 
     /// The node's operations, in process (no network hop).

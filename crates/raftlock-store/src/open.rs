@@ -18,7 +18,10 @@ use crate::{frame, log_store, state_machine};
 /// CancelWait names the attempt it cancels (`as_of`); version 1 records do
 /// not decode as version 2. 3: the state names its cluster and each node's
 /// store (`ClusterIdentity`), the store has a random id, and the
-/// membership holds peer addresses (the peer port is separate).
+/// membership holds peer addresses (the peer port is separate); leases
+/// record the identity that granted them, and GrantLease, Acquire and
+/// ForceRelease carry the caller's identity and its limits (auth,
+/// docs/security.md); version 2 records do not decode as version 3.
 pub const FORMAT_VERSION: u32 = 3;
 
 /// How to open a store. Every field is a resource or durability decision,

@@ -109,6 +109,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_METRICS_LISTEN", value_name = "ADDR", help_heading = CLUSTER)]
     pub metrics_listen: Option<String>,
 
+    /// Auth file (TOML): identities (client certificate names, bearer
+    /// token digests), their roles and limits; see docs/security-auth.md.
+    /// A file with a mistake stops the start; re-read on SIGHUP (a mistake
+    /// then keeps the old policy) [default: auth off, every caller may do
+    /// everything].
+    #[arg(long, env = "RAFTLOCK_AUTH", value_name = "FILE", help_heading = SECURITY)]
+    pub auth: Option<PathBuf>,
+
     /// The initial cluster, `ID=HOST:PORT,...` (e.g.
     /// 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401). Give every node the
     /// same list: a node with a new data directory that is named here
@@ -273,6 +281,7 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     pub insecure: Option<bool>,
     pub metrics_listen: Option<String>,
+    pub auth: Option<PathBuf>,
     /// Node id (as a TOML key) → address.
     pub peers: Option<BTreeMap<String, String>>,
     /// Node id (as a TOML key) → address to dial it at.
@@ -491,6 +500,7 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     node.peer_advertise = peer_advertise;
     node.tls = tls;
     node.metrics_listen = metrics_listen;
+    node.auth = args.auth.or(file.auth).map(raftlock_node::AuthSource::File);
     node.initial_members = peers;
     node.peer_dial = peer_dial;
 
@@ -850,6 +860,20 @@ mod tests {
     }
 
     #[test]
+    fn auth_names_the_node_s_auth_file_and_defaults_to_off() {
+        let mut a = args();
+        a.auth = Some(PathBuf::from("/etc/raftlock/auth.toml"));
+        let r = resolve(a).expect("valid");
+        assert_eq!(
+            r.node.auth,
+            Some(raftlock_node::AuthSource::File(
+                "/etc/raftlock/auth.toml".into()
+            ))
+        );
+        assert_eq!(resolve(args()).expect("valid").node.auth, None);
+    }
+
+    #[test]
     fn metrics_listen_is_passed_on_and_a_bad_address_is_refused() {
         let mut a = args();
         a.metrics_listen = Some("0.0.0.0:7411".into());
@@ -962,6 +986,7 @@ mod tests {
             tls_ca,
             insecure,
             metrics_listen,
+            auth,
             peers,
             peer_dial,
             heartbeat_ms,
@@ -1009,6 +1034,7 @@ mod tests {
             tls_ca.is_some(),
             insecure.is_some(),
             metrics_listen.is_some(),
+            auth.is_some(),
             peers.is_some(),
             peer_dial.is_some(),
             heartbeat_ms.is_some(),

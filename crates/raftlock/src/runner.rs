@@ -106,8 +106,9 @@ impl RunningNode {
         self.handle.as_ref().map(|h| h.raft().clone())
     }
 
-    /// Re-read this node's TLS files now (SIGHUP).
-    pub fn reload_tls(&self) {
+    /// Re-read this node's TLS files and auth file now (SIGHUP); on a
+    /// mistake the old ones stay and the log says why.
+    pub fn reload_files(&self) {
         if let Some(handle) = &self.handle {
             let _entered = self.span.enter();
             match handle.reload_tls() {
@@ -116,6 +117,8 @@ impl RunningNode {
                     tracing::error!(error = %e, "TLS files not reloaded; keeping the old ones")
                 }
             }
+            // The auth module logs the outcome itself (target "audit").
+            let _ = handle.reload_auth();
         }
     }
 }
@@ -268,7 +271,7 @@ pub async fn wait_for_end(nodes: &[RunningNode], signals: &mut Signals) -> End {
                     // other files a node re-reads) and keep serving.
                     tracing::info!("SIGHUP: reloading");
                     for node in nodes {
-                        node.reload_tls();
+                        node.reload_files();
                     }
                     continue;
                 }

@@ -46,6 +46,8 @@ impl Driver {
                 match self.apply(Command::GrantLease {
                     ttl_ms: 60_000,
                     owner: format!("bench-{i}"),
+                    identity: String::new(),
+                    quota: Default::default(),
                 }) {
                     Response::LeaseGranted { lease, .. } => lease,
                     other => panic!("{other:?}"),
@@ -69,6 +71,7 @@ fn acquire(lease: u64, names: &[String], mode: Mode, wait: bool) -> Command {
         reason: String::new(),
         metadata: Metadata::new(),
         lock_delay_ms: 0,
+        quota: Default::default(),
     }
 }
 

@@ -63,6 +63,8 @@ impl Sm {
         match self.ok(Command::GrantLease {
             ttl_ms,
             owner: owner.to_string(),
+            identity: String::new(),
+            quota: Default::default(),
         }) {
             Response::LeaseGranted { lease, .. } => lease,
             other => panic!("unexpected {other:?}"),
@@ -131,6 +133,7 @@ pub fn acquire(lease: LeaseId, locks: &[(&str, Mode)], wait: bool) -> Command {
         reason: String::new(),
         metadata: Metadata::new(),
         lock_delay_ms: 0,
+        quota: Default::default(),
     }
 }
 

@@ -8,15 +8,32 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use raftlock_core::{
-    Applied, BatchPlan, Command, EventKind, Header, LockSpec, Metadata, Mode, Record, Request,
-    State, check_invariants, decode,
+    Applied, BatchPlan, Command, EventKind, Header, IdentityLimits, LockSpec, Metadata, Mode,
+    Record, Request, State, check_invariants, decode,
 };
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d/e"];
 
+/// Leases are granted by these identities ("" is a caller with auth off);
+/// the named ones carry [`QUOTA`].
+const IDENTITIES: [&str; 3] = ["", "team-a", "team-b"];
+const QUOTA: IdentityLimits = IdentityLimits {
+    max_leases: Some(3),
+    max_holds: Some(4),
+    max_waiters: Some(2),
+};
+
+fn quota_of(identity: &str) -> IdentityLimits {
+    if identity.is_empty() {
+        IdentityLimits::default()
+    } else {
+        QUOTA
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
-    Grant,
+    Grant(u8),
     Revoke(u8),
     Expire(Vec<u8>),
     Acquire {
@@ -58,7 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn leaf_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => Just(Op::Grant),
+        2 => (0u8..3).prop_map(Op::Grant),
         1 => any::<u8>().prop_map(Op::Revoke),
         1 => prop::collection::vec(any::<u8>(), 1..3).prop_map(Op::Expire),
         6 => (any::<u8>(), prop::collection::vec(0u8..4, 1..3), 0u8..4, any::<bool>(), prop::bool::weighted(0.2))
@@ -86,10 +103,15 @@ fn resolve(state: &State, op: &Op) -> Command {
     // A lease id that does not exist, to exercise the error paths too.
     let lease_or_ghost = |sel: u8| pick(&leases, sel).unwrap_or(9_999);
     match op {
-        Op::Grant => Command::GrantLease {
-            ttl_ms: 5_000,
-            owner: "p".into(),
-        },
+        Op::Grant(who) => {
+            let identity = IDENTITIES[*who as usize];
+            Command::GrantLease {
+                ttl_ms: 5_000,
+                owner: "p".into(),
+                identity: identity.to_string(),
+                quota: quota_of(identity),
+            }
+        }
         Op::Revoke(sel) => Command::RevokeLease {
             lease: lease_or_ghost(*sel),
         },
@@ -103,6 +125,9 @@ fn resolve(state: &State, op: &Op) -> Command {
             wait,
             delay,
         } => Command::Acquire {
+            quota: state
+                .lease(lease_or_ghost(*lease))
+                .map_or_else(IdentityLimits::default, |l| quota_of(&l.identity)),
             lease: lease_or_ghost(*lease),
             locks: names
                 .iter()
@@ -178,6 +203,7 @@ fn resolve(state: &State, op: &Op) -> Command {
             Command::ForceRelease {
                 name: name.to_string(),
                 lease: if *one { holder } else { None },
+                by: String::new(),
             }
         }
         Op::Tick => Command::Tick,
@@ -222,7 +248,8 @@ proptest! {
         std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
     ))]
 
-    /// Invariants hold after every step; tokens never decrease; on each name
+    /// Invariants hold after every step; per-identity limits are never
+    /// exceeded; tokens never decrease; on each name
     /// an exclusive grant's token is above every earlier token on that name;
     /// a granted waiter never overtakes an earlier incompatible waiter.
     #[test]
@@ -238,6 +265,12 @@ proptest! {
             let request = Request::new(clock_ms, 0, resolve(&state, op));
             let applied = state.apply(index, &request);
             prop_assert_eq!(check_invariants(&state), Ok(()));
+            // Per-identity limits hold exactly: they are checked in apply.
+            for identity in &IDENTITIES[1..] {
+                let usage = state.identity_usage(identity);
+                prop_assert!(usage.leases <= 3 && usage.holds <= 4 && usage.waiters <= 2,
+                    "{} uses {:?}", identity, usage);
+            }
             let mut grants_here: BTreeMap<&str, Vec<Mode>> = BTreeMap::new();
             for event in &applied.events {
                 if let EventKind::Acquired { name, mode, .. } = &event.kind {
@@ -354,7 +387,7 @@ proptest! {
 #[test]
 fn corrupt_snapshot_bytes_are_an_error_not_a_panic() {
     let (state, _, _) = run(&[
-        (Op::Grant, 0),
+        (Op::Grant(1), 0),
         (
             Op::Acquire {
                 lease: 0,

@@ -30,6 +30,8 @@ fn lease_ttl_outside_one_second_to_one_day_is_rejected() {
         let err = sm.err(Command::GrantLease {
             ttl_ms,
             owner: "x".into(),
+            identity: String::new(),
+            quota: Default::default(),
         });
         assert!(matches!(err, LockError::TtlOutOfRange { .. }), "{err:?}");
     }
@@ -104,6 +106,8 @@ fn total_leases_are_limited() {
     let err = sm.err(Command::GrantLease {
         ttl_ms: 5_000,
         owner: "x".into(),
+        identity: String::new(),
+        quota: Default::default(),
     });
     assert_eq!(
         err,
@@ -878,6 +882,7 @@ fn acquire_with_delay(lease: u64, name: &str, delay_ms: u64) -> Command {
         reason: String::new(),
         metadata: Metadata::new(),
         lock_delay_ms: delay_ms,
+        quota: Default::default(),
     }
 }
 
@@ -967,6 +972,7 @@ fn force_release_removes_every_holder_and_hands_the_lock_on() {
     let applied = sm.apply(Command::ForceRelease {
         name: "doc".into(),
         lease: None,
+        by: String::new(),
     });
     match &applied.result {
         Ok(Response::ForceReleased { released }) => assert_eq!(released.len(), 2),
@@ -994,16 +1000,19 @@ fn force_release_of_one_holder_or_of_an_unknown_lock() {
     sm.ok(Command::ForceRelease {
         name: "doc".into(),
         lease: Some(a),
+        by: String::new(),
     });
     assert_eq!(sm.holders("doc"), vec![b]);
     let err = sm.err(Command::ForceRelease {
         name: "doc".into(),
         lease: Some(a),
+        by: String::new(),
     });
     assert!(matches!(err, LockError::NotHolder { .. }));
     let err = sm.err(Command::ForceRelease {
         name: "nope".into(),
         lease: None,
+        by: String::new(),
     });
     assert_eq!(
         err,
@@ -1053,6 +1062,7 @@ fn oversized_metadata_reason_and_owner_are_rejected() {
         reason: String::new(),
         metadata,
         lock_delay_ms: 0,
+        quota: Default::default(),
     };
     let err = sm.err(cmd);
     assert!(
@@ -1068,11 +1078,14 @@ fn oversized_metadata_reason_and_owner_are_rejected() {
         reason: "r".repeat(1025),
         metadata: Metadata::new(),
         lock_delay_ms: 0,
+        quota: Default::default(),
     };
     assert!(matches!(sm.err(cmd), LockError::TooLarge { ref field, .. } if field == "reason"));
     let err = sm.err(Command::GrantLease {
         ttl_ms: 5_000,
         owner: "o".repeat(257),
+        identity: String::new(),
+        quota: Default::default(),
     });
     assert!(matches!(err, LockError::TooLarge { ref field, .. } if field == "owner"));
 }
@@ -1109,6 +1122,7 @@ fn a_hold_records_owner_reason_metadata_time_and_counters() {
         reason: "nightly backup".into(),
         metadata: metadata.clone(),
         lock_delay_ms: 0,
+        quota: Default::default(),
     });
     let hold = &sm.state.lock("x").unwrap().holds[&a];
     assert_eq!(hold.owner, "worker-7@host");
@@ -1392,6 +1406,8 @@ fn a_batch_that_breaks_the_rules_is_refused_whole_and_changes_nothing() {
             Command::GrantLease {
                 ttl_ms: 10_000,
                 owner: "o".into(),
+                identity: String::new(),
+                quota: Default::default(),
             },
         ],
         vec![Command::Batch {
@@ -1467,4 +1483,159 @@ fn the_first_cluster_id_stays_and_a_recorded_store_is_never_replaced() {
     assert_eq!(cluster.id, "a");
     assert_eq!(cluster.members[&2].store_id, "s1");
     assert_eq!(cluster.members[&2].client_addr, "h:2");
+}
+
+// ----- identities ------------------------------------------------------------
+
+fn grant_as(identity: &str, quota: raftlock_core::IdentityLimits) -> Command {
+    Command::GrantLease {
+        ttl_ms: 10_000,
+        owner: "o".into(),
+        identity: identity.into(),
+        quota,
+    }
+}
+
+fn lease_as(sm: &mut Sm, identity: &str, quota: raftlock_core::IdentityLimits) -> u64 {
+    let cmd = grant_as(identity, quota);
+    match sm.ok(cmd) {
+        Response::LeaseGranted { lease, .. } => lease,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_lease_records_the_identity_that_granted_it_and_survives_a_snapshot() {
+    let mut sm = Sm::new();
+    let lease = lease_as(&mut sm, "worker", Default::default());
+    assert_eq!(sm.state.lease(lease).unwrap().identity, "worker");
+    let restored = State::from_bytes(&sm.state.to_bytes()).unwrap();
+    assert_eq!(restored.lease(lease).unwrap().identity, "worker");
+    assert_eq!(restored.identity_usage("worker").leases, 1);
+    assert_eq!(restored.leases_of("worker").count(), 1);
+    assert_eq!(restored.identity_usage("other").leases, 0);
+}
+
+#[test]
+fn an_identity_at_its_lease_limit_is_refused_by_name_and_others_are_not() {
+    let mut sm = Sm::new();
+    let quota = raftlock_core::IdentityLimits {
+        max_leases: Some(2),
+        ..Default::default()
+    };
+    let first = lease_as(&mut sm, "worker", quota);
+    lease_as(&mut sm, "worker", quota);
+    let cmd = grant_as("worker", quota);
+    let err = sm.err(cmd);
+    assert_eq!(
+        err,
+        LockError::IdentityLimitExceeded {
+            identity: "worker".into(),
+            limit: Limit::LeasesPerIdentity,
+            max: 2
+        }
+    );
+    assert!(err.to_string().contains("\"worker\""), "{err}");
+    lease_as(&mut sm, "other", quota);
+    // A lease that ends makes room again.
+    sm.ok(Command::RevokeLease { lease: first });
+    lease_as(&mut sm, "worker", quota);
+}
+
+#[test]
+fn holds_and_waiters_are_counted_over_all_leases_of_an_identity() {
+    let mut sm = Sm::new();
+    let quota = raftlock_core::IdentityLimits {
+        max_holds: Some(2),
+        max_waiters: Some(1),
+        ..Default::default()
+    };
+    let a = lease_as(&mut sm, "worker", quota);
+    let b = lease_as(&mut sm, "worker", quota);
+    let other = lease_as(&mut sm, "other", Default::default());
+    let with_quota = |lease, names: &[(&str, Mode)], wait| match acquire(lease, names, wait) {
+        Command::Acquire {
+            lease,
+            locks,
+            wait,
+            reason,
+            metadata,
+            lock_delay_ms,
+            ..
+        } => Command::Acquire {
+            lease,
+            locks,
+            wait,
+            reason,
+            metadata,
+            lock_delay_ms,
+            quota,
+        },
+        _ => unreachable!(),
+    };
+    sm.take(other, "busy1");
+    sm.take(other, "busy2");
+    sm.ok(with_quota(a, &[("x", X)], false));
+    // One name waited for counts as a hold too; one queued request at most.
+    sm.ok(with_quota(b, &[("busy1", X)], true));
+    let err = sm.err(with_quota(a, &[("busy2", X)], true));
+    assert!(
+        matches!(
+            err,
+            LockError::IdentityLimitExceeded {
+                limit: Limit::HoldsPerIdentity,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = sm.err(with_quota(b, &[("y", X)], false));
+    assert!(
+        matches!(
+            err,
+            LockError::IdentityLimitExceeded {
+                limit: Limit::HoldsPerIdentity,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let usage = sm.state.identity_usage("worker");
+    assert_eq!((usage.leases, usage.holds, usage.waiters), (2, 2, 1));
+    let quota_waiters = raftlock_core::IdentityLimits {
+        max_waiters: Some(1),
+        ..Default::default()
+    };
+    let c = lease_as(&mut sm, "worker", quota_waiters);
+    let err = sm.err(Command::Acquire {
+        lease: c,
+        locks: vec![LockSpec {
+            name: "busy2".into(),
+            mode: X,
+        }],
+        wait: true,
+        reason: String::new(),
+        metadata: Metadata::new(),
+        lock_delay_ms: 0,
+        quota: quota_waiters,
+    });
+    assert!(
+        matches!(err, LockError::IdentityLimitExceeded { limit: Limit::WaitersPerIdentity, ref identity, .. } if identity == "worker"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_force_release_event_names_who_forced_it() {
+    let mut sm = Sm::new();
+    let a = sm.lease();
+    sm.take(a, "doc");
+    let applied = sm.apply(Command::ForceRelease {
+        name: "doc".into(),
+        lease: None,
+        by: "ops".into(),
+    });
+    assert!(applied.events.iter().any(
+        |e| matches!(&e.kind, EventKind::ForceReleased { by, name, .. } if by == "ops" && name == "doc")
+    ));
 }

@@ -99,10 +99,20 @@ impl Api {
         unpack::<T>(method.name(), &reply).map_err(|e| NodeError::Internal(e.to_string()))
     }
 
-    /// Answer a forwarded write (Forward RPC).
+    /// Answer a forwarded write (Forward RPC). Only the commands a
+    /// follower builds for its clients are taken: the leader's own
+    /// (ExpireLeases, Tick, SetLimits) and batches, which only the
+    /// leader's batcher forms, are refused whoever sends them, so no peer
+    /// can end leases or change limits through this call.
     pub(crate) async fn serve_forward(&self, message: &RaftMessage) -> RaftMessage {
         let result: ForwardResult = match unpack::<Command>("forwarded command", message) {
-            Ok(command) => self.propose(command).await,
+            Ok(command) => match forwardable(&command) {
+                Ok(()) => self.propose(command).await,
+                Err(e) => {
+                    tracing::warn!(target: "audit", method = "Forward", result = "refused", error = %e);
+                    Err(e)
+                }
+            },
             Err(e) => Err(NodeError::invalid("command", e.to_string())),
         };
         pack(&result)
@@ -126,13 +136,141 @@ impl Api {
     }
 }
 
+/// Whether a follower may forward `command`: the client commands only.
+pub(crate) fn forwardable(command: &Command) -> Result<(), NodeError> {
+    match command {
+        Command::GrantLease { .. }
+        | Command::RevokeLease { .. }
+        | Command::Acquire { .. }
+        | Command::Release { .. }
+        | Command::Extend { .. }
+        | Command::CancelWait { .. }
+        | Command::ForceRelease { .. } => Ok(()),
+        Command::ExpireLeases { .. }
+        | Command::Tick
+        | Command::SetLimits { .. }
+        | Command::InitCluster { .. }
+        | Command::RecordMember { .. } => Err(NodeError::invalid(
+            "command",
+            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember) is never accepted from another node",
+        )),
+        Command::Batch { .. } => Err(NodeError::invalid(
+            "command",
+            "batches are formed by the leader only and are never accepted from another node",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use crate::peer::client::{Method, Network, NetworkOptions};
-    use crate::peer::wire::pack;
+    use std::collections::BTreeMap;
+
+    use raftlock_core::{Applied, Command, Limits, LockError};
     use raftlock_proto::errors::never_sent;
+
+    use crate::error::NodeError;
+    use crate::peer::client::{Method, Network, NetworkOptions};
+    use crate::peer::wire::{pack, unpack};
+    use crate::{Node, NodeConfig};
+
+    /// A peer's Forward carries only client commands: the leader refuses
+    /// its own commands (which would end any lease now, or change the
+    /// limits) and batches, and applies nothing of them.
+    #[tokio::test]
+    async fn the_leader_refuses_leader_only_commands_and_batches_from_peers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client_addr = listener.local_addr().expect("addr").to_string();
+        // Forwards arrive on the peer port.
+        let addr = peer_listener.local_addr().expect("addr").to_string();
+        let mut config = NodeConfig::new(1, dir.path(), client_addr);
+        config.peer_listen = addr.clone();
+        config.initial_members = BTreeMap::from([(1, addr.clone())]);
+        let node = Node::start_on(config, listener, peer_listener)
+            .await
+            .expect("starts");
+        let api = node.api();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !api.is_leader() {
+            assert!(std::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (lease, _) = api
+            .grant_lease(10_000, "victim".into())
+            .await
+            .expect("lease");
+        let limits_before = api.state.read(|s| s.limits().clone());
+
+        let peer = Network::new(2, NetworkOptions::default());
+        let forward = |command: Command| {
+            let (peer, addr) = (peer.clone(), addr.clone());
+            async move {
+                let reply = peer
+                    .call(
+                        1,
+                        &addr,
+                        Method::Forward,
+                        pack(&command),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .expect("the leader answers");
+                unpack::<Result<Applied, NodeError>>("forward", &reply).expect("decodes")
+            }
+        };
+        let tighter = Limits {
+            max_leases: 1,
+            ..Limits::default()
+        };
+        for command in [
+            Command::ExpireLeases {
+                leases: vec![lease],
+            },
+            Command::Tick,
+            Command::SetLimits { limits: tighter },
+            Command::InitCluster {
+                cluster_id: "forged".into(),
+            },
+            Command::RecordMember {
+                node: 1,
+                store_id: "forged".into(),
+                client_addr: "127.0.0.1:1".into(),
+            },
+            Command::Batch {
+                commands: vec![Command::RevokeLease { lease }],
+            },
+        ] {
+            let what = format!("{command:?}");
+            match forward(command).await {
+                Err(NodeError::Lock(LockError::InvalidArgument { reason, .. })) => {
+                    assert!(
+                        reason.contains("never accepted from another node"),
+                        "{what}: {reason}"
+                    )
+                }
+                other => panic!("{what} was not refused: {other:?}"),
+            }
+        }
+        assert!(
+            api.state.read(|s| s.lease(lease).is_some()),
+            "the lease lives"
+        );
+        assert_eq!(api.state.read(|s| s.limits().clone()), limits_before);
+
+        // A client command a follower forwards is still applied.
+        let applied = forward(Command::RevokeLease { lease })
+            .await
+            .expect("a client command is taken");
+        assert!(applied.result.is_ok(), "{applied:?}");
+        node.shutdown().await;
+    }
 
     /// A refused connection means nothing reached the leader (NOT_LEADER is
     /// true); a peer that took the request and never answered may have

@@ -334,6 +334,8 @@ async fn grant_lease(nodes: &[Option<Node>], owner: &str, clock_ms: u64) -> u64 
             Command::GrantLease {
                 ttl_ms: 5_000,
                 owner: owner.to_string(),
+                identity: String::new(),
+                quota: Default::default(),
             },
         );
         match tokio::time::timeout(WAIT, raft.client_write(request)).await {

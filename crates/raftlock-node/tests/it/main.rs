@@ -3,6 +3,7 @@
 //! own tests use the crate's internals and live in
 //! src/peer/tests.rs.
 
+mod auth;
 mod cluster;
 mod embedders;
 mod failover;

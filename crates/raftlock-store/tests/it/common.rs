@@ -112,6 +112,8 @@ pub fn request(state: &State, op: Op, cluster_ms: &mut u64) -> Request {
         0 | 1 => Command::GrantLease {
             ttl_ms: 1_000 + u64::from(op.a % 5_000),
             owner: format!("owner-{}", op.b % 3),
+            identity: String::new(),
+            quota: Default::default(),
         },
         2..=4 => {
             let first = NAMES[op.a as usize % NAMES.len()];
@@ -137,6 +139,7 @@ pub fn request(state: &State, op: Op, cluster_ms: &mut u64) -> Request {
                 reason: "test".to_string(),
                 metadata,
                 lock_delay_ms: if op.b.is_multiple_of(4) { 500 } else { 0 },
+                quota: Default::default(),
             }
         }
         5 | 6 => match holds.get(op.a as usize % holds.len().max(1)) {
@@ -206,6 +209,7 @@ pub fn request(state: &State, op: Op, cluster_ms: &mut u64) -> Request {
         _ if op.flag => Command::ForceRelease {
             name: NAMES[op.a as usize % NAMES.len()].to_string(),
             lease: None,
+            by: String::new(),
         },
         _ => Command::Tick,
     };

@@ -98,6 +98,8 @@ async fn single_node_raft_commits_concurrent_writes_snapshots_and_restarts() {
         .client_write(req(Command::GrantLease {
             ttl_ms: 10_000,
             owner: "test".to_string(),
+            identity: String::new(),
+            quota: Default::default(),
         }))
         .await
         .expect("write");
@@ -120,6 +122,7 @@ async fn single_node_raft_commits_concurrent_writes_snapshots_and_restarts() {
                 reason: String::new(),
                 metadata: BTreeMap::new(),
                 lock_delay_ms: 0,
+                quota: Default::default(),
             }))
             .await
         }));

@@ -50,6 +50,29 @@ fn absolute(path: &Path) -> PathBuf {
 /// in its auth file).
 const DEV_CLIENT: &str = "admin";
 
+/// `dev --secure`'s auth file, in the dev directory.
+const AUTH_FILE: &str = "auth.toml";
+
+/// Writes the dev cluster's auth file unless it exists (a user may have
+/// edited it): the `admin` client certificate may do everything.
+fn write_auth_file(path: &Path) -> Result<(), Failure> {
+    if path.exists() {
+        return Ok(());
+    }
+    let text = format!(
+        "# Written by `raftlock dev --secure`; edit freely (nodes re-read it on SIGHUP).\n\
+         # docs/security.md explains roles, rules and identities.\n\
+         [[role]]\n\
+         name = \"admin\"\n\
+         rules = [{{ prefix = \"\", allow = [\"inspect\", \"lock\", \"watch\", \"admin\"] }}]\n\n\
+         [[identity]]\n\
+         cert = \"{DEV_CLIENT}\"\n\
+         roles = [\"admin\"]\n"
+    );
+    std::fs::write(path, text)
+        .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))
+}
+
 /// How far above a dev node's port its metrics port is.
 const METRICS_PORT_OFFSET: u16 = 10;
 /// Peer ports: the client ports + 1000, as `serve` defaults them.
@@ -80,10 +103,11 @@ pub struct DevArgs {
     #[arg(long)]
     pub fresh: bool,
 
-    /// TLS on every port and mutual TLS between the nodes: a CA and the
-    /// nodes' and an `admin` client's certificates are made in DIR/certs
-    /// (kept across restarts), and the client environment to use them is
-    /// printed (docs/security.md).
+    /// TLS on every port, mutual TLS between the nodes, and auth: a CA and
+    /// the nodes' and an `admin` client's certificates are made in
+    /// DIR/certs, and DIR/auth.toml makes that client an admin of every
+    /// name (both kept across restarts; edit auth.toml to add identities);
+    /// the client environment to use them is printed (docs/security.md).
     #[arg(long)]
     pub secure: bool,
 
@@ -130,11 +154,10 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
     write_marker(&args)?;
     let certs = if args.secure {
         let dir = args.dir.join("certs");
-        Some(crate::commands::certs::local_cluster_certs(
-            &dir,
-            u64::from(DEV_NODES),
-            DEV_CLIENT,
-        )?)
+        let certs =
+            crate::commands::certs::local_cluster_certs(&dir, u64::from(DEV_NODES), DEV_CLIENT)?;
+        write_auth_file(&args.dir.join(AUTH_FILE))?;
+        Some(certs)
     } else {
         None
     };
@@ -168,6 +191,7 @@ pub fn run(args: DevArgs) -> Result<(), Failure> {
                 key,
                 ca: certs.ca.clone(),
             });
+            config.auth = Some(raftlock_node::AuthSource::File(args.dir.join(AUTH_FILE)));
         }
         config.metrics_listen = Some(metrics_addr(args.base_port, *id));
         // Three nodes in one process, little data.
