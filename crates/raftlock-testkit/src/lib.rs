@@ -10,6 +10,7 @@
 //!   loss, close).
 //! - [`rng`]: the seeded generator.
 //! - [`grpc`]: the public gRPC API spoken without the product's client.
+//! - [`hostile`]: damaged encodings for decoding tests (proptest).
 //! - [`wait`]: polls and waits, every one bounded.
 //! - [`ports`], [`dirs`]: free ports on 127.0.0.1, temporary directories.
 //!
@@ -21,6 +22,7 @@
 pub mod cluster;
 pub mod dirs;
 pub mod grpc;
+pub mod hostile;
 pub mod ports;
 pub mod process;
 pub mod proxy;
