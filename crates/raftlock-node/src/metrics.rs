@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -35,6 +36,9 @@ pub(crate) struct NodeMetrics {
     pub(crate) appends_taken: Arc<Histogram>,
     /// The store's log flushes.
     pub(crate) log_flushes: Arc<Histogram>,
+    /// Peer messages this node refused (bad checksum, undecodable, meant
+    /// for another node).
+    pub(crate) peer_refused: Arc<AtomicU64>,
 }
 
 impl NodeMetrics {
@@ -213,6 +217,12 @@ pub(crate) fn render(api: &Api) -> String {
             counter(&mut out, name, help, value);
         }
     });
+    counter(
+        &mut out,
+        "raftlock_peer_messages_refused_total",
+        "Peer messages this node refused: bad checksum, undecodable, meant for another node.",
+        api.metrics.peer_refused.load(Ordering::Relaxed),
+    );
     gauge(
         &mut out,
         "raftlock_watchers",

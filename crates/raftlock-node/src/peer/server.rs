@@ -15,6 +15,7 @@ use openraft::raft::{
 };
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use futures::{Stream, StreamExt};
 use raftlock_proto::internal::v1 as internal;
@@ -25,7 +26,7 @@ use raftlock_store::{NodeId, TypeConfig};
 use tokio::sync::watch;
 use tonic::{Request, Response, Streaming};
 
-use super::wire::{pack, unpack};
+use super::wire::{note_refused, pack, unpack};
 use crate::Raft;
 use crate::api::Api;
 
@@ -43,6 +44,8 @@ pub(crate) struct RaftRpcs {
     /// How long this node's Raft took to take in (append and flush) each
     /// AppendEntries that carried entries.
     append_times: Arc<Histogram>,
+    /// Messages refused before they reached Raft.
+    refused: Arc<AtomicU64>,
 }
 
 impl RaftRpcs {
@@ -58,7 +61,20 @@ impl RaftRpcs {
             raft,
             id,
             append_times,
+            refused: Arc::default(),
         }
+    }
+
+    /// Counts refused messages into `refused` (the node's metric).
+    pub(crate) fn counting_refusals(mut self, refused: Arc<AtomicU64>) -> Self {
+        self.refused = refused;
+        self
+    }
+
+    /// `status`, counted and logged as a refusal of a `method` message.
+    fn refuse(&self, method: &'static str, status: tonic::Status) -> tonic::Status {
+        note_refused(&self.refused, method, &status.message());
+        status
     }
 
     /// A message meant for another node id (an old member whose address this
@@ -89,8 +105,11 @@ impl RaftRpcs {
         &self,
         message: &RaftMessage,
     ) -> Result<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>, tonic::Status> {
-        self.check_target(message)?;
-        let request: AppendEntriesRequest<TypeConfig> = unpack("append entries request", message)?;
+        let method = "AppendEntries";
+        self.check_target(message)
+            .map_err(|s| self.refuse(method, s))?;
+        let request: AppendEntriesRequest<TypeConfig> =
+            unpack("append entries request", message).map_err(|e| self.refuse(method, e.into()))?;
         let entries = request.entries.len();
         let started = std::time::Instant::now();
         let answer = self.raft.append_entries(request).await;
@@ -155,8 +174,10 @@ impl RaftRpcs {
 
     /// `VoteRequest` → `Result<VoteResponse, RaftError>`.
     pub(crate) async fn vote(&self, message: RaftMessage) -> Result<RaftMessage, tonic::Status> {
-        self.check_target(&message)?;
-        let request: VoteRequest<NodeId> = unpack("vote request", &message)?;
+        self.check_target(&message)
+            .map_err(|s| self.refuse("Vote", s))?;
+        let request: VoteRequest<NodeId> =
+            unpack("vote request", &message).map_err(|e| self.refuse("Vote", e.into()))?;
         let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = self.raft.vote(request).await;
         Ok(pack(&answer))
     }
@@ -167,9 +188,11 @@ impl RaftRpcs {
         &self,
         message: RaftMessage,
     ) -> Result<RaftMessage, tonic::Status> {
-        self.check_target(&message)?;
+        self.check_target(&message)
+            .map_err(|s| self.refuse("InstallSnapshot", s))?;
         let request: InstallSnapshotRequest<TypeConfig> =
-            unpack("install snapshot request", &message)?;
+            unpack("install snapshot request", &message)
+                .map_err(|e| self.refuse("InstallSnapshot", e.into()))?;
         let answer: Result<
             InstallSnapshotResponse<NodeId>,
             RaftError<NodeId, InstallSnapshotError>,
@@ -278,7 +301,8 @@ pub(crate) fn transport_server(api: &Arc<Api>) -> RaftTransportServer<TransportS
             api.raft.clone(),
             api.id,
             Arc::clone(&api.metrics.appends_taken),
-        ),
+        )
+        .counting_refusals(Arc::clone(&api.metrics.peer_refused)),
     })
     // Snapshot chunks and entry batches may be large.
     .max_decoding_message_size(64 * 1024 * 1024)
