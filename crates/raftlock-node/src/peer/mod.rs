@@ -13,4 +13,6 @@ pub(crate) mod server;
 pub(crate) mod wire;
 
 #[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod tests;

@@ -6,5 +6,6 @@
 mod cluster;
 mod embedders;
 mod failover;
+mod hostile;
 mod metrics;
 mod services;
