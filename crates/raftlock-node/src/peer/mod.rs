@@ -10,6 +10,7 @@
 pub(crate) mod client;
 pub(crate) mod forward;
 pub(crate) mod server;
+pub(crate) mod snapshot_in;
 pub(crate) mod wire;
 
 #[cfg(test)]

@@ -8,10 +8,9 @@
 //! and the node's own peer messages (Forward, ReadIndex, KeepAlive) to its
 //! `Api`.
 
-use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::error::RaftError;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use raftlock_store::{NodeId, TypeConfig};
 use tokio::sync::watch;
 use tonic::{Request, Response, Streaming};
 
+use super::snapshot_in::SnapshotReceiver;
 use super::wire::{note_refused, pack, unpack};
 use crate::Raft;
 use crate::api::Api;
@@ -46,6 +46,8 @@ pub(crate) struct RaftRpcs {
     append_times: Arc<Histogram>,
     /// Messages refused before they reached Raft.
     refused: Arc<AtomicU64>,
+    /// The snapshot being received.
+    snapshots: Arc<SnapshotReceiver>,
 }
 
 impl RaftRpcs {
@@ -62,6 +64,7 @@ impl RaftRpcs {
             id,
             append_times,
             refused: Arc::default(),
+            snapshots: Arc::default(),
         }
     }
 
@@ -183,7 +186,8 @@ impl RaftRpcs {
     }
 
     /// One chunk: `InstallSnapshotRequest` →
-    /// `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>`.
+    /// `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>`,
+    /// collected and checked by [`SnapshotReceiver`] before Raft sees it.
     pub(crate) async fn install_snapshot(
         &self,
         message: RaftMessage,
@@ -193,10 +197,11 @@ impl RaftRpcs {
         let request: InstallSnapshotRequest<TypeConfig> =
             unpack("install snapshot request", &message)
                 .map_err(|e| self.refuse("InstallSnapshot", e.into()))?;
-        let answer: Result<
-            InstallSnapshotResponse<NodeId>,
-            RaftError<NodeId, InstallSnapshotError>,
-        > = self.raft.install_snapshot(request).await;
+        let answer = self
+            .snapshots
+            .receive(&self.raft, request)
+            .await
+            .map_err(|s| self.refuse("InstallSnapshot", s))?;
         Ok(pack(&answer))
     }
 }
