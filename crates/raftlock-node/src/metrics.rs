@@ -37,7 +37,7 @@ pub(crate) struct NodeMetrics {
     /// The store's log flushes.
     pub(crate) log_flushes: Arc<Histogram>,
     /// Peer messages this node refused (bad checksum, undecodable, meant
-    /// for another node).
+    /// for another node, a damaged snapshot).
     pub(crate) peer_refused: Arc<AtomicU64>,
 }
 
@@ -220,7 +220,7 @@ pub(crate) fn render(api: &Api) -> String {
     counter(
         &mut out,
         "raftlock_peer_messages_refused_total",
-        "Peer messages this node refused: bad checksum, undecodable, meant for another node.",
+        "Peer messages this node refused: bad checksum, undecodable, meant for another node, a damaged snapshot.",
         api.metrics.peer_refused.load(Ordering::Relaxed),
     );
     gauge(
