@@ -170,11 +170,15 @@ cluster_alive() {
   done
 }
 RL_PORTS=("$(free_port)" "$(free_port)" "$(free_port)")
-RL_PEERS="1=127.0.0.1:${RL_PORTS[0]},2=127.0.0.1:${RL_PORTS[1]},3=127.0.0.1:${RL_PORTS[2]}"
+RL_PEER_PORTS=("$(free_port)" "$(free_port)" "$(free_port)")
+# --peers names the peer ports; clients use the client ports.
+RL_PEERS="1=127.0.0.1:${RL_PEER_PORTS[0]},2=127.0.0.1:${RL_PEER_PORTS[1]},3=127.0.0.1:${RL_PEER_PORTS[2]}"
 RL_ENDPOINTS="127.0.0.1:${RL_PORTS[0]},127.0.0.1:${RL_PORTS[1]},127.0.0.1:${RL_PORTS[2]}"
 for i in 1 2 3; do
-  RUST_LOG=warn "$RAFTLOCK" serve --id "$i" --data-dir "$WORK/raftlock$i" \
-    --listen "127.0.0.1:${RL_PORTS[$((i - 1))]}" --peers "$RL_PEERS" \
+  # Plaintext, as etcd is run here: the comparison is like for like.
+  RUST_LOG=warn "$RAFTLOCK" serve --insecure --id "$i" --data-dir "$WORK/raftlock$i" \
+    --listen "127.0.0.1:${RL_PORTS[$((i - 1))]}" \
+    --peer-listen "127.0.0.1:${RL_PEER_PORTS[$((i - 1))]}" --peers "$RL_PEERS" \
     </dev/null >"$WORK/raftlock$i.log" 2>&1 &
   PIDS+=("$!")
   CLUSTER+=("raftlock$i:$!")

@@ -81,14 +81,16 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 declare -A PORT=()
-for i in 1 2 3; do PORT[$i]=$(free_port); done
-PEERS="1=127.0.0.1:${PORT[1]},2=127.0.0.1:${PORT[2]},3=127.0.0.1:${PORT[3]}"
+for i in 1 2 3; do PORT[$i]=$(free_port); PEER_PORT[$i]=$(free_port); done
+# --peers names the peer ports; clients use the client ports.
+PEERS="1=127.0.0.1:${PEER_PORT[1]},2=127.0.0.1:${PEER_PORT[2]},3=127.0.0.1:${PEER_PORT[3]}"
 ENDPOINTS="127.0.0.1:${PORT[1]},127.0.0.1:${PORT[2]},127.0.0.1:${PORT[3]}"
 
 start_node() {
   local i=$1
-  RUST_LOG=warn "$BIN" serve --id "$i" --data-dir "$WORK/node$i" \
-    --listen "127.0.0.1:${PORT[$i]}" --peers "$PEERS" \
+  # Plaintext on loopback, as the peers it is compared with.
+  RUST_LOG=warn "$BIN" serve --insecure --id "$i" --data-dir "$WORK/node$i" \
+    --listen "127.0.0.1:${PORT[$i]}" --peer-listen "127.0.0.1:${PEER_PORT[$i]}" --peers "$PEERS" \
     </dev/null >>"$WORK/node$i.log" 2>&1 &
   PID[$i]=$!
 }

@@ -128,7 +128,7 @@ pub enum NodeError {
     },
 
     /// The call names no acceptable identity (auth is on). Not applied.
-    #[error("unauthenticated: {detail}")]
+    #[error("{detail}")]
     Unauthenticated {
         /// What was wrong with the credentials.
         detail: String,

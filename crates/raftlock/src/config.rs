@@ -925,7 +925,10 @@ mod tests {
         assert_eq!(r.node.snapshot_every_entries, 9);
         assert_eq!(r.node.limits.max_leases, 5);
         assert_eq!(r.node.initial_members.len(), 2);
-        assert_eq!(r.node.advertise.as_deref(), Some("127.0.0.1:2"));
+        // Peers reach node 2 at its --peers entry; clients at that host
+        // and the --listen port.
+        assert_eq!(r.node.peer_advertise.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(r.node.advertise.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(r.log_format, LogFormat::Json);
     }
 
