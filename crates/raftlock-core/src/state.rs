@@ -136,7 +136,7 @@ pub enum DecodeError {
     Invariant(String),
 }
 
-fn bincode_config() -> impl bincode::config::Config {
+fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
@@ -148,17 +148,18 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decode a value written by [`encode`]; trailing bytes are an error.
+///
+/// The input's length bounds what the decode may allocate (see
+/// [`decode_bounded`]): a length prefix claiming more than the input could
+/// hold is an error, never an allocation of that size.
 pub fn decode<T: serde::de::DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
-    let (value, read) =
-        bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| {
-            DecodeError::Undecodable {
-                what,
-                reason: e.to_string(),
-            }
-        })?;
+    let (value, read) = decode_bounded(bytes).map_err(|e| DecodeError::Undecodable {
+        what,
+        reason: e.to_string(),
+    })?;
     if read != bytes.len() {
         return Err(DecodeError::Undecodable {
             what,
@@ -166,6 +167,42 @@ pub fn decode<T: serde::de::DeserializeOwned>(
         });
     }
     Ok(value)
+}
+
+/// How many bytes of claims bincode counts, at most, per input byte: each
+/// primitive claims its in-memory size (a u128 in one varint byte claims
+/// 16), each string or byte buffer its length, which it then reads.
+const CLAIMS_PER_INPUT_BYTE: usize = 16;
+
+/// `decode_from_slice` with bincode's byte limit set from the input's
+/// length. bincode 2 without a limit allocates a string's or byte buffer's
+/// length prefix before reading it (`vec![0u8; len]`), so 20 bytes on the
+/// wire claiming a 2^40-byte String would abort the whole process on the
+/// failed allocation. A valid encoding claims at most
+/// [`CLAIMS_PER_INPUT_BYTE`] per byte of input, so a limit of that much
+/// never refuses one, and anything claiming more is `LimitExceeded` before
+/// it allocates. The limit is a const generic, hence the steps (each at
+/// most 8 times the one below, so a hostile input gets at most 128 times
+/// its size allocated, briefly, before the read fails).
+fn decode_bounded<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    let need = bytes.len().saturating_mul(CLAIMS_PER_INPUT_BYTE);
+    macro_rules! first_limit_above_need {
+        ($($bits:literal),*) => {
+            $(
+                if need <= 1usize << $bits {
+                    return bincode::serde::decode_from_slice(
+                        bytes,
+                        bincode_config().with_limit::<{ 1usize << $bits }>(),
+                    );
+                }
+            )*
+        };
+    }
+    first_limit_above_need!(16, 20, 24, 27, 30, 33, 36, 40);
+    // More than 64 GiB of input: nothing we send or store is that big.
+    Err(bincode::error::DecodeError::LimitExceeded)
 }
 
 impl State {

@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -39,6 +40,9 @@ pub(crate) struct NodeMetrics {
     pub(crate) client_refusals: Arc<crate::listen::Refusals>,
     /// Connections the peer listener refused.
     pub(crate) peer_refusals: Arc<crate::listen::Refusals>,
+    /// Peer messages this node refused (bad checksum, undecodable, meant
+    /// for another node, a damaged snapshot).
+    pub(crate) peer_refused: Arc<AtomicU64>,
 }
 
 impl NodeMetrics {
@@ -217,6 +221,12 @@ pub(crate) fn render(api: &Api) -> String {
             counter(&mut out, name, help, value);
         }
     });
+    counter(
+        &mut out,
+        "raftlock_peer_messages_refused_total",
+        "Peer messages this node refused: bad checksum, undecodable, meant for another node, a damaged snapshot.",
+        api.metrics.peer_refused.load(Ordering::Relaxed),
+    );
     gauge(
         &mut out,
         "raftlock_watchers",

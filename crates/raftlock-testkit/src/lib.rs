@@ -12,6 +12,7 @@
 //! - [`grpc`]: the public gRPC API spoken without the product's client.
 //! - [`certs`]: a CA, node and client certificates (as `raftlock certs`
 //!   makes them) for TLS tests.
+//! - [`hostile`]: damaged encodings for decoding tests (proptest).
 //! - [`wait`]: polls and waits, every one bounded.
 //! - [`ports`], [`dirs`]: free ports on 127.0.0.1, temporary directories.
 //!
@@ -24,6 +25,7 @@ pub mod certs;
 pub mod cluster;
 pub mod dirs;
 pub mod grpc;
+pub mod hostile;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -912,7 +912,7 @@ mod tests {
         std::fs::write(
             &path,
             "id = 2\ndata_dir = \"x\"\nlisten = \"127.0.0.1:1\"\nheartbeat_ms = 50\nsnapshot_every = 7\n\
-             log_format = \"json\"\n[peers]\n1 = \"127.0.0.1:1\"\n2 = \"127.0.0.1:2\"\n[limits]\nmax_leases = 5\n",
+             insecure = true\nlog_format = \"json\"\n[peers]\n1 = \"127.0.0.1:1\"\n2 = \"127.0.0.1:2\"\n[limits]\nmax_leases = 5\n",
         )
         .expect("write");
         let a = ServeArgs {

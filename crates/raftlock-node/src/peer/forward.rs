@@ -13,7 +13,7 @@ use raftlock_proto::internal::v1::RaftMessage;
 use serde::{Deserialize, Serialize};
 
 use super::client::Method;
-use super::wire::{pack, unpack};
+use super::wire::{note_refused, pack, unpack};
 use crate::api::Api;
 use crate::error::NodeError;
 
@@ -113,7 +113,10 @@ impl Api {
                     Err(e)
                 }
             },
-            Err(e) => Err(NodeError::invalid("command", e.to_string())),
+            Err(e) => {
+                note_refused(&self.metrics.peer_refused, "Forward", &e);
+                Err(NodeError::invalid("command", e.to_string()))
+            }
         };
         pack(&result)
     }
@@ -130,7 +133,10 @@ impl Api {
         let result: KeepAliveResult = match unpack::<KeepAliveForward>("keep-alive", message) {
             Ok(k) if self.is_leader() => self.keep_alive_local(k.lease, received_at).await,
             Ok(_) => Err(self.not_leader(None)),
-            Err(e) => Err(NodeError::invalid("keep-alive", e.to_string())),
+            Err(e) => {
+                note_refused(&self.metrics.peer_refused, "KeepAlive", &e);
+                Err(NodeError::invalid("keep-alive", e.to_string()))
+            }
         };
         pack(&result)
     }

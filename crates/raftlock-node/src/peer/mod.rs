@@ -12,7 +12,10 @@ pub(crate) mod client;
 pub(crate) mod forward;
 pub(crate) mod identity;
 pub(crate) mod server;
+pub(crate) mod snapshot_in;
 pub(crate) mod wire;
 
+#[cfg(test)]
+mod hostile;
 #[cfg(test)]
 mod tests;

@@ -8,13 +8,13 @@
 //! and the node's own peer messages (Forward, ReadIndex, KeepAlive) to its
 //! `Api`.
 
-use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::error::RaftError;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
 };
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use futures::{Stream, StreamExt};
 use raftlock_proto::internal::v1 as internal;
@@ -26,7 +26,8 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Streaming};
 
 use super::identity::{Caller, PeerIdentity};
-use super::wire::{pack, unpack};
+use super::snapshot_in::SnapshotReceiver;
+use super::wire::{note_refused, pack, unpack};
 use crate::Raft;
 use crate::api::Api;
 
@@ -47,6 +48,10 @@ pub(crate) struct RaftRpcs {
     /// How long this node's Raft took to take in (append and flush) each
     /// AppendEntries that carried entries.
     append_times: Arc<Histogram>,
+    /// Messages refused before they reached Raft.
+    refused: Arc<AtomicU64>,
+    /// The snapshot being received.
+    snapshots: Arc<SnapshotReceiver>,
 }
 
 impl RaftRpcs {
@@ -63,6 +68,8 @@ impl RaftRpcs {
             id,
             identity: None,
             append_times,
+            refused: Arc::default(),
+            snapshots: Arc::default(),
         }
     }
 
@@ -91,6 +98,18 @@ impl RaftRpcs {
             identity.check(message)?;
         }
         Ok(())
+    }
+
+    /// Counts refused messages into `refused` (the node's metric).
+    pub(crate) fn counting_refusals(mut self, refused: Arc<AtomicU64>) -> Self {
+        self.refused = refused;
+        self
+    }
+
+    /// `status`, counted and logged as a refusal of a `method` message.
+    fn refuse(&self, method: &'static str, status: tonic::Status) -> tonic::Status {
+        note_refused(&self.refused, method, &status.message());
+        status
     }
 
     /// A message meant for another node id (an old member whose address this
@@ -123,8 +142,11 @@ impl RaftRpcs {
         caller: Caller,
         message: &RaftMessage,
     ) -> Result<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>, tonic::Status> {
-        self.admit(caller, message)?;
-        let request: AppendEntriesRequest<TypeConfig> = unpack("append entries request", message)?;
+        let method = "AppendEntries";
+        self.admit(caller, message)
+            .map_err(|s| self.refuse(method, s))?;
+        let request: AppendEntriesRequest<TypeConfig> =
+            unpack("append entries request", message).map_err(|e| self.refuse(method, e.into()))?;
         let entries = request.entries.len();
         let started = std::time::Instant::now();
         let answer = self.raft.append_entries(request).await;
@@ -194,26 +216,32 @@ impl RaftRpcs {
         caller: Caller,
         message: RaftMessage,
     ) -> Result<RaftMessage, tonic::Status> {
-        self.admit(caller, &message)?;
-        let request: VoteRequest<NodeId> = unpack("vote request", &message)?;
+        self.admit(caller, &message)
+            .map_err(|s| self.refuse("Vote", s))?;
+        let request: VoteRequest<NodeId> =
+            unpack("vote request", &message).map_err(|e| self.refuse("Vote", e.into()))?;
         let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = self.raft.vote(request).await;
         Ok(self.answer(&answer))
     }
 
     /// One chunk: `InstallSnapshotRequest` →
-    /// `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>`.
+    /// `Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>`,
+    /// collected and checked by [`SnapshotReceiver`] before Raft sees it.
     pub(crate) async fn install_snapshot(
         &self,
         caller: Caller,
         message: RaftMessage,
     ) -> Result<RaftMessage, tonic::Status> {
-        self.admit(caller, &message)?;
+        self.admit(caller, &message)
+            .map_err(|s| self.refuse("InstallSnapshot", s))?;
         let request: InstallSnapshotRequest<TypeConfig> =
-            unpack("install snapshot request", &message)?;
-        let answer: Result<
-            InstallSnapshotResponse<NodeId>,
-            RaftError<NodeId, InstallSnapshotError>,
-        > = self.raft.install_snapshot(request).await;
+            unpack("install snapshot request", &message)
+                .map_err(|e| self.refuse("InstallSnapshot", e.into()))?;
+        let answer = self
+            .snapshots
+            .receive(&self.raft, request)
+            .await
+            .map_err(|s| self.refuse("InstallSnapshot", s))?;
         Ok(self.answer(&answer))
     }
 }
@@ -389,7 +417,8 @@ pub(crate) fn transport_server(api: &Arc<Api>) -> RaftTransportServer<TransportS
             api.id,
             Arc::clone(&api.metrics.appends_taken),
         )
-        .with_identity(api.peer_identity.clone()),
+        .with_identity(api.peer_identity.clone())
+        .counting_refusals(Arc::clone(&api.metrics.peer_refused)),
     })
     // Snapshot chunks and entry batches may be large.
     .max_decoding_message_size(64 * 1024 * 1024)

@@ -2,6 +2,8 @@
 //! inside a `RaftMessage` with a CRC32 the receiver checks, so a damaged
 //! frame is an error and never a wrong Raft message.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use raftlock_proto::internal::v1::RaftMessage;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -40,6 +42,18 @@ pub(crate) fn unpack<T: DeserializeOwned>(
         });
     }
     Ok(raftlock_core::decode(what, &message.data)?)
+}
+
+/// Counts a peer message this node refused and says why in the log: every
+/// one at debug, the 1st, 2nd, 4th, 8th... at warn, so a flood of garbage
+/// cannot flood the log (`raftlock_peer_messages_refused_total` has them all).
+pub(crate) fn note_refused(count: &AtomicU64, method: &'static str, why: &dyn std::fmt::Display) {
+    let n = count.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+    if n.is_power_of_two() {
+        tracing::warn!(method, refused_total = n, "refused a peer message: {why}");
+    } else {
+        tracing::debug!(method, refused_total = n, "refused a peer message: {why}");
+    }
 }
 
 impl From<WireError> for tonic::Status {

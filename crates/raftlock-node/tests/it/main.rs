@@ -7,6 +7,7 @@ mod auth;
 mod cluster;
 mod embedders;
 mod failover;
+mod hostile;
 mod metrics;
 mod security;
 mod services;

@@ -4,6 +4,7 @@
 mod common;
 mod conformance;
 mod crash;
+mod hostile;
 mod power;
 mod raft;
 mod store;
