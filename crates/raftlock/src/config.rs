@@ -117,12 +117,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_AUTH", value_name = "FILE", help_heading = SECURITY)]
     pub auth: Option<PathBuf>,
 
-    /// The initial cluster, `ID=HOST:PORT,...` (e.g.
-    /// 1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401). Give every node the
+    /// The initial cluster, `ID=HOST:PORT,...` naming each node's PEER
+    /// address (its --peer-listen port; e.g.
+    /// 1=10.0.0.1:8401,2=10.0.0.2:8401,3=10.0.0.3:8401). Give every node the
     /// same list: a node with a new data directory that is named here
     /// bootstraps the cluster with exactly these voters. Ignored once the
     /// node has data. Without it a new node waits to be added through
-    /// Admin.AddLearner. In the file: a [peers] table, `1 = "10.0.0.1:7401"`.
+    /// Admin.AddLearner. In the file: a [peers] table, `1 = "10.0.0.1:8401"`.
     #[arg(long, env = "RAFTLOCK_PEERS", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
     pub peers: Option<String>,
 

@@ -59,15 +59,18 @@ enum Command {
     /// name with `_` for `-`; limits go in a [limits] table). Flags and
     /// environment variables override the file.
     ///
-    /// Start every node of a new cluster with the same --peers: they form
-    /// the cluster by themselves, once. A restarted node keeps its data
-    /// directory and rejoins; --peers is then ignored.
+    /// Start every node of a new cluster with the same --peers (the nodes'
+    /// peer addresses): they form the cluster by themselves, once. A
+    /// restarted node keeps its data directory and rejoins; --peers is then
+    /// ignored. TLS is required: --tls-cert, --tls-key and --tls-ca, or
+    /// --insecure for plaintext on a network you trust (docs/security.md).
     Serve(Box<serve::Args>),
     /// Run a ready 3-node cluster in this process, for development.
     ///
     /// Nodes 1, 2 and 3 listen on 127.0.0.1 at --base-port, +1 and +2 (by
     /// default 7401-7403, the default endpoints of `raftlock status` and the
-    /// clients) and keep their data in DIR/node1, DIR/node2, DIR/node3.
+    /// clients; their peer ports 1000 above) and keep their data in
+    /// DIR/node1, DIR/node2, DIR/node3. --secure turns on TLS and auth.
     /// Running it again on the same directory brings back the same state.
     Dev(dev::DevArgs),
     /// Show the cluster as one node sees it: members, roles, leader, log.
@@ -122,8 +125,9 @@ enum Command {
     /// Cluster membership: status, add-learner, promote, remove.
     ///
     /// To grow a cluster: start the new node with `raftlock serve --id N
-    /// --listen ADDR` (no --peers), `raftlock cluster add-learner N ADDR`,
-    /// then `raftlock cluster promote N`.
+    /// --listen ADDR` and its TLS flags (no --peers), `raftlock cluster
+    /// add-learner N PEER_ADDR` (its peer port), then `raftlock cluster
+    /// promote N`.
     #[command(after_help = EXIT_CODES)]
     Cluster(cluster::ClusterArgs),
     /// Make a CA, node and client certificates, and bearer tokens.

@@ -30,13 +30,15 @@ pub enum ClusterCommand {
     /// Add a node as a non-voting learner: it starts receiving the log.
     ///
     /// Start the node first with `raftlock serve --id ID --listen ADDR`
-    /// without --peers (it waits to be added). Then `promote` it to a voter.
+    /// (and its TLS flags, or --insecure) without --peers (it waits to be
+    /// added). Then `promote` it to a voter.
     /// A new node needs a new id: never reuse the id of a node whose data
     /// was lost.
     AddLearner {
         /// The new node's id (unique in the cluster, at least 1).
         id: u64,
-        /// host:port at which the other nodes reach it.
+        /// The new node's PEER address, host:port, at which the other
+        /// nodes reach it (its --peer-listen port, e.g. 10.0.0.4:8401).
         address: String,
         /// Return once the membership entry is committed, without waiting
         /// for the learner to catch up with the log.
@@ -78,7 +80,7 @@ pub fn run(args: ClusterArgs) -> Result<(), Failure> {
             let address = address.trim().to_string();
             if !address.contains(':') {
                 return Err(Failure::Usage(format!(
-                    "{address:?} is not host:port (e.g. 10.0.0.4:7401)"
+                    "{address:?} is not host:port (e.g. 10.0.0.4:8401)"
                 )));
             }
             let timeout = if no_wait {
