@@ -58,13 +58,18 @@ struct StatusOut {
     purged_index: Option<u64>,
     leases: u64,
     locks: u64,
+    /// The cluster's id; absent until its first leader named it.
+    cluster_id: Option<String>,
     nodes: Vec<NodeOut>,
 }
 
 #[derive(Debug, Serialize)]
 struct NodeOut {
     id: u64,
+    /// Where clients reach the node.
     address: String,
+    /// Where peers reach it (what the membership holds).
+    peer_address: String,
     role: &'static str,
     voter: bool,
     matched_index: Option<u64>,
@@ -96,12 +101,14 @@ impl StatusOut {
             purged_index: s.purged_index,
             leases: s.leases,
             locks: s.locks,
+            cluster_id: Some(s.cluster_id).filter(|c| !c.is_empty()),
             nodes: s
                 .nodes
                 .into_iter()
                 .map(|n| NodeOut {
                     id: n.id,
                     address: n.address,
+                    peer_address: n.peer_address,
                     role: role_name(n.role),
                     voter: n.voter,
                     matched_index: n.matched_index,
@@ -189,6 +196,11 @@ async fn ask(
 /// node answered.
 fn text(e: &Error) -> String {
     match e {
+        Error::Other { reason, .. } if reason == "UNIMPLEMENTED" => {
+            "it does not serve the raftlock client API (a node's peer port? clients use the \
+             --listen port, peers the --peer-listen port)"
+                .to_string()
+        }
         Error::Unavailable { message, .. } | Error::DeadlineExceeded { message, .. } => {
             message.clone()
         }
@@ -221,18 +233,25 @@ fn table(s: &StatusOut) -> String {
         opt(s.purged_index)
     ));
     out.push_str(&format!(
-        "leases    {}\nlocks     {}\n\n",
-        s.leases, s.locks
+        "leases    {}\nlocks     {}\ncluster   {}\n\n",
+        s.leases,
+        s.locks,
+        s.cluster_id.as_deref().unwrap_or("- (not named yet)")
     ));
 
-    let header = ["ID", "ADDRESS", "ROLE", "VOTER", "MATCHED", "LAG"];
-    let rows: Vec<[String; 6]> = s
+    let header = ["ID", "ADDRESS", "PEER ADDRESS", "ROLE", "VOTER", "MATCHED", "LAG"];
+    let rows: Vec<[String; 7]> = s
         .nodes
         .iter()
         .map(|n| {
             [
                 n.id.to_string(),
-                n.address.clone(),
+                if n.address.is_empty() {
+                    "-".to_string()
+                } else {
+                    n.address.clone()
+                },
+                n.peer_address.clone(),
                 n.role.to_string(),
                 if n.voter { "yes" } else { "no" }.to_string(),
                 opt(n.matched_index),
