@@ -440,7 +440,9 @@ async fn bind_three() -> (
 }
 
 /// The leader, once every node of `nodes` names the same one.
-async fn agreed_leader(nodes: &std::collections::BTreeMap<u64, raftlock_node::NodeHandle>) -> u64 {
+pub(crate) async fn agreed_leader(
+    nodes: &std::collections::BTreeMap<u64, raftlock_node::NodeHandle>,
+) -> u64 {
     eventually(Duration::from_secs(10), || {
         let leaders: Vec<Option<u64>> = nodes
             .values()

@@ -63,20 +63,7 @@ async fn tls_cluster(ca: &TestCa) -> TlsCluster {
 
 impl TlsCluster {
     async fn leader(&self) -> u64 {
-        eventually(Duration::from_secs(15), || {
-            let leaders: Vec<Option<u64>> = self
-                .nodes
-                .values()
-                .map(|n| n.raft().metrics().borrow().current_leader)
-                .collect();
-            async move {
-                match leaders.first() {
-                    Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => Some(*l),
-                    _ => None,
-                }
-            }
-        })
-        .await
+        crate::cluster::agreed_leader(&self.nodes).await
     }
 
     async fn shutdown(self) {

@@ -239,7 +239,15 @@ fn table(s: &StatusOut) -> String {
         s.cluster_id.as_deref().unwrap_or("- (not named yet)")
     ));
 
-    let header = ["ID", "ADDRESS", "PEER ADDRESS", "ROLE", "VOTER", "MATCHED", "LAG"];
+    let header = [
+        "ID",
+        "ADDRESS",
+        "PEER ADDRESS",
+        "ROLE",
+        "VOTER",
+        "MATCHED",
+        "LAG",
+    ];
     let rows: Vec<[String; 7]> = s
         .nodes
         .iter()
