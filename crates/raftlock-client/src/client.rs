@@ -560,8 +560,11 @@ impl Client {
                             message,
                         });
                     }
-                    if unapplied
-                        && self.inner.security.tls.is_none()
+                    // Not only when unapplied: a write's bytes did go out
+                    // on a plaintext connection, but an answer that is not
+                    // HTTP/2 (a TLS alert) means no raftlock node read them,
+                    // so nothing was applied and retrying cannot help.
+                    if self.inner.security.tls.is_none()
                         && !self.nodes().local
                         && crate::tls::not_plaintext_http2(&status)
                     {

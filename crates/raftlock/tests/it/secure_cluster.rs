@@ -330,8 +330,19 @@ fn strangers_are_refused_and_identities_get_only_what_their_roles_allow() {
     let ca = cluster.ca();
 
     // 1. No TLS at all: refused at once, saying TLS.
-    for args in [&["list"][..], &["inspect", "jobs/x"], &["status"]] {
+    for args in [
+        &["list"][..],
+        &["inspect", "jobs/x"],
+        &["status"],
+        &["acquire", "jobs/x", "--wait", "0"],
+    ] {
+        let asked = Instant::now();
         let (code, _, err) = cluster.run(As::Plaintext, args);
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "plaintext {args:?} took {:?} to fail: {err}",
+            asked.elapsed()
+        );
         assert_ne!(code, 0, "plaintext {args:?} succeeded");
         assert!(
             err.contains("TLS"),
