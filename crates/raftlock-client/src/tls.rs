@@ -439,6 +439,22 @@ pub(crate) fn tls_hint(message: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_fatal_alert_known_only_as_words_is_a_tls_failure_naming_the_client_certificate() {
+        // As h2 passes on rustls's error: the text of an io::Error, inside
+        // a Debug rendering.
+        let e = std::io::Error::other(
+            "Custom { kind: InvalidData, error: \"received fatal alert: DecryptError\" }",
+        );
+        let message = tls_failure(&e).expect("a TLS failure");
+        assert_eq!(message, "received fatal alert: DecryptError");
+        assert!(tls_hint(&message).contains("refused the client certificate"));
+        assert_eq!(
+            tls_failure(&std::io::Error::other("connection reset")),
+            None
+        );
+    }
+
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
