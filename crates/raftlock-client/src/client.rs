@@ -553,15 +553,22 @@ impl Client {
                     // certain that nothing was sent; a write's failure
                     // after that goes the usual way.
                     let unapplied = kind == Kind::Read || errors::never_sent(&status);
-                    if unapplied && let Some(message) = crate::tls::tls_failure(&status) {
+                    // A fatal alert from the node is its TLS layer refusing
+                    // the connection: no request on it was read.
+                    if let Some(message) = crate::tls::tls_failure(&status)
+                        && (unapplied || message.contains(crate::tls::ALERT_RECEIVED))
+                    {
                         return Err(Error::Tls {
                             endpoint: self.nodes().channels[index].0.clone(),
                             hint: crate::tls::tls_hint(&message).to_string(),
                             message,
                         });
                     }
-                    if unapplied
-                        && self.inner.security.tls.is_none()
+                    // Not only when unapplied: a write's bytes did go out
+                    // on a plaintext connection, but an answer that is not
+                    // HTTP/2 (a TLS alert) means no raftlock node read them,
+                    // so nothing was applied and retrying cannot help.
+                    if self.inner.security.tls.is_none()
                         && !self.nodes().local
                         && crate::tls::not_plaintext_http2(&status)
                     {

@@ -353,10 +353,23 @@ pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<S
         {
             return Some(r.to_string());
         }
+        // h2 keeps only the text of an io::Error: the node's fatal alert
+        // (a client certificate it refused, read after a TLS 1.3 client
+        // took the handshake for done) arrives as words.
+        let text = e.to_string();
+        if let Some(at) = text.find(ALERT_RECEIVED) {
+            // The words may sit inside a Debug rendering: end at its quote.
+            let alert = &text[at..];
+            let end = alert.find('"').unwrap_or(alert.len());
+            return Some(alert[..end].to_string());
+        }
         source = e.source();
     }
     None
 }
+
+/// How rustls words a fatal alert from the other side.
+pub(crate) const ALERT_RECEIVED: &str = "received fatal alert";
 
 /// Whether a plaintext call got bytes that are not HTTP/2 back, as from a
 /// node that serves TLS (its alert, read as a frame header, announces a
@@ -408,6 +421,13 @@ pub(crate) fn tls_hint(message: &str) -> &'static str {
     } else if message.contains("corrupt message") || message.contains("InvalidContentType") {
         "the node does not speak TLS: is it serving plaintext (--insecure)? Use http:// \
          and no --ca/--cert, or enable TLS on the node"
+    } else if message.contains(ALERT_RECEIVED)
+        && ["UnknownCA", "BadCertificate", "DecryptError"]
+            .iter()
+            .any(|a| message.contains(a))
+    {
+        "the node refused the client certificate: use one signed by the cluster's CA \
+         (--cert/--key from `raftlock certs client`)"
     } else if message.contains("CertificateRequired") || message.contains("certificate required") {
         "the node requires a client certificate: pass --cert and --key (or a token)"
     } else {
@@ -418,6 +438,22 @@ pub(crate) fn tls_hint(message: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fatal_alert_known_only_as_words_is_a_tls_failure_naming_the_client_certificate() {
+        // As h2 passes on rustls's error: the text of an io::Error, inside
+        // a Debug rendering.
+        let e = std::io::Error::other(
+            "Custom { kind: InvalidData, error: \"received fatal alert: DecryptError\" }",
+        );
+        let message = tls_failure(&e).expect("a TLS failure");
+        assert_eq!(message, "received fatal alert: DecryptError");
+        assert!(tls_hint(&message).contains("refused the client certificate"));
+        assert_eq!(
+            tls_failure(&std::io::Error::other("connection reset")),
+            None
+        );
+    }
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

@@ -199,12 +199,36 @@ fn keeps_sigpipe_ignored(command: &Command) -> bool {
     }
 }
 
-/// See [`keeps_sigpipe_ignored`].
+/// See [`keeps_sigpipe_ignored`]. Not the default action itself: that
+/// also ended a command, silently with status 141, when it wrote to the
+/// socket of a node that had closed it (a TLS node hanging up on a
+/// plaintext client, a client certificate the node refused), instead of
+/// printing the error. So SIGPIPE ends the process only when stdout is the
+/// broken pipe; a socket's write just fails with EPIPE.
 fn restore_sigpipe() {
-    // SAFETY: setting a signal's disposition to the default, before any
-    // other thread exists.
+    extern "C" fn on_sigpipe(_: libc::c_int) {
+        let mut stdout = libc::pollfd {
+            fd: libc::STDOUT_FILENO,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: poll, signal and raise are async-signal-safe; SIGPIPE is
+        // blocked while this runs, so the raised one is delivered, with
+        // the default action, when it returns.
+        unsafe {
+            if libc::poll(&mut stdout, 1, 0) == 1 && stdout.revents & libc::POLLERR != 0 {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+    }
+    // SAFETY: installing a handler that only makes async-signal-safe
+    // calls, before any other thread exists.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(
+            libc::SIGPIPE,
+            on_sigpipe as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 }
 

@@ -11,5 +11,6 @@ mod cli_locks;
 mod cli_tls;
 mod cli_watch;
 mod dev_cluster;
+mod secure_cluster;
 mod serve_cluster;
 mod serve_errors;
