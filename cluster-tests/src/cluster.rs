@@ -737,7 +737,7 @@ impl Cluster {
                 )));
             }
             match status_call(&anonymous, addr).await {
-                Err(Some(code)) if code == tonic::Code::Unauthenticated => {}
+                Err(Some(tonic::Code::Unauthenticated)) => {}
                 other => {
                     return Err(setup(format!(
                         "node {id}: a TLS call without a client certificate should be refused UNAUTHENTICATED (auth on), got {other:?}"
