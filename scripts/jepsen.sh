@@ -26,9 +26,17 @@
 # mount (FUSE; needs root and /dev/fuse) and throw away every write a node
 # had not fsynced when its power is cut; kill-all kills every node at once.
 #
+# --secure runs the cluster with TLS and auth on: a CA, node certificates and
+# an auth file in <out>/cluster/certs; every node serves TLS on its client
+# and peer ports (mutual TLS between peers, through the fault proxies) and
+# checks every call against the auth file; the harness connects with TLS as
+# identity `jepsen` (inspect, lock, watch, admin on every name). Before the
+# clients start, each node must refuse a plaintext call and a TLS call
+# without a client certificate (else a setup error, exit 2).
+#
 # Usage: scripts/jepsen.sh [--nodes 5] [--time-limit 600]
 #          [--nemesis partition,kill,pause,link,clock,member,kill-all,power | ...,skew]
-#          [--seed S] [--clients 10] [--skew-percent 3]
+#          [--seed S] [--clients 10] [--skew-percent 3] [--secure]
 #          [--target raftlock|unsafe] [--out DIR] [any other `jepsen` flag]
 set -euo pipefail
 
@@ -46,6 +54,7 @@ while [ $# -gt 0 ]; do
     --nemesis) NEMESIS="${2:?--nemesis needs a list}"; ARGS+=("$1" "$2"); shift 2 ;;
     --seed) SEED="${2:?--seed needs a number}"; ARGS+=("$1" "$2"); shift 2 ;;
     --out) OUT="${2:?--out needs a directory}"; shift 2 ;;
+    --secure) ARGS+=("$1"); shift ;;
     --*) ARGS+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     *) echo "error: unexpected argument $1" >&2; usage >&2; exit 2 ;;
   esac

@@ -8,13 +8,15 @@
 //! followers forward writes to the leader themselves.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftlock_proto::errors::{self, ErrorReason, Reason};
 use raftlock_proto::v1 as pb;
 use raftlock_proto::v1::leases_client::LeasesClient;
 use raftlock_proto::v1::locks_client::LocksClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::history::HoldMode;
 
@@ -92,6 +94,100 @@ impl CallError {
     }
 }
 
+/// How the harness reaches a node: plaintext, or TLS checked against the
+/// cluster's CA with the harness's client certificate (its identity in the
+/// auth file). Every channel the harness opens — workload clients, status
+/// polling, membership changes — is made here. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Transport {
+    tls: Option<Arc<TlsMaterial>>,
+}
+
+struct TlsMaterial {
+    ca: Vec<u8>,
+    /// The client certificate and key (PEM); None: TLS without a client
+    /// certificate (the harness's check that auth is really on).
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The name the harness checks the nodes' certificates against: every node
+/// certificate lists `localhost` and 127.0.0.1, and clients connect to
+/// 127.0.0.1 (through the client proxies, which pass TLS through).
+pub const TLS_DOMAIN: &str = "localhost";
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.tls {
+            None => f.write_str("Transport(plaintext)"),
+            Some(t) if t.identity.is_some() => f.write_str("Transport(tls, client certificate)"),
+            Some(_) => f.write_str("Transport(tls, no client certificate)"),
+        }
+    }
+}
+
+impl Transport {
+    /// Plaintext HTTP/2.
+    pub fn plaintext() -> Transport {
+        Transport { tls: None }
+    }
+
+    /// TLS: nodes checked against the CA certificate in `ca` (PEM), the
+    /// harness presenting `cert` and `key` (PEM files) when given.
+    pub fn tls(ca: &Path, identity: Option<(&Path, &Path)>) -> std::io::Result<Transport> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("reading {}: {e}", p.display())))
+        };
+        let identity = match identity {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        Ok(Transport {
+            tls: Some(Arc::new(TlsMaterial {
+                ca: read(ca)?,
+                identity,
+            })),
+        })
+    }
+
+    /// The same CA, without a client certificate.
+    pub fn without_identity(&self) -> Transport {
+        Transport {
+            tls: self.tls.as_ref().map(|t| {
+                Arc::new(TlsMaterial {
+                    ca: t.ca.clone(),
+                    identity: None,
+                })
+            }),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// An endpoint for `addr` (not connected yet).
+    pub fn endpoint(&self, addr: SocketAddr) -> Result<Endpoint, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("bad address {addr}: {e}"))?;
+        match &self.tls {
+            None => Ok(endpoint),
+            Some(t) => {
+                let mut config = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&t.ca))
+                    .domain_name(TLS_DOMAIN);
+                if let Some((cert, key)) = &t.identity {
+                    config = config.identity(Identity::from_pem(cert, key));
+                }
+                endpoint
+                    .tls_config(config)
+                    .map_err(|e| format!("TLS settings for {addr}: {e}"))
+            }
+        }
+    }
+}
+
 /// A client bound to one node.
 #[derive(Clone)]
 pub struct NodeClient {
@@ -104,9 +200,15 @@ pub struct NodeClient {
 
 impl NodeClient {
     /// A client of `node` at `addr`; connects lazily, never waits here.
-    pub fn new(node: u64, addr: SocketAddr, timeout: Duration) -> Result<NodeClient, CallError> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| CallError::Definite(format!("bad address {addr}: {e}")))?
+    pub fn new(
+        node: u64,
+        addr: SocketAddr,
+        timeout: Duration,
+        transport: &Transport,
+    ) -> Result<NodeClient, CallError> {
+        let endpoint = transport
+            .endpoint(addr)
+            .map_err(CallError::Definite)?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(1))

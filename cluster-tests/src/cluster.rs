@@ -13,6 +13,13 @@
 //! throws away every write they had not fsynced), and heal everything.
 //! Dropping the cluster kills every process it started, even on panic,
 //! then unmounts the disks.
+//!
+//! With `secure` every node serves TLS on both ports (mutual TLS between
+//! peers) and checks every client call against an auth file, and the
+//! harness connects with TLS as its own identity ([`HARNESS_IDENTITY`]):
+//! a CA, the nodes' and the harness's certificates and the auth file are
+//! written to `certs/` in the cluster directory. The proxies work on TCP,
+//! so TLS passes through them untouched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -24,7 +31,13 @@ use raftlock_proto::v1 as pb;
 use raftlock_proto::v1::admin_client::AdminClient;
 use tempfile::TempDir;
 
+use crate::client::Transport;
 use crate::proxy::{LinkMode, Proxy};
+
+/// The harness's identity with `secure`: its client certificate's common
+/// name, which the auth file gives `inspect`, `lock`, `watch` and `admin`
+/// on every name (the nemesis changes the membership).
+pub const HARNESS_IDENTITY: &str = "jepsen";
 
 /// Errors starting or driving a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +136,58 @@ pub struct ClusterConfig {
     /// cluster directory), so [`Cluster::power_cut`] can drop what a node
     /// had not fsynced. Needs FUSE ([`powerfs::available`]).
     pub power_disks: bool,
+    /// TLS on both node ports, mutual TLS between peers, an auth file, and
+    /// the harness connecting with TLS as [`HARNESS_IDENTITY`] (module
+    /// documentation).
+    pub secure: bool,
+}
+
+/// The files of a `secure` cluster, in `certs/` of the cluster directory.
+#[derive(Debug, Clone)]
+pub struct SecureFiles {
+    pub ca: PathBuf,
+    /// Node id → its certificate and key.
+    pub nodes: BTreeMap<u64, raftlock_testkit::certs::CertFiles>,
+    /// The harness's client certificate and key.
+    pub client: raftlock_testkit::certs::CertFiles,
+    pub auth: PathBuf,
+}
+
+impl SecureFiles {
+    /// A new CA, a certificate for every node in `ids` (the nodes the
+    /// membership nemesis removes and adds back keep their ids, so these
+    /// are all it needs), the harness's client certificate, and an auth
+    /// file making the harness an admin of every name, written to `dir`.
+    pub fn write(dir: &Path, ids: &[u64]) -> Result<SecureFiles, ClusterError> {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let ca = raftlock_testkit::certs::TestCa::new(dir, "");
+        let nodes = ids.iter().map(|id| (*id, ca.node(*id, ""))).collect();
+        let client = ca.client(HARNESS_IDENTITY);
+        let auth = dir.join("auth.toml");
+        let text = format!(
+            "# Written by cluster-tests: the harness may do everything on every name.\n\
+             [[role]]\n\
+             name = \"harness\"\n\
+             rules = [{{ prefix = \"\", allow = [\"inspect\", \"lock\", \"watch\", \"admin\"] }}]\n\
+             \n\
+             [[identity]]\n\
+             cert = \"{HARNESS_IDENTITY}\"\n\
+             roles = [\"harness\"]\n"
+        );
+        std::fs::write(&auth, text).map_err(io(format!("writing {}", auth.display())))?;
+        Ok(SecureFiles {
+            ca: ca.cert.clone(),
+            nodes,
+            client,
+            auth,
+        })
+    }
+
+    /// The harness's transport: TLS with its client certificate.
+    pub fn transport(&self) -> Result<Transport, ClusterError> {
+        Transport::tls(&self.ca, Some((&self.client.cert, &self.client.key)))
+            .map_err(io("reading the harness's certificates"))
+    }
 }
 
 /// How nodes run under libfaketime (`LD_PRELOAD`): each node reads its
@@ -230,6 +295,10 @@ pub struct Cluster {
     disks: BTreeMap<u64, powerfs::Mount>,
     /// Nodes whose power is off: not started again until it is back.
     powered_off: BTreeSet<u64>,
+    /// How the harness connects to the nodes (TLS when `secure`).
+    transport: Transport,
+    /// The certificates and auth file, when `secure`.
+    secure: Option<SecureFiles>,
     /// The temporary directory (unless `keep_dir`), declared last: it goes
     /// after the disks are unmounted, which a busy mount point would stop.
     _tmp: Option<TempDir>,
@@ -321,7 +390,18 @@ impl Cluster {
                 disks.insert(*id, mount);
             }
         }
+        let secure = if config.secure {
+            Some(SecureFiles::write(&dir.join("certs"), &ids)?)
+        } else {
+            None
+        };
+        let transport = match &secure {
+            Some(files) => files.transport()?,
+            None => Transport::plaintext(),
+        };
         let mut cluster = Cluster {
+            transport,
+            secure,
             _tmp: tmp,
             dir: dir.clone(),
             binary: config.binary.clone(),
@@ -369,7 +449,18 @@ impl Cluster {
                 "--write-timeout-ms".into(),
                 "3000".into(),
             ];
-            if !config.extra_args.iter().any(|a| a == "--tls-cert") {
+            if let Some(files) = &cluster.secure {
+                let node = &files.nodes[id];
+                for (flag, path) in [
+                    ("--tls-cert", &node.cert),
+                    ("--tls-key", &node.key),
+                    ("--tls-ca", &files.ca),
+                    ("--auth", &files.auth),
+                ] {
+                    args.push(flag.into());
+                    args.push(path.display().to_string());
+                }
+            } else if !config.extra_args.iter().any(|a| a == "--tls-cert") {
                 args.push("--insecure".into());
             }
             args.extend(config.extra_args.iter().cloned());
@@ -585,9 +676,7 @@ impl Cluster {
                 let Some(addr) = self.direct_addr(id).filter(|_| self.is_running(id)) else {
                     continue;
                 };
-                let Ok(endpoint) =
-                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                else {
+                let Ok(endpoint) = self.transport.endpoint(addr) else {
                     continue;
                 };
                 let endpoint = endpoint.connect_timeout(Duration::from_millis(300));
@@ -609,6 +698,72 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// How the harness connects to the nodes: TLS with its own client
+    /// certificate when the cluster is `secure`, else plaintext.
+    pub fn transport(&self) -> Transport {
+        self.transport.clone()
+    }
+
+    /// The certificates and auth file of a `secure` cluster.
+    pub fn secure_files(&self) -> Option<&SecureFiles> {
+        self.secure.as_ref()
+    }
+
+    /// For a `secure` cluster, checks on every running node that security
+    /// is really on, so a run can never pass on a plaintext cluster while
+    /// claiming TLS: a plaintext gRPC call to its client port gets no
+    /// answer, a TLS call without a client certificate is refused
+    /// UNAUTHENTICATED (auth is on), and the harness's own TLS call is
+    /// answered. Returns one line per node saying what was seen.
+    pub async fn check_secure(&self) -> Result<Vec<String>, ClusterError> {
+        let setup = |m: String| ClusterError::Io {
+            what: "checking TLS and auth".into(),
+            source: std::io::Error::other(m),
+        };
+        if self.secure.is_none() {
+            return Err(setup("the cluster was started without secure".into()));
+        }
+        let anonymous = self.transport.without_identity();
+        let mut lines = Vec::new();
+        for id in self.ids().into_iter().filter(|id| self.is_running(*id)) {
+            let Some(addr) = self.direct_addr(id) else {
+                continue;
+            };
+            if let Ok(r) = status_call(&Transport::plaintext(), addr).await {
+                return Err(setup(format!(
+                    "node {id} answered a plaintext call on {addr}: TLS is off ({r:?})"
+                )));
+            }
+            match status_call(&anonymous, addr).await {
+                Err(Some(tonic::Code::Unauthenticated)) => {}
+                other => {
+                    return Err(setup(format!(
+                        "node {id}: a TLS call without a client certificate should be refused UNAUTHENTICATED (auth on), got {other:?}"
+                    )));
+                }
+            }
+            // The harness's own call may meet an election or a slow start:
+            // a few tries.
+            let mut answered = None;
+            for _ in 0..10 {
+                if let Ok(r) = status_call(&self.transport, addr).await {
+                    answered = Some(r);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if answered.is_none() {
+                return Err(setup(format!(
+                    "node {id} did not answer the harness's TLS call as {HARNESS_IDENTITY}"
+                )));
+            }
+            lines.push(format!(
+                "node {id}: plaintext refused, no client certificate UNAUTHENTICATED, TLS as {HARNESS_IDENTITY} answered"
+            ));
+        }
+        Ok(lines)
     }
 
     /// Where clients reach node `id` (its client proxy).
@@ -851,7 +1006,7 @@ impl Cluster {
             return None;
         }
         let addr = self.direct_addr(id)?;
-        status_of(addr).await
+        status_call(&self.transport, addr).await.ok()
     }
 
     /// The leader most running members name, if any.
@@ -975,21 +1130,30 @@ fn write_clock(path: &Path, setting: ClockSetting) -> Result<(), ClusterError> {
     std::fs::rename(&tmp, path).map_err(io(format!("renaming {}", tmp.display())))
 }
 
-async fn status_of(addr: SocketAddr) -> Option<pb::StatusResponse> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
+/// One Status call to `addr`, bounded (800 ms): the answer, or the gRPC
+/// code it was refused with (None: no connection or no answer in time).
+async fn status_call(
+    transport: &Transport,
+    addr: SocketAddr,
+) -> Result<pb::StatusResponse, Option<tonic::Code>> {
+    let endpoint = transport
+        .endpoint(addr)
+        .map_err(|_| None)?
         .connect_timeout(Duration::from_millis(300));
     let call = async {
-        let channel = endpoint.connect().await.ok()?;
+        let channel = endpoint.connect().await.map_err(|_| None)?;
         let mut admin = AdminClient::new(channel);
         let mut req = tonic::Request::new(pb::StatusRequest {});
         req.set_timeout(Duration::from_millis(500));
-        admin.status(req).await.ok().map(|r| r.into_inner())
+        admin
+            .status(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| Some(s.code()))
     };
     tokio::time::timeout(Duration::from_millis(800), call)
         .await
-        .ok()
-        .flatten()
+        .unwrap_or(Err(None))
 }
 
 fn signal(child: &Child, sig: libc::c_int) {

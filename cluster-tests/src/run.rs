@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 
 use crate::checker::{CheckOptions, CheckResult, Verdict, check_all};
-use crate::client::NodeClient;
+use crate::client::{NodeClient, Transport};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, Faketime, raftlock_binary};
 use crate::history::{History, HistoryError, Recorder};
 use crate::nemesis::{self, FaultKind, NemesisConfig};
@@ -50,6 +50,11 @@ pub struct RunConfig {
     pub out_dir: Option<PathBuf>,
     /// The raftlock binary (default: [`raftlock_binary`]).
     pub binary: Option<PathBuf>,
+    /// TLS on every node port, mutual TLS between peers, an auth file, and
+    /// the harness's clients on TLS as their own identity (see
+    /// [`crate::cluster`]); checked on every node before the clients start.
+    /// Only for the raftlock target.
+    pub secure: bool,
 }
 
 impl RunConfig {
@@ -71,6 +76,7 @@ impl RunConfig {
             op_timeout: Duration::from_secs(2),
             out_dir: None,
             binary: None,
+            secure: false,
         }
     }
 }
@@ -104,6 +110,12 @@ pub struct Summary {
     pub time_limit_s: u64,
     pub nemesis: Vec<String>,
     pub faults_injected: u64,
+    /// Whether the cluster ran with TLS and auth (`secure`), and what the
+    /// check before the clients started saw on each node.
+    #[serde(default)]
+    pub secure: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secure_checks: Vec<String>,
     /// "f type" → count, e.g. "acquire ok".
     pub ops: BTreeMap<String, u64>,
     pub checkers: Vec<CheckResult>,
@@ -164,6 +176,8 @@ pub fn check_history(history: &History, config: &RunConfig, faults_injected: u64
             .map(|k| format!("{k:?}").to_lowercase())
             .collect(),
         faults_injected,
+        secure: config.secure,
+        secure_checks: Vec::new(),
         ops: op_counts(history),
         checkers,
     }
@@ -196,6 +210,12 @@ enum Target {
 pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
     let recorder = Recorder::new();
     let mut rng = Rng::new(config.seed);
+    if config.secure && config.target != TargetKind::Raftlock {
+        return Err(RunError::Setup(
+            "secure (TLS and auth) needs the raftlock target".into(),
+        ));
+    }
+    let mut secure_checks = Vec::new();
     let target = match config.target {
         TargetKind::Raftlock => {
             let binary = match &config.binary {
@@ -208,6 +228,7 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
                 extra_args: Vec::new(),
                 keep_dir: config.out_dir.as_ref().map(|d| d.join("cluster")),
                 power_disks: FaultKind::power_disks(&config.nemesis.kinds),
+                secure: config.secure,
                 faketime: match FaultKind::faketime(&config.nemesis.kinds) {
                     Some(fake_monotonic) => {
                         let mut f = Faketime::find(fake_monotonic).map_err(RunError::Setup)?;
@@ -233,6 +254,14 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
             if let Some(f) = cluster.faketime().filter(|f| !f.start_clocks.is_empty()) {
                 nemesis::note(&recorder, format!("clocks at start: {:?}", f.start_clocks));
             }
+            if config.secure {
+                // Never a "secure" run on a plaintext or auth-less cluster.
+                secure_checks = cluster.check_secure().await?;
+                nemesis::note(
+                    &recorder,
+                    format!("tls and auth on: {}", secure_checks.join("; ")),
+                );
+            }
             Target::Raftlock(Arc::new(Mutex::new(cluster)))
         }
         TargetKind::Unsafe => {
@@ -244,15 +273,17 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
             })?)
         }
     };
-    let endpoints = match &target {
+    let (endpoints, transport) = match &target {
         Target::Raftlock(c) => {
             let c = c.lock().await;
-            c.ids()
+            let endpoints = c
+                .ids()
                 .into_iter()
                 .filter_map(|id| Some((id, c.client_addr(id)?)))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (endpoints, c.transport())
         }
-        Target::Unsafe(u) => u.nodes.clone(),
+        Target::Unsafe(u) => (u.nodes.clone(), Transport::plaintext()),
     };
 
     let resource = FencedResource::default();
@@ -260,9 +291,11 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
     let mut workers = Vec::new();
     for p in 0..config.clients {
         let (node, addr) = endpoints[p % endpoints.len()];
-        let client = NodeClient::new(node, addr, config.op_timeout).map_err(|e| RunError::Io {
-            what: "making a client".into(),
-            source: std::io::Error::other(e),
+        let client = NodeClient::new(node, addr, config.op_timeout, &transport).map_err(|e| {
+            RunError::Io {
+                what: "making a client".into(),
+                source: std::io::Error::other(e),
+            }
         })?;
         let worker = Worker {
             process: p as i64,
@@ -316,6 +349,7 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
 
     let history = recorder.history();
     let mut summary = check_history(&history, &config, faults_injected);
+    summary.secure_checks = secure_checks;
     if let Some(logs) = &logs {
         let start = std::time::Instant::now();
         let mut result = crate::checker::logs::check(logs);

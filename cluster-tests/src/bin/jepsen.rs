@@ -71,6 +71,15 @@ struct Args {
     /// Seconds the linearizability search may take before "unknown".
     #[arg(long, default_value_t = 120)]
     linear_budget_s: u64,
+    /// TLS and auth on: a CA, node certificates and an auth file in
+    /// <out>/cluster/certs; every node serves TLS on its client and peer
+    /// ports (mutual TLS between peers) and checks calls against the auth
+    /// file; the harness connects with TLS as identity `jepsen` (inspect,
+    /// lock, watch, admin on every name). Checked on every node before the
+    /// clients start (a plaintext call must fail, one without a client
+    /// certificate be refused). Only with --target raftlock.
+    #[arg(long)]
+    secure: bool,
     /// Only check an existing history file (writes results next to it).
     #[arg(long, value_name = "HISTORY_JSONL")]
     check: Option<PathBuf>,
@@ -146,6 +155,10 @@ fn main() -> ExitCode {
     config.check.liveness_bound_ns = (args.recovery - 2) * 1_000_000_000;
     config.check.linear.max_time = Duration::from_secs(args.linear_budget_s);
     config.binary = args.raftlock_bin.clone();
+    if args.secure && target != TargetKind::Raftlock {
+        return usage("--secure needs --target raftlock".into());
+    }
+    config.secure = args.secure;
     let out = args
         .out
         .clone()
@@ -187,11 +200,16 @@ fn main() -> ExitCode {
             Err(e) => return usage(format!("tokio runtime: {e}")),
         };
         eprintln!(
-            "jepsen: seed {seed}, {} nodes, {} clients, {} s, nemesis {:?}, results in {}",
+            "jepsen: seed {seed}, {} nodes, {} clients, {} s, nemesis {:?}{}, results in {}",
             config.nodes,
             config.clients,
             args.time_limit,
             config.nemesis.kinds,
+            if config.secure {
+                ", TLS and auth on"
+            } else {
+                ""
+            },
             out.display()
         );
         // On Ctrl-C the run is dropped and the runtime with it, which

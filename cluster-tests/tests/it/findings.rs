@@ -29,6 +29,7 @@ async fn not_leader_is_never_returned_for_an_applied_write() {
         keep_dir: None,
         faketime: None,
         power_disks: false,
+        secure: false,
     })
     .await
     .expect("cluster starts");
@@ -45,6 +46,7 @@ async fn not_leader_is_never_returned_for_an_applied_write() {
         follower,
         cluster.client_addr(follower).expect("addr"),
         Duration::from_secs(15),
+        &cluster.transport(),
     )
     .expect("client");
     let lease = via_follower

@@ -147,6 +147,7 @@ async fn start_cluster() -> Cluster {
         keep_dir: None,
         faketime: None,
         power_disks: true,
+        secure: false,
     };
     let cluster = Cluster::start(config).await.expect("cluster starts");
     for id in cluster.ids() {
@@ -201,6 +202,7 @@ async fn scenario(restart: Restart) {
         follower,
         cluster.client_addr(follower).expect("client address"),
         CALL,
+        &cluster.transport(),
     )
     .expect("client");
 
@@ -290,8 +292,13 @@ async fn scenario(restart: Restart) {
     // included: as a follower it forwards them).
     let mut last_write = 0;
     for id in cluster.ids() {
-        let c =
-            NodeClient::new(id, cluster.client_addr(id).expect("address"), CALL).expect("client");
+        let c = NodeClient::new(
+            id,
+            cluster.client_addr(id).expect("address"),
+            CALL,
+            &cluster.transport(),
+        )
+        .expect("client");
         let lease = until_leader(&format!("grant via node {id}"), || {
             c.grant(30_000, "restart-rule-after")
         })
