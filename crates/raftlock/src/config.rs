@@ -428,7 +428,8 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
         .or(file.peer_listen)
         .unwrap_or_else(|| raftlock_node::peer_listen_for(&listen));
     check_addr("peer-listen", &peer_listen)?;
-    if peer_listen == listen {
+    // Port 0 twice is two different free ports.
+    if peer_listen == listen && !listen.ends_with(":0") {
         return Err(usage(format!(
             "{} and {} are both {listen}: peers and clients need different ports",
             opt("peer-listen"),

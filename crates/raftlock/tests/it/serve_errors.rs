@@ -33,6 +33,7 @@ fn a_missing_required_option_exits_2_naming_it() {
 #[test]
 fn an_election_timeout_below_two_heartbeats_exits_2_naming_the_flags() {
     let (code, err) = serve_fails(&[
+        "--insecure",
         "--id",
         "1",
         "--data-dir",
