@@ -29,6 +29,10 @@ pub(crate) struct PeerIdentity {
     pub(crate) id: NodeId,
     pub(crate) store_id: String,
     state: StateHandle,
+    /// The cluster id once applied: it never changes after that, so every
+    /// message (AppendEntries included, the write path) stamps and checks
+    /// it without taking the state's lock.
+    cluster_id: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl PeerIdentity {
@@ -37,13 +41,21 @@ impl PeerIdentity {
             id,
             store_id,
             state,
+            cluster_id: Default::default(),
         }
     }
 
     /// The cluster id this node has applied; empty before the first
     /// leader named the cluster.
     pub(crate) fn cluster_id(&self) -> String {
-        self.state.read(|s| s.cluster().id.clone())
+        if let Some(id) = self.cluster_id.get() {
+            return id.clone();
+        }
+        let id = self.state.read(|s| s.cluster().id.clone());
+        if !id.is_empty() {
+            let _ = self.cluster_id.set(id.clone());
+        }
+        id
     }
 
     /// Marks `message` as sent by this node.
@@ -61,14 +73,14 @@ impl PeerIdentity {
         cluster_id: &str,
         store_id: &str,
     ) -> Result<(), tonic::Status> {
+        let ours = self.cluster_id();
+        if !ours.is_empty() && !cluster_id.is_empty() && ours != cluster_id {
+            return Err(mismatch(format!(
+                "node {from} belongs to cluster {cluster_id}, node {} to cluster {ours}: nodes of different clusters never merge (check --peers, or wipe and re-add the node under a new id)",
+                self.id
+            )));
+        }
         self.state.read(|s| {
-            let ours = &s.cluster().id;
-            if !ours.is_empty() && !cluster_id.is_empty() && ours != cluster_id {
-                return Err(mismatch(format!(
-                    "node {from} belongs to cluster {cluster_id}, node {} to cluster {ours}: nodes of different clusters never merge (check --peers, or wipe and re-add the node under a new id)",
-                    self.id
-                )));
-            }
             if let Some(known) = s.cluster().members.get(&from)
                 && !known.store_id.is_empty()
                 && known.store_id != store_id
