@@ -1,0 +1,1 @@
+"""raftlock: a client for the raftlock distributed lock service."""
