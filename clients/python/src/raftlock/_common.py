@@ -1,0 +1,813 @@
+"""What the blocking client and the asyncio client share: endpoints and TLS
+options, the retry policy, how a failed call is classified, request
+building, the Python shapes of replies, and the validity arithmetic of a
+session. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from . import errors
+from .v1 import raftlock_pb2 as pb
+
+# Metadata keys (crates/raftlock-proto/src/errors.rs and auth.rs).
+REASON_KEY = "raftlock-reason"
+LEADER_ID_KEY = "raftlock-leader-id"
+LEADER_ADDR_KEY = "raftlock-leader-addr"
+ERROR_DOMAIN = "raftlock.dev"
+AUTHORIZATION_KEY = "authorization"
+BEARER_PREFIX = "Bearer "
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+# The CLI's environment variables, with the same meaning.
+ENV_ENDPOINTS = "RAFTLOCK_ENDPOINTS"
+ENV_CA = "RAFTLOCK_CA"
+ENV_CERT = "RAFTLOCK_CERT"
+ENV_KEY = "RAFTLOCK_KEY"
+ENV_TOKEN = "RAFTLOCK_TOKEN"
+#: `raftlock dev`'s nodes: the CLI's default endpoints too.
+DEV_ENDPOINTS = ("127.0.0.1:7401", "127.0.0.1:7402", "127.0.0.1:7403")
+
+MAX_TTL_S = 24 * 3600.0
+MIN_TTL_S = 1.0
+
+
+class Mode(str, enum.Enum):
+    """How a request wants to hold a lock."""
+
+    EXCLUSIVE = "exclusive"
+    SHARED = "shared"
+    SEMAPHORE = "semaphore"
+
+    @property
+    def pb(self) -> int:
+        return {
+            Mode.EXCLUSIVE: pb.MODE_EXCLUSIVE,
+            Mode.SHARED: pb.MODE_SHARED,
+            Mode.SEMAPHORE: pb.MODE_SEMAPHORE,
+        }[self]
+
+    @staticmethod
+    def parse(value: Union["Mode", str]) -> "Mode":
+        if isinstance(value, Mode):
+            return value
+        try:
+            return Mode(str(value).lower())
+        except ValueError:
+            raise errors.InvalidArgument(
+                f"mode {value!r}: use 'exclusive', 'shared' or 'semaphore'",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "mode"},
+            ) from None
+
+
+def _mode_out(value: int) -> Optional[Mode]:
+    return {
+        pb.MODE_EXCLUSIVE: Mode.EXCLUSIVE,
+        pb.MODE_SHARED: Mode.SHARED,
+        pb.MODE_SEMAPHORE: Mode.SEMAPHORE,
+    }.get(value)
+
+
+# ----- retry policy ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failed attempts are retried: exponential backoff with jitter,
+    bounded by ``max_attempts`` and the call's deadline (the Rust client's
+    policies, same numbers)."""
+
+    max_attempts: int = 6
+    initial_backoff: float = 0.05
+    max_backoff: float = 0.8
+    jitter: float = 0.2
+
+    @staticmethod
+    def none() -> "RetryPolicy":
+        """One attempt: the caller retries."""
+        return RetryPolicy(1, 0.0, 0.0, 0.0)
+
+    @staticmethod
+    def standard() -> "RetryPolicy":
+        """6 attempts, 50 ms doubling to 800 ms: rides out one election."""
+        return RetryPolicy()
+
+    @staticmethod
+    def patient() -> "RetryPolicy":
+        """30 attempts, 100 ms doubling to 2 s: about 30 s of trouble."""
+        return RetryPolicy(30, 0.1, 2.0, 0.3)
+
+    def backoff(self, attempt: int) -> float:
+        """Pause after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.initial_backoff * (2 ** min(max(attempt - 1, 0), 20)), self.max_backoff)
+        j = min(max(self.jitter, 0.0), 1.0)
+        return base * (1.0 - j * random.random())
+
+
+# ----- endpoints, TLS, identity ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A node's client address. ``target`` is what gRPC dials."""
+
+    target: str
+    tls: bool
+
+    @property
+    def host(self) -> str:
+        return self.target.rsplit(":", 1)[0].strip("[]")
+
+
+def parse_endpoint(text: str, tls_default: bool) -> Endpoint:
+    """``host:port``, ``http://host:port`` or ``https://host:port``."""
+    raw = text.strip()
+    tls = tls_default
+    if raw.startswith("https://"):
+        raw, tls = raw[len("https://") :], True
+    elif raw.startswith("http://"):
+        if tls_default:
+            raise errors.InvalidArgument(
+                f"endpoint {text!r} is http:// while TLS is in use: give host:port or https://",
+                reason="INVALID_ENDPOINT",
+                metadata={"field": "endpoints"},
+            )
+        raw = raw[len("http://") :]
+    raw = raw.rstrip("/")
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in raw:
+        raise errors.InvalidArgument(
+            f"endpoint {text!r} is not host:port (e.g. 10.0.0.1:7401)",
+            reason="INVALID_ENDPOINT",
+            metadata={"field": "endpoints"},
+        )
+    return Endpoint(raw, tls)
+
+
+def endpoints_from(endpoints: Union[None, str, Iterable[str]]) -> List[str]:
+    """The endpoints given, else RAFTLOCK_ENDPOINTS, else the dev cluster's."""
+    if endpoints is None:
+        env = os.environ.get(ENV_ENDPOINTS, "")
+        endpoints = env if env.strip() else list(DEV_ENDPOINTS)
+    if isinstance(endpoints, str):
+        endpoints = [e for e in endpoints.split(",")]
+    out = [e.strip() for e in endpoints if e and e.strip()]
+    if not out:
+        raise errors.InvalidArgument(
+            "no endpoints: give at least one host:port",
+            reason="INVALID_ENDPOINT",
+            metadata={"field": "endpoints"},
+        )
+    return out
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise errors.InvalidArgument(
+            f"cannot read the {what} {path}: {e.strerror or e}",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": what.split()[0]},
+        ) from None
+    if b"-----BEGIN" not in data:
+        raise errors.InvalidArgument(
+            f"the {what} {path} holds no PEM data",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": what.split()[0]},
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """TLS files and token, as read once when the client is made."""
+
+    ca: Optional[bytes]
+    cert: Optional[bytes]
+    key: Optional[bytes]
+    token: Optional[str]
+
+    @property
+    def tls(self) -> bool:
+        return self.ca is not None or self.cert is not None
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+    def call_metadata(self) -> Tuple[Tuple[str, str], ...]:
+        if self.token is None:
+            return ()
+        return ((AUTHORIZATION_KEY, BEARER_PREFIX + self.token),)
+
+
+def credentials_from(
+    ca: Optional[str], cert: Optional[str], key: Optional[str], token: Optional[str], use_env: bool
+) -> Credentials:
+    """Paths and token given, else (with ``use_env``) RAFTLOCK_CA,
+    RAFTLOCK_CERT, RAFTLOCK_KEY, RAFTLOCK_TOKEN, as the CLI reads them."""
+
+    def pick(value: Optional[str], env: str) -> Optional[str]:
+        if value is not None:
+            return value
+        if use_env:
+            v = os.environ.get(env, "")
+            return v if v.strip() else None
+        return None
+
+    ca, cert, key, token = (
+        pick(ca, ENV_CA),
+        pick(cert, ENV_CERT),
+        pick(key, ENV_KEY),
+        pick(token, ENV_TOKEN),
+    )
+    if (cert is None) != (key is None):
+        raise errors.InvalidArgument(
+            "a client certificate needs its key and a key its certificate (cert= and key=, "
+            f"or {ENV_CERT} and {ENV_KEY})",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "cert" if cert is None else "key"},
+        )
+    if token is not None and (not token or any(c <= " " or c > "~" for c in token)):
+        raise errors.InvalidArgument(
+            "the token must be printable ASCII without spaces",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "token"},
+        )
+    return Credentials(
+        ca=_read(ca, "ca file") if ca else None,
+        cert=_read(cert, "cert file") if cert else None,
+        key=_read(key, "key file") if key else None,
+        token=token,
+    )
+
+
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    # Reconnect quickly to a node that came back (the default backoff
+    # grows to 2 minutes, longer than any lock wait).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+)
+
+
+# ----- classifying failures --------------------------------------------------
+
+
+class Applied(enum.Enum):
+    NO = "no"
+    UNDONE = "undone"
+    UNKNOWN = "unknown"
+
+
+class Retry(enum.Enum):
+    NEVER = "never"
+    AFTER_PAUSE = "after_pause"
+    IF_IDEMPOTENT = "if_idempotent"
+    AT_LEADER = "at_leader"
+
+
+# reason -> (applied, retry), the proto's ErrorReason table.
+_RULES: Dict[str, Tuple[Applied, Retry]] = {
+    "WAIT_TIMEOUT": (Applied.UNDONE, Retry.NEVER),
+    "WAIT_DROPPED": (Applied.UNDONE, Retry.NEVER),
+    "NOT_LEADER": (Applied.NO, Retry.AFTER_PAUSE),
+    "NO_LEADER": (Applied.NO, Retry.AFTER_PAUSE),
+    "OUTCOME_UNKNOWN": (Applied.UNKNOWN, Retry.IF_IDEMPOTENT),
+    "SHUTTING_DOWN": (Applied.UNKNOWN, Retry.IF_IDEMPOTENT),
+    "TIMEOUT": (Applied.UNKNOWN, Retry.IF_IDEMPOTENT),
+    "INTERNAL": (Applied.UNKNOWN, Retry.NEVER),
+    "RATE_LIMITED": (Applied.NO, Retry.AFTER_PAUSE),
+}
+
+_NEVER_SENT = (
+    "failed to connect to all addresses",
+    "connection refused",
+    "dns resolution failed",
+    "name resolution failure",
+    "no route to host",
+    "deadline exceeded while connecting",
+)
+_TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "x509")
+
+
+@dataclass
+class Failure:
+    """One failed attempt, classified."""
+
+    reason: Optional[str]  # a node's reason name; None when the status had none
+    code: grpc.StatusCode
+    message: str
+    metadata: Dict[str, str]
+    applied: Applied
+    retry: Retry
+    leader_addr: Optional[str]
+    tls: bool = False
+
+    def error(self, attempts: int = 1) -> errors.Error:
+        """The exception for this failure on its own."""
+        if self.tls:
+            return errors.TlsError(
+                f"{self.message} (check the CA, the client certificate and that the node "
+                "speaks TLS: https:// endpoints or ca= need a TLS node, plain host:port "
+                "without TLS options a plaintext one)",
+                reason="TLS",
+                code=self.code,
+                attempts=attempts,
+            )
+        if self.reason is not None:
+            return errors.error_for(
+                self.reason, self.message, code=self.code, metadata=self.metadata, attempts=attempts
+            )
+        name = self.code.name if self.code is not None else "UNKNOWN"
+        if self.code == grpc.StatusCode.INVALID_ARGUMENT:
+            return errors.InvalidArgument(self.message, reason="INVALID_ARGUMENT", code=self.code)
+        if self.code == grpc.StatusCode.UNAUTHENTICATED:
+            return errors.Unauthenticated(self.message, reason="UNAUTHENTICATED", code=self.code)
+        if self.code == grpc.StatusCode.PERMISSION_DENIED:
+            return errors.Denied(self.message, reason="DENIED", code=self.code)
+        if self.code == grpc.StatusCode.UNAVAILABLE and self.applied == Applied.NO:
+            return errors.Unavailable(self.message, reason="UNAVAILABLE", code=self.code, attempts=attempts)
+        return errors.InternalError(self.message, reason=name, code=self.code, attempts=attempts)
+
+
+def _md_get(md: Optional[Sequence[Tuple[str, Union[str, bytes]]]], key: str) -> Optional[Union[str, bytes]]:
+    for k, v in md or ():
+        if k == key:
+            return v
+    return None
+
+
+def leader_addr_in(md: Optional[Sequence[Tuple[str, Union[str, bytes]]]]) -> Optional[str]:
+    v = _md_get(md, LEADER_ADDR_KEY)
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    return v or None
+
+
+def classify(
+    code: grpc.StatusCode, details: Optional[str], trailing: Optional[Sequence[Tuple[str, Union[str, bytes]]]]
+) -> Failure:
+    """What a failed attempt means (the Rust client's `classify`)."""
+    message = details or ""
+    reason: Optional[str] = None
+    info_md: Dict[str, str] = {}
+    raw = _md_get(trailing, STATUS_DETAILS_KEY)
+    if isinstance(raw, bytes):
+        try:
+            st = status_pb2.Status.FromString(raw)
+            for any_ in st.details:
+                if any_.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    ei = error_details_pb2.ErrorInfo()
+                    any_.Unpack(ei)
+                    if ei.domain == ERROR_DOMAIN:
+                        reason = ei.reason
+                        info_md = dict(ei.metadata)
+        except Exception:  # a proxy's garbage: judged by the code below
+            reason = None
+    if reason is None:
+        r = _md_get(trailing, REASON_KEY)
+        if isinstance(r, bytes):
+            r = r.decode("utf-8", "replace")
+        reason = r or None
+    leader = info_md.get("leader_addr") or leader_addr_in(trailing)
+    if reason is not None:
+        if reason in errors._BY_REASON:
+            applied, retry = _RULES.get(reason, (Applied.NO, Retry.NEVER))
+            if reason == "NOT_LEADER" and leader:
+                retry = Retry.AT_LEADER
+        else:
+            # A newer node's reason: may have been applied, do not retry.
+            applied, retry = Applied.UNKNOWN, Retry.NEVER
+        return Failure(reason, code, message, info_md, applied, retry, leader)
+    lower = message.lower()
+    if code == grpc.StatusCode.UNAVAILABLE and any(w in lower for w in _TLS_WORDS):
+        return Failure(None, code, message, {}, Applied.NO, Retry.NEVER, None, tls=True)
+    if code == grpc.StatusCode.UNAVAILABLE and any(w in lower for w in _NEVER_SENT):
+        return Failure(None, code, message, {}, Applied.NO, Retry.AFTER_PAUSE, None)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED):
+        return Failure(None, code, message, {}, Applied.UNKNOWN, Retry.IF_IDEMPOTENT, None)
+    return Failure(None, code, message, {}, Applied.UNKNOWN, Retry.NEVER, None)
+
+
+class Attempts:
+    """The bookkeeping of one logical call across its attempts: what the
+    final error is when they run out (the Rust client's rules)."""
+
+    def __init__(self, policy: RetryPolicy, idempotent: bool) -> None:
+        self.policy = policy
+        self.idempotent = idempotent
+        self.count = 0
+        self.maybe_applied = False
+        self.last: Optional[Failure] = None
+
+    def failed(self, f: Failure) -> Tuple[Optional[errors.Error], float, Optional[str]]:
+        """Record a failure: (error to raise now or None, pause before the
+        next attempt, leader to try next)."""
+        self.last = f
+        if f.tls:
+            return f.error(self.count), 0.0, None
+        if f.applied == Applied.UNKNOWN and f.retry != Retry.NEVER:
+            self.maybe_applied = True
+        if f.retry == Retry.NEVER or (f.retry == Retry.IF_IDEMPOTENT and not self.idempotent):
+            definite = f.reason is not None and f.reason in errors.DEFINITE_REFUSALS
+            if (self.maybe_applied or f.applied == Applied.UNKNOWN) and not definite:
+                return self.unknown(), 0.0, None
+            return f.error(self.count), 0.0, None
+        if self.count >= self.policy.max_attempts:
+            return self.exhausted(), 0.0, None
+        if f.retry == Retry.AT_LEADER:
+            return None, 0.0, f.leader_addr
+        return None, self.policy.backoff(self.count), f.leader_addr
+
+    def unknown(self) -> errors.Error:
+        f = self.last
+        return errors.OutcomeUnknown(
+            f"the call may have been applied; its outcome is unknown after {self.count} "
+            f"attempt(s): {f.message if f else ''}",
+            reason="OUTCOME_UNKNOWN",
+            code=f.code if f else None,
+            attempts=self.count,
+        )
+
+    def exhausted(self) -> errors.Error:
+        if self.maybe_applied:
+            return self.unknown()
+        f = self.last
+        return errors.Unavailable(
+            f"no node took the call in {self.count} attempt(s): "
+            f"{(f.reason or f.code.name) + ': ' + f.message if f else ''}",
+            reason="UNAVAILABLE",
+            code=f.code if f else None,
+            attempts=self.count,
+        )
+
+    def deadline(self, sent: bool) -> errors.Error:
+        """The call's own deadline passed (``sent``: an attempt was under
+        way when it did)."""
+        f = self.last
+        return errors.DeadlineExceeded(
+            f"the call's deadline passed after {self.count} attempt(s)"
+            + (f": last {(f.reason or f.code.name)}: {f.message}" if f else ""),
+            reason="DEADLINE_EXCEEDED",
+            applied_unknown=sent or self.maybe_applied,
+            attempts=self.count,
+        )
+
+
+# ----- input checks ----------------------------------------------------------
+
+
+def seconds_to_ms(value: float, what: str) -> int:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise errors.InvalidArgument(
+            f"{what} must be a number of seconds, not {value!r}",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": what},
+        ) from None
+    if v != v or v < 0 or v == float("inf"):
+        raise errors.InvalidArgument(
+            f"{what} must be a finite number of seconds >= 0, not {value!r}",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": what},
+        )
+    return int(round(v * 1000))
+
+
+def ttl_ms(ttl: float) -> int:
+    ms = seconds_to_ms(ttl, "ttl")
+    if not MIN_TTL_S * 1000 <= ms <= MAX_TTL_S * 1000:
+        raise errors.InvalidArgument(
+            f"ttl {ttl!r} s is out of range: 1 s to 24 h",
+            reason="TTL_OUT_OF_RANGE",
+            metadata={"field": "ttl"},
+        )
+    return ms
+
+
+def lock_specs(
+    names: Sequence[str], modes: Mapping[str, Union[Mode, str]], default: Mode, permits: int
+) -> List[pb.LockSpec]:
+    out = []
+    for n in names:
+        if not isinstance(n, str):
+            raise errors.InvalidArgument(
+                f"lock name {n!r} is not a str", reason="INVALID_NAME", metadata={"field": "name"}
+            )
+        m = Mode.parse(modes.get(n, default))
+        out.append(pb.LockSpec(name=n, mode=m.pb, permits=permits if m == Mode.SEMAPHORE else 0))
+    return out
+
+
+def check_metadata(metadata: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    md = dict(metadata or {})
+    for k, v in md.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise errors.InvalidArgument(
+                f"metadata must map str to str, got {k!r}: {v!r}",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "metadata"},
+            )
+    return md
+
+
+def server_wait_ms(wait_s: float, deadline: float, now: float) -> int:
+    """The wait asked of the server: the caller's, cut so that the server's
+    own WAIT_TIMEOUT answer (a definite one) arrives before the call's
+    deadline (a quarter of the time left, at most 250 ms, is kept for it)."""
+    wait_ms = seconds_to_ms(wait_s, "wait")
+    if wait_ms == 0:
+        return 0
+    left = deadline - now
+    keep = min(left / 4, 0.25)
+    return max(1, min(wait_ms, int((left - keep) * 1000)))
+
+
+# ----- what replies become ---------------------------------------------------
+
+
+def _unix_ms(ms: int) -> Optional[datetime]:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One current holder of a lock."""
+
+    lease_id: int
+    owner: str
+    mode: Optional[Mode]
+    token: int
+    acquired_at: Optional[datetime]
+    reason: str
+    metadata: Dict[str, str]
+    acquisitions: int
+    extensions: int
+    lock_delay: float
+
+    @staticmethod
+    def of(h: pb.Holder) -> "Holder":
+        return Holder(
+            h.lease_id,
+            h.owner,
+            _mode_out(h.mode),
+            h.token,
+            _unix_ms(h.acquired_at_unix_ms),
+            h.reason,
+            dict(h.metadata),
+            h.acquisitions,
+            h.extensions,
+            h.lock_delay_ms / 1000,
+        )
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """One queued request, as seen from one of its locks."""
+
+    waiter_id: int
+    lease_id: int
+    owner: str
+    mode: Optional[Mode]
+    names: List[str]
+    queued_at: Optional[datetime]
+    reason: str
+
+    @staticmethod
+    def of(q: pb.QueuedRequest) -> "Waiter":
+        return Waiter(
+            q.waiter_id, q.lease_id, q.owner, _mode_out(q.mode), list(q.names), _unix_ms(q.queued_at_unix_ms), q.reason
+        )
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """A lock as the cluster keeps it: holders, queue, counters."""
+
+    name: str
+    kind: str  # "read_write" or "semaphore"
+    permits: int
+    holders: List[Holder]
+    queue: List[Waiter]
+    delayed_until_cluster_ms: Optional[int]
+    grants: int
+    max_token: int
+    revision: int = 0
+
+    @property
+    def held(self) -> bool:
+        return bool(self.holders)
+
+    @staticmethod
+    def of(info: pb.LockInfo, revision: int = 0) -> "LockInfo":
+        return LockInfo(
+            info.name,
+            "semaphore" if info.kind == pb.LOCK_KIND_SEMAPHORE else "read_write",
+            info.permits,
+            [Holder.of(h) for h in info.holders],
+            [Waiter.of(q) for q in info.queue],
+            info.delayed_until_cluster_ms if info.HasField("delayed_until_cluster_ms") else None,
+            info.grants,
+            info.max_token,
+            revision,
+        )
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A lease as the cluster keeps it."""
+
+    lease_id: int
+    owner: str
+    ttl: float
+    granted_at: Optional[datetime]
+    holds: List[str]
+    waits: List[int]
+    remaining: Optional[float]
+    identity: str
+
+    @staticmethod
+    def of(l: pb.LeaseInfo) -> "LeaseInfo":
+        return LeaseInfo(
+            l.lease_id,
+            l.owner,
+            l.ttl_ms / 1000,
+            _unix_ms(l.granted_at_unix_ms),
+            list(l.holds),
+            list(l.waits),
+            l.remaining_ms / 1000 if l.HasField("remaining_ms") else None,
+            l.identity,
+        )
+
+
+_EVENT_TYPES = {
+    pb.EVENT_TYPE_ACQUIRED: "acquired",
+    pb.EVENT_TYPE_RELEASED: "released",
+    pb.EVENT_TYPE_EXPIRED: "expired",
+    pb.EVENT_TYPE_QUEUED: "queued",
+    pb.EVENT_TYPE_FORCE_RELEASED: "force_released",
+    pb.EVENT_TYPE_WAIT_DROPPED: "wait_dropped",
+    pb.EVENT_TYPE_DELAYED: "delayed",
+    pb.EVENT_TYPE_LEASE_GRANTED: "lease_granted",
+    pb.EVENT_TYPE_LEASE_ENDED: "lease_ended",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a watch. ``type`` is one of acquired, released, expired,
+    queued, force_released, wait_dropped, delayed, lease_granted,
+    lease_ended (an unknown newer one: ``"unknown"``)."""
+
+    revision: int
+    type: str
+    name: str
+    lease_id: int
+    owner: str
+    mode: Optional[Mode]
+    token: int
+    waiter_id: int
+    position: int
+    lease_end: Optional[str]
+    delayed_until_cluster_ms: int
+    ttl: float
+    forced_by: str
+
+    @staticmethod
+    def of(e: pb.Event) -> "Event":
+        end = {pb.LEASE_END_REVOKED: "revoked", pb.LEASE_END_EXPIRED: "expired"}.get(e.lease_end)
+        return Event(
+            e.revision,
+            _EVENT_TYPES.get(e.type, "unknown"),
+            e.name,
+            e.lease_id,
+            e.owner,
+            _mode_out(e.mode),
+            e.token,
+            e.waiter_id,
+            e.position,
+            end,
+            e.delayed_until_cluster_ms,
+            e.ttl_ms / 1000,
+            e.forced_by,
+        )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One hold as granted."""
+
+    name: str
+    mode: Optional[Mode]
+    permits: int
+    token: int
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """An acquire's answer."""
+
+    token: int
+    holds: List[Grant]
+    retry: bool
+    revision: int
+    waited: float
+
+    @staticmethod
+    def of(r: pb.AcquireResponse) -> "Acquired":
+        return Acquired(
+            r.token,
+            [Grant(g.name, _mode_out(g.mode), g.permits, g.token) for g in r.holds],
+            r.retry,
+            r.revision,
+            r.waited_ms / 1000,
+        )
+
+
+# ----- session validity (pure) ----------------------------------------------
+
+
+class Validity:
+    """When a session's lease is certainly alive, on this process's
+    monotonic clock: until the send time of the last acknowledged request
+    (grant or keep-alive) + ttl - drift margin. The cluster counts the
+    lease from when the leader *received* the request, after it was sent,
+    and a new leader gives every lease a full ttl, so the cluster never
+    ends it before then (docs/client.md, "Sessions and validity")."""
+
+    def __init__(self, sent_at: float, ttl: float, margin: float) -> None:
+        self._lock = threading.Lock()
+        self.ttl = ttl
+        self.margin = margin
+        self._until: Optional[float] = sent_at + ttl - margin
+        self.ended: Optional[str] = None  # "lost" or "revoked"
+
+    def renewed(self, sent_at: float, ttl: float) -> bool:
+        """An acknowledged keep-alive sent at ``sent_at``; False if too late
+        (the window already closed: the session is lost, whatever the
+        answer says)."""
+        with self._lock:
+            if self.ended is not None or self._until is None:
+                return False
+            now = time.monotonic()
+            if now >= self._until:
+                self.ended = "lost"
+                self._until = None
+                return False
+            self.ttl = ttl
+            self._until = max(self._until, sent_at + ttl - self.margin)
+            return True
+
+    def end(self, how: str) -> bool:
+        """Mark the session ended; True if this call ended it."""
+        with self._lock:
+            if self.ended is not None:
+                return False
+            self.ended = how
+            self._until = None
+            return True
+
+    def valid_until(self) -> Optional[float]:
+        with self._lock:
+            if self._until is not None and time.monotonic() >= self._until:
+                self.ended = self.ended or "lost"
+                self._until = None
+            return self._until
+
+    def is_valid(self) -> bool:
+        return self.valid_until() is not None
+
+    def remaining(self) -> float:
+        u = self.valid_until()
+        return max(0.0, u - time.monotonic()) if u is not None else 0.0
+
+
+def default_drift_margin(ttl: float) -> float:
+    """5 % of the ttl, as the Rust client."""
+    return ttl * 0.05
+
+
+def default_owner() -> str:
+    import socket
+
+    return f"python pid {os.getpid()} on {socket.gethostname()}"

@@ -1,0 +1,531 @@
+"""The blocking client: connections, leader following, retries, deadlines,
+reads, watches and the admin calls. Sessions and locks: session.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+
+import grpc
+
+from . import _common as c
+from . import errors
+from .v1 import raftlock_pb2 as pb
+from .v1 import raftlock_pb2_grpc as pbg
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Client:
+    """A connection to a raftlock cluster.
+
+    ``endpoints``: any subset of the nodes' client addresses (``host:port``,
+    ``https://host:port``); default ``RAFTLOCK_ENDPOINTS``, else the dev
+    cluster's three. TLS: ``ca`` (the CA file of the nodes' certificates),
+    ``cert`` and ``key`` (a client certificate: its CN is the identity),
+    ``token`` (a bearer token, with or without a certificate); each not
+    given is read from ``RAFTLOCK_CA``, ``RAFTLOCK_CERT``, ``RAFTLOCK_KEY``,
+    ``RAFTLOCK_TOKEN`` as the CLI does (``use_env=False`` turns that off).
+
+    ``call_timeout`` bounds one logical call, retries included (an acquire
+    that waits gets its wait on top); every call also takes ``timeout=``.
+    Channels connect lazily: making a client does no I/O. A client is safe
+    to share between threads; ``close()`` (or ``with``) closes its channels.
+    """
+
+    def __init__(
+        self,
+        endpoints: Union[None, str, Iterable[str]] = None,
+        *,
+        retry: Optional[c.RetryPolicy] = None,
+        call_timeout: float = 10.0,
+        ca: Optional[str] = None,
+        cert: Optional[str] = None,
+        key: Optional[str] = None,
+        token: Optional[str] = None,
+        use_env: bool = True,
+    ) -> None:
+        self.retry = retry or c.RetryPolicy.standard()
+        self.call_timeout = float(call_timeout)
+        if not self.call_timeout > 0:
+            raise errors.InvalidArgument(
+                "call_timeout must be > 0 seconds", reason="INVALID_ARGUMENT", metadata={"field": "call_timeout"}
+            )
+        names = c.endpoints_from(endpoints)
+        self._creds = c.credentials_from(ca, cert, key, token, use_env)
+        tls = self._creds.tls or any(e.strip().startswith("https://") for e in names)
+        self._tls = tls
+        self._endpoints: List[c.Endpoint] = []
+        for e in names:
+            ep = c.parse_endpoint(e, tls)
+            if ep not in self._endpoints:
+                self._endpoints.append(ep)
+        self._lock = threading.Lock()
+        self._channels: Dict[str, grpc.Channel] = {}
+        self._current = 0
+        self._closed = False
+
+    # ----- plumbing ---------------------------------------------------------
+
+    @property
+    def endpoints(self) -> List[str]:
+        """The endpoints known: those given, then leaders learnt from replies."""
+        with self._lock:
+            return [e.target for e in self._endpoints]
+
+    @property
+    def current_endpoint(self) -> str:
+        """Where the next call goes (the leader, once a reply named it)."""
+        with self._lock:
+            return self._endpoints[self._current].target
+
+    def _channel(self, ep: c.Endpoint) -> grpc.Channel:
+        with self._lock:
+            if self._closed:
+                raise errors.Error("the client is closed", reason="CLOSED")
+            ch = self._channels.get(ep.target)
+            if ch is None:
+                if ep.tls:
+                    ch = grpc.secure_channel(
+                        ep.target, self._creds.channel_credentials(), options=c.CHANNEL_OPTIONS
+                    )
+                else:
+                    ch = grpc.insecure_channel(ep.target, options=c.CHANNEL_OPTIONS)
+                self._channels[ep.target] = ch
+            return ch
+
+    def _pick(self) -> c.Endpoint:
+        with self._lock:
+            return self._endpoints[self._current]
+
+    def _prefer(self, addr: Optional[str]) -> None:
+        """Send the next calls to ``addr`` (a leader a node named)."""
+        if not addr:
+            return
+        try:
+            ep = c.parse_endpoint(addr, self._tls)
+        except errors.Error:
+            return
+        with self._lock:
+            if ep not in self._endpoints:
+                self._endpoints.append(ep)
+            self._current = self._endpoints.index(ep)
+
+    def _advance(self, failed: c.Endpoint) -> None:
+        with self._lock:
+            if self._endpoints[self._current] == failed:
+                self._current = (self._current + 1) % len(self._endpoints)
+
+    def _learn(self, call: Any) -> None:
+        try:
+            md = call.initial_metadata()
+        except Exception:
+            return
+        self._prefer(c.leader_addr_in(md))
+
+    def _metadata(self) -> Sequence[tuple]:
+        return self._creds.call_metadata()
+
+    def _deadline(self, timeout: Optional[float]) -> float:
+        t = self.call_timeout if timeout is None else float(timeout)
+        if not t > 0:
+            raise errors.InvalidArgument(
+                f"timeout must be > 0 seconds, not {timeout!r}",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "timeout"},
+            )
+        return time.monotonic() + t
+
+    def _call(
+        self,
+        stub: Callable[[grpc.Channel], Any],
+        method: str,
+        request: Any,
+        *,
+        deadline: float,
+        idempotent: bool = True,
+        policy: Optional[c.RetryPolicy] = None,
+        request_for: Optional[Callable[[float], Any]] = None,
+        not_holder_after_unknown_is_done: bool = False,
+    ) -> Any:
+        """One logical unary call with leader following and retries, ending
+        by ``deadline`` (monotonic seconds). ``request_for(now)`` rebuilds
+        the request per attempt (an acquire's server wait shrinks)."""
+        att = c.Attempts(policy or self.retry, idempotent)
+        while True:
+            now = time.monotonic()
+            left = deadline - now
+            if left <= 0:
+                raise att.deadline(sent=False)
+            att.count += 1
+            ep = self._pick()
+            req = request_for(now) if request_for is not None else request
+            try:
+                fn = getattr(stub(self._channel(ep)), method)
+                resp, call = fn.with_call(req, timeout=left, metadata=self._metadata())
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+                details = e.details() if hasattr(e, "details") else str(e)
+                trailing = e.trailing_metadata() if hasattr(e, "trailing_metadata") else None
+                f = c.classify(code, details, trailing)
+                if f.reason is None and code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() >= deadline:
+                    att.last = f
+                    raise att.deadline(sent=True) from None
+                was_unknown = att.maybe_applied
+                err, pause, leader = att.failed(f)
+                if err is not None:
+                    if not_holder_after_unknown_is_done and was_unknown and f.reason == "NOT_HOLDER":
+                        return None  # the earlier attempt released it
+                    raise err from None
+                if leader:
+                    self._prefer(leader)
+                else:
+                    self._advance(ep)
+                if pause > 0:
+                    if time.monotonic() + pause >= deadline:
+                        raise att.deadline(sent=att.maybe_applied) from None
+                    time.sleep(pause)
+                continue
+            self._learn(call)
+            return resp
+
+    def close(self) -> None:
+        """Close every channel. Sessions of this client stop with it."""
+        with self._lock:
+            self._closed = True
+            chans, self._channels = list(self._channels.values()), {}
+        for ch in chans:
+            ch.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(endpoints={self.endpoints!r}, tls={self._tls})"
+
+    # ----- leases and sessions ---------------------------------------------
+
+    def grant_lease(self, ttl: float, owner: str = "", *, timeout: Optional[float] = None) -> int:
+        """Grant a bare lease (no keep-alives): its id. Sessions do this for you."""
+        req = pb.GrantLeaseRequest(ttl_ms=c.ttl_ms(ttl), owner=owner)
+        # Not idempotent: a retried grant after an unknown outcome could
+        # make a second lease, which then expires on its own (harmless),
+        # so it is retried like the Rust client does.
+        r = self._call(pbg.LeasesStub, "Grant", req, deadline=self._deadline(timeout))
+        return r.lease_id
+
+    def revoke_lease(self, lease_id: int, *, timeout: Optional[float] = None) -> List[Grant]:
+        """End a lease now: its holds are released, its waits dropped."""
+        r = self._call(
+            pbg.LeasesStub,
+            "Revoke",
+            pb.RevokeLeaseRequest(lease_id=lease_id),
+            deadline=self._deadline(timeout),
+            idempotent=False,
+        )
+        return [c.Grant(g.name, c._mode_out(g.mode), g.permits, g.token) for g in r.released]
+
+    def leases(self, *, stale: bool = False, timeout: Optional[float] = None) -> List[c.LeaseInfo]:
+        """Leases alive, with their holds and waits."""
+        r = self._call(pbg.LeasesStub, "List", pb.ListLeasesRequest(stale=stale), deadline=self._deadline(timeout))
+        return [c.LeaseInfo.of(l) for l in r.leases]
+
+    def session(
+        self,
+        ttl: float = 30.0,
+        owner: Optional[str] = None,
+        *,
+        drift_margin: Optional[float] = None,
+        on_lost: Optional[Callable[["Session"], None]] = None,
+        timeout: Optional[float] = None,
+    ) -> "Session":
+        """Grant a lease and keep it alive in a background thread: a
+        :class:`Session`, also a context manager that revokes on exit."""
+        from .session import Session
+
+        return Session._start(self, ttl, owner, drift_margin, on_lost, timeout)
+
+    def attach_session(
+        self,
+        lease_id: int,
+        ttl: float,
+        *,
+        drift_margin: Optional[float] = None,
+        on_lost: Optional[Callable[["Session"], None]] = None,
+    ) -> "Session":
+        """Keep alive a lease granted elsewhere (``raftlock lease grant``);
+        closing the session stops the keep-alives but does not revoke it.
+        Its validity starts with the first acknowledged keep-alive."""
+        from .session import Session
+
+        return Session._attach(self, lease_id, ttl, drift_margin, on_lost)
+
+    # ----- one-off locks ----------------------------------------------------
+
+    def lock(
+        self,
+        name: str,
+        *,
+        ttl: float = 30.0,
+        owner: Optional[str] = None,
+        wait: float = 30.0,
+        mode: Union[c.Mode, str] = c.Mode.EXCLUSIVE,
+        permits: int = 0,
+        reason: str = "",
+        metadata: Optional[Mapping[str, str]] = None,
+        lock_delay: float = 0.0,
+        deadline: Optional[float] = None,
+    ) -> "LockGuard":
+        """One lock with a lease of its own: the lease is granted here and
+        revoked when the guard is released. For many locks, or a loop, use
+        one :meth:`session`."""
+        from .session import Session
+
+        session = Session._start(self, ttl, owner, None, None, deadline)
+        try:
+            guard = session.lock(
+                name,
+                wait=wait,
+                mode=mode,
+                permits=permits,
+                reason=reason,
+                metadata=metadata,
+                lock_delay=lock_delay,
+                deadline=deadline,
+            )
+        except BaseException:
+            session.close()
+            raise
+        guard._owns_session = True
+        return guard
+
+    def locked(self, name: str, **options: Any) -> Callable[[F], F]:
+        """A decorator: the function runs under ``client.lock(name, **options)``."""
+        from .recipes import _decorate
+
+        return _decorate(lambda: self.lock(name, **options))
+
+    # ----- reads ------------------------------------------------------------
+
+    def inspect(self, name: str, *, stale: bool = False, timeout: Optional[float] = None) -> Optional[c.LockInfo]:
+        """One lock: holders, queue, counters; None when it is free and
+        nobody waits (a free lock does not exist). Linearizable unless
+        ``stale``."""
+        r = self._call(
+            pbg.LocksStub, "Inspect", pb.InspectRequest(name=name, stale=stale), deadline=self._deadline(timeout)
+        )
+        return c.LockInfo.of(r.lock, r.revision) if r.HasField("lock") else None
+
+    def list(
+        self, prefix: str = "", *, stale: bool = False, page_size: int = 100, timeout: Optional[float] = None
+    ) -> List[c.LockInfo]:
+        """Every lock whose name starts with ``prefix``, in name order (all
+        pages; each page is its own read)."""
+        return list(self.iter_locks(prefix, stale=stale, page_size=page_size, timeout=timeout))
+
+    def iter_locks(
+        self, prefix: str = "", *, stale: bool = False, page_size: int = 100, timeout: Optional[float] = None
+    ) -> Iterator[c.LockInfo]:
+        """Like :meth:`list`, a page at a time."""
+        if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
+            raise errors.InvalidArgument(
+                f"page_size must be 1 to 1000, not {page_size!r}",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "page_size"},
+            )
+        after = ""
+        while True:
+            r = self._call(
+                pbg.LocksStub,
+                "List",
+                pb.ListRequest(prefix=prefix, stale=stale, limit=page_size, start_after=after),
+                deadline=self._deadline(timeout),
+            )
+            for info in r.locks:
+                yield c.LockInfo.of(info, r.revision)
+            if not r.more or not r.locks:
+                return
+            after = r.locks[-1].name
+
+    def watch(self, prefix: str = "", *, from_revision: int = 0) -> "Watch":
+        """Events on locks whose names start with ``prefix``: an iterator that
+        reopens its stream (on another node if need be) from the revision
+        after the last one delivered. ``close()`` it, or use ``with``."""
+        return Watch(self, prefix, from_revision)
+
+    # ----- admin ------------------------------------------------------------
+
+    def status(self, *, timeout: Optional[float] = None) -> pb.StatusResponse:
+        """The answering node's view of the cluster (the protobuf message)."""
+        return self._call(pbg.AdminStub, "Status", pb.StatusRequest(), deadline=self._deadline(timeout))
+
+    def force_release(
+        self, name: str, lease_id: Optional[int] = None, *, timeout: Optional[float] = None
+    ) -> List[c.Holder]:
+        """Remove holds of ``name`` regardless of token: all, or one lease's.
+        Not retried after an unknown outcome (it is not idempotent)."""
+        req = pb.ForceReleaseRequest(name=name)
+        if lease_id is not None:
+            req.lease_id = lease_id
+        r = self._call(pbg.AdminStub, "ForceRelease", req, deadline=self._deadline(timeout), idempotent=False)
+        return [c.Holder.of(h) for h in r.released]
+
+    def snapshot(self, *, timeout: Optional[float] = None) -> int:
+        """Build a snapshot now; the log index it covers."""
+        return self._call(pbg.AdminStub, "Snapshot", pb.SnapshotRequest(), deadline=self._deadline(timeout)).index
+
+    # ----- lock calls used by sessions --------------------------------------
+
+    def _acquire(
+        self,
+        lease_id: int,
+        specs: List[pb.LockSpec],
+        wait: float,
+        reason: str,
+        metadata: Dict[str, str],
+        lock_delay_ms: int,
+        deadline: float,
+    ) -> c.Acquired:
+        def request_for(now: float) -> pb.AcquireRequest:
+            return pb.AcquireRequest(
+                lease_id=lease_id,
+                locks=specs,
+                wait_timeout_ms=c.server_wait_ms(wait, deadline, now),
+                reason=reason,
+                metadata=metadata,
+                lock_delay_ms=lock_delay_ms,
+            )
+
+        r = self._call(pbg.LocksStub, "Acquire", None, deadline=deadline, request_for=request_for)
+        return c.Acquired.of(r)
+
+    def _release(self, lease_id: int, token: int, names: Sequence[str], deadline: float) -> None:
+        """Release by token. After an attempt whose outcome is unknown, a
+        NOT_HOLDER on a retry means that attempt was applied: done."""
+        req = pb.ReleaseRequest(lease_id=lease_id, token=token, names=list(names))
+        self._call(pbg.LocksStub, "Release", req, deadline=deadline, not_holder_after_unknown_is_done=True)
+
+    def _extend(self, lease_id: int, name: str, token: int, ttl: Optional[float], deadline: float) -> pb.ExtendResponse:
+        req = pb.ExtendRequest(lease_id=lease_id, name=name, token=token)
+        if ttl is not None:
+            req.ttl_ms = c.ttl_ms(ttl)
+        return self._call(pbg.LocksStub, "Extend", req, deadline=deadline)
+
+
+class Watch:
+    """An iterator of :class:`raftlock.Event`; see :meth:`Client.watch`.
+
+    It resumes after the last revision it delivered when its stream breaks
+    (a node stops, a leader changes), with the client's retry policy per
+    break; a ``Compacted`` start revision or a cut-off ``SlowWatcher`` is
+    raised (resume from ``last_revision + 1`` with a new watch if you
+    can). ``close()`` ends it from any thread."""
+
+    def __init__(self, client: Client, prefix: str, from_revision: int) -> None:
+        if not isinstance(from_revision, int) or from_revision < 0:
+            raise errors.InvalidArgument(
+                f"from_revision must be an int >= 0, not {from_revision!r}",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "from_revision"},
+            )
+        self._client = client
+        self.prefix = prefix
+        self._next = from_revision
+        #: The revision of the last event delivered (0 before the first).
+        self.last_revision = 0
+        self._call: Any = None
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: List[c.Event] = []
+        self._failures = 0
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> "Watch":
+        return self
+
+    def _open(self) -> Any:
+        client = self._client
+        ep = client._pick()
+        stub = pbg.LocksStub(client._channel(ep))
+        call = stub.Watch(pb.WatchRequest(prefix=self.prefix, from_revision=self._next), metadata=client._metadata())
+        with self._lock:
+            self._call = call
+        if self._closed.is_set():
+            call.cancel()
+        return ep, call
+
+    def __next__(self) -> c.Event:
+        client = self._client
+        while True:
+            if self._pending:
+                ev = self._pending.pop(0)
+                self.last_revision = ev.revision
+                self._next = ev.revision + 1
+                return ev
+            if self._closed.is_set():
+                raise StopIteration
+            if self._call is None:
+                ep, _ = self._open()
+            else:
+                ep = None
+            try:
+                resp = next(self._call)
+                self._failures = 0
+                # Events of one entry share a revision: a batch is whole,
+                # so resuming after its revision loses nothing.
+                self._pending.extend(c.Event.of(e) for e in resp.events)
+                continue
+            except StopIteration:
+                f = None
+            except grpc.RpcError as e:
+                if self._closed.is_set():
+                    raise StopIteration from None
+                f = c.classify(e.code(), e.details(), e.trailing_metadata())
+                if f.reason in ("COMPACTED", "SLOW_WATCHER") or f.reason in errors.DEFINITE_REFUSALS and f.reason not in (
+                    "NOT_LEADER",
+                    "NO_LEADER",
+                    "RATE_LIMITED",
+                ):
+                    raise f.error() from None
+                if f.tls:
+                    raise f.error() from None
+            with self._lock:
+                self._call = None
+            if self._closed.is_set():
+                raise StopIteration
+            self._failures += 1
+            if self._failures > client.retry.max_attempts:
+                raise errors.Unavailable(
+                    f"the watch could not be reopened in {self._failures - 1} attempts"
+                    + (f": {f.reason or f.code.name}: {f.message}" if f else ""),
+                    reason="UNAVAILABLE",
+                )
+            if f is not None and f.leader_addr:
+                client._prefer(f.leader_addr)
+            elif ep is not None:
+                client._advance(ep)
+            else:
+                client._advance(client._pick())
+            self._closed.wait(client.retry.backoff(self._failures))
+
+
+# Late imports for type names used above.
+from ._common import Grant  # noqa: E402
+from .session import LockGuard, Session  # noqa: E402,F401
