@@ -375,6 +375,14 @@ class Session:
                 break
             await asyncio.sleep(max(0.0, until - time.monotonic()) + 0.001)
         self._end(self._validity.ended or "lost")
+        if self.lost.is_set() and self._revoke_on_close and not self._paused and not self._stopped:
+            # Lost here, yet the cluster may still keep the lease (a new
+            # leader gives every lease a full ttl): revoking frees its locks
+            # now. A paused session plays a frozen process, which would not.
+            try:
+                await self._revoke_call(None)
+            except errors.Error as e:
+                log.debug("lease %d: revoke after the loss failed: %s", self.lease_id, e)
 
     def _end(self, how: str) -> None:
         """The session ended: ``how`` is "lost" or "revoked"; an earlier end
@@ -427,11 +435,13 @@ class Session:
             await asyncio.wait(tasks)
 
     async def revoke(self, *, timeout: Optional[float] = None) -> None:
-        """End the lease now: its holds are released, its waits dropped."""
-        lost = self.lost.is_set()
+        """End the lease now: its holds are released, its waits dropped. A
+        lease the cluster no longer knows counts as revoked (a lost session
+        is revoked too: the cluster may still keep it)."""
         await self._stop("revoked")
-        if lost:
-            return
+        await self._revoke_call(timeout)
+
+    async def _revoke_call(self, timeout: Optional[float]) -> None:
         try:
             await self.client._call(
                 pbg.LeasesStub,
