@@ -352,7 +352,7 @@ class Session:
             except grpc.RpcError as e:
                 f = c.failure_of(e)
                 if f.reason in c.LEASE_GONE:
-                    self._end("lost")
+                    self._end("lost", gone=True)
                     return
                 log.debug("lease %d: keep-alive stream failed: %s", self.lease_id, f.message)
                 if f.leader_addr:
@@ -375,18 +375,11 @@ class Session:
                 break
             await asyncio.sleep(max(0.0, until - time.monotonic()) + 0.001)
         self._end(self._validity.ended or "lost")
-        if self.lost.is_set() and self._revoke_on_close and not self._paused and not self._stopped:
-            # Lost here, yet the cluster may still keep the lease (a new
-            # leader gives every lease a full ttl): revoking frees its locks
-            # now. A paused session plays a frozen process, which would not.
-            try:
-                await self._revoke_call(None)
-            except errors.Error as e:
-                log.debug("lease %d: revoke after the loss failed: %s", self.lease_id, e)
 
-    def _end(self, how: str) -> None:
+    def _end(self, how: str, gone: bool = False) -> None:
         """The session ended: ``how`` is "lost" or "revoked"; an earlier end
-        stands (a session revoked is not lost later)."""
+        stands (a session revoked is not lost later). ``gone``: a node said
+        the lease no longer exists."""
         self._validity.end(how)
         how = self._validity.ended or how
         first = not self.ended.is_set()
@@ -404,6 +397,18 @@ class Session:
             log.warning("lease %d lost: its locks must be taken as gone", self.lease_id)
         for cb in callbacks:
             self._run_callback(cb)
+        if how == "lost" and first and not gone:
+            if self._revoke_on_close and not self._paused and not self._stopped:
+                # Lost here, yet the cluster may still keep the lease (a new
+                # leader gives every lease a full ttl): revoking frees its
+                # locks now. A paused session plays a frozen process.
+                _spawn(self._revoke_quietly(), self._cleanups, f"revoke of lost lease {self.lease_id}")
+
+    async def _revoke_quietly(self) -> None:
+        try:
+            await self._revoke_call(None)
+        except errors.Error as e:
+            log.debug("lease %d: revoke after the loss failed: %s", self.lease_id, e)
 
     def _run_callback(self, cb: LostCallback) -> None:
         try:
@@ -585,7 +590,7 @@ class Session:
             else:
                 self._unclaim(names)
                 if isinstance(e, errors.LeaseLost):
-                    self._end("lost")
+                    self._end("lost", gone=True)
             raise
         except BaseException:
             # Cancelled mid-call (asyncio.CancelledError): the request may be
@@ -755,7 +760,7 @@ class LockGuard:
             try:
                 r = await session.client._extend(session.lease_id, n, self.token, ttl, session.client._deadline(timeout))
             except errors.LeaseLost:
-                session._end("lost")
+                session._end("lost", gone=True)
                 raise
             extensions = r.extensions
             session._validity.renewed(sent_at, r.ttl_ms / 1000)
@@ -790,7 +795,7 @@ class LockGuard:
                     in_background = True
                     return
                 if isinstance(e, errors.LeaseLost):
-                    session._end("lost")
+                    session._end("lost", gone=True)
                 raise
             except BaseException:  # cancelled mid-call
                 session._settle(self.names, self._specs, "")
