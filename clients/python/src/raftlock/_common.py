@@ -269,6 +269,94 @@ CHANNEL_OPTIONS = (
 )
 
 
+class ClientBase:
+    """What both clients (blocking and asyncio) keep, with no I/O: the
+    options, the endpoints and which one the next call goes to (the leader,
+    once a reply named it)."""
+
+    def __init__(
+        self,
+        endpoints: Union[None, str, Iterable[str]],
+        *,
+        retry: Optional[RetryPolicy],
+        call_timeout: float,
+        ca: Optional[str],
+        cert: Optional[str],
+        key: Optional[str],
+        token: Optional[str],
+        use_env: bool,
+    ) -> None:
+        self.retry = retry or RetryPolicy.standard()
+        self.call_timeout = float(call_timeout)
+        if not self.call_timeout > 0:
+            raise errors.InvalidArgument(
+                "call_timeout must be > 0 seconds", reason="INVALID_ARGUMENT", metadata={"field": "call_timeout"}
+            )
+        names = endpoints_from(endpoints)
+        self._creds = credentials_from(ca, cert, key, token, use_env)
+        tls = self._creds.tls or any(e.strip().startswith("https://") for e in names)
+        self._tls = tls
+        self._endpoints: List[Endpoint] = []
+        for e in names:
+            ep = parse_endpoint(e, tls)
+            if ep not in self._endpoints:
+                self._endpoints.append(ep)
+        self._lock = threading.Lock()
+        self._current = 0
+
+    @property
+    def endpoints(self) -> List[str]:
+        """The endpoints known: those given, then leaders learnt from replies."""
+        with self._lock:
+            return [e.target for e in self._endpoints]
+
+    @property
+    def current_endpoint(self) -> str:
+        """Where the next call goes (the leader, once a reply named it)."""
+        with self._lock:
+            return self._endpoints[self._current].target
+
+    def _pick(self) -> Endpoint:
+        with self._lock:
+            return self._endpoints[self._current]
+
+    def _prefer(self, addr: Optional[str]) -> None:
+        """Send the next calls to ``addr`` (a leader a node named)."""
+        if not addr:
+            return
+        try:
+            ep = parse_endpoint(addr, self._tls)
+        except errors.Error:
+            return
+        with self._lock:
+            if ep not in self._endpoints:
+                self._endpoints.append(ep)
+            self._current = self._endpoints.index(ep)
+
+    def _advance(self, failed: Endpoint) -> None:
+        with self._lock:
+            if self._endpoints[self._current] == failed:
+                self._current = (self._current + 1) % len(self._endpoints)
+
+    def _metadata(self) -> Tuple[Tuple[str, str], ...]:
+        return self._creds.call_metadata()
+
+    def _deadline(self, timeout: Optional[float]) -> float:
+        """The monotonic instant a call given ``timeout`` (default:
+        ``call_timeout``) ends by."""
+        t = self.call_timeout if timeout is None else float(timeout)
+        if not t > 0:
+            raise errors.InvalidArgument(
+                f"timeout must be > 0 seconds, not {timeout!r}",
+                reason="INVALID_ARGUMENT",
+                metadata={"field": "timeout"},
+            )
+        return time.monotonic() + t
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoints={self.endpoints!r}, tls={self._tls})"
+
+
 # ----- classifying failures --------------------------------------------------
 
 
@@ -408,6 +496,39 @@ def classify(
     return Failure(None, code, message, {}, Applied.UNKNOWN, Retry.NEVER, None)
 
 
+def failure_of(e: grpc.RpcError) -> Failure:
+    """A failed call's status (blocking or grpc.aio), classified."""
+    code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+    details = e.details() if hasattr(e, "details") else str(e)
+    trailing = e.trailing_metadata() if hasattr(e, "trailing_metadata") else None
+    return classify(code, details, trailing)
+
+
+#: Keep-alive refusals that mean the lease is gone.
+LEASE_GONE = frozenset({"LEASE_NOT_FOUND", "LEASE_EXPIRING"})
+
+
+def watch_gives_up(f: Failure) -> bool:
+    """Whether a watch stream that failed so is not reopened: a compacted
+    start, a cut-off slow watcher, TLS, or any definite refusal but the
+    leader ones and rate limiting (which are retried)."""
+    if f.tls or f.reason in ("COMPACTED", "SLOW_WATCHER"):
+        return True
+    return f.reason in errors.DEFINITE_REFUSALS and f.reason not in ("NOT_LEADER", "NO_LEADER", "RATE_LIMITED")
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """After a failed attempt: raise ``error``; or the call is ``done``
+    (returns None); or retry after ``pause`` seconds, at ``leader`` if
+    named (else at the next endpoint)."""
+
+    error: Optional[errors.Error] = None
+    done: bool = False
+    pause: float = 0.0
+    leader: Optional[str] = None
+
+
 class Attempts:
     """The bookkeeping of one logical call across its attempts: what the
     final error is when they run out (the Rust client's rules)."""
@@ -437,6 +558,24 @@ class Attempts:
         if f.retry == Retry.AT_LEADER:
             return None, 0.0, f.leader_addr
         return None, self.policy.backoff(self.count), f.leader_addr
+
+    def after(
+        self, e: grpc.RpcError, deadline: float, not_holder_after_unknown_is_done: bool = False
+    ) -> "NextStep":
+        """What to do after attempt ``e`` failed, in a call ending by
+        ``deadline`` (monotonic seconds): raise, count the call as done, or
+        retry (after a pause, at a leader). Both clients' ``_call``."""
+        f = failure_of(e)
+        if f.reason is None and f.code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() >= deadline:
+            self.last = f
+            return NextStep(error=self.deadline(sent=True))
+        was_unknown = self.maybe_applied
+        err, pause, leader = self.failed(f)
+        if err is not None:
+            if not_holder_after_unknown_is_done and was_unknown and f.reason == "NOT_HOLDER":
+                return NextStep(done=True)  # the earlier attempt released it
+            return NextStep(error=err)
+        return NextStep(pause=pause, leader=leader)
 
     def unknown(self) -> errors.Error:
         f = self.last
@@ -529,6 +668,95 @@ def check_metadata(metadata: Optional[Mapping[str, str]]) -> Dict[str, str]:
                 metadata={"field": "metadata"},
             )
     return md
+
+
+@dataclass(frozen=True)
+class AcquireArgs:
+    """An acquire's arguments, checked: what both clients' ``lock_many``
+    sends."""
+
+    names: List[str]
+    specs: List[pb.LockSpec]
+    metadata: Dict[str, str]
+    wait: float  # seconds, whole milliseconds
+    lock_delay_ms: int
+    total: float  # seconds the whole acquire may take
+
+
+def acquire_args(
+    names: Sequence[str],
+    *,
+    modes: Optional[Mapping[str, Union[Mode, str]]],
+    wait: float,
+    mode: Union[Mode, str],
+    permits: int,
+    reason: str,
+    metadata: Optional[Mapping[str, str]],
+    lock_delay: float,
+    deadline: Optional[float],
+    call_timeout: float,
+) -> AcquireArgs:
+    """Check a ``lock_many``'s input (InvalidArgument on anything wrong);
+    ``total`` is ``deadline``, by default the wait + ``call_timeout``."""
+    if isinstance(names, str) or not names:
+        raise errors.InvalidArgument(
+            "names must be a non-empty list of lock names", reason="INVALID_ARGUMENT", metadata={"field": "names"}
+        )
+    names = list(names)
+    default = Mode.parse(mode)
+    modes = modes or {}
+    if not isinstance(permits, int) and any(
+        Mode.parse(modes.get(n, default)) == Mode.SEMAPHORE for n in names if isinstance(n, str)
+    ):
+        raise errors.InvalidArgument("permits must be an int", reason="INVALID_ARGUMENT", metadata={"field": "permits"})
+    if not isinstance(reason, str):
+        raise errors.InvalidArgument(
+            f"reason must be a str, not {reason!r}", reason="INVALID_ARGUMENT", metadata={"field": "reason"}
+        )
+    specs = lock_specs(names, modes, default, permits)
+    md = check_metadata(metadata)
+    wait_ms = seconds_to_ms(wait, "wait")
+    delay_ms = seconds_to_ms(lock_delay, "lock_delay")
+    if deadline is not None:
+        total = float(deadline)
+        if not total > 0:
+            raise errors.InvalidArgument(
+                "deadline must be > 0 seconds", reason="INVALID_ARGUMENT", metadata={"field": "deadline"}
+            )
+    else:
+        total = wait_ms / 1000 + call_timeout
+    return AcquireArgs(names, specs, md, wait_ms / 1000, delay_ms, total)
+
+
+def check_drift_margin(ttl: float, drift_margin: Optional[float]) -> float:
+    """The session's drift margin: ``drift_margin``, by default 5 % of the
+    ttl; at least 0 and below the ttl."""
+    m = default_drift_margin(ttl) if drift_margin is None else float(drift_margin)
+    if not 0 <= m < ttl:
+        raise errors.InvalidArgument(
+            f"drift_margin must be >= 0 and below the ttl ({ttl} s), not {drift_margin!r}",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "drift_margin"},
+        )
+    return m
+
+
+def check_page_size(page_size: int) -> None:
+    if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
+        raise errors.InvalidArgument(
+            f"page_size must be 1 to 1000, not {page_size!r}",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "page_size"},
+        )
+
+
+def check_from_revision(from_revision: int) -> None:
+    if not isinstance(from_revision, int) or from_revision < 0:
+        raise errors.InvalidArgument(
+            f"from_revision must be an int >= 0, not {from_revision!r}",
+            reason="INVALID_ARGUMENT",
+            metadata={"field": "from_revision"},
+        )
 
 
 def server_wait_ms(wait_s: float, deadline: float, now: float) -> int:
@@ -722,6 +950,10 @@ class Grant:
     permits: int
     token: int
 
+    @staticmethod
+    def of(g: pb.Grant) -> "Grant":
+        return Grant(g.name, _mode_out(g.mode), g.permits, g.token)
+
 
 @dataclass(frozen=True)
 class Acquired:
@@ -737,7 +969,7 @@ class Acquired:
     def of(r: pb.AcquireResponse) -> "Acquired":
         return Acquired(
             r.token,
-            [Grant(g.name, _mode_out(g.mode), g.permits, g.token) for g in r.holds],
+            [Grant.of(g) for g in r.holds],
             r.retry,
             r.revision,
             r.waited_ms / 1000,

@@ -18,7 +18,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Client:
+class Client(c.ClientBase):
     """A connection to a raftlock cluster.
 
     ``endpoints``: any subset of the nodes' client addresses (``host:port``,
@@ -47,39 +47,20 @@ class Client:
         token: Optional[str] = None,
         use_env: bool = True,
     ) -> None:
-        self.retry = retry or c.RetryPolicy.standard()
-        self.call_timeout = float(call_timeout)
-        if not self.call_timeout > 0:
-            raise errors.InvalidArgument(
-                "call_timeout must be > 0 seconds", reason="INVALID_ARGUMENT", metadata={"field": "call_timeout"}
-            )
-        names = c.endpoints_from(endpoints)
-        self._creds = c.credentials_from(ca, cert, key, token, use_env)
-        tls = self._creds.tls or any(e.strip().startswith("https://") for e in names)
-        self._tls = tls
-        self._endpoints: List[c.Endpoint] = []
-        for e in names:
-            ep = c.parse_endpoint(e, tls)
-            if ep not in self._endpoints:
-                self._endpoints.append(ep)
-        self._lock = threading.Lock()
+        super().__init__(
+            endpoints,
+            retry=retry,
+            call_timeout=call_timeout,
+            ca=ca,
+            cert=cert,
+            key=key,
+            token=token,
+            use_env=use_env,
+        )
         self._channels: Dict[str, grpc.Channel] = {}
-        self._current = 0
         self._closed = False
 
-    # ----- plumbing ---------------------------------------------------------
-
-    @property
-    def endpoints(self) -> List[str]:
-        """The endpoints known: those given, then leaders learnt from replies."""
-        with self._lock:
-            return [e.target for e in self._endpoints]
-
-    @property
-    def current_endpoint(self) -> str:
-        """Where the next call goes (the leader, once a reply named it)."""
-        with self._lock:
-            return self._endpoints[self._current].target
+    # ----- plumbing (endpoints, leader hint, deadlines: c.ClientBase) -------
 
     def _channel(self, ep: c.Endpoint) -> grpc.Channel:
         with self._lock:
@@ -96,47 +77,12 @@ class Client:
                 self._channels[ep.target] = ch
             return ch
 
-    def _pick(self) -> c.Endpoint:
-        with self._lock:
-            return self._endpoints[self._current]
-
-    def _prefer(self, addr: Optional[str]) -> None:
-        """Send the next calls to ``addr`` (a leader a node named)."""
-        if not addr:
-            return
-        try:
-            ep = c.parse_endpoint(addr, self._tls)
-        except errors.Error:
-            return
-        with self._lock:
-            if ep not in self._endpoints:
-                self._endpoints.append(ep)
-            self._current = self._endpoints.index(ep)
-
-    def _advance(self, failed: c.Endpoint) -> None:
-        with self._lock:
-            if self._endpoints[self._current] == failed:
-                self._current = (self._current + 1) % len(self._endpoints)
-
     def _learn(self, call: Any) -> None:
         try:
             md = call.initial_metadata()
         except Exception:
             return
         self._prefer(c.leader_addr_in(md))
-
-    def _metadata(self) -> Sequence[tuple]:
-        return self._creds.call_metadata()
-
-    def _deadline(self, timeout: Optional[float]) -> float:
-        t = self.call_timeout if timeout is None else float(timeout)
-        if not t > 0:
-            raise errors.InvalidArgument(
-                f"timeout must be > 0 seconds, not {timeout!r}",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "timeout"},
-            )
-        return time.monotonic() + t
 
     def _call(
         self,
@@ -166,27 +112,19 @@ class Client:
                 fn = getattr(stub(self._channel(ep)), method)
                 resp, call = fn.with_call(req, timeout=left, metadata=self._metadata())
             except grpc.RpcError as e:
-                code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
-                details = e.details() if hasattr(e, "details") else str(e)
-                trailing = e.trailing_metadata() if hasattr(e, "trailing_metadata") else None
-                f = c.classify(code, details, trailing)
-                if f.reason is None and code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() >= deadline:
-                    att.last = f
-                    raise att.deadline(sent=True) from None
-                was_unknown = att.maybe_applied
-                err, pause, leader = att.failed(f)
-                if err is not None:
-                    if not_holder_after_unknown_is_done and was_unknown and f.reason == "NOT_HOLDER":
-                        return None  # the earlier attempt released it
-                    raise err from None
-                if leader:
-                    self._prefer(leader)
+                step = att.after(e, deadline, not_holder_after_unknown_is_done)
+                if step.done:
+                    return None
+                if step.error is not None:
+                    raise step.error from None
+                if step.leader:
+                    self._prefer(step.leader)
                 else:
                     self._advance(ep)
-                if pause > 0:
-                    if time.monotonic() + pause >= deadline:
+                if step.pause > 0:
+                    if time.monotonic() + step.pause >= deadline:
                         raise att.deadline(sent=att.maybe_applied) from None
-                    time.sleep(pause)
+                    time.sleep(step.pause)
                 continue
             self._learn(call)
             return resp
@@ -204,9 +142,6 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"Client(endpoints={self.endpoints!r}, tls={self._tls})"
 
     # ----- leases and sessions ---------------------------------------------
 
@@ -228,7 +163,7 @@ class Client:
             deadline=self._deadline(timeout),
             idempotent=False,
         )
-        return [c.Grant(g.name, c._mode_out(g.mode), g.permits, g.token) for g in r.released]
+        return [c.Grant.of(g) for g in r.released]
 
     def leases(self, *, stale: bool = False, timeout: Optional[float] = None) -> List[c.LeaseInfo]:
         """Leases alive, with their holds and waits."""
@@ -332,12 +267,7 @@ class Client:
         self, prefix: str = "", *, stale: bool = False, page_size: int = 100, timeout: Optional[float] = None
     ) -> Iterator[c.LockInfo]:
         """Like :meth:`list`, a page at a time."""
-        if not isinstance(page_size, int) or not 1 <= page_size <= 1000:
-            raise errors.InvalidArgument(
-                f"page_size must be 1 to 1000, not {page_size!r}",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "page_size"},
-            )
+        c.check_page_size(page_size)
         after = ""
         while True:
             r = self._call(
@@ -427,12 +357,7 @@ class Watch:
     can). ``close()`` ends it from any thread."""
 
     def __init__(self, client: Client, prefix: str, from_revision: int) -> None:
-        if not isinstance(from_revision, int) or from_revision < 0:
-            raise errors.InvalidArgument(
-                f"from_revision must be an int >= 0, not {from_revision!r}",
-                reason="INVALID_ARGUMENT",
-                metadata={"field": "from_revision"},
-            )
+        c.check_from_revision(from_revision)
         self._client = client
         self.prefix = prefix
         self._next = from_revision
@@ -497,14 +422,8 @@ class Watch:
             except grpc.RpcError as e:
                 if self._closed.is_set():
                     raise StopIteration from None
-                f = c.classify(e.code(), e.details(), e.trailing_metadata())
-                if f.reason in ("COMPACTED", "SLOW_WATCHER") or f.reason in errors.DEFINITE_REFUSALS and f.reason not in (
-                    "NOT_LEADER",
-                    "NO_LEADER",
-                    "RATE_LIMITED",
-                ):
-                    raise f.error() from None
-                if f.tls:
+                f = c.failure_of(e)
+                if c.watch_gives_up(f):
                     raise f.error() from None
             with self._lock:
                 self._call = None

@@ -368,30 +368,25 @@ class Session:
         one log entry). ``modes`` gives some names another mode. Sets taken
         in different orders cannot deadlock: a waiting request is granted
         when it is first in every queue."""
-        if isinstance(names, str) or not names:
-            raise errors.InvalidArgument(
-                "names must be a non-empty list of lock names", reason="INVALID_ARGUMENT", metadata={"field": "names"}
-            )
-        names = list(names)
-        default = c.Mode.parse(mode)
-        specs = c.lock_specs(names, modes or {}, default, permits)
-        if any(s.mode == pb.MODE_SEMAPHORE for s in specs) and not isinstance(permits, int):
-            raise errors.InvalidArgument("permits must be an int", reason="INVALID_ARGUMENT", metadata={"field": "permits"})
-        md = c.check_metadata(metadata)
-        wait_ms = c.seconds_to_ms(wait, "wait")
-        delay_ms = c.seconds_to_ms(lock_delay, "lock_delay")
-        if deadline is not None:
-            total = float(deadline)
-            if not total > 0:
-                raise errors.InvalidArgument("deadline must be > 0 seconds", reason="INVALID_ARGUMENT", metadata={"field": "deadline"})
-        else:
-            total = wait_ms / 1000 + self.client.call_timeout
-        end = time.monotonic() + total
+        a = c.acquire_args(
+            names,
+            modes=modes,
+            wait=wait,
+            mode=mode,
+            permits=permits,
+            reason=reason,
+            metadata=metadata,
+            lock_delay=lock_delay,
+            deadline=deadline,
+            call_timeout=self.client.call_timeout,
+        )
+        names, specs = a.names, a.specs
+        end = time.monotonic() + a.total
         if not self.is_valid():
             raise errors.LeaseLost(f"session {self.lease_id} is no longer valid", reason="LEASE_LOST")
         self._claim(names, end)
         try:
-            r = self.client._acquire(self.lease_id, specs, wait_ms / 1000, reason, md, delay_ms, end)
+            r = self.client._acquire(self.lease_id, specs, a.wait, reason, a.metadata, a.lock_delay_ms, end)
         except errors.Error as e:
             if e.may_have_been_applied:
                 self._settle(names, specs, reason)
@@ -653,14 +648,7 @@ class LockGuard:
 
 
 def _margin(ttl: float, drift_margin: Optional[float]) -> float:
-    m = c.default_drift_margin(ttl) if drift_margin is None else float(drift_margin)
-    if not 0 <= m < ttl:
-        raise errors.InvalidArgument(
-            f"drift_margin must be >= 0 and below the ttl ({ttl} s), not {drift_margin!r}",
-            reason="INVALID_ARGUMENT",
-            metadata={"field": "drift_margin"},
-        )
-    return m
+    return c.check_drift_margin(ttl, drift_margin)
 
 
 def _run_callback(cb: Callable[[Session], None], s: Session) -> None:
