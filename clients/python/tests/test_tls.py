@@ -42,7 +42,9 @@ def test_the_cli_environment_variables_configure_the_client(secure_cluster, monk
     monkeypatch.setenv("RAFTLOCK_KEY", str(c.client_key))
     monkeypatch.delenv("RAFTLOCK_TOKEN", raising=False)
     with raftlock.Client() as client:
-        assert client.status().cluster_id
+        assert client._tls and client.status().HasField("leader_id")
+        with client.session(ttl=5) as s:
+            s.lock("tls/env").release()
 
 
 def test_no_identity_is_unauthenticated_and_a_wrong_ca_is_a_tls_error(secure_cluster, raftlock_certs, tmp_path):

@@ -10,7 +10,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -1037,6 +1037,17 @@ class Validity:
 def default_drift_margin(ttl: float) -> float:
     """5 % of the ttl, as the Rust client."""
     return ttl * 0.05
+
+
+def owner_of(owner: Optional[str]) -> str:
+    """The owner text of a new lease: ``owner``, or :func:`default_owner`."""
+    if owner is None:
+        return default_owner()
+    if not isinstance(owner, str):
+        raise errors.InvalidArgument(
+            f"owner must be a str, not {owner!r}", reason="INVALID_ARGUMENT", metadata={"field": "owner"}
+        )
+    return owner
 
 
 def default_owner() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 
@@ -218,21 +218,27 @@ class Client(c.ClientBase):
     ) -> "LockGuard":
         """One lock with a lease of its own: the lease is granted here and
         revoked when the guard is released. For many locks, or a loop, use
-        one :meth:`session`."""
+        one :meth:`session`. ``deadline`` bounds it all, the lease's grant
+        included."""
         from .session import Session
 
-        session = Session._start(self, ttl, owner, None, None, deadline)
+        a = c.acquire_args(
+            [name],
+            modes=None,
+            wait=wait,
+            mode=mode,
+            permits=permits,
+            reason=reason,
+            metadata=metadata,
+            lock_delay=lock_delay,
+            deadline=deadline,
+            call_timeout=self.call_timeout,
+        )
+        # One deadline for all of it: granting the lease, then the acquire.
+        end = time.monotonic() + a.total
+        session = Session._start(self, ttl, owner, None, None, min(self.call_timeout, a.total))
         try:
-            guard = session.lock(
-                name,
-                wait=wait,
-                mode=mode,
-                permits=permits,
-                reason=reason,
-                metadata=metadata,
-                lock_delay=lock_delay,
-                deadline=deadline,
-            )
+            guard = session._acquire(a, reason, end)
         except BaseException:
             session.close()
             raise
@@ -247,14 +253,22 @@ class Client(c.ClientBase):
 
     # ----- reads ------------------------------------------------------------
 
+    def _inspect(self, name: str, stale: bool, timeout: Optional[float]) -> Tuple[Optional[c.LockInfo], int]:
+        r = self._call(
+            pbg.LocksStub, "Inspect", pb.InspectRequest(name=name, stale=stale), deadline=self._deadline(timeout)
+        )
+        return (c.LockInfo.of(r.lock, r.revision) if r.HasField("lock") else None), int(r.revision)
+
     def inspect(self, name: str, *, stale: bool = False, timeout: Optional[float] = None) -> Optional[c.LockInfo]:
         """One lock: holders, queue, counters; None when it is free and
         nobody waits (a free lock does not exist). Linearizable unless
         ``stale``."""
-        r = self._call(
-            pbg.LocksStub, "Inspect", pb.InspectRequest(name=name, stale=stale), deadline=self._deadline(timeout)
-        )
-        return c.LockInfo.of(r.lock, r.revision) if r.HasField("lock") else None
+        return self._inspect(name, stale, timeout)[0]
+
+    def _revision(self, prefix: str) -> int:
+        """The applied revision a linearizable read of ``prefix`` reflects."""
+        r = self._call(pbg.LocksStub, "List", pb.ListRequest(prefix=prefix, limit=1), deadline=self._deadline(None))
+        return int(r.revision)
 
     def list(
         self, prefix: str = "", *, stale: bool = False, page_size: int = 100, timeout: Optional[float] = None
@@ -350,7 +364,10 @@ class Client(c.ClientBase):
 class Watch:
     """An iterator of :class:`raftlock.Event`; see :meth:`Client.watch`.
 
-    It resumes after the last revision it delivered when its stream breaks
+    From revision 0 it starts after the revision a linearizable read
+    returns when it is entered (``with``) or first iterated, so a break
+    before the first event loses nothing. It resumes after the last
+    revision it delivered when its stream breaks
     (a node stops, a leader changes), with the client's retry policy per
     break; a ``Compacted`` start revision or a cut-off ``SlowWatcher`` is
     raised (resume from ``last_revision + 1`` with a new watch if you
@@ -360,7 +377,8 @@ class Watch:
         c.check_from_revision(from_revision)
         self._client = client
         self.prefix = prefix
-        self._next = from_revision
+        self._from = from_revision
+        self._next: Optional[int] = None
         #: The revision of the last event delivered (0 before the first).
         self.last_revision = 0
         self._call: Any = None
@@ -376,7 +394,12 @@ class Watch:
         if call is not None:
             call.cancel()
 
+    def _start(self) -> None:
+        if self._next is None:
+            self._next = self._from if self._from else self._client._revision(self.prefix) + 1
+
     def __enter__(self) -> "Watch":
+        self._start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -406,6 +429,7 @@ class Watch:
                 return ev
             if self._closed.is_set():
                 raise StopIteration
+            self._start()
             if self._call is None:
                 ep, _ = self._open()
             else:

@@ -125,20 +125,18 @@ class Election:
 
     def leader(self) -> Optional[Leader]:
         """The current leader, or None."""
-        info = self.session.client.inspect(self.name)
-        if info is None or not info.holders:
-            return None
-        h = info.holders[0]
-        return Leader(h.metadata.get(VALUE_KEY, ""), h.owner, h.lease_id, h.token)
+        return _leader_of(self.session.client.inspect(self.name))
 
     def observe(self, from_revision: int = 0) -> Iterator[Optional[Leader]]:
         """The leader now, then each change (None while there is none), as
-        long as you iterate."""
-        last: Any = object()
-        current = self.leader()
-        yield current
-        last = current
-        with self.session.client.watch(self.name, from_revision=from_revision) as w:
+        long as you iterate. The watch starts right after the revision of
+        the first answer's read (or at ``from_revision``), so no change in
+        between is missed."""
+        client = self.session.client
+        info, revision = client._inspect(self.name, False, None)
+        last = _leader_of(info)
+        yield last
+        with client.watch(self.name, from_revision=from_revision or revision + 1) as w:
             for ev in w:
                 if ev.name != self.name or ev.type not in ("acquired", "released", "expired", "force_released"):
                     continue
@@ -146,6 +144,13 @@ class Election:
                 if now != last:
                     last = now
                     yield now
+
+
+def _leader_of(info: Optional[c.LockInfo]) -> Optional[Leader]:
+    if info is None or not info.holders:
+        return None
+    h = info.holders[0]
+    return Leader(h.metadata.get(VALUE_KEY, ""), h.owner, h.lease_id, h.token)
 
 
 class FencedResource(Generic[T]):

@@ -59,6 +59,8 @@ class Session:
         self._paused = False
         self._stream: Optional[Tuple[Any, "queue.Queue[Optional[pb.KeepAliveRequest]]"]] = None
         self._first_ack = threading.Event()
+        self._handed_out = True
+        self._stopped = False
         self._keeper = threading.Thread(target=self._keep_alive, name=f"raftlock-keepalive-{lease_id}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch_validity, name=f"raftlock-validity-{lease_id}", daemon=True)
 
@@ -76,7 +78,7 @@ class Session:
     ) -> "Session":
         ttl_ms = c.ttl_ms(ttl)
         margin = _margin(ttl_ms / 1000, drift_margin)
-        owner = c.default_owner() if owner is None else owner
+        owner = c.owner_of(owner)
         sent_at = time.monotonic()
         r = client._call(
             pbg.LeasesStub,
@@ -101,20 +103,23 @@ class Session:
         on_lost: Optional[Callable[["Session"], None]],
     ) -> "Session":
         ttl_s = c.ttl_ms(ttl) / 1000
-        s = cls(client, lease_id, ttl_s, "", _margin(ttl_s, drift_margin), None, False)
-        # Valid only from the first acknowledged keep-alive: give it one
-        # window to arrive.
-        # Never shown before the first answer: validity then runs from that
-        # keep-alive's send time (later than this), and if none comes the
-        # watchdog marks the session lost.
-        s._validity = c.Validity(time.monotonic(), ttl_s, s.drift_margin)
-        if on_lost is not None:
-            s._callbacks.append(on_lost)
+        # Never handed out before the first acknowledged keep-alive, which
+        # sets the validity from its own send time (later than now); if none
+        # comes within a ttl the watchdog ends the session, and a node that
+        # says the lease is gone ends it at once.
+        s = cls(client, lease_id, ttl_s, "", _margin(ttl_s, drift_margin), time.monotonic(), False)
+        s._handed_out = False
         s._keeper.start()
         s._watchdog.start()
-        if not s._first_ack.wait(ttl_s) or not s.is_valid():
-            s.close()
+        deadline = time.monotonic() + ttl_s
+        while not s._first_ack.is_set() and not s.ended.is_set() and time.monotonic() < deadline:
+            s._first_ack.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+        if not (s._first_ack.is_set() and s.is_valid()):
+            s._stop_threads("revoked")
             raise errors.LeaseLost(f"lease {lease_id} could not be kept alive", reason="LEASE_LOST")
+        s._handed_out = True
+        if on_lost is not None:
+            s._callbacks.append(on_lost)
         return s
 
     # ----- validity ----------------------------------------------------------
@@ -208,7 +213,7 @@ class Session:
                 if not self._stop.is_set() and not self._paused:
                     f = c.classify(e.code(), e.details(), e.trailing_metadata())
                     if f.reason in ("LEASE_NOT_FOUND", "LEASE_EXPIRING"):
-                        self._end("lost")
+                        self._end("lost", gone=True)
                         break
                     log.debug("lease %d: keep-alive stream failed: %s", self.lease_id, e.details())
                     if f.leader_addr:
@@ -239,10 +244,14 @@ class Session:
                 self._cond.wait(max(0.0, until - time.monotonic()) + 0.001)
         self._end(self._validity.ended or "lost")
 
-    def _end(self, how: str) -> None:
+    def _end(self, how: str, gone: bool = False) -> None:
+        """The session ended: ``how`` is "lost" or "revoked"; an earlier end
+        stands (a session revoked is not lost later). ``gone``: a node said
+        the lease no longer exists."""
         self._validity.end(how)
-        first = not self.ended.is_set()
+        how = self._validity.ended or how
         with self._cond:
+            first = not self.ended.is_set()
             if how == "lost" and not self.lost.is_set():
                 self.lost.set()
                 callbacks, self._callbacks = self._callbacks, []
@@ -251,19 +260,32 @@ class Session:
             self.ended.set()
             self._cond.notify_all()
         self._cancel_stream()
-        if first and how == "lost":
+        if first and how == "lost" and self._handed_out:
             log.warning("lease %d lost: its locks must be taken as gone", self.lease_id)
         for cb in callbacks:
             _run_callback(cb, self)
+        if first and how == "lost" and not gone and self._revoke_on_close and not self._paused and not self._stopped:
+            # Lost here, yet the cluster may still keep the lease (a new
+            # leader gives every lease a full ttl): revoking frees its locks
+            # now. A paused session plays a frozen process.
+            threading.Thread(target=self._revoke_quietly, name=f"raftlock-revoke-{self.lease_id}", daemon=True).start()
+
+    def _revoke_quietly(self) -> None:
+        try:
+            self._revoke_call(None)
+        except errors.Error as e:
+            log.debug("lease %d: revoke after the loss failed: %s", self.lease_id, e)
 
     # ----- ending ------------------------------------------------------------
 
     def revoke(self, *, timeout: Optional[float] = None) -> None:
-        """End the lease now: its holds are released, its waits dropped."""
-        lost = self.lost.is_set()
+        """End the lease now: its holds are released, its waits dropped. A
+        lease the cluster no longer knows counts as revoked (a lost session
+        is revoked too: the cluster may still keep it)."""
         self._stop_threads("revoked")
-        if lost:
-            return
+        self._revoke_call(timeout)
+
+    def _revoke_call(self, timeout: Optional[float]) -> None:
         try:
             self.client._call(
                 pbg.LeasesStub,
@@ -279,7 +301,7 @@ class Session:
         """Stop the keep-alives and revoke the lease (best effort: if the
         cluster cannot be reached it expires after its ttl). An attached
         session only stops its keep-alives."""
-        if self.ended.is_set() and self._stop.is_set():
+        if self._stopped:
             return
         if self._revoke_on_close:
             try:
@@ -290,12 +312,9 @@ class Session:
             self._stop_threads("revoked")
 
     def _stop_threads(self, how: str) -> None:
+        self._stopped = True
         self._stop.set()
-        self._validity.end(how)
-        with self._cond:
-            self.ended.set()
-            self._cond.notify_all()
-        self._cancel_stream()
+        self._end(how)
         for t in (self._keeper, self._watchdog):
             if t.is_alive() and t is not threading.current_thread():
                 t.join(timeout=2.0)
@@ -380,8 +399,10 @@ class Session:
             deadline=deadline,
             call_timeout=self.client.call_timeout,
         )
+        return self._acquire(a, reason, time.monotonic() + a.total)
+
+    def _acquire(self, a: c.AcquireArgs, reason: str, end: float) -> "LockGuard":
         names, specs = a.names, a.specs
-        end = time.monotonic() + a.total
         if not self.is_valid():
             raise errors.LeaseLost(f"session {self.lease_id} is no longer valid", reason="LEASE_LOST")
         self._claim(names, end)
@@ -393,7 +414,7 @@ class Session:
             else:
                 self._unclaim(names)
                 if isinstance(e, errors.LeaseLost):
-                    self._end("lost")
+                    self._end("lost", gone=True)
             raise
         except BaseException:
             # Interrupted mid-call (KeyboardInterrupt...): the request may be
@@ -485,8 +506,9 @@ class Session:
         client = self.client
         give_up_at = time.monotonic() + 3 * self.ttl
         failures = 0
+        busy_rounds = 0  # rounds that released or withdrew something and found more
         try:
-            while time.monotonic() < give_up_at and failures < 10:
+            while time.monotonic() < give_up_at and failures < 10 and busy_rounds < 6:
                 if not self.is_valid():
                     return  # the lease's end takes everything with it
                 try:
@@ -517,6 +539,8 @@ class Session:
                             pass
                     if not left_over:
                         return
+                    busy_rounds += 1
+                    self._stop.wait(0.05)
                 except errors.Error as e:
                     failures += 1
                     log.debug("lease %d: cleanup of %s failed: %s", self.lease_id, names, e)
@@ -614,7 +638,7 @@ class LockGuard:
                     session._settle(self.names, self._specs, "")
                     return
                 if isinstance(e, errors.LeaseLost):
-                    session._end("lost")
+                    session._end("lost", gone=True)
                 raise
             session._unclaim(self.names)
         finally:

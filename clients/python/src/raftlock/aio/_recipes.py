@@ -8,7 +8,7 @@ from typing import Any, AsyncGenerator, Callable, Optional, TypeVar
 
 from .. import _common as c
 from .. import errors
-from ..recipes import VALUE_KEY, FencedResource, Leader
+from ..recipes import VALUE_KEY, FencedResource, Leader, _leader_of
 from ._client import Client
 from ._session import LockAcquire, Session, _decorate
 
@@ -75,13 +75,6 @@ class Semaphore:
         """Places free now (a linearizable read)."""
         info = await self.session.client.inspect(self.name)
         return self.permits - (len(info.holders) if info else 0)
-
-
-def _leader_of(info: Optional[c.LockInfo]) -> Optional[Leader]:
-    if info is None or not info.holders:
-        return None
-    h = info.holders[0]
-    return Leader(h.metadata.get(VALUE_KEY, ""), h.owner, h.lease_id, h.token)
 
 
 class Election:

@@ -223,7 +223,7 @@ class Session:
     ) -> "Session":
         ttl_ms = c.ttl_ms(ttl)
         margin = c.check_drift_margin(ttl_ms / 1000, drift_margin)
-        owner = c.default_owner() if owner is None else owner
+        owner = c.owner_of(owner)
         if not isinstance(owner, str):
             raise errors.InvalidArgument(
                 f"owner must be a str, not {owner!r}", reason="INVALID_ARGUMENT", metadata={"field": "owner"}
@@ -658,8 +658,9 @@ class Session:
         client = self.client
         give_up_at = time.monotonic() + 3 * self.ttl
         failures = 0
+        busy_rounds = 0  # rounds that released or withdrew something and found more
         try:
-            while time.monotonic() < give_up_at and failures < 10:
+            while time.monotonic() < give_up_at and failures < 10 and busy_rounds < 6:
                 if not self.is_valid() or client._closed:
                     return  # the lease's end takes everything with it
                 try:
@@ -690,6 +691,8 @@ class Session:
                             pass
                     if not left_over:
                         return
+                    busy_rounds += 1
+                    await asyncio.sleep(0.05)
                 except errors.Error as e:
                     failures += 1
                     log.debug("lease %d: cleanup of %s failed: %s", self.lease_id, names, e)
