@@ -47,3 +47,4 @@ def test_every_example_in_docs_python_md_runs(fresh_cluster, monkeypatch, capsys
     assert "refused: STALE_TOKEN" in out
     assert "LOCK_BUSY" in out
     assert "released jobs/nightly" in out
+    assert "cancelled wait withdrawn" in out and "ran under the lock" in out
