@@ -373,11 +373,25 @@ fn spawn_servers(
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<ServerTask>, StartError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Internal(format!("gRPC reflection: {e}")))?;
+    // Reflection in both versions: `grpc.reflection.v1` for current tools
+    // (grpcurl, tonic), `v1alpha` for clients that speak only that one
+    // (grpcio-reflection's Python descriptor database, older tools). Each
+    // registers both reflection protos, so either version lists every
+    // service this listener serves.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_error = |e| StartError::Internal(format!("gRPC reflection: {e}"));
+    let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_error)?;
     let (locks, leases, admin) = client_services(&api);
     let transport = crate::peer::server::transport_server(&api);
     let health_api = Arc::clone(&api);
@@ -436,6 +450,7 @@ fn spawn_servers(
     let client_server = limited(Server::builder())
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(locks)
         .add_service(leases)
         .add_service(admin)
