@@ -363,6 +363,16 @@ fn limited(builder: Server) -> Server {
 
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
+/// What the client listener serves (and so what reflection lists).
+const CLIENT_LISTENER_SERVICES: [&str; 6] = [
+    pb::locks_server::SERVICE_NAME,
+    pb::leases_server::SERVICE_NAME,
+    pb::admin_server::SERVICE_NAME,
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+];
+
 /// Serves the client listener (Locks, Leases, Admin, health, reflection)
 /// and the peer listener (the internal transport only), each in its own
 /// task.
@@ -376,16 +386,20 @@ fn spawn_servers(
     // Reflection in both versions: `grpc.reflection.v1` for current tools
     // (grpcurl, tonic), `v1alpha` for clients that speak only that one
     // (grpcio-reflection's Python descriptor database, older tools). Each
-    // registers both reflection protos, so either version lists every
-    // service this listener serves.
+    // registers both reflection protos and lists exactly the services this
+    // listener serves: raftlock's descriptor set also describes
+    // `raftlock.internal.v1`, which only the peer listener serves.
     let reflection_builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
+        CLIENT_LISTENER_SERVICES.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ),
+            |builder, service| builder.with_service_name(*service),
+        )
     };
     let reflection_error = |e| StartError::Internal(format!("gRPC reflection: {e}"));
     let reflection = reflection_builder().build_v1().map_err(reflection_error)?;

@@ -214,6 +214,9 @@ async fn reflection_v1alpha_answers_beside_v1_on_the_client_port_only() {
             "{wanted} missing from {names:?}"
         );
     }
+    // Only what this port serves: the peer transport is described by the
+    // same descriptor set but served on the peer port alone.
+    assert_eq!(names.len(), 6, "{names:?}");
     let reply = replies.message().await.expect("a reply").expect("open");
     let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
         panic!("unexpected reflection reply: {reply:?}");
