@@ -25,6 +25,8 @@ def test_v1alpha_reflection_lists_and_resolves_the_api_on_every_node(cluster: Cl
                 "grpc.reflection.v1.ServerReflection",
                 "grpc.reflection.v1alpha.ServerReflection",
             } <= services, services
+            # The peer transport is served on the peer port only.
+            assert not any(s.startswith("raftlock.internal.") for s in services), services
 
             pool = DescriptorPool(db)
             locks = pool.FindServiceByName("raftlock.v1.Locks")
