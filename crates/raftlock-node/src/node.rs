@@ -363,6 +363,16 @@ fn limited(builder: Server) -> Server {
 
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
+/// What the client listener serves (and so what reflection lists).
+const CLIENT_LISTENER_SERVICES: [&str; 6] = [
+    pb::locks_server::SERVICE_NAME,
+    pb::leases_server::SERVICE_NAME,
+    pb::admin_server::SERVICE_NAME,
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+];
+
 /// Serves the client listener (Locks, Leases, Admin, health, reflection)
 /// and the peer listener (the internal transport only), each in its own
 /// task.
@@ -373,11 +383,29 @@ fn spawn_servers(
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<ServerTask>, StartError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Internal(format!("gRPC reflection: {e}")))?;
+    // Reflection in both versions: `grpc.reflection.v1` for current tools
+    // (grpcurl, tonic), `v1alpha` for clients that speak only that one
+    // (grpcio-reflection's Python descriptor database, older tools). Each
+    // registers both reflection protos and lists exactly the services this
+    // listener serves: raftlock's descriptor set also describes
+    // `raftlock.internal.v1`, which only the peer listener serves.
+    let reflection_builder = || {
+        CLIENT_LISTENER_SERVICES.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(raftlock_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ),
+            |builder, service| builder.with_service_name(*service),
+        )
+    };
+    let reflection_error = |e| StartError::Internal(format!("gRPC reflection: {e}"));
+    let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_error)?;
     let (locks, leases, admin) = client_services(&api);
     let transport = crate::peer::server::transport_server(&api);
     let health_api = Arc::clone(&api);
@@ -436,6 +464,7 @@ fn spawn_servers(
     let client_server = limited(Server::builder())
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(locks)
         .add_service(leases)
         .add_service(admin)

@@ -166,6 +166,104 @@ async fn standard_health_and_reflection_services_answer() {
     cluster.shutdown().await;
 }
 
+/// Clients that speak only reflection v1alpha (grpcio-reflection's Python
+/// descriptor database among them) list and resolve the same services as
+/// v1 clients; the peer port serves neither version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reflection_v1alpha_answers_beside_v1_on_the_client_port_only() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let cluster = Cluster::start(3).await;
+    let follower = cluster.follower().await;
+    let mut reflection = ServerReflectionClient::new(cluster.channel(follower).await);
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "raftlock.v1.Locks".into(),
+            )),
+        },
+    ];
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .expect("v1alpha reflection is served")
+        .into_inner();
+    let reply = replies.message().await.expect("a reply").expect("open");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply: {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in [
+        "raftlock.v1.Locks",
+        "raftlock.v1.Leases",
+        "raftlock.v1.Admin",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "{wanted} missing from {names:?}"
+        );
+    }
+    // Only what this port serves: the peer transport is described by the
+    // same descriptor set but served on the peer port alone.
+    assert_eq!(names.len(), 6, "{names:?}");
+    let reply = replies.message().await.expect("a reply").expect("open");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        panic!("unexpected reflection reply: {reply:?}");
+    };
+    let file = <prost_types::FileDescriptorProto as prost::Message>::decode(
+        files
+            .file_descriptor_proto
+            .first()
+            .expect("a file")
+            .as_slice(),
+    )
+    .expect("a file descriptor");
+    assert_eq!(file.package.as_deref(), Some("raftlock.v1"));
+    assert!(file.service.iter().any(|s| s.name() == "Locks"), "{file:?}");
+
+    // The peer port: neither version.
+    let peer =
+        tonic::transport::Channel::from_shared(format!("http://{}", cluster.peer_addrs[&follower]))
+            .expect("uri")
+            .connect_lazy();
+    let list = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let status = ServerReflectionClient::new(peer.clone())
+        .server_reflection_info(tokio_stream::iter(vec![list()]))
+        .await
+        .expect_err("no v1alpha reflection on the peer port");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let status =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(peer)
+            .server_reflection_info(tokio_stream::iter(vec![
+        tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                    String::new(),
+                ),
+            ),
+        },
+    ]))
+            .await
+            .expect_err("no v1 reflection on the peer port");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn semaphores_shared_locks_multi_locks_and_force_release_over_grpc() {
     let cluster = Cluster::start(3).await;
