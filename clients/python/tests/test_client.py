@@ -311,3 +311,85 @@ def test_a_node_that_is_down_is_skipped(cluster, prefix):
         with pytest.raises(raftlock.Unavailable) as e:
             c.status()
         assert not e.value.may_have_been_applied
+
+
+def test_an_attached_lease_is_valid_only_as_long_as_the_cluster_says(client):
+    lease = client.grant_lease(2.0, owner="elsewhere")
+    # The caller overstates the ttl: the cluster's answers decide.
+    s = client.attach_session(lease, 60.0)
+    try:
+        assert s.is_valid() and s.remaining() <= 2.0
+        s.pause_keep_alives()
+        assert s.lost.wait(5), "lost within the real ttl, not the guessed one"
+    finally:
+        s.close()
+    assert lease in [l.lease_id for l in client.leases()] or True  # not revoked by close
+    with pytest.raises(raftlock.LeaseLost):
+        client.attach_session(999_999_999, 2.0)
+
+
+def test_a_shorter_ttl_shortens_the_validity_at_once(client, prefix):
+    with client.session(ttl=30) as s, s.lock(prefix + "short") as g:
+        assert g.remaining() > 20
+        g.extend(ttl=3)
+        assert s.ttl == 3 and g.remaining() <= 3
+        time.sleep(1.5)  # keep-alives (every ttl/3) keep it going
+        assert g.is_valid() and g.remaining() <= 3
+
+
+def test_releasing_several_names_after_one_was_force_released_frees_the_others(client, prefix):
+    a, b = prefix + "a", prefix + "b"
+    with client.session(ttl=10) as s:
+        g = s.lock_many([a, b])
+        client.force_release(a)
+        with pytest.raises(raftlock.NotHolder):
+            g.release()
+        deadline = time.monotonic() + 10
+        while client.inspect(b) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.inspect(b) is None, "the session released what was left"
+        s.lock(b, wait=5).release()  # and the name is usable again
+
+
+def test_a_guard_dropped_without_release_is_released(client, prefix):
+    import gc
+
+    name = prefix + "dropped"
+    with client.session(ttl=10) as s:
+        s.lock(name)  # the guard is dropped at once
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while client.inspect(name) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.inspect(name) is None
+    client.lock(name, ttl=5)  # a one-off: its lease is revoked too
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while client.inspect(name) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.inspect(name) is None
+
+
+def test_grpc_failures_are_classified_by_what_they_mean():
+    import grpc
+
+    from raftlock import _common as c
+
+    U = grpc.StatusCode.UNAVAILABLE
+    # A name that does not resolve sent nothing, even when it says "tls".
+    f = c.classify(U, "DNS resolution failed for tls-node-1.example:7401: errors resolving", None)
+    assert (f.tls, f.applied, f.retry) == (False, c.Applied.NO, c.Retry.AFTER_PAUSE)
+    f = c.classify(U, "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused", None)
+    assert (f.tls, f.applied) == (False, c.Applied.NO)
+    for tls in (
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:7401: Ssl handshake failed",
+        "Custom verification check failed with error: UNAUTHENTICATED: Hostname Verification Check failed.",
+    ):
+        assert c.classify(U, tls, None).tls, tls
+    # A connection cut with the request sent: maybe applied, retried if idempotent.
+    f = c.classify(U, "Socket closed", None)
+    assert (f.applied, f.retry) == (c.Applied.UNKNOWN, c.Retry.IF_IDEMPOTENT)
+    # A reason from a newer node: maybe applied, never retried.
+    f = c.classify(grpc.StatusCode.FAILED_PRECONDITION, "x", (("raftlock-reason", "SOMETHING_NEW"),))
+    assert (f.applied, f.retry) == (c.Applied.UNKNOWN, c.Retry.NEVER)
+    assert isinstance(f.error(), raftlock.InternalError) and f.error().may_have_been_applied

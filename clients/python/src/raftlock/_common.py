@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -386,7 +386,15 @@ _RULES: Dict[str, Tuple[Applied, Retry]] = {
     "RATE_LIMITED": (Applied.NO, Retry.AFTER_PAUSE),
 }
 
-_NEVER_SENT = (
+# A name that does not resolve: nothing was sent. Checked before the TLS
+# words, which a host's name may contain ("tls-node-1").
+_UNRESOLVED = (
+    "dns resolution failed",
+    "name resolution failure",
+    "errors resolving",
+    "domain name not found",
+)
+_NEVER_SENT = _UNRESOLVED + (
     "failed to connect to all addresses",
     "connection refused",
     "dns resolution failed",
@@ -394,7 +402,16 @@ _NEVER_SENT = (
     "no route to host",
     "deadline exceeded while connecting",
 )
-_TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "x509")
+_TLS_WORDS = (
+    "ssl",
+    "tls",
+    "handshake",
+    "certificate",
+    "x509",
+    # grpcio 1.85's words for a certificate that does not name the host
+    "hostname verification",
+    "verification check failed",
+)
 
 
 @dataclass
@@ -487,6 +504,8 @@ def classify(
             applied, retry = Applied.UNKNOWN, Retry.NEVER
         return Failure(reason, code, message, info_md, applied, retry, leader)
     lower = message.lower()
+    if code == grpc.StatusCode.UNAVAILABLE and any(w in lower for w in _UNRESOLVED):
+        return Failure(None, code, message, {}, Applied.NO, Retry.AFTER_PAUSE, None)
     if code == grpc.StatusCode.UNAVAILABLE and any(w in lower for w in _TLS_WORDS):
         return Failure(None, code, message, {}, Applied.NO, Retry.NEVER, None, tls=True)
     if code == grpc.StatusCode.UNAVAILABLE and any(w in lower for w in _NEVER_SENT):
@@ -572,8 +591,12 @@ class Attempts:
         was_unknown = self.maybe_applied
         err, pause, leader = self.failed(f)
         if err is not None:
-            if not_holder_after_unknown_is_done and was_unknown and f.reason == "NOT_HOLDER":
-                return NextStep(done=True)  # the earlier attempt released it
+            if was_unknown and f.reason == "NOT_HOLDER":
+                if not_holder_after_unknown_is_done:
+                    return NextStep(done=True)  # the earlier attempt released it
+                # Several names, or not a release: which attempt did what is
+                # not known.
+                return NextStep(error=self.unknown())
             return NextStep(error=err)
         return NextStep(pause=pause, leader=leader)
 
@@ -994,10 +1017,19 @@ class Validity:
         self._until: Optional[float] = sent_at + ttl - margin
         self.ended: Optional[str] = None  # "lost" or "revoked"
 
-    def renewed(self, sent_at: float, ttl: float) -> bool:
-        """An acknowledged keep-alive sent at ``sent_at``; False if too late
-        (the window already closed: the session is lost, whatever the
-        answer says)."""
+    #: Attached leases: the first acknowledged keep-alive sets the window
+    #: (the ttl the caller guessed never widens it).
+    provisional = False
+    #: With ``provisional``: the drift margin is the default one of the ttl
+    #: the first answer gives.
+    margin_auto = False
+
+    def renewed(self, sent_at: float, ttl: float, sets_ttl: bool = False) -> bool:
+        """An acknowledged request sent at ``sent_at`` whose answer gave the
+        lease ``ttl``; ``sets_ttl`` for an extend's answer (it may change the
+        ttl), not a keep-alive's (which may be older than an extend). False
+        if too late: the window had already closed, the session is lost
+        whatever the answer says."""
         with self._lock:
             if self.ended is not None or self._until is None:
                 return False
@@ -1006,9 +1038,31 @@ class Validity:
                 self.ended = "lost"
                 self._until = None
                 return False
-            self.ttl = ttl
-            self._until = max(self._until, sent_at + ttl - self.margin)
+            if self.provisional or ttl < self.ttl:
+                # The first answer for an attached lease (the ttl the caller
+                # guessed never counts), or a shorter ttl: a new leader gives
+                # the lease only the new ttl from its election, so an older,
+                # longer window no longer holds.
+                if self.provisional and self.margin_auto:
+                    self.margin = default_drift_margin(ttl)
+                self.provisional = False
+                self._until = sent_at + ttl - self.margin
+                self.ttl = ttl
+            else:
+                if sets_ttl:
+                    self.ttl = ttl
+                # A keep-alive's answer never lengthens the ttl: it may
+                # predate an extend that shortened it.
+                self._until = max(self._until, sent_at + self.ttl - self.margin)
             return True
+
+    def shrink(self, sent_at: float, ttl: float) -> None:
+        """A ttl change that may have been applied (its answer was lost):
+        count as if it was, never as longer than before."""
+        with self._lock:
+            if self._until is not None and ttl < self.ttl:
+                self._until = min(self._until, sent_at + ttl - self.margin)
+                self.ttl = ttl
 
     def end(self, how: str) -> bool:
         """Mark the session ended; True if this call ended it."""
@@ -1054,3 +1108,49 @@ def default_owner() -> str:
     import socket
 
     return f"python pid {os.getpid()} on {socket.gethostname()}"
+
+
+class GuardBase:
+    """What a lock guard is in both flavours: the holds of one grant, their
+    token, and validity read from the session (session.py, aio)."""
+
+    def __init__(self, session: Any, names: Sequence[str], r: Acquired, specs: List[pb.LockSpec]) -> None:
+        self.session = session
+        self.names: Tuple[str, ...] = tuple(sorted(names))
+        self.token = r.token
+        self.revision = r.revision
+        self.retry = r.retry
+        self.holds = r.holds
+        self.waited = r.waited
+        self._specs = specs
+        self._released = False
+        self._owns_session = False
+
+    @property
+    def name(self) -> str:
+        """The (first) name held."""
+        return self.names[0]
+
+    @property
+    def mode(self) -> Optional[Mode]:
+        return self.holds[0].mode if self.holds else None
+
+    @property
+    def lost(self) -> Any:
+        """The session's ``lost`` event."""
+        return self.session.lost
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def is_valid(self) -> bool:
+        """Held and the session certainly alive."""
+        return not self._released and self.session.is_valid()
+
+    def remaining(self) -> float:
+        """Seconds the hold is certainly still valid (0 once not)."""
+        return 0.0 if self._released else self.session.remaining()
+
+    def __repr__(self) -> str:
+        return f"LockGuard(names={list(self.names)!r}, token={self.token}, valid={self.is_valid()})"

@@ -130,7 +130,9 @@ class Client(c.ClientBase):
             return resp
 
     def close(self) -> None:
-        """Close every channel. Sessions of this client stop with it."""
+        """Close every channel. Close this client's sessions first: their
+        keep-alives stop with the channels (they are then reported lost and
+        their leases expire after their ttl)."""
         with self._lock:
             self._closed = True
             chans, self._channels = list(self._channels.values()), {}
@@ -195,7 +197,9 @@ class Client(c.ClientBase):
     ) -> "Session":
         """Keep alive a lease granted elsewhere (``raftlock lease grant``);
         closing the session stops the keep-alives but does not revoke it.
-        Its validity starts with the first acknowledged keep-alive."""
+        ``ttl`` is how long to wait for the first keep-alive's answer; the
+        validity comes from the cluster's answers alone (the ttl they give,
+        from the first acknowledged keep-alive's send time)."""
         from .session import Session
 
         return Session._attach(self, lease_id, ttl, drift_margin, on_lost)
@@ -352,7 +356,9 @@ class Client(c.ClientBase):
         """Release by token. After an attempt whose outcome is unknown, a
         NOT_HOLDER on a retry means that attempt was applied: done."""
         req = pb.ReleaseRequest(lease_id=lease_id, token=token, names=list(names))
-        self._call(pbg.LocksStub, "Release", req, deadline=deadline, not_holder_after_unknown_is_done=True)
+        # With one name, NOT_HOLDER after an unknown attempt means that
+        # attempt released it; with several it may be a force-release of one.
+        self._call(pbg.LocksStub, "Release", req, deadline=deadline, not_holder_after_unknown_is_done=len(names) == 1)
 
     def _extend(self, lease_id: int, name: str, token: int, ttl: Optional[float], deadline: float) -> pb.ExtendResponse:
         req = pb.ExtendRequest(lease_id=lease_id, name=name, token=token)
@@ -386,6 +392,7 @@ class Watch:
         self._lock = threading.Lock()
         self._pending: List[c.Event] = []
         self._failures = 0
+        self._ep: Optional[c.Endpoint] = None  # where the open stream goes
 
     def close(self) -> None:
         self._closed.set()
@@ -431,9 +438,8 @@ class Watch:
                 raise StopIteration
             self._start()
             if self._call is None:
-                ep, _ = self._open()
-            else:
-                ep = None
+                self._ep, _ = self._open()
+            ep = self._ep
             try:
                 resp = next(self._call)
                 self._failures = 0
@@ -462,10 +468,8 @@ class Watch:
                 )
             if f is not None and f.leader_addr:
                 client._prefer(f.leader_addr)
-            elif ep is not None:
-                client._advance(ep)
             else:
-                client._advance(client._pick())
+                client._advance(ep)  # only if no other call moved on already
             self._closed.wait(client.retry.backoff(self._failures))
 
 

@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
@@ -108,6 +109,8 @@ class Session:
         # comes within a ttl the watchdog ends the session, and a node that
         # says the lease is gone ends it at once.
         s = cls(client, lease_id, ttl_s, "", _margin(ttl_s, drift_margin), time.monotonic(), False)
+        s._validity.provisional = True
+        s._validity.margin_auto = drift_margin is None
         s._handed_out = False
         s._keeper.start()
         s._watchdog.start()
@@ -203,7 +206,7 @@ class Session:
                     reopen_pause = 0.02
                     with self._cond:
                         self._cond.notify_all()
-                    if self._stop.wait(max(0.0, sent_at + self._validity.ttl / 3 - time.monotonic())):
+                    if self._stop_before_next(sent_at):
                         break
                     if self._paused:
                         break
@@ -231,6 +234,17 @@ class Session:
             if self._stop.wait(reopen_pause):
                 break
             reopen_pause = min(reopen_pause * 2, 0.5)
+
+    def _stop_before_next(self, sent_at: float) -> bool:
+        """Wait until the next keep-alive is due (ttl/3 after the last one
+        was sent, with the ttl as it is now: an extend may shorten it
+        meanwhile); True if the session stopped first."""
+        while True:
+            left = sent_at + self._validity.ttl / 3 - time.monotonic()
+            if left <= 0:
+                return False
+            if self._stop.wait(min(left, 0.1)):
+                return True
 
     def _watch_validity(self) -> None:
         """Marks the session lost the moment its validity window closes."""
@@ -483,10 +497,12 @@ class Session:
             for n in names:
                 self._names[n] = _ACQUIRING
 
-    def _unclaim(self, names: Iterable[str]) -> None:
+    def _unclaim(self, names: Iterable[str], only: Optional[str] = None) -> None:
+        """Free ``names`` on the session (``only`` those in that state)."""
         with self._cond:
             for n in names:
-                self._names.pop(n, None)
+                if only is None or self._names.get(n) == only:
+                    self._names.pop(n, None)
             self._cond.notify_all()
 
     def _settle(self, names: Sequence[str], specs: List[pb.LockSpec], reason: str) -> None:
@@ -509,7 +525,7 @@ class Session:
         busy_rounds = 0  # rounds that released or withdrew something and found more
         try:
             while time.monotonic() < give_up_at and failures < 10 and busy_rounds < 6:
-                if not self.is_valid():
+                if not self.is_valid() or client._closed:
                     return  # the lease's end takes everything with it
                 try:
                     left_over = False
@@ -551,53 +567,38 @@ class Session:
                 names,
             )
         finally:
-            self._unclaim(names)
+            self._unclaim(names, _SETTLING)
 
 
-class LockGuard:
+class LockGuard(c.GuardBase):
     """Holds of one grant (one name, or several from ``lock_many``) with
     their fencing token. Pass ``token`` with every access to the resource
     the lock protects; stop when ``is_valid()`` turns False or ``lost`` is
     set. A context manager: released on exit."""
 
     def __init__(self, session: Session, names: Sequence[str], r: c.Acquired, specs: List[pb.LockSpec]) -> None:
-        self.session = session
-        self.names: Tuple[str, ...] = tuple(sorted(names))
-        self.token = r.token
-        self.revision = r.revision
-        self.retry = r.retry
-        self.holds = r.holds
-        self.waited = r.waited
-        self._specs = specs
-        self._released = False
-        self._owns_session = False
+        self._owns = [False]
+        super().__init__(session, names, r, specs)
         self._lock = threading.Lock()
+        # A guard dropped without release(): its holds are released in the
+        # background (and a one-off lock's session revoked), as the Rust
+        # client's Drop does.
+        self._finalizer = weakref.finalize(self, _abandoned, session, self.names, specs, self._owns)
 
     @property
-    def name(self) -> str:
-        """The (first) name held."""
-        return self.names[0]
+    def _owns_session(self) -> bool:
+        return self._owns[0]
 
-    @property
-    def mode(self) -> Optional[c.Mode]:
-        return self.holds[0].mode if self.holds else None
+    @_owns_session.setter
+    def _owns_session(self, value: bool) -> None:
+        self._owns[0] = value
+
+    session: Session
 
     @property
     def lost(self) -> threading.Event:
         """The session's ``lost`` event."""
         return self.session.lost
-
-    @property
-    def released(self) -> bool:
-        return self._released
-
-    def is_valid(self) -> bool:
-        """Held and the session certainly alive."""
-        return not self._released and self.session.is_valid()
-
-    def remaining(self) -> float:
-        """Seconds the hold is certainly still valid (0 once not)."""
-        return 0.0 if self._released else self.session.remaining()
 
     def extend(self, ttl: Optional[float] = None, *, timeout: Optional[float] = None) -> int:
         """Record an extension of the hold(s) and restart the lease's
@@ -607,25 +608,40 @@ class LockGuard:
             raise errors.NotHolder("the guard was released", reason="NOT_HOLDER")
         sent_at = time.monotonic()
         extensions = 0
+        session = self.session
         for n in self.names:
-            r = self.session.client._extend(
-                self.session.lease_id, n, self.token, ttl, self.session.client._deadline(timeout)
-            )
+            try:
+                r = session.client._extend(session.lease_id, n, self.token, ttl, session.client._deadline(timeout))
+            except errors.LeaseLost:
+                session._end("lost", gone=True)
+                raise
+            except errors.Error as e:
+                if ttl is not None and e.may_have_been_applied:
+                    session._validity.shrink(sent_at, c.ttl_ms(ttl) / 1000)
+                raise
             extensions = r.extensions
-            self.session._validity.renewed(sent_at, r.ttl_ms / 1000)
+            session._validity.renewed(sent_at, r.ttl_ms / 1000, sets_ttl=True)
         return extensions
 
     def release(self, *, timeout: Optional[float] = None) -> None:
         """Release the hold(s). Idempotent. If the hold was lost meanwhile
         (the lease ended, an administrator force-released it) this raises
         LeaseLost or NotHolder: the protected work ran, at its end, without
-        the lock. A release that cannot reach the cluster is finished in
-        the background (the lease's end is the backstop)."""
+        the lock. A release that cannot reach the cluster, or fails in any
+        other way, is finished in the background (what is left of this
+        lease on the names is released; the lease's end is the backstop);
+        until then a new acquire of the names on this session waits."""
         with self._lock:
             if self._released:
                 return
             self._released = True
+        self._finalizer.detach()
         session = self.session
+        with session._cond:
+            for n in self.names:
+                if session._names.get(n) == _HELD:
+                    session._names[n] = _SETTLING
+        in_background = False
         try:
             if session.lost.is_set():
                 raise errors.LeaseLost(
@@ -633,26 +649,31 @@ class LockGuard:
                 )
             try:
                 session.client._release(session.lease_id, self.token, self.names, session.client._deadline(timeout))
-            except errors.Error as e:
-                if e.may_have_been_applied or isinstance(e, errors.Unavailable):
-                    session._settle(self.names, self._specs, "")
-                    return
-                if isinstance(e, errors.LeaseLost):
-                    session._end("lost", gone=True)
+            except errors.LeaseLost:
+                session._end("lost", gone=True)
                 raise
-            session._unclaim(self.names)
+            except errors.Error as e:
+                # Not certainly released (or, with several names, one was
+                # force-released and the others are still held): clean up.
+                session._settle(self.names, self._specs, "")
+                in_background = True
+                if e.may_have_been_applied or isinstance(e, errors.Unavailable):
+                    return
+                raise
+            except BaseException:  # interrupted mid-call
+                session._settle(self.names, self._specs, "")
+                in_background = True
+                raise
         finally:
-            with session._cond:
-                for n in self.names:
-                    if session._names.get(n) == _HELD:
-                        session._names.pop(n, None)
-                session._cond.notify_all()
+            if not in_background:
+                session._unclaim(self.names, _SETTLING)
             if self._owns_session:
                 session.close()
 
     def _release_in_background(self) -> None:
         with self._lock:
             self._released = True
+        self._finalizer.detach()
         self.session._settle(self.names, self._specs, "")
 
     def __enter__(self) -> "LockGuard":
@@ -667,12 +688,24 @@ class LockGuard:
         except errors.Error as e:
             log.warning("releasing %s after an exception failed: %s", list(self.names), e)
 
-    def __repr__(self) -> str:
-        return f"LockGuard(names={list(self.names)!r}, token={self.token}, valid={self.is_valid()})"
 
 
 def _margin(ttl: float, drift_margin: Optional[float]) -> float:
     return c.check_drift_margin(ttl, drift_margin)
+
+
+def _abandoned(session: Session, names: Tuple[str, ...], specs: List[pb.LockSpec], owns: List[bool]) -> None:
+    """A guard was garbage-collected unreleased (never the guard itself
+    here: it is gone). Work in a thread of its own, never in the collector's."""
+
+    def run() -> None:
+        if owns[0]:
+            session.close()
+        elif not session.ended.is_set():
+            session._settle(names, specs, "")
+
+    log.info("a guard of %s was dropped without release(): releasing in the background", list(names))
+    threading.Thread(target=run, name="raftlock-abandoned-guard", daemon=True).start()
 
 
 def _run_callback(cb: Callable[[Session], None], s: Session) -> None:

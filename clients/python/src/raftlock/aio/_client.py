@@ -209,8 +209,10 @@ class Client(c.ClientBase):
     ) -> SessionStart:
         """Keep alive a lease granted elsewhere (``raftlock lease grant``);
         closing the session stops the keep-alives but does not revoke it.
-        Its validity starts with the first acknowledged keep-alive (awaited:
-        LeaseLost if none comes within ``ttl``)."""
+        ``ttl`` is how long to wait for the first keep-alive's answer
+        (LeaseLost if none comes); the validity comes from the cluster's
+        answers alone (the ttl they give, from the first acknowledged
+        keep-alive's send time)."""
 
         async def start() -> Session:
             return await Session._attach(self, lease_id, ttl, drift_margin, on_lost)
@@ -380,7 +382,7 @@ class Client(c.ClientBase):
         """Release by token. After an attempt whose outcome is unknown, a
         NOT_HOLDER on a retry means that attempt was applied: done."""
         req = pb.ReleaseRequest(lease_id=lease_id, token=token, names=list(names))
-        await self._call(pbg.LocksStub, "Release", req, deadline=deadline, not_holder_after_unknown_is_done=True)
+        await self._call(pbg.LocksStub, "Release", req, deadline=deadline, not_holder_after_unknown_is_done=len(names) == 1)
 
     async def _extend(
         self, lease_id: int, name: str, token: int, ttl: Optional[float], deadline: float
@@ -424,6 +426,7 @@ class Watch:
         self._closed_event: Optional[asyncio.Event] = None
         self._pending: Deque[c.Event] = collections.deque()
         self._failures = 0
+        self._ep: Optional[c.Endpoint] = None  # where the open stream goes
 
     async def _start(self) -> None:
         if self._next is None:
@@ -458,10 +461,9 @@ class Watch:
             if self._closed:
                 raise StopAsyncIteration
             await self._start()
-            ep: Optional[c.Endpoint] = None
             if self._call is None:
-                ep = client._pick()
-                self._call = pbg.LocksStub(client._channel(ep)).Watch(
+                self._ep = client._pick()
+                self._call = pbg.LocksStub(client._channel(self._ep)).Watch(
                     pb.WatchRequest(prefix=self.prefix, from_revision=self._next), metadata=client._metadata()
                 )
             call = self._call
@@ -499,7 +501,8 @@ class Watch:
             if f is not None and f.leader_addr:
                 client._prefer(f.leader_addr)
             else:
-                client._advance(ep if ep is not None else client._pick())
+                if self._ep is not None:
+                    client._advance(self._ep)  # only if no other call moved on already
             if self._closed_event is None:
                 self._closed_event = asyncio.Event()
             try:

@@ -254,6 +254,8 @@ class Session:
         # sets the validity from its own send time; this window only gives
         # that keep-alive one ttl to come.
         s = cls(client, lease_id, "", margin, c.Validity(time.monotonic(), ttl_s, margin), False)
+        s._validity.provisional = True
+        s._validity.margin_auto = drift_margin is None
         s._handed_out = False
         s._start_tasks()
         ack = asyncio.ensure_future(s._first_ack.wait())
@@ -348,7 +350,10 @@ class Session:
                         return
                     self._first_ack.set()
                     reopen_pause = 0.02
-                    await asyncio.sleep(max(0.0, sent_at + self._validity.ttl / 3 - time.monotonic()))
+                    # Due ttl/3 after the last send, with the ttl as it is
+                    # now (an extend may shorten it meanwhile).
+                    while (left := sent_at + self._validity.ttl / 3 - time.monotonic()) > 0:
+                        await asyncio.sleep(min(left, 0.1))
             except grpc.RpcError as e:
                 f = c.failure_of(e)
                 if f.reason in c.LEASE_GONE:
@@ -706,49 +711,21 @@ class Session:
             self._unclaim(names, _SETTLING)
 
 
-class LockGuard:
+class LockGuard(c.GuardBase):
     """Holds of one grant (one name, or several from ``lock_many``) with
     their fencing token. Pass ``token`` with every access to the resource
     the lock protects; stop when ``is_valid()`` turns False or ``lost`` is
     set. ``async with guard:`` releases it on exit."""
 
     def __init__(self, session: Session, names: Sequence[str], r: c.Acquired, specs: List[pb.LockSpec]) -> None:
-        self.session = session
-        self.names: Tuple[str, ...] = tuple(sorted(names))
-        self.token = r.token
-        self.revision = r.revision
-        self.retry = r.retry
-        self.holds = r.holds
-        self.waited = r.waited
-        self._specs = specs
-        self._released = False
-        self._owns_session = False
+        super().__init__(session, names, r, specs)
 
-    @property
-    def name(self) -> str:
-        """The (first) name held."""
-        return self.names[0]
-
-    @property
-    def mode(self) -> Optional[c.Mode]:
-        return self.holds[0].mode if self.holds else None
+    session: Session
 
     @property
     def lost(self) -> asyncio.Event:
         """The session's ``lost`` event."""
         return self.session.lost
-
-    @property
-    def released(self) -> bool:
-        return self._released
-
-    def is_valid(self) -> bool:
-        """Held and the session certainly alive."""
-        return not self._released and self.session.is_valid()
-
-    def remaining(self) -> float:
-        """Seconds the hold is certainly still valid (0 once not)."""
-        return 0.0 if self._released else self.session.remaining()
 
     async def extend(self, ttl: Optional[float] = None, *, timeout: Optional[float] = None) -> int:
         """Record an extension of the hold(s) and restart the lease's
@@ -765,8 +742,12 @@ class LockGuard:
             except errors.LeaseLost:
                 session._end("lost", gone=True)
                 raise
+            except errors.Error as e:
+                if ttl is not None and e.may_have_been_applied:
+                    session._validity.shrink(sent_at, c.ttl_ms(ttl) / 1000)
+                raise
             extensions = r.extensions
-            session._validity.renewed(sent_at, r.ttl_ms / 1000)
+            session._validity.renewed(sent_at, r.ttl_ms / 1000, sets_ttl=True)
         return extensions
 
     async def release(self, *, timeout: Optional[float] = None) -> None:
@@ -792,13 +773,16 @@ class LockGuard:
                 )
             try:
                 await session.client._release(session.lease_id, self.token, self.names, session.client._deadline(timeout))
+            except errors.LeaseLost:
+                session._end("lost", gone=True)
+                raise
             except errors.Error as e:
+                # Not certainly released (or, with several names, one was
+                # force-released and the others are still held): clean up.
+                session._settle(self.names, self._specs, "")
+                in_background = True
                 if e.may_have_been_applied or isinstance(e, errors.Unavailable):
-                    session._settle(self.names, self._specs, "")
-                    in_background = True
                     return
-                if isinstance(e, errors.LeaseLost):
-                    session._end("lost", gone=True)
                 raise
             except BaseException:  # cancelled mid-call
                 session._settle(self.names, self._specs, "")
@@ -826,5 +810,3 @@ class LockGuard:
         except errors.Error as e:
             log.warning("releasing %s after an exception failed: %s", list(self.names), e)
 
-    def __repr__(self) -> str:
-        return f"LockGuard(names={list(self.names)!r}, token={self.token}, valid={self.is_valid()})"
