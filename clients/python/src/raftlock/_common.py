@@ -50,7 +50,7 @@ class Mode(str, enum.Enum):
     SEMAPHORE = "semaphore"
 
     @property
-    def pb(self) -> int:
+    def pb(self) -> Any:  # the generated enum type (an int at run time)
         return {
             Mode.EXCLUSIVE: pb.MODE_EXCLUSIVE,
             Mode.SHARED: pb.MODE_SHARED,
@@ -71,7 +71,7 @@ class Mode(str, enum.Enum):
             ) from None
 
 
-def _mode_out(value: int) -> Optional[Mode]:
+def _mode_out(value: Any) -> Optional[Mode]:
     return {
         pb.MODE_EXCLUSIVE: Mode.EXCLUSIVE,
         pb.MODE_SHARED: Mode.SHARED,

@@ -468,7 +468,7 @@ class Watch:
                 )
             if f is not None and f.leader_addr:
                 client._prefer(f.leader_addr)
-            else:
+            elif ep is not None:
                 client._advance(ep)  # only if no other call moved on already
             self._closed.wait(client.retry.backoff(self._failures))
 
