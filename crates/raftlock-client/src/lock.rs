@@ -754,10 +754,19 @@ impl LockGuard {
                 req.set_timeout(left);
                 async move { pb::locks_client::LocksClient::new(ch).extend(req).await }
             })
-            .await?;
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                if let (Some(ttl), true) = (ttl, e.may_have_been_applied()) {
+                    self.session.shared().shrink(sent_at, ttl);
+                }
+                return Err(e);
+            }
+        };
         self.session
             .shared()
-            .renewed(sent_at, Duration::from_millis(r.ttl_ms));
+            .renewed(sent_at, Duration::from_millis(r.ttl_ms), true);
         Ok(r.extensions)
     }
 

@@ -94,9 +94,12 @@ impl Shared {
         *self.state.borrow()
     }
 
-    /// A request sent at `sent_at` was acknowledged: the lease lives at
-    /// least `ttl` after the leader received it, which is after `sent_at`.
-    pub(crate) fn renewed(&self, sent_at: Instant, ttl: Duration) {
+    /// A request sent at `sent_at` was acknowledged and its answer gave
+    /// the lease `ttl`: the lease lives at least `ttl` after the leader
+    /// received it, which is after `sent_at`. `sets_ttl` is for an
+    /// extend's answer, which may change the ttl; a keep-alive's answer
+    /// never lengthens it (it may predate an extend that shortened it).
+    pub(crate) fn renewed(&self, sent_at: Instant, ttl: Duration, sets_ttl: bool) {
         let now = Instant::now();
         self.state.send_if_modified(|s| {
             if s.ended.is_some() {
@@ -108,9 +111,34 @@ impl Shared {
                 s.ended = Some(SessionEnd::Lost);
                 return true;
             }
-            let until = sent_at + ttl.saturating_sub(self.drift_margin);
-            s.ttl = ttl;
+            if ttl < s.ttl {
+                // A shorter ttl: a new leader gives the lease only that from
+                // its election, so the older, longer window no longer holds.
+                s.ttl = ttl;
+                s.valid_until = sent_at + ttl.saturating_sub(self.drift_margin);
+                return true;
+            }
+            if sets_ttl {
+                s.ttl = ttl;
+            }
+            let until = sent_at + s.ttl.saturating_sub(self.drift_margin);
             if until > s.valid_until {
+                s.valid_until = until;
+            }
+            true
+        });
+    }
+
+    /// A ttl change sent at `sent_at` whose answer was lost: count as if
+    /// it was applied when it shortens the ttl.
+    pub(crate) fn shrink(&self, sent_at: Instant, ttl: Duration) {
+        self.state.send_if_modified(|s| {
+            if s.ended.is_some() || ttl >= s.ttl {
+                return false;
+            }
+            s.ttl = ttl;
+            let until = sent_at + ttl.saturating_sub(self.drift_margin);
+            if until < s.valid_until {
                 s.valid_until = until;
             }
             true
@@ -687,7 +715,7 @@ async fn keep_alive_task(client: Client, shared: Arc<Shared>, mut stop: watch::R
             };
             match answer {
                 Ok(Ok(Some(resp))) => {
-                    shared.renewed(sent_at, Duration::from_millis(resp.ttl_ms));
+                    shared.renewed(sent_at, Duration::from_millis(resp.ttl_ms), false);
                     reopen_pause = Duration::from_millis(20);
                 }
                 Ok(Ok(None)) => break,
@@ -704,10 +732,16 @@ async fn keep_alive_task(client: Client, shared: Arc<Shared>, mut stop: watch::R
                 // marks the session lost.
                 Err(_) => break,
             }
-            let next = sent_at + shared.state().ttl / 3;
-            tokio::select! {
-                _ = tokio::time::sleep_until(next.into()) => {}
-                _ = stop.changed() => break 'outer,
+            // Due ttl/3 after the last send, with the ttl as it is now: an
+            // extend may shorten it while this waits.
+            let mut state = shared.state.subscribe();
+            loop {
+                let next = sent_at + shared.state().ttl / 3;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.into()) => break,
+                    r = state.changed() => if r.is_err() { break },
+                    _ = stop.changed() => break 'outer,
+                }
             }
             if shared.paused.load(Ordering::SeqCst) {
                 break;

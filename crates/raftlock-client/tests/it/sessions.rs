@@ -169,6 +169,37 @@ async fn keep_alives_across_a_leader_change_report_no_loss() {
     cluster.shutdown().await;
 }
 
+/// A shorter ttl shortens the validity window at once: a new leader would
+/// give the lease only the new ttl from its election, so the window the
+/// old ttl gave no longer holds; the keep-alives follow the new ttl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_ttl_shortens_the_validity_at_once_and_keep_alives_follow_it() {
+    let cluster = Cluster::start(3).await;
+    let client = cluster.client_with(RetryPolicy::patient()).await;
+    let s = session(&client, 30_000, "shrinks").await;
+    let guard = bounded(s.lock("shrink/x").try_acquire())
+        .await
+        .expect("held");
+    assert!(guard.remaining() > Duration::from_secs(20));
+    bounded(guard.extend(Some(Duration::from_secs(3))))
+        .await
+        .expect("extend");
+    assert!(
+        guard.remaining() <= Duration::from_secs(3),
+        "the window follows the shorter ttl: {:?}",
+        guard.remaining()
+    );
+    // Three windows of the new ttl: keep-alives every ttl/3 keep it valid.
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        assert!(guard.is_valid(), "keep-alives follow the shorter ttl");
+        assert!(guard.remaining() <= Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bounded(guard.release()).await.expect("release");
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resuming_watch_survives_a_node_restart_without_gaps_or_repeats() {
     let mut cluster = Cluster::start(3).await;
