@@ -23,6 +23,7 @@ from ._common import (
     Waiter,
 )
 from .client import Client, Watch
+from . import errors
 from .errors import (
     AlreadyHeld,
     ClusterMismatch,
@@ -74,27 +75,5 @@ __all__ = [
     "Election",
     "Leader",
     "FencedResource",
-    "Error",
-    "InvalidArgument",
-    "LimitExceeded",
-    "RateLimited",
-    "LeaseLost",
-    "LockNotFound",
-    "LockBusy",
-    "WaitTimeout",
-    "WaitDropped",
-    "NotHolder",
-    "StaleToken",
-    "Conflict",
-    "AlreadyHeld",
-    "Denied",
-    "Unauthenticated",
-    "Unavailable",
-    "OutcomeUnknown",
-    "DeadlineExceeded",
-    "Compacted",
-    "SlowWatcher",
-    "ClusterMismatch",
-    "TlsError",
-    "InternalError",
 ]
+__all__ += errors.__all__

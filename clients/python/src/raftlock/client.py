@@ -58,6 +58,8 @@ class Client(c.ClientBase):
             use_env=use_env,
         )
         self._channels: Dict[str, grpc.Channel] = {}
+        # Stubs per (endpoint, service): made once, not per call.
+        self._stubs: Dict[Tuple[str, Any], Any] = {}
         self._closed = False
 
     # ----- plumbing (endpoints, leader hint, deadlines: c.ClientBase) -------
@@ -76,6 +78,14 @@ class Client(c.ClientBase):
                     ch = grpc.insecure_channel(ep.target, options=c.CHANNEL_OPTIONS)
                 self._channels[ep.target] = ch
             return ch
+
+    def _stub(self, ep: c.Endpoint, service: Callable[[grpc.Channel], Any]) -> Any:
+        """The stub of ``service`` (e.g. ``LocksStub``) on ``ep``'s channel."""
+        key = (ep.target, service)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = service(self._channel(ep))
+        return stub
 
     def _learn(self, call: Any) -> None:
         try:
@@ -109,7 +119,7 @@ class Client(c.ClientBase):
             ep = self._pick()
             req = request_for(now) if request_for is not None else request
             try:
-                fn = getattr(stub(self._channel(ep)), method)
+                fn = getattr(self._stub(ep, stub), method)
                 resp, call = fn.with_call(req, timeout=left, metadata=self._metadata())
             except grpc.RpcError as e:
                 step = att.after(e, deadline, not_holder_after_unknown_is_done)
@@ -136,6 +146,7 @@ class Client(c.ClientBase):
         with self._lock:
             self._closed = True
             chans, self._channels = list(self._channels.values()), {}
+            self._stubs = {}
         for ch in chans:
             ch.close()
 
@@ -418,7 +429,7 @@ class Watch:
     def _open(self) -> Any:
         client = self._client
         ep = client._pick()
-        stub = pbg.LocksStub(client._channel(ep))
+        stub = client._stub(ep, pbg.LocksStub)
         call = stub.Watch(pb.WatchRequest(prefix=self.prefix, from_revision=self._next), metadata=client._metadata())
         with self._lock:
             self._call = call

@@ -190,7 +190,7 @@ class Session:
             q.put(req)
             call = None
             try:
-                call = pbg.LeasesStub(client._channel(ep)).KeepAlive(requests(), metadata=client._metadata())
+                call = client._stub(ep, pbg.LeasesStub).KeepAlive(requests(), metadata=client._metadata())
                 with self._cond:
                     self._stream = (call, q)
                 if self._stop.is_set():

@@ -58,6 +58,8 @@ class Client(c.ClientBase):
             use_env=use_env,
         )
         self._channels: Dict[str, grpc.aio.Channel] = {}
+        # Stubs per (endpoint, service): made once, not per call.
+        self._stubs: Dict[Tuple[str, Any], Any] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._closed = False
 
@@ -75,6 +77,7 @@ class Client(c.ClientBase):
                 )
             # The previous loop has ended, and its channels with it.
             self._channels = {}
+            self._stubs = {}
             self._loop = loop
         ch = self._channels.get(ep.target)
         if ch is None:
@@ -84,6 +87,15 @@ class Client(c.ClientBase):
                 ch = grpc.aio.insecure_channel(ep.target, options=c.CHANNEL_OPTIONS)
             self._channels[ep.target] = ch
         return ch
+
+    def _stub(self, ep: c.Endpoint, service: Callable[[grpc.aio.Channel], Any]) -> Any:
+        """The stub of ``service`` (e.g. ``LocksStub``) on ``ep``'s channel."""
+        ch = self._channel(ep)  # first: it drops a previous loop's stubs
+        key = (ep.target, service)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = service(ch)
+        return stub
 
     async def _learn(self, call: Any) -> None:
         """Follow the leader a reply's initial metadata names."""
@@ -118,7 +130,7 @@ class Client(c.ClientBase):
             ep = self._pick()
             req = request_for(now) if request_for is not None else request
             try:
-                call = getattr(stub(self._channel(ep)), method)(req, timeout=left, metadata=self._metadata())
+                call = getattr(self._stub(ep, stub), method)(req, timeout=left, metadata=self._metadata())
                 resp = await call
             except grpc.RpcError as e:
                 step = att.after(e, deadline, not_holder_after_unknown_is_done)
@@ -144,6 +156,7 @@ class Client(c.ClientBase):
         validity ends."""
         self._closed = True
         chans, self._channels = list(self._channels.values()), {}
+        self._stubs = {}
         if self._loop is not asyncio.get_running_loop():
             return  # the channels died with their loop
         for ch in chans:
@@ -463,7 +476,7 @@ class Watch:
             await self._start()
             if self._call is None:
                 self._ep = client._pick()
-                self._call = pbg.LocksStub(client._channel(self._ep)).Watch(
+                self._call = client._stub(self._ep, pbg.LocksStub).Watch(
                     pb.WatchRequest(prefix=self.prefix, from_revision=self._next), metadata=client._metadata()
                 )
             call = self._call

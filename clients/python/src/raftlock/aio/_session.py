@@ -325,7 +325,7 @@ class Session:
             ep = client._pick()
             call: Optional[grpc.aio.StreamStreamCall] = None
             try:
-                call = pbg.LeasesStub(client._channel(ep)).KeepAlive(metadata=client._metadata())
+                call = client._stub(ep, pbg.LeasesStub).KeepAlive(metadata=client._metadata())
                 learnt = False
                 while True:
                     until = self._validity.valid_until()
