@@ -42,8 +42,23 @@ async fn run_commands(
 }
 
 /// Overwrites one value in a closed store with raw sled, as disk damage would.
+/// A store just dropped may still hold the directory's lock while its
+/// background threads finish (as the store's own open does, wait for it,
+/// bounded).
 fn damage(dir: &Path, tree: &str, key: &[u8], edit: impl FnOnce(&mut Vec<u8>)) {
-    let db = sled::open(dir).expect("raw sled opens");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("raw sled opens: {e:?}"),
+        }
+    };
     let tree = db.open_tree(tree).expect("tree");
     let mut value = tree
         .get(key)
