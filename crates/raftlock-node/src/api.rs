@@ -199,10 +199,17 @@ impl Api {
         result
     }
 
-    /// This node's metrics in the Prometheus text format (what the
-    /// metrics endpoint serves; embedders can serve it themselves).
+    /// This node's metrics in the Prometheus text format 0.0.4 (what the
+    /// metrics endpoint serves a scraper that does not ask for OpenMetrics;
+    /// embedders can serve it themselves).
     pub fn metrics_text(&self) -> String {
-        crate::metrics::render(self)
+        crate::metrics::render(self, crate::MetricsFormat::Prometheus)
+    }
+
+    /// This node's metrics in `format`; serve them with
+    /// [`MetricsFormat::content_type`](crate::MetricsFormat::content_type).
+    pub fn metrics_in(&self, format: crate::MetricsFormat) -> String {
+        crate::metrics::render(self, format)
     }
 
     async fn write_inner(&self, command: Command) -> Result<Applied, NodeError> {
@@ -443,6 +450,12 @@ impl Api {
             ));
         }
         let lease = args.lease;
+        // For the per-group wait timeouts, should this wait time out.
+        let names: Vec<String> = if args.wait.is_zero() {
+            Vec::new()
+        } else {
+            args.locks.iter().map(|l| l.name.clone()).collect()
+        };
         let command = Command::Acquire {
             lease,
             locks: args.locks,
@@ -514,7 +527,15 @@ impl Api {
             }),
             Ok(Ok(WaitOutcome::Dropped)) => Err(self.why_dropped(lease, waiter)),
             Ok(Err(_)) => Err(NodeError::ShuttingDown),
-            Err(_elapsed) => self.withdraw(lease, waiter, index, started).await,
+            Err(_elapsed) => {
+                let answer = self.withdraw(lease, waiter, index, started).await;
+                if let Err(NodeError::WaitTimeout { .. }) = &answer {
+                    self.metrics
+                        .lock_groups
+                        .wait_timed_out(names.iter().map(String::as_str));
+                }
+                answer
+            }
         }
     }
 

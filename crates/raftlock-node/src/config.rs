@@ -76,6 +76,14 @@ pub struct NodeConfig {
     /// health check (`GET /health`) over HTTP; `None`: not served
     /// (`NodeHandle::metrics_text` still has them).
     pub metrics_listen: Option<String>,
+    /// Lock-name prefixes that are a lock group of their own in the
+    /// per-group metrics (the longest match wins; other names group by
+    /// their first path segment).
+    pub metrics_lock_groups: Vec<String>,
+    /// Most lock groups in the metrics; names of further groups count
+    /// under `_other` (lock names are chosen by clients: this bounds the
+    /// number of series).
+    pub metrics_max_lock_groups: usize,
     /// The auth policy (docs/security-auth.md): identities, their rules
     /// and limits. `None`: auth is off and every caller may do everything
     /// (as "anonymous").
@@ -138,6 +146,8 @@ impl NodeConfig {
             write_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
             metrics_listen: None,
+            metrics_lock_groups: Vec::new(),
+            metrics_max_lock_groups: 64,
             auth: None,
         }
     }
@@ -193,6 +203,26 @@ impl NodeConfig {
             return Err(format!(
                 "peer_listen: the peer port must differ from the client port ({})",
                 self.listen
+            ));
+        }
+        if !(1..=10_000).contains(&self.metrics_max_lock_groups) {
+            return Err("metrics_max_lock_groups must be between 1 and 10000".into());
+        }
+        if self.metrics_lock_groups.len() > self.metrics_max_lock_groups {
+            return Err(format!(
+                "metrics_lock_groups: {} prefixes, more than metrics_max_lock_groups ({})",
+                self.metrics_lock_groups.len(),
+                self.metrics_max_lock_groups
+            ));
+        }
+        if let Some(p) = self
+            .metrics_lock_groups
+            .iter()
+            .find(|p| p.is_empty() || p.len() > crate::lock_groups::MAX_SEGMENT_BYTES * 4)
+        {
+            return Err(format!(
+                "metrics_lock_groups: {p:?}: a prefix must be 1 to {} bytes",
+                crate::lock_groups::MAX_SEGMENT_BYTES * 4
             ));
         }
         if self.max_wait > Duration::from_secs(24 * 3600) {

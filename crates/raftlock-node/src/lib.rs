@@ -21,8 +21,10 @@ mod config;
 mod conn;
 mod error;
 mod grpc;
+mod grpc_metrics;
 mod keeper;
 mod listen;
+mod lock_groups;
 mod metrics;
 mod node;
 mod peer;
@@ -34,6 +36,7 @@ pub use api::{AcquireArgs, Acquired, Api};
 pub use auth::{AuthFileError, AuthSource};
 pub use config::{NodeConfig, RaftTiming, peer_listen_for};
 pub use error::NodeError;
+pub use metrics::MetricsFormat;
 pub use node::{Node, NodeHandle, StartError};
 pub use tls::{TlsError, TlsFiles};
 

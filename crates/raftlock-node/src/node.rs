@@ -219,7 +219,7 @@ impl Node {
                 config.max_watchers,
             ),
             config: Arc::clone(&config),
-            metrics: crate::metrics::NodeMetrics::new(log_flushes),
+            metrics: crate::metrics::NodeMetrics::new(log_flushes, &config),
             batcher,
             stopping: stop_rx.clone(),
             auth,
@@ -462,6 +462,9 @@ fn spawn_servers(
         let _ = stop.wait_for(|s| *s).await;
     };
     let client_server = limited(Server::builder())
+        .layer(crate::grpc_metrics::GrpcMetricsLayer(Arc::clone(
+            &api.metrics.grpc,
+        )))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -601,7 +604,9 @@ async fn feed_applies(
         match batch {
             Ok(batch) => {
                 api.waits.on_applied(&batch);
+                let now = std::time::Instant::now();
                 for a in batch.iter() {
+                    api.metrics.lock_groups.on_applied(a, now);
                     api.watch.publish(&a.events);
                     for e in &a.events {
                         api.keeper.on_event(&e.kind);
@@ -610,6 +615,7 @@ async fn feed_applies(
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "apply feed lagged; resynchronizing from the state");
+                api.metrics.lock_groups.forget_in_flight();
                 api.state.read(|s| {
                     api.waits.resync(s);
                     api.watch.reset(s.last_applied());
@@ -628,14 +634,25 @@ async fn feed_applies(
 async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
     // Server metrics: woken by role and vote changes only (not per write).
     let mut metrics = api.raft.server_metrics();
+    // The (term, leader) last counted in `leader_changes`.
+    let mut seen_leader = None;
     loop {
-        let (leading, term) = {
+        let (leading, term, leader) = {
             let m = metrics.borrow_and_update();
             (
                 m.state == ServerState::Leader && m.current_leader == Some(api.id),
                 m.vote.leader_id().get_term(),
+                m.current_leader,
             )
         };
+        if let Some(leader) = leader
+            && seen_leader != Some((term, leader))
+        {
+            seen_leader = Some((term, leader));
+            api.metrics
+                .leader_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if leading && api.keeper.leader_term() != Some(term) {
             api.state.read(|s| api.keeper.become_leader(term, s));
             sync_limits(&api).await;
@@ -741,7 +758,8 @@ impl NodeHandle {
         self.metrics_addr
     }
 
-    /// This node's metrics in the Prometheus text format.
+    /// This node's metrics in the Prometheus text format 0.0.4 (see
+    /// [`Api::metrics_in`] for OpenMetrics).
     pub fn metrics_text(&self) -> String {
         self.api.metrics_text()
     }

@@ -3,7 +3,7 @@
 //! behind is cut off with an error; it never slows applies down.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use raftlock_core::Event;
@@ -16,6 +16,8 @@ pub(crate) struct WatchHub {
     history_len: usize,
     buffer: usize,
     max_watchers: usize,
+    /// Watchers cut off for falling behind, since the node started.
+    cut_off: AtomicU64,
 }
 
 struct Inner {
@@ -80,6 +82,7 @@ impl WatchHub {
             history_len,
             buffer,
             max_watchers,
+            cut_off: AtomicU64::new(0),
         }
     }
 
@@ -121,6 +124,7 @@ impl WatchHub {
             let per_batch = replay.len().div_ceil(self.buffer).max(256);
             for chunk in replay.chunks(per_batch) {
                 if tx.try_send(chunk.to_vec()).is_err() {
+                    self.cut_off.fetch_add(1, Ordering::Relaxed);
                     return Err(NodeError::SlowWatcher {
                         buffer: self.buffer,
                     });
@@ -169,6 +173,7 @@ impl WatchHub {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     w.cut.store(true, Ordering::Release);
+                    self.cut_off.fetch_add(1, Ordering::Relaxed);
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -182,9 +187,17 @@ impl WatchHub {
         let mut inner = self.lock();
         for w in inner.watchers.drain(..) {
             w.cut.store(true, Ordering::Release);
+            if !w.tx.is_closed() {
+                self.cut_off.fetch_add(1, Ordering::Relaxed);
+            }
         }
         inner.history.clear();
         inner.complete_after = applied;
+    }
+
+    /// Watchers cut off for falling behind, since the node started.
+    pub(crate) fn cut_off_count(&self) -> u64 {
+        self.cut_off.load(Ordering::Relaxed)
     }
 
     pub(crate) fn watcher_count(&self) -> usize {
@@ -231,6 +244,7 @@ mod tests {
         for r in 1..=5 {
             hub.publish(&[ev(r, "x")]);
         }
+        assert_eq!(hub.cut_off_count(), 1, "counted once");
         assert!(w.next().await.unwrap().is_ok());
         assert!(w.next().await.unwrap().is_ok());
         assert!(matches!(
