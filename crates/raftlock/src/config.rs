@@ -109,6 +109,17 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_METRICS_LISTEN", value_name = "ADDR", help_heading = CLUSTER)]
     pub metrics_listen: Option<String>,
 
+    /// A lock-name prefix that is a lock group of its own in the per-group
+    /// metrics (repeatable, or comma-separated; the longest match wins);
+    /// other names group by their first path segment [default: none].
+    #[arg(long, env = "RAFTLOCK_METRICS_LOCK_GROUP", value_name = "PREFIX", value_delimiter = ',', help_heading = CLUSTER)]
+    pub metrics_lock_group: Vec<String>,
+
+    /// Most lock groups in the metrics; names of further groups count under
+    /// `_other` (this bounds the number of series) [default: 64].
+    #[arg(long, env = "RAFTLOCK_METRICS_MAX_LOCK_GROUPS", value_name = "N", help_heading = CLUSTER)]
+    pub metrics_max_lock_groups: Option<usize>,
+
     /// Auth file (TOML): identities (client certificate names, bearer
     /// token digests), their roles and limits; see docs/security-auth.md.
     /// A file with a mistake stops the start; re-read on SIGHUP (a mistake
@@ -282,6 +293,8 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     pub insecure: Option<bool>,
     pub metrics_listen: Option<String>,
+    pub metrics_lock_group: Option<Vec<String>>,
+    pub metrics_max_lock_groups: Option<usize>,
     pub auth: Option<PathBuf>,
     /// Node id (as a TOML key) → address.
     pub peers: Option<BTreeMap<String, String>>,
@@ -502,6 +515,35 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     node.peer_advertise = peer_advertise;
     node.tls = tls;
     node.metrics_listen = metrics_listen;
+    let lock_groups = if args.metrics_lock_group.is_empty() {
+        file.metrics_lock_group.unwrap_or_default()
+    } else {
+        args.metrics_lock_group
+    };
+    if let Some(p) = lock_groups.iter().find(|p| p.is_empty() || p.len() > 256) {
+        return Err(usage(format!(
+            "--metrics-lock-group {p:?}: a prefix must be 1 to 256 bytes"
+        )));
+    }
+    node.metrics_lock_groups = lock_groups;
+    if let Some(n) = args
+        .metrics_max_lock_groups
+        .or(file.metrics_max_lock_groups)
+    {
+        if !(1..=10_000).contains(&n) {
+            return Err(usage(
+                "--metrics-max-lock-groups must be between 1 and 10000",
+            ));
+        }
+        node.metrics_max_lock_groups = n;
+    }
+    if node.metrics_lock_groups.len() > node.metrics_max_lock_groups {
+        return Err(usage(format!(
+            "--metrics-lock-group: {} prefixes, more than --metrics-max-lock-groups ({})",
+            node.metrics_lock_groups.len(),
+            node.metrics_max_lock_groups
+        )));
+    }
     node.auth = args.auth.or(file.auth).map(raftlock_node::AuthSource::File);
     node.initial_members = peers;
     node.peer_dial = peer_dial;
@@ -888,6 +930,29 @@ mod tests {
     }
 
     #[test]
+    fn metrics_lock_groups_are_passed_on_and_bounded() {
+        let mut a = args();
+        a.metrics_lock_group = vec!["jobs/".into(), "db/primary/".into()];
+        a.metrics_max_lock_groups = Some(8);
+        let r = resolve(a).expect("valid");
+        assert_eq!(r.node.metrics_lock_groups, ["jobs/", "db/primary/"]);
+        assert_eq!(r.node.metrics_max_lock_groups, 8);
+        let d = resolve(args()).expect("valid").node;
+        assert!(d.metrics_lock_groups.is_empty());
+        assert_eq!(d.metrics_max_lock_groups, 64);
+        let mut a = args();
+        a.metrics_max_lock_groups = Some(0);
+        assert!(message(resolve(a).unwrap_err()).contains("--metrics-max-lock-groups"));
+        let mut a = args();
+        a.metrics_lock_group = vec!["a/".into(), "b/".into()];
+        a.metrics_max_lock_groups = Some(1);
+        assert!(message(resolve(a).unwrap_err()).contains("more than"));
+        let mut a = args();
+        a.metrics_lock_group = vec![String::new()];
+        assert!(message(resolve(a).unwrap_err()).contains("--metrics-lock-group"));
+    }
+
+    #[test]
     fn peers_without_this_node_are_refused() {
         let mut a = args();
         a.peers = Some("2=10.0.0.2:7401,3=10.0.0.3:7401".into());
@@ -991,6 +1056,8 @@ mod tests {
             tls_ca,
             insecure,
             metrics_listen,
+            metrics_lock_group,
+            metrics_max_lock_groups,
             auth,
             peers,
             peer_dial,
@@ -1039,6 +1106,8 @@ mod tests {
             tls_ca.is_some(),
             insecure.is_some(),
             metrics_listen.is_some(),
+            metrics_lock_group.is_some(),
+            metrics_max_lock_groups.is_some(),
             auth.is_some(),
             peers.is_some(),
             peer_dial.is_some(),
@@ -1098,6 +1167,8 @@ mod tests {
         assert_eq!(got.watch_history_events, d.watch_history_events);
         assert_eq!(got.watch_buffer_batches, d.watch_buffer_batches);
         assert_eq!(got.max_watchers, d.max_watchers);
+        assert_eq!(got.metrics_lock_groups, d.metrics_lock_groups);
+        assert_eq!(got.metrics_max_lock_groups, d.metrics_max_lock_groups);
         assert_eq!(got.max_wait, d.max_wait);
         assert_eq!(got.write_timeout, d.write_timeout);
         assert_eq!(got.max_message_bytes, d.max_message_bytes);
