@@ -94,9 +94,17 @@ async fn dev_starts_a_cluster_that_status_sees_stops_on_sigterm_and_restarts_wit
             metrics.contains("\nraftlock_leases_granted_total 1\n"),
             "{metrics}"
         );
-        let role = if u64::from(id) == leader { 3 } else { 1 };
+        let (role, is_leader) = if u64::from(id) == leader {
+            ("leader", 1)
+        } else {
+            ("follower", 0)
+        };
         assert!(
-            metrics.contains(&format!("\nraftlock_raft_role {role}\n")),
+            metrics.contains(&format!("\nraftlock_raft_role{{role=\"{role}\"}} 1\n")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("\nraftlock_is_leader {is_leader}\n")),
             "{metrics}"
         );
     }
