@@ -374,6 +374,14 @@ mod tests {
         // A configured prefix keeps its group whatever came first.
         g.on_applied(&ok(vec![acquired("cfg/a", 500, None)]), Instant::now());
         assert_eq!(group(&g.snapshot(), "cfg/").grants, 1);
+
+        // A cap of exactly the configured prefixes: no other label appears.
+        let only = LockGroups::new(&["cfg/".into()], 1);
+        for name in ["db/x", "single", "cfg/y"] {
+            only.on_applied(&ok(vec![acquired(name, 1, None)]), Instant::now());
+        }
+        let labels: Vec<String> = only.snapshot().into_iter().map(|g| g.label).collect();
+        assert_eq!(labels, ["_other", "cfg/"]);
     }
 
     #[test]
