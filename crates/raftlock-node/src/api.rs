@@ -201,15 +201,17 @@ impl Api {
 
     /// This node's metrics in the Prometheus text format 0.0.4 (what the
     /// metrics endpoint serves a scraper that does not ask for OpenMetrics;
-    /// embedders can serve it themselves).
+    /// embedders can serve it themselves). Empty if they could not be
+    /// encoded (logged; no series of ours should ever be refused).
     pub fn metrics_text(&self) -> String {
-        crate::metrics::render(self, crate::MetricsFormat::Prometheus)
+        self.metrics_in(crate::MetricsFormat::Prometheus)
     }
 
     /// This node's metrics in `format`; serve them with
     /// [`MetricsFormat::content_type`](crate::MetricsFormat::content_type).
+    /// Empty if they could not be encoded (logged).
     pub fn metrics_in(&self, format: crate::MetricsFormat) -> String {
-        crate::metrics::render(self, format)
+        crate::metrics::render(self, format).unwrap_or_default()
     }
 
     async fn write_inner(&self, command: Command) -> Result<Applied, NodeError> {

@@ -118,8 +118,10 @@ impl MetricsFormat {
     }
 }
 
-/// Every series of this node, in `format`.
-pub(crate) fn render(api: &Api, format: MetricsFormat) -> String {
+/// Every series of this node, in `format`. Writing to a String fails only
+/// if an encoder refuses a value (none of ours should be): then None, and
+/// the error is logged, rather than half a scrape.
+pub(crate) fn render(api: &Api, format: MetricsFormat) -> Option<String> {
     let mut registry = Registry::with_prefix("raftlock");
     registry.register_collector(Box::new(Scrape(api.me.clone())));
     let mut out = String::with_capacity(16 * 1024);
@@ -131,13 +133,13 @@ pub(crate) fn render(api: &Api, format: MetricsFormat) -> String {
             prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
         }
     };
-    // Writing to a String fails only if an encoder refuses a value (none
-    // of ours are refused); say so rather than serve half a scrape.
-    if let Err(e) = encoded {
-        tracing::error!(error = %e, "metrics could not be encoded");
-        return String::new();
+    match encoded {
+        Ok(()) => Some(out),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics could not be encoded");
+            None
+        }
     }
-    out
 }
 
 /// Reads the node at scrape time. Weak: the registry lives only for one
@@ -622,7 +624,14 @@ async fn answer(api: Arc<Api>, mut stream: TcpStream) {
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => {
             let format = MetricsFormat::from_accept(accept);
-            ("200 OK", format.content_type(), render(&api, format))
+            match render(&api, format) {
+                Some(text) => ("200 OK", format.content_type(), text),
+                None => (
+                    "500 Internal Server Error",
+                    PLAIN,
+                    "metrics could not be encoded: see the node's log\n".to_string(),
+                ),
+            }
         }
         ("GET", "/health") => match api.leader() {
             Some((leader, _)) => ("200 OK", PLAIN, format!("ok: leader {leader}\n")),
