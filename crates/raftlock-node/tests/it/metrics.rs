@@ -679,7 +679,15 @@ async fn the_alert_rules_and_the_dashboard_use_only_scraped_series() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_requests_are_counted_per_method_and_code() {
     let (cluster, leader) = exercised_cluster().await;
-    let m = scrape(metrics_addr(&cluster, leader)).await;
+    // The dropped watch is counted once the server notices the reset.
+    let addr = metrics_addr(&cluster, leader);
+    let watch_cancelled =
+        "raftlock_grpc_requests_total{method=\"raftlock.v1.Locks/Watch\",code=\"CANCELLED\"}";
+    let m = eventually(Duration::from_secs(5), || async move {
+        let m = scrape(addr).await;
+        m.contains_key(watch_cancelled).then_some(m)
+    })
+    .await;
     let get = |name: &str| *m.get(name).unwrap_or_else(|| panic!("{name} missing"));
     let count = |method: &str, code: &str| {
         get(&format!(
