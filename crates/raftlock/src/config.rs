@@ -15,12 +15,12 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use raftlock_core::Limits;
 use raftlock_node::NodeConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Failure;
 
 /// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
@@ -47,6 +47,15 @@ pub struct ServeArgs {
     /// `_` for `-`, limits in a [limits] table). Unknown keys are an error.
     #[arg(long, short = 'c', env = "RAFTLOCK_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Check the configuration and exit: resolve the flags, environment
+    /// and file, load the TLS and auth files as a start would, print the
+    /// result as a config file, and exit 0, or 2 naming the mistake. Opens
+    /// no store and binds no port (for deploy scripts, CI and
+    /// ExecStartPre). Not a file key or environment variable: a node must
+    /// never skip its start by accident.
+    #[arg(long)]
+    pub check: bool,
 
     /// This node's id (1, 2, ...), unique in the cluster. Never reuse the id
     /// of a node whose data was lost: give the replacement a new id.
@@ -267,8 +276,9 @@ pub struct ServeArgs {
 }
 
 /// The `--config` file. Every key is optional; unknown keys are refused so
-/// a typo never silently falls back to a default.
-#[derive(Debug, Default, Deserialize)]
+/// a typo never silently falls back to a default. `serve --check` prints
+/// the resolved configuration in this form ([`effective`]).
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub id: Option<u64>,
@@ -308,7 +318,7 @@ pub struct FileConfig {
 }
 
 /// The `[limits]` table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     pub max_name_bytes: Option<u32>,
@@ -695,6 +705,90 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     })
 }
 
+/// `raftlock serve --check`: what a start checks before it opens the store
+/// or binds a port (the configuration, the TLS files, the auth file),
+/// then the resolved configuration printed as a config file.
+pub fn check(resolved: &Resolved) -> Result<(), Failure> {
+    resolved.node.check().map_err(|e| {
+        usage(format!(
+            "node {}: {}",
+            resolved.node.id,
+            crate::error_chain(&e)
+        ))
+    })?;
+    let text = toml::to_string(&effective(resolved))
+        .map_err(|e| Failure::Runtime(format!("cannot print the configuration: {e}")))?;
+    println!(
+        "# raftlock serve --check: this configuration is valid (nothing opened, nothing bound)\n{text}"
+    );
+    Ok(())
+}
+
+/// The resolved configuration as a config file that names every key with
+/// its value in force (defaults included): what `serve --check` prints,
+/// and a file that resolves to the same configuration.
+pub fn effective(resolved: &Resolved) -> FileConfig {
+    let n = &resolved.node;
+    let ms = |d: Duration| Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let table = |m: &BTreeMap<u64, String>| {
+        (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    };
+    let l = &n.limits;
+    // Exhaustive on purpose: a new key does not compile until it is
+    // printed here too.
+    FileConfig {
+        id: Some(n.id),
+        data_dir: Some(n.data_dir.clone()),
+        listen: Some(n.listen.clone()),
+        advertise: n.advertise.clone(),
+        peer_listen: Some(n.peer_listen.clone()),
+        peer_advertise: n.peer_advertise.clone(),
+        tls_cert: n.tls.as_ref().map(|t| t.cert.clone()),
+        tls_key: n.tls.as_ref().map(|t| t.key.clone()),
+        tls_ca: n.tls.as_ref().map(|t| t.ca.clone()),
+        insecure: Some(n.tls.is_none()),
+        metrics_listen: n.metrics_listen.clone(),
+        auth: match &n.auth {
+            Some(raftlock_node::AuthSource::File(path)) => Some(path.clone()),
+            // Only embedders give the policy's text itself.
+            Some(raftlock_node::AuthSource::Toml(_)) | None => None,
+        },
+        peers: table(&n.initial_members),
+        peer_dial: table(&n.peer_dial),
+        heartbeat_ms: ms(n.raft.heartbeat),
+        election_timeout_min_ms: ms(n.raft.election_timeout_min),
+        election_timeout_max_ms: ms(n.raft.election_timeout_max),
+        rpc_timeout_ms: ms(n.raft.rpc_timeout),
+        snapshot_every: Some(n.snapshot_every_entries),
+        keep_entries_after_snapshot: Some(n.keep_entries_after_snapshot),
+        cache_mb: Some(n.cache_capacity_bytes / (1024 * 1024)),
+        worker_threads: Some(resolved.worker_threads),
+        lease_check_interval_ms: ms(n.lease_check_interval),
+        max_expire_batch: Some(n.max_expire_batch),
+        watch_history_events: Some(n.watch_history_events),
+        watch_buffer_batches: Some(n.watch_buffer_batches),
+        max_watchers: Some(n.max_watchers),
+        max_wait_ms: ms(n.max_wait),
+        write_timeout_ms: ms(n.write_timeout),
+        max_message_bytes: Some(n.max_message_bytes),
+        log_format: Some(resolved.log_format),
+        limits: Some(FileLimits {
+            max_name_bytes: Some(l.max_name_bytes),
+            max_owner_bytes: Some(l.max_owner_bytes),
+            max_reason_bytes: Some(l.max_reason_bytes),
+            max_metadata_bytes: Some(l.max_metadata_bytes),
+            min_ttl_ms: Some(l.min_ttl_ms),
+            max_ttl_ms: Some(l.max_ttl_ms),
+            max_lock_delay_ms: Some(l.max_lock_delay_ms),
+            max_waiters_per_lock: Some(l.max_waiters_per_lock),
+            max_holds_per_lease: Some(l.max_holds_per_lease),
+            max_leases: Some(l.max_leases),
+            max_locks_per_request: Some(l.max_locks_per_request),
+            max_permits: Some(l.max_permits),
+        }),
+    }
+}
+
 fn check_limits(limits: &Limits) -> Result<(), Failure> {
     limits.validate().map_err(|e| {
         let text = e.to_string();
@@ -932,6 +1026,42 @@ mod tests {
         assert_eq!(r.node.peer_advertise.as_deref(), Some("127.0.0.1:2"));
         assert_eq!(r.node.advertise.as_deref(), Some("127.0.0.1:1"));
         assert_eq!(r.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_checked_configuration_prints_as_a_file_that_resolves_to_the_same() {
+        let mut a = args();
+        a.peers = Some("1=10.0.0.1:8401,2=10.0.0.2:8401,3=10.0.0.3:8401".into());
+        a.peer_dial = Some("2=127.0.0.1:18402".into());
+        a.metrics_listen = Some("0.0.0.0:7411".into());
+        a.auth = Some("/etc/raftlock/auth.toml".into());
+        a.heartbeat_ms = Some(50);
+        a.election_timeout_ms = Some((300, 700));
+        a.max_leases = Some(7);
+        a.cache_mb = Some(3);
+        a.worker_threads = Some(2);
+        a.log_format = Some(LogFormat::Json);
+        let first = resolve(a).expect("valid");
+        let text = toml::to_string(&effective(&first)).expect("prints");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("printed.toml");
+        std::fs::write(&path, &text).expect("write");
+        let again = resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap_or_else(|f| panic!("{}\n{text}", message(f)));
+        assert_eq!(
+            format!("{:?}", again.node),
+            format!("{:?}", first.node),
+            "{text}"
+        );
+        assert_eq!(again.worker_threads, 2);
+        assert_eq!(again.log_format, LogFormat::Json);
+        assert!(
+            text.contains("max_leases = 7") && text.contains("heartbeat_ms = 50"),
+            "{text}"
+        );
     }
 
     #[test]

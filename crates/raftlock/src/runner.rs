@@ -332,7 +332,11 @@ pub fn stop_all(
 
 /// `raftlock serve`.
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let check = args.check;
     let resolved = config::resolve(args)?;
+    if check {
+        return config::check(&resolved);
+    }
     logging::init(resolved.log_format);
     let control = control_runtime()?;
     let mut signals = Signals::with_hangup(&control)?;

@@ -39,7 +39,7 @@ pub enum AuthSource {
 }
 
 impl AuthSource {
-    fn load(&self) -> Result<Policy, AuthFileError> {
+    pub(crate) fn load(&self) -> Result<Policy, AuthFileError> {
         match self {
             AuthSource::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| AuthFileError::Read {

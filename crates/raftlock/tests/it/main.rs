@@ -12,5 +12,6 @@ mod cli_tls;
 mod cli_watch;
 mod dev_cluster;
 mod secure_cluster;
+mod serve_check;
 mod serve_cluster;
 mod serve_errors;
