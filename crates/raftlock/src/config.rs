@@ -63,6 +63,19 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_ID", value_name = "N", help_heading = CLUSTER)]
     pub id: Option<u64>,
 
+    /// Take this node's id from the hostname instead of --id: its trailing
+    /// `-N` ordinal plus one, so a StatefulSet's pod raftlock-0 is node 1,
+    /// raftlock-1 node 2 (of the name's first label: raftlock-2.raftlock
+    /// is node 3). A hostname without an ordinal is an error naming it.
+    #[arg(long, env = "RAFTLOCK_ID_FROM_HOSTNAME", help_heading = CLUSTER)]
+    pub id_from_hostname: bool,
+
+    /// The name --id-from-hostname reads (unused without it) [default:
+    /// this machine's hostname, which in a Kubernetes pod is the pod's
+    /// name].
+    #[arg(long, env = "RAFTLOCK_HOSTNAME", value_name = "NAME", help_heading = CLUSTER)]
+    pub hostname: Option<String>,
+
     /// Directory of this node's database (created if missing; one process
     /// at a time). Required.
     #[arg(long, env = "RAFTLOCK_DATA_DIR", value_name = "DIR", help_heading = CLUSTER)]
@@ -282,6 +295,8 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub id: Option<u64>,
+    pub id_from_hostname: Option<bool>,
+    pub hostname: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub advertise: Option<String>,
@@ -395,9 +410,30 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     };
     let fl = file.limits.unwrap_or_default();
 
-    let id = args.id.or(file.id).ok_or_else(|| {
-        usage("missing --id: give this node's id (1, 2, ...) with --id N or `id = N` in the config file")
-    })?;
+    let from_hostname = args.id_from_hostname || file.id_from_hostname.unwrap_or(false);
+    let hostname = args.hostname.or(file.hostname);
+    let id = match (args.id.or(file.id), from_hostname) {
+        (Some(id), true) => {
+            return Err(usage(format!(
+                "{} and {} ({id}) exclude each other: choose one",
+                opt("id-from-hostname"),
+                opt("id")
+            )));
+        }
+        (None, true) => {
+            let name = match hostname {
+                Some(name) => name,
+                None => system_hostname()?,
+            };
+            id_of_hostname(&name)?
+        }
+        (Some(id), false) => id,
+        (None, false) => {
+            return Err(usage(
+                "missing --id: give this node's id (1, 2, ...) with --id N or `id = N` in the config file, or --id-from-hostname",
+            ));
+        }
+    };
     if id == 0 {
         return Err(usage(format!("{}: node ids start at 1", opt("id"))));
     }
@@ -738,6 +774,10 @@ pub fn effective(resolved: &Resolved) -> FileConfig {
     // printed here too.
     FileConfig {
         id: Some(n.id),
+        // The id in force is printed; where it came from is not needed to
+        // run the node again.
+        id_from_hostname: None,
+        hostname: None,
         data_dir: Some(n.data_dir.clone()),
         listen: Some(n.listen.clone()),
         advertise: n.advertise.clone(),
@@ -787,6 +827,38 @@ pub fn effective(resolved: &Resolved) -> FileConfig {
             max_permits: Some(l.max_permits),
         }),
     }
+}
+
+/// The node id of a StatefulSet pod's hostname: the trailing `-N` of its
+/// first label, plus one (ordinals start at 0, node ids at 1).
+pub fn id_of_hostname(hostname: &str) -> Result<u64, Failure> {
+    let label = hostname.split('.').next().unwrap_or_default();
+    let ordinal = label
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok());
+    ordinal.and_then(|n| n.checked_add(1)).ok_or_else(|| {
+        usage(format!(
+            "--id-from-hostname: the hostname {hostname:?} does not end in -N (a StatefulSet pod's ordinal, e.g. raftlock-0 for node 1); give --id instead, or --hostname NAME"
+        ))
+    })
+}
+
+/// This machine's hostname (in a Kubernetes pod: the pod's name).
+fn system_hostname() -> Result<String, Failure> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(Failure::Runtime(format!(
+            "--id-from-hostname: cannot read the hostname: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // A name that filled the buffer may lack its NUL: then it is cut.
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 fn check_limits(limits: &Limits) -> Result<(), Failure> {
@@ -1065,6 +1137,68 @@ mod tests {
     }
 
     #[test]
+    fn the_id_from_hostname_is_the_trailing_ordinal_plus_one() {
+        for (name, id) in [
+            ("raftlock-0", 1),
+            ("raftlock-2", 3),
+            ("lock-service-prod-11", 12),
+            ("raftlock-1.raftlock.locks.svc.cluster.local", 2),
+        ] {
+            assert_eq!(id_of_hostname(name).expect(name), id, "{name}");
+        }
+        for bad in [
+            "raftlock",
+            "raftlock-",
+            "raftlock-a1",
+            "node7",
+            "",
+            "x-18446744073709551615",
+        ] {
+            let m = message(id_of_hostname(bad).unwrap_err());
+            assert!(m.contains(&format!("{bad:?}")), "{bad}: {m}");
+        }
+    }
+
+    #[test]
+    fn id_from_hostname_excludes_id_and_lets_peers_name_the_pods() {
+        let mut a = args();
+        a.id = None;
+        a.id_from_hostname = true;
+        a.hostname = Some("raftlock-1".into());
+        a.listen = Some("0.0.0.0:7401".into());
+        a.peers = Some(
+            "1=raftlock-0.raftlock:8401,2=raftlock-1.raftlock:8401,3=raftlock-2.raftlock:8401"
+                .into(),
+        );
+        let r = resolve(a).expect("valid");
+        assert_eq!(r.node.id, 2);
+        assert_eq!(
+            r.node.advertise.as_deref(),
+            Some("raftlock-1.raftlock:7401")
+        );
+        assert_eq!(
+            r.node.peer_advertise.as_deref(),
+            Some("raftlock-1.raftlock:8401")
+        );
+
+        let mut a = args();
+        a.id_from_hostname = true;
+        a.hostname = Some("raftlock-1".into());
+        let m = message(resolve(a).unwrap_err());
+        assert!(
+            m.contains("--id-from-hostname") && m.contains("--id"),
+            "{m}"
+        );
+
+        let mut a = args();
+        a.id = None;
+        a.id_from_hostname = true;
+        a.hostname = Some("lockbox".into());
+        let m = message(resolve(a).unwrap_err());
+        assert!(m.contains("\"lockbox\""), "{m}");
+    }
+
+    #[test]
     fn an_unknown_key_in_the_file_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("raftlock.toml");
@@ -1111,6 +1245,8 @@ mod tests {
         // guide (and this test) name it.
         let FileConfig {
             id,
+            id_from_hostname,
+            hostname,
             data_dir,
             listen,
             advertise,
@@ -1159,6 +1295,8 @@ mod tests {
         } = limits.expect("[limits]");
         let present = [
             id.is_some(),
+            id_from_hostname.is_some(),
+            hostname.is_some(),
             data_dir.is_some(),
             listen.is_some(),
             advertise.is_some(),

@@ -107,3 +107,44 @@ fn check_loads_the_tls_files_and_names_what_is_wrong() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("auth.toml"), "{err}");
 }
+
+#[test]
+fn id_from_hostname_takes_the_pod_ordinal_plus_one_and_refuses_a_name_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = [
+        "--insecure",
+        "--id-from-hostname",
+        "--data-dir",
+        "d",
+        "--listen",
+        "0.0.0.0:7401",
+        "--peers",
+        "1=raftlock-0.raftlock:8401,2=raftlock-1.raftlock:8401,3=raftlock-2.raftlock:8401",
+    ];
+    let with_hostname = |name: &str| {
+        let mut cmd = raftlock();
+        cmd.args(["serve", "--check"])
+            .args(base)
+            .env("RAFTLOCK_HOSTNAME", name);
+        let (status, out, err) = run_bounded(cmd, dir.path(), QUICK);
+        (status.code().expect("exited normally"), out, err)
+    };
+    let (code, out, err) = with_hostname("raftlock-2");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("id = 3\n"), "{out}");
+    assert!(
+        out.contains("advertise = \"raftlock-2.raftlock:7401\""),
+        "{out}"
+    );
+    let (code, _, err) = with_hostname("lockbox");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"lockbox\"") && err.contains("-N"), "{err}");
+    // With --id as well: which one is meant is unclear, so neither is taken.
+    let mut cmd = raftlock();
+    cmd.args(["serve", "--check", "--id", "1"])
+        .args(base)
+        .env("RAFTLOCK_HOSTNAME", "raftlock-0");
+    let (status, _, err) = run_bounded(cmd, dir.path(), QUICK);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("exclude each other"), "{err}");
+}
