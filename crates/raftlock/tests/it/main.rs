@@ -11,6 +11,7 @@ mod cli_locks;
 mod cli_tls;
 mod cli_watch;
 mod dev_cluster;
+mod health;
 mod secure_cluster;
 mod serve_check;
 mod serve_cluster;
