@@ -25,6 +25,7 @@ mod exit;
 mod logging;
 mod output;
 mod runner;
+mod sd_notify;
 
 use std::process::ExitCode;
 

@@ -12,6 +12,7 @@ mod cli_tls;
 mod cli_watch;
 mod dev_cluster;
 mod health;
+mod sd_notify;
 mod secure_cluster;
 mod serve_check;
 mod serve_cluster;
