@@ -10,6 +10,7 @@ mod cli_exec;
 mod cli_locks;
 mod cli_tls;
 mod cli_watch;
+mod deploy;
 mod dev_cluster;
 mod health;
 mod sd_notify;
