@@ -1148,6 +1148,23 @@ impl Client {
         .await
     }
 
+    /// Forget the cluster's record of node `id` (its store and client
+    /// address) once it is no longer a member, so that the id can come back
+    /// with a new store. Refused (`Error::InvalidArgument`) while `id` is a
+    /// voter or learner. Repeating it is harmless (`existed` is then false).
+    pub async fn forget_member(&self, id: u64) -> Result<pb::ForgetMemberResponse, Error> {
+        self.call(0, self.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::ForgetMemberRequest { id });
+            req.set_timeout(left);
+            async move {
+                pb::admin_client::AdminClient::new(ch)
+                    .forget_member(req)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// Admin.Status of the node at `endpoint` itself, not of the leader:
     /// one attempt within `timeout` (connecting included). For tools that
     /// look at each node (`raftlock status`, finding the leader).

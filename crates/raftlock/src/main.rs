@@ -4,7 +4,7 @@
 //! - `raftlock dev`: a ready 3-node cluster in one process, for development.
 //! - `raftlock status`: ask a node how the cluster is doing.
 //! - `raftlock health`: a node's gRPC health check, for probes.
-//! - `raftlock cluster status|add-learner|promote|remove`: membership.
+//! - `raftlock cluster status|add-learner|promote|remove|forget`: membership.
 //!
 //! - `raftlock lease|acquire|release|extend|inspect|list|watch|force-release`:
 //!   take, look at and manage locks from a shell (see docs/cli.md).
@@ -124,7 +124,7 @@ enum Command {
     /// Example: raftlock exec jobs/nightly --wait 0 -- ./nightly.sh
     #[command(after_help = exec::EXEC_EXIT_CODES)]
     Exec(Box<exec::ExecArgs>),
-    /// Cluster membership: status, add-learner, promote, remove.
+    /// Cluster membership: status, add-learner, promote, remove, forget.
     ///
     /// To grow a cluster: start the new node with `raftlock serve --id N
     /// --listen ADDR` and its TLS flags (no --peers), `raftlock cluster

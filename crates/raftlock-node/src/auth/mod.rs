@@ -95,6 +95,7 @@ pub(crate) const METHODS: &[(&str, Need)] = &[
     ("/raftlock.v1.Admin/Remove", Need::Cluster),
     ("/raftlock.v1.Admin/ForceRelease", Need::Names(Perm::Admin)),
     ("/raftlock.v1.Admin/Snapshot", Need::Cluster),
+    ("/raftlock.v1.Admin/ForgetMember", Need::Cluster),
 ];
 
 fn need_of(method: &str) -> Option<Need> {

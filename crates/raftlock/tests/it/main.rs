@@ -13,6 +13,7 @@ mod cli_watch;
 mod deploy;
 mod dev_cluster;
 mod health;
+mod lost_volume;
 mod sd_notify;
 mod secure_cluster;
 mod serve_check;
