@@ -57,9 +57,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub check: bool,
 
-    /// This node's id (1, 2, ...), unique in the cluster. Never reuse the id
-    /// of a node whose data was lost: give the replacement a new id.
-    /// Required.
+    /// This node's id (1, 2, ...), unique in the cluster. A node whose data
+    /// was lost comes back under a new id, or under its old one after
+    /// `raftlock cluster remove` and `forget`. Required (or
+    /// --id-from-hostname).
     #[arg(long, env = "RAFTLOCK_ID", value_name = "N", help_heading = CLUSTER)]
     pub id: Option<u64>,
 
@@ -143,8 +144,9 @@ pub struct ServeArgs {
     /// address (its --peer-listen port; e.g.
     /// 1=10.0.0.1:8401,2=10.0.0.2:8401,3=10.0.0.3:8401). Give every node the
     /// same list: a node with a new data directory that is named here
-    /// bootstraps the cluster with exactly these voters. Ignored once the
-    /// node has data. Without it a new node waits to be added through
+    /// bootstraps the cluster with exactly these voters, unless a peer
+    /// already belongs to a cluster (then it waits to be added). Ignored
+    /// once the node has data. Without it a new node waits to be added through
     /// Admin.AddLearner. In the file: a [peers] table, `1 = "10.0.0.1:8401"`.
     #[arg(long, env = "RAFTLOCK_PEERS", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
     pub peers: Option<String>,
