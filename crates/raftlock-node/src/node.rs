@@ -260,21 +260,19 @@ impl Node {
             network: api.network.clone(),
             timeout: config.raft.rpc_timeout,
         };
-        if first_member == Some(config.id) {
-            bootstrap(
-                &raft,
-                &config.initial_members,
-                config.id,
-                &advertise,
-                &guard,
-            )
-            .await?;
-        } else if first_member.is_some() {
+        if first_member.is_some() {
             // The lowest id bootstraps; the others receive its membership
             // entry. Only if that has not happened after a few election
             // timeouts (the lowest node is down) do they bootstrap too,
-            // which openraft allows with the same members.
-            let grace = config.raft.election_timeout_max * 4;
+            // which openraft allows with the same members. In a task: the
+            // guard asks the peers first, and a peer that is bound but not
+            // yet serving (nodes started one after another) must not hold
+            // up this node's start.
+            let grace = if first_member == Some(config.id) {
+                Duration::ZERO
+            } else {
+                config.raft.election_timeout_max * 4
+            };
             let members = config.initial_members.clone();
             let (raft, id) = (raft.clone(), config.id);
             tokio::spawn(
