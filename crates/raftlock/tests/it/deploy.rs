@@ -262,6 +262,32 @@ fn the_dockerfile_builds_in_one_stage_and_runs_a_checked_non_root_node_in_anothe
         "the builder does not `cargo build --release --locked -p raftlock`: {:?}",
         image.builder_runs
     );
+    // The builder's Rust is the workspace's rust-version, and both stages
+    // are the same Debian release (the binary links the builder's glibc).
+    let froms: Vec<String> = dockerfile()
+        .into_iter()
+        .filter(|i| i.op == "FROM")
+        .map(|i| i.args)
+        .collect();
+    let rust = froms
+        .iter()
+        .find_map(|f| f.strip_prefix("rust:"))
+        .expect("a rust:VERSION-RELEASE builder");
+    let (rust_version, release) = rust
+        .split_whitespace()
+        .next()
+        .and_then(|tag| tag.split_once('-'))
+        .expect("rust:VERSION-RELEASE");
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest.contains(&format!("rust-version = \"{rust_version}\"")),
+        "the builder's rust:{rust_version} is not the workspace's rust-version"
+    );
+    let runtime = froms.last().expect("a runtime stage");
+    assert!(
+        runtime.starts_with(&format!("debian:{release}")),
+        "builder on {release}, runtime {runtime}: the binary needs the builder's glibc"
+    );
     let (uid, gid) = image.user.split_once(':').unwrap_or((&image.user, ""));
     let uid: u32 = uid.parse().expect("USER is numeric (uid[:gid])");
     assert!(uid != 0, "USER is root");
