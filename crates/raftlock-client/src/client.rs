@@ -1148,6 +1148,23 @@ impl Client {
         .await
     }
 
+    /// Forget the cluster's record of node `id` (its store and client
+    /// address) once it is no longer a member, so that the id can come back
+    /// with a new store. Refused (`Error::InvalidArgument`) while `id` is a
+    /// voter or learner. Repeating it is harmless (`existed` is then false).
+    pub async fn forget_member(&self, id: u64) -> Result<pb::ForgetMemberResponse, Error> {
+        self.call(0, self.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::ForgetMemberRequest { id });
+            req.set_timeout(left);
+            async move {
+                pb::admin_client::AdminClient::new(ch)
+                    .forget_member(req)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// Admin.Status of the node at `endpoint` itself, not of the leader:
     /// one attempt within `timeout` (connecting included). For tools that
     /// look at each node (`raftlock status`, finding the leader).
@@ -1172,6 +1189,38 @@ impl Client {
         Client::connect([endpoint], options).await?.status().await
     }
 
+    /// The gRPC health check (`grpc.health.v1.Health/Check`) of `service`
+    /// (`""`: the node as a whole) on the node at `endpoint` itself, not
+    /// the leader: one attempt within `timeout`, with the TLS settings and
+    /// token of `options`. A raftlock node answers [`HealthStatus::Serving`]
+    /// while it knows a leader. For probes (`raftlock health`).
+    pub async fn health_of_with(
+        endpoint: &str,
+        service: &str,
+        timeout: Duration,
+        options: &ClientOptions,
+    ) -> Result<HealthStatus, Error> {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let options = ClientOptions {
+            retry: RetryPolicy::none(),
+            call_timeout: timeout,
+            connect_timeout: timeout,
+            tls: options.tls.clone(),
+            token: options.token.clone(),
+        };
+        let client = Client::connect([endpoint], options).await?;
+        let answer = client
+            .call_read(0, client.deadline(), |ch, left| {
+                let mut req = tonic::Request::new(HealthCheckRequest {
+                    service: service.to_string(),
+                });
+                req.set_timeout(left);
+                async move { HealthClient::new(ch).check(req).await }
+            })
+            .await?;
+        Ok(HealthStatus::from_wire(answer.status))
+    }
+
     /// The cluster as seen by the node this client talks to (the leader
     /// once known): roles, term, log and applied indexes, members with
     /// their replication lag (when that node leads), counts of leases and locks.
@@ -1182,6 +1231,42 @@ impl Client {
             async move { pb::admin_client::AdminClient::new(ch).status(req).await }
         })
         .await
+    }
+}
+
+/// What a node answered to a gRPC health check
+/// ([`Client::health_of_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// It can serve requests (a raftlock node: it knows a leader).
+    Serving,
+    /// It cannot now (no quorum, an election, not yet a member).
+    NotServing,
+    /// The service named in the check is not one the node serves.
+    ServiceUnknown,
+    /// UNKNOWN, or a status this client does not know.
+    Unknown,
+}
+
+impl HealthStatus {
+    fn from_wire(status: i32) -> HealthStatus {
+        use tonic_health::pb::health_check_response::ServingStatus as S;
+        match S::try_from(status) {
+            Ok(S::Serving) => HealthStatus::Serving,
+            Ok(S::NotServing) => HealthStatus::NotServing,
+            Ok(S::ServiceUnknown) => HealthStatus::ServiceUnknown,
+            Ok(S::Unknown) | Err(_) => HealthStatus::Unknown,
+        }
+    }
+
+    /// The protocol's name of the status (`SERVING`, `NOT_SERVING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Serving => "SERVING",
+            HealthStatus::NotServing => "NOT_SERVING",
+            HealthStatus::ServiceUnknown => "SERVICE_UNKNOWN",
+            HealthStatus::Unknown => "UNKNOWN",
+        }
     }
 }
 

@@ -91,7 +91,7 @@ mod retry;
 mod session;
 mod tls;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, HealthStatus};
 pub use duration::{MAX_DURATION, parse_duration};
 pub use error::Error;
 pub use lease_ref::{KeepAliveStream, LeaseLockBuilder, LeaseRef};

@@ -129,6 +129,13 @@ pub enum Command {
     /// answered as if alone (see `batch.rs` for what may share an entry).
     /// Holds granted by the entry share its index as their token.
     Batch { commands: Vec<Command> },
+    /// Administrative: drop the cluster's record of node `node` (its store
+    /// and client address), so that the id can come back with a new store
+    /// (a node whose data was lost, re-added under its old id). The store
+    /// refuses it while `node` is a voter or learner of the membership in
+    /// force where it is applied. (Last variant: bincode numbers variants
+    /// by position.)
+    ForgetMember { node: u64 },
 }
 
 /// A hold as reported to its acquirer.
@@ -211,6 +218,11 @@ pub enum Response {
     },
     /// Entries that are not commands (Raft blanks and membership changes).
     Nothing,
+    /// `ForgetMember`: whether the node had a record (forgetting an id the
+    /// cluster never recorded changes nothing and is not an error).
+    MemberForgotten {
+        existed: bool,
+    },
 }
 
 /// The outcome of applying one entry: the reply to its proposer, and the

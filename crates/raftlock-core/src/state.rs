@@ -522,6 +522,9 @@ impl State {
                 record.client_addr = client_addr.clone();
                 Ok(Response::MemberRecorded { conflict: None })
             }
+            Command::ForgetMember { node } => Ok(Response::MemberForgotten {
+                existed: self.cluster.members.remove(node).is_some(),
+            }),
             Command::Batch { commands } => {
                 BatchPlan::check(commands).map_err(|reason| LockError::InvalidArgument {
                     field: "batch".to_string(),

@@ -740,6 +740,34 @@ impl Api {
         Ok((reply.log_id.index, voters, learners))
     }
 
+    /// Forget the cluster's record of node `id` (on the leader), so its id
+    /// may come back with a new store; refused while it is a voter or
+    /// learner. Returns whether there was a record, and the entry's index.
+    pub async fn forget_member(&self, id: NodeId) -> Result<(bool, u64), NodeError> {
+        self.require_leader()?;
+        let (voters, learners) = self.members();
+        // The store checks again at apply (the membership may change
+        // meanwhile); this answers the common mistake at once.
+        for (role, members) in [("voter", &voters), ("learner", &learners)] {
+            if members.contains_key(&id) {
+                return Err(NodeError::invalid(
+                    "id",
+                    format!(
+                        "node {id} is still a {role}: remove it first (raftlock cluster remove {id})"
+                    ),
+                ));
+            }
+        }
+        let (r, index) = Self::ok(self.write(Command::ForgetMember { node: id }).await?)?;
+        match r {
+            Response::MemberForgotten { existed } => {
+                tracing::info!(node = id, existed, "member record forgotten");
+                Ok((existed, index))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
     fn require_leader(&self) -> Result<(), NodeError> {
         if self.is_leader() {
             Ok(())

@@ -152,6 +152,22 @@ impl NodeConfig {
         }
     }
 
+    /// What [`Node::start`](crate::Node::start) checks before it opens the
+    /// store or binds a port: [`NodeConfig::validate`], the TLS files
+    /// (readable, the key matching the certificate, a certificate from the
+    /// CA that names this node) and the auth file. Opens, binds and
+    /// changes nothing (`raftlock serve --check`).
+    pub fn check(&self) -> Result<(), crate::StartError> {
+        self.validate().map_err(crate::StartError::Config)?;
+        if let Some(files) = &self.tls {
+            crate::tls::Tls::load(files.clone(), self.id)?;
+        }
+        if let Some(source) = &self.auth {
+            source.load()?;
+        }
+        Ok(())
+    }
+
     /// Checks the combination; errors name the field.
     ///
     /// (The peer listener defaults to the client port + 1000.)

@@ -638,6 +638,21 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
+    async fn forget_member(
+        &self,
+        request: Request<pb::ForgetMemberRequest>,
+    ) -> Reply<pb::ForgetMemberResponse> {
+        let caller = self
+            .0
+            .auth
+            .caller(&request, "/raftlock.v1.Admin/ForgetMember")?;
+        caller.require_cluster_admin()?;
+        let id = request.into_inner().id;
+        let result = self.forget_member_inner(id).await;
+        caller.audit_admin(&[&format!("node {id}")], &result);
+        result
+    }
+
     async fn snapshot(&self, request: Request<pb::SnapshotRequest>) -> Reply<pb::SnapshotResponse> {
         let caller = self
             .0
@@ -651,6 +666,14 @@ impl pb::admin_server::Admin for AdminService {
 }
 
 impl AdminService {
+    async fn forget_member_inner(&self, id: u64) -> Reply<pb::ForgetMemberResponse> {
+        if id == 0 {
+            return Err(NodeError::invalid("id", "node ids start at 1").into());
+        }
+        let (existed, revision) = self.0.forget_member(id).await?;
+        Ok(self.0.reply(pb::ForgetMemberResponse { existed, revision }))
+    }
+
     async fn add_learner_inner(&self, r: pb::AddLearnerRequest) -> Reply<pb::MembershipResponse> {
         if r.id == 0 {
             return Err(NodeError::invalid("id", "node ids start at 1").into());

@@ -256,20 +256,29 @@ impl Node {
 
         let first_member = config.initial_members.keys().next().copied();
         let advertise = peer_advertise;
-        if first_member == Some(config.id) {
-            bootstrap(&raft, &config.initial_members, config.id, &advertise).await?;
-        } else if first_member.is_some() {
+        let guard = BootstrapGuard {
+            network: api.network.clone(),
+            timeout: config.raft.rpc_timeout,
+        };
+        if first_member.is_some() {
             // The lowest id bootstraps; the others receive its membership
             // entry. Only if that has not happened after a few election
             // timeouts (the lowest node is down) do they bootstrap too,
-            // which openraft allows with the same members.
-            let grace = config.raft.election_timeout_max * 4;
+            // which openraft allows with the same members. In a task: the
+            // guard asks the peers first, and a peer that is bound but not
+            // yet serving (nodes started one after another) must not hold
+            // up this node's start.
+            let grace = if first_member == Some(config.id) {
+                Duration::ZERO
+            } else {
+                config.raft.election_timeout_max * 4
+            };
             let members = config.initial_members.clone();
             let (raft, id) = (raft.clone(), config.id);
             tokio::spawn(
                 async move {
                     tokio::time::sleep(grace).await;
-                    if let Err(e) = bootstrap(&raft, &members, id, &advertise).await {
+                    if let Err(e) = bootstrap(&raft, &members, id, &advertise, &guard).await {
                         tracing::error!(error = %e, "bootstrap failed");
                     }
                 }
@@ -290,17 +299,43 @@ impl Node {
     }
 }
 
+/// What [`bootstrap`] asks before it initializes a cluster.
+struct BootstrapGuard {
+    network: crate::peer::client::Network,
+    /// How long a peer may take to answer.
+    timeout: Duration,
+}
+
 async fn bootstrap(
     raft: &Raft,
     members: &BTreeMap<u64, String>,
     id: u64,
     advertise: &str,
+    guard: &BootstrapGuard,
 ) -> Result<(), StartError> {
     if raft
         .is_initialized()
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?
     {
+        return Ok(());
+    }
+    // A new store beside peers of a running cluster is a node whose data
+    // was lost (a pod whose volume went), not the birth of a cluster: with
+    // its own one-entry log it could never win a vote, and under the old
+    // id it is refused anyway. It waits to be added instead.
+    if let Some(why) = guard
+        .network
+        .initialized_cluster_among(members, guard.timeout)
+        .await
+    {
+        tracing::warn!(
+            reason = %why,
+            "not bootstrapping: this node's store is new but the cluster of --peers already exists; \
+             it waits to be added (if the cluster knew this id with a lost store: `raftlock cluster \
+             remove {id}`, `raftlock cluster forget {id}`, then `raftlock cluster add-learner {id} \
+             ADDR` and `promote {id}`; see docs/operations.md)"
+        );
         return Ok(());
     }
     if members.get(&id).is_some_and(|a| a != advertise) {
@@ -515,6 +550,17 @@ async fn record_members(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
             _ = interval.tick() => {},
             _ = stop.wait_for(|s| *s) => return,
         }
+        // What a node that is no longer a member said about itself is
+        // forgotten, on every node: were it kept, a later leader would
+        // record it again after `raftlock cluster forget`, and the id could
+        // never come back with a new store.
+        let (voters, learners) = api.members();
+        let is_member = |id: &u64| voters.contains_key(id) || learners.contains_key(id);
+        for (node, _) in api.network.introduced() {
+            if !is_member(&node) {
+                api.network.forget_introduction(node);
+            }
+        }
         if api.keeper.leader_term().is_none() {
             continue;
         }
@@ -545,6 +591,10 @@ async fn record_members(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
             },
         );
         for (node, seen) in wanted {
+            // Only members are recorded (see above).
+            if !is_member(&node) {
+                continue;
+            }
             let recorded = api.state.read(|s| s.cluster().members.get(&node).cloned());
             if recorded
                 .is_some_and(|r| r.store_id == seen.store_id && r.client_addr == seen.client_addr)

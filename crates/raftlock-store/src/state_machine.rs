@@ -321,6 +321,44 @@ pub(crate) fn load(shared: &Shared) -> Result<Machine, OpenError> {
 }
 
 /// Applies an entry without a command (blank or membership).
+/// Why `command` must not be applied under `membership`: forgetting the
+/// record of a node that is still a voter or learner would let its id come
+/// back with a new store while the cluster counts on the old one's log and
+/// votes. Checked here, where every node sees the same membership at the
+/// same index, not only by the node that proposed it.
+fn still_a_member(
+    membership: &StoredMembership,
+    command: &raftlock_core::Command,
+) -> Option<raftlock_core::LockError> {
+    let raftlock_core::Command::ForgetMember { node } = command else {
+        return None;
+    };
+    let m = membership.membership();
+    let role = if m.voter_ids().any(|v| v == *node) {
+        "voter"
+    } else if m.get_node(node).is_some() {
+        "learner"
+    } else {
+        return None;
+    };
+    Some(raftlock_core::LockError::InvalidArgument {
+        field: "node".to_string(),
+        reason: format!(
+            "node {node} is still a {role}: remove it first (raftlock cluster remove {node})"
+        ),
+    })
+}
+
+/// An entry whose command is refused without being applied: its index is
+/// applied, its answer is `error`.
+fn refused(state: &mut State, index: u64, error: raftlock_core::LockError) -> Applied {
+    let mut applied = state.apply_noop(index);
+    if applied.result.is_ok() {
+        applied.result = Err(error);
+    }
+    applied
+}
+
 fn noop(state: &mut State, index: u64) -> Applied {
     if index == 0 {
         // openraft's first entry (index 0, the membership written by
@@ -567,7 +605,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let index = entry.log_id.index;
                 let applied_before = machine.state.last_applied();
                 let applied = match entry.payload {
-                    EntryPayload::Normal(request) => machine.state.apply(index, &request),
+                    EntryPayload::Normal(request) => {
+                        match still_a_member(&machine.membership, &request.command) {
+                            Some(refusal) => refused(&mut machine.state, index, refusal),
+                            None => machine.state.apply(index, &request),
+                        }
+                    }
                     EntryPayload::Blank => noop(&mut machine.state, index),
                     EntryPayload::Membership(membership) => {
                         machine.membership = StoredMembership::new(Some(entry.log_id), membership);

@@ -15,12 +15,12 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use raftlock_core::Limits;
 use raftlock_node::NodeConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Failure;
 
 /// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
@@ -48,11 +48,34 @@ pub struct ServeArgs {
     #[arg(long, short = 'c', env = "RAFTLOCK_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// This node's id (1, 2, ...), unique in the cluster. Never reuse the id
-    /// of a node whose data was lost: give the replacement a new id.
-    /// Required.
+    /// Check the configuration and exit: resolve the flags, environment
+    /// and file, load the TLS and auth files as a start would, print the
+    /// result as a config file, and exit 0, or 2 naming the mistake. Opens
+    /// no store and binds no port (for deploy scripts, CI and
+    /// ExecStartPre). Not a file key or environment variable: a node must
+    /// never skip its start by accident.
+    #[arg(long)]
+    pub check: bool,
+
+    /// This node's id (1, 2, ...), unique in the cluster. A node whose data
+    /// was lost comes back under a new id, or under its old one after
+    /// `raftlock cluster remove` and `forget`. Required (or
+    /// --id-from-hostname).
     #[arg(long, env = "RAFTLOCK_ID", value_name = "N", help_heading = CLUSTER)]
     pub id: Option<u64>,
+
+    /// Take this node's id from the hostname instead of --id: its trailing
+    /// `-N` ordinal plus one, so a StatefulSet's pod raftlock-0 is node 1,
+    /// raftlock-1 node 2 (of the name's first label: raftlock-2.raftlock
+    /// is node 3). A hostname without an ordinal is an error naming it.
+    #[arg(long, env = "RAFTLOCK_ID_FROM_HOSTNAME", help_heading = CLUSTER)]
+    pub id_from_hostname: bool,
+
+    /// The name --id-from-hostname reads (unused without it) [default:
+    /// this machine's hostname, which in a Kubernetes pod is the pod's
+    /// name].
+    #[arg(long, env = "RAFTLOCK_HOSTNAME", value_name = "NAME", help_heading = CLUSTER)]
+    pub hostname: Option<String>,
 
     /// Directory of this node's database (created if missing; one process
     /// at a time). Required.
@@ -132,8 +155,9 @@ pub struct ServeArgs {
     /// address (its --peer-listen port; e.g.
     /// 1=10.0.0.1:8401,2=10.0.0.2:8401,3=10.0.0.3:8401). Give every node the
     /// same list: a node with a new data directory that is named here
-    /// bootstraps the cluster with exactly these voters. Ignored once the
-    /// node has data. Without it a new node waits to be added through
+    /// bootstraps the cluster with exactly these voters, unless a peer
+    /// already belongs to a cluster (then it waits to be added). Ignored
+    /// once the node has data. Without it a new node waits to be added through
     /// Admin.AddLearner. In the file: a [peers] table, `1 = "10.0.0.1:8401"`.
     #[arg(long, env = "RAFTLOCK_PEERS", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
     pub peers: Option<String>,
@@ -278,11 +302,14 @@ pub struct ServeArgs {
 }
 
 /// The `--config` file. Every key is optional; unknown keys are refused so
-/// a typo never silently falls back to a default.
-#[derive(Debug, Default, Deserialize)]
+/// a typo never silently falls back to a default. `serve --check` prints
+/// the resolved configuration in this form ([`effective`]).
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub id: Option<u64>,
+    pub id_from_hostname: Option<bool>,
+    pub hostname: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub advertise: Option<String>,
@@ -321,7 +348,7 @@ pub struct FileConfig {
 }
 
 /// The `[limits]` table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     pub max_name_bytes: Option<u32>,
@@ -398,9 +425,30 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     };
     let fl = file.limits.unwrap_or_default();
 
-    let id = args.id.or(file.id).ok_or_else(|| {
-        usage("missing --id: give this node's id (1, 2, ...) with --id N or `id = N` in the config file")
-    })?;
+    let from_hostname = args.id_from_hostname || file.id_from_hostname.unwrap_or(false);
+    let hostname = args.hostname.or(file.hostname);
+    let id = match (args.id.or(file.id), from_hostname) {
+        (Some(id), true) => {
+            return Err(usage(format!(
+                "{} and {} ({id}) exclude each other: choose one",
+                opt("id-from-hostname"),
+                opt("id")
+            )));
+        }
+        (None, true) => {
+            let name = match hostname {
+                Some(name) => name,
+                None => system_hostname()?,
+            };
+            id_of_hostname(&name)?
+        }
+        (Some(id), false) => id,
+        (None, false) => {
+            return Err(usage(
+                "missing --id: give this node's id (1, 2, ...) with --id N or `id = N` in the config file, or --id-from-hostname",
+            ));
+        }
+    };
     if id == 0 {
         return Err(usage(format!("{}: node ids start at 1", opt("id"))));
     }
@@ -737,6 +785,126 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     })
 }
 
+/// `raftlock serve --check`: what a start checks before it opens the store
+/// or binds a port (the configuration, the TLS files, the auth file),
+/// then the resolved configuration printed as a config file.
+pub fn check(resolved: &Resolved) -> Result<(), Failure> {
+    resolved.node.check().map_err(|e| {
+        usage(format!(
+            "node {}: {}",
+            resolved.node.id,
+            crate::error_chain(&e)
+        ))
+    })?;
+    let text = toml::to_string(&effective(resolved))
+        .map_err(|e| Failure::Runtime(format!("cannot print the configuration: {e}")))?;
+    println!(
+        "# raftlock serve --check: this configuration is valid (nothing opened, nothing bound)\n{text}"
+    );
+    Ok(())
+}
+
+/// The resolved configuration as a config file that names every key with
+/// its value in force (defaults included): what `serve --check` prints,
+/// and a file that resolves to the same configuration.
+pub fn effective(resolved: &Resolved) -> FileConfig {
+    let n = &resolved.node;
+    let ms = |d: Duration| Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let table = |m: &BTreeMap<u64, String>| {
+        (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    };
+    let l = &n.limits;
+    // Exhaustive on purpose: a new key does not compile until it is
+    // printed here too.
+    FileConfig {
+        id: Some(n.id),
+        // The id in force is printed; where it came from is not needed to
+        // run the node again.
+        id_from_hostname: None,
+        hostname: None,
+        data_dir: Some(n.data_dir.clone()),
+        listen: Some(n.listen.clone()),
+        advertise: n.advertise.clone(),
+        peer_listen: Some(n.peer_listen.clone()),
+        peer_advertise: n.peer_advertise.clone(),
+        tls_cert: n.tls.as_ref().map(|t| t.cert.clone()),
+        tls_key: n.tls.as_ref().map(|t| t.key.clone()),
+        tls_ca: n.tls.as_ref().map(|t| t.ca.clone()),
+        insecure: Some(n.tls.is_none()),
+        metrics_listen: n.metrics_listen.clone(),
+        auth: match &n.auth {
+            Some(raftlock_node::AuthSource::File(path)) => Some(path.clone()),
+            // Only embedders give the policy's text itself.
+            Some(raftlock_node::AuthSource::Toml(_)) | None => None,
+        },
+        peers: table(&n.initial_members),
+        peer_dial: table(&n.peer_dial),
+        heartbeat_ms: ms(n.raft.heartbeat),
+        election_timeout_min_ms: ms(n.raft.election_timeout_min),
+        election_timeout_max_ms: ms(n.raft.election_timeout_max),
+        rpc_timeout_ms: ms(n.raft.rpc_timeout),
+        snapshot_every: Some(n.snapshot_every_entries),
+        keep_entries_after_snapshot: Some(n.keep_entries_after_snapshot),
+        cache_mb: Some(n.cache_capacity_bytes / (1024 * 1024)),
+        worker_threads: Some(resolved.worker_threads),
+        lease_check_interval_ms: ms(n.lease_check_interval),
+        max_expire_batch: Some(n.max_expire_batch),
+        watch_history_events: Some(n.watch_history_events),
+        watch_buffer_batches: Some(n.watch_buffer_batches),
+        max_watchers: Some(n.max_watchers),
+        max_wait_ms: ms(n.max_wait),
+        write_timeout_ms: ms(n.write_timeout),
+        max_message_bytes: Some(n.max_message_bytes),
+        log_format: Some(resolved.log_format),
+        limits: Some(FileLimits {
+            max_name_bytes: Some(l.max_name_bytes),
+            max_owner_bytes: Some(l.max_owner_bytes),
+            max_reason_bytes: Some(l.max_reason_bytes),
+            max_metadata_bytes: Some(l.max_metadata_bytes),
+            min_ttl_ms: Some(l.min_ttl_ms),
+            max_ttl_ms: Some(l.max_ttl_ms),
+            max_lock_delay_ms: Some(l.max_lock_delay_ms),
+            max_waiters_per_lock: Some(l.max_waiters_per_lock),
+            max_holds_per_lease: Some(l.max_holds_per_lease),
+            max_leases: Some(l.max_leases),
+            max_locks_per_request: Some(l.max_locks_per_request),
+            max_permits: Some(l.max_permits),
+        }),
+    }
+}
+
+/// The node id of a StatefulSet pod's hostname: the trailing `-N` of its
+/// first label, plus one (ordinals start at 0, node ids at 1).
+pub fn id_of_hostname(hostname: &str) -> Result<u64, Failure> {
+    let label = hostname.split('.').next().unwrap_or_default();
+    let ordinal = label
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok());
+    ordinal.and_then(|n| n.checked_add(1)).ok_or_else(|| {
+        usage(format!(
+            "--id-from-hostname: the hostname {hostname:?} does not end in -N (a StatefulSet pod's ordinal, e.g. raftlock-0 for node 1); give --id instead, or --hostname NAME"
+        ))
+    })
+}
+
+/// This machine's hostname (in a Kubernetes pod: the pod's name).
+fn system_hostname() -> Result<String, Failure> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(Failure::Runtime(format!(
+            "--id-from-hostname: cannot read the hostname: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // A name that filled the buffer may lack its NUL: then it is cut.
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 fn check_limits(limits: &Limits) -> Result<(), Failure> {
     limits.validate().map_err(|e| {
         let text = e.to_string();
@@ -1000,6 +1168,104 @@ mod tests {
     }
 
     #[test]
+    fn the_checked_configuration_prints_as_a_file_that_resolves_to_the_same() {
+        let mut a = args();
+        a.peers = Some("1=10.0.0.1:8401,2=10.0.0.2:8401,3=10.0.0.3:8401".into());
+        a.peer_dial = Some("2=127.0.0.1:18402".into());
+        a.metrics_listen = Some("0.0.0.0:7411".into());
+        a.auth = Some("/etc/raftlock/auth.toml".into());
+        a.heartbeat_ms = Some(50);
+        a.election_timeout_ms = Some((300, 700));
+        a.max_leases = Some(7);
+        a.cache_mb = Some(3);
+        a.worker_threads = Some(2);
+        a.log_format = Some(LogFormat::Json);
+        let first = resolve(a).expect("valid");
+        let text = toml::to_string(&effective(&first)).expect("prints");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("printed.toml");
+        std::fs::write(&path, &text).expect("write");
+        let again = resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap_or_else(|f| panic!("{}\n{text}", message(f)));
+        assert_eq!(
+            format!("{:?}", again.node),
+            format!("{:?}", first.node),
+            "{text}"
+        );
+        assert_eq!(again.worker_threads, 2);
+        assert_eq!(again.log_format, LogFormat::Json);
+        assert!(
+            text.contains("max_leases = 7") && text.contains("heartbeat_ms = 50"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_id_from_hostname_is_the_trailing_ordinal_plus_one() {
+        for (name, id) in [
+            ("raftlock-0", 1),
+            ("raftlock-2", 3),
+            ("lock-service-prod-11", 12),
+            ("raftlock-1.raftlock.locks.svc.cluster.local", 2),
+        ] {
+            assert_eq!(id_of_hostname(name).expect(name), id, "{name}");
+        }
+        for bad in [
+            "raftlock",
+            "raftlock-",
+            "raftlock-a1",
+            "node7",
+            "",
+            "x-18446744073709551615",
+        ] {
+            let m = message(id_of_hostname(bad).unwrap_err());
+            assert!(m.contains(&format!("{bad:?}")), "{bad}: {m}");
+        }
+    }
+
+    #[test]
+    fn id_from_hostname_excludes_id_and_lets_peers_name_the_pods() {
+        let mut a = args();
+        a.id = None;
+        a.id_from_hostname = true;
+        a.hostname = Some("raftlock-1".into());
+        a.listen = Some("0.0.0.0:7401".into());
+        a.peers = Some(
+            "1=raftlock-0.raftlock:8401,2=raftlock-1.raftlock:8401,3=raftlock-2.raftlock:8401"
+                .into(),
+        );
+        let r = resolve(a).expect("valid");
+        assert_eq!(r.node.id, 2);
+        assert_eq!(
+            r.node.advertise.as_deref(),
+            Some("raftlock-1.raftlock:7401")
+        );
+        assert_eq!(
+            r.node.peer_advertise.as_deref(),
+            Some("raftlock-1.raftlock:8401")
+        );
+
+        let mut a = args();
+        a.id_from_hostname = true;
+        a.hostname = Some("raftlock-1".into());
+        let m = message(resolve(a).unwrap_err());
+        assert!(
+            m.contains("--id-from-hostname") && m.contains("--id"),
+            "{m}"
+        );
+
+        let mut a = args();
+        a.id = None;
+        a.id_from_hostname = true;
+        a.hostname = Some("lockbox".into());
+        let m = message(resolve(a).unwrap_err());
+        assert!(m.contains("\"lockbox\""), "{m}");
+    }
+
+    #[test]
     fn an_unknown_key_in_the_file_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("raftlock.toml");
@@ -1046,6 +1312,8 @@ mod tests {
         // guide (and this test) name it.
         let FileConfig {
             id,
+            id_from_hostname,
+            hostname,
             data_dir,
             listen,
             advertise,
@@ -1096,6 +1364,8 @@ mod tests {
         } = limits.expect("[limits]");
         let present = [
             id.is_some(),
+            id_from_hostname.is_some(),
+            hostname.is_some(),
             data_dir.is_some(),
             listen.is_some(),
             advertise.is_some(),

@@ -3,7 +3,8 @@
 //! - `raftlock serve`: run one node of a cluster (flags, environment, TOML file).
 //! - `raftlock dev`: a ready 3-node cluster in one process, for development.
 //! - `raftlock status`: ask a node how the cluster is doing.
-//! - `raftlock cluster status|add-learner|promote|remove`: membership.
+//! - `raftlock health`: a node's gRPC health check, for probes.
+//! - `raftlock cluster status|add-learner|promote|remove|forget`: membership.
 //!
 //! - `raftlock lease|acquire|release|extend|inspect|list|watch|force-release`:
 //!   take, look at and manage locks from a shell (see docs/cli.md).
@@ -24,14 +25,15 @@ mod exit;
 mod logging;
 mod output;
 mod runner;
+mod sd_notify;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use commands::{
-    acquire, certs, cluster, dev, exec, extend, force_release, inspect, lease, list, release,
-    serve, status, watch,
+    acquire, certs, cluster, dev, exec, extend, force_release, health, inspect, lease, list,
+    release, serve, status, watch,
 };
 use exit::EXIT_CODES;
 pub use exit::Failure;
@@ -122,7 +124,7 @@ enum Command {
     /// Example: raftlock exec jobs/nightly --wait 0 -- ./nightly.sh
     #[command(after_help = exec::EXEC_EXIT_CODES)]
     Exec(Box<exec::ExecArgs>),
-    /// Cluster membership: status, add-learner, promote, remove.
+    /// Cluster membership: status, add-learner, promote, remove, forget.
     ///
     /// To grow a cluster: start the new node with `raftlock serve --id N
     /// --listen ADDR` and its TLS flags (no --peers), `raftlock cluster
@@ -138,6 +140,14 @@ enum Command {
     /// written with mode 0600; nothing is overwritten without --force.
     /// See docs/security-certs.md.
     Certs(certs::CertsArgs),
+    /// Ask one node whether it serves (gRPC health check): exit 0 only if
+    /// it answers SERVING (it knows a leader), else 1.
+    ///
+    /// For Docker's HEALTHCHECK and Kubernetes exec probes, which cannot
+    /// speak gRPC over TLS themselves. --endpoint defaults to
+    /// 127.0.0.1:7401; TLS options as for the other commands (--ca or
+    /// RAFTLOCK_CA; no identity is needed).
+    Health(health::HealthArgs),
 }
 
 /// mimalloc instead of glibc's malloc: a gRPC call allocates and frees
@@ -168,6 +178,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec::run(*args),
         Command::Cluster(args) => cluster::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Health(args) => health::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

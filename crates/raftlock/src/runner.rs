@@ -106,6 +106,13 @@ impl RunningNode {
         self.handle.as_ref().map(|h| h.raft().clone())
     }
 
+    /// Runs `task` on this node's runtime.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Some(rt) = &self.rt {
+            rt.spawn(task);
+        }
+    }
+
     /// Re-read this node's TLS files and auth file now (SIGHUP); on a
     /// mistake the old ones stay and the log says why.
     pub fn reload_files(&self) {
@@ -151,6 +158,43 @@ async fn log_role_changes(raft: Raft) {
             match leader {
                 Some(leader) => tracing::info!(role = ?state, term, leader, "raft state"),
                 None => tracing::info!(role = ?state, term, "raft state: no leader known"),
+            }
+            last = Some(now);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Tells systemd (`Type=notify`) how this node is doing: `STATUS=` on
+/// every change of role, term, leader or membership, and `READY=1` once,
+/// when the node is a member that knows a leader: a node waiting for a
+/// quorum, or to be added, is started but not ready.
+async fn notify_systemd(raft: Raft, notifier: crate::sd_notify::Notifier) {
+    let mut metrics = raft.server_metrics();
+    let mut ready = false;
+    let mut last = None;
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            let member = m.membership_config.membership().get_node(&m.id).is_some();
+            let role = format!("{:?}", m.state).to_lowercase();
+            (
+                role,
+                m.vote.leader_id().get_term(),
+                m.current_leader,
+                member,
+            )
+        };
+        if last.as_ref() != Some(&now) {
+            let (role, term, leader, member) = &now;
+            let status = crate::sd_notify::status_line(role, *term, *leader, *member);
+            if !ready && *member && leader.is_some() {
+                notifier.notify(&format!("READY=1\n{status}"));
+                ready = true;
+            } else {
+                notifier.notify(&status);
             }
             last = Some(now);
         }
@@ -332,8 +376,13 @@ pub fn stop_all(
 
 /// `raftlock serve`.
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let check = args.check;
     let resolved = config::resolve(args)?;
+    if check {
+        return config::check(&resolved);
+    }
     logging::init(resolved.log_format);
+    let notifier = crate::sd_notify::Notifier::from_env()?;
     let control = control_runtime()?;
     let mut signals = Signals::with_hangup(&control)?;
     let node_config = resolved.node;
@@ -363,8 +412,14 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     if let Some(addr) = node.addr() {
         tracing::info!(%addr, tls, "serving; stop with Ctrl-C or SIGTERM, reload with SIGHUP");
     }
+    if let (Some(notifier), Some(raft)) = (&notifier, node.raft()) {
+        node.spawn(notify_systemd(raft, notifier.clone()).instrument(span.clone()));
+    }
     let nodes = vec![node];
     let end = control.block_on(wait_for_end(&nodes, &mut signals));
+    if let Some(notifier) = &notifier {
+        notifier.notify("STOPPING=1\nSTATUS=stopping");
+    }
     let result = match end {
         End::Signal(name) => {
             tracing::info!(signal = name, "stopping");

@@ -173,6 +173,12 @@ impl pb::admin_server::Admin for Fake {
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         unused()
     }
+    async fn forget_member(
+        &self,
+        _: Request<pb::ForgetMemberRequest>,
+    ) -> Result<Response<pb::ForgetMemberResponse>, Status> {
+        unused()
+    }
 }
 
 #[tonic::async_trait]

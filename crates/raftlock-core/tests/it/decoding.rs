@@ -192,6 +192,7 @@ fn simple_command() -> impl Strategy<Value = Command> {
             }
         }),
         name().prop_map(|cluster_id| Command::InitCluster { cluster_id }),
+        any::<u64>().prop_map(|node| Command::ForgetMember { node }),
         Just(Command::Tick),
         Just(Command::SetLimits {
             limits: raftlock_core::Limits::default()

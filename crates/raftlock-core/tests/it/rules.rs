@@ -1485,6 +1485,38 @@ fn the_first_cluster_id_stays_and_a_recorded_store_is_never_replaced() {
     assert_eq!(cluster.members[&2].client_addr, "h:2");
 }
 
+#[test]
+fn forgetting_a_member_lets_its_id_return_with_another_store() {
+    let mut sm = Sm::new();
+    let record = |store: &str| Command::RecordMember {
+        node: 2,
+        store_id: store.into(),
+        client_addr: "h:1".into(),
+    };
+    sm.ok(record("s1"));
+    assert_eq!(
+        sm.ok(record("s2")),
+        Response::MemberRecorded {
+            conflict: Some("s1".into())
+        }
+    );
+    assert_eq!(
+        sm.ok(Command::ForgetMember { node: 2 }),
+        Response::MemberForgotten { existed: true }
+    );
+    assert!(!sm.state.cluster().members.contains_key(&2));
+    // Forgetting it again, or an id never recorded, changes nothing.
+    assert_eq!(
+        sm.ok(Command::ForgetMember { node: 2 }),
+        Response::MemberForgotten { existed: false }
+    );
+    assert_eq!(
+        sm.ok(record("s2")),
+        Response::MemberRecorded { conflict: None }
+    );
+    assert_eq!(sm.state.cluster().members[&2].store_id, "s2");
+}
+
 // ----- identities ------------------------------------------------------------
 
 fn grant_as(identity: &str, quota: raftlock_core::IdentityLimits) -> Command {

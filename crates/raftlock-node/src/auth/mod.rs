@@ -39,7 +39,7 @@ pub enum AuthSource {
 }
 
 impl AuthSource {
-    fn load(&self) -> Result<Policy, AuthFileError> {
+    pub(crate) fn load(&self) -> Result<Policy, AuthFileError> {
         match self {
             AuthSource::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| AuthFileError::Read {
@@ -95,6 +95,7 @@ pub(crate) const METHODS: &[(&str, Need)] = &[
     ("/raftlock.v1.Admin/Remove", Need::Cluster),
     ("/raftlock.v1.Admin/ForceRelease", Need::Names(Perm::Admin)),
     ("/raftlock.v1.Admin/Snapshot", Need::Cluster),
+    ("/raftlock.v1.Admin/ForgetMember", Need::Cluster),
 ];
 
 fn need_of(method: &str) -> Option<Need> {

@@ -315,17 +315,18 @@ impl Network {
     }
 
     /// Introduces this node to peer `target` at `addr` and records what the
-    /// peer says about itself (see [`Network::introduced`]). A peer of
-    /// another cluster, or with a store the cluster does not know it by,
-    /// is an error.
+    /// peer says about itself (see [`Network::introduced`]); returns the
+    /// peer's cluster id (empty while it has none). A peer of another
+    /// cluster, or with a store the cluster does not know it by, is an
+    /// error.
     pub(crate) async fn hello(
         &self,
         target: NodeId,
         addr: &str,
         timeout: Duration,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<String, tonic::Status> {
         let Some(identity) = &self.inner.identity else {
-            return Ok(());
+            return Ok(String::new());
         };
         let (channel, generation) = self.channel(target, addr)?;
         let mut client = self.wrap(channel);
@@ -365,7 +366,50 @@ impl Network {
                 client_addr: answer.client_addr,
             },
         );
-        Ok(())
+        Ok(answer.cluster_id)
+    }
+
+    /// Why this node, with a new store, must not bootstrap the cluster of
+    /// `members`: a reachable peer among them already belongs to an
+    /// initialized cluster (its Hello names a cluster id), or refuses this
+    /// node as a member it knows with another store (a node whose data was
+    /// lost, back under its old id). `None` when no peer says so: none
+    /// answered within `timeout` (all asked at once), or none has a cluster
+    /// yet, as when every node of a new cluster starts.
+    pub(crate) async fn initialized_cluster_among(
+        &self,
+        members: &BTreeMap<NodeId, String>,
+        timeout: Duration,
+    ) -> Option<String> {
+        let asks =
+            members
+                .iter()
+                .filter(|(id, _)| **id != self.inner.id)
+                .map(|(id, addr)| async move {
+                    let addr = self.dial_addr(*id, addr);
+                    match self.hello(*id, addr, timeout).await {
+                        Ok(cluster) if !cluster.is_empty() => {
+                            Some(format!("node {id} at {addr} belongs to cluster {cluster}"))
+                        }
+                        Err(status)
+                            if raftlock_proto::errors::classify(&status).known()
+                                == Some(raftlock_proto::errors::ErrorReason::ClusterMismatch) =>
+                        {
+                            Some(format!(
+                                "node {id} at {addr} refused this node: {}",
+                                status.message()
+                            ))
+                        }
+                        // Unreachable, no cluster yet, or not the node named
+                        // there: nothing known either way.
+                        Ok(_) | Err(_) => None,
+                    }
+                });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .next()
     }
 
     /// Remembers what peer `id` said about itself (in a `Hello` it sent or
@@ -376,6 +420,15 @@ impl Network {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, introduced);
+    }
+
+    /// Drops what peer `id` said about itself (it is no longer a member).
+    pub(crate) fn forget_introduction(&self, id: NodeId) {
+        self.inner
+            .introduced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
     }
 
     /// Where clients reach peer `id`, as it said in its latest `Hello`.
@@ -641,7 +694,7 @@ impl PeerClient {
                 )
                 .await
             {
-                Ok(()) => self.introduced = true,
+                Ok(_) => self.introduced = true,
                 Err(status) if super::identity::is_refusal(&status) => {
                     self.warn_refused(&status);
                     return Err(RPCError::Unreachable(Unreachable::new(

@@ -156,9 +156,10 @@ pub(crate) fn forwardable(command: &Command) -> Result<(), NodeError> {
         | Command::Tick
         | Command::SetLimits { .. }
         | Command::InitCluster { .. }
-        | Command::RecordMember { .. } => Err(NodeError::invalid(
+        | Command::RecordMember { .. }
+        | Command::ForgetMember { .. } => Err(NodeError::invalid(
             "command",
-            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember) is never accepted from another node",
+            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember, ForgetMember) is never accepted from another node",
         )),
         Command::Batch { .. } => Err(NodeError::invalid(
             "command",
@@ -249,6 +250,7 @@ mod tests {
                 store_id: "forged".into(),
                 client_addr: "127.0.0.1:1".into(),
             },
+            Command::ForgetMember { node: 1 },
             Command::Batch {
                 commands: vec![Command::RevokeLease { lease }],
             },

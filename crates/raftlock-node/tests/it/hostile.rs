@@ -393,7 +393,33 @@ async fn forged_peer_messages_are_refused_or_survived() {
             )),
         );
         let mut m = message(raftlock_core::encode(&forged), target);
+        // Stamped as node 2 stamps its own (its cluster and store, once
+        // the leader recorded them), so that the identity check lets it
+        // through and Raft itself must refuse it. (Unstamped, it was
+        // refused as a wiped node 2 or not, by whether the record had
+        // landed yet.)
+        let handle = cluster.nodes[&target].as_ref().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            let recorded = handle
+                .api()
+                .read(true, |s| {
+                    s.cluster().members.get(&2).map(|r| r.store_id.clone())
+                })
+                .await
+                .ok()
+                .and_then(|(store, _)| store);
+            match recorded {
+                Some(store) if !handle.cluster_id().is_empty() => break store,
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                _ => panic!("node 2 was never recorded"),
+            }
+        };
         m.from_id = 2;
+        m.store_id = store;
+        m.cluster_id = handle.cluster_id();
         let mut to = transport(&peer_addr(&cluster, target)).await;
         let answer = to.vote(m).await.expect("a vote answer").into_inner();
         let answer: Result<VoteResponse<NodeId>, openraft::error::RaftError<NodeId>> =

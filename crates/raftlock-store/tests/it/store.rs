@@ -580,3 +580,57 @@ proptest! {
         prop_assert_eq!(pure_replies, replies);
     }
 }
+
+#[tokio::test]
+async fn forgetting_a_member_is_refused_while_it_is_a_voter_or_learner() {
+    use raftlock_core::{Command, LockError, Request, Response};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(dir.path());
+    let record = |node| {
+        Request::new(
+            1,
+            1,
+            Command::RecordMember {
+                node,
+                store_id: format!("store-{node}"),
+                client_addr: "h:1".into(),
+            },
+        )
+    };
+    let forget = |node| Request::new(1, 1, Command::ForgetMember { node });
+    let applied = sm
+        .apply([
+            membership(1, 1, &[1, 2]),
+            normal(1, 2, record(2)),
+            normal(1, 3, record(3)),
+            normal(1, 4, forget(2)),
+            normal(1, 5, forget(3)),
+        ])
+        .await
+        .expect("apply");
+    match &applied[3].result {
+        Err(LockError::InvalidArgument { reason, .. }) => {
+            assert!(reason.contains("node 2 is still a voter"), "{reason}")
+        }
+        other => panic!("forgetting voter 2: {other:?}"),
+    }
+    // Node 3 is not a member: its record goes.
+    assert_eq!(
+        applied[4].result,
+        Ok(Response::MemberForgotten { existed: true })
+    );
+    let members = sm.handle().read(|s| s.cluster().members.clone());
+    assert!(
+        members.contains_key(&2) && !members.contains_key(&3),
+        "{members:?}"
+    );
+    // Once node 2 is out of the membership, it may be forgotten.
+    let applied = sm
+        .apply([membership(1, 6, &[1]), normal(1, 7, forget(2))])
+        .await
+        .expect("apply");
+    assert_eq!(
+        applied[1].result,
+        Ok(Response::MemberForgotten { existed: true })
+    );
+}

@@ -1,4 +1,4 @@
-//! `raftlock cluster status|add-learner|promote|remove`: the membership
+//! `raftlock cluster status|add-learner|promote|remove|forget`: the membership
 //! calls of the Admin API. Membership changes go to the leader (the calls
 //! follow a NOT_LEADER's leader address).
 
@@ -63,6 +63,21 @@ pub enum ClusterCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Forget a removed node's record (its store and client address), so
+    /// that its id may come back with a new, empty data directory.
+    ///
+    /// The cluster refuses a node whose store differs from the one it
+    /// recorded for that id (its data was lost). To bring such a node back
+    /// under its id (a StatefulSet pod whose volume was lost): `cluster
+    /// remove ID`, `cluster forget ID`, start it with an empty data
+    /// directory, `cluster add-learner ID PEER_ADDR`, `cluster promote ID`.
+    /// Refused while ID is a voter or learner.
+    Forget {
+        /// The node's id.
+        id: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 pub fn run(args: ClusterArgs) -> Result<(), Failure> {
@@ -99,12 +114,42 @@ pub fn run(args: ClusterArgs) -> Result<(), Failure> {
             &format!("promoted node {id} to voter"),
             |client| async move { client.promote(id).await },
         ),
+        ClusterCommand::Forget { id, conn } => forget(id, &conn),
         ClusterCommand::Remove { id, conn } => change(
             &conn,
             CALL_TIMEOUT,
             &format!("removed node {id}"),
             |client| async move { client.remove_member(id).await },
         ),
+    }
+}
+
+/// `cluster forget ID`.
+fn forget(id: u64, conn: &Conn) -> Result<(), Failure> {
+    if id == 0 {
+        return Err(Failure::Usage("node ids start at 1".into()));
+    }
+    let rt = runner::control_runtime()?;
+    let r = rt.block_on(async {
+        let client = conn.client().await?;
+        client
+            .forget_member(id)
+            .await
+            .map_err(|e| client_failure(&e, "", None))
+    })?;
+    if conn.json {
+        print_json(
+            &serde_json::json!({ "id": id, "existed": r.existed, "revision": r.revision }),
+            true,
+        )
+    } else {
+        if r.existed {
+            println!("forgot node {id}: it may be added again with a new data directory");
+        } else {
+            println!("node {id} had no record: nothing to forget");
+        }
+        println!("revision  {}", r.revision);
+        Ok(())
     }
 }
 

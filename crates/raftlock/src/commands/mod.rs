@@ -10,6 +10,7 @@ pub mod dev;
 pub mod exec;
 pub mod extend;
 pub mod force_release;
+pub mod health;
 pub mod inspect;
 pub mod lease;
 pub mod list;

@@ -588,3 +588,17 @@ class SnapshotResponse(_message.Message):
     INDEX_FIELD_NUMBER: _ClassVar[int]
     index: int
     def __init__(self, index: _Optional[int] = ...) -> None: ...
+
+class ForgetMemberRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ForgetMemberResponse(_message.Message):
+    __slots__ = ("existed", "revision")
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    existed: bool
+    revision: int
+    def __init__(self, existed: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...

@@ -602,6 +602,11 @@ class AdminStub:
                 request_serializer=raftlock_dot_v1_dot_raftlock__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=raftlock_dot_v1_dot_raftlock__pb2.SnapshotResponse.FromString,
                 _registered_method=True)
+        self.ForgetMember = channel.unary_unary(
+                '/raftlock.v1.Admin/ForgetMember',
+                request_serializer=raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberRequest.SerializeToString,
+                response_deserializer=raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -653,6 +658,16 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetMember(self, request, context):
+        """Forget what the cluster recorded about a node that is no longer a
+        member (its store and client address), so that its id may come back
+        with a new store (a node whose data was lost, added again under its old
+        id). Refused (INVALID_ARGUMENT) while the node is a voter or learner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -685,6 +700,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=raftlock_dot_v1_dot_raftlock__pb2.SnapshotRequest.FromString,
                     response_serializer=raftlock_dot_v1_dot_raftlock__pb2.SnapshotResponse.SerializeToString,
+            ),
+            'ForgetMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetMember,
+                    request_deserializer=raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberRequest.FromString,
+                    response_serializer=raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -853,6 +873,33 @@ class Admin:
             '/raftlock.v1.Admin/Snapshot',
             raftlock_dot_v1_dot_raftlock__pb2.SnapshotRequest.SerializeToString,
             raftlock_dot_v1_dot_raftlock__pb2.SnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftlock.v1.Admin/ForgetMember',
+            raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberRequest.SerializeToString,
+            raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,
