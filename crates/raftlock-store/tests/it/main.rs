@@ -4,6 +4,7 @@
 mod common;
 mod conformance;
 mod crash;
+mod fixture_v3;
 mod hostile;
 mod power;
 mod raft;
