@@ -127,8 +127,13 @@ pub enum Command {
     },
     /// Independent client commands in one entry, applied in order, each
     /// answered as if alone (see `batch.rs` for what may share an entry).
-    /// Holds granted by the entry share its index as their token.
+    /// Holds granted by the entry share its stamp as their token.
     Batch { commands: Vec<Command> },
+    /// The leader's: raise the token epoch to at least `at_least` (never
+    /// lower it). Takes effect for the whole entry that carries it, so
+    /// every stamp from this entry on is above every stamp of a lower
+    /// epoch: what `--token-floor` and a restored backup rely on.
+    RaiseTokenEpoch { at_least: u16 },
 }
 
 /// A hold as reported to its acquirer.
@@ -211,13 +216,19 @@ pub enum Response {
     },
     /// Entries that are not commands (Raft blanks and membership changes).
     Nothing,
+    /// `RaiseTokenEpoch`: the epoch in force after it.
+    TokenEpochRaised {
+        epoch: u16,
+    },
 }
 
 /// The outcome of applying one entry: the reply to its proposer, and the
-/// events it caused (for watchers), all at revision = the entry's index.
+/// events it caused (for watchers), all at `revision`, the entry's stamp
+/// (`token_epoch << 48 | index`; equal to the index in epoch 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub index: u64,
     pub result: Result<Response, LockError>,
     pub events: Vec<Event>,
+    pub revision: u64,
 }

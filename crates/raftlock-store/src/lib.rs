@@ -48,6 +48,7 @@ pub mod frame;
 pub mod layout;
 mod log_store;
 pub mod metrics;
+mod migrate;
 mod open;
 mod state_machine;
 

@@ -4,8 +4,8 @@
 mod common;
 mod conformance;
 mod crash;
-mod fixture_v3;
 mod hostile;
+mod migrate;
 mod power;
 mod raft;
 mod store;
