@@ -223,6 +223,7 @@ impl Node {
             batcher,
             stopping: stop_rx.clone(),
             auth,
+            epoch_raise: tokio::sync::Mutex::new(()),
         });
 
         let servers = spawn_servers(Arc::clone(&api), listener, peer_listener, stop_rx.clone())?;
@@ -612,7 +613,7 @@ async fn feed_applies(
                 tracing::warn!(missed, "apply feed lagged; resynchronizing from the state");
                 api.state.read(|s| {
                     api.waits.resync(s);
-                    api.watch.reset(s.last_applied());
+                    api.watch.reset(s.token_high_water());
                     if let Some(term) = api.keeper.leader_term() {
                         // Fresh deadlines: leases only get longer.
                         api.keeper.become_leader(term, s);
@@ -638,6 +639,7 @@ async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
         };
         if leading && api.keeper.leader_term() != Some(term) {
             api.state.read(|s| api.keeper.become_leader(term, s));
+            raise_token_epoch(&api);
             sync_limits(&api).await;
         } else if !leading && api.keeper.leader_term().is_some() {
             api.keeper.step_down();
@@ -647,6 +649,21 @@ async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// A new leader honours `--token-floor` before anything else: its first
+/// proposal raises the token epoch if the state's high water is below the
+/// floor (every proposal waits for that too, `Api::propose`).
+fn raise_token_epoch(api: &Arc<Api>) {
+    if api.config.token_floor == 0 {
+        return;
+    }
+    let api = Arc::clone(api);
+    tokio::spawn(async move {
+        if let Err(e) = api.ensure_token_floor().await {
+            tracing::warn!(error = %e, "could not raise the token epoch past the floor yet");
+        }
+    });
 }
 
 /// The leader's configured limits become the cluster's.

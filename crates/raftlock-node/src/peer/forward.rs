@@ -156,9 +156,10 @@ pub(crate) fn forwardable(command: &Command) -> Result<(), NodeError> {
         | Command::Tick
         | Command::SetLimits { .. }
         | Command::InitCluster { .. }
-        | Command::RecordMember { .. } => Err(NodeError::invalid(
+        | Command::RecordMember { .. }
+        | Command::RaiseTokenEpoch { .. } => Err(NodeError::invalid(
             "command",
-            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember) is never accepted from another node",
+            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember, RaiseTokenEpoch) is never accepted from another node",
         )),
         Command::Batch { .. } => Err(NodeError::invalid(
             "command",

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod backup;
 mod certs;
 mod cli_admin;
 mod cli_exec;
