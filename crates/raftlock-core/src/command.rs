@@ -134,6 +134,18 @@ pub enum Command {
     /// every stamp from this entry on is above every stamp of a lower
     /// epoch: what `--token-floor` and a restored backup rely on.
     RaiseTokenEpoch { at_least: u16 },
+    /// Written offline by `raftlock serve --force-new-cluster` into a
+    /// surviving member's own log (never proposed): the cluster becomes a
+    /// new one, `cluster_id`, whose only recorded member is `node` (its
+    /// store and client address), and the token epoch goes up by one for
+    /// this whole entry, so every stamp from here on is above every stamp
+    /// the old cluster handed out, on any node, whatever index it reached.
+    ForceNewCluster {
+        cluster_id: String,
+        node: u64,
+        store_id: String,
+        client_addr: String,
+    },
 }
 
 /// A hold as reported to its acquirer.
@@ -218,6 +230,11 @@ pub enum Response {
     Nothing,
     /// `RaiseTokenEpoch`: the epoch in force after it.
     TokenEpochRaised {
+        epoch: u16,
+    },
+    /// `ForceNewCluster`: the new cluster's id and token epoch.
+    ClusterForced {
+        cluster_id: String,
         epoch: u16,
     },
 }

@@ -24,8 +24,8 @@ use crate::error::{Limit, LockError};
 use crate::event::{Event, EventKind};
 use crate::limits::{IdentityLimits, Limits, MAX_IDENTITY_BYTES};
 use crate::types::{
-    ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex, Metadata,
-    Mode, Token, Waiter, WaiterId,
+    ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex,
+    MemberRecord, Metadata, Mode, Token, Waiter, WaiterId,
 };
 
 /// The whole replicated state.
@@ -507,8 +507,28 @@ impl State {
         // A raise takes effect for the whole entry that carries it, before
         // anything in it is stamped (a raise never shares an entry: it is
         // not batchable).
-        if let Command::RaiseTokenEpoch { at_least } = request.command {
-            self.token_epoch = self.token_epoch.max(at_least);
+        match &request.command {
+            Command::RaiseTokenEpoch { at_least } => {
+                self.token_epoch = self.token_epoch.max(*at_least);
+            }
+            Command::ForceNewCluster { .. } => {
+                let Some(epoch) = self.token_epoch.checked_add(1) else {
+                    // 65535 raises: refused whole (the node checks this
+                    // before forcing, so it never writes such an entry).
+                    self.counters.rejected += 1;
+                    return Applied {
+                        index,
+                        result: Err(LockError::LimitExceeded {
+                            limit: Limit::TokenEpoch,
+                            max: u64::from(u16::MAX),
+                        }),
+                        events: Vec::new(),
+                        revision: self.stamp(index),
+                    };
+                };
+                self.token_epoch = epoch;
+            }
+            _ => {}
         }
         let mut cx = Cx {
             index,
@@ -620,6 +640,28 @@ impl State {
             Command::RaiseTokenEpoch { .. } => Ok(Response::TokenEpochRaised {
                 epoch: self.token_epoch,
             }),
+            // The epoch was raised in `apply`, before the entry's stamp.
+            Command::ForceNewCluster {
+                cluster_id,
+                node,
+                store_id,
+                client_addr,
+            } => {
+                self.cluster = ClusterIdentity {
+                    id: cluster_id.clone(),
+                    members: BTreeMap::from([(
+                        *node,
+                        MemberRecord {
+                            store_id: store_id.clone(),
+                            client_addr: client_addr.clone(),
+                        },
+                    )]),
+                };
+                Ok(Response::ClusterForced {
+                    cluster_id: cluster_id.clone(),
+                    epoch: self.token_epoch,
+                })
+            }
             Command::Batch { commands } => {
                 BatchPlan::check(commands).map_err(|reason| LockError::InvalidArgument {
                     field: "batch".to_string(),

@@ -86,6 +86,14 @@ pub struct NodeConfig {
     /// and limits. `None`: auth is off and every caller may do everything
     /// (as "anonymous").
     pub auth: Option<crate::auth::AuthSource>,
+    /// Disaster recovery after losing a majority for good (etcd's
+    /// `--force-new-cluster`): make this surviving member's store a
+    /// one-member cluster with a new cluster id and a raised token epoch,
+    /// keeping its state and log, before Raft starts. Others come back as
+    /// learners with wiped stores. Harmless while the membership is still
+    /// the forced one; refused once members were added. Needs an existing
+    /// store; `initial_members` is ignored.
+    pub force_new_cluster: bool,
 }
 
 /// Raft timing. Lease safety does not depend on these (the leader counts
@@ -146,6 +154,7 @@ impl NodeConfig {
             max_message_bytes: 4 * 1024 * 1024,
             metrics_listen: None,
             auth: None,
+            force_new_cluster: false,
         }
     }
 

@@ -44,6 +44,7 @@
 use std::io::Cursor;
 
 mod error;
+pub mod force;
 pub mod frame;
 pub mod layout;
 mod log_store;

@@ -134,6 +134,17 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_PEER_DIAL", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
     pub peer_dial: Option<String>,
 
+    /// Disaster recovery when a majority is lost for good: make this
+    /// surviving member the only member of a NEW cluster (new cluster id,
+    /// tokens continue above every earlier one), keeping its state and its
+    /// log; then add the others back as learners with wiped data dirs.
+    /// Use it on ONE node only, and only when the lost nodes will never
+    /// come back (docs/operations.md, "Losing a majority"). A flag only: no
+    /// environment variable or file key. Harmless on a restart while the
+    /// membership is the forced one; refused once members were added.
+    #[arg(long, help_heading = CLUSTER)]
+    pub force_new_cluster: bool,
+
     /// Interval of the leader's heartbeats, in ms [default: 100].
     #[arg(long, env = "RAFTLOCK_HEARTBEAT_MS", value_name = "MS", help_heading = RAFT)]
     pub heartbeat_ms: Option<u64>,
@@ -514,6 +525,7 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     node.auth = args.auth.or(file.auth).map(raftlock_node::AuthSource::File);
     node.initial_members = peers;
     node.peer_dial = peer_dial;
+    node.force_new_cluster = args.force_new_cluster;
 
     let t = &mut node.raft;
     let ms = Duration::from_millis;

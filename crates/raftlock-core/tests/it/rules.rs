@@ -1758,3 +1758,57 @@ fn a_state_moved_to_a_new_cluster_keeps_its_holds_and_grants_above_the_old_epoch
         "{next:?}"
     );
 }
+
+#[test]
+fn force_new_cluster_names_a_new_cluster_of_one_and_raises_the_epoch_for_its_own_entry() {
+    let mut sm = Sm::new();
+    let lease = sm.lease();
+    let token = sm.take(lease, "a");
+    sm.apply(Command::RecordMember {
+        node: 2,
+        store_id: "old-store-2".into(),
+        client_addr: "10.0.0.2:7401".into(),
+    });
+    let forced = sm.apply(Command::ForceNewCluster {
+        cluster_id: "forced".into(),
+        node: 1,
+        store_id: "store-1".into(),
+        client_addr: "10.0.0.1:7401".into(),
+    });
+    assert_eq!(
+        forced.result,
+        Ok(Response::ClusterForced {
+            cluster_id: "forced".into(),
+            epoch: 1
+        })
+    );
+    assert_eq!(
+        forced.revision,
+        (1 << 48) | forced.index,
+        "stamped in the new epoch"
+    );
+    let cluster = sm.state.cluster();
+    assert_eq!(cluster.id, "forced");
+    assert_eq!(
+        cluster.members.keys().copied().collect::<Vec<_>>(),
+        vec![1],
+        "only the survivor is recorded: the others may come back with new stores"
+    );
+    assert_eq!(cluster.members[&1].store_id, "store-1");
+    // Holds are kept; new tokens are above every old one.
+    assert_eq!(sm.state.lock("a").expect("held").holds[&lease].token, token);
+    let next = sm.take(lease, "b");
+    assert!(next > token && next >> 48 == 1, "{next:#x}");
+    // A second force raises it again.
+    let again = sm.apply(Command::ForceNewCluster {
+        cluster_id: "forced-again".into(),
+        node: 1,
+        store_id: "store-1".into(),
+        client_addr: "10.0.0.1:7401".into(),
+    });
+    assert!(matches!(
+        again.result,
+        Ok(Response::ClusterForced { epoch: 2, .. })
+    ));
+    raftlock_core::check_invariants(&sm.state).expect("invariants");
+}

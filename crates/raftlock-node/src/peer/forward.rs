@@ -157,9 +157,10 @@ pub(crate) fn forwardable(command: &Command) -> Result<(), NodeError> {
         | Command::SetLimits { .. }
         | Command::InitCluster { .. }
         | Command::RecordMember { .. }
-        | Command::RaiseTokenEpoch { .. } => Err(NodeError::invalid(
+        | Command::RaiseTokenEpoch { .. }
+        | Command::ForceNewCluster { .. } => Err(NodeError::invalid(
             "command",
-            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember, RaiseTokenEpoch) is never accepted from another node",
+            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember, RaiseTokenEpoch, ForceNewCluster) is never accepted from another node",
         )),
         Command::Batch { .. } => Err(NodeError::invalid(
             "command",

@@ -12,6 +12,7 @@ mod cli_locks;
 mod cli_tls;
 mod cli_watch;
 mod dev_cluster;
+mod force_new_cluster;
 mod secure_cluster;
 mod serve_cluster;
 mod serve_errors;
