@@ -127,15 +127,32 @@ pub enum Command {
     },
     /// Independent client commands in one entry, applied in order, each
     /// answered as if alone (see `batch.rs` for what may share an entry).
-    /// Holds granted by the entry share its index as their token.
+    /// Holds granted by the entry share its stamp as their token.
     Batch { commands: Vec<Command> },
     /// Administrative: drop the cluster's record of node `node` (its store
     /// and client address), so that the id can come back with a new store
     /// (a node whose data was lost, re-added under its old id). The store
     /// refuses it while `node` is a voter or learner of the membership in
-    /// force where it is applied. (Last variant: bincode numbers variants
-    /// by position.)
+    /// force where it is applied. (New variants go last: bincode numbers
+    /// variants by position.)
     ForgetMember { node: u64 },
+    /// The leader's: raise the token epoch to at least `at_least` (never
+    /// lower it). Takes effect for the whole entry that carries it, so
+    /// every stamp from this entry on is above every stamp of a lower
+    /// epoch: what `--token-floor` and a restored backup rely on.
+    RaiseTokenEpoch { at_least: u16 },
+    /// Written offline by `raftlock serve --force-new-cluster` into a
+    /// surviving member's own log (never proposed): the cluster becomes a
+    /// new one, `cluster_id`, whose only recorded member is `node` (its
+    /// store and client address), and the token epoch goes up by one for
+    /// this whole entry, so every stamp from here on is above every stamp
+    /// the old cluster handed out, on any node, whatever index it reached.
+    ForceNewCluster {
+        cluster_id: String,
+        node: u64,
+        store_id: String,
+        client_addr: String,
+    },
 }
 
 /// A hold as reported to its acquirer.
@@ -223,13 +240,24 @@ pub enum Response {
     MemberForgotten {
         existed: bool,
     },
+    /// `RaiseTokenEpoch`: the epoch in force after it.
+    TokenEpochRaised {
+        epoch: u16,
+    },
+    /// `ForceNewCluster`: the new cluster's id and token epoch.
+    ClusterForced {
+        cluster_id: String,
+        epoch: u16,
+    },
 }
 
 /// The outcome of applying one entry: the reply to its proposer, and the
-/// events it caused (for watchers), all at revision = the entry's index.
+/// events it caused (for watchers), all at `revision`, the entry's stamp
+/// (`token_epoch << 48 | index`; equal to the index in epoch 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub index: u64,
     pub result: Result<Response, LockError>,
     pub events: Vec<Event>,
+    pub revision: u64,
 }

@@ -19,6 +19,12 @@ pub enum Limit {
     WaitersPerIdentity,
     /// Checked by the node that serves the watch streams, not replicated.
     WatchersPerIdentity,
+    /// Log indexes: a stamp keeps 48 bits for the index, so an entry at
+    /// 2^48 or above can grant nothing (its stamp would wrap into the epoch).
+    LogIndex,
+    /// Token epochs: 16 bits, raised by restores, forced clusters and
+    /// `--token-floor`.
+    TokenEpoch,
 }
 
 impl std::fmt::Display for Limit {
@@ -33,6 +39,8 @@ impl std::fmt::Display for Limit {
             Limit::HoldsPerIdentity => "names held or waited for by one identity",
             Limit::WaitersPerIdentity => "queued requests of one identity",
             Limit::WatchersPerIdentity => "watch streams of one identity on this node",
+            Limit::LogIndex => "log index for a command (the 48 bits of a token's index)",
+            Limit::TokenEpoch => "token epoch (the 16 high bits of a token)",
         })
     }
 }

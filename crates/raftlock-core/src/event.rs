@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{LeaseEnd, LeaseId, Mode, Token, WaiterId};
 
-/// Something that happened at `revision` (the index of the entry that did it).
+/// Something that happened at `revision` (the stamp of the entry that did it:
+/// its index in token epoch 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub revision: u64,

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod legacy;
 pub mod limits;
 pub mod state;
 pub mod types;
@@ -21,7 +22,8 @@ pub use error::{Limit, LockError};
 pub use event::{Event, EventKind};
 pub use limits::{IdentityLimits, Limits, MAX_IDENTITY_BYTES};
 pub use state::{
-    DecodeError, Dirty, Header, IdentityUsage, Record, State, check_invariants, decode, encode,
+    DecodeError, Dirty, Header, IdentityUsage, MAX_INDEX, Record, State, check_invariants, decode,
+    encode, epoch_above, stamp,
 };
 pub use types::{
     ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex,

@@ -5,7 +5,10 @@
 //! Rules (docs/safety.md explains them in plain words):
 //! - A command that fails changes nothing but `last_applied` and the cluster
 //!   clock (and lets lock-delays that ended hand their locks over).
-//! - Fencing token of a hold = index of the entry that granted it.
+//! - Fencing token of a hold = stamp of the entry that granted it:
+//!   `token_epoch << 48 | index` (see [`stamp`]). Lease ids, waiter ids and
+//!   event revisions are stamps too; `requested_at` and `as_of` stay raw
+//!   indexes (they are compared with each other only).
 //! - Every lock's queue is in log order. A waiter is granted when it is in the
 //!   grantable head run of *every* lock it names, all at once. The oldest
 //!   waiter is first in all of its queues, so it waits only for holders,
@@ -21,8 +24,8 @@ use crate::error::{Limit, LockError};
 use crate::event::{Event, EventKind};
 use crate::limits::{IdentityLimits, Limits, MAX_IDENTITY_BYTES};
 use crate::types::{
-    ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex, Metadata,
-    Mode, Token, Waiter, WaiterId,
+    ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex,
+    MemberRecord, Metadata, Mode, Token, Waiter, WaiterId,
 };
 
 /// The whole replicated state.
@@ -38,6 +41,11 @@ pub struct State {
     leases: BTreeMap<LeaseId, Lease>,
     locks: BTreeMap<String, Lock>,
     waiters: BTreeMap<WaiterId, Waiter>,
+    /// The high 16 bits of every stamp. Raised (never lowered) by
+    /// `RaiseTokenEpoch` and by a restore from a backup, so that tokens and
+    /// ids stay above those of a cluster whose log indexes this one reuses.
+    /// Last of the serialized fields: bincode encodes fields in order.
+    token_epoch: u16,
     /// Derived index of pending lock-delays: (until, name). Rebuilt on load.
     #[serde(skip)]
     delays: BTreeSet<(u64, String)>,
@@ -63,6 +71,7 @@ impl PartialEq for State {
             && self.leases == other.leases
             && self.locks == other.locks
             && self.waiters == other.waiters
+            && self.token_epoch == other.token_epoch
     }
 }
 impl Eq for State {}
@@ -75,6 +84,7 @@ pub struct Header {
     pub limits: Limits,
     pub counters: Counters,
     pub cluster: ClusterIdentity,
+    pub token_epoch: u16,
 }
 
 /// What one identity uses now, over all its leases.
@@ -109,9 +119,30 @@ pub enum Record {
     Waiter(Waiter),
 }
 
-/// Per-entry scratch: the entry's index and wall time, and what it produced.
+/// Index bits of a stamp: entries at `MAX_INDEX` or above grant nothing.
+pub const MAX_INDEX: u64 = 1 << 48;
+
+/// The stamp of the entry at `index` in `epoch`: what tokens, lease ids,
+/// waiter ids and revisions are. Epoch 0 gives the index itself, so a
+/// cluster that never raised its epoch hands out the values it always did.
+/// For `index < MAX_INDEX` stamps order as (epoch, index) do.
+pub fn stamp(epoch: u16, index: u64) -> u64 {
+    (u64::from(epoch) << 48) | (index & (MAX_INDEX - 1))
+}
+
+/// The epoch whose every stamp is above `floor`: `(floor >> 48) + 1`, or
+/// `None` if no 16-bit epoch is (a floor in epoch 65535).
+pub fn epoch_above(floor: u64) -> Option<u16> {
+    u16::try_from((floor >> 48) + 1).ok()
+}
+
+/// Per-entry scratch: the entry's index, stamp and wall time, and what it
+/// produced.
 struct Cx {
+    /// The raw log index (for `requested_at`, compared with `as_of`).
     index: u64,
+    /// The entry's stamp (tokens, lease ids, waiter ids, revisions).
+    stamp: u64,
     wall_ms: u64,
     events: Vec<Event>,
     /// Locks whose holders or queues changed: candidates for granting.
@@ -121,7 +152,7 @@ struct Cx {
 impl Cx {
     fn emit(&mut self, kind: EventKind) {
         self.events.push(Event {
-            revision: self.index,
+            revision: self.stamp,
             kind,
         });
     }
@@ -226,6 +257,21 @@ impl State {
     pub fn cluster_ms(&self) -> u64 {
         self.cluster_ms
     }
+    /// The epoch of the stamps granted from now on.
+    pub fn token_epoch(&self) -> u16 {
+        self.token_epoch
+    }
+    /// The stamp of `index` in the current epoch.
+    pub fn stamp(&self, index: u64) -> u64 {
+        stamp(self.token_epoch, index)
+    }
+    /// The stamp of the last applied entry: no token, lease id, waiter id
+    /// or revision handed out so far is above it. What to pass as
+    /// `--token-floor` to a cluster that replaces this one.
+    pub fn token_high_water(&self) -> u64 {
+        // Entries at MAX_INDEX and above grant nothing.
+        self.stamp(self.last_applied.min(MAX_INDEX - 1))
+    }
     /// The cluster's id and what it knows of each node.
     pub fn cluster(&self) -> &ClusterIdentity {
         &self.cluster
@@ -304,7 +350,27 @@ impl State {
             limits: self.limits.clone(),
             counters: self.counters.clone(),
             cluster: self.cluster.clone(),
+            token_epoch: self.token_epoch,
         }
+    }
+
+    // ----- recovery ------------------------------------------------------
+
+    /// Makes this state (decoded from a backup) the first state of a NEW
+    /// cluster: its id becomes `cluster_id`, it knows no node's store yet
+    /// (the new nodes record themselves), and its token epoch is raised to
+    /// at least `min_epoch`. Holds, leases and waiters keep their tokens and
+    /// ids; every stamp granted from here on is above every stamp of the
+    /// old cluster's epochs below `min_epoch`, whatever index it reached.
+    /// Offline only (restore): a running cluster raises its epoch through
+    /// `Command::RaiseTokenEpoch`.
+    pub fn into_new_cluster(mut self, cluster_id: String, min_epoch: u16) -> State {
+        self.cluster = ClusterIdentity {
+            id: cluster_id,
+            members: BTreeMap::new(),
+        };
+        self.token_epoch = self.token_epoch.max(min_epoch);
+        self
     }
 
     // ----- persistence ---------------------------------------------------
@@ -337,6 +403,7 @@ impl State {
             limits: header.limits,
             counters: header.counters,
             cluster: header.cluster,
+            token_epoch: header.token_epoch,
             ..State::default()
         };
         for record in records {
@@ -397,6 +464,7 @@ impl State {
                 index,
                 result: Err(e),
                 events: Vec::new(),
+                revision: self.stamp(index),
             };
         }
         self.last_applied = index;
@@ -404,6 +472,7 @@ impl State {
             index,
             result: Ok(Response::Nothing),
             events: Vec::new(),
+            revision: self.stamp(index),
         }
     }
 
@@ -414,12 +483,56 @@ impl State {
                 index,
                 result: Err(e),
                 events: Vec::new(),
+                revision: self.stamp(index),
             };
         }
         self.last_applied = index;
         self.cluster_ms = self.cluster_ms.max(request.cluster_ms);
+        if index >= MAX_INDEX {
+            // Its stamp would wrap into the epoch bits: a token below
+            // earlier ones. Refuse the command (the entry is still applied,
+            // as Raft requires); a restore into a new cluster restarts the
+            // index.
+            self.counters.rejected += 1;
+            return Applied {
+                index,
+                result: Err(LockError::LimitExceeded {
+                    limit: Limit::LogIndex,
+                    max: MAX_INDEX - 1,
+                }),
+                events: Vec::new(),
+                revision: self.stamp(index),
+            };
+        }
+        // A raise takes effect for the whole entry that carries it, before
+        // anything in it is stamped (a raise never shares an entry: it is
+        // not batchable).
+        match &request.command {
+            Command::RaiseTokenEpoch { at_least } => {
+                self.token_epoch = self.token_epoch.max(*at_least);
+            }
+            Command::ForceNewCluster { .. } => {
+                let Some(epoch) = self.token_epoch.checked_add(1) else {
+                    // 65535 raises: refused whole (the node checks this
+                    // before forcing, so it never writes such an entry).
+                    self.counters.rejected += 1;
+                    return Applied {
+                        index,
+                        result: Err(LockError::LimitExceeded {
+                            limit: Limit::TokenEpoch,
+                            max: u64::from(u16::MAX),
+                        }),
+                        events: Vec::new(),
+                        revision: self.stamp(index),
+                    };
+                };
+                self.token_epoch = epoch;
+            }
+            _ => {}
+        }
         let mut cx = Cx {
             index,
+            stamp: self.stamp(index),
             wall_ms: request.wall_ms,
             events: Vec::new(),
             touched: BTreeSet::new(),
@@ -442,6 +555,7 @@ impl State {
             index,
             result,
             events: cx.events,
+            revision: cx.stamp,
         }
     }
 
@@ -525,6 +639,32 @@ impl State {
             Command::ForgetMember { node } => Ok(Response::MemberForgotten {
                 existed: self.cluster.members.remove(node).is_some(),
             }),
+            // Applied in `apply`, before the entry's stamp was taken.
+            Command::RaiseTokenEpoch { .. } => Ok(Response::TokenEpochRaised {
+                epoch: self.token_epoch,
+            }),
+            // The epoch was raised in `apply`, before the entry's stamp.
+            Command::ForceNewCluster {
+                cluster_id,
+                node,
+                store_id,
+                client_addr,
+            } => {
+                self.cluster = ClusterIdentity {
+                    id: cluster_id.clone(),
+                    members: BTreeMap::from([(
+                        *node,
+                        MemberRecord {
+                            store_id: store_id.clone(),
+                            client_addr: client_addr.clone(),
+                        },
+                    )]),
+                };
+                Ok(Response::ClusterForced {
+                    cluster_id: cluster_id.clone(),
+                    epoch: self.token_epoch,
+                })
+            }
             Command::Batch { commands } => {
                 BatchPlan::check(commands).map_err(|reason| LockError::InvalidArgument {
                     field: "batch".to_string(),
@@ -592,7 +732,7 @@ impl State {
                 max: max as u64,
             });
         }
-        let id = cx.index;
+        let id = cx.stamp;
         if !identity.is_empty() {
             self.by_identity
                 .entry(identity.to_string())
@@ -774,7 +914,7 @@ impl State {
             .find(|(name, mode)| !self.grantable_to_newcomer(name, *mode));
         let owner = lease.owner.clone();
         let Some((blocked_name, _)) = blocked else {
-            let token = cx.index;
+            let token = cx.stamp;
             let mut holds = Vec::with_capacity(wanted.len());
             for (name, mode) in &wanted {
                 self.grant_hold(
@@ -826,7 +966,7 @@ impl State {
             }
         }
         let waiter = Waiter {
-            id: cx.index,
+            id: cx.stamp,
             lease: args.lease,
             owner,
             locks: wanted,
@@ -1360,7 +1500,7 @@ impl State {
     }
 
     fn grant_hold(&mut self, name: &str, new: NewHold<'_>, cx: &mut Cx) {
-        let token = cx.index;
+        let token = cx.stamp;
         let wall_ms = cx.wall_ms;
         let lock = self.lock_entry(name, new.mode.kind());
         lock.holds.insert(
@@ -1544,10 +1684,12 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
                     "hold of lease {lease_id} on {name:?} is inconsistent"
                 ));
             }
-            if hold.token > state.last_applied || hold.token > lock.max_token {
+            if hold.token > state.token_high_water() || hold.token > lock.max_token {
                 return Err(format!(
-                    "hold of lease {lease_id} on {name:?} has token {} above the applied index {} or the lock's maximum {}",
-                    hold.token, state.last_applied, lock.max_token
+                    "hold of lease {lease_id} on {name:?} has token {} above the applied stamp {} or the lock's maximum {}",
+                    hold.token,
+                    state.token_high_water(),
+                    lock.max_token
                 ));
             }
             if !state
@@ -1602,6 +1744,12 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
         if lease.id != *id {
             return Err(format!("lease stored as {id} has id {}", lease.id));
         }
+        if *id > state.token_high_water() {
+            return Err(format!(
+                "lease id {id} is above the applied stamp {}",
+                state.token_high_water()
+            ));
+        }
         if !lease.identity.is_empty()
             && !state
                 .by_identity
@@ -1637,7 +1785,7 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
         }
     }
     for (id, waiter) in &state.waiters {
-        if waiter.id != *id || *id > state.last_applied {
+        if waiter.id != *id || *id > state.token_high_water() {
             return Err(format!("waiter {id} is inconsistent"));
         }
         if !state

@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-/// A lease (session) id: the log index of the entry that granted the lease.
+/// A lease (session) id: the stamp ([`crate::stamp`]) of the entry that
+/// granted the lease.
 pub type LeaseId = u64;
-/// A fencing token: the log index of the entry whose application granted a hold.
+/// A fencing token: the stamp ([`crate::stamp`]) of the entry whose
+/// application granted a hold: `token_epoch << 48 | index`.
 pub type Token = u64;
-/// A waiter id: the log index of the entry that queued the request.
+/// A waiter id: the stamp of the entry that queued the request.
 pub type WaiterId = u64;
 /// A Raft log index.
 pub type LogIndex = u64;
@@ -74,7 +76,7 @@ pub struct Hold {
     pub lease: LeaseId,
     pub owner: String,
     pub mode: Mode,
-    /// Fencing token: the log index of the entry that granted this hold.
+    /// Fencing token: the stamp of the entry that granted this hold.
     pub token: Token,
     /// Wall-clock time of the granting entry, as proposed by the leader
     /// (informational only; never used for safety).

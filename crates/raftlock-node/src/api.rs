@@ -60,6 +60,8 @@ pub struct Api {
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// Who may call what (the client services ask it before anything).
     pub(crate) auth: crate::auth::Auth,
+    /// One `RaiseTokenEpoch` proposal at a time (`ensure_token_floor`).
+    pub(crate) epoch_raise: tokio::sync::Mutex<()>,
 }
 
 /// An acquire as a client asks for it.
@@ -96,7 +98,7 @@ pub struct Acquired {
     pub waited: Duration,
 }
 
-fn wall_ms() -> u64 {
+pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -228,11 +230,45 @@ impl Api {
     /// Forward RPC lands here, which keeps forwarding to one hop). Client
     /// commands that may share an entry go through the batcher.
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
+        // Every command may hand out a stamp (a grant, or a waiter granted
+        // after a release, an expiry or a tick): none before the floor.
+        self.ensure_token_floor().await?;
         if BatchPlan::batchable(&command) {
             self.batcher.propose(command).await
         } else {
             self.propose_one(command).await
         }
+    }
+
+    /// With a `token_floor`, makes sure every stamp proposed from here on is
+    /// above it: if the applied state's high water is below the floor,
+    /// proposes `RaiseTokenEpoch` past it and returns once it is applied
+    /// here (`client_write` answers after the leader applied the entry, so
+    /// every later proposal of this leader comes after it in the log).
+    pub(crate) async fn ensure_token_floor(&self) -> Result<(), NodeError> {
+        let floor = self.config.token_floor;
+        let reached = || floor == 0 || self.state.read(|s| s.token_high_water() >= floor);
+        if reached() {
+            return Ok(());
+        }
+        let _one = self.epoch_raise.lock().await;
+        if reached() {
+            return Ok(());
+        }
+        // `NodeConfig::validate` refused a floor with no epoch above it.
+        let at_least = raftlock_core::epoch_above(floor).ok_or_else(|| {
+            NodeError::Internal(format!("no token epoch is above the floor {floor}"))
+        })?;
+        let applied = self
+            .propose_one(Command::RaiseTokenEpoch { at_least })
+            .await?;
+        applied.result.map_err(NodeError::Lock)?;
+        tracing::info!(
+            floor,
+            epoch = at_least,
+            "token epoch raised past the configured floor"
+        );
+        Ok(())
     }
 
     /// Propose `command` as one entry of its own.
@@ -252,9 +288,13 @@ impl Api {
         }
     }
 
+    /// The response and the entry's revision (its stamp: what clients see).
     fn ok(applied: Applied) -> Result<(Response, u64), NodeError> {
-        let index = applied.index;
-        applied.result.map(|r| (r, index)).map_err(NodeError::Lock)
+        let revision = applied.revision;
+        applied
+            .result
+            .map(|r| (r, revision))
+            .map_err(NodeError::Lock)
     }
 
     // ----- reads ----------------------------------------------------------------
@@ -312,7 +352,7 @@ impl Api {
         f: impl FnOnce(&State) -> R,
     ) -> Result<(R, u64), NodeError> {
         self.read_barrier(stale).await?;
-        Ok(self.state.read(|s| (f(s), s.last_applied())))
+        Ok(self.state.read(|s| (f(s), s.token_high_water())))
     }
 
     // ----- leases -----------------------------------------------------------------
@@ -467,7 +507,10 @@ impl Api {
             lock_delay_ms: args.lock_delay_ms,
             quota,
         };
-        let (response, index) = Self::ok(self.write(command).await?)?;
+        let applied = self.write(command).await?;
+        // The raw index: what `as_of` and `wait_applied` compare with.
+        let index = applied.index;
+        let (response, revision) = Self::ok(applied)?;
         let waiter = match response {
             Response::Acquired {
                 token,
@@ -478,7 +521,7 @@ impl Api {
                     token,
                     holds,
                     retry,
-                    revision: index,
+                    revision,
                     waited: Duration::ZERO,
                 });
             }

@@ -142,6 +142,7 @@ async fn propose_items(api: &Api, mut items: Vec<(Command, Reply)>) {
         Ok(Applied {
             index,
             result: Ok(Response::Batch { results }),
+            revision,
             ..
         }) if results.len() == count => {
             for (reply, result) in replies.into_iter().zip(results) {
@@ -151,6 +152,7 @@ async fn propose_items(api: &Api, mut items: Vec<(Command, Reply)>) {
                     index,
                     result,
                     events: Vec::new(),
+                    revision,
                 }));
             }
         }
@@ -159,6 +161,7 @@ async fn propose_items(api: &Api, mut items: Vec<(Command, Reply)>) {
         Ok(Applied {
             index,
             result: Err(e),
+            revision,
             ..
         }) => {
             tracing::error!(index, error = %e, "a batch entry was refused");
@@ -167,6 +170,7 @@ async fn propose_items(api: &Api, mut items: Vec<(Command, Reply)>) {
                     index,
                     result: Err(e.clone()),
                     events: Vec::new(),
+                    revision,
                 }));
             }
         }

@@ -54,6 +54,12 @@ pub struct NodeConfig {
     /// Limits the state machine applies when the cluster is bootstrapped.
     /// (Later changes go through the log.)
     pub limits: Limits,
+    /// Every fencing token, lease id, waiter id and revision this cluster
+    /// hands out from now on is above this (0: no floor). A leader whose
+    /// state's high water is below it raises the token epoch past it
+    /// before it proposes anything else (docs/operations.md: give the same
+    /// value to every node, e.g. the replaced cluster's token_high_water).
+    pub token_floor: u64,
     /// How often the leader checks lease deadlines and lock-delays.
     pub lease_check_interval: Duration,
     /// Most leases ended by one expiry entry.
@@ -88,6 +94,14 @@ pub struct NodeConfig {
     /// and limits. `None`: auth is off and every caller may do everything
     /// (as "anonymous").
     pub auth: Option<crate::auth::AuthSource>,
+    /// Disaster recovery after losing a majority for good (etcd's
+    /// `--force-new-cluster`): make this surviving member's store a
+    /// one-member cluster with a new cluster id and a raised token epoch,
+    /// keeping its state and log, before Raft starts. Others come back as
+    /// learners with wiped stores. Harmless while the membership is still
+    /// the forced one; refused once members were added. Needs an existing
+    /// store; `initial_members` is ignored.
+    pub force_new_cluster: bool,
 }
 
 /// Raft timing. Lease safety does not depend on these (the leader counts
@@ -136,6 +150,7 @@ impl NodeConfig {
             snapshot_every_entries: 10_000,
             keep_entries_after_snapshot: 1_000,
             limits: Limits::default(),
+            token_floor: 0,
             lease_check_interval: Duration::from_millis(50),
             max_expire_batch: 1_000,
             watch_history_events: 10_000,
@@ -149,6 +164,7 @@ impl NodeConfig {
             metrics_lock_groups: Vec::new(),
             metrics_max_lock_groups: 64,
             auth: None,
+            force_new_cluster: false,
         }
     }
 
@@ -191,6 +207,12 @@ impl NodeConfig {
         }
         if t.election_timeout_max <= t.election_timeout_min {
             return Err("raft: election_timeout_max must exceed election_timeout_min".into());
+        }
+        if raftlock_core::epoch_above(self.token_floor).is_none() {
+            return Err(format!(
+                "token_floor: {} is in the last token epoch; no epoch is above it",
+                self.token_floor
+            ));
         }
         if self.snapshot_every_entries == 0 {
             return Err("snapshot_every_entries must be at least 1".into());

@@ -561,9 +561,14 @@ impl pb::admin_server::Admin for AdminService {
                 lag: matched.map(|x| last_log.saturating_sub(x)),
             });
         }
-        let (leases, locks) = api
-            .state
-            .read(|s| (s.lease_count() as u64, s.lock_count() as u64));
+        let (leases, locks, token_epoch, token_high_water) = api.state.read(|s| {
+            (
+                s.lease_count() as u64,
+                s.lock_count() as u64,
+                u32::from(s.token_epoch()),
+                s.token_high_water(),
+            )
+        });
         Ok(self.0.reply(pb::StatusResponse {
             node_id: api.id,
             role: role_out(m.state),
@@ -578,6 +583,8 @@ impl pb::admin_server::Admin for AdminService {
             nodes,
             leases,
             locks,
+            token_epoch,
+            token_high_water,
         }))
     }
 

@@ -38,6 +38,7 @@ pub use config::{NodeConfig, RaftTiming, peer_listen_for};
 pub use error::NodeError;
 pub use metrics::MetricsFormat;
 pub use node::{Node, NodeHandle, StartError};
+pub use raftlock_store::force::ForceError;
 pub use tls::{TlsError, TlsFiles};
 
 /// The openraft handle of a raftlock node ([`NodeHandle::raft`]): its

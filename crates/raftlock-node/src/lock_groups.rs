@@ -317,6 +317,7 @@ mod tests {
                 .into_iter()
                 .map(|kind| Event { revision: 1, kind })
                 .collect(),
+            revision: 1,
         }
     }
 

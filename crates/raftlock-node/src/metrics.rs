@@ -350,15 +350,24 @@ fn encode_raft(api: &Api, e: &mut DescriptorEncoder) -> Result {
 
 fn encode_state(api: &Api, e: &mut DescriptorEncoder) -> Result {
     // Read in one go, so the numbers describe one applied index.
-    let (leases, locks, waiters, leases_limit, c) = api.state.read(|s| {
+    let (leases, locks, waiters, leases_limit, c, epoch) = api.state.read(|s| {
         (
             s.lease_count(),
             s.lock_count(),
             s.waiter_count(),
             s.limits().max_leases,
             s.counters().clone(),
+            s.token_epoch(),
         )
     });
+    // The epoch alone: a whole token (epoch << 48 | index) is not exact in a
+    // float sample; with `raftlock_raft_applied_index` it says where tokens are.
+    gauge(
+        e,
+        "token_epoch",
+        "Token epoch in force (the 16 high bits of every new token; raised by restores, forced clusters and --token-floor).",
+        i64::from(epoch),
+    )?;
     gauge(e, "leases", "Leases alive now.", leases)?;
     gauge(
         e,

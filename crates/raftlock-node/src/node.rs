@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
-use raftlock_core::{Command, LeaseId};
+use raftlock_core::{Command, LeaseId, Request};
 use raftlock_proto::v1 as pb;
 use raftlock_store::{StoreOptions, open};
 use tokio::net::TcpListener;
@@ -55,6 +55,9 @@ pub enum StartError {
     /// entry): the node does not start rather than guess.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthFileError),
+    /// `force_new_cluster` could not be done (the text says what to do).
+    #[error(transparent)]
+    Force(#[from] raftlock_store::force::ForceError),
 }
 
 /// Starts nodes. See [`Node::start`].
@@ -129,13 +132,23 @@ impl Node {
         // Every task of this node logs inside its span (node id).
         let span = tracing::Span::current();
 
-        let (log_store, state_machine) = open(
+        let (mut log_store, mut state_machine) = open(
             &config.data_dir,
             StoreOptions {
                 cache_capacity_bytes: config.cache_capacity_bytes,
                 ..StoreOptions::default()
             },
         )?;
+        if config.force_new_cluster {
+            force_new_cluster(
+                &config,
+                &mut log_store,
+                &mut state_machine,
+                &advertise,
+                &peer_advertise,
+            )
+            .await?;
+        }
         let state = state_machine.handle();
         // Subscribe before Raft applies anything, so no apply is missed.
         let applied_rx = state_machine.subscribe();
@@ -223,6 +236,7 @@ impl Node {
             batcher,
             stopping: stop_rx.clone(),
             auth,
+            epoch_raise: tokio::sync::Mutex::new(()),
         });
 
         let servers = spawn_servers(Arc::clone(&api), listener, peer_listener, stop_rx.clone())?;
@@ -297,6 +311,64 @@ impl Node {
             store_closed: Some(store_closed),
         })
     }
+}
+
+/// `--force-new-cluster`, before Raft starts (see raftlock_store::force).
+async fn force_new_cluster(
+    config: &NodeConfig,
+    log_store: &mut raftlock_store::LogStore,
+    state_machine: &mut raftlock_store::StateMachineStore,
+    client_addr: &str,
+    peer_addr: &str,
+) -> Result<(), StartError> {
+    let Some(cluster_id) = random_id() else {
+        return Err(StartError::Internal(
+            "no randomness for a cluster id".into(),
+        ));
+    };
+    let store_id = log_store.store_id();
+    let (cluster_ms, epoch) = state_machine.read(|s| (s.cluster_ms(), s.token_epoch()));
+    if epoch == u16::MAX {
+        return Err(StartError::Config(
+            "--force-new-cluster: the token epoch is at its maximum (65535) and cannot be raised again; build a new cluster with --token-floor instead (docs/operations.md)".into(),
+        ));
+    }
+    let node = BasicNode {
+        addr: peer_addr.to_string(),
+    };
+    let command = || {
+        Request::new(
+            cluster_ms,
+            crate::api::wall_ms(),
+            Command::ForceNewCluster {
+                cluster_id: cluster_id.clone(),
+                node: config.id,
+                store_id: store_id.clone(),
+                client_addr: client_addr.to_string(),
+            },
+        )
+    };
+    match raftlock_store::force::force_new_cluster(
+        log_store,
+        state_machine,
+        config.id,
+        node,
+        command,
+    )
+    .await?
+    {
+        raftlock_store::force::Forced::Now { at, term } => tracing::warn!(
+            %at,
+            term,
+            cluster_id,
+            "FORCED A NEW CLUSTER of this node alone, from its own state and log; add the other nodes back as learners with wiped data directories, and remove --force-new-cluster"
+        ),
+        raftlock_store::force::Forced::Already { at } => tracing::warn!(
+            %at,
+            "--force-new-cluster: this node was forced at {at} and its membership is unchanged: starting as it is; remove the flag"
+        ),
+    }
+    Ok(())
 }
 
 /// What [`bootstrap`] asks before it initializes a cluster.
@@ -668,7 +740,7 @@ async fn feed_applies(
                 api.metrics.lock_groups.forget_in_flight();
                 api.state.read(|s| {
                     api.waits.resync(s);
-                    api.watch.reset(s.last_applied());
+                    api.watch.reset(s.token_high_water());
                     if let Some(term) = api.keeper.leader_term() {
                         // Fresh deadlines: leases only get longer.
                         api.keeper.become_leader(term, s);
@@ -705,6 +777,7 @@ async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
         }
         if leading && api.keeper.leader_term() != Some(term) {
             api.state.read(|s| api.keeper.become_leader(term, s));
+            raise_token_epoch(&api);
             sync_limits(&api).await;
         } else if !leading && api.keeper.leader_term().is_some() {
             api.keeper.step_down();
@@ -714,6 +787,21 @@ async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// A new leader honours `--token-floor` before anything else: its first
+/// proposal raises the token epoch if the state's high water is below the
+/// floor (every proposal waits for that too, `Api::propose`).
+fn raise_token_epoch(api: &Arc<Api>) {
+    if api.config.token_floor == 0 {
+        return;
+    }
+    let api = Arc::clone(api);
+    tokio::spawn(async move {
+        if let Err(e) = api.ensure_token_floor().await {
+            tracing::warn!(error = %e, "could not raise the token epoch past the floor yet");
+        }
+    });
 }
 
 /// The leader's configured limits become the cluster's.

@@ -90,9 +90,9 @@ impl Waits {
             for (w, holds) in granted {
                 for tx in pending.remove(&w).map(|p| p.1).unwrap_or_default() {
                     let _ = tx.send(WaitOutcome::Granted {
-                        token: applied.index,
+                        token: applied.revision,
                         holds: holds.clone(),
-                        revision: applied.index,
+                        revision: applied.revision,
                     });
                 }
             }

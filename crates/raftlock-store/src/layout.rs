@@ -8,6 +8,7 @@
 //! | `meta`     | `vote`                      | `Vote<u64>`                             |
 //! | `meta`     | `committed`                 | `Option<LogId<u64>>`                    |
 //! | `meta`     | `last_purged`               | `LogId<u64>`                            |
+//! | `meta`     | `forced_at`                 | `LogId<u64>` (see [`crate::force`])     |
 //! | `sm`       | `H`                         | [`SmHeader`]                            |
 //! | `sm`       | `L` + lock name (UTF-8)     | `raftlock_core::Record::Lock`           |
 //! | `sm`       | `S` + lease id, u64 BE      | `raftlock_core::Record::Lease`          |
@@ -32,6 +33,8 @@ pub const VOTE_KEY: &[u8] = b"vote";
 pub const COMMITTED_KEY: &[u8] = b"committed";
 pub const LAST_PURGED_KEY: &[u8] = b"last_purged";
 pub const SNAPSHOT_KEY: &[u8] = b"current";
+/// The membership entry a `--force-new-cluster` wrote, once it is durable.
+pub const FORCED_AT_KEY: &[u8] = b"forced_at";
 
 pub const SM_HEADER_KEY: &[u8] = b"H";
 pub const LOCK_PREFIX: u8 = b'L';

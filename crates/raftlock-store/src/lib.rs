@@ -44,10 +44,12 @@
 use std::io::Cursor;
 
 mod error;
+pub mod force;
 pub mod frame;
 pub mod layout;
 mod log_store;
 pub mod metrics;
+mod migrate;
 mod open;
 mod state_machine;
 

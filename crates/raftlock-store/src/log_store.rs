@@ -102,6 +102,10 @@ impl LogStore {
         Arc::clone(&self.shared.flush_times)
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Flushes the whole database on a blocking thread.
     async fn flush(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
         flush(&self.shared, subject).await

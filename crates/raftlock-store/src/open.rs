@@ -22,7 +22,10 @@ use crate::{frame, log_store, state_machine};
 /// record the identity that granted them, and GrantLease, Acquire and
 /// ForceRelease carry the caller's identity and its limits (auth,
 /// docs/security.md); version 2 records do not decode as version 3.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: the state's header and snapshot end with the token epoch (fencing
+/// tokens and ids are stamps, docs/safety.md); a version 3 store is
+/// migrated when it is opened (`migrate.rs`).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// How to open a store. Every field is a resource or durability decision,
 /// so callers see them rather than inherit sled's defaults.
@@ -324,7 +327,9 @@ fn check_format(shared: &Shared) -> Result<(), OpenError> {
                     detail: format!("{found} was never a raftlock format"),
                 });
             }
-            if found < FORMAT_VERSION {
+            if found == 3 {
+                crate::migrate::from_v3(shared)?;
+            } else if found < FORMAT_VERSION {
                 return Err(OpenError::OlderFormat {
                     dir: dir.clone(),
                     found,

@@ -40,8 +40,10 @@ use crate::{
 };
 
 /// Version of the snapshot data format (snapshots travel between nodes that
-/// may run different builds, so the data carries its own version).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// may run different builds, so the data carries its own version). 3: the
+/// state ends with its token epoch; 2 is read only by the store's
+/// migration (`migrate.rs`).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
 /// `apply` saves the state once this many entries are unsaved...
 pub const SAVE_EVERY_ENTRIES: u64 = 1024;
@@ -368,6 +370,7 @@ fn noop(state: &mut State, index: u64) -> Applied {
             index,
             result: Ok(Response::Nothing),
             events: Vec::new(),
+            revision: 0,
         };
     }
     state.apply_noop(index)
@@ -459,16 +462,26 @@ fn encode_snapshot_data(machine: &Machine) -> Vec<u8> {
 /// Checks snapshot data against its metadata and decodes its body (not yet
 /// the state itself).
 fn decode_snapshot_body(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotBody, Damaged> {
+    decode_snapshot_body_of(meta, data, SNAPSHOT_FORMAT_VERSION)
+}
+
+/// [`decode_snapshot_body`] of data in format `expected` (the body's shape
+/// is the same in formats 2 and 3; only the state bytes in it differ).
+fn decode_snapshot_body_of(
+    meta: &SnapshotMeta,
+    data: &[u8],
+    expected: u32,
+) -> Result<SnapshotBody, Damaged> {
     let what = format!("snapshot {}", meta.snapshot_id);
     let payload = frame::unseal(&what, data)?;
     let Some((version, body)) = payload.split_first_chunk::<4>() else {
         return Err(Damaged::new(&what, "no format version"));
     };
     let version = u32::from_be_bytes(*version);
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if version != expected {
         return Err(Damaged::new(
             &what,
-            format!("format version {version}, this build reads only {SNAPSHOT_FORMAT_VERSION}"),
+            format!("format version {version}, expected {expected}"),
         ));
     }
     let body: SnapshotBody =
@@ -491,6 +504,19 @@ fn decode_snapshot_body(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotBody
 /// first and refuse a damaged transfer instead (the leader then retries).
 pub fn verify_snapshot_data(meta: &SnapshotMeta, data: &[u8]) -> Result<(), Damaged> {
     decode_snapshot_state(meta, data).map(drop)
+}
+
+/// Snapshot data of format 2 (store format 3) re-encoded in this build's
+/// format, its state in token epoch 0; for the store's migration.
+pub(crate) fn snapshot_data_from_v2(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, Damaged> {
+    let body = decode_snapshot_body_of(meta, data, 2)?;
+    let state = raftlock_core::legacy::state_from_v3_bytes(&body.state)
+        .map_err(|e| Damaged::new(&format!("snapshot {}", meta.snapshot_id), e.to_string()))?;
+    Ok(encode_snapshot_data(&Machine {
+        state,
+        last_applied: body.last_applied,
+        membership: body.membership,
+    }))
 }
 
 fn decode_snapshot_state(meta: &SnapshotMeta, data: &[u8]) -> Result<State, Damaged> {

@@ -319,6 +319,8 @@ pub struct ServeCluster {
     pub peers: String,
     pub dir: TempDir,
     bin: PathBuf,
+    /// More `serve` arguments every node gets (e.g. `--token-floor N`).
+    pub extra_args: Vec<String>,
 }
 
 pub enum WaitError {
@@ -331,6 +333,12 @@ impl ServeCluster {
     /// Starts `n` nodes on free ports; starts over on new ports if one
     /// could not bind. Returns the cluster and its leader.
     pub async fn start(bin: &Path, n: u64) -> (ServeCluster, u64) {
+        Self::start_with(bin, n, &[]).await
+    }
+
+    /// [`ServeCluster::start`] with `extra_args` added to every node's
+    /// `serve` command.
+    pub async fn start_with(bin: &Path, n: u64, extra_args: &[&str]) -> (ServeCluster, u64) {
         let mut last = String::new();
         for _ in 0..4 {
             let free = free_ports(2 * n as usize);
@@ -344,6 +352,7 @@ impl ServeCluster {
                 peer_ports,
                 dir: crate::dirs::temp_dir(),
                 bin: bin.to_path_buf(),
+                extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             };
             for id in 1..=n {
                 cluster.spawn(id);
@@ -371,7 +380,7 @@ impl ServeCluster {
 
     /// Starts node `id` (again), its stderr appended to `node<id>.log`.
     pub fn spawn(&mut self, id: u64) {
-        let cmd = serve_command(
+        let mut cmd = serve_command(
             &self.bin,
             id,
             &self.data_dir(id),
@@ -379,6 +388,7 @@ impl ServeCluster {
             self.peer_ports[&id],
             &self.peers,
         );
+        cmd.args(&self.extra_args);
         let log = self.dir.path().join(format!("node{id}.log"));
         self.procs.insert(id, Proc::spawn(cmd, &log));
     }

@@ -169,6 +169,17 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTLOCK_PEER_DIAL", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
     pub peer_dial: Option<String>,
 
+    /// Disaster recovery when a majority is lost for good: make this
+    /// surviving member the only member of a NEW cluster (new cluster id,
+    /// tokens continue above every earlier one), keeping its state and its
+    /// log; then add the others back as learners with wiped data dirs.
+    /// Use it on ONE node only, and only when the lost nodes will never
+    /// come back (docs/operations.md, "Losing a majority"). A flag only: no
+    /// environment variable or file key. Harmless on a restart while the
+    /// membership is the forced one; refused once members were added.
+    #[arg(long, help_heading = CLUSTER)]
+    pub force_new_cluster: bool,
+
     /// Interval of the leader's heartbeats, in ms [default: 100].
     #[arg(long, env = "RAFTLOCK_HEARTBEAT_MS", value_name = "MS", help_heading = RAFT)]
     pub heartbeat_ms: Option<u64>,
@@ -219,6 +230,14 @@ pub struct ServeArgs {
     /// keep a core busy.
     #[arg(long, env = "RAFTLOCK_WORKER_THREADS", value_name = "N", help_heading = CLUSTER)]
     pub worker_threads: Option<usize>,
+
+    /// Every fencing token, lease id and revision the cluster hands out
+    /// from now on is above N: a leader whose state is below N raises the
+    /// token epoch past it before anything else. Give every node the same
+    /// value: the token_high_water of the cluster this one replaces
+    /// (`raftlock status`) [default: 0, no floor].
+    #[arg(long, env = "RAFTLOCK_TOKEN_FLOOR", value_name = "N", help_heading = CLUSTER)]
+    pub token_floor: Option<u64>,
 
     /// How often the leader checks lease deadlines and lock-delays, in ms,
     /// 1 to 1000 [default: 50].
@@ -343,6 +362,7 @@ pub struct FileConfig {
     pub max_wait_ms: Option<u64>,
     pub write_timeout_ms: Option<u64>,
     pub max_message_bytes: Option<usize>,
+    pub token_floor: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub limits: Option<FileLimits>,
 }
@@ -595,6 +615,7 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
     node.auth = args.auth.or(file.auth).map(raftlock_node::AuthSource::File);
     node.initial_members = peers;
     node.peer_dial = peer_dial;
+    node.force_new_cluster = args.force_new_cluster;
 
     let t = &mut node.raft;
     let ms = Duration::from_millis;
@@ -739,6 +760,16 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
         }
         node.max_message_bytes = v;
     }
+    if let Some(v) = args.token_floor.or(file.token_floor) {
+        if raftlock_core::epoch_above(v).is_none() {
+            return Err(usage(format!(
+                "{} must be below {} (the last token epoch has no epoch above it)",
+                opt("token-floor"),
+                0xffff_u64 << 48
+            )));
+        }
+        node.token_floor = v;
+    }
 
     let l = &mut node.limits;
     macro_rules! limit {
@@ -832,6 +863,10 @@ pub fn effective(resolved: &Resolved) -> FileConfig {
         tls_ca: n.tls.as_ref().map(|t| t.ca.clone()),
         insecure: Some(n.tls.is_none()),
         metrics_listen: n.metrics_listen.clone(),
+        metrics_lock_group: (!n.metrics_lock_groups.is_empty())
+            .then(|| n.metrics_lock_groups.clone()),
+        metrics_max_lock_groups: Some(n.metrics_max_lock_groups),
+        token_floor: (n.token_floor != 0).then_some(n.token_floor),
         auth: match &n.auth {
             Some(raftlock_node::AuthSource::File(path)) => Some(path.clone()),
             // Only embedders give the policy's text itself.
@@ -1292,6 +1327,17 @@ mod tests {
     }
 
     #[test]
+    fn token_floor_reaches_the_node_and_one_in_the_last_epoch_is_refused() {
+        let mut a = args();
+        a.token_floor = Some(12_345);
+        assert_eq!(resolve(a).expect("valid").node.token_floor, 12_345);
+        let mut a = args();
+        a.token_floor = Some(0xffff_u64 << 48);
+        let m = message(resolve(a).unwrap_err());
+        assert!(m.contains("--token-floor"), "{m}");
+    }
+
+    #[test]
     fn a_bad_limit_names_its_flag() {
         let mut a = args();
         a.max_permits = Some(0);
@@ -1345,6 +1391,7 @@ mod tests {
             max_wait_ms,
             write_timeout_ms,
             max_message_bytes,
+            token_floor,
             log_format,
             limits,
         } = file;
@@ -1397,6 +1444,7 @@ mod tests {
             max_wait_ms.is_some(),
             write_timeout_ms.is_some(),
             max_message_bytes.is_some(),
+            token_floor.is_some(),
             log_format.is_some(),
             max_name_bytes.is_some(),
             max_owner_bytes.is_some(),
@@ -1427,6 +1475,7 @@ mod tests {
         assert_eq!(got.raft.election_timeout_max, d.raft.election_timeout_max);
         assert_eq!(got.raft.rpc_timeout, d.raft.rpc_timeout);
         assert_eq!(got.snapshot_every_entries, d.snapshot_every_entries);
+        assert_eq!(got.token_floor, d.token_floor);
         assert_eq!(
             got.keep_entries_after_snapshot,
             d.keep_entries_after_snapshot

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use raftlock_node::{Node, NodeConfig, NodeHandle, Raft, StartError};
+use raftlock_node::{ForceError, Node, NodeConfig, NodeHandle, Raft, StartError};
 use tokio::runtime::{Builder, Runtime};
 use tokio::task::JoinSet;
 use tracing::{Instrument, Span};
@@ -207,7 +207,11 @@ async fn notify_systemd(raft: Raft, notifier: crate::sd_notify::Notifier) {
 fn start_failure(id: u64, e: &StartError) -> Failure {
     let text = error_chain(e);
     match e {
-        StartError::Config(_) | StartError::Tls(_) => Failure::Usage(format!("node {id}: {text}")),
+        StartError::Config(_)
+        | StartError::Tls(_)
+        | StartError::Force(
+            ForceError::NothingStored | ForceError::MembershipChangedSince { .. },
+        ) => Failure::Usage(format!("node {id}: {text}")),
         StartError::Bind { .. } => Failure::Runtime(format!(
             "node {id}: {text}; is another process using this address? choose another with --listen or --peer-listen"
         )),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use raftlock_core::{
     Applied, BatchPlan, Command, EventKind, Header, IdentityLimits, LockSpec, Metadata, Mode,
-    Record, Request, State, check_invariants, decode,
+    Record, Request, Response, State, check_invariants, decode,
 };
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d/e"];
@@ -252,17 +252,29 @@ proptest! {
     /// exceeded; tokens never decrease; on each name
     /// an exclusive grant's token is above every earlier token on that name;
     /// a granted waiter never overtakes an earlier incompatible waiter.
+    /// A token epoch raise at a random step changes none of it: tokens,
+    /// ids and revisions are the granting entry's stamp.
     #[test]
-    fn invariants_tokens_and_fifo_hold_after_every_step(ops in ops()) {
+    fn invariants_tokens_and_fifo_hold_after_every_step(
+        ops in ops(),
+        raise_at in any::<prop::sample::Index>(),
+        raise_to in 0u16..4,
+    ) {
         let mut state = State::new();
         let mut clock_ms = 0u64;
         let mut last_token = 0u64;
         let mut max_token_by_name: BTreeMap<String, u64> = BTreeMap::new();
+        let raise_at = raise_at.index(ops.len());
         for (i, (op, step_ms)) in ops.iter().enumerate() {
             let index = i as u64 + 1;
             clock_ms += *step_ms as u64;
             let before = state.clone();
-            let request = Request::new(clock_ms, 0, resolve(&state, op));
+            let command = if i == raise_at {
+                Command::RaiseTokenEpoch { at_least: raise_to }
+            } else {
+                resolve(&state, op)
+            };
+            let request = Request::new(clock_ms, 0, command);
             let applied = state.apply(index, &request);
             prop_assert_eq!(check_invariants(&state), Ok(()));
             // Per-identity limits hold exactly: they are checked in apply.
@@ -283,10 +295,12 @@ proptest! {
                     "entry {} granted {:?} on {}", index, modes, name
                 );
             }
+            let stamp = raftlock_core::stamp(state.token_epoch(), index);
+            prop_assert_eq!(applied.revision, stamp);
             for event in &applied.events {
-                prop_assert_eq!(event.revision, index);
+                prop_assert_eq!(event.revision, stamp);
                 if let EventKind::Acquired { name, mode, token, waiter, .. } = &event.kind {
-                    prop_assert_eq!(*token, index, "token = index of the granting entry");
+                    prop_assert_eq!(*token, stamp, "token = stamp of the granting entry");
                     prop_assert!(*token >= last_token);
                     last_token = *token;
                     let earlier = max_token_by_name.get(name).copied().unwrap_or(0);
@@ -347,6 +361,64 @@ proptest! {
             prop_assert_eq!(&b, expected);
         }
         prop_assert_eq!(restored.to_bytes(), original.to_bytes());
+    }
+
+    /// A backup restored into a new cluster with its epoch raised out-grants
+    /// every continuation of the original: whatever the original went on
+    /// to grant after the backup (reusing the same log indexes), every
+    /// token, lease id and waiter id the restored one grants on its own log
+    /// is above all of them, and the restored holds keep their tokens.
+    #[test]
+    fn a_restored_state_with_a_raised_epoch_outgrants_every_continuation(
+        ops in ops(),
+        cut in any::<prop::sample::Index>(),
+        other in ops(),
+    ) {
+        let (_, log, applied) = run(&ops);
+        let cut = cut.index(log.len() + 1);
+        let mut backup = State::new();
+        for (index, request) in &log[..cut] {
+            backup.apply(*index, request);
+        }
+        // Everything the original handed out, before and after the backup.
+        let mut old_max = 0u64;
+        for a in &applied {
+            old_max = old_max.max(a.revision);
+            for e in &a.events {
+                old_max = old_max.max(e.revision);
+            }
+        }
+        let epoch = backup.token_epoch() + 1;
+        let mut restored = State::from_bytes(&backup.to_bytes())
+            .expect("backup decodes")
+            .into_new_cluster("restored".into(), epoch);
+        for lock in backup.locks_with_prefix("") {
+            prop_assert_eq!(restored.lock(&lock.name), Some(lock), "restored holds keep their tokens");
+        }
+        let mut clock_ms = backup.cluster_ms();
+        for (i, (op, step_ms)) in other.iter().enumerate() {
+            let index = cut as u64 + 1 + i as u64;
+            clock_ms += *step_ms as u64;
+            let request = Request::new(clock_ms, 0, resolve(&restored, op));
+            let a = restored.apply(index, &request);
+            prop_assert_eq!(check_invariants(&restored), Ok(()));
+            prop_assert!(a.revision > old_max);
+            let mut handed_out = Vec::new();
+            match &a.result {
+                Ok(Response::LeaseGranted { lease, .. }) => handed_out.push(*lease),
+                Ok(Response::Queued { waiter, retry: false, .. }) => handed_out.push(*waiter),
+                Ok(Response::Acquired { token, retry: false, .. }) => handed_out.push(*token),
+                _ => {}
+            }
+            for e in &a.events {
+                if let EventKind::Acquired { token, .. } = &e.kind {
+                    handed_out.push(*token);
+                }
+            }
+            for value in handed_out {
+                prop_assert!(value > old_max, "granted {} at or below the original's {}", value, old_max);
+            }
+        }
     }
 
     /// The records named by `take_dirty` are enough to keep a stored copy

@@ -1671,3 +1671,176 @@ fn a_force_release_event_names_who_forced_it() {
         |e| matches!(&e.kind, EventKind::ForceReleased { by, name, .. } if by == "ops" && name == "doc")
     ));
 }
+
+// ----- token epoch ------------------------------------------------------
+
+#[test]
+fn tokens_lease_ids_waiter_ids_and_revisions_carry_the_epoch() {
+    let mut sm = Sm::new();
+    let before = sm.lease();
+    let old_token = sm.take(before, "a");
+    assert_eq!((before, old_token), (1, 2), "epoch 0: stamps are indexes");
+    let raised = sm.apply(Command::RaiseTokenEpoch { at_least: 3 });
+    assert_eq!(raised.result, Ok(Response::TokenEpochRaised { epoch: 3 }));
+    assert_eq!(
+        raised.revision,
+        (3 << 48) | 3,
+        "the raising entry is stamped in the new epoch"
+    );
+    assert_eq!(sm.state.token_epoch(), 3);
+
+    let lease = sm.lease();
+    assert_eq!(lease, (3 << 48) | 4);
+    let token = sm.take(lease, "b");
+    assert_eq!(token, (3 << 48) | 5);
+    let queued = sm.apply(crate::common::acquire(lease, &[("a", X)], true));
+    assert!(
+        matches!(queued.result, Ok(Response::Queued { waiter, .. }) if waiter == (3 << 48) | 6),
+        "{queued:?}"
+    );
+    assert!(queued.events.iter().all(|e| e.revision == (3 << 48) | 6));
+    assert_eq!(queued.revision, (3 << 48) | 6);
+    // The old hold keeps its token; the waiter granted after it gets a
+    // token of the new epoch, above it.
+    sm.release(before, "a", old_token);
+    let granted = sm.token_of("a", lease);
+    assert_eq!(granted, (3 << 48) | 7);
+    assert!(granted > old_token);
+    assert_eq!(sm.state.token_high_water(), (3 << 48) | 7);
+}
+
+#[test]
+fn raise_token_epoch_never_lowers_it() {
+    let mut sm = Sm::new();
+    sm.apply(Command::RaiseTokenEpoch { at_least: 5 });
+    let lower = sm.apply(Command::RaiseTokenEpoch { at_least: 2 });
+    assert_eq!(lower.result, Ok(Response::TokenEpochRaised { epoch: 5 }));
+    assert_eq!(sm.state.token_epoch(), 5);
+    let lease = sm.lease();
+    assert_eq!(lease >> 48, 5);
+}
+
+#[test]
+fn a_raise_cannot_share_a_batch_entry() {
+    let mut sm = Sm::new();
+    let err = sm.err(Command::Batch {
+        commands: vec![Command::RaiseTokenEpoch { at_least: 1 }],
+    });
+    assert!(matches!(err, LockError::InvalidArgument { .. }), "{err:?}");
+    assert_eq!(sm.state.token_epoch(), 0);
+}
+
+#[test]
+fn an_index_past_2_48_is_refused_not_wrapped() {
+    let mut state = State::new();
+    let last = raftlock_core::MAX_INDEX - 1;
+    let grant = |ttl_ms| Command::GrantLease {
+        ttl_ms,
+        owner: "o".into(),
+        identity: String::new(),
+        quota: Default::default(),
+    };
+    let ok = state.apply(last, &Request::new(1, 1, grant(5_000)));
+    assert_eq!(
+        ok.result,
+        Ok(Response::LeaseGranted {
+            lease: last,
+            ttl_ms: 5_000
+        })
+    );
+    let refused = state.apply(last + 1, &Request::new(2, 2, grant(5_000)));
+    assert_eq!(
+        refused.result,
+        Err(LockError::LimitExceeded {
+            limit: Limit::LogIndex,
+            max: last
+        })
+    );
+    assert_eq!(
+        state.last_applied(),
+        last + 1,
+        "the entry itself is applied"
+    );
+    assert_eq!(state.lease_count(), 1, "no lease with a wrapped id");
+    raftlock_core::check_invariants(&state).expect("invariants");
+}
+
+#[test]
+fn a_state_moved_to_a_new_cluster_keeps_its_holds_and_grants_above_the_old_epoch() {
+    let mut sm = Sm::new();
+    let lease = sm.lease();
+    let token = sm.take(lease, "a");
+    let mut restored = State::from_bytes(&sm.state.to_bytes())
+        .expect("decodes")
+        .into_new_cluster("new-cluster".into(), 1);
+    assert_eq!(restored.cluster().id, "new-cluster");
+    assert!(restored.cluster().members.is_empty());
+    assert_eq!(restored.token_epoch(), 1);
+    assert_eq!(restored.lock("a").expect("held").holds[&lease].token, token);
+    let next = restored.apply(
+        sm.index + 1,
+        &Request::new(
+            sm.clock_ms,
+            0,
+            crate::common::acquire(lease, &[("b", X)], false),
+        ),
+    );
+    assert!(
+        matches!(next.result, Ok(Response::Acquired { token: t, .. }) if t == (1 << 48) | (sm.index + 1)),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn force_new_cluster_names_a_new_cluster_of_one_and_raises_the_epoch_for_its_own_entry() {
+    let mut sm = Sm::new();
+    let lease = sm.lease();
+    let token = sm.take(lease, "a");
+    sm.apply(Command::RecordMember {
+        node: 2,
+        store_id: "old-store-2".into(),
+        client_addr: "10.0.0.2:7401".into(),
+    });
+    let forced = sm.apply(Command::ForceNewCluster {
+        cluster_id: "forced".into(),
+        node: 1,
+        store_id: "store-1".into(),
+        client_addr: "10.0.0.1:7401".into(),
+    });
+    assert_eq!(
+        forced.result,
+        Ok(Response::ClusterForced {
+            cluster_id: "forced".into(),
+            epoch: 1
+        })
+    );
+    assert_eq!(
+        forced.revision,
+        (1 << 48) | forced.index,
+        "stamped in the new epoch"
+    );
+    let cluster = sm.state.cluster();
+    assert_eq!(cluster.id, "forced");
+    assert_eq!(
+        cluster.members.keys().copied().collect::<Vec<_>>(),
+        vec![1],
+        "only the survivor is recorded: the others may come back with new stores"
+    );
+    assert_eq!(cluster.members[&1].store_id, "store-1");
+    // Holds are kept; new tokens are above every old one.
+    assert_eq!(sm.state.lock("a").expect("held").holds[&lease].token, token);
+    let next = sm.take(lease, "b");
+    assert!(next > token && next >> 48 == 1, "{next:#x}");
+    // A second force raises it again.
+    let again = sm.apply(Command::ForceNewCluster {
+        cluster_id: "forced-again".into(),
+        node: 1,
+        store_id: "store-1".into(),
+        client_addr: "10.0.0.1:7401".into(),
+    });
+    assert!(matches!(
+        again.result,
+        Ok(Response::ClusterForced { epoch: 2, .. })
+    ));
+    raftlock_core::check_invariants(&sm.state).expect("invariants");
+}

@@ -157,9 +157,11 @@ pub(crate) fn forwardable(command: &Command) -> Result<(), NodeError> {
         | Command::SetLimits { .. }
         | Command::InitCluster { .. }
         | Command::RecordMember { .. }
-        | Command::ForgetMember { .. } => Err(NodeError::invalid(
+        | Command::ForgetMember { .. }
+        | Command::RaiseTokenEpoch { .. }
+        | Command::ForceNewCluster { .. } => Err(NodeError::invalid(
             "command",
-            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember, ForgetMember) is never accepted from another node",
+            "a leader-only command (ExpireLeases, Tick, SetLimits, InitCluster, RecordMember, ForgetMember, RaiseTokenEpoch, ForceNewCluster) is never accepted from another node",
         )),
         Command::Batch { .. } => Err(NodeError::invalid(
             "command",

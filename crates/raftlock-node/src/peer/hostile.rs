@@ -353,6 +353,7 @@ proptest! {
             index,
             result: Ok(Response::Nothing),
             events: Vec::new(),
+            revision: index,
         }))?;
         round_trips(&IndexOrTtlAnswer::Err(error))?;
         round_trips(&SnapshotAnswer::Err(raft))?;

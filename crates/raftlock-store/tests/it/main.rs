@@ -5,6 +5,7 @@ mod common;
 mod conformance;
 mod crash;
 mod hostile;
+mod migrate;
 mod power;
 mod raft;
 mod store;

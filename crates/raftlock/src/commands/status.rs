@@ -60,6 +60,11 @@ struct StatusOut {
     locks: u64,
     /// The cluster's id; absent until its first leader named it.
     cluster_id: Option<String>,
+    /// The high 16 bits of every token granted from now on.
+    token_epoch: u32,
+    /// No token, lease id or revision handed out so far is above it: the
+    /// --token-floor for a cluster that replaces this one.
+    token_high_water: u64,
     nodes: Vec<NodeOut>,
 }
 
@@ -102,6 +107,8 @@ impl StatusOut {
             leases: s.leases,
             locks: s.locks,
             cluster_id: Some(s.cluster_id).filter(|c| !c.is_empty()),
+            token_epoch: s.token_epoch,
+            token_high_water: s.token_high_water,
             nodes: s
                 .nodes
                 .into_iter()
@@ -233,10 +240,12 @@ fn table(s: &StatusOut) -> String {
         opt(s.purged_index)
     ));
     out.push_str(&format!(
-        "leases    {}\nlocks     {}\ncluster   {}\n\n",
+        "leases    {}\nlocks     {}\ncluster   {}\ntokens    epoch {}, high water {}\n\n",
         s.leases,
         s.locks,
-        s.cluster_id.as_deref().unwrap_or("- (not named yet)")
+        s.cluster_id.as_deref().unwrap_or("- (not named yet)"),
+        s.token_epoch,
+        s.token_high_water
     ));
 
     let header = [

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod backup;
 mod certs;
 mod cli_admin;
 mod cli_exec;
@@ -12,6 +13,7 @@ mod cli_tls;
 mod cli_watch;
 mod deploy;
 mod dev_cluster;
+mod force_new_cluster;
 mod health;
 mod lost_volume;
 mod sd_notify;

@@ -502,7 +502,7 @@ class NodeStatus(_message.Message):
     def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., voter: _Optional[bool] = ..., matched_index: _Optional[int] = ..., lag: _Optional[int] = ..., peer_address: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node_id", "role", "term", "leader_id", "leader_addr", "last_log_index", "applied_index", "snapshot_index", "purged_index", "nodes", "leases", "locks", "cluster_id")
+    __slots__ = ("node_id", "role", "term", "leader_id", "leader_addr", "last_log_index", "applied_index", "snapshot_index", "purged_index", "nodes", "leases", "locks", "cluster_id", "token_epoch", "token_high_water")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -516,6 +516,8 @@ class StatusResponse(_message.Message):
     LEASES_FIELD_NUMBER: _ClassVar[int]
     LOCKS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_HIGH_WATER_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     role: Role
     term: int
@@ -529,7 +531,9 @@ class StatusResponse(_message.Message):
     leases: int
     locks: int
     cluster_id: str
-    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_addr: _Optional[str] = ..., last_log_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., purged_index: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., leases: _Optional[int] = ..., locks: _Optional[int] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+    token_epoch: int
+    token_high_water: int
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_addr: _Optional[str] = ..., last_log_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., purged_index: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., leases: _Optional[int] = ..., locks: _Optional[int] = ..., cluster_id: _Optional[str] = ..., token_epoch: _Optional[int] = ..., token_high_water: _Optional[int] = ...) -> None: ...
 
 class AddLearnerRequest(_message.Message):
     __slots__ = ("id", "address", "wait_caught_up")

@@ -1,0 +1,148 @@
+//! `--force-new-cluster`: turn one surviving member's store into the store
+//! of a one-member cluster, offline, before openraft starts on it (as
+//! etcd's flag does to its WAL).
+//!
+//! The survivor keeps its state and its whole log. After its last entry L
+//! two entries are appended in a term above everything it has seen or
+//! voted in: L+1 carries the caller's command (raftlock's
+//! `ForceNewCluster`: a new cluster id, a raised token epoch, itself as the
+//! only recorded member) and L+2 a membership of this node alone. The vote
+//! moves to that term (never down) and `committed` to L+2, all flushed, so
+//! when openraft starts it re-applies everything up to L+2 (an uncommitted
+//! tail becomes committed, as in etcd) before any peer is contacted, finds
+//! itself the only voter and elects itself.
+//!
+//! The flag left on the command line is harmless: a store already forced,
+//! whose membership has not changed since, starts as it is. Once other
+//! nodes were added the flag is refused, because forcing again would throw
+//! them out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{
+    BasicNode, CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, Membership, RaftLogReader,
+};
+
+use crate::error::{damaged_error, sled_error};
+use crate::layout::FORCED_AT_KEY;
+use crate::{Entry, LogId, LogStore, NodeId, StateMachineStore, StorageError, Vote, frame};
+
+/// What [`force_new_cluster`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forced {
+    /// The store now describes a one-member cluster whose membership entry
+    /// is `at`; `term` is the term of the two new entries.
+    Now { at: LogId, term: u64 },
+    /// The store was forced before (membership entry `at`) and nothing has
+    /// changed its membership since: nothing was done.
+    Already { at: LogId },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForceError {
+    #[error(
+        "--force-new-cluster needs the data directory of a surviving member, and this one holds no Raft log or state (a new node): start it without the flag"
+    )]
+    NothingStored,
+    #[error(
+        "this node was forced into a new cluster at {forced_at} and its membership has changed since (now {now}): remove --force-new-cluster, or it would throw the added members out"
+    )]
+    MembershipChangedSince { forced_at: LogId, now: String },
+    /// Boxed: openraft's error is 224 bytes, and this one travels in the
+    /// node's start error.
+    #[error(transparent)]
+    Storage(Box<StorageError>),
+}
+
+impl From<StorageError> for ForceError {
+    fn from(e: StorageError) -> Self {
+        ForceError::Storage(Box::new(e))
+    }
+}
+
+/// Makes the store a one-member cluster of node `me`, reached by its peers
+/// at `node`. `command` is the payload of the first new entry; it is called
+/// only when the store is forced now.
+pub async fn force_new_cluster(
+    log: &mut LogStore,
+    sm: &mut StateMachineStore,
+    me: NodeId,
+    node: BasicNode,
+    command: impl FnOnce() -> raftlock_core::Request,
+) -> Result<Forced, ForceError> {
+    let forced_at: Option<LogId> = read_forced_at(log)?;
+    let (last_applied, applied_membership) = sm.applied_state().await?;
+    let state = log.get_log_state().await?;
+
+    if let Some(at) = forced_at {
+        // The membership in force: the last membership entry in the log, else
+        // the state machine's.
+        let mut now = applied_membership.log_id().map(|l| (l, "state"));
+        let mut reader = log.get_log_reader().await;
+        for entry in reader.try_get_log_entries(at.index + 1..).await? {
+            if matches!(entry.payload, EntryPayload::Membership(_)) {
+                now = Some((entry.log_id, "log"));
+            }
+        }
+        return match now {
+            Some((l, _)) if l.index > at.index => Err(ForceError::MembershipChangedSince {
+                forced_at: at,
+                now: l.to_string(),
+            }),
+            _ => Ok(Forced::Already { at }),
+        };
+    }
+
+    let Some(last) = state.last_log_id.max(last_applied) else {
+        return Err(ForceError::NothingStored);
+    };
+    let vote: Vote = log.read_vote().await?.unwrap_or_default();
+    // Above every term this node has written, seen in a log id or voted
+    // in: the new entries' ids are above every log id any node may hold,
+    // and the vote never goes down.
+    let term = vote.leader_id().term.max(last.leader_id.term) + 1;
+    let leader = CommittedLeaderId::new(term, me);
+    let at = LogId::new(leader, last.index + 2);
+    let entries = vec![
+        Entry {
+            log_id: LogId::new(leader, last.index + 1),
+            payload: EntryPayload::Normal(command()),
+        },
+        Entry {
+            log_id: at,
+            payload: EntryPayload::Membership(Membership::new(
+                vec![BTreeSet::from([me])],
+                BTreeMap::from([(me, node)]),
+            )),
+        },
+    ];
+    // The vote first (flushed): entries of a term above the stored vote
+    // would be a log no vote explains. A crash after it leaves a higher
+    // vote and no entries; running the flag again forces from there.
+    log.save_vote(&Vote::new(term, me)).await?;
+    log.blocking_append(entries).await?;
+    log.save_committed(Some(at)).await?;
+    // Written last and flushed with the rest: once it is durable, the
+    // entries and `committed` before it are too (sled keeps a prefix of
+    // its writes), and a restart with the flag knows this store is done.
+    log.shared()
+        .meta
+        .insert(FORCED_AT_KEY, frame::encode(&at))
+        .map_err(|e| sled_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+    crate::log_store::flush(log.shared(), ErrorSubject::Store).await?;
+    tracing::warn!(%at, term, "forced into a new one-member cluster");
+    Ok(Forced::Now { at, term })
+}
+
+fn read_forced_at(log: &LogStore) -> Result<Option<LogId>, StorageError> {
+    let bytes = log
+        .shared()
+        .meta
+        .get(FORCED_AT_KEY)
+        .map_err(|e| sled_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
+    bytes
+        .map(|b| frame::decode(&"forced-at log id", &b))
+        .transpose()
+        .map_err(|d| damaged_error(ErrorSubject::Store, d))
+}

@@ -1,0 +1,268 @@
+//! `raftlock serve --force-new-cluster`: losing two of three nodes for
+//! good, the survivor becomes a one-member cluster that keeps its holds and
+//! grants tokens above every earlier one; the lost nodes come back with
+//! wiped data as learners; a node of the old cluster is refused; the flag
+//! left in place is harmless until members are added, then refused.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use raftlock_proto::v1 as pb;
+use raftlock_testkit::process::{ServeCluster, WaitError, command};
+
+/// Waits until `port` answers Status with `check` true; panics naming the
+/// last answer and the cluster's logs otherwise.
+async fn wait_status(
+    cluster: &mut ServeCluster,
+    id: u64,
+    what: &str,
+    check: impl Fn(&pb::StatusResponse) -> bool,
+) -> pb::StatusResponse {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
+        if let Some(p) = cluster.procs.get_mut(&id)
+            && let Some(status) = p.exited()
+        {
+            panic!(
+                "node {id} exited {status} waiting for {what}:\n{}",
+                p.log_text()
+            );
+        }
+        if let Some(s) = status(cluster.ports[&id]).await {
+            if check(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id}: {what} did not happen within 30 s; last status {last:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `raftlock serve` for node `id` of `cluster` with extra arguments and no
+/// `--peers` (a node that waits to be added, or one that needs none).
+fn serve_alone(cluster: &ServeCluster, id: u64, extra: &[&str]) -> Proc {
+    let mut cmd = command(Path::new(BIN));
+    cmd.arg("serve")
+        .arg("--insecure")
+        .args(["--id", &id.to_string()])
+        .arg("--data-dir")
+        .arg(cluster.data_dir(id))
+        .args(["--listen", &format!("127.0.0.1:{}", cluster.ports[&id])])
+        .args([
+            "--peer-listen",
+            &format!("127.0.0.1:{}", cluster.peer_ports[&id]),
+        ])
+        .args(extra);
+    let log = cluster.dir.path().join(format!("node{id}.log"));
+    Proc::spawn(cmd, &log)
+}
+
+fn cli(cluster: &ServeCluster, id: u64, args: &[&str]) -> serde_json::Value {
+    let mut cmd = raftlock();
+    cmd.args(args)
+        .args(["--json", "--endpoints"])
+        .arg(format!("127.0.0.1:{}", cluster.ports[&id]));
+    let (status, out, err) = run_bounded(cmd, cluster.dir.path(), CLI_BOUND);
+    assert!(
+        status.success(),
+        "raftlock {args:?}: {status}: {err}\n{out}"
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("raftlock {args:?}: {e}: {out}"))
+}
+
+async fn acquire(port: u16, lease: u64, name: &str) -> pb::AcquireResponse {
+    locks(port)
+        .await
+        .acquire(pb::AcquireRequest {
+            lease_id: lease,
+            locks: vec![exclusive(name)],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("acquire {name}: {e}"))
+        .into_inner()
+}
+
+async fn grant(port: u16, owner: &str) -> u64 {
+    leases(port)
+        .await
+        .grant(pb::GrantLeaseRequest {
+            ttl_ms: 60_000,
+            owner: owner.into(),
+        })
+        .await
+        .expect("grant a lease")
+        .into_inner()
+        .lease_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_two_of_three_then_force_new_cluster_keeps_holds_and_raises_tokens() {
+    let (mut cluster, leader) = ServeCluster::start(Path::new(BIN), 3).await;
+    let leader_port = cluster.ports[&leader];
+    // The survivor is a follower: it was never the leader that granted.
+    let survivor = *cluster
+        .ports
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+    let lost: Vec<u64> = (1..=3).filter(|id| *id != survivor).collect();
+
+    let lease = grant(leader_port, "before-the-disaster").await;
+    let held = acquire(leader_port, lease, "jobs/kept").await;
+    let other_lease = grant(leader_port, "another").await;
+    let last = acquire(leader_port, other_lease, "jobs/other").await;
+    let highest_before = held.token.max(last.token).max(other_lease);
+    let old = wait_status(
+        &mut cluster,
+        survivor,
+        "the survivor applies every grant",
+        |s| s.token_high_water >= last.revision && !s.cluster_id.is_empty(),
+    )
+    .await;
+
+    // Two nodes are lost for good; the survivor alone has no quorum.
+    for id in &lost {
+        cluster.procs.get_mut(id).expect("process").kill();
+    }
+    for id in &lost {
+        std::fs::remove_dir_all(cluster.data_dir(*id)).expect("wipe a lost node");
+    }
+    cluster.procs.get_mut(&survivor).expect("process").kill();
+
+    // The survivor, forced: it keeps its state and becomes the only member
+    // of a new cluster.
+    let proc = serve_alone(&cluster, survivor, &["--force-new-cluster"]);
+    cluster.procs.insert(survivor, proc);
+    let forced = wait_status(&mut cluster, survivor, "a one-member cluster", |s| {
+        s.leader_id == Some(survivor) && s.nodes.len() == 1 && s.cluster_id != old.cluster_id
+    })
+    .await;
+    assert!(!forced.cluster_id.is_empty());
+    let port = cluster.ports[&survivor];
+
+    // The holds are kept, with their tokens and leases.
+    let info = locks(port)
+        .await
+        .inspect(pb::InspectRequest {
+            name: "jobs/kept".into(),
+            stale: false,
+        })
+        .await
+        .expect("inspect after the force")
+        .into_inner();
+    let lock = info.lock.expect("jobs/kept is still held");
+    assert_eq!(lock.holders.len(), 1);
+    assert_eq!(lock.holders[0].token, held.token);
+    assert_eq!(lock.holders[0].lease_id, lease);
+
+    // A new grant's token is above every earlier token, including ones the
+    // survivor may never have seen: the token epoch went up.
+    let new_lease = grant(port, "after-the-force").await;
+    let fresh = acquire(port, new_lease, "jobs/new").await;
+    assert!(
+        fresh.token > highest_before,
+        "{} <= {highest_before}",
+        fresh.token
+    );
+    assert!(
+        fresh.token >> 48 > highest_before >> 48,
+        "the token epoch was raised: {:#x} after {highest_before:#x}",
+        fresh.token
+    );
+    assert!(
+        new_lease > highest_before,
+        "lease ids continue above the old ones too"
+    );
+
+    // The flag left in place is harmless while the membership is the
+    // forced one: a restart keeps the cluster as it is.
+    cluster.procs.get_mut(&survivor).expect("process").kill();
+    let proc = serve_alone(&cluster, survivor, &["--force-new-cluster"]);
+    cluster.procs.insert(survivor, proc);
+    let again = wait_status(&mut cluster, survivor, "restart with the flag", |s| {
+        s.leader_id == Some(survivor)
+    })
+    .await;
+    assert_eq!(again.cluster_id, forced.cluster_id, "not forced twice");
+    let fresh_again = acquire(port, new_lease, "jobs/new").await;
+    assert_eq!(fresh_again.token, fresh.token, "the same hold, kept");
+
+    // A lost node comes back with a wiped data dir under its old id, as a
+    // learner, then a voter.
+    let back = lost[0];
+    let proc = serve_alone(&cluster, back, &[]);
+    cluster.procs.insert(back, proc);
+    let peer_addr = format!("127.0.0.1:{}", cluster.peer_ports[&back]);
+    let added = cli(
+        &cluster,
+        survivor,
+        &["cluster", "add-learner", &back.to_string(), &peer_addr],
+    );
+    assert!(
+        added["learners"].to_string().contains(&back.to_string()),
+        "{added}"
+    );
+    let promoted = cli(
+        &cluster,
+        survivor,
+        &["cluster", "promote", &back.to_string()],
+    );
+    assert_eq!(
+        promoted["voters"].as_array().map(Vec::len),
+        Some(2),
+        "{promoted}"
+    );
+    let joined = wait_status(&mut cluster, back, "the returning node catches up", |s| {
+        s.leader_id == Some(survivor) && s.token_high_water >= fresh.revision
+    })
+    .await;
+    assert_eq!(joined.cluster_id, forced.cluster_id);
+    let after = acquire(port, new_lease, "jobs/two-voters").await;
+    assert!(after.token > fresh.token);
+
+    // Now the flag is refused: forcing again would throw node `back` out.
+    cluster.procs.get_mut(&survivor).expect("process").kill();
+    let mut refused = serve_alone(&cluster, survivor, &["--force-new-cluster"]);
+    let status = refused
+        .wait_exit(Duration::from_secs(30))
+        .expect("the forced node exits at once");
+    assert_eq!(status.code(), Some(2), "{}", refused.log_text());
+    assert!(
+        refused.log_text().contains("remove --force-new-cluster"),
+        "{}",
+        refused.log_text()
+    );
+    // Without the flag it rejoins its two-voter cluster.
+    let proc = serve_alone(&cluster, survivor, &[]);
+    cluster.procs.insert(survivor, proc);
+    let ids = [survivor, back];
+    match cluster
+        .wait_leader(&ids, None, Duration::from_secs(30))
+        .await
+    {
+        Ok(_) => {}
+        Err(WaitError::Exited(id, log)) => panic!("node {id} exited:\n{log}"),
+        Err(WaitError::Timeout(why)) => panic!("{why}\n{}", cluster.logs()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_new_cluster_on_a_new_data_dir_is_refused() {
+    let tmp = raftlock_testkit::dirs::temp_dir();
+    let mut cmd = raftlock();
+    cmd.args(["serve", "--insecure", "--id", "1", "--force-new-cluster"])
+        .args(["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(tmp.path().join("new"));
+    let (status, out, err) = run_bounded(cmd, tmp.path(), CLI_BOUND);
+    assert_eq!(status.code(), Some(2), "{out}\n{err}");
+    assert!(err.contains("surviving member"), "{err}");
+}
