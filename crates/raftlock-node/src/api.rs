@@ -231,6 +231,22 @@ impl Api {
         }
     }
 
+    /// A consistent copy of the whole state for a backup: on the leader
+    /// only (a follower's state may lag; it answers NOT_LEADER naming the
+    /// leader), after a read barrier, so it includes every write
+    /// acknowledged before the call.
+    pub(crate) async fn save_snapshot(&self) -> Result<raftlock_store::SnapshotCopy, NodeError> {
+        if !self.is_leader() {
+            return Err(self.not_leader(None));
+        }
+        self.read_barrier(false).await?;
+        let state = self.state.clone();
+        // Encoding a large state is blocking work.
+        tokio::task::spawn_blocking(move || state.snapshot_copy())
+            .await
+            .map_err(|e| NodeError::Internal(format!("the snapshot copy failed: {e}")))
+    }
+
     /// With a `token_floor`, makes sure every stamp proposed from here on is
     /// above it: if the applied state's high water is below the floor,
     /// proposes `RaiseTokenEpoch` past it and returns once it is applied

@@ -173,6 +173,13 @@ impl pb::admin_server::Admin for Fake {
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         unused()
     }
+    type SaveSnapshotStream = BoxStream<pb::SnapshotChunk>;
+    async fn save_snapshot(
+        &self,
+        _: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        unused()
+    }
 }
 
 #[tonic::async_trait]
