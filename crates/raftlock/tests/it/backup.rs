@@ -208,6 +208,18 @@ async fn save_more_grants_wipe_restore_serves_saved_holds_with_higher_tokens() {
         status.cluster_id,
         saved["cluster_id"].as_str().unwrap_or_default()
     );
+    // A watcher of the old cluster resuming at one of its revisions is
+    // told to re-list: every revision here is above it.
+    let err = locks(port)
+        .await
+        .watch(pb::WatchRequest {
+            prefix: "".into(),
+            from_revision: t_c,
+        })
+        .await
+        .map(|_| ())
+        .expect_err("an old revision is compacted");
+    assert_eq!(raftlock_testkit::grpc::reason_of(&err), "COMPACTED");
     // The restored leases live on, with their ttl restarted: a keep-alive
     // of the saved lease `a` is answered.
     let kept = leases(port)
