@@ -655,7 +655,7 @@ async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
 
 /// A new leader honours `--token-floor` before anything else: its first
 /// proposal raises the token epoch if the state's high water is below the
-/// floor (every proposal waits for that too, `Api::propose`).
+/// floor (every proposal waits for that too, `Api::propose_one`).
 fn raise_token_epoch(api: &Arc<Api>) {
     if api.config.token_floor == 0 {
         return;
