@@ -159,7 +159,7 @@ def test_list_pages_through_every_lock_and_leases_show_holds(client, prefix):
 
 def test_watch_delivers_events_in_order_and_resumes_from_a_revision(client, prefix):
     name = prefix + "w"
-    start = client.status().applied_index + 1
+    start = client.status().token_high_water + 1
     with client.session(ttl=10) as s:
         s.lock(name).release()
         s.lock(name).release()

@@ -5,7 +5,11 @@
 //! grant (tokens strictly increase in grant order), and two different
 //! holds never share a token — except shared or semaphore holds, which a
 //! single entry may grant together (a run of readers or of semaphore
-//! waiters let in at once share that entry's index).
+//! waiters let in at once share that entry's stamp).
+//!
+//! A token is the stamp of the granting entry, `token_epoch << 48 | index`
+//! (docs/safety.md): stamps order as (epoch, index) do and the epoch never
+//! goes down, so below "index" reads "stamp" wherever it is a token.
 //!
 //! [`check_tokens_global`]: the same order across names. DESIGN promises
 //! that a grant's token is strictly greater than every token granted by an
@@ -13,23 +17,23 @@
 //! ok acquires A and B, on any names, where A's acknowledgement came before
 //! B's invocation, and B is a new grant (not an idempotent re-acquire).
 //! - A's answer was sent after the entry that answered A was applied, so
-//!   that entry (index `e_A`) was committed before B was invoked; A's token
-//!   is at most `e_A` (its own grant's index, or an older hold's if A was a
+//!   that entry (stamp `e_A`) was committed before B was invoked; A's token
+//!   is at most `e_A` (its own grant's stamp, or an older hold's if A was a
 //!   re-acquire).
 //! - B's request reached the cluster after B's invocation; the entry that
 //!   took it in (a try-acquire's grant, or a waiting acquire's queue entry,
 //!   whose grant comes at that entry or a later one) was proposed after
 //!   `e_A` was committed. Every leader that can still commit anything has
-//!   `e_A` in its log (leader completeness), so that entry's index, and
-//!   B's grant's index, exceed `e_A`.
-//! - B's token is its grant's index: `token_B > e_A >= token_A`.
+//!   `e_A` in its log (leader completeness), so that entry's stamp, and
+//!   B's grant's stamp, exceed `e_A`.
+//! - B's token is its grant's stamp: `token_B > e_A >= token_A`.
 //!
 //! So B's token must exceed every token acknowledged before B's
 //! invocation. Pairs that overlap in time are not covered (either entry may
 //! come first), nor is a re-acquire B: it returns the hold the lease
 //! already had, granted by an entry that may precede A's. A re-acquire is
 //! known by an earlier ok acquire of the same lease and name with the same
-//! token (a new grant's token is a new entry's index, so it cannot repeat
+//! token (a new grant's token is a new entry's stamp, so it cannot repeat
 //! one the lease was given before); that earlier acquire was checked when
 //! it came. The answer's own `retry` flag is not trusted: a cluster that
 //! handed out a stale token and called it a retry would otherwise never be

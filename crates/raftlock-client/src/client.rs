@@ -1221,6 +1221,31 @@ impl Client {
         Ok(HealthStatus::from_wire(answer.status))
     }
 
+    /// A backup of the whole cluster state (`Admin.SaveSnapshot`): one
+    /// consistent copy made by the leader (this call follows it), checked
+    /// against the length and SHA-256 the stream carries. It holds every
+    /// lease's identity and every hold's metadata: keep it private.
+    pub async fn save_snapshot(&self) -> Result<crate::Backup, Error> {
+        self.call_read(0, self.deadline(), |ch, left| {
+            let mut req = tonic::Request::new(pb::SaveSnapshotRequest {});
+            req.set_timeout(left);
+            async move {
+                let response = pb::admin_client::AdminClient::new(ch)
+                    .save_snapshot(req)
+                    .await?;
+                let (metadata, mut stream, extensions) = response.into_parts();
+                let mut chunks = Vec::new();
+                while let Some(chunk) = stream.message().await? {
+                    chunks.push(chunk);
+                }
+                let backup = crate::Backup::from_chunks(chunks)
+                    .map_err(|e| Status::data_loss(e.to_string()))?;
+                Ok(Response::from_parts(metadata, backup, extensions))
+            }
+        })
+        .await
+    }
+
     /// The cluster as seen by the node this client talks to (the leader
     /// once known): roles, term, log and applied indexes, members with
     /// their replication lag (when that node leads), counts of leases and locks.

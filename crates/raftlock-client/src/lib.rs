@@ -80,6 +80,7 @@
 //! # }
 //! ```
 
+mod backup;
 mod client;
 mod duration;
 mod error;
@@ -91,6 +92,7 @@ mod retry;
 mod session;
 mod tls;
 
+pub use backup::{Backup, BackupError};
 pub use client::{Client, ClientOptions, HealthStatus};
 pub use duration::{MAX_DURATION, parse_duration};
 pub use error::Error;

@@ -230,14 +230,27 @@ impl Api {
     /// Forward RPC lands here, which keeps forwarding to one hop). Client
     /// commands that may share an entry go through the batcher.
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, NodeError> {
-        // Every command may hand out a stamp (a grant, or a waiter granted
-        // after a release, an expiry or a tick): none before the floor.
-        self.ensure_token_floor().await?;
         if BatchPlan::batchable(&command) {
             self.batcher.propose(command).await
         } else {
             self.propose_one(command).await
         }
+    }
+
+    /// A consistent copy of the whole state for a backup: on the leader
+    /// only (a follower's state may lag; it answers NOT_LEADER naming the
+    /// leader), after a read barrier, so it includes every write
+    /// acknowledged before the call.
+    pub(crate) async fn save_snapshot(&self) -> Result<raftlock_store::SnapshotCopy, NodeError> {
+        if !self.is_leader() {
+            return Err(self.not_leader(None));
+        }
+        self.read_barrier(false).await?;
+        let state = self.state.clone();
+        // Encoding a large state is blocking work.
+        tokio::task::spawn_blocking(move || state.snapshot_copy())
+            .await
+            .map_err(|e| NodeError::Internal(format!("the snapshot copy failed: {e}")))
     }
 
     /// With a `token_floor`, makes sure every stamp proposed from here on is
@@ -247,6 +260,7 @@ impl Api {
     /// every later proposal of this leader comes after it in the log).
     pub(crate) async fn ensure_token_floor(&self) -> Result<(), NodeError> {
         let floor = self.config.token_floor;
+        // Cheap enough per proposal: one read lock (none without a floor).
         let reached = || floor == 0 || self.state.read(|s| s.token_high_water() >= floor);
         if reached() {
             return Ok(());
@@ -260,7 +274,7 @@ impl Api {
             NodeError::Internal(format!("no token epoch is above the floor {floor}"))
         })?;
         let applied = self
-            .propose_one(Command::RaiseTokenEpoch { at_least })
+            .propose_entry(Command::RaiseTokenEpoch { at_least })
             .await?;
         applied.result.map_err(NodeError::Lock)?;
         tracing::info!(
@@ -273,6 +287,15 @@ impl Api {
 
     /// Propose `command` as one entry of its own.
     pub(crate) async fn propose_one(&self, command: Command) -> Result<Applied, NodeError> {
+        // Every entry may hand out a stamp (a grant, or a waiter granted
+        // after a release, an expiry or a lock-delay that ended, which any
+        // entry can do): none before the floor. Batches come here too.
+        self.ensure_token_floor().await?;
+        self.propose_entry(command).await
+    }
+
+    /// `propose_one` without the floor check (the raise itself).
+    async fn propose_entry(&self, command: Command) -> Result<Applied, NodeError> {
         let cluster_ms = self.keeper.stamp(self.state.read(State::cluster_ms));
         let request = Request::new(cluster_ms, wall_ms(), command);
         match self.raft.client_write(request).await {

@@ -670,6 +670,56 @@ impl pb::admin_server::Admin for AdminService {
         caller.audit_admin(&[], &result);
         Ok(self.0.reply(pb::SnapshotResponse { index: result? }))
     }
+
+    type SaveSnapshotStream = BoxStream<pb::SnapshotChunk>;
+
+    async fn save_snapshot(
+        &self,
+        request: Request<pb::SaveSnapshotRequest>,
+    ) -> Reply<Self::SaveSnapshotStream> {
+        let caller = self
+            .0
+            .auth
+            .caller(&request, "/raftlock.v1.Admin/SaveSnapshot")?;
+        caller.require_cluster_admin()?;
+        let result = self.0.save_snapshot().await;
+        caller.audit_admin(&[], &result);
+        let copy = result?;
+        let data_sha256 = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&copy.data).to_vec()
+        };
+        let header = pb::BackupHeader {
+            cluster_id: copy.cluster_id,
+            index: copy.last_applied.map_or(0, |l| l.index),
+            term: copy.last_applied.map_or(0, |l| l.leader_id.term),
+            voters: copy.voters,
+            token_epoch: u32::from(copy.token_epoch),
+            token_high_water: copy.token_high_water,
+            snapshot_format: raftlock_store::SNAPSHOT_FORMAT_VERSION,
+            build_version: env!("CARGO_PKG_VERSION").to_string(),
+            data_bytes: copy.data.len() as u64,
+            leases: copy.leases,
+            locks: copy.locks,
+        };
+        // Chunks of at most 1 MiB: far below the message limit either side.
+        const CHUNK_BYTES: usize = 1024 * 1024;
+        let mut parts = vec![pb::snapshot_chunk::Part::Header(header)];
+        parts.extend(
+            copy.data
+                .chunks(CHUNK_BYTES)
+                .map(|c| pb::snapshot_chunk::Part::Data(c.to_vec())),
+        );
+        parts.push(pb::snapshot_chunk::Part::Trailer(pb::BackupTrailer {
+            data_sha256,
+        }));
+        let stream = futures::stream::iter(
+            parts
+                .into_iter()
+                .map(|part| Ok(pb::SnapshotChunk { part: Some(part) })),
+        );
+        Ok(self.0.reply(Box::pin(stream) as Self::SaveSnapshotStream))
+    }
 }
 
 impl AdminService {

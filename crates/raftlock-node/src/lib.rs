@@ -45,3 +45,13 @@ pub use tls::{TlsError, TlsFiles};
 /// metrics (role, leader, indexes) and membership. It makes openraft's
 /// version part of this crate's API.
 pub type Raft = openraft::Raft<raftlock_store::TypeConfig>;
+
+/// Preparing the nodes of a new cluster from a backup (`raftlock snapshot
+/// restore`), offline: the store's recovery, so embedders and the binary
+/// need no direct dependency on the store.
+pub mod restore {
+    pub use raftlock_store::recovery::{PrepareError, Prepared, prepare_from_backup};
+    pub use raftlock_store::{
+        Damaged, MARKER_FILE, SNAPSHOT_FORMAT_VERSION, StoreOptions, decode_snapshot_copy,
+    };
+}

@@ -152,7 +152,9 @@ impl Node {
         let state = state_machine.handle();
         // Subscribe before Raft applies anything, so no apply is missed.
         let applied_rx = state_machine.subscribe();
-        let applied_at_start = state.last_applied().map_or(0, |l| l.index);
+        // Watch revisions are stamps: the history starts after the stamp
+        // of what is applied (after a restore, far above the index).
+        let applied_at_start = state.read(raftlock_core::State::token_high_water);
         let store_closed = state_machine.closed();
         let log_flushes = log_store.flush_times();
         let store_id = log_store.store_id();
@@ -791,7 +793,7 @@ async fn follow_leadership(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
 
 /// A new leader honours `--token-floor` before anything else: its first
 /// proposal raises the token epoch if the state's high water is below the
-/// floor (every proposal waits for that too, `Api::propose`).
+/// floor (every proposal waits for that too, `Api::propose_one`).
 fn raise_token_epoch(api: &Arc<Api>) {
     if api.config.token_floor == 0 {
         return;

@@ -51,14 +51,15 @@ mod log_store;
 pub mod metrics;
 mod migrate;
 mod open;
+pub mod recovery;
 mod state_machine;
 
 pub use error::{Damaged, OpenError};
 pub use log_store::{LogReader, LogStore};
 pub use open::{Closed, FORMAT_VERSION, MARKER_FILE, StoreOptions, open};
 pub use state_machine::{
-    AppliedBatch, SNAPSHOT_FORMAT_VERSION, SnapshotBuilder, StateHandle, StateMachineStore,
-    verify_snapshot_data,
+    AppliedBatch, SNAPSHOT_FORMAT_VERSION, SnapshotBuilder, SnapshotCopy, StateHandle,
+    StateMachineStore, decode_snapshot_copy, verify_snapshot_data,
 };
 
 pub use openraft;

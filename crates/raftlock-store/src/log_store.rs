@@ -98,6 +98,12 @@ impl LogStore {
     /// How long the log's group flushes take (one observation per flush,
     /// which covers every append queued before it). Take it before handing
     /// the store to openraft.
+    /// Makes everything written so far durable (one database flush, which
+    /// our sled ends with `fdatasync`).
+    pub(crate) async fn flush_all(&self) -> Result<(), StorageError> {
+        flush(&self.shared, ErrorSubject::Logs).await
+    }
+
     pub fn flush_times(&self) -> Arc<crate::metrics::Histogram> {
         Arc::clone(&self.shared.flush_times)
     }

@@ -87,6 +87,77 @@ impl StateHandle {
     pub fn membership(&self) -> StoredMembership {
         read(&self.machine).membership.clone()
     }
+
+    /// One consistent copy of everything (state, last applied log id,
+    /// membership), taken under one read lock, encoded as snapshot data.
+    /// Encoding a large state is blocking work: call it off the async
+    /// runtime's workers.
+    pub fn snapshot_copy(&self) -> SnapshotCopy {
+        // Separate `read`, `last_applied` and `membership` calls would take
+        // the lock three times and could mix two states.
+        let machine = read(&self.machine).clone();
+        SnapshotCopy {
+            last_applied: machine.last_applied,
+            voters: machine.membership.membership().voter_ids().collect(),
+            token_epoch: machine.state.token_epoch(),
+            token_high_water: machine.state.token_high_water(),
+            cluster_id: machine.state.cluster().id.clone(),
+            leases: machine.state.lease_count() as u64,
+            locks: machine.state.lock_count() as u64,
+            data: encode_snapshot_data(&machine),
+        }
+    }
+}
+
+/// A copy of the state machine as snapshot data, with what a backup's
+/// header tells about it (all from the same copy).
+#[derive(Debug, Clone)]
+pub struct SnapshotCopy {
+    pub last_applied: Option<LogId>,
+    pub voters: Vec<u64>,
+    pub token_epoch: u16,
+    pub token_high_water: u64,
+    pub cluster_id: String,
+    pub leases: u64,
+    pub locks: u64,
+    /// Snapshot data (checksummed, versioned: [`decode_snapshot_copy`]).
+    pub data: Vec<u8>,
+}
+
+/// Decodes snapshot data made by [`StateHandle::snapshot_copy`] (or by a
+/// snapshot of this format): its last applied log id and its state, with
+/// the checksum, the format version and the state's invariants checked.
+pub fn decode_snapshot_copy(data: &[u8]) -> Result<(Option<LogId>, State), Damaged> {
+    let what = "backup data";
+    let payload = frame::unseal(&what, data)?;
+    let Some((version, body)) = payload.split_first_chunk::<4>() else {
+        return Err(Damaged::new(&what, "no format version"));
+    };
+    let version = u32::from_be_bytes(*version);
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(Damaged::new(
+            &what,
+            format!("format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}"),
+        ));
+    }
+    let body: SnapshotBody =
+        raftlock_core::decode("snapshot", body).map_err(|e| Damaged::new(&what, e.to_string()))?;
+    let state = State::from_bytes(&body.state).map_err(|e| Damaged::new(&what, e.to_string()))?;
+    Ok((body.last_applied, state))
+}
+
+/// The snapshot data of `state` at `last_applied` with `membership` (what
+/// a restore installs).
+pub(crate) fn snapshot_data_of(
+    state: State,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+) -> Vec<u8> {
+    encode_snapshot_data(&Machine {
+        state,
+        last_applied,
+        membership,
+    })
 }
 
 /// A poisoned lock means a panic happened while it was held; `apply` never

@@ -990,7 +990,7 @@ fn check_addr(flag: &str, addr: &str) -> Result<(), Failure> {
 }
 
 /// `1=10.0.0.1:7401,2=10.0.0.2:7401` of the flag `--{flag}`.
-fn parse_peers_flag(flag: &str, text: &str) -> Result<BTreeMap<u64, String>, Failure> {
+pub(crate) fn parse_peers_flag(flag: &str, text: &str) -> Result<BTreeMap<u64, String>, Failure> {
     let example = "1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401";
     let mut peers = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {

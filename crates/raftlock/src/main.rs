@@ -33,7 +33,7 @@ use clap::{Parser, Subcommand};
 
 use commands::{
     acquire, certs, cluster, dev, exec, extend, force_release, health, inspect, lease, list,
-    release, serve, status, watch,
+    release, serve, snapshot, status, watch,
 };
 use exit::EXIT_CODES;
 pub use exit::Failure;
@@ -132,6 +132,14 @@ enum Command {
     /// promote N`.
     #[command(after_help = EXIT_CODES)]
     Cluster(cluster::ClusterArgs),
+    /// Back up the cluster state to a file, or prepare a new cluster's
+    /// nodes from one.
+    ///
+    /// raftlock snapshot save backup.rlb; then, for each node of the new
+    /// cluster: raftlock snapshot restore backup.rlb --data-dir DIR --id N
+    /// --peers 1=A,2=B,3=C. See docs/operations.md, "Backup and restore".
+    #[command(after_help = EXIT_CODES)]
+    Snapshot(snapshot::SnapshotArgs),
     /// Make a CA, node and client certificates, and bearer tokens.
     ///
     /// raftlock certs ca --dir certs; raftlock certs node --id 1 --host
@@ -177,6 +185,7 @@ fn main() -> ExitCode {
         Command::ForceRelease(args) => force_release::run(args),
         Command::Exec(args) => exec::run(*args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Snapshot(args) => snapshot::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Health(args) => health::run(args),
     };

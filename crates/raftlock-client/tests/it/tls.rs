@@ -179,6 +179,14 @@ impl pb::admin_server::Admin for Fake {
     ) -> Result<Response<pb::ForgetMemberResponse>, Status> {
         unused()
     }
+
+    type SaveSnapshotStream = BoxStream<pb::SnapshotChunk>;
+    async fn save_snapshot(
+        &self,
+        _: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        unused()
+    }
 }
 
 #[tonic::async_trait]

@@ -96,6 +96,8 @@ pub(crate) const METHODS: &[(&str, Need)] = &[
     ("/raftlock.v1.Admin/ForceRelease", Need::Names(Perm::Admin)),
     ("/raftlock.v1.Admin/Snapshot", Need::Cluster),
     ("/raftlock.v1.Admin/ForgetMember", Need::Cluster),
+    // A backup holds every lease's identity and every hold's metadata.
+    ("/raftlock.v1.Admin/SaveSnapshot", Need::Cluster),
 ];
 
 fn need_of(method: &str) -> Option<Need> {

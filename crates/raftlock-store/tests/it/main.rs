@@ -8,4 +8,5 @@ mod hostile;
 mod migrate;
 mod power;
 mod raft;
+mod recovery;
 mod store;

@@ -16,6 +16,7 @@ pub mod lease;
 pub mod list;
 pub mod release;
 pub mod serve;
+pub mod snapshot;
 pub mod status;
 pub mod watch;
 

@@ -606,3 +606,49 @@ class ForgetMemberResponse(_message.Message):
     existed: bool
     revision: int
     def __init__(self, existed: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class SaveSnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("header", "data", "trailer")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TRAILER_FIELD_NUMBER: _ClassVar[int]
+    header: BackupHeader
+    data: bytes
+    trailer: BackupTrailer
+    def __init__(self, header: _Optional[_Union[BackupHeader, _Mapping]] = ..., data: _Optional[bytes] = ..., trailer: _Optional[_Union[BackupTrailer, _Mapping]] = ...) -> None: ...
+
+class BackupHeader(_message.Message):
+    __slots__ = ("cluster_id", "index", "term", "voters", "token_epoch", "token_high_water", "snapshot_format", "build_version", "data_bytes", "leases", "locks")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_HIGH_WATER_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BUILD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    LOCKS_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    index: int
+    term: int
+    voters: _containers.RepeatedScalarFieldContainer[int]
+    token_epoch: int
+    token_high_water: int
+    snapshot_format: int
+    build_version: str
+    data_bytes: int
+    leases: int
+    locks: int
+    def __init__(self, cluster_id: _Optional[str] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., voters: _Optional[_Iterable[int]] = ..., token_epoch: _Optional[int] = ..., token_high_water: _Optional[int] = ..., snapshot_format: _Optional[int] = ..., build_version: _Optional[str] = ..., data_bytes: _Optional[int] = ..., leases: _Optional[int] = ..., locks: _Optional[int] = ...) -> None: ...
+
+class BackupTrailer(_message.Message):
+    __slots__ = ("data_sha256",)
+    DATA_SHA256_FIELD_NUMBER: _ClassVar[int]
+    data_sha256: bytes
+    def __init__(self, data_sha256: _Optional[bytes] = ...) -> None: ...

@@ -607,6 +607,11 @@ class AdminStub:
                 request_serializer=raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberRequest.SerializeToString,
                 response_deserializer=raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberResponse.FromString,
                 _registered_method=True)
+        self.SaveSnapshot = channel.unary_stream(
+                '/raftlock.v1.Admin/SaveSnapshot',
+                request_serializer=raftlock_dot_v1_dot_raftlock__pb2.SaveSnapshotRequest.SerializeToString,
+                response_deserializer=raftlock_dot_v1_dot_raftlock__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -668,6 +673,17 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveSnapshot(self, request, context):
+        """A backup: one consistent copy of the whole state, streamed (a header,
+        the data in chunks of at most 1 MiB, a trailer). Leader only (a
+        follower answers NOT_LEADER naming the leader). `raftlock snapshot
+        save` writes it to a file; `raftlock snapshot restore` prepares the
+        nodes of a new cluster from it (docs/operations.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -705,6 +721,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ForgetMember,
                     request_deserializer=raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberRequest.FromString,
                     response_serializer=raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberResponse.SerializeToString,
+            ),
+            'SaveSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.SaveSnapshot,
+                    request_deserializer=raftlock_dot_v1_dot_raftlock__pb2.SaveSnapshotRequest.FromString,
+                    response_serializer=raftlock_dot_v1_dot_raftlock__pb2.SnapshotChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -900,6 +921,33 @@ class Admin:
             '/raftlock.v1.Admin/ForgetMember',
             raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberRequest.SerializeToString,
             raftlock_dot_v1_dot_raftlock__pb2.ForgetMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/raftlock.v1.Admin/SaveSnapshot',
+            raftlock_dot_v1_dot_raftlock__pb2.SaveSnapshotRequest.SerializeToString,
+            raftlock_dot_v1_dot_raftlock__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,
