@@ -781,10 +781,11 @@ impl Api {
             .add_learner(id, BasicNode { addr }, blocking)
             .await
             .map_err(|e| self.membership_error(e))?;
-        Ok(reply.log_id.index)
+        // Revisions are stamps, as every other answer's.
+        Ok(self.state.read(|s| s.stamp(reply.log_id.index)))
     }
 
-    /// Change the voters or nodes; returns the entry's index and the voters
+    /// Change the voters or nodes; returns the entry's revision (stamp) and the voters
     /// and learners after the change.
     pub async fn change_membership(
         &self,
@@ -803,12 +804,13 @@ impl Api {
                 (v.into_keys().collect(), l.into_keys().collect())
             }
         };
-        Ok((reply.log_id.index, voters, learners))
+        let revision = self.state.read(|s| s.stamp(reply.log_id.index));
+        Ok((revision, voters, learners))
     }
 
     /// Forget the cluster's record of node `id` (on the leader), so its id
     /// may come back with a new store; refused while it is a voter or
-    /// learner. Returns whether there was a record, and the entry's index.
+    /// learner. Returns whether there was a record, and the entry's revision.
     pub async fn forget_member(&self, id: NodeId) -> Result<(bool, u64), NodeError> {
         self.require_leader()?;
         let (voters, learners) = self.members();

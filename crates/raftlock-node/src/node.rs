@@ -139,6 +139,13 @@ impl Node {
                 ..StoreOptions::default()
             },
         )?;
+        if !config.force_new_cluster
+            && raftlock_store::force::forget_forced(&log_store).map_err(|e| {
+                StartError::Force(raftlock_store::force::ForceError::Storage(Box::new(e)))
+            })?
+        {
+            tracing::info!("started without --force-new-cluster: this node may be forced again");
+        }
         if config.force_new_cluster {
             force_new_cluster(
                 &config,

@@ -2,20 +2,23 @@
 //! of a one-member cluster, offline, before openraft starts on it (as
 //! etcd's flag does to its WAL).
 //!
-//! The survivor keeps its state and its whole log. After its last entry L
-//! two entries are appended in a term above everything it has seen or
-//! voted in: L+1 carries the caller's command (raftlock's
+//! The survivor keeps its state and its log up to C, the last entry it
+//! knows was committed. In a term above everything it has seen or voted
+//! in, it writes at C+1 the caller's command (raftlock's
 //! `ForceNewCluster`: a new cluster id, a raised token epoch, itself as the
-//! only recorded member) and L+2 a membership of this node alone. The vote
-//! moves to that term (never down) and `committed` to L+2, all flushed, so
-//! when openraft starts it re-applies everything up to L+2 (an uncommitted
-//! tail becomes committed, as in etcd) before any peer is contacted, finds
-//! itself the only voter and elects itself.
+//! only recorded member), then the entries it had after C (its uncommitted
+//! tail, moved so that they are stamped in the new epoch; old memberships
+//! become blanks), then a membership of this node alone. The vote moves to
+//! that term (never down) and `committed` to the membership entry, all
+//! flushed, so when openraft starts it re-applies everything up to there
+//! before any peer is contacted, finds itself the only voter and elects
+//! itself.
 //!
 //! The flag left on the command line is harmless: a store already forced,
 //! whose membership has not changed since, starts as it is. Once other
 //! nodes were added the flag is refused, because forcing again would throw
-//! them out.
+//! them out. A start without the flag forgets the force
+//! ([`forget_forced`]), so the node can be forced again one day.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,30 +100,69 @@ pub async fn force_new_cluster(
     let Some(last) = state.last_log_id.max(last_applied) else {
         return Err(ForceError::NothingStored);
     };
+    // What this node knows was committed. Entries after it (the tail) may
+    // differ from what the lost majority committed at the same indexes, so
+    // applied as they are they could repeat an acknowledged token of the
+    // old epoch. They are moved behind the force entry instead, where they
+    // are stamped in the new epoch: every stamp they hand out is above every
+    // stamp of the old cluster. (A tail entry that was in fact committed is
+    // applied again with a higher token: safe, if surprising to its client.)
+    let Some(committed) = log.read_committed().await?.max(last_applied) else {
+        // Nothing was ever committed here: no state worth keeping.
+        return Err(ForceError::NothingStored);
+    };
+    let tail = if committed.index < last.index {
+        let mut reader = log.get_log_reader().await;
+        reader
+            .try_get_log_entries(committed.index + 1..=last.index)
+            .await?
+    } else {
+        Vec::new()
+    };
     let vote: Vote = log.read_vote().await?.unwrap_or_default();
     // Above every term this node has written, seen in a log id or voted
     // in: the new entries' ids are above every log id any node may hold,
     // and the vote never goes down.
     let term = vote.leader_id().term.max(last.leader_id.term) + 1;
     let leader = CommittedLeaderId::new(term, me);
-    let at = LogId::new(leader, last.index + 2);
-    let entries = vec![
-        Entry {
-            log_id: LogId::new(leader, last.index + 1),
-            payload: EntryPayload::Normal(command()),
-        },
-        Entry {
-            log_id: at,
-            payload: EntryPayload::Membership(Membership::new(
-                vec![BTreeSet::from([me])],
-                BTreeMap::from([(me, node)]),
-            )),
-        },
-    ];
+    let mut index = committed.index;
+    let mut next_id = || {
+        index += 1;
+        LogId::new(leader, index)
+    };
+    let mut entries = vec![Entry {
+        log_id: next_id(),
+        payload: EntryPayload::Normal(command()),
+    }];
+    for old in &tail {
+        let payload = match &old.payload {
+            EntryPayload::Normal(request) => EntryPayload::Normal(request.clone()),
+            // An old membership must not come back.
+            EntryPayload::Blank | EntryPayload::Membership(_) => EntryPayload::Blank,
+        };
+        entries.push(Entry {
+            log_id: next_id(),
+            payload,
+        });
+    }
+    let at = next_id();
+    entries.push(Entry {
+        log_id: at,
+        payload: EntryPayload::Membership(Membership::new(
+            vec![BTreeSet::from([me])],
+            BTreeMap::from([(me, node)]),
+        )),
+    });
     // The vote first (flushed): entries of a term above the stored vote
     // would be a log no vote explains. A crash after it leaves a higher
     // vote and no entries; running the flag again forces from there.
     log.save_vote(&Vote::new(term, me)).await?;
+    // Then the tail goes (flushed; a crash here loses only entries never
+    // known to be committed, as forcing does anyway), and comes back behind
+    // the force entry.
+    if let Some(first) = tail.first() {
+        log.truncate(first.log_id).await?;
+    }
     log.blocking_append(entries).await?;
     log.save_committed(Some(at)).await?;
     // Written last and flushed with the rest: once it is durable, the
@@ -131,7 +173,12 @@ pub async fn force_new_cluster(
         .insert(FORCED_AT_KEY, frame::encode(&at))
         .map_err(|e| sled_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
     crate::log_store::flush(log.shared(), ErrorSubject::Store).await?;
-    tracing::warn!(%at, term, "forced into a new one-member cluster");
+    tracing::warn!(
+        %at,
+        term,
+        restamped = tail.len(),
+        "forced into a new one-member cluster"
+    );
     Ok(Forced::Now { at, term })
 }
 
@@ -145,4 +192,17 @@ fn read_forced_at(log: &LogStore) -> Result<Option<LogId>, StorageError> {
         .map(|b| frame::decode(&"forced-at log id", &b))
         .transpose()
         .map_err(|d| damaged_error(ErrorSubject::Store, d))
+}
+
+/// Forgets that this store was forced (a start without the flag): a later
+/// `--force-new-cluster` forces again instead of being taken for a flag
+/// left in place. Not flushed: the next flush of the log makes it durable,
+/// and until then a forced start is only refused, never wrong.
+pub fn forget_forced(log: &LogStore) -> Result<bool, StorageError> {
+    let removed = log
+        .shared()
+        .meta
+        .remove(FORCED_AT_KEY)
+        .map_err(|e| sled_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+    Ok(removed.is_some())
 }

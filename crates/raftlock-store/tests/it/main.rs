@@ -4,6 +4,7 @@
 mod common;
 mod conformance;
 mod crash;
+mod force;
 mod hostile;
 mod migrate;
 mod power;

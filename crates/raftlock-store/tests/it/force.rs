@@ -1,0 +1,132 @@
+//! `force_new_cluster` on a store: the entries after the last one known to
+//! be committed are moved behind the force entry (stamped in the new
+//! epoch), old memberships do not come back, the vote only goes up, and a
+//! second run with the flag is a no-op until a start without it.
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{BasicNode, EntryPayload, RaftLogReader, Vote};
+use raftlock_core::{Command, Request};
+use raftlock_store::force::{Forced, force_new_cluster, forget_forced};
+
+use crate::common::{membership, normal, open};
+
+fn grant(owner: &str) -> Request {
+    Request::new(
+        1,
+        1,
+        Command::GrantLease {
+            ttl_ms: 10_000,
+            owner: owner.into(),
+            identity: String::new(),
+            quota: Default::default(),
+        },
+    )
+}
+
+fn force_command() -> Request {
+    Request::new(
+        1,
+        1,
+        Command::ForceNewCluster {
+            cluster_id: "forced".into(),
+            node: 1,
+            store_id: "s".into(),
+            client_addr: "127.0.0.1:7401".into(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn the_uncommitted_tail_is_moved_behind_the_force_entry_and_stamped_in_the_new_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut log, mut sm) = open(dir.path());
+        let entries = vec![
+            membership(1, 1, &[1, 2, 3]),
+            normal(1, 2, grant("committed")),
+            // Not known to be committed here: the tail.
+            normal(2, 3, grant("tail")),
+            membership(2, 4, &[1, 2]),
+        ];
+        log.blocking_append(entries.clone()).await.expect("append");
+        log.save_vote(&Vote::new(3, 2)).await.expect("vote");
+        log.save_committed(Some(entries[1].log_id))
+            .await
+            .expect("committed");
+        sm.apply(entries[..2].to_vec()).await.expect("apply");
+
+        let node = || BasicNode::new("127.0.0.1:8401");
+        let forced = force_new_cluster(&mut log, &mut sm, 1, node(), force_command)
+            .await
+            .expect("forced");
+        let Forced::Now { at, term } = forced else {
+            panic!("not forced now: {forced:?}");
+        };
+        assert_eq!(term, 4, "above the vote's term 3");
+        // 3: the force, 4: the tail's grant, 5: its membership as a blank,
+        // 6: the one-member membership.
+        assert_eq!(
+            (at.index, at.leader_id.term, at.leader_id.node_id),
+            (6, 4, 1)
+        );
+        let moved = log.try_get_log_entries(3..).await.expect("read");
+        assert_eq!(moved.len(), 4, "{moved:?}");
+        assert!(
+            matches!(&moved[0].payload, EntryPayload::Normal(r) if matches!(r.command, Command::ForceNewCluster { .. }))
+        );
+        assert!(
+            matches!(&moved[1].payload, EntryPayload::Normal(r) if matches!(&r.command, Command::GrantLease { owner, .. } if owner == "tail"))
+        );
+        assert!(
+            matches!(moved[2].payload, EntryPayload::Blank),
+            "an old membership does not come back"
+        );
+        match &moved[3].payload {
+            EntryPayload::Membership(m) => {
+                assert_eq!(m.voter_ids().collect::<Vec<_>>(), vec![1]);
+            }
+            other => panic!("last is not the membership: {other:?}"),
+        }
+        assert!(moved.iter().all(|e| e.log_id.leader_id.term == 4));
+        assert_eq!(log.read_committed().await.expect("committed"), Some(at));
+        let vote = log.read_vote().await.expect("vote").expect("a vote");
+        assert_eq!((vote.leader_id().term, vote.leader_id().node_id), (4, 1));
+
+        // Applied, the tail's lease is stamped in the new epoch.
+        let applied = sm.apply(moved.clone()).await.expect("apply");
+        assert_eq!(applied[1].revision, (1 << 48) | 4, "{:?}", applied[1]);
+
+        // The flag again: nothing to do.
+        let again = force_new_cluster(&mut log, &mut sm, 1, node(), force_command)
+            .await
+            .expect("again");
+        assert_eq!(again, Forced::Already { at });
+        // A start without the flag forgets the force: the node may be forced again.
+        assert!(forget_forced(&log).expect("forget"));
+        let third = force_new_cluster(&mut log, &mut sm, 1, node(), force_command)
+            .await
+            .expect("forced again");
+        assert!(
+            matches!(third, Forced::Now { at: a, term: 5 } if a.index == 8),
+            "{third:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_never_committed_anything_is_not_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, mut sm) = open(dir.path());
+    log.blocking_append(vec![membership(1, 0, &[1, 2, 3])])
+        .await
+        .expect("append");
+    let refused =
+        force_new_cluster(&mut log, &mut sm, 1, BasicNode::new("x:1"), force_command).await;
+    assert!(
+        matches!(
+            refused,
+            Err(raftlock_store::force::ForceError::NothingStored)
+        ),
+        "{refused:?}"
+    );
+}
