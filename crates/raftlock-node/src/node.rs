@@ -146,16 +146,20 @@ impl Node {
         {
             tracing::info!("started without --force-new-cluster: this node may be forced again");
         }
-        if config.force_new_cluster {
-            force_new_cluster(
-                &config,
-                &mut log_store,
-                &mut state_machine,
-                &advertise,
-                &peer_advertise,
+        let forced_at = if config.force_new_cluster {
+            Some(
+                force_new_cluster(
+                    &config,
+                    &mut log_store,
+                    &mut state_machine,
+                    &advertise,
+                    &peer_advertise,
+                )
+                .await?,
             )
-            .await?;
-        }
+        } else {
+            None
+        };
         let state = state_machine.handle();
         // Subscribe before Raft applies anything, so no apply is missed.
         let applied_rx = state_machine.subscribe();
@@ -218,6 +222,9 @@ impl Node {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        if let Some(at) = forced_at {
+            snapshot_past_the_force(&raft, at).await?;
+        }
 
         let config = Arc::new(config);
         let (stop, stop_rx) = watch::channel(false);
@@ -329,7 +336,7 @@ async fn force_new_cluster(
     state_machine: &mut raftlock_store::StateMachineStore,
     client_addr: &str,
     peer_addr: &str,
-) -> Result<(), StartError> {
+) -> Result<raftlock_store::LogId, StartError> {
     let Some(cluster_id) = random_id() else {
         return Err(StartError::Internal(
             "no randomness for a cluster id".into(),
@@ -357,7 +364,7 @@ async fn force_new_cluster(
             },
         )
     };
-    match raftlock_store::force::force_new_cluster(
+    let at = match raftlock_store::force::force_new_cluster(
         log_store,
         state_machine,
         config.id,
@@ -366,17 +373,52 @@ async fn force_new_cluster(
     )
     .await?
     {
-        raftlock_store::force::Forced::Now { at, term } => tracing::warn!(
-            %at,
-            term,
-            cluster_id,
-            "FORCED A NEW CLUSTER of this node alone, from its own state and log; add the other nodes back as learners with wiped data directories, and remove --force-new-cluster"
-        ),
-        raftlock_store::force::Forced::Already { at } => tracing::warn!(
-            %at,
-            "--force-new-cluster: this node was forced at {at} and its membership is unchanged: starting as it is; remove the flag"
-        ),
+        raftlock_store::force::Forced::Now { at, term } => {
+            tracing::warn!(
+                %at,
+                term,
+                cluster_id,
+                "FORCED A NEW CLUSTER of this node alone, from its own state and log; add the other nodes back as learners with wiped data directories, and remove --force-new-cluster"
+            );
+            at
+        }
+        raftlock_store::force::Forced::Already { at } => {
+            tracing::warn!(
+                %at,
+                "--force-new-cluster: this node was forced at {at} and its membership is unchanged: starting as it is; remove the flag"
+            );
+            at
+        }
+    };
+    Ok(at)
+}
+
+/// After a force: a snapshot at or past the force, and the log behind it
+/// purged, so a node added later starts from that snapshot (the new
+/// cluster) and never replays the old cluster's log, whose states name the
+/// old cluster id and old stores (it would refuse or be refused).
+async fn snapshot_past_the_force(raft: &Raft, at: raftlock_store::LogId) -> Result<(), StartError> {
+    let past =
+        |m: &openraft::RaftMetrics<u64, BasicNode>| m.snapshot.is_some_and(|s| s.index >= at.index);
+    let raft_error = |e: &dyn std::fmt::Display| {
+        StartError::Raft(format!(
+            "--force-new-cluster: snapshot after the force: {e}"
+        ))
+    };
+    if !past(&raft.metrics().borrow()) {
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| raft_error(&e))?;
+        raft.wait(Some(Duration::from_secs(60)))
+            .metrics(past, "a snapshot past the force")
+            .await
+            .map_err(|e| raft_error(&e))?;
     }
+    raft.trigger()
+        .purge_log(at.index)
+        .await
+        .map_err(|e| raft_error(&e))?;
     Ok(())
 }
 

@@ -8,20 +8,9 @@ use raftlock_proto::v1 as pb;
 use raftlock_testkit::grpc::grant;
 use raftlock_testkit::process::ServeCluster;
 
-/// The token of a fresh exclusive hold of `name` by `lease` (through the
-/// node at `port`, forwarded to the leader if needed).
+/// The token of a fresh exclusive hold of `name` by `lease`.
 async fn take(port: u16, lease: u64, name: &str) -> u64 {
-    locks(port)
-        .await
-        .acquire(pb::AcquireRequest {
-            lease_id: lease,
-            locks: vec![exclusive(name)],
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("acquire {name}: {e}"))
-        .into_inner()
-        .token
+    acquire_exclusive(port, lease, name).await.token
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

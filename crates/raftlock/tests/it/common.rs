@@ -78,3 +78,22 @@ impl Dev {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
     }
 }
+
+/// A fresh exclusive hold of `name` by `lease`, through the node at `port`
+/// (forwarded to the leader if needed).
+pub async fn acquire_exclusive(
+    port: u16,
+    lease: u64,
+    name: &str,
+) -> raftlock_proto::v1::AcquireResponse {
+    locks(port)
+        .await
+        .acquire(raftlock_proto::v1::AcquireRequest {
+            lease_id: lease,
+            locks: vec![exclusive(name)],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("acquire {name}: {e}"))
+        .into_inner()
+}

@@ -72,35 +72,18 @@ fn cli(cluster: &ServeCluster, id: u64, args: &[&str]) -> serde_json::Value {
     let (status, out, err) = run_bounded(cmd, cluster.dir.path(), CLI_BOUND);
     assert!(
         status.success(),
-        "raftlock {args:?}: {status}: {err}\n{out}"
+        "raftlock {args:?}: {status}: {err}\n{out}\n{}",
+        cluster.logs()
     );
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("raftlock {args:?}: {e}: {out}"))
 }
 
 async fn acquire(port: u16, lease: u64, name: &str) -> pb::AcquireResponse {
-    locks(port)
-        .await
-        .acquire(pb::AcquireRequest {
-            lease_id: lease,
-            locks: vec![exclusive(name)],
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("acquire {name}: {e}"))
-        .into_inner()
+    acquire_exclusive(port, lease, name).await
 }
 
 async fn grant(port: u16, owner: &str) -> u64 {
-    leases(port)
-        .await
-        .grant(pb::GrantLeaseRequest {
-            ttl_ms: 60_000,
-            owner: owner.into(),
-        })
-        .await
-        .expect("grant a lease")
-        .into_inner()
-        .lease_id
+    raftlock_testkit::grpc::grant(&mut leases(port).await, 60_000, owner).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +125,13 @@ async fn losing_two_of_three_then_force_new_cluster_keeps_holds_and_raises_token
     let proc = serve_alone(&cluster, survivor, &["--force-new-cluster"]);
     cluster.procs.insert(survivor, proc);
     let forced = wait_status(&mut cluster, survivor, "a one-member cluster", |s| {
-        s.leader_id == Some(survivor) && s.nodes.len() == 1 && s.cluster_id != old.cluster_id
+        s.leader_id == Some(survivor)
+            && s.nodes.len() == 1
+            && s.cluster_id != old.cluster_id
+            // A snapshot past the force, so nodes added later start from it
+            // and never replay the old cluster's log.
+            && s.snapshot_index.is_some_and(|i| i > old.last_log_index)
+            && s.purged_index.is_some()
     })
     .await;
     assert!(!forced.cluster_id.is_empty());
