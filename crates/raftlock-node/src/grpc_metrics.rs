@@ -50,8 +50,11 @@ const UNKNOWN: usize = 2;
 /// Streaming methods: their time is the stream's life, not a latency, so
 /// they get no histogram (a unit test checks this list against the
 /// service descriptors).
-pub(crate) const STREAMING: [&str; 2] =
-    ["/raftlock.v1.Locks/Watch", "/raftlock.v1.Leases/KeepAlive"];
+pub(crate) const STREAMING: [&str; 3] = [
+    "/raftlock.v1.Locks/Watch",
+    "/raftlock.v1.Leases/KeepAlive",
+    "/raftlock.v1.Admin/SaveSnapshot",
+];
 
 /// One method's numbers at a scrape.
 #[derive(Debug, Clone)]

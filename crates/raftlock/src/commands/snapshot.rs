@@ -250,12 +250,20 @@ fn restore(
         hex[..32].to_string()
     };
 
-    std::fs::create_dir_all(data_dir).map_err(|e| io_failure("cannot create", data_dir, e))?;
+    // Prepared beside DIR and renamed onto it once synced: a crash midway
+    // leaves DIR as it was (absent or empty), never a half-made store that
+    // `serve` would take for a new one.
+    let staging = staging_dir(data_dir)?;
+    if staging.exists() {
+        // Left by a restore that did not finish: ours to remove.
+        std::fs::remove_dir_all(&staging)
+            .map_err(|e| io_failure("cannot remove the unfinished", &staging, e))?;
+    }
     let (leases, locks) = (state.lease_count(), state.lock_count());
     let rt = runner::control_runtime()?;
     let prepared = rt
         .block_on(restore::prepare_from_backup(
-            data_dir,
+            &staging,
             restore::StoreOptions::default(),
             state,
             index,
@@ -263,7 +271,18 @@ fn restore(
             epoch,
             &peers,
         ))
-        .map_err(|e| Failure::Runtime(format!("restore into {}: {e}", data_dir.display())))?;
+        .map_err(|e| Failure::Runtime(format!("restore into {}: {e}", staging.display())))?;
+    // The store flushed everything it wrote; the rename and the parent's
+    // entry are made durable here.
+    std::fs::rename(&staging, data_dir)
+        .map_err(|e| io_failure("cannot rename the prepared store to", data_dir, e))?;
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_failure("cannot sync the directory", parent, e))?;
     if json {
         print_json(
             &serde_json::json!({
@@ -292,4 +311,22 @@ fn restore(
         );
         Ok(())
     }
+}
+
+/// `DIR.restoring` beside `data_dir` (same file system, so the final
+/// rename is atomic); its parent is created if missing.
+fn staging_dir(data_dir: &Path) -> Result<PathBuf, Failure> {
+    let Some(name) = data_dir.file_name() else {
+        return Err(Failure::Usage(format!(
+            "--data-dir {} has no directory name to restore into",
+            data_dir.display()
+        )));
+    };
+    let mut staged = name.to_os_string();
+    staged.push(".restoring");
+    let staging = data_dir.with_file_name(staged);
+    if let Some(parent) = staging.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io_failure("cannot create", parent, e))?;
+    }
+    Ok(staging)
 }

@@ -143,6 +143,10 @@ async fn save_more_grants_wipe_restore_serves_saved_holds_with_higher_tokens() {
         std::fs::remove_dir_all(cluster.data_dir(id)).expect("wipe");
     }
     let peers = cluster.peers.clone();
+    // Node 1's restore was interrupted once: it left its staging directory.
+    let staged = cluster.dir.path().join("node1.restoring");
+    std::fs::create_dir_all(&staged).expect("stage");
+    std::fs::write(staged.join("half-written"), b"x").expect("stage");
     for id in 1..=3u64 {
         let dir = cluster.data_dir(id);
         let (code, out, err) = cli(
@@ -155,7 +159,12 @@ async fn save_more_grants_wipe_restore_serves_saved_holds_with_higher_tokens() {
             ),
         );
         assert_eq!(code, 0, "restore node {id}: {err}\n{out}");
+        assert!(
+            dir.join(raftlock_node::restore::MARKER_FILE).exists(),
+            "node {id}: the prepared store is in place"
+        );
     }
+    assert!(!staged.exists(), "the unfinished staging directory was replaced and moved");
     for id in 1..=3 {
         cluster.spawn(id);
     }
