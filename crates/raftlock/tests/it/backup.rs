@@ -164,7 +164,10 @@ async fn save_more_grants_wipe_restore_serves_saved_holds_with_higher_tokens() {
             "node {id}: the prepared store is in place"
         );
     }
-    assert!(!staged.exists(), "the unfinished staging directory was replaced and moved");
+    assert!(
+        !staged.exists(),
+        "the unfinished staging directory was replaced and moved"
+    );
     for id in 1..=3 {
         cluster.spawn(id);
     }
