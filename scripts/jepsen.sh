@@ -34,8 +34,12 @@
 # clients start, each node must refuse a plaintext call and a TLS call
 # without a client certificate (else a setup error, exit 2).
 #
+# A rolling upgrade (--nemesis upgrade --upgrade-from OLD_BINARY): the nodes
+# start on OLD_BINARY (scripts/build-previous.sh builds the previous
+# release) and are moved one at a time to the build under test.
+#
 # Usage: scripts/jepsen.sh [--nodes 5] [--time-limit 600]
-#          [--nemesis partition,kill,pause,link,clock,member,kill-all,power | ...,skew]
+#          [--nemesis partition,kill,pause,link,clock,member,kill-all,power,upgrade | ...,skew]
 #          [--seed S] [--clients 10] [--skew-percent 3] [--secure]
 #          [--target raftlock|unsafe] [--out DIR] [any other `jepsen` flag]
 set -euo pipefail

@@ -9,6 +9,10 @@
 #   scripts/test.sh --help
 #
 # Stages, in order (each prints its name and command first):
+#   0. scripts/build-previous.sh             (the previous release, built once
+#                                            into target/previous/: the rolling-
+#                                            upgrade test's old nodes; sets
+#                                            RAFTLOCK_BIN_PREVIOUS unless set)
 #   1. cargo test --workspace --locked ARGS
 #   2. cargo build --release --locked -p raftlock  (the binary the Python
 #      tests run as `raftlock serve` nodes)
@@ -53,6 +57,18 @@ stage() {
 }
 
 if [ "$RUST" = 1 ]; then
+  if [ -z "${RAFTLOCK_BIN_PREVIOUS:-}" ]; then
+    stage "previous release: scripts/build-previous.sh"
+    set +e
+    PREVIOUS="$(scripts/build-previous.sh)"
+    rc=$?
+    set -e
+    case "$rc" in
+      0) export RAFTLOCK_BIN_PREVIOUS="$PREVIOUS" ;;
+      3) echo "warning: no previous release in this clone: the rolling-upgrade test will be skipped" >&2 ;;
+      *) exit "$rc" ;;
+    esac
+  fi
   stage "Rust tests: cargo test --workspace --locked $*"
   cargo test --workspace --locked "$@"
 fi

@@ -50,6 +50,7 @@ pub const DEFINITE: &[ErrorReason] = &[
     ErrorReason::Unauthenticated,
     ErrorReason::RateLimited,
     ErrorReason::ClusterMismatch,
+    ErrorReason::PeerVersionMismatch,
 ];
 
 /// Why a call did not succeed.

@@ -140,6 +140,9 @@ pub struct ClusterConfig {
     /// the harness connecting with TLS as [`HARNESS_IDENTITY`] (module
     /// documentation).
     pub secure: bool,
+    /// The newer build a rolling upgrade moves nodes to
+    /// ([`Cluster::upgrade`]); the nodes start on `binary`.
+    pub upgrade_to: Option<PathBuf>,
 }
 
 /// The files of a `secure` cluster, in `certs/` of the cluster directory.
@@ -276,12 +279,15 @@ struct NodeProc {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// The build it runs (and restarts on).
+    binary: PathBuf,
 }
 
 /// A running cluster (see the module documentation).
 pub struct Cluster {
     pub dir: PathBuf,
-    binary: PathBuf,
+    /// Where a rolling upgrade moves nodes ([`ClusterConfig::upgrade_to`]).
+    upgrade_to: Option<PathBuf>,
     nodes: BTreeMap<u64, NodeProc>,
     peer_proxies: BTreeMap<(u64, u64), Proxy>,
     client_proxies: BTreeMap<u64, Proxy>,
@@ -404,7 +410,7 @@ impl Cluster {
             secure,
             _tmp: tmp,
             dir: dir.clone(),
-            binary: config.binary.clone(),
+            upgrade_to: config.upgrade_to.clone(),
             nodes: BTreeMap::new(),
             peer_proxies,
             client_proxies,
@@ -475,6 +481,7 @@ impl Cluster {
                     log: dir.join(format!("node{id}.log")),
                     child: None,
                     paused: false,
+                    binary: config.binary.clone(),
                 },
             );
             // The node binds its ports itself: let go of them now.
@@ -491,11 +498,11 @@ impl Cluster {
             // starts it.
             return Ok(());
         }
-        let binary = self.binary.clone();
         let node = self
             .nodes
             .get_mut(&id)
             .ok_or(ClusterError::UnknownNode(id))?;
+        let binary = node.binary.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -960,6 +967,79 @@ impl Cluster {
         self.spawn(id)
     }
 
+    /// One step of a rolling upgrade: node `preferred` if it still runs the
+    /// old build, else the first node (by id) that does, is stopped the way
+    /// an operator stops it (SIGTERM, then SIGKILL after 15 s), and started
+    /// again on the same data with the newer build
+    /// ([`ClusterConfig::upgrade_to`]). Once every node runs it (or with no
+    /// newer build), `preferred` is restarted the same way. Returns the node
+    /// it restarted.
+    pub fn upgrade(&mut self, preferred: u64) -> Result<u64, ClusterError> {
+        let newer = self.upgrade_to.clone();
+        let old = |n: &NodeProc| newer.as_ref().is_some_and(|b| &n.binary != b);
+        let id = match self.nodes.get(&preferred) {
+            Some(n) if old(n) => preferred,
+            _ => self
+                .nodes
+                .iter()
+                .find(|(_, n)| old(n))
+                .map_or(preferred, |(id, _)| *id),
+        };
+        if self.powered_off.contains(&id) {
+            return Ok(id);
+        }
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(ClusterError::UnknownNode(id))?;
+        if let Some(mut child) = node.child.take() {
+            if node.paused {
+                signal(&child, libc::SIGCONT);
+            }
+            signal(&child, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+        if let Some(newer) = newer {
+            node.binary = newer;
+        }
+        self.spawn(id)?;
+        Ok(id)
+    }
+
+    /// The nodes running the newer build of a rolling upgrade.
+    pub fn upgraded(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| self.upgrade_to.as_ref() == Some(&n.binary))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Finishes a rolling upgrade: every node still on the old build is
+    /// upgraded, one at a time, each once the cluster has a leader again.
+    pub async fn finish_upgrade(&mut self) -> Result<(), ClusterError> {
+        let Some(newer) = self.upgrade_to.clone() else {
+            return Ok(());
+        };
+        let old: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.binary != newer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in old {
+            self.upgrade(id)?;
+            self.wait_leader(Duration::from_secs(30)).await?;
+        }
+        Ok(())
+    }
+
     /// SIGSTOP node `id`.
     pub fn pause(&mut self, id: u64) -> Result<(), ClusterError> {
         let node = self
@@ -997,7 +1077,8 @@ impl Cluster {
             self.resume(id)?;
             self.restart(id)?;
         }
-        self.heal_membership().await
+        self.heal_membership().await?;
+        self.finish_upgrade().await
     }
 
     /// One node's view (direct, not through a proxy), if it answers soon.

@@ -68,6 +68,10 @@ pub enum FaultKind {
     Member,
     KillAll,
     Power,
+    /// A rolling upgrade: one node at a time stopped as an operator stops
+    /// it and started on the newer build (the run's `upgrade_from` is the
+    /// older one); once all run it, graceful restarts.
+    Upgrade,
 }
 
 impl FaultKind {
@@ -101,8 +105,9 @@ impl FromStr for FaultKind {
             "member" | "membership" => Ok(FaultKind::Member),
             "kill-all" => Ok(FaultKind::KillAll),
             "power" => Ok(FaultKind::Power),
+            "upgrade" => Ok(FaultKind::Upgrade),
             other => Err(format!(
-                "unknown nemesis `{other}`; use partition, kill, pause, link, clock, skew, member, kill-all, power"
+                "unknown nemesis `{other}`; use partition, kill, pause, link, clock, skew, member, kill-all, power, upgrade"
             )),
         }
     }
@@ -160,6 +165,9 @@ pub enum Fault {
     Remove(u64),
     /// kill -9 every node at once.
     KillAll,
+    /// The next step of a rolling upgrade ([`Cluster::upgrade`]), this
+    /// node first if it still runs the old build.
+    Upgrade(u64),
     /// Cut the power of these nodes at once (unsynced writes are lost),
     /// after holding the syncs of `held` (some of them) for `hold_ms`
     /// (0: at once).
@@ -182,6 +190,7 @@ impl Fault {
             Fault::Reskew { node, rate } => format!("restart node {node} with clock {rate:?}"),
             Fault::Remove(n) => format!("remove node {n} from the membership"),
             Fault::KillAll => "kill every node".to_string(),
+            Fault::Upgrade(n) => format!("upgrade the next node (node {n} if still old)"),
             Fault::Power {
                 nodes, hold_ms: 0, ..
             } => format!("power cut of nodes {nodes:?}"),
@@ -265,6 +274,7 @@ pub fn choose(
         FaultKind::Pause => Fault::Pause(leader_or_random(rng).0),
         FaultKind::Member => Fault::Remove(leader_or_random(rng).0),
         FaultKind::KillAll => Fault::KillAll,
+        FaultKind::Upgrade => Fault::Upgrade(leader_or_random(rng).0),
         FaultKind::Power => {
             // Every node, or a majority (the leader in it half the time).
             let size = if rng.chance(50) { n } else { n / 2 + 1 };
@@ -471,6 +481,10 @@ pub async fn apply(
         Fault::Reskew { node, rate } => cluster.restart_with_clock(*node, *rate)?,
         Fault::Remove(n) => cluster.remove_member(*n).await?,
         Fault::KillAll => cluster.kill_all(),
+        Fault::Upgrade(n) => {
+            let done = cluster.upgrade(*n)?;
+            tracing::info!("upgrade: node {done} restarted on the newer build");
+        }
         Fault::Power {
             nodes,
             held,
@@ -506,8 +520,9 @@ pub async fn heal(
                 cluster.set_clock(*node, ClockSetting::Real)?;
             }
         }
-        // Drift stays: it is what real clocks do, within the bound.
-        Fault::Reskew { .. } => {}
+        // Drift stays: it is what real clocks do, within the bound. An
+        // upgraded node stays upgraded (it is running).
+        Fault::Reskew { .. } | Fault::Upgrade(_) => {}
         Fault::Remove(n) => cluster.add_member(*n).await?,
         Fault::KillAll => {
             for id in cluster.ids() {

@@ -50,6 +50,10 @@ pub struct RunConfig {
     pub out_dir: Option<PathBuf>,
     /// The raftlock binary (default: [`raftlock_binary`]).
     pub binary: Option<PathBuf>,
+    /// A rolling upgrade: the nodes start on this older build, and the
+    /// `upgrade` nemesis (and the final heal) moves them to `binary` one
+    /// at a time.
+    pub upgrade_from: Option<PathBuf>,
     /// TLS on every node port, mutual TLS between peers, an auth file, and
     /// the harness's clients on TLS as their own identity (see
     /// [`crate::cluster`]); checked on every node before the clients start.
@@ -76,6 +80,7 @@ impl RunConfig {
             op_timeout: Duration::from_secs(2),
             out_dir: None,
             binary: None,
+            upgrade_from: None,
             secure: false,
         }
     }
@@ -118,6 +123,13 @@ pub struct Summary {
     pub secure_checks: Vec<String>,
     /// "f type" → count, e.g. "acquire ok".
     pub ops: BTreeMap<String, u64>,
+    /// A rolling upgrade's end: the nodes on the newer build, and each
+    /// node's release as the leader's status named it after the final heal
+    /// (empty for a build that does not say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgraded: Vec<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub builds: BTreeMap<u64, String>,
     pub checkers: Vec<CheckResult>,
 }
 
@@ -179,6 +191,8 @@ pub fn check_history(history: &History, config: &RunConfig, faults_injected: u64
         secure: config.secure,
         secure_checks: Vec::new(),
         ops: op_counts(history),
+        upgraded: Vec::new(),
+        builds: BTreeMap::new(),
         checkers,
     }
 }
@@ -222,9 +236,14 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
                 Some(b) => b.clone(),
                 None => raftlock_binary()?,
             };
+            let (binary, upgrade_to) = match &config.upgrade_from {
+                Some(old) => (old.clone(), Some(binary)),
+                None => (binary, None),
+            };
             let cluster = Cluster::start(ClusterConfig {
                 nodes: config.nodes,
                 binary,
+                upgrade_to,
                 extra_args: Vec::new(),
                 keep_dir: config.out_dir.as_ref().map(|d| d.join("cluster")),
                 power_disks: FaultKind::power_disks(&config.nemesis.kinds),
@@ -341,6 +360,21 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
     resource.record_final_reads(&recorder);
     // The nodes' logs, read from their disks once they are stopped (on
     // powerfs the disks go with the cluster).
+    let mut upgraded = Vec::new();
+    let mut builds = BTreeMap::new();
+    if let (Target::Raftlock(c), Some(_)) = (&target, &config.upgrade_from) {
+        let c = c.lock().await;
+        upgraded = c.upgraded();
+        if let Some(leader) = c.leader().await
+            && let Some(status) = c.status(leader).await
+        {
+            builds = status
+                .nodes
+                .iter()
+                .map(|n| (n.id, n.build_version.clone()))
+                .collect();
+        }
+    }
     let logs = match &target {
         Target::Raftlock(c) => Some(c.lock().await.read_logs().await),
         Target::Unsafe(_) => None,
@@ -350,6 +384,8 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
     let history = recorder.history();
     let mut summary = check_history(&history, &config, faults_injected);
     summary.secure_checks = secure_checks;
+    summary.upgraded = upgraded;
+    summary.builds = builds;
     if let Some(logs) = &logs {
         let start = std::time::Instant::now();
         let mut result = crate::checker::logs::check(logs);

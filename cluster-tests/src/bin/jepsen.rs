@@ -68,6 +68,11 @@ struct Args {
     /// The raftlock binary [default: next to this one, or $RAFTLOCK_BIN].
     #[arg(long)]
     raftlock_bin: Option<PathBuf>,
+    /// A rolling upgrade: the nodes start on this older raftlock build and
+    /// the `upgrade` nemesis moves them, one at a time, to --raftlock-bin
+    /// (scripts/build-previous.sh builds the previous release).
+    #[arg(long)]
+    upgrade_from: Option<PathBuf>,
     /// Seconds the linearizability search may take before "unknown".
     #[arg(long, default_value_t = 120)]
     linear_budget_s: u64,
@@ -155,6 +160,10 @@ fn main() -> ExitCode {
     config.check.liveness_bound_ns = (args.recovery - 2) * 1_000_000_000;
     config.check.linear.max_time = Duration::from_secs(args.linear_budget_s);
     config.binary = args.raftlock_bin.clone();
+    if args.upgrade_from.is_some() && target != TargetKind::Raftlock {
+        return usage("--upgrade-from needs --target raftlock".into());
+    }
+    config.upgrade_from = args.upgrade_from.clone();
     if args.secure && target != TargetKind::Raftlock {
         return usage("--secure needs --target raftlock".into());
     }

@@ -54,6 +54,7 @@ async fn start_three(faketime: Option<cluster_tests::cluster::Faketime>) -> (Clu
         faketime,
         power_disks: false,
         secure: false,
+        upgrade_to: None,
     })
     .await
     .expect("cluster starts");
@@ -460,6 +461,79 @@ async fn a_real_cluster_with_tls_and_auth_keeps_its_promises_under_partitions_ki
         .take(3)
         .collect();
     assert!(refused.is_empty(), "refused by auth: {refused:?}");
+    assert!(s.faults_injected >= 3, "{}", describe(s));
+    assert!(
+        s.ops.get("acquire ok").copied().unwrap_or(0) > 20,
+        "too little work to mean anything: {}",
+        describe(s)
+    );
+    assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
+}
+
+/// The previous release's binary (`RAFTLOCK_BIN_PREVIOUS`, which
+/// scripts/test.sh sets from scripts/build-previous.sh), or `None` (the
+/// test skips, saying so) — unless `RAFTLOCK_REQUIRE_PREVIOUS` is set
+/// (`.ci/run` sets it when the clone has the release's commit).
+fn previous_release() -> Option<std::path::PathBuf> {
+    match std::env::var_os("RAFTLOCK_BIN_PREVIOUS") {
+        Some(p) => Some(p.into()),
+        None if std::env::var_os("RAFTLOCK_REQUIRE_PREVIOUS").is_none() => {
+            eprintln!(
+                "skipped: RAFTLOCK_BIN_PREVIOUS is not set (scripts/build-previous.sh builds the previous release; scripts/test.sh sets it)"
+            );
+            None
+        }
+        None => panic!("RAFTLOCK_REQUIRE_PREVIOUS is set but RAFTLOCK_BIN_PREVIOUS is not"),
+    }
+}
+
+/// `BIN --version`.
+fn version_of(bin: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("running {} --version: {e}", bin.display()));
+    assert!(out.status.success(), "{} --version failed", bin.display());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A rolling upgrade: the nodes start on the previous release, clients lock
+/// all along, and nodes are stopped one at a time (as an operator stops
+/// them, sometimes the leader) and started on this build, among kill -9s;
+/// a mixed cluster must keep every promise, and at the end every node runs
+/// this build and says so to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_upgrade_from_the_previous_release_keeps_every_promise() {
+    let Some(previous) = previous_release() else {
+        return;
+    };
+    let current = raftlock_binary().expect("raftlock binary");
+    let (old, new) = (version_of(&previous), version_of(&current));
+    assert_ne!(old, new, "the previous release must be another build");
+    eprintln!("rolling upgrade from {old} to {new}");
+    let mut config = short_run(20_261_207, 30, vec![FaultKind::Upgrade, FaultKind::Kill]);
+    config.upgrade_from = Some(previous);
+    let outcome = run(config).await.expect("the test runs");
+    let s = &outcome.summary;
+    assert_eq!(s.upgraded, vec![1, 2, 3], "{}", describe(s));
+    let this_build = env!("CARGO_PKG_VERSION");
+    assert!(
+        s.builds.len() == 3 && s.builds.values().all(|b| b == this_build),
+        "every node runs {this_build} and told the leader: {}",
+        describe(s)
+    );
+    let upgrades = outcome
+        .history
+        .ops
+        .iter()
+        .filter(|o| {
+            o.args
+                .fault
+                .as_deref()
+                .is_some_and(|f| f.contains("upgrade the next node"))
+        })
+        .count();
+    assert!(upgrades >= 1, "no upgrade step ran: {}", describe(s));
     assert!(s.faults_injected >= 3, "{}", describe(s));
     assert!(
         s.ops.get("acquire ok").copied().unwrap_or(0) > 20,

@@ -30,6 +30,7 @@ async fn not_leader_is_never_returned_for_an_applied_write() {
         faketime: None,
         power_disks: false,
         secure: false,
+        upgrade_to: None,
     })
     .await
     .expect("cluster starts");

@@ -148,6 +148,7 @@ async fn start_cluster() -> Cluster {
         faketime: None,
         power_disks: true,
         secure: false,
+        upgrade_to: None,
     };
     let cluster = Cluster::start(config).await.expect("cluster starts");
     for id in cluster.ids() {

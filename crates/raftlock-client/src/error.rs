@@ -396,6 +396,7 @@ impl Error {
             | R::SlowWatcher
             | R::Internal
             | R::ClusterMismatch
+            | R::PeerVersionMismatch
             | R::Unspecified => Error::Other {
                 reason: reason.name().to_string(),
                 message,

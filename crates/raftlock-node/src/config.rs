@@ -60,6 +60,12 @@ pub struct NodeConfig {
     /// before it proposes anything else (docs/operations.md: give the same
     /// value to every node, e.g. the replaced cluster's token_high_water).
     pub token_floor: u64,
+    /// The peer protocol versions this node announces and accepts: leave
+    /// it at the default (every version this build speaks). Tests set a
+    /// narrower or foreign range to stand in for another release
+    /// (`RAFTLOCK_TEST_PEER_PROTOCOL`); the payloads keep their real
+    /// encoding.
+    pub peer_protocol: crate::ProtocolRange,
     /// How often the leader checks lease deadlines and lock-delays.
     pub lease_check_interval: Duration,
     /// Most leases ended by one expiry entry.
@@ -151,6 +157,7 @@ impl NodeConfig {
             keep_entries_after_snapshot: 1_000,
             limits: Limits::default(),
             token_floor: 0,
+            peer_protocol: crate::ProtocolRange::default(),
             lease_check_interval: Duration::from_millis(50),
             max_expire_batch: 1_000,
             watch_history_events: 10_000,

@@ -551,6 +551,18 @@ impl pb::admin_server::Admin for AdminService {
             } else {
                 matched
             };
+            let (build_version, protocol) = if id == api.id {
+                (
+                    env!("CARGO_PKG_VERSION").to_string(),
+                    Some(api.peer_identity.protocol),
+                )
+            } else {
+                match api.network.introduction(id) {
+                    // A build before versioning says nothing of either.
+                    Some(i) if !i.build_version.is_empty() => (i.build_version, Some(i.protocol)),
+                    _ => (String::new(), None),
+                }
+            };
             nodes.push(pb::NodeStatus {
                 id,
                 address: api.client_addr_of(id).unwrap_or_default(),
@@ -559,6 +571,9 @@ impl pb::admin_server::Admin for AdminService {
                 voter,
                 matched_index: matched,
                 lag: matched.map(|x| last_log.saturating_sub(x)),
+                build_version,
+                protocol_min: protocol.map_or(0, |p| p.min),
+                protocol_max: protocol.map_or(0, |p| p.max),
             });
         }
         let (leases, locks, token_epoch, token_high_water) = api.state.read(|s| {

@@ -38,6 +38,9 @@ pub use config::{NodeConfig, RaftTiming, peer_listen_for};
 pub use error::NodeError;
 pub use metrics::MetricsFormat;
 pub use node::{Node, NodeHandle, StartError};
+pub use peer::version::{
+    ProtocolRange, SUPPORTED as PEER_PROTOCOLS, TEST_OVERRIDE_ENV as PEER_PROTOCOL_TEST_ENV,
+};
 pub use raftlock_store::force::ForceError;
 pub use tls::{TlsError, TlsFiles};
 

@@ -169,8 +169,12 @@ impl Node {
         let store_closed = state_machine.closed();
         let log_flushes = log_store.flush_times();
         let store_id = log_store.store_id();
-        let peer_identity =
-            crate::peer::identity::PeerIdentity::new(config.id, store_id.clone(), state.clone());
+        let peer_identity = crate::peer::identity::PeerIdentity::new(
+            config.id,
+            store_id.clone(),
+            config.peer_protocol,
+            state.clone(),
+        );
         // Bound before Raft starts, so a taken port fails the start at once.
         let (metrics_listener, metrics_addr) = match &config.metrics_listen {
             Some(at) => {
@@ -711,6 +715,8 @@ async fn record_members(api: Arc<Api>, mut stop: watch::Receiver<bool>) {
             crate::peer::client::Introduced {
                 store_id: api.store_id.clone(),
                 client_addr: api.client_addr.clone(),
+                protocol: api.peer_identity.protocol,
+                build_version: env!("CARGO_PKG_VERSION").to_string(),
             },
         );
         for (node, seen) in wanted {

@@ -101,7 +101,7 @@ pub struct Rule {
 
 impl ErrorReason {
     /// Every reason but ERROR_REASON_UNSPECIFIED.
-    pub const ALL: [ErrorReason; 36] = [
+    pub const ALL: [ErrorReason; 37] = [
         ErrorReason::InvalidName,
         ErrorReason::InvalidArgument,
         ErrorReason::TooLarge,
@@ -133,6 +133,7 @@ impl ErrorReason {
         ErrorReason::Unauthenticated,
         ErrorReason::RateLimited,
         ErrorReason::ClusterMismatch,
+        ErrorReason::PeerVersionMismatch,
         ErrorReason::LeaseLost,
         ErrorReason::Unavailable,
         ErrorReason::DeadlineExceeded,
@@ -175,7 +176,9 @@ impl ErrorReason {
             R::Denied => (Code::PermissionDenied, No, Retry::Never, Node),
             R::Unauthenticated => (Code::Unauthenticated, No, Retry::Never, Node),
             R::RateLimited => (Code::ResourceExhausted, No, Retry::AfterPause, Node),
-            R::ClusterMismatch => (Code::FailedPrecondition, No, Retry::Never, Node),
+            R::ClusterMismatch | R::PeerVersionMismatch => {
+                (Code::FailedPrecondition, No, Retry::Never, Node)
+            }
             R::LeaseLost => (Code::NotFound, No, Retry::Never, Client),
             R::Unavailable => (Code::Unavailable, No, Retry::AfterPause, Client),
             R::DeadlineExceeded => (Code::DeadlineExceeded, Unknown, Retry::Never, Client),

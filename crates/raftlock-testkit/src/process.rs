@@ -380,6 +380,11 @@ impl ServeCluster {
 
     /// Starts node `id` (again), its stderr appended to `node<id>.log`.
     pub fn spawn(&mut self, id: u64) {
+        self.spawn_with_env(id, &[]);
+    }
+
+    /// [`ServeCluster::spawn`] with `env` set for the process.
+    pub fn spawn_with_env(&mut self, id: u64, env: &[(&str, &str)]) {
         let mut cmd = serve_command(
             &self.bin,
             id,
@@ -389,6 +394,7 @@ impl ServeCluster {
             &self.peers,
         );
         cmd.args(&self.extra_args);
+        cmd.envs(env.iter().copied());
         let log = self.dir.path().join(format!("node{id}.log"));
         self.procs.insert(id, Proc::spawn(cmd, &log));
     }

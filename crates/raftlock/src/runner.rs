@@ -389,7 +389,20 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let notifier = crate::sd_notify::Notifier::from_env()?;
     let control = control_runtime()?;
     let mut signals = Signals::with_hangup(&control)?;
-    let node_config = resolved.node;
+    let mut node_config = resolved.node;
+    // Test-only (cluster-tests' upgrade scenario, the peer-version tests):
+    // announce another release's peer protocol versions.
+    if let Some(text) = std::env::var_os(raftlock_node::PEER_PROTOCOL_TEST_ENV) {
+        let text = text.to_string_lossy();
+        node_config.peer_protocol = text.parse().map_err(|e| {
+            Failure::Usage(format!("{}: {e}", raftlock_node::PEER_PROTOCOL_TEST_ENV))
+        })?;
+        tracing::warn!(
+            protocol = %node_config.peer_protocol,
+            "{} is set: this node announces a peer protocol range for tests",
+            raftlock_node::PEER_PROTOCOL_TEST_ENV
+        );
+    }
     let id = node_config.id;
     let span = node_span(id);
     let _entered = span.enter();

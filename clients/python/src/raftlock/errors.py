@@ -199,7 +199,8 @@ class SlowWatcher(Error):
 
 
 class ClusterMismatch(Error):
-    """A node of another cluster, or a wiped node, answered."""
+    """A node of another cluster, a wiped node, or a node whose peer protocol
+    version another cannot speak (PEER_VERSION_MISMATCH) answered."""
 
 
 class TlsError(Error):
@@ -248,6 +249,7 @@ _BY_REASON = {
     "UNAUTHENTICATED": Unauthenticated,
     "RATE_LIMITED": RateLimited,
     "CLUSTER_MISMATCH": ClusterMismatch,
+    "PEER_VERSION_MISMATCH": ClusterMismatch,
 }
 
 #: Reasons after which a retry is never useful and nothing was applied.

@@ -131,6 +131,11 @@ struct Channels {
 pub(crate) struct Introduced {
     pub(crate) store_id: String,
     pub(crate) client_addr: String,
+    /// The peer protocol versions it speaks (protocol 1 from a build
+    /// before versioning, which announces none).
+    pub(crate) protocol: super::version::ProtocolRange,
+    /// Its release; empty from a build before versioning.
+    pub(crate) build_version: String,
 }
 
 struct Inner {
@@ -336,6 +341,9 @@ impl Network {
             cluster_id: identity.cluster_id(),
             client_addr: self.inner.client_addr.clone(),
             store_id: identity.store_id.clone(),
+            protocol_min: identity.protocol.min,
+            protocol_max: identity.protocol.max,
+            build_version: env!("CARGO_PKG_VERSION").to_string(),
         });
         request.set_timeout(timeout);
         let answer = match tokio::time::timeout(timeout, client.hello(request)).await {
@@ -359,11 +367,24 @@ impl Network {
             )));
         }
         identity.check_sender(target, &answer.cluster_id, &answer.store_id)?;
+        let protocol =
+            super::version::ProtocolRange::announced(answer.protocol_min, answer.protocol_max);
+        if identity.protocol.common(protocol).is_none() {
+            return Err(super::version::mismatch(
+                identity.protocol,
+                self.inner.id,
+                protocol,
+                target,
+                &answer.build_version,
+            ));
+        }
         self.note_introduction(
             target,
             Introduced {
                 store_id: answer.store_id,
                 client_addr: answer.client_addr,
+                protocol,
+                build_version: answer.build_version,
             },
         );
         Ok(answer.cluster_id)
@@ -429,6 +450,16 @@ impl Network {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
+    }
+
+    /// What peer `id` said about itself in its latest `Hello`.
+    pub(crate) fn introduction(&self, id: NodeId) -> Option<Introduced> {
+        self.inner
+            .introduced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
     }
 
     /// Where clients reach peer `id`, as it said in its latest `Hello`.

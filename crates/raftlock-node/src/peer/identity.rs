@@ -28,6 +28,8 @@ use raftlock_store::{NodeId, StateHandle};
 pub(crate) struct PeerIdentity {
     pub(crate) id: NodeId,
     pub(crate) store_id: String,
+    /// The peer protocol versions this node speaks ([`super::version`]).
+    pub(crate) protocol: super::version::ProtocolRange,
     state: StateHandle,
     /// The cluster id once applied: it never changes after that, so every
     /// message (AppendEntries included, the write path) stamps and checks
@@ -36,10 +38,16 @@ pub(crate) struct PeerIdentity {
 }
 
 impl PeerIdentity {
-    pub(crate) fn new(id: NodeId, store_id: String, state: StateHandle) -> Self {
+    pub(crate) fn new(
+        id: NodeId,
+        store_id: String,
+        protocol: super::version::ProtocolRange,
+        state: StateHandle,
+    ) -> Self {
         PeerIdentity {
             id,
             store_id,
+            protocol,
             state,
             cluster_id: Default::default(),
         }
@@ -94,10 +102,20 @@ impl PeerIdentity {
         })
     }
 
-    /// [`PeerIdentity::check_sender`] of a stamped message. An unstamped
+    /// [`PeerIdentity::check_sender`] of a stamped message, and whether
+    /// its payload is in a protocol version this node speaks. An unstamped
     /// one (`from_id` 0) is taken only when the check has nothing to go on
     /// either way: it comes from a test transport, never from a node.
     pub(crate) fn check(&self, message: &RaftMessage) -> Result<(), tonic::Status> {
+        let version = super::version::of_message(message.protocol);
+        if !self.protocol.contains(version) {
+            return Err(super::version::unreadable(
+                self.protocol,
+                self.id,
+                version,
+                message.from_id,
+            ));
+        }
         if message.from_id == 0 {
             return Ok(());
         }

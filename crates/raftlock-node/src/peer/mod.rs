@@ -5,14 +5,16 @@
 //! address) and arrive through [`server`]; a follower hands a client's
 //! write, read-index request or keep-alive to the leader through
 //! [`forward`]; every message is bincode with a CRC32 the receiver checks
-//! ([`wire`]), stamped with the sender's node, cluster and store ids and
-//! checked by the receiver ([`identity`]).
+//! ([`wire`]), in a peer protocol version both sides speak ([`version`]),
+//! stamped with the sender's node, cluster and store ids and checked by the
+//! receiver ([`identity`]).
 
 pub(crate) mod client;
 pub(crate) mod forward;
 pub(crate) mod identity;
 pub(crate) mod server;
 pub(crate) mod snapshot_in;
+pub(crate) mod version;
 pub(crate) mod wire;
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use tonic::{Request, Response, Streaming};
 
 use super::identity::{Caller, PeerIdentity};
 use super::snapshot_in::SnapshotReceiver;
+use super::version::{self, ProtocolRange};
 use super::wire::{note_refused, pack, unpack};
 use crate::Raft;
 use crate::api::Api;
@@ -390,6 +391,17 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
         }
         let identity = &self.api.peer_identity;
         identity.check_sender(hello.from_id, &hello.cluster_id, &hello.store_id)?;
+        let protocol = ProtocolRange::announced(hello.protocol_min, hello.protocol_max);
+        if identity.protocol.common(protocol).is_none() {
+            let status = version::mismatch(
+                identity.protocol,
+                self.api.id,
+                protocol,
+                hello.from_id,
+                &hello.build_version,
+            );
+            return Err(self.rpcs.refuse("Hello", status));
+        }
         // A leader introduces itself before its first AppendEntries, so
         // its followers can name its client address to clients at once.
         self.api.network.note_introduction(
@@ -397,6 +409,8 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
             crate::peer::client::Introduced {
                 store_id: hello.store_id.clone(),
                 client_addr: hello.client_addr.clone(),
+                protocol,
+                build_version: hello.build_version.clone(),
             },
         );
         Ok(Response::new(internal::HelloResponse {
@@ -404,6 +418,9 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
             cluster_id: identity.cluster_id(),
             client_addr: self.api.client_addr.clone(),
             store_id: identity.store_id.clone(),
+            protocol_min: identity.protocol.min,
+            protocol_max: identity.protocol.max,
+            build_version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
 }

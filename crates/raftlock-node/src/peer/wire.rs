@@ -1,6 +1,8 @@
 //! Encoding of node-to-node messages: bincode (raftlock-core's encoding)
 //! inside a `RaftMessage` with a CRC32 the receiver checks, so a damaged
-//! frame is an error and never a wrong Raft message.
+//! frame is an error and never a wrong Raft message. The message names the
+//! encoding (peer protocol 1, [`super::version`]); one in a version this
+//! build cannot read is refused, never decoded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,6 +20,11 @@ pub(crate) enum WireError {
     },
     #[error("{0}")]
     Decode(#[from] raftlock_core::DecodeError),
+    #[error(
+        "{what}: encoded in peer protocol {version}, which this build (protocol {}) cannot read",
+        super::version::SUPPORTED
+    )]
+    Version { what: &'static str, version: u32 },
 }
 
 pub(crate) fn pack<T: Serialize>(value: &T) -> RaftMessage {
@@ -25,6 +32,7 @@ pub(crate) fn pack<T: Serialize>(value: &T) -> RaftMessage {
     RaftMessage {
         crc32: crc32fast::hash(&data),
         data,
+        protocol: super::version::BINCODE,
         ..RaftMessage::default()
     }
 }
@@ -33,6 +41,10 @@ pub(crate) fn unpack<T: DeserializeOwned>(
     what: &'static str,
     message: &RaftMessage,
 ) -> Result<T, WireError> {
+    let version = super::version::of_message(message.protocol);
+    if version != super::version::BINCODE {
+        return Err(WireError::Version { what, version });
+    }
     let actual = crc32fast::hash(&message.data);
     if actual != message.crc32 {
         return Err(WireError::Checksum {
@@ -58,7 +70,14 @@ pub(crate) fn note_refused(count: &AtomicU64, method: &'static str, why: &dyn st
 
 impl From<WireError> for tonic::Status {
     fn from(e: WireError) -> Self {
-        tonic::Status::invalid_argument(e.to_string())
+        match e {
+            WireError::Version { .. } => raftlock_proto::errors::status(
+                raftlock_proto::errors::ErrorReason::PeerVersionMismatch,
+                e.to_string(),
+                Default::default(),
+            ),
+            e => tonic::Status::invalid_argument(e.to_string()),
+        }
     }
 }
 
@@ -78,5 +97,27 @@ mod tests {
             unpack::<(u64, String)>("t", &m),
             Err(WireError::Checksum { .. })
         ));
+    }
+
+    #[test]
+    fn a_message_in_an_unknown_protocol_version_is_refused_not_decoded() {
+        let mut m = pack(&(1u64, "x".to_string()));
+        assert_eq!(m.protocol, 1);
+        // A build before versioning leaves the field at 0: protocol 1.
+        m.protocol = 0;
+        assert!(unpack::<(u64, String)>("t", &m).is_ok());
+        m.protocol = 2;
+        let err = unpack::<(u64, String)>("t", &m).expect_err("version 2");
+        assert!(
+            matches!(err, WireError::Version { version: 2, .. }),
+            "{err}"
+        );
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            status.message().contains("peer protocol 2"),
+            "{}",
+            status.message()
+        );
     }
 }

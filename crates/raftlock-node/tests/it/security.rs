@@ -117,6 +117,7 @@ fn forged_vote(from: u64, target: u64, cluster_id: &str) -> internal::RaftMessag
         from_id: from,
         cluster_id: cluster_id.to_string(),
         store_id: String::new(),
+        protocol: 1,
     }
 }
 

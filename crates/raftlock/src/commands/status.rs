@@ -79,6 +79,12 @@ struct NodeOut {
     voter: bool,
     matched_index: Option<u64>,
     lag: Option<u64>,
+    /// Its release, as it told the answering node; absent while unknown
+    /// (and for builds before 0.2).
+    build_version: Option<String>,
+    /// The peer protocol versions it speaks, "1" or "1..2"; absent while
+    /// unknown.
+    protocol: Option<String>,
 }
 
 fn role_name(role: i32) -> &'static str {
@@ -120,6 +126,14 @@ impl StatusOut {
                     voter: n.voter,
                     matched_index: n.matched_index,
                     lag: n.lag,
+                    build_version: Some(n.build_version).filter(|v| !v.is_empty()),
+                    protocol: (n.protocol_max != 0).then(|| {
+                        if n.protocol_min == n.protocol_max {
+                            n.protocol_max.to_string()
+                        } else {
+                            format!("{}..{}", n.protocol_min, n.protocol_max)
+                        }
+                    }),
                 })
                 .collect(),
         }
@@ -256,8 +270,10 @@ fn table(s: &StatusOut) -> String {
         "VOTER",
         "MATCHED",
         "LAG",
+        "BUILD",
+        "PROTOCOL",
     ];
-    let rows: Vec<[String; 7]> = s
+    let rows: Vec<[String; 9]> = s
         .nodes
         .iter()
         .map(|n| {
@@ -273,6 +289,8 @@ fn table(s: &StatusOut) -> String {
                 if n.voter { "yes" } else { "no" }.to_string(),
                 opt(n.matched_index),
                 opt(n.lag),
+                n.build_version.clone().unwrap_or_else(|| "-".into()),
+                n.protocol.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();

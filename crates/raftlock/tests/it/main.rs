@@ -16,6 +16,7 @@ mod dev_cluster;
 mod force_new_cluster;
 mod health;
 mod lost_volume;
+mod peer_versions;
 mod sd_notify;
 mod secure_cluster;
 mod serve_check;

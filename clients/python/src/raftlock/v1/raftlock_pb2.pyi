@@ -82,6 +82,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAUTHENTICATED: _ClassVar[ErrorReason]
     RATE_LIMITED: _ClassVar[ErrorReason]
     CLUSTER_MISMATCH: _ClassVar[ErrorReason]
+    PEER_VERSION_MISMATCH: _ClassVar[ErrorReason]
     LEASE_LOST: _ClassVar[ErrorReason]
     UNAVAILABLE: _ClassVar[ErrorReason]
     DEADLINE_EXCEEDED: _ClassVar[ErrorReason]
@@ -145,6 +146,7 @@ DENIED: ErrorReason
 UNAUTHENTICATED: ErrorReason
 RATE_LIMITED: ErrorReason
 CLUSTER_MISMATCH: ErrorReason
+PEER_VERSION_MISMATCH: ErrorReason
 LEASE_LOST: ErrorReason
 UNAVAILABLE: ErrorReason
 DEADLINE_EXCEEDED: ErrorReason
@@ -484,7 +486,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "role", "voter", "matched_index", "lag", "peer_address")
+    __slots__ = ("id", "address", "role", "voter", "matched_index", "lag", "peer_address", "build_version", "protocol_min", "protocol_max")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -492,6 +494,9 @@ class NodeStatus(_message.Message):
     MATCHED_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    BUILD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_MIN_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_MAX_FIELD_NUMBER: _ClassVar[int]
     id: int
     address: str
     role: Role
@@ -499,7 +504,10 @@ class NodeStatus(_message.Message):
     matched_index: int
     lag: int
     peer_address: str
-    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., voter: _Optional[bool] = ..., matched_index: _Optional[int] = ..., lag: _Optional[int] = ..., peer_address: _Optional[str] = ...) -> None: ...
+    build_version: str
+    protocol_min: int
+    protocol_max: int
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., voter: _Optional[bool] = ..., matched_index: _Optional[int] = ..., lag: _Optional[int] = ..., peer_address: _Optional[str] = ..., build_version: _Optional[str] = ..., protocol_min: _Optional[int] = ..., protocol_max: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
     __slots__ = ("node_id", "role", "term", "leader_id", "leader_addr", "last_log_index", "applied_index", "snapshot_index", "purged_index", "nodes", "leases", "locks", "cluster_id", "token_epoch", "token_high_water")

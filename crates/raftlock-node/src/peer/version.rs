@@ -1,0 +1,215 @@
+//! Which peer protocol versions a node speaks, and whether two nodes can
+//! talk.
+//!
+//! A peer protocol version names the encoding of every node-to-node
+//! payload (`RaftMessage.data`) and of the log entries inside it. Each
+//! build speaks a range of them; two nodes speak the highest version in
+//! both ranges, and a node whose range does not meet this node's is
+//! refused at its `Hello` (and every message it sends is refused) with
+//! `PEER_VERSION_MISMATCH`, naming both ranges and the procedure, instead
+//! of decoding garbage. Builds before versioning send no range: they speak
+//! protocol 1 only, which every build of this range still reads and writes,
+//! so a cluster of them can be upgraded one node at a time.
+//!
+//! Version 1: bincode 2 (standard config, through serde) of the node's Rust
+//! types, framed with a CRC32 ([`super::wire`]).
+
+use std::fmt;
+
+use raftlock_proto::errors::ErrorReason;
+
+/// The peer protocol version of bincode-encoded payloads (the only one this
+/// build writes).
+pub(crate) const BINCODE: u32 = 1;
+
+/// The protocol versions this build can read and write.
+pub const SUPPORTED: ProtocolRange = ProtocolRange { min: 1, max: 1 };
+
+/// Test-only: `min..max` makes a node announce and accept that range
+/// instead of [`SUPPORTED`] (its payloads keep their real encoding), to
+/// stand in for a release that speaks other versions. Read by
+/// `raftlock serve` into `NodeConfig::peer_protocol`.
+pub const TEST_OVERRIDE_ENV: &str = "RAFTLOCK_TEST_PEER_PROTOCOL";
+
+/// An inclusive range of peer protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolRange {
+    /// The lowest version spoken.
+    pub min: u32,
+    /// The highest version spoken.
+    pub max: u32,
+}
+
+impl fmt::Display for ProtocolRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}..{}", self.min, self.max)
+        }
+    }
+}
+
+impl Default for ProtocolRange {
+    fn default() -> Self {
+        SUPPORTED
+    }
+}
+
+impl std::str::FromStr for ProtocolRange {
+    type Err = String;
+
+    /// `N` or `MIN..MAX`, both at least 1, MIN ≤ MAX.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (min, max) = text.split_once("..").unwrap_or((text, text));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| {
+                    format!("peer protocol range {text:?}: {s:?} is not a version (1, 2, ...)")
+                })
+        };
+        let range = ProtocolRange {
+            min: parse(min)?,
+            max: parse(max)?,
+        };
+        if range.min > range.max {
+            return Err(format!(
+                "peer protocol range {text:?}: the lowest version is above the highest"
+            ));
+        }
+        Ok(range)
+    }
+}
+
+impl ProtocolRange {
+    /// The range a peer announced in its `Hello`: both fields 0 from a
+    /// build before versioning, which speaks protocol 1 only.
+    pub(crate) fn announced(min: u32, max: u32) -> ProtocolRange {
+        if max == 0 {
+            ProtocolRange {
+                min: BINCODE,
+                max: BINCODE,
+            }
+        } else {
+            ProtocolRange {
+                min: min.clamp(1, max),
+                max,
+            }
+        }
+    }
+
+    /// The version two nodes speak: the highest in both ranges.
+    pub(crate) fn common(self, other: ProtocolRange) -> Option<u32> {
+        let speak = self.max.min(other.max);
+        (speak >= self.min.max(other.min)).then_some(speak)
+    }
+
+    pub(crate) fn contains(self, version: u32) -> bool {
+        (self.min..=self.max).contains(&version)
+    }
+}
+
+/// A message's protocol field: 0 from a build before versioning.
+pub(crate) fn of_message(protocol: u32) -> u32 {
+    if protocol == 0 { BINCODE } else { protocol }
+}
+
+/// The refusal of a peer whose range `theirs` does not meet `ours`.
+pub(crate) fn mismatch(
+    ours: ProtocolRange,
+    me: u64,
+    theirs: ProtocolRange,
+    peer: u64,
+    peer_build: &str,
+) -> tonic::Status {
+    let build = if peer_build.is_empty() {
+        "a build before 0.2".to_string()
+    } else {
+        format!("build {peer_build}")
+    };
+    let advice = if theirs.max < ours.min {
+        format!("upgrade node {peer} first")
+    } else {
+        format!("upgrade node {me} first")
+    };
+    raftlock_proto::errors::status(
+        ErrorReason::PeerVersionMismatch,
+        format!(
+            "node {peer} ({build}) speaks peer protocol {theirs}, node {me} (build {}) speaks {ours}: no version in common. Upgrade one release at a time, each node to a release that speaks the version the others speak ({advice}; docs/operations.md, Upgrades)",
+            env!("CARGO_PKG_VERSION"),
+        ),
+        Default::default(),
+    )
+}
+
+/// The refusal of a message encoded in `version`, which `ours` cannot read.
+pub(crate) fn unreadable(ours: ProtocolRange, me: u64, version: u32, peer: u64) -> tonic::Status {
+    raftlock_proto::errors::status(
+        ErrorReason::PeerVersionMismatch,
+        format!(
+            "node {peer} sent a message in peer protocol {version}; node {me} (build {}) reads {ours} (docs/operations.md, Upgrades)",
+            env!("CARGO_PKG_VERSION"),
+        ),
+        Default::default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(min: u32, max: u32) -> ProtocolRange {
+        ProtocolRange { min, max }
+    }
+
+    #[test]
+    fn two_nodes_speak_the_highest_version_both_know() {
+        assert_eq!(r(1, 3).common(r(2, 5)), Some(3));
+        assert_eq!(r(1, 1).common(r(1, 2)), Some(1));
+        assert_eq!(r(2, 2).common(r(1, 3)), Some(2));
+    }
+
+    #[test]
+    fn ranges_that_do_not_meet_have_no_common_version() {
+        assert_eq!(r(1, 1).common(r(2, 2)), None);
+        assert_eq!(r(3, 4).common(r(1, 2)), None);
+    }
+
+    #[test]
+    fn a_build_before_versioning_speaks_protocol_1() {
+        assert_eq!(ProtocolRange::announced(0, 0), r(1, 1));
+        assert_eq!(of_message(0), 1);
+        assert_eq!(ProtocolRange::announced(0, 3), r(1, 3));
+        assert_eq!(SUPPORTED.common(ProtocolRange::announced(0, 0)), Some(1));
+    }
+
+    #[test]
+    fn ranges_parse_and_bad_ones_say_why() {
+        assert_eq!("2".parse::<ProtocolRange>(), Ok(r(2, 2)));
+        assert_eq!("1..3".parse::<ProtocolRange>(), Ok(r(1, 3)));
+        for bad in ["", "0", "3..1", "x", "1..", "-1"] {
+            let err = bad.parse::<ProtocolRange>().expect_err(bad);
+            assert!(err.contains("peer protocol range"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_mismatch_names_both_ranges_and_who_to_upgrade() {
+        let status = mismatch(r(2, 2), 1, r(1, 1), 3, "");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        let m = status.message();
+        assert!(
+            m.contains("node 3 (a build before 0.2) speaks peer protocol 1"),
+            "{m}"
+        );
+        assert!(m.contains("speaks 2"), "{m}");
+        assert!(m.contains("upgrade node 3 first"), "{m}");
+        assert_eq!(
+            raftlock_proto::errors::classify(&status).known(),
+            Some(ErrorReason::PeerVersionMismatch)
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Peer protocol versions between real `raftlock serve` processes: every
+//! node says which versions it speaks, status shows them, and a node with
+//! no version in common with the cluster is refused with a clear error
+//! (PEER_VERSION_MISMATCH) instead of garbage, while the others serve on.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use raftlock_proto::internal::v1 as ipb;
+use raftlock_testkit::grpc::{grant, reason_of};
+use raftlock_testkit::process::ServeCluster;
+
+/// A plaintext channel to a node's peer port, as another node dials it.
+async fn peer_channel(
+    port: u16,
+) -> ipb::raft_transport_client::RaftTransportClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("a connection to the peer port");
+    ipb::raft_transport_client::RaftTransportClient::new(channel)
+}
+
+/// `raftlock status --json` against `port`.
+fn status_json(cluster: &ServeCluster, port: u16) -> serde_json::Value {
+    let (code, out, err) = run_bounded(
+        with_endpoints(&["status", "--json"], &format!("127.0.0.1:{port}")),
+        cluster.dir.path(),
+        CLI_BOUND,
+    );
+    assert_eq!(code.code(), Some(0), "{err}");
+    serde_json::from_str(&out).expect("status --json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_others_serve_on() {
+    let (mut cluster, leader) = ServeCluster::start(Path::new(BIN), 3).await;
+    let port = cluster.ports[&leader];
+    let this_build = env!("CARGO_PKG_VERSION");
+
+    // Every node's release and protocol, as the leader knows them (each
+    // told it in its Hello).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status_json(&cluster, port);
+        let nodes = s["nodes"].as_array().expect("nodes").clone();
+        if nodes.len() == 3
+            && nodes
+                .iter()
+                .all(|n| n["build_version"] == this_build && n["protocol"] == "1")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "versions never shown: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = run_bounded(
+        with_endpoints(&["status"], &format!("127.0.0.1:{port}")),
+        cluster.dir.path(),
+        CLI_BOUND,
+    );
+    assert_eq!(code.code(), Some(0), "{err}");
+    assert!(out.contains("BUILD") && out.contains("PROTOCOL"), "{out}");
+
+    // What a build before versioning sends (no range) is protocol 1: taken.
+    let peer_port = cluster.peer_ports[&leader];
+    let mut peer = peer_channel(peer_port).await;
+    let answer = peer
+        .hello(ipb::HelloRequest {
+            from_id: 0,
+            target_id: leader,
+            ..Default::default()
+        })
+        .await
+        .expect("a pre-versioning Hello is answered")
+        .into_inner();
+    assert_eq!((answer.protocol_min, answer.protocol_max), (1, 1));
+    assert_eq!(answer.build_version, this_build);
+    // A build that speaks only versions this one does not is refused, by
+    // name, with both ranges.
+    let refused = peer
+        .hello(ipb::HelloRequest {
+            from_id: 0,
+            target_id: leader,
+            protocol_min: 2,
+            protocol_max: 3,
+            build_version: "9.9.9".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no version in common");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason_of(&refused), "PEER_VERSION_MISMATCH");
+    let m = refused.message();
+    assert!(
+        m.contains("(build 9.9.9) speaks peer protocol 2..3") && m.contains("speaks 1"),
+        "{m}"
+    );
+    // A message whose payload is in a version it cannot read is refused
+    // before anything decodes it.
+    let refused = peer
+        .vote(ipb::RaftMessage {
+            target_id: leader,
+            protocol: 2,
+            data: vec![1, 2, 3],
+            crc32: crc32fast::hash(&[1, 2, 3]),
+            ..Default::default()
+        })
+        .await
+        .expect_err("protocol 2 payload");
+    assert_eq!(reason_of(&refused), "PEER_VERSION_MISMATCH", "{refused:?}");
+
+    // A follower comes back as a build that speaks only protocol 2.
+    let follower = if leader == 3 { 2 } else { 3 };
+    cluster.procs.get_mut(&follower).expect("node").kill();
+    cluster.spawn_with_env(follower, &[(raftlock_node::PEER_PROTOCOL_TEST_ENV, "2")]);
+    // Both sides say why, naming the versions and the procedure.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let theirs = cluster.procs[&follower].log_text();
+        let ours = cluster.procs[&leader].log_text();
+        if theirs.contains("no version in common") && ours.contains("no version in common") {
+            assert!(ours.contains("docs/operations.md, Upgrades"), "{ours}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PEER_VERSION_MISMATCH in the logs\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The two others serve on; the refused node never joins them.
+    let lease = grant(&mut leases(port).await, 30_000, "versions").await;
+    let before = acquire_exclusive(port, lease, "jobs/versions").await.token;
+    let s = status(cluster.ports[&follower]).await;
+    assert!(
+        s.as_ref().is_none_or(|s| s.applied_index < before),
+        "the refused node applied the write at {before}: {s:?}"
+    );
+
+    // Back as this build: it catches up.
+    cluster.procs.get_mut(&follower).expect("node").kill();
+    cluster.spawn(follower);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if status(cluster.ports[&follower])
+            .await
+            .is_some_and(|s| s.applied_index >= before)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {follower} never caught up\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_bad_test_protocol_override_is_a_usage_error() {
+    let dir = raftlock_testkit::dirs::temp_dir();
+    let mut cmd = raftlock();
+    cmd.env(raftlock_node::PEER_PROTOCOL_TEST_ENV, "3..1")
+        .args([
+            "serve",
+            "--insecure",
+            "--id",
+            "1",
+            "--data-dir",
+            &dir.path().join("d").display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+    let (status, _out, err) = run_bounded(cmd, dir.path(), CLI_BOUND);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("RAFTLOCK_TEST_PEER_PROTOCOL"), "{err}");
+}
