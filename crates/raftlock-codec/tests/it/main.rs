@@ -1,0 +1,9 @@
+//! raftlock-codec's tests: one binary (STYLE.md), a module per subject.
+//!
+//! proptest keeps its regressions in ../proptest-regressions/<module>.txt.
+//! Cases per property: 256 by default (PROPTEST_CASES overrides).
+
+mod fixtures;
+mod hostile;
+mod roundtrip;
+mod strategies;
