@@ -396,3 +396,114 @@ fn states_that_break_invariants_or_repeat_records_are_refused() {
         Err(CodecError::Invariant(_))
     ));
 }
+
+/// What a decode may allocate at most, per byte of its input, in one
+/// allocation. protobuf's smallest element is 2 bytes (an empty message:
+/// its tag and a zero length) and becomes a struct of up to 168 bytes
+/// (`pb::Entry`), in a Vec that may double while it grows: about 170 times
+/// the input, briefly, before the conversion refuses the empty messages.
+/// (bincode's bound in raftlock-core was 128 times.) Peer messages are at
+/// most 4 MiB, so a hostile peer can make a node allocate at most about
+/// 700 MB once per message; stored data is behind a CRC.
+const ALLOCATION_PER_INPUT_BYTE: usize = 176;
+
+/// `count` copies of `element` as field `field` of a message, enveloped.
+fn repeated(kind: pb::BodyKind, field: u8, element: &[u8], count: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for _ in 0..count {
+        body.push((field << 3) | 2);
+        varint(element.len(), &mut body);
+        body.extend_from_slice(element);
+    }
+    envelope(kind, FORMAT, 1, body)
+}
+
+#[test]
+fn hostile_bodies_allocate_a_bounded_multiple_of_their_size() {
+    // A Lock (field 3 of State) holding 30 000 empty holds (its field 3).
+    let mut lock = Vec::new();
+    for _ in 0..30_000 {
+        lock.extend_from_slice(&[(3 << 3) | 2, 0]);
+    }
+    let mut state_body = vec![(3 << 3) | 2];
+    varint(lock.len(), &mut state_body);
+    state_body.extend_from_slice(&lock);
+    /// What a case is, its bytes, and whether decoding them went as
+    /// expected.
+    type Case = (&'static str, Vec<u8>, Box<dyn Fn(&[u8]) -> bool>);
+    let cases: Vec<Case> = vec![
+        (
+            "a batch of empty commands",
+            {
+                let mut batch = Vec::new();
+                for _ in 0..30_000 {
+                    batch.extend_from_slice(&[(1 << 3) | 2, 0]);
+                }
+                let mut command = vec![(13 << 3) | 2];
+                varint(batch.len(), &mut command);
+                command.extend_from_slice(&batch);
+                envelope(pb::BodyKind::Command, FORMAT, 1, command)
+            },
+            Box::new(|b| decode::<Command>(b).is_err()),
+        ),
+        (
+            "a state of empty holds",
+            envelope(pb::BodyKind::State, FORMAT, 1, state_body),
+            Box::new(|b| decode::<State>(b).is_err()),
+        ),
+        (
+            "an applied entry of empty events",
+            repeated(pb::BodyKind::Applied, 3, &[], 30_000),
+            Box::new(|b| decode::<Applied>(b).is_err()),
+        ),
+        (
+            "a membership of empty voter sets",
+            repeated(pb::BodyKind::Membership, 1, &[], 30_000),
+            // Empty sets are valid openraft data: only the size matters.
+            Box::new(|b| decode::<Membership<u64, BasicNode>>(b).is_ok()),
+        ),
+    ];
+    for (what, bytes, refused) in cases {
+        let (largest, as_expected) =
+            raftlock_testkit::alloc_watch::largest_allocation_of(|| refused(&bytes));
+        assert!(as_expected, "{what}: unexpected outcome");
+        // The envelope's body alone is copied whole: a watcher that saw
+        // less is not watching.
+        assert!(
+            largest >= bytes.len() / 2,
+            "{what}: the allocator is not watching"
+        );
+        assert!(
+            largest <= ALLOCATION_PER_INPUT_BYTE * bytes.len(),
+            "{what}: {} input bytes made one allocation of {largest} bytes",
+            bytes.len()
+        );
+    }
+}
+
+/// A length prefix claiming more than the input holds is refused before
+/// anything of that size is allocated.
+#[test]
+fn forged_lengths_are_refused_without_allocating_them() {
+    for claimed in raftlock_testkit::hostile::HUGE_LENGTHS {
+        // Envelope.body claiming `claimed` bytes.
+        let mut bytes = vec![(1 << 3), 1, (2 << 3), 1, (3 << 3) | 2];
+        let mut length = claimed;
+        while length >= 0x80 {
+            bytes.push((length as u8) | 0x80);
+            length >>= 7;
+        }
+        bytes.push(length as u8);
+        bytes.extend_from_slice(b"abc");
+        let (largest, result) =
+            raftlock_testkit::alloc_watch::largest_allocation_of(|| decode::<State>(&bytes));
+        assert!(
+            matches!(result, Err(CodecError::Undecodable { .. })),
+            "{claimed}: {result:?}"
+        );
+        assert!(
+            largest < 4096,
+            "claiming {claimed} bytes allocated {largest}"
+        );
+    }
+}

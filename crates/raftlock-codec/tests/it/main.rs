@@ -7,3 +7,7 @@ mod fixtures;
 mod hostile;
 mod roundtrip;
 mod strategies;
+
+/// Records each thread's largest allocation, for the hostile-input tests.
+#[global_allocator]
+static ALLOCATOR: raftlock_testkit::alloc_watch::Watching = raftlock_testkit::alloc_watch::Watching;
