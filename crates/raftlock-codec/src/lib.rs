@@ -10,8 +10,9 @@
 //!
 //! Pure: no I/O, no async, no clock. [`encode`] and [`decode`] work on any
 //! type that implements [`Codec`]: raftlock-core's log payloads, answers and
-//! state, and openraft's log ids, votes, memberships, snapshot metadata and
-//! entries. Decoding never panics: any input is either a value or a
+//! state, and openraft's log ids, votes, memberships, snapshot metadata,
+//! entries and RPC payloads (AppendEntries, Vote, InstallSnapshot requests
+//! and their `Result<response, RaftError>` answers). Decoding never panics: any input is either a value or a
 //! [`CodecError`] naming what is wrong.
 //!
 //! Not yet used by the store or the peer transport (they still use
@@ -20,12 +21,14 @@
 mod core_types;
 mod error;
 mod raft;
+mod rpc;
 mod state;
 
 use prost::Message;
 pub use raftlock_proto::storage::v1 as pb;
 
 pub use error::CodecError;
+pub use rpc::{ApiError, RaftlockConfig};
 pub use state::{SmHeader, SnapshotBody};
 
 /// The format generation this build writes and reads (the schema of

@@ -137,22 +137,31 @@ impl Codec for Option<LogId<u64>> {
     }
 }
 
+pub(crate) fn vote_to(v: &Vote<u64>) -> pb::Vote {
+    pb::Vote {
+        leader_id: Some(leader_to(v.leader_id.term, v.leader_id.node_id)),
+        committed: v.committed,
+    }
+}
+
+pub(crate) fn vote_from(v: Option<pb::Vote>, field: &'static str) -> Result<Vote<u64>, CodecError> {
+    let v = required(v, field)?;
+    let leader = required(v.leader_id, "Vote.leader_id")?;
+    Ok(Vote {
+        leader_id: LeaderId::new(leader.term, leader.node_id),
+        committed: v.committed,
+    })
+}
+
 impl Codec for Vote<u64> {
     const KIND: pb::BodyKind = pb::BodyKind::Vote;
     const WHAT: &'static str = "vote";
     type Proto = pb::Vote;
     fn to_proto(&self) -> Result<pb::Vote, CodecError> {
-        Ok(pb::Vote {
-            leader_id: Some(leader_to(self.leader_id.term, self.leader_id.node_id)),
-            committed: self.committed,
-        })
+        Ok(vote_to(self))
     }
     fn from_proto(proto: pb::Vote) -> Result<Self, CodecError> {
-        let leader = required(proto.leader_id, "Vote.leader_id")?;
-        Ok(Vote {
-            leader_id: LeaderId::new(leader.term, leader.node_id),
-            committed: proto.committed,
-        })
+        vote_from(Some(proto), "Vote")
     }
 }
 
@@ -180,30 +189,74 @@ impl Codec for StoredMembership<u64, BasicNode> {
     }
 }
 
+pub(crate) fn meta_to(m: &SnapshotMeta<u64, BasicNode>) -> pb::SnapshotMeta {
+    pb::SnapshotMeta {
+        last_log_id: m.last_log_id.as_ref().map(log_id_to),
+        last_membership: Some(stored_membership_to(&m.last_membership)),
+        snapshot_id: m.snapshot_id.clone(),
+    }
+}
+
+pub(crate) fn meta_from(
+    m: Option<pb::SnapshotMeta>,
+    field: &'static str,
+) -> Result<SnapshotMeta<u64, BasicNode>, CodecError> {
+    let m = required(m, field)?;
+    Ok(SnapshotMeta {
+        last_log_id: m
+            .last_log_id
+            .map(|l| log_id_from(l, "SnapshotMeta.last_log_id.leader_id"))
+            .transpose()?,
+        last_membership: stored_membership_from(m.last_membership, "SnapshotMeta.last_membership")?,
+        snapshot_id: m.snapshot_id,
+    })
+}
+
 impl Codec for SnapshotMeta<u64, BasicNode> {
     const KIND: pb::BodyKind = pb::BodyKind::SnapshotMeta;
     const WHAT: &'static str = "snapshot metadata";
     type Proto = pb::SnapshotMeta;
     fn to_proto(&self) -> Result<pb::SnapshotMeta, CodecError> {
-        Ok(pb::SnapshotMeta {
-            last_log_id: self.last_log_id.as_ref().map(log_id_to),
-            last_membership: Some(stored_membership_to(&self.last_membership)),
-            snapshot_id: self.snapshot_id.clone(),
-        })
+        Ok(meta_to(self))
     }
     fn from_proto(proto: pb::SnapshotMeta) -> Result<Self, CodecError> {
-        Ok(SnapshotMeta {
-            last_log_id: proto
-                .last_log_id
-                .map(|l| log_id_from(l, "SnapshotMeta.last_log_id.leader_id"))
-                .transpose()?,
-            last_membership: stored_membership_from(
-                proto.last_membership,
-                "SnapshotMeta.last_membership",
-            )?,
-            snapshot_id: proto.snapshot_id,
-        })
+        meta_from(Some(proto), "SnapshotMeta")
     }
+}
+
+pub(crate) fn entry_to<C>(e: &Entry<C>) -> Result<pb::Entry, CodecError>
+where
+    C: RaftTypeConfig<D = Request, NodeId = u64, Node = BasicNode>,
+{
+    use pb::entry::Payload as P;
+    Ok(pb::Entry {
+        log_id: Some(log_id_to(&e.log_id)),
+        payload: Some(match &e.payload {
+            EntryPayload::Blank => P::Blank(pb::entry::Blank {}),
+            EntryPayload::Normal(request) => P::Normal(request_to(request)?),
+            EntryPayload::Membership(m) => P::Membership(membership_to(m)),
+        }),
+    })
+}
+
+pub(crate) fn entry_from<C>(e: pb::Entry) -> Result<Entry<C>, CodecError>
+where
+    C: RaftTypeConfig<D = Request, NodeId = u64, Node = BasicNode>,
+{
+    use pb::entry::Payload as P;
+    Ok(Entry {
+        log_id: log_id_from(
+            required(e.log_id, "Entry.log_id")?,
+            "Entry.log_id.leader_id",
+        )?,
+        payload: match required(e.payload, "Entry.payload")? {
+            P::Blank(_) => EntryPayload::Blank,
+            P::Normal(r) => EntryPayload::Normal(request_from(r)?),
+            P::Membership(m) => {
+                EntryPayload::Membership(membership_from(Some(m), "Entry.membership")?)
+            }
+        },
+    })
 }
 
 /// A log entry of any type configuration with raftlock's payload, node id
@@ -217,30 +270,9 @@ where
     const WHAT: &'static str = "log entry";
     type Proto = pb::Entry;
     fn to_proto(&self) -> Result<pb::Entry, CodecError> {
-        use pb::entry::Payload as P;
-        Ok(pb::Entry {
-            log_id: Some(log_id_to(&self.log_id)),
-            payload: Some(match &self.payload {
-                EntryPayload::Blank => P::Blank(pb::entry::Blank {}),
-                EntryPayload::Normal(request) => P::Normal(request_to(request)?),
-                EntryPayload::Membership(m) => P::Membership(membership_to(m)),
-            }),
-        })
+        entry_to(self)
     }
     fn from_proto(proto: pb::Entry) -> Result<Self, CodecError> {
-        use pb::entry::Payload as P;
-        Ok(Entry {
-            log_id: log_id_from(
-                required(proto.log_id, "Entry.log_id")?,
-                "Entry.log_id.leader_id",
-            )?,
-            payload: match required(proto.payload, "Entry.payload")? {
-                P::Blank(_) => EntryPayload::Blank,
-                P::Normal(r) => EntryPayload::Normal(request_from(r)?),
-                P::Membership(m) => {
-                    EntryPayload::Membership(membership_from(Some(m), "Entry.membership")?)
-                }
-            },
-        })
+        entry_from(proto)
     }
 }

@@ -18,7 +18,12 @@ use raftlock_core::{
     Applied, Command, IdentityLimits, Limits, LockSpec, Mode, Request, Response, State,
 };
 
-use crate::strategies::RaftEntry;
+use openraft::SnapshotSegmentId;
+use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
+
+use crate::rpc::{AppendAnswer, SnapshotAnswer};
+use crate::strategies::{RaftEntry, TypeConfig};
 
 /// A log entry as text. openraft's Debug of an entry hides a normal
 /// entry's payload, so this prints the parts.
@@ -51,19 +56,40 @@ fn describe_snapshot(body: &SnapshotBody) -> String {
     )
 }
 
+fn describe_append(r: &AppendEntriesRequest<TypeConfig>) -> String {
+    let mut text = format!(
+        "vote: {:?}\nprev_log_id: {:?}\nleader_commit: {:?}\n",
+        r.vote, r.prev_log_id, r.leader_commit
+    );
+    for entry in &r.entries {
+        text.push_str(&describe_entry(entry));
+    }
+    text
+}
+
 /// The bytes of fixture `name` decoded as the type its name starts with,
-/// printed.
+/// printed. Longer prefixes first.
 fn decode_and_describe(name: &str, bytes: &[u8]) -> Result<String, CodecError> {
-    let (kind, _) = name.split_once('-').unwrap_or((name, ""));
-    Ok(match kind {
-        "entry" => describe_entry(&decode::<RaftEntry>(bytes)?),
-        "state" => describe_state(&decode::<State>(bytes)?),
-        "snapshot" => describe_snapshot(&decode::<SnapshotBody>(bytes)?),
-        "applied" => format!("{:#?}\n", decode::<Applied>(bytes)?),
-        "vote" => format!("{:#?}\n", decode::<Vote<u64>>(bytes)?),
-        other => panic!(
-            "fixture {name}: no type is named {other:?} (entry, state, snapshot, applied, vote)"
-        ),
+    Ok(if name.starts_with("append-entries-request-") {
+        describe_append(&decode(bytes)?)
+    } else if name.starts_with("append-entries-answer-") {
+        format!("{:#?}\n", decode::<AppendAnswer>(bytes)?)
+    } else if name.starts_with("vote-request-") {
+        format!("{:#?}\n", decode::<VoteRequest<u64>>(bytes)?)
+    } else if name.starts_with("install-snapshot-answer-") {
+        format!("{:#?}\n", decode::<SnapshotAnswer>(bytes)?)
+    } else if name.starts_with("entry-") {
+        describe_entry(&decode::<RaftEntry>(bytes)?)
+    } else if name.starts_with("state-") {
+        describe_state(&decode::<State>(bytes)?)
+    } else if name.starts_with("snapshot-") {
+        describe_snapshot(&decode::<SnapshotBody>(bytes)?)
+    } else if name.starts_with("applied-") {
+        format!("{:#?}\n", decode::<Applied>(bytes)?)
+    } else if name.starts_with("vote-") {
+        format!("{:#?}\n", decode::<Vote<u64>>(bytes)?)
+    } else {
+        panic!("fixture {name}: its name starts with no known type (see decode_and_describe)")
     })
 }
 
@@ -356,6 +382,54 @@ fn current() -> Vec<(String, Vec<u8>, String)> {
         "vote-committed".into(),
         encode(&vote).expect("a fixture encodes"),
         format!("{vote:#?}\n"),
+    ));
+
+    // What peers send each other (a rolling upgrade mixes versions).
+    let append = AppendEntriesRequest::<TypeConfig> {
+        vote,
+        prev_log_id: Some(log_id(7, 40)),
+        entries: vec![
+            normal(41, acquire(12, "jobs/nightly", Mode::Exclusive, true)),
+            Entry {
+                log_id: log_id(7, 42),
+                payload: EntryPayload::Membership(membership()),
+            },
+        ],
+        leader_commit: Some(log_id(7, 39)),
+    };
+    out.push((
+        "append-entries-request-two-entries".into(),
+        encode(&append).expect("a fixture encodes"),
+        describe_append(&append),
+    ));
+    let answer: AppendAnswer = Ok(AppendEntriesResponse::PartialSuccess(Some(log_id(7, 41))));
+    out.push((
+        "append-entries-answer-partial".into(),
+        encode(&answer).expect("a fixture encodes"),
+        format!("{answer:#?}\n"),
+    ));
+    let request = VoteRequest::new(Vote::new(8, 3), Some(log_id(7, 42)));
+    out.push((
+        "vote-request-term-8".into(),
+        encode(&request).expect("a fixture encodes"),
+        format!("{request:#?}\n"),
+    ));
+    let mismatch: SnapshotAnswer = Err(RaftError::APIError(
+        InstallSnapshotError::SnapshotMismatch(SnapshotMismatch {
+            expect: SnapshotSegmentId {
+                id: "7-42-3".into(),
+                offset: 65_536,
+            },
+            got: SnapshotSegmentId {
+                id: "7-42-3".into(),
+                offset: 131_072,
+            },
+        }),
+    ));
+    out.push((
+        "install-snapshot-answer-mismatch".into(),
+        encode(&mismatch).expect("a fixture encodes"),
+        format!("{mismatch:#?}\n"),
     ));
     out
 }

@@ -10,7 +10,10 @@ use raftlock_codec::{
 use raftlock_core::{Applied, Command, Event, Header, LockError, Record, Request, Response, State};
 use raftlock_testkit::hostile::{garbage, mutate, mutations};
 
-use crate::strategies::{self, RaftEntry, cases};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+
+use crate::rpc::{AppendAnswer, SnapshotAnswer, VoteAnswer, append_request};
+use crate::strategies::{self, RaftEntry, TypeConfig, cases};
 
 /// Decodes `bytes` as every type; returns how many decodes succeeded (a
 /// panic fails the test).
@@ -34,6 +37,12 @@ fn decode_as_everything(bytes: &[u8]) -> usize {
         decode::<Membership<u64, BasicNode>>(bytes).is_ok(),
         decode::<StoredMembership<u64, BasicNode>>(bytes).is_ok(),
         decode::<SnapshotMeta<u64, BasicNode>>(bytes).is_ok(),
+        decode::<AppendEntriesRequest<TypeConfig>>(bytes).is_ok(),
+        decode::<AppendAnswer>(bytes).is_ok(),
+        decode::<VoteRequest<u64>>(bytes).is_ok(),
+        decode::<VoteAnswer>(bytes).is_ok(),
+        decode::<InstallSnapshotRequest<TypeConfig>>(bytes).is_ok(),
+        decode::<SnapshotAnswer>(bytes).is_ok(),
     ]
     .into_iter()
     .filter(|ok| *ok)
@@ -65,7 +74,7 @@ proptest! {
     #[test]
     fn random_bodies_behind_a_valid_envelope_are_refused_without_a_panic(
         body in garbage(512),
-        kind in 1i32..=18,
+        kind in 1i32..=24,
     ) {
         let bytes = pb::Envelope { format: FORMAT, min_reader: 1, body, kind }.encode_to_vec();
         decode_as_everything(&bytes);
@@ -95,10 +104,12 @@ proptest! {
         entry in strategies::entry(),
         applied in strategies::applied(),
         ops in strategies::ops(),
+        append in append_request(),
         damage in mutations(),
     ) {
         let state = strategies::run(&ops);
         for bytes in [
+            encode(&append).map_err(|e| TestCaseError::fail(e.to_string()))?,
             encode(&entry).map_err(|e| TestCaseError::fail(e.to_string()))?,
             encode(&applied).map_err(|e| TestCaseError::fail(e.to_string()))?,
             encode(&state).map_err(|e| TestCaseError::fail(e.to_string()))?,

@@ -6,6 +6,7 @@
 mod fixtures;
 mod hostile;
 mod roundtrip;
+mod rpc;
 mod strategies;
 
 /// Records each thread's largest allocation, for the hostile-input tests.
