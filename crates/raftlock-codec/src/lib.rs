@@ -29,7 +29,7 @@ pub use raftlock_proto::storage::v1 as pb;
 
 pub use error::CodecError;
 pub use rpc::{ApiError, RaftlockConfig};
-pub use state::{SmHeader, SnapshotBody};
+pub use state::{SmHeader, SnapshotBody, encode_lease, encode_lock, encode_waiter};
 
 /// The format generation this build writes and reads (the schema of
 /// `raftlock.storage.v1` as of this build). Raised when a writer starts to
@@ -75,18 +75,22 @@ pub trait Codec: Sized {
 /// on the wire, so the bytes are exactly `pb::Envelope`'s encoding (the
 /// `envelope_written_in_place_is_the_envelope_message` test checks it).
 pub fn encode<T: Codec>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(enveloped(T::KIND, &value.to_proto()?))
+}
+
+/// `body`, a message of `kind`, enveloped.
+pub(crate) fn enveloped(kind: pb::BodyKind, body: &impl Message) -> Vec<u8> {
     use prost::encoding::{int32, message, uint32};
-    let body = value.to_proto()?;
     let body_len = body.encoded_len();
     let mut out = Vec::with_capacity(body_len + 16);
     uint32::encode(1, &FORMAT, &mut out);
     uint32::encode(2, &MIN_READER, &mut out);
     // proto3 leaves an empty `bytes` field out; so does this.
     if body_len > 0 {
-        message::encode(3, &body, &mut out);
+        message::encode(3, body, &mut out);
     }
-    int32::encode(4, &(T::KIND as i32), &mut out);
-    Ok(out)
+    int32::encode(4, &(kind as i32), &mut out);
+    out
 }
 
 /// The value that [`encode`] (of this or an older format) wrote.

@@ -280,6 +280,32 @@ impl Codec for Record {
     }
 }
 
+/// `Record::Lock(lock)` encoded, from a borrowed lock: the store saves
+/// every changed record, and cloning each into a `Record` first would copy
+/// it twice.
+pub fn encode_lock(lock: &Lock) -> Vec<u8> {
+    record_of(pb::record::Record::Lock(lock_to(lock)))
+}
+
+/// `Record::Lease(lease)` encoded, from a borrowed lease.
+pub fn encode_lease(lease: &Lease) -> Vec<u8> {
+    record_of(pb::record::Record::Lease(lease_to(lease)))
+}
+
+/// `Record::Waiter(waiter)` encoded, from a borrowed waiter.
+pub fn encode_waiter(waiter: &Waiter) -> Vec<u8> {
+    record_of(pb::record::Record::Waiter(waiter_to(waiter)))
+}
+
+fn record_of(record: pb::record::Record) -> Vec<u8> {
+    crate::enveloped(
+        pb::BodyKind::Record,
+        &pb::Record {
+            record: Some(record),
+        },
+    )
+}
+
 impl Codec for State {
     const KIND: pb::BodyKind = pb::BodyKind::State;
     const WHAT: &'static str = "state";
