@@ -20,6 +20,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("raftlock_descriptor.bin"))
-        .compile_protos(&files, &[root])?;
+        .compile_protos(&files, std::slice::from_ref(&root))?;
+
+    // The storage format: messages only (no service), compiled apart so
+    // that its BTreeMaps (equal values give equal bytes; prost's default
+    // HashMap encodes in a random order) do not change the gRPC types, and
+    // so that it stays out of the reflection descriptor set: it is not an
+    // API a client can call.
+    let storage = root.join("raftlock/storage/v1/storage.proto");
+    println!("cargo:rerun-if-changed={}", storage.display());
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .btree_map(".raftlock.storage")
+        .compile_protos(&[storage], &[root])?;
     Ok(())
 }

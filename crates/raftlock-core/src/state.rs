@@ -303,6 +303,14 @@ impl State {
     pub fn waiter(&self, id: WaiterId) -> Option<&Waiter> {
         self.waiters.get(&id)
     }
+    /// Every queued request, by id (a codec walks the whole state with it).
+    pub fn waiters(&self) -> impl Iterator<Item = &Waiter> {
+        self.waiters.values()
+    }
+    /// Every lock, in name order.
+    pub fn locks(&self) -> impl Iterator<Item = &Lock> {
+        self.locks.values()
+    }
     /// Locks whose name starts with `prefix`, in name order.
     pub fn locks_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Lock> {
         self.locks

@@ -13,6 +13,8 @@
 //! - [`certs`]: a CA, node and client certificates (as `raftlock certs`
 //!   makes them) for TLS tests.
 //! - [`hostile`]: damaged encodings for decoding tests (proptest).
+//! - [`alloc_watch`]: a test binary's allocator that records the largest
+//!   allocation per thread.
 //! - [`wait`]: polls and waits, every one bounded.
 //! - [`ports`], [`dirs`]: free ports on 127.0.0.1, temporary directories.
 //!
@@ -20,6 +22,7 @@
 //! product's node and client, so cluster-tests, whose harness must not
 //! share the product's client, uses this crate without `in-process`.
 
+pub mod alloc_watch;
 pub mod certs;
 #[cfg(feature = "in-process")]
 pub mod cluster;

@@ -1,0 +1,219 @@
+//! raftlock-codec: the versioned encoding of what raftlock stores and sends.
+//!
+//! Every value is a protobuf message of `proto/raftlock/storage/v1/
+//! storage.proto` (generated in [`raftlock_proto::storage::v1`]) inside an
+//! [`Envelope`](pb::Envelope) that names the writer's format, the oldest
+//! format that reads it correctly, and which message the body is. A newer
+//! node reads what an older one wrote (protobuf ignores fields it does not
+//! know and defaults those it does not find); an older node refuses, by
+//! name and version, what only a newer one can read.
+//!
+//! Pure: no I/O, no async, no clock. [`encode`] and [`decode`] work on any
+//! type that implements [`Codec`]: raftlock-core's log payloads, answers and
+//! state, and openraft's log ids, votes, memberships, snapshot metadata,
+//! entries and RPC payloads (AppendEntries, Vote, InstallSnapshot requests
+//! and their `Result<response, RaftError>` answers). Decoding never panics: any input is either a value or a
+//! [`CodecError`] naming what is wrong.
+//!
+//! Not yet used by the store or the peer transport (they still use
+//! bincode through `raftlock_core::encode`); see docs/ARCHITECTURE.md.
+
+mod core_types;
+mod error;
+mod raft;
+mod rpc;
+mod state;
+
+use prost::Message;
+pub use raftlock_proto::storage::v1 as pb;
+
+pub use error::CodecError;
+pub use rpc::{ApiError, RaftlockConfig};
+pub use state::{SmHeader, SnapshotBody, encode_lease, encode_lock, encode_waiter};
+
+/// The format generation this build writes and reads (the schema of
+/// `raftlock.storage.v1` as of this build). Raised when a writer starts to
+/// put something into the data that an older reader would misread.
+pub const FORMAT: u32 = 1;
+
+/// What this build writes as `min_reader`: the oldest format that reads
+/// what it writes correctly. Everything format 1 writes, format 1 reads.
+pub const MIN_READER: u32 = 1;
+
+/// How deep batches may nest: a `Batch` command inside a `Batch` inside ...
+/// The state machine refuses any batch inside a batch (only acquires,
+/// releases and extends share an entry), so one level is all a correct
+/// leader writes; a few more keep such an entry readable (and answered with
+/// the state machine's refusal, the same on every replica) while bounding
+/// the recursion a hostile input can cause. The encoder refuses what the
+/// decoder would, so nothing is written that cannot be read back.
+pub const MAX_BATCH_NESTING: usize = 4;
+
+/// A type with a stored and sent form: a message of raftlock.storage.v1.
+pub trait Codec: Sized {
+    /// The envelope's `kind` for this type.
+    const KIND: pb::BodyKind;
+    /// The name of this type in errors.
+    const WHAT: &'static str;
+    /// Its message.
+    type Proto: Message + Default;
+
+    /// The message of `self`. Fails only for a value the decoder would
+    /// refuse (batches nested too deep).
+    fn to_proto(&self) -> Result<Self::Proto, CodecError>;
+
+    /// The value of a decoded message, checked: required fields present,
+    /// enum values known, integers in range, sets ordered.
+    fn from_proto(proto: Self::Proto) -> Result<Self, CodecError>;
+}
+
+/// `value` as enveloped bytes. Equal values give equal bytes.
+///
+/// Writes the envelope's fields itself, so that the body is encoded once,
+/// straight into the output (this runs for every log entry): a message
+/// field and a `bytes` field holding that message's encoding are the same
+/// on the wire, so the bytes are exactly `pb::Envelope`'s encoding (the
+/// `envelope_written_in_place_is_the_envelope_message` test checks it).
+pub fn encode<T: Codec>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(enveloped(T::KIND, &value.to_proto()?))
+}
+
+/// `body`, a message of `kind`, enveloped.
+pub(crate) fn enveloped(kind: pb::BodyKind, body: &impl Message) -> Vec<u8> {
+    use prost::encoding::{int32, message, uint32};
+    let body_len = body.encoded_len();
+    let mut out = Vec::with_capacity(body_len + 16);
+    uint32::encode(1, &FORMAT, &mut out);
+    uint32::encode(2, &MIN_READER, &mut out);
+    // proto3 leaves an empty `bytes` field out; so does this.
+    if body_len > 0 {
+        message::encode(3, body, &mut out);
+    }
+    int32::encode(4, &(kind as i32), &mut out);
+    out
+}
+
+/// The value that [`encode`] (of this or an older format) wrote.
+pub fn decode<T: Codec>(bytes: &[u8]) -> Result<T, CodecError> {
+    let body = open_envelope(T::KIND, T::WHAT, bytes)?;
+    let proto = T::Proto::decode(body.as_slice()).map_err(|e| CodecError::Undecodable {
+        what: T::WHAT,
+        reason: e.to_string(),
+    })?;
+    T::from_proto(proto)
+}
+
+/// The body of an envelope of `kind`, after checking that this build can
+/// read it.
+fn open_envelope(
+    kind: pb::BodyKind,
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<Vec<u8>, CodecError> {
+    let envelope = pb::Envelope::decode(bytes).map_err(|e| CodecError::Undecodable {
+        what,
+        reason: format!("envelope: {e}"),
+    })?;
+    let pb::Envelope {
+        format,
+        min_reader,
+        body,
+        kind: found,
+    } = envelope;
+    if format == 0 {
+        return Err(CodecError::NoFormat { what });
+    }
+    if min_reader == 0 || min_reader > format {
+        return Err(CodecError::BadEnvelope {
+            what,
+            format,
+            min_reader,
+        });
+    }
+    // Checked before the kind: a newer format may add kinds this build
+    // does not know, and "upgrade" is then the useful answer.
+    if min_reader > FORMAT {
+        return Err(CodecError::TooNew {
+            what,
+            format,
+            min_reader,
+            reader: FORMAT,
+        });
+    }
+    if found != kind as i32 {
+        let found = pb::BodyKind::try_from(found)
+            .map(|k| k.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("unknown kind {found}"));
+        return Err(CodecError::WrongKind { what, found });
+    }
+    Ok(body)
+}
+
+/// A required message field.
+pub(crate) fn required<T>(value: Option<T>, field: &'static str) -> Result<T, CodecError> {
+    value.ok_or(CodecError::Missing { field })
+}
+
+/// A u16 that travels as a u32.
+pub(crate) fn to_u16(value: u32, field: &'static str) -> Result<u16, CodecError> {
+    u16::try_from(value).map_err(|_| CodecError::OutOfRange {
+        field,
+        value: u64::from(value),
+        max: u64::from(u16::MAX),
+    })
+}
+
+/// Checks that keys come in strictly increasing order (a set or a map
+/// stored as a sorted list: no duplicates, one order, so one encoding).
+pub(crate) fn strictly_increasing<'a, K: Ord + std::fmt::Debug + 'a>(
+    keys: impl IntoIterator<Item = &'a K>,
+    field: &'static str,
+) -> Result<(), CodecError> {
+    let mut previous: Option<&K> = None;
+    for key in keys {
+        if let Some(p) = previous
+            && p >= key
+        {
+            return Err(CodecError::Invalid {
+                field,
+                detail: format!(
+                    "{key:?} follows {p:?}: entries must be unique and in increasing order"
+                ),
+            });
+        }
+        previous = Some(key);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`encode`] writes the envelope's fields itself; its bytes must be
+    /// those of the `Envelope` message around the body, empty or not.
+    #[test]
+    fn envelope_written_in_place_is_the_envelope_message() {
+        let empty: Option<openraft::LogId<u64>> = None;
+        let full = raftlock_core::Command::Release {
+            lease: 7,
+            token: 9,
+            names: vec!["a".into(), "b/c".into()],
+        };
+        fn through_message<T: Codec>(value: &T) -> Vec<u8> {
+            pb::Envelope {
+                format: FORMAT,
+                min_reader: MIN_READER,
+                body: value.to_proto().expect("encodes").encode_to_vec(),
+                kind: T::KIND as i32,
+            }
+            .encode_to_vec()
+        }
+        assert_eq!(encode(&empty).expect("encodes"), through_message(&empty));
+        assert_eq!(encode(&full).expect("encodes"), through_message(&full));
+        assert_eq!(
+            decode::<Option<openraft::LogId<u64>>>(&encode(&empty).expect("encodes")),
+            Ok(None)
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! The state machine's records, its header and the whole state, and the
+//! store's shapes around them (its header, a snapshot's body).
+
+use std::collections::{BTreeSet, VecDeque};
+
+use openraft::{BasicNode, LogId, StoredMembership};
+use raftlock_core::{
+    ClusterIdentity, Counters, Header, Lease, Lock, MemberRecord, Record, State, Waiter,
+};
+
+use crate::core_types::{
+    hold_from, hold_to, kind_from, kind_to, limits_from, limits_to, metadata, mode_from, mode_to,
+};
+use crate::raft::{log_id_from, log_id_to, stored_membership_from, stored_membership_to};
+use crate::{Codec, CodecError, pb, required, strictly_increasing, to_u16};
+
+fn lease_to(l: &Lease) -> pb::Lease {
+    pb::Lease {
+        id: l.id,
+        owner: l.owner.clone(),
+        identity: l.identity.clone(),
+        ttl_ms: l.ttl_ms,
+        granted_at_wall_ms: l.granted_at_wall_ms,
+        holds: l.holds.iter().cloned().collect(),
+        waits: l.waits.iter().copied().collect(),
+    }
+}
+
+fn lease_from(l: pb::Lease) -> Result<Lease, CodecError> {
+    strictly_increasing(&l.holds, "Lease.holds")?;
+    strictly_increasing(&l.waits, "Lease.waits")?;
+    Ok(Lease {
+        id: l.id,
+        owner: l.owner,
+        identity: l.identity,
+        ttl_ms: l.ttl_ms,
+        granted_at_wall_ms: l.granted_at_wall_ms,
+        holds: l.holds.into_iter().collect::<BTreeSet<_>>(),
+        waits: l.waits.into_iter().collect::<BTreeSet<_>>(),
+    })
+}
+
+fn waiter_to(w: &Waiter) -> pb::Waiter {
+    pb::Waiter {
+        id: w.id,
+        lease: w.lease,
+        owner: w.owner.clone(),
+        locks: w
+            .locks
+            .iter()
+            .map(|(name, mode)| pb::LockSpec {
+                name: name.clone(),
+                mode: Some(mode_to(*mode)),
+            })
+            .collect(),
+        reason: w.reason.clone(),
+        metadata: metadata(&w.metadata),
+        lock_delay_ms: w.lock_delay_ms,
+        queued_at_wall_ms: w.queued_at_wall_ms,
+        requested_at: w.requested_at,
+    }
+}
+
+fn waiter_from(w: pb::Waiter) -> Result<Waiter, CodecError> {
+    Ok(Waiter {
+        id: w.id,
+        lease: w.lease,
+        owner: w.owner,
+        locks: w
+            .locks
+            .into_iter()
+            .map(|s| Ok((s.name, mode_from(s.mode, "Waiter.locks.mode")?)))
+            .collect::<Result<_, CodecError>>()?,
+        reason: w.reason,
+        metadata: w.metadata,
+        lock_delay_ms: w.lock_delay_ms,
+        queued_at_wall_ms: w.queued_at_wall_ms,
+        requested_at: w.requested_at,
+    })
+}
+
+fn lock_to(l: &Lock) -> pb::Lock {
+    pb::Lock {
+        name: l.name.clone(),
+        kind: Some(kind_to(l.kind)),
+        // By lease: the map's key is each hold's own `lease`.
+        holds: l.holds.values().map(hold_to).collect(),
+        queue: l.queue.iter().copied().collect(),
+        delayed_until_ms: l.delayed_until_ms,
+        grants: l.grants,
+        max_token: l.max_token,
+    }
+}
+
+fn lock_from(l: pb::Lock) -> Result<Lock, CodecError> {
+    let holds = l
+        .holds
+        .into_iter()
+        .map(hold_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    strictly_increasing(holds.iter().map(|h| &h.lease), "Lock.holds.lease")?;
+    Ok(Lock {
+        name: l.name,
+        kind: kind_from(l.kind, "Lock.kind")?,
+        holds: holds.into_iter().map(|h| (h.lease, h)).collect(),
+        queue: l.queue.into_iter().collect::<VecDeque<_>>(),
+        delayed_until_ms: l.delayed_until_ms,
+        grants: l.grants,
+        max_token: l.max_token,
+    })
+}
+
+fn counters_to(c: &Counters) -> pb::Counters {
+    pb::Counters {
+        leases_granted: c.leases_granted,
+        leases_revoked: c.leases_revoked,
+        leases_expired: c.leases_expired,
+        grants: c.grants,
+        grants_from_queue: c.grants_from_queue,
+        releases: c.releases,
+        force_releases: c.force_releases,
+        queued: c.queued,
+        waits_cancelled: c.waits_cancelled,
+        rejected: c.rejected,
+    }
+}
+
+fn counters_from(c: pb::Counters) -> Counters {
+    Counters {
+        leases_granted: c.leases_granted,
+        leases_revoked: c.leases_revoked,
+        leases_expired: c.leases_expired,
+        grants: c.grants,
+        grants_from_queue: c.grants_from_queue,
+        releases: c.releases,
+        force_releases: c.force_releases,
+        queued: c.queued,
+        waits_cancelled: c.waits_cancelled,
+        rejected: c.rejected,
+    }
+}
+
+fn cluster_to(c: &ClusterIdentity) -> pb::ClusterIdentity {
+    pb::ClusterIdentity {
+        id: c.id.clone(),
+        members: c
+            .members
+            .iter()
+            .map(|(node, m)| {
+                (
+                    *node,
+                    pb::MemberRecord {
+                        store_id: m.store_id.clone(),
+                        client_addr: m.client_addr.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn cluster_from(c: pb::ClusterIdentity) -> ClusterIdentity {
+    ClusterIdentity {
+        id: c.id,
+        members: c
+            .members
+            .into_iter()
+            .map(|(node, m)| {
+                (
+                    node,
+                    MemberRecord {
+                        store_id: m.store_id,
+                        client_addr: m.client_addr,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn header_to(h: &Header) -> pb::Header {
+    pb::Header {
+        last_applied: h.last_applied,
+        cluster_ms: h.cluster_ms,
+        limits: Some(limits_to(&h.limits)),
+        counters: Some(counters_to(&h.counters)),
+        cluster: Some(cluster_to(&h.cluster)),
+        token_epoch: u32::from(h.token_epoch),
+    }
+}
+
+fn header_from(h: Option<pb::Header>, field: &'static str) -> Result<Header, CodecError> {
+    let h = required(h, field)?;
+    Ok(Header {
+        last_applied: h.last_applied,
+        cluster_ms: h.cluster_ms,
+        limits: limits_from(h.limits, "Header.limits")?,
+        counters: counters_from(required(h.counters, "Header.counters")?),
+        cluster: cluster_from(required(h.cluster, "Header.cluster")?),
+        token_epoch: to_u16(h.token_epoch, "Header.token_epoch")?,
+    })
+}
+
+fn state_to(s: &State) -> pb::State {
+    pb::State {
+        header: Some(header_to(&s.header())),
+        leases: s.leases().map(lease_to).collect(),
+        locks: s.locks().map(lock_to).collect(),
+        waiters: s.waiters().map(waiter_to).collect(),
+    }
+}
+
+fn state_from(s: Option<pb::State>, field: &'static str) -> Result<State, CodecError> {
+    let s = required(s, field)?;
+    let header = header_from(s.header, "State.header")?;
+    let leases = s
+        .leases
+        .into_iter()
+        .map(lease_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    strictly_increasing(leases.iter().map(|l| &l.id), "State.leases.id")?;
+    let locks = s
+        .locks
+        .into_iter()
+        .map(lock_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    strictly_increasing(locks.iter().map(|l| &l.name), "State.locks.name")?;
+    let waiters = s
+        .waiters
+        .into_iter()
+        .map(waiter_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    strictly_increasing(waiters.iter().map(|w| &w.id), "State.waiters.id")?;
+    let records = leases
+        .into_iter()
+        .map(Record::Lease)
+        .chain(locks.into_iter().map(Record::Lock))
+        .chain(waiters.into_iter().map(Record::Waiter));
+    // Rebuilds the derived indexes and checks every invariant: a state that
+    // decodes is one the state machine could have reached.
+    State::from_records(header, records).map_err(|e| match e {
+        raftlock_core::DecodeError::Invariant(detail) => CodecError::Invariant(detail),
+        other => CodecError::Invariant(other.to_string()),
+    })
+}
+
+impl Codec for Header {
+    const KIND: pb::BodyKind = pb::BodyKind::Header;
+    const WHAT: &'static str = "state header";
+    type Proto = pb::Header;
+    fn to_proto(&self) -> Result<pb::Header, CodecError> {
+        Ok(header_to(self))
+    }
+    fn from_proto(proto: pb::Header) -> Result<Self, CodecError> {
+        header_from(Some(proto), "Header")
+    }
+}
+
+impl Codec for Record {
+    const KIND: pb::BodyKind = pb::BodyKind::Record;
+    const WHAT: &'static str = "state record";
+    type Proto = pb::Record;
+    fn to_proto(&self) -> Result<pb::Record, CodecError> {
+        use pb::record::Record as R;
+        Ok(pb::Record {
+            record: Some(match self {
+                Record::Lock(l) => R::Lock(lock_to(l)),
+                Record::Lease(l) => R::Lease(lease_to(l)),
+                Record::Waiter(w) => R::Waiter(waiter_to(w)),
+            }),
+        })
+    }
+    fn from_proto(proto: pb::Record) -> Result<Self, CodecError> {
+        use pb::record::Record as R;
+        Ok(match required(proto.record, "Record.record")? {
+            R::Lock(l) => Record::Lock(lock_from(l)?),
+            R::Lease(l) => Record::Lease(lease_from(l)?),
+            R::Waiter(w) => Record::Waiter(waiter_from(w)?),
+        })
+    }
+}
+
+/// `Record::Lock(lock)` encoded, from a borrowed lock: the store saves
+/// every changed record, and cloning each into a `Record` first would copy
+/// it twice.
+pub fn encode_lock(lock: &Lock) -> Vec<u8> {
+    record_of(pb::record::Record::Lock(lock_to(lock)))
+}
+
+/// `Record::Lease(lease)` encoded, from a borrowed lease.
+pub fn encode_lease(lease: &Lease) -> Vec<u8> {
+    record_of(pb::record::Record::Lease(lease_to(lease)))
+}
+
+/// `Record::Waiter(waiter)` encoded, from a borrowed waiter.
+pub fn encode_waiter(waiter: &Waiter) -> Vec<u8> {
+    record_of(pb::record::Record::Waiter(waiter_to(waiter)))
+}
+
+fn record_of(record: pb::record::Record) -> Vec<u8> {
+    crate::enveloped(
+        pb::BodyKind::Record,
+        &pb::Record {
+            record: Some(record),
+        },
+    )
+}
+
+impl Codec for State {
+    const KIND: pb::BodyKind = pb::BodyKind::State;
+    const WHAT: &'static str = "state";
+    type Proto = pb::State;
+    fn to_proto(&self) -> Result<pb::State, CodecError> {
+        Ok(state_to(self))
+    }
+    fn from_proto(proto: pb::State) -> Result<Self, CodecError> {
+        state_from(Some(proto), "State")
+    }
+}
+
+/// The state machine's header as the store keeps it beside the records:
+/// the core's header and openraft's view of what was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmHeader {
+    pub core: Header,
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, BasicNode>,
+}
+
+impl Codec for SmHeader {
+    const KIND: pb::BodyKind = pb::BodyKind::SmHeader;
+    const WHAT: &'static str = "state machine header";
+    type Proto = pb::SmHeader;
+    fn to_proto(&self) -> Result<pb::SmHeader, CodecError> {
+        Ok(pb::SmHeader {
+            core: Some(header_to(&self.core)),
+            last_applied: self.last_applied.as_ref().map(log_id_to),
+            membership: Some(stored_membership_to(&self.membership)),
+        })
+    }
+    fn from_proto(proto: pb::SmHeader) -> Result<Self, CodecError> {
+        Ok(SmHeader {
+            core: header_from(proto.core, "SmHeader.core")?,
+            last_applied: proto
+                .last_applied
+                .map(|l| log_id_from(l, "SmHeader.last_applied"))
+                .transpose()?,
+            membership: stored_membership_from(proto.membership, "SmHeader.membership")?,
+        })
+    }
+}
+
+/// The content of a snapshot: what was applied, the membership in force,
+/// and the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotBody {
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, BasicNode>,
+    pub state: State,
+}
+
+impl Codec for SnapshotBody {
+    const KIND: pb::BodyKind = pb::BodyKind::SnapshotBody;
+    const WHAT: &'static str = "snapshot";
+    type Proto = pb::SnapshotBody;
+    fn to_proto(&self) -> Result<pb::SnapshotBody, CodecError> {
+        Ok(pb::SnapshotBody {
+            last_applied: self.last_applied.as_ref().map(log_id_to),
+            membership: Some(stored_membership_to(&self.membership)),
+            state: Some(state_to(&self.state)),
+        })
+    }
+    fn from_proto(proto: pb::SnapshotBody) -> Result<Self, CodecError> {
+        Ok(SnapshotBody {
+            last_applied: proto
+                .last_applied
+                .map(|l| log_id_from(l, "SnapshotBody.last_applied"))
+                .transpose()?,
+            membership: stored_membership_from(proto.membership, "SnapshotBody.membership")?,
+            state: state_from(proto.state, "SnapshotBody.state")?,
+        })
+    }
+}
