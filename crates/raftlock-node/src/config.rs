@@ -37,7 +37,8 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// The initial cluster (id → peer address), like etcd's `--initial-cluster`.
     /// A node whose store is new and that is named here bootstraps the
-    /// cluster with exactly these voters; every node must get the same map.
+    /// cluster with exactly these voters (when `initial_cluster_state`
+    /// allows it); every node must get the same map.
     /// Empty: the node waits to be added through the admin API.
     pub initial_members: BTreeMap<u64, String>,
     /// When a node with a new store and `initial_members` may bootstrap

@@ -193,23 +193,19 @@ pub struct ServeArgs {
     /// address (its --peer-listen port; e.g.
     /// 1=10.0.0.1:8401,2=10.0.0.2:8401,3=10.0.0.3:8401). Give every node the
     /// same list: a node with a new data directory that is named here
-    /// bootstraps the cluster with exactly these voters, unless a peer
-    /// already belongs to a cluster (then it waits to be added). Ignored
+    /// bootstraps the cluster with exactly these voters once every other
+    /// node answered and none belongs to a cluster (see
+    /// --initial-cluster-state); if one does, it waits to be added. Ignored
     /// once the node has data. Without it a new node waits to be added through
     /// Admin.AddLearner. In the file: a [peers] table, `1 = "10.0.0.1:8401"`.
     #[arg(long, env = "RAFTLOCK_PEERS", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
     pub peers: Option<String>,
 
-    /// When a node with a new data directory and --peers makes the
-    /// cluster. `auto`: only once EVERY other node of --peers answered and
-    /// none belongs to a cluster (a node that does not answer may have
-    /// one: a forced or running cluster whose member lost its data); it
-    /// keeps asking meanwhile, and can be added to a running cluster.
-    /// `new`: once a MAJORITY of --peers (counting this node) answered and
-    /// none belongs to a cluster, for the first start of a new cluster with
-    /// a node down; remove it afterwards. `existing`: never; the node waits
-    /// to be added (`raftlock cluster add-learner`). A node that has data
-    /// ignores it [default: auto].
+    /// When a node with a new data directory and --peers makes the cluster
+    /// (docs/operations.md, "Bootstrapping"): a node that does not answer
+    /// may belong to a cluster (a forced one, or a running one whose member
+    /// lost its data), so `auto` waits for every node. Ignored once the
+    /// node has data [default: auto].
     #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER_STATE", value_name = "STATE", help_heading = CLUSTER)]
     pub initial_cluster_state: Option<InitialClusterState>,
 
