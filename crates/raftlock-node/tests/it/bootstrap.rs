@@ -215,20 +215,23 @@ async fn two_wiped_nodes_never_form_a_second_cluster_while_the_forced_node_is_un
 }
 
 /// `InitialClusterState::New` (the operator's word that the cluster is
-/// new): with node 1 down at the first start, nodes 2 and 3 (a majority of
-/// the three) make the cluster and elect a leader between them.
+/// new): with node 1 down at the first start (its ports bound, nothing
+/// answering), nodes 2 and 3 (a majority of the three) make the cluster and
+/// elect a leader between them; node 1, started later with the default,
+/// hears the cluster, does not bootstrap, and is replicated to as the
+/// member it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn initial_cluster_state_new_bootstraps_with_a_majority_while_a_member_is_down() {
     init_tracing();
     let (mut pairs, members) = bind(3).await;
-    drop(pairs.remove(&1));
-    let dirs: Vec<tempfile::TempDir> = (0..2)
+    let down = pairs.remove(&1).expect("listeners");
+    let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::TempDir::new().expect("tempdir"))
         .collect();
     let mut nodes = BTreeMap::new();
     for id in [2u64, 3] {
         let pair = pairs.remove(&id).expect("listeners");
-        let dir = dirs[id as usize - 2].path();
+        let dir = dirs[id as usize - 1].path();
         nodes.insert(
             id,
             start(id, dir, &members, InitialClusterState::New, pair).await,
@@ -236,6 +239,19 @@ async fn initial_cluster_state_new_bootstraps_with_a_majority_while_a_member_is_
     }
     let leader = agreed_leader(&nodes).await;
     assert!([2, 3].contains(&leader), "{leader}");
+
+    nodes.insert(
+        1,
+        start(1, dirs[0].path(), &members, InitialClusterState::Auto, down).await,
+    );
+    agreed_leader(&nodes).await;
+    let cluster = nodes[&leader].cluster_id();
+    eventually(Duration::from_secs(10), || {
+        let id = nodes[&1].cluster_id();
+        let cluster = cluster.clone();
+        async move { (id == cluster).then_some(()) }
+    })
+    .await;
     shutdown(nodes).await;
 }
 
