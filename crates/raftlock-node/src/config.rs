@@ -37,9 +37,14 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// The initial cluster (id → peer address), like etcd's `--initial-cluster`.
     /// A node whose store is new and that is named here bootstraps the
-    /// cluster with exactly these voters; every node must get the same map.
+    /// cluster with exactly these voters (when `initial_cluster_state`
+    /// allows it); every node must get the same map.
     /// Empty: the node waits to be added through the admin API.
     pub initial_members: BTreeMap<u64, String>,
+    /// When a node with a new store and `initial_members` may bootstrap
+    /// (like etcd's `--initial-cluster-state`): by default only once every
+    /// other member answered and none belongs to a cluster.
+    pub initial_cluster_state: InitialClusterState,
     /// Dial these peers (id → `host:port`) at the given address instead of
     /// the address the membership advertises for them: for NAT, sidecars
     /// and fault-injecting proxies. Only this node's outgoing connections
@@ -110,6 +115,44 @@ pub struct NodeConfig {
     pub force_new_cluster: bool,
 }
 
+/// When a node whose store is new, started with `initial_members`, makes
+/// the cluster of those members (Raft's `initialize`). Whatever the value,
+/// a node never bootstraps once a member it asks names a cluster (it is a
+/// node whose data was lost, beside a running or forced cluster) or refuses
+/// it as a member it knows with another store; it then waits to be added.
+///
+/// Bootstrapping too eagerly is the danger: a store that is new because it
+/// was wiped, beside a cluster it cannot reach at that moment, would make a
+/// second cluster whose tokens restart from the bottom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialClusterState {
+    /// Bootstrap only once EVERY other member answered and none belongs to
+    /// a cluster: all of them are new, so this is the birth of the
+    /// cluster. While any is unreachable the node keeps asking (and
+    /// serves, uninitialized, so a cluster can add it as a learner).
+    #[default]
+    Auto,
+    /// The operator says the cluster is new: bootstrap once a majority of
+    /// the members (counting this node) answered and none belongs to a
+    /// cluster, so a first start with a member down still forms the
+    /// cluster. Only for the first start of a cluster.
+    New,
+    /// Never bootstrap: the cluster exists and this node waits to be added
+    /// (`raftlock cluster add-learner`).
+    Existing,
+}
+
+impl InitialClusterState {
+    /// The name used by `--initial-cluster-state` and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitialClusterState::Auto => "auto",
+            InitialClusterState::New => "new",
+            InitialClusterState::Existing => "existing",
+        }
+    }
+}
+
 /// Raft timing. Lease safety does not depend on these (the leader counts
 /// lease deadlines from its own receipt of keep-alives), only availability.
 #[derive(Debug, Clone)]
@@ -151,6 +194,7 @@ impl NodeConfig {
             tls: None,
             max_connections: 4_096,
             initial_members: BTreeMap::new(),
+            initial_cluster_state: InitialClusterState::Auto,
             peer_dial: BTreeMap::new(),
             raft: RaftTiming::default(),
             snapshot_every_entries: 10_000,
@@ -207,6 +251,13 @@ impl NodeConfig {
         }
         if self.initial_members.contains_key(&0) {
             return Err("initial_members: node ids start at 1".into());
+        }
+        if self.initial_cluster_state == InitialClusterState::New && self.initial_members.is_empty()
+        {
+            return Err(
+                "initial_cluster_state new: there is no cluster to bootstrap without initial_members (--peers)"
+                    .into(),
+            );
         }
         let t = &self.raft;
         if t.heartbeat.is_zero() || t.election_timeout_min <= t.heartbeat * 2 {

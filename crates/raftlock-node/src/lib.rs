@@ -34,7 +34,7 @@ mod watch;
 
 pub use api::{AcquireArgs, Acquired, Api};
 pub use auth::{AuthFileError, AuthSource};
-pub use config::{NodeConfig, RaftTiming, peer_listen_for};
+pub use config::{InitialClusterState, NodeConfig, RaftTiming, peer_listen_for};
 pub use error::NodeError;
 pub use metrics::MetricsFormat;
 pub use node::{Node, NodeHandle, StartError};

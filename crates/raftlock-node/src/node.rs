@@ -18,10 +18,10 @@ use tracing::Instrument;
 
 use crate::Raft;
 use crate::api::Api;
-use crate::config::NodeConfig;
+use crate::config::{InitialClusterState, NodeConfig};
 use crate::grpc::{AdminService, LeasesService, LocksService};
 use crate::keeper::Keeper;
-use crate::peer::client::{Network, NetworkOptions};
+use crate::peer::client::{Network, NetworkOptions, PeerAnswer};
 use crate::waits::Waits;
 use crate::watch::WatchHub;
 
@@ -284,7 +284,7 @@ impl Node {
         }
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(
-                crate::metrics::serve(Arc::clone(&api), listener, stop_rx).instrument(span),
+                crate::metrics::serve(Arc::clone(&api), listener, stop_rx.clone()).instrument(span),
             ));
         }
 
@@ -293,15 +293,16 @@ impl Node {
         let guard = BootstrapGuard {
             network: api.network.clone(),
             timeout: config.raft.rpc_timeout,
+            state: config.initial_cluster_state,
         };
         if first_member.is_some() {
             // The lowest id bootstraps; the others receive its membership
             // entry. Only if that has not happened after a few election
             // timeouts (the lowest node is down) do they bootstrap too,
-            // which openraft allows with the same members. In a task: the
-            // guard asks the peers first, and a peer that is bound but not
-            // yet serving (nodes started one after another) must not hold
-            // up this node's start.
+            // which openraft allows with the same members. In a task that
+            // ends with the node: the guard asks the peers first, for as
+            // long as it takes, and the node serves meanwhile (a cluster
+            // may add it as a learner).
             let grace = if first_member == Some(config.id) {
                 Duration::ZERO
             } else {
@@ -309,15 +310,22 @@ impl Node {
             };
             let members = config.initial_members.clone();
             let (raft, id) = (raft.clone(), config.id);
-            tokio::spawn(
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(
                 async move {
-                    tokio::time::sleep(grace).await;
-                    if let Err(e) = bootstrap(&raft, &members, id, &advertise, &guard).await {
-                        tracing::error!(error = %e, "bootstrap failed");
+                    let run = async {
+                        tokio::time::sleep(grace).await;
+                        bootstrap(&raft, &members, id, &advertise, &guard).await
+                    };
+                    tokio::select! {
+                        result = run => if let Err(e) = result {
+                            tracing::error!(error = %e, "bootstrap failed");
+                        },
+                        _ = stop.wait_for(|stopped| *stopped) => {}
                     }
                 }
                 .instrument(tracing::Span::current()),
-            );
+            ));
         }
         tracing::info!(%addr, %peer_addr, tls = tls.is_some(), "node started");
         Ok(NodeHandle {
@@ -431,8 +439,73 @@ struct BootstrapGuard {
     network: crate::peer::client::Network,
     /// How long a peer may take to answer.
     timeout: Duration,
+    /// When this node may bootstrap (`--initial-cluster-state`).
+    state: InitialClusterState,
 }
 
+/// First pause between two rounds of questions to the peers; it doubles up
+/// to [`BOOTSTRAP_RETRY_MAX`].
+const BOOTSTRAP_RETRY_MIN: Duration = Duration::from_millis(200);
+/// Longest pause between two rounds of questions to the peers.
+const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often a node still waiting for its peers says so (the first time
+/// at once).
+const BOOTSTRAP_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// What a node with a new store does after asking the other members.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// Make the cluster of the initial members.
+    Bootstrap,
+    /// Never: a member belongs to a cluster already (the text says which).
+    Never(String),
+    /// Not yet: ask again. The text names the members not heard from.
+    Wait(String),
+}
+
+/// Whether a node with a new store may bootstrap the cluster of its
+/// `members` (this node among them) after the others answered `answers`.
+/// Failing closed: a member that did not answer may belong to a cluster
+/// (one forced with `--force-new-cluster`, or running while this node's
+/// data was wiped), so silence never counts as "no cluster".
+fn decide(
+    state: InitialClusterState,
+    members: usize,
+    answers: &BTreeMap<u64, PeerAnswer>,
+) -> Decision {
+    if state == InitialClusterState::Existing {
+        return Decision::Never("--initial-cluster-state is existing".into());
+    }
+    if let Some(why) = answers.values().find_map(|a| match a {
+        PeerAnswer::InCluster(why) => Some(why.clone()),
+        PeerAnswer::New | PeerAnswer::Unknown(_) => None,
+    }) {
+        return Decision::Never(why);
+    }
+    let new = answers.values().filter(|a| **a == PeerAnswer::New).count();
+    let enough = match state {
+        InitialClusterState::Auto => new == members.saturating_sub(1),
+        // A majority of the members, counting this node.
+        InitialClusterState::New => (new + 1) * 2 > members,
+        InitialClusterState::Existing => false,
+    };
+    if enough {
+        return Decision::Bootstrap;
+    }
+    let waiting: Vec<String> = answers
+        .iter()
+        .filter_map(|(id, a)| match a {
+            PeerAnswer::Unknown(why) => Some(format!("node {id} ({why})")),
+            PeerAnswer::New | PeerAnswer::InCluster(_) => None,
+        })
+        .collect();
+    Decision::Wait(waiting.join("; "))
+}
+
+/// Bootstraps the cluster of `members` once [`decide`] allows it, asking
+/// the other members again (with a growing pause) for as long as it does
+/// not; returns without bootstrapping when a member belongs to a cluster
+/// or when this node was added to one meanwhile.
 async fn bootstrap(
     raft: &Raft,
     members: &BTreeMap<u64, String>,
@@ -440,30 +513,87 @@ async fn bootstrap(
     advertise: &str,
     guard: &BootstrapGuard,
 ) -> Result<(), StartError> {
-    if raft
-        .is_initialized()
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?
-    {
+    let initialized = || async {
+        raft.is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))
+    };
+    if initialized().await? {
+        if guard.state == InitialClusterState::New {
+            tracing::info!(
+                "--initial-cluster-state new is ignored: this node's store already has a cluster; \
+                 remove the option (left in place, a wiped store would bootstrap with only a majority of --peers answering)"
+            );
+        }
         return Ok(());
     }
-    // A new store beside peers of a running cluster is a node whose data
-    // was lost (a pod whose volume went), not the birth of a cluster: with
-    // its own one-entry log it could never win a vote, and under the old
-    // id it is refused anyway. It waits to be added instead.
-    if let Some(why) = guard
-        .network
-        .initialized_cluster_among(members, guard.timeout)
-        .await
-    {
-        tracing::warn!(
-            reason = %why,
-            "not bootstrapping: this node's store is new but the cluster of --peers already exists; \
-             it waits to be added (if the cluster knew this id with a lost store: `raftlock cluster \
-             remove {id}`, `raftlock cluster forget {id}`, then `raftlock cluster add-learner {id} \
-             ADDR` and `promote {id}`; see docs/operations.md)"
+    if guard.state == InitialClusterState::Existing {
+        tracing::info!(
+            "not bootstrapping: --initial-cluster-state is existing; this node waits to be added \
+             (`raftlock cluster add-learner {id} ADDR`, then `promote {id}`)"
         );
         return Ok(());
+    }
+    let mut pause = BOOTSTRAP_RETRY_MIN;
+    let mut said: Option<tokio::time::Instant> = None;
+    let asking_since = tokio::time::Instant::now();
+    loop {
+        let answers = guard
+            .network
+            .ask_before_bootstrap(members, guard.timeout)
+            .await;
+        // Added to a cluster while asking: nothing to do.
+        if initialized().await? {
+            return Ok(());
+        }
+        match decide(guard.state, members.len(), &answers) {
+            Decision::Bootstrap => break,
+            // A new store beside peers of a running cluster is a node whose
+            // data was lost (a pod whose volume went), not the birth of a
+            // cluster: with its own one-entry log it could never win a
+            // vote, and under the old id it is refused anyway. It waits to
+            // be added instead.
+            Decision::Never(why) => {
+                tracing::warn!(
+                    reason = %why,
+                    "not bootstrapping: this node's store is new but the cluster of --peers already exists; \
+                     it waits to be added (if the cluster knew this id with a lost store: `raftlock cluster \
+                     remove {id}`, `raftlock cluster forget {id}`, then `raftlock cluster add-learner {id} \
+                     ADDR` and `promote {id}`; see docs/operations.md)"
+                );
+                return Ok(());
+            }
+            Decision::Wait(waiting_for) => {
+                let now = tokio::time::Instant::now();
+                if said.is_none_or(|at| now.duration_since(at) >= BOOTSTRAP_LOG_EVERY) {
+                    let waited_s = now.duration_since(asking_since).as_secs();
+                    let what = "not bootstrapping yet: this node's store is new, and it makes the \
+                                cluster of --peers only once every other member answered and none \
+                                belongs to a cluster (a member that does not answer may have one); \
+                                it keeps asking, and can be added to a running cluster meanwhile. \
+                                For the first start of a new cluster with a member down, start the \
+                                others with --initial-cluster-state new (docs/operations.md)";
+                    if said.is_none() {
+                        tracing::info!(
+                            waiting_for,
+                            state = guard.state.as_str(),
+                            waited_s,
+                            "{what}"
+                        );
+                    } else {
+                        tracing::warn!(
+                            waiting_for,
+                            state = guard.state.as_str(),
+                            waited_s,
+                            "{what}"
+                        );
+                    }
+                    said = Some(now);
+                }
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(BOOTSTRAP_RETRY_MAX);
     }
     if members.get(&id).is_some_and(|a| a != advertise) {
         tracing::warn!(
@@ -478,7 +608,11 @@ async fn bootstrap(
         .collect();
     match raft.initialize(nodes).await {
         Ok(()) => {
-            tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "cluster bootstrapped");
+            tracing::info!(
+                members = ?members.keys().collect::<Vec<_>>(),
+                state = guard.state.as_str(),
+                "cluster bootstrapped"
+            );
             Ok(())
         }
         // Another member initialized first and its entry reached us.
@@ -1039,5 +1173,94 @@ impl Drop for NodeHandle {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answers(list: &[(u64, PeerAnswer)]) -> BTreeMap<u64, PeerAnswer> {
+        list.iter().cloned().collect()
+    }
+
+    fn unknown() -> PeerAnswer {
+        PeerAnswer::Unknown("127.0.0.1:1: Unavailable: connection refused".into())
+    }
+
+    fn in_cluster() -> PeerAnswer {
+        PeerAnswer::InCluster("node 1 belongs to cluster c1".into())
+    }
+
+    #[test]
+    fn auto_bootstraps_only_when_every_other_member_answered_new() {
+        let all_new = answers(&[(2, PeerAnswer::New), (3, PeerAnswer::New)]);
+        assert_eq!(
+            decide(InitialClusterState::Auto, 3, &all_new),
+            Decision::Bootstrap
+        );
+        let one_silent = answers(&[(2, PeerAnswer::New), (3, unknown())]);
+        match decide(InitialClusterState::Auto, 3, &one_silent) {
+            Decision::Wait(who) => {
+                assert!(who.contains("node 3") && who.contains("refused"), "{who}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The only member: nobody to ask.
+        assert_eq!(
+            decide(InitialClusterState::Auto, 1, &BTreeMap::new()),
+            Decision::Bootstrap
+        );
+    }
+
+    #[test]
+    fn new_bootstraps_with_a_majority_counting_itself() {
+        let one_of_two_others = answers(&[(2, PeerAnswer::New), (3, unknown())]);
+        assert_eq!(
+            decide(InitialClusterState::New, 3, &one_of_two_others),
+            Decision::Bootstrap
+        );
+        let none = answers(&[(2, unknown()), (3, unknown())]);
+        assert!(matches!(
+            decide(InitialClusterState::New, 3, &none),
+            Decision::Wait(_)
+        ));
+        // Five members: itself and two others are a majority, one is not.
+        let two = answers(&[
+            (2, PeerAnswer::New),
+            (3, PeerAnswer::New),
+            (4, unknown()),
+            (5, unknown()),
+        ]);
+        assert_eq!(
+            decide(InitialClusterState::New, 5, &two),
+            Decision::Bootstrap
+        );
+        let one = answers(&[
+            (2, PeerAnswer::New),
+            (3, unknown()),
+            (4, unknown()),
+            (5, unknown()),
+        ]);
+        assert!(matches!(
+            decide(InitialClusterState::New, 5, &one),
+            Decision::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn a_member_in_a_cluster_means_never_whatever_the_state() {
+        let list = answers(&[(2, PeerAnswer::New), (3, in_cluster())]);
+        for state in [InitialClusterState::Auto, InitialClusterState::New] {
+            assert!(
+                matches!(decide(state, 3, &list), Decision::Never(why) if why.contains("c1")),
+                "{state:?}"
+            );
+        }
+        let all_new = answers(&[(2, PeerAnswer::New), (3, PeerAnswer::New)]);
+        assert!(matches!(
+            decide(InitialClusterState::Existing, 3, &all_new),
+            Decision::Never(_)
+        ));
     }
 }

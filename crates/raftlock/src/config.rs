@@ -30,6 +30,44 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--initial-cluster-state`: when a node whose data directory is new,
+/// started with `--peers`, makes the cluster (like etcd's option of that
+/// name, with a safe default that etcd does not have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialClusterState {
+    /// Bootstrap only once every other node of --peers answered and none
+    /// belongs to a cluster; keep asking while one does not answer.
+    #[default]
+    Auto,
+    /// The cluster is new: bootstrap once a majority of --peers (counting
+    /// this node) answered and none belongs to a cluster. For a first start
+    /// with a node down; remove it afterwards.
+    New,
+    /// The cluster exists: never bootstrap, wait to be added.
+    Existing,
+}
+
+impl From<InitialClusterState> for raftlock_node::InitialClusterState {
+    fn from(state: InitialClusterState) -> Self {
+        match state {
+            InitialClusterState::Auto => raftlock_node::InitialClusterState::Auto,
+            InitialClusterState::New => raftlock_node::InitialClusterState::New,
+            InitialClusterState::Existing => raftlock_node::InitialClusterState::Existing,
+        }
+    }
+}
+
+impl From<raftlock_node::InitialClusterState> for InitialClusterState {
+    fn from(state: raftlock_node::InitialClusterState) -> Self {
+        match state {
+            raftlock_node::InitialClusterState::Auto => InitialClusterState::Auto,
+            raftlock_node::InitialClusterState::New => InitialClusterState::New,
+            raftlock_node::InitialClusterState::Existing => InitialClusterState::Existing,
+        }
+    }
+}
+
 const CLUSTER: &str = "Node and cluster";
 const RAFT: &str = "Raft timing";
 const STORAGE: &str = "Storage and snapshots";
@@ -155,12 +193,21 @@ pub struct ServeArgs {
     /// address (its --peer-listen port; e.g.
     /// 1=10.0.0.1:8401,2=10.0.0.2:8401,3=10.0.0.3:8401). Give every node the
     /// same list: a node with a new data directory that is named here
-    /// bootstraps the cluster with exactly these voters, unless a peer
-    /// already belongs to a cluster (then it waits to be added). Ignored
+    /// bootstraps the cluster with exactly these voters once every other
+    /// node answered and none belongs to a cluster (see
+    /// --initial-cluster-state); if one does, it waits to be added. Ignored
     /// once the node has data. Without it a new node waits to be added through
     /// Admin.AddLearner. In the file: a [peers] table, `1 = "10.0.0.1:8401"`.
     #[arg(long, env = "RAFTLOCK_PEERS", value_name = "ID=ADDR,...", help_heading = CLUSTER)]
     pub peers: Option<String>,
+
+    /// When a node with a new data directory and --peers makes the cluster
+    /// (docs/operations.md, "Bootstrapping"): a node that does not answer
+    /// may belong to a cluster (a forced one, or a running one whose member
+    /// lost its data), so `auto` waits for every node. Ignored once the
+    /// node has data [default: auto].
+    #[arg(long, env = "RAFTLOCK_INITIAL_CLUSTER_STATE", value_name = "STATE", help_heading = CLUSTER)]
+    pub initial_cluster_state: Option<InitialClusterState>,
 
     /// Dial these peers at another address than the one the cluster
     /// membership advertises for them, `ID=HOST:PORT,...` (for NAT, sidecars
@@ -344,6 +391,7 @@ pub struct FileConfig {
     pub auth: Option<PathBuf>,
     /// Node id (as a TOML key) → address.
     pub peers: Option<BTreeMap<String, String>>,
+    pub initial_cluster_state: Option<InitialClusterState>,
     /// Node id (as a TOML key) → address to dial it at.
     pub peer_dial: Option<BTreeMap<String, String>>,
     pub heartbeat_ms: Option<u64>,
@@ -613,7 +661,18 @@ pub fn resolve(args: ServeArgs) -> Result<Resolved, Failure> {
         )));
     }
     node.auth = args.auth.or(file.auth).map(raftlock_node::AuthSource::File);
+    let initial_cluster_state = args
+        .initial_cluster_state
+        .or(file.initial_cluster_state)
+        .unwrap_or_default();
+    if initial_cluster_state == InitialClusterState::New && peers.is_empty() {
+        return Err(usage(format!(
+            "{} new needs --peers: it bootstraps the cluster --peers names (without --peers a new node waits to be added)",
+            opt("initial-cluster-state")
+        )));
+    }
     node.initial_members = peers;
+    node.initial_cluster_state = initial_cluster_state.into();
     node.peer_dial = peer_dial;
     node.force_new_cluster = args.force_new_cluster;
 
@@ -873,6 +932,7 @@ pub fn effective(resolved: &Resolved) -> FileConfig {
             Some(raftlock_node::AuthSource::Toml(_)) | None => None,
         },
         peers: table(&n.initial_members),
+        initial_cluster_state: Some(n.initial_cluster_state.into()),
         peer_dial: table(&n.peer_dial),
         heartbeat_ms: ms(n.raft.heartbeat),
         election_timeout_min_ms: ms(n.raft.election_timeout_min),
@@ -1215,6 +1275,7 @@ mod tests {
         a.cache_mb = Some(3);
         a.worker_threads = Some(2);
         a.log_format = Some(LogFormat::Json);
+        a.initial_cluster_state = Some(InitialClusterState::New);
         let first = resolve(a).expect("valid");
         let text = toml::to_string(&effective(&first)).expect("prints");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1374,6 +1435,7 @@ mod tests {
             metrics_max_lock_groups,
             auth,
             peers,
+            initial_cluster_state,
             peer_dial,
             heartbeat_ms,
             election_timeout_min_ms,
@@ -1427,6 +1489,7 @@ mod tests {
             metrics_max_lock_groups.is_some(),
             auth.is_some(),
             peers.is_some(),
+            initial_cluster_state.is_some(),
             peer_dial.is_some(),
             heartbeat_ms.is_some(),
             election_timeout_min_ms.is_some(),
@@ -1494,5 +1557,73 @@ mod tests {
         assert_eq!(got.limits, d.limits);
         assert_eq!(r.log_format, LogFormat::Text);
         assert_eq!(got.initial_members.len(), 3);
+        assert_eq!(got.initial_cluster_state, d.initial_cluster_state);
+    }
+
+    #[test]
+    fn initial_cluster_state_defaults_to_auto_and_reaches_the_node_from_flag_or_file() {
+        let mut a = args();
+        a.peers = Some("1=10.0.0.1:8401,2=10.0.0.2:8401,3=10.0.0.3:8401".into());
+        let r = resolve(a).expect("valid");
+        assert_eq!(
+            r.node.initial_cluster_state,
+            raftlock_node::InitialClusterState::Auto
+        );
+        for state in [InitialClusterState::New, InitialClusterState::Existing] {
+            let mut a = args();
+            a.peers = Some("1=10.0.0.1:8401,2=10.0.0.2:8401".into());
+            a.initial_cluster_state = Some(state);
+            let r = resolve(a).expect("valid");
+            assert_eq!(
+                InitialClusterState::from(r.node.initial_cluster_state),
+                state
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raftlock.toml");
+        std::fs::write(
+            &path,
+            "id = 1\ndata_dir = \"x\"\nlisten = \"127.0.0.1:1\"\ninsecure = true\n\
+             initial_cluster_state = \"existing\"\n[peers]\n1 = \"127.0.0.1:2\"\n",
+        )
+        .expect("write");
+        let r = resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            r.node.initial_cluster_state,
+            raftlock_node::InitialClusterState::Existing
+        );
+        // The flag wins over the file.
+        let r = resolve(ServeArgs {
+            config: Some(path),
+            initial_cluster_state: Some(InitialClusterState::New),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            r.node.initial_cluster_state,
+            raftlock_node::InitialClusterState::New
+        );
+    }
+
+    #[test]
+    fn initial_cluster_state_new_without_peers_or_a_bad_value_in_the_file_is_a_usage_error() {
+        let mut a = args();
+        a.initial_cluster_state = Some(InitialClusterState::New);
+        let m = message(resolve(a).unwrap_err());
+        assert!(
+            m.contains("--initial-cluster-state") && m.contains("--peers"),
+            "{m}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raftlock.toml");
+        std::fs::write(&path, "initial_cluster_state = \"fresh\"\n").expect("write");
+        let f = load_file(&path).unwrap_err();
+        assert!(matches!(f, Failure::Usage(_)));
+        let m = message(f);
+        assert!(m.contains("fresh") && m.contains("existing"), "{m}");
     }
 }

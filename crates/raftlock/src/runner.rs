@@ -422,6 +422,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
         data_dir = %node_config.data_dir.display(),
         listen = node_config.listen,
         peers = ?node_config.initial_members,
+        initial_cluster_state = node_config.initial_cluster_state.as_str(),
         "starting"
     );
     let tls = node_config.tls.is_some();

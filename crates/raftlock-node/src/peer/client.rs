@@ -126,6 +126,19 @@ struct Channels {
     next_generation: u64,
 }
 
+/// What a peer said when asked before a bootstrap
+/// ([`Network::ask_before_bootstrap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PeerAnswer {
+    /// It answered as the node `--peers` names and belongs to no cluster.
+    New,
+    /// It belongs to a cluster, or refused this node as a member it knows
+    /// with another store (the text says which): never bootstrap.
+    InCluster(String),
+    /// No usable answer (the text says why): it may belong to a cluster.
+    Unknown(String),
+}
+
 /// What a peer said about itself in its `Hello`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Introduced {
@@ -390,47 +403,52 @@ impl Network {
         Ok(answer.cluster_id)
     }
 
-    /// Why this node, with a new store, must not bootstrap the cluster of
-    /// `members`: a reachable peer among them already belongs to an
-    /// initialized cluster (its Hello names a cluster id), or refuses this
-    /// node as a member it knows with another store (a node whose data was
-    /// lost, back under its old id). `None` when no peer says so: none
-    /// answered within `timeout` (all asked at once), or none has a cluster
-    /// yet, as when every node of a new cluster starts.
-    pub(crate) async fn initialized_cluster_among(
+    /// Asks every other member of `members` (all at once, each within
+    /// `timeout`) whether it belongs to a cluster: what a node with a new
+    /// store must know before it bootstraps (see `node::bootstrap`).
+    pub(crate) async fn ask_before_bootstrap(
         &self,
         members: &BTreeMap<NodeId, String>,
         timeout: Duration,
-    ) -> Option<String> {
+    ) -> BTreeMap<NodeId, PeerAnswer> {
         let asks =
             members
                 .iter()
                 .filter(|(id, _)| **id != self.inner.id)
                 .map(|(id, addr)| async move {
                     let addr = self.dial_addr(*id, addr);
-                    match self.hello(*id, addr, timeout).await {
-                        Ok(cluster) if !cluster.is_empty() => {
-                            Some(format!("node {id} at {addr} belongs to cluster {cluster}"))
-                        }
+                    // Without an identity `hello` asks nobody: that is no answer.
+                    if self.inner.identity.is_none() {
+                        return (
+                            *id,
+                            PeerAnswer::Unknown(format!("{addr}: not asked (no peer identity)")),
+                        );
+                    }
+                    let answer = match self.hello(*id, addr, timeout).await {
+                        Ok(cluster) if cluster.is_empty() => PeerAnswer::New,
+                        Ok(cluster) => PeerAnswer::InCluster(format!(
+                            "node {id} at {addr} belongs to cluster {cluster}"
+                        )),
                         Err(status)
                             if raftlock_proto::errors::classify(&status).known()
                                 == Some(raftlock_proto::errors::ErrorReason::ClusterMismatch) =>
                         {
-                            Some(format!(
+                            PeerAnswer::InCluster(format!(
                                 "node {id} at {addr} refused this node: {}",
                                 status.message()
                             ))
                         }
-                        // Unreachable, no cluster yet, or not the node named
-                        // there: nothing known either way.
-                        Ok(_) | Err(_) => None,
-                    }
+                        // Unreachable, slow, or another node at that address
+                        // (`--peers` differs between nodes): nothing known.
+                        Err(status) => PeerAnswer::Unknown(format!(
+                            "{addr}: {:?}: {}",
+                            status.code(),
+                            status.message()
+                        )),
+                    };
+                    (*id, answer)
                 });
-        futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .next()
+        futures::future::join_all(asks).await.into_iter().collect()
     }
 
     /// Remembers what peer `id` said about itself (in a `Hello` it sent or

@@ -4,6 +4,7 @@
 //! src/peer/tests.rs.
 
 mod auth;
+mod bootstrap;
 mod cluster;
 mod embedders;
 mod failover;

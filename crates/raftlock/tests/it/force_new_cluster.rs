@@ -255,3 +255,102 @@ async fn force_new_cluster_on_a_new_data_dir_is_refused() {
     assert_eq!(status.code(), Some(2), "{out}\n{err}");
     assert!(err.contains("surviving member"), "{err}");
 }
+
+/// Waits (bounded) until node `id`'s log contains `text`; returns the log.
+async fn wait_log(cluster: &ServeCluster, id: u64, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = cluster.procs[&id].log_text();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} never logged {text:?}:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The review's scenario: a cluster recovered with `--force-new-cluster`
+/// on one node (its cluster has a new id and only that member); the two
+/// others come back with wiped data dirs and the OLD `--peers` while the
+/// forced node is down. They hear only each other ("no cluster") and must
+/// not make a second cluster of the three, which would grant tokens from
+/// the bottom again: they wait for every member of --peers. Once the
+/// forced node answers, naming its cluster, they never bootstrap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_nodes_with_the_old_peers_never_form_a_second_cluster_while_the_forced_node_is_down()
+{
+    let (mut cluster, leader) = ServeCluster::start(Path::new(BIN), 3).await;
+    let survivor = leader;
+    let lost: Vec<u64> = (1..=3).filter(|id| *id != survivor).collect();
+    let old = wait_status(&mut cluster, survivor, "a named cluster", |s| {
+        !s.cluster_id.is_empty()
+    })
+    .await;
+    for id in 1..=3 {
+        cluster.procs.get_mut(&id).expect("process").kill();
+    }
+    for id in &lost {
+        std::fs::remove_dir_all(cluster.data_dir(*id)).expect("wipe a lost node");
+    }
+    let proc = serve_alone(&cluster, survivor, &["--force-new-cluster"]);
+    cluster.procs.insert(survivor, proc);
+    let forced = wait_status(&mut cluster, survivor, "a one-member cluster", |s| {
+        s.leader_id == Some(survivor) && s.nodes.len() == 1 && s.cluster_id != old.cluster_id
+    })
+    .await;
+    let lease = grant(cluster.ports[&survivor], "forced").await;
+    let token = acquire(cluster.ports[&survivor], lease, "jobs/forced")
+        .await
+        .token;
+
+    // The forced node is briefly unreachable; the wiped ones start with
+    // the old --peers.
+    cluster.procs.get_mut(&survivor).expect("process").kill();
+    for id in &lost {
+        cluster.spawn(*id);
+    }
+    for id in &lost {
+        let log = wait_log(&cluster, *id, "not bootstrapping yet").await;
+        assert!(
+            log.contains(&format!("node {survivor} (")),
+            "node {id} names the member it waits for:\n{log}"
+        );
+    }
+    // Well past the moment the old guard bootstrapped (at once for the
+    // lowest id, after 4 election timeouts for the others) and elected.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for id in &lost {
+        let s = wait_status(&mut cluster, *id, "an answer", |_| true).await;
+        assert!(
+            s.nodes.is_empty() && s.leader_id.is_none() && s.cluster_id.is_empty(),
+            "node {id} made a second cluster: {s:?}\n{}",
+            cluster.logs()
+        );
+    }
+
+    // The forced node is back: they hear its cluster and wait to be added.
+    let proc = serve_alone(&cluster, survivor, &["--force-new-cluster"]);
+    cluster.procs.insert(survivor, proc);
+    for id in &lost {
+        // It names the forced cluster's id, or the forced node refuses it
+        // (that cluster still knows the id with its old store).
+        let log = wait_log(&cluster, *id, "the cluster of --peers already exists").await;
+        assert!(
+            log.contains(&forced.cluster_id) || log.contains("refused this node"),
+            "{log}"
+        );
+        let s = wait_status(&mut cluster, *id, "an answer", |_| true).await;
+        assert!(s.nodes.is_empty(), "node {id}: {s:?}");
+    }
+    let again = wait_status(&mut cluster, survivor, "the forced cluster serves", |s| {
+        s.leader_id == Some(survivor)
+    })
+    .await;
+    assert_eq!(again.cluster_id, forced.cluster_id);
+    let after = grant(cluster.ports[&survivor], "after").await;
+    assert!(after > token, "tokens keep growing in the one cluster");
+}

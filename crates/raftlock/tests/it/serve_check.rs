@@ -46,6 +46,8 @@ fn check_prints_the_configuration_and_neither_creates_the_store_nor_binds() {
     assert!(out.contains("id = 2"), "{out}");
     assert!(out.contains("max_leases = 77"), "{out}");
     assert!(out.contains("advertise = \"10.0.0.2:"), "{out}");
+    // The safe default is printed, so an operator sees it.
+    assert!(out.contains("initial_cluster_state = \"auto\""), "{out}");
     assert!(!data.exists(), "--check created the data directory");
     // What it printed is a config file that passes the check again.
     let printed = dir.path().join("printed.toml");
@@ -147,4 +149,36 @@ fn id_from_hostname_takes_the_pod_ordinal_plus_one_and_refuses_a_name_without_on
     let (status, _, err) = run_bounded(cmd, dir.path(), QUICK);
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("exclude each other"), "{err}");
+}
+
+#[test]
+fn check_prints_the_initial_cluster_state_given_by_flag_or_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "--insecure",
+        "--id",
+        "1",
+        "--data-dir",
+        "d",
+        "--listen",
+        "127.0.0.1:7401",
+        "--peers",
+        "1=127.0.0.1:8401,2=127.0.0.1:8402,3=127.0.0.1:8403",
+    ];
+    let mut with_flag = args.to_vec();
+    with_flag.extend(["--initial-cluster-state", "existing"]);
+    let (code, out, err) = check(&with_flag, dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("initial_cluster_state = \"existing\""),
+        "{out}"
+    );
+
+    let mut cmd = raftlock();
+    cmd.args(["serve", "--check"])
+        .args(args)
+        .env("RAFTLOCK_INITIAL_CLUSTER_STATE", "new");
+    let (status, out, err) = run_bounded(cmd, dir.path(), QUICK);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(out.contains("initial_cluster_state = \"new\""), "{out}");
 }

@@ -68,6 +68,70 @@ fn peers_without_this_node_exit_2() {
     assert!(err.contains("--peers"), "{err}");
 }
 
+/// A bad `--initial-cluster-state` (flag, environment or file) exits 2
+/// naming the option and the values it takes; `new` without `--peers` too.
+#[test]
+fn a_bad_initial_cluster_state_exits_2_naming_the_option_and_its_values() {
+    let base = [
+        "--insecure",
+        "--id",
+        "1",
+        "--data-dir",
+        "d",
+        "--listen",
+        "127.0.0.1:1",
+        "--peers",
+        "1=127.0.0.1:2,2=127.0.0.1:3",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--initial-cluster-state", "fresh"]);
+    let (code, err) = serve_fails(&args);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--initial-cluster-state")
+            && err.contains("fresh")
+            && err.contains("existing"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = raftlock();
+    cmd.arg("serve")
+        .args(base)
+        .env("RAFTLOCK_INITIAL_CLUSTER_STATE", "maybe");
+    let (status, _, err) = run_bounded(cmd, dir.path(), QUICK);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("maybe") && err.contains("auto"), "{err}");
+
+    let path = dir.path().join("raftlock.toml");
+    std::fs::write(&path, "initial_cluster_state = \"later\"\n").expect("write config");
+    let mut cmd = raftlock();
+    cmd.arg("serve").args(base).arg("--config").arg(&path);
+    let (status, _, err) = run_bounded(cmd, dir.path(), QUICK);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("later") && err.contains("initial_cluster_state"),
+        "{err}"
+    );
+
+    let (code, err) = serve_fails(&[
+        "--insecure",
+        "--id",
+        "1",
+        "--data-dir",
+        "d",
+        "--listen",
+        "127.0.0.1:1",
+        "--initial-cluster-state",
+        "new",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--initial-cluster-state") && err.contains("--peers"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unknown_key_in_the_config_file_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
