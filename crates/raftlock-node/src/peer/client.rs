@@ -47,11 +47,9 @@ use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_proto::internal::v1::raft_transport_client::RaftTransportClient;
 use raftlock_store::metrics::Histogram;
 use raftlock_store::{NodeId, TypeConfig};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use super::wire::{pack, unpack};
+use super::wire::{Wire, pack, unpack};
 
 /// Connection settings for peer channels. Every field bounds how long a
 /// dead or slow peer can hold something up, so callers choose them.
@@ -470,6 +468,21 @@ impl Network {
             .remove(&id);
     }
 
+    /// The peer protocol version to send peer `id` messages in: the
+    /// highest both speak, once it said which in a `Hello`; until then (or
+    /// with none in common, which its Hello was refused for) the lowest
+    /// this node speaks (1, which every build reads).
+    pub(crate) fn speak_with(&self, id: NodeId) -> u32 {
+        let ours = match &self.inner.identity {
+            Some(identity) => identity.protocol,
+            // The transport's unit tests: both ends are this build.
+            None => return super::version::SUPPORTED.max,
+        };
+        self.introduction(id)
+            .and_then(|i| ours.common(i.protocol))
+            .unwrap_or(ours.min)
+    }
+
     /// What peer `id` said about itself in its latest `Hello`.
     pub(crate) fn introduction(&self, id: NodeId) -> Option<Introduced> {
         self.inner
@@ -646,11 +659,16 @@ fn is_deadline(status: &tonic::Status) -> bool {
     false
 }
 
-/// A Raft request packed with the id of the node it is meant for.
-fn addressed<Req: Serialize>(request: &Req, target: NodeId) -> RaftMessage {
-    let mut message = pack(request);
+/// A Raft request packed in peer protocol `version` with the id of the
+/// node it is meant for.
+fn addressed<Req: Wire>(
+    request: &Req,
+    target: NodeId,
+    version: u32,
+) -> Result<RaftMessage, super::wire::WireError> {
+    let mut message = pack(request, version)?;
     message.target_id = target;
-    message
+    Ok(message)
 }
 
 /// Whether a failed call failed in the transport (connecting, or the
@@ -727,9 +745,9 @@ impl PeerClient {
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
+        Req: Wire,
+        Result<Resp, RaftError<NodeId, E>>: Wire,
+        E: std::error::Error,
     {
         if !self.introduced {
             // Once per connection to the peer (openraft makes a new client
@@ -755,7 +773,10 @@ impl PeerClient {
                 Err(_) => {}
             }
         }
-        let message = addressed(request, self.target);
+        // Decided after the Hello above: the highest version both speak.
+        let version = self.network.speak_with(self.target);
+        let message = addressed(request, self.target, version)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let answer = if method == Method::AppendEntries && !self.unary {
             self.over_stream(message, option.hard_ttl()).await
         } else {
@@ -788,8 +809,8 @@ impl PeerClient {
                 )));
             }
         };
-        let answer: Result<Resp, RaftError<NodeId, E>> = unpack(answer_name(method), &message)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer: Result<Resp, RaftError<NodeId, E>> =
+            unpack(&message).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -935,17 +956,6 @@ impl PeerClient {
             }
             _ => RPCError::Network(NetworkError::new(&error)),
         }
-    }
-}
-
-fn answer_name(method: Method) -> &'static str {
-    match method {
-        Method::AppendEntries => "append entries answer",
-        Method::Vote => "vote answer",
-        Method::InstallSnapshot => "install snapshot answer",
-        Method::Forward => "forward answer",
-        Method::ReadIndex => "read index answer",
-        Method::KeepAlive => "keep alive answer",
     }
 }
 

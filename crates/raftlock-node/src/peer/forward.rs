@@ -13,7 +13,7 @@ use raftlock_proto::internal::v1::RaftMessage;
 use serde::{Deserialize, Serialize};
 
 use super::client::Method;
-use super::wire::{note_refused, pack, unpack};
+use super::wire::{Wire, note_refused, pack, unpack};
 use crate::api::Api;
 use crate::error::NodeError;
 
@@ -35,19 +35,19 @@ pub(crate) struct KeepAliveForward {
 impl Api {
     /// `command` proposed by the leader (Forward).
     pub(crate) async fn forward_write(&self, command: &Command) -> Result<Applied, NodeError> {
-        self.call_leader::<ForwardResult>(Method::Forward, pack(command))
+        self.call_leader::<_, ForwardResult>(Method::Forward, command)
             .await?
     }
 
     /// The leader's read index (ReadIndex).
     pub(crate) async fn forward_read_index(&self) -> Result<u64, NodeError> {
-        self.call_leader::<ReadIndexResult>(Method::ReadIndex, pack(&()))
+        self.call_leader::<_, ReadIndexResult>(Method::ReadIndex, &())
             .await?
     }
 
     /// `lease` kept alive by the leader (KeepAlive); returns its ttl.
     pub(crate) async fn forward_keep_alive(&self, lease: LeaseId) -> Result<u64, NodeError> {
-        self.call_leader::<KeepAliveResult>(Method::KeepAlive, pack(&KeepAliveForward { lease }))
+        self.call_leader::<_, KeepAliveResult>(Method::KeepAlive, &KeepAliveForward { lease })
             .await?
     }
 
@@ -56,15 +56,17 @@ impl Api {
     /// (nothing was sent: the client may retry there or elsewhere); any
     /// other failure is OUTCOME_UNKNOWN, since the leader may have applied
     /// the call and only its answer was lost.
-    async fn call_leader<T: serde::de::DeserializeOwned>(
+    async fn call_leader<R: Wire, T: Wire>(
         &self,
         method: Method,
-        message: RaftMessage,
+        request: &R,
     ) -> Result<T, NodeError> {
         let (leader_id, peer_addr) = match self.leader_peer() {
             Some((id, addr)) if id != self.id => (id, addr),
             _ => return Err(NodeError::NoLeader),
         };
+        let message = pack(request, self.network.speak_with(leader_id))
+            .map_err(|e| NodeError::invalid("command", e.to_string()))?;
         // What clients are told: the leader's client address, or no hint.
         let addr = self.client_addr_of(leader_id).unwrap_or_default();
         let reply = self
@@ -96,7 +98,7 @@ impl Api {
                     }
                 }
             })?;
-        unpack::<T>(method.name(), &reply).map_err(|e| NodeError::Internal(e.to_string()))
+        unpack::<T>(&reply).map_err(|e| NodeError::Internal(format!("{}: {e}", method.name())))
     }
 
     /// Answer a forwarded write (Forward RPC). Only the commands a
@@ -105,7 +107,7 @@ impl Api {
     /// leader's batcher forms, are refused whoever sends them, so no peer
     /// can end leases or change limits through this call.
     pub(crate) async fn serve_forward(&self, message: &RaftMessage) -> RaftMessage {
-        let result: ForwardResult = match unpack::<Command>("forwarded command", message) {
+        let result: ForwardResult = match unpack::<Command>(message) {
             Ok(command) => match forwardable(&command) {
                 Ok(()) => self.propose(command).await,
                 Err(e) => {
@@ -118,19 +120,25 @@ impl Api {
                 Err(NodeError::invalid("command", e.to_string()))
             }
         };
-        pack(&result)
+        answer(message, &result)
     }
 
     /// Answer a read-index request (ReadIndex RPC).
-    pub(crate) async fn serve_read_index(&self) -> RaftMessage {
-        let result: ReadIndexResult = self.read_index_local().await;
-        pack(&result)
+    pub(crate) async fn serve_read_index(&self, message: &RaftMessage) -> RaftMessage {
+        let result: ReadIndexResult = match unpack::<()>(message) {
+            Ok(()) => self.read_index_local().await,
+            Err(e) => {
+                note_refused(&self.metrics.peer_refused, "ReadIndex", &e);
+                Err(NodeError::invalid("read index", e.to_string()))
+            }
+        };
+        answer(message, &result)
     }
 
     /// Answer a forwarded keep-alive (KeepAlive RPC).
     pub(crate) async fn serve_keep_alive(&self, message: &RaftMessage) -> RaftMessage {
         let received_at = Instant::now();
-        let result: KeepAliveResult = match unpack::<KeepAliveForward>("keep-alive", message) {
+        let result: KeepAliveResult = match unpack::<KeepAliveForward>(message) {
             Ok(k) if self.is_leader() => self.keep_alive_local(k.lease, received_at).await,
             Ok(_) => Err(self.not_leader(None)),
             Err(e) => {
@@ -138,8 +146,22 @@ impl Api {
                 Err(NodeError::invalid("keep-alive", e.to_string()))
             }
         };
-        pack(&result)
+        answer(message, &result)
     }
+}
+
+/// `result` packed in the peer protocol version of `request`. Answers
+/// always encode (only a command nested deeper than any node writes could
+/// fail); if one did not, the caller gets an internal error it can read.
+fn answer<T: Wire>(request: &RaftMessage, result: &T) -> RaftMessage {
+    let version = super::version::of_message(request.protocol);
+    pack(result, version).unwrap_or_else(|e| {
+        let failure: Result<u64, NodeError> = Err(NodeError::Internal(e.to_string()));
+        // Version 1 of a plain error always encodes.
+        pack(&failure, version)
+            .or_else(|_| pack(&failure, super::version::BINCODE))
+            .unwrap_or_default()
+    })
 }
 
 /// Whether a follower may forward `command`: the client commands only.
@@ -181,7 +203,7 @@ mod tests {
 
     use crate::error::NodeError;
     use crate::peer::client::{Method, Network, NetworkOptions};
-    use crate::peer::wire::{pack, unpack};
+    use crate::peer::wire::{pack1, unpack};
     use crate::{Node, NodeConfig};
 
     /// A peer's Forward carries only client commands: the leader refuses
@@ -226,12 +248,12 @@ mod tests {
                         1,
                         &addr,
                         Method::Forward,
-                        pack(&command),
+                        pack1(&command),
                         Duration::from_secs(5),
                     )
                     .await
                     .expect("the leader answers");
-                unpack::<Result<Applied, NodeError>>("forward", &reply).expect("decodes")
+                unpack::<Result<Applied, NodeError>>(&reply).expect("decodes")
             }
         };
         let tighter = Limits {
@@ -297,7 +319,7 @@ mod tests {
                 0,
                 &closed_addr,
                 Method::Forward,
-                pack(&()),
+                pack1(&()),
                 Duration::from_secs(2),
             )
             .await
@@ -320,7 +342,7 @@ mod tests {
                 0,
                 &silent_addr,
                 Method::Forward,
-                pack(&()),
+                pack1(&()),
                 Duration::from_millis(300),
             )
             .await

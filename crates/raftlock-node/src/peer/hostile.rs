@@ -24,11 +24,9 @@ use raftlock_core::{Applied, Command, LockError, Request, Response};
 use raftlock_proto::internal::v1::RaftMessage;
 use raftlock_store::{Entry, LogId, NodeId, TypeConfig};
 use raftlock_testkit::hostile::{HUGE_LENGTHS, garbage, mutate, mutations, varint_u64};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::forward::KeepAliveForward;
-use super::wire::{WireError, pack, unpack};
+use super::wire::{Wire, WireError, pack1, unpack};
 use crate::error::NodeError;
 
 type AppendAnswer = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
@@ -50,8 +48,8 @@ fn with_crc(data: Vec<u8>) -> RaftMessage {
 
 /// Unpacks `message` as every payload type; returns how many decoded.
 fn unpack_as_every_payload(message: &RaftMessage) -> usize {
-    fn ok<T: DeserializeOwned>(message: &RaftMessage) -> usize {
-        usize::from(unpack::<T>("hostile", message).is_ok())
+    fn ok<T: Wire>(message: &RaftMessage) -> usize {
+        usize::from(unpack::<T>(message).is_ok())
     }
     ok::<AppendEntriesRequest<TypeConfig>>(message)
         + ok::<VoteRequest<NodeId>>(message)
@@ -197,10 +195,10 @@ where
 
 /// The payload of `message` re-encoded, which must be its own bytes: what
 /// decodes is what was sent.
-fn round_trips<T: Serialize + DeserializeOwned>(value: &T) -> Result<(), TestCaseError> {
-    let message = pack(value);
-    let back: T = unpack("round trip", &message).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(pack(&back).data, message.data);
+fn round_trips<T: Wire>(value: &T) -> Result<(), TestCaseError> {
+    let message = pack1(value);
+    let back: T = unpack(&message).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(pack1(&back).data, message.data);
     Ok(())
 }
 
@@ -208,19 +206,19 @@ fn round_trips<T: Serialize + DeserializeOwned>(value: &T) -> Result<(), TestCas
 fn valid_payload() -> impl Strategy<Value = Vec<u8>> {
     let encode = |m: RaftMessage| m.data;
     prop_oneof![
-        append_request().prop_map(move |r| encode(pack(&r))),
+        append_request().prop_map(move |r| encode(pack1(&r))),
         (vote(), prop::option::of(log_id()))
-            .prop_map(move |(v, l)| encode(pack(&VoteRequest::new(v, l)))),
-        snapshot_request().prop_map(move |r| encode(pack(&r))),
-        command().prop_map(move |c| encode(pack(&c))),
-        any::<u64>().prop_map(move |lease| encode(pack(&KeepAliveForward { lease }))),
-        vote().prop_map(move |v| encode(pack(&AppendAnswer::Ok(
+            .prop_map(move |(v, l)| encode(pack1(&VoteRequest::new(v, l)))),
+        snapshot_request().prop_map(move |r| encode(pack1(&r))),
+        command().prop_map(move |c| encode(pack1(&c))),
+        any::<u64>().prop_map(move |lease| encode(pack1(&KeepAliveForward { lease }))),
+        vote().prop_map(move |v| encode(pack1(&AppendAnswer::Ok(
             AppendEntriesResponse::HigherVote(v)
         )))),
-        raft_error::<Infallible>().prop_map(move |e| encode(pack(&AppendAnswer::Err(e)))),
+        raft_error::<Infallible>().prop_map(move |e| encode(pack1(&AppendAnswer::Err(e)))),
         (vote(), any::<bool>(), prop::option::of(log_id())).prop_map(
             move |(vote, granted, last)| {
-                encode(pack(&VoteAnswer::Ok(VoteResponse {
+                encode(pack1(&VoteAnswer::Ok(VoteResponse {
                     vote,
                     vote_granted: granted,
                     last_log_id: last,
@@ -228,10 +226,10 @@ fn valid_payload() -> impl Strategy<Value = Vec<u8>> {
             }
         ),
         vote().prop_map(
-            move |vote| encode(pack(&SnapshotAnswer::Ok(InstallSnapshotResponse { vote })))
+            move |vote| encode(pack1(&SnapshotAnswer::Ok(InstallSnapshotResponse { vote })))
         ),
-        node_error().prop_map(move |e| encode(pack(&ForwardAnswer::Err(e)))),
-        any::<u64>().prop_map(move |i| encode(pack(&IndexOrTtlAnswer::Ok(i)))),
+        node_error().prop_map(move |e| encode(pack1(&ForwardAnswer::Err(e)))),
+        any::<u64>().prop_map(move |i| encode(pack1(&IndexOrTtlAnswer::Ok(i)))),
     ]
 }
 
@@ -239,10 +237,10 @@ fn valid_payload() -> impl Strategy<Value = Vec<u8>> {
 
 #[test]
 fn a_wrong_crc_is_refused_before_decoding() {
-    let mut message = pack(&Command::Tick);
+    let mut message = pack1(&Command::Tick);
     message.crc32 ^= 1;
     assert!(matches!(
-        unpack::<Command>("forwarded command", &message),
+        unpack::<Command>(&message),
         Err(WireError::Checksum { .. })
     ));
 }
@@ -269,7 +267,7 @@ fn an_append_entries_claiming_a_huge_string_is_refused_fast() {
         }],
         leader_commit: None,
     };
-    let data = pack(&request).data;
+    let data = pack1(&request).data;
     let at = data
         .windows(4)
         .position(|w| w == b"\x03xyz")
@@ -278,9 +276,8 @@ fn an_append_entries_claiming_a_huge_string_is_refused_fast() {
         let mut forged = data.clone();
         forged.splice(at..=at, varint_u64(claimed));
         let started = Instant::now();
-        let err =
-            unpack::<AppendEntriesRequest<TypeConfig>>("append entries request", &with_crc(forged))
-                .expect_err("forged length");
+        let err = unpack::<AppendEntriesRequest<TypeConfig>>(&with_crc(forged))
+            .expect_err("forged length");
         assert!(matches!(err, WireError::Decode(_)), "{err}");
         assert!(started.elapsed() < Duration::from_secs(1), "{claimed}");
     }
@@ -290,12 +287,12 @@ fn an_append_entries_claiming_a_huge_string_is_refused_fast() {
 fn a_vote_request_of_many_entries_claimed_is_refused_fast() {
     // Sequences (entries, membership sets) never preallocate what they
     // claim; their elements run out.
-    let mut forged = pack(&VoteRequest::new(Vote::<NodeId>::new(1, 1), None)).data;
+    let mut forged = pack1(&VoteRequest::new(Vote::<NodeId>::new(1, 1), None)).data;
     forged.truncate(2);
     forged.extend(varint_u64(u64::MAX));
     let started = Instant::now();
-    assert!(unpack::<AppendEntriesRequest<TypeConfig>>("x", &with_crc(forged.clone())).is_err());
-    assert!(unpack::<InstallSnapshotRequest<TypeConfig>>("x", &with_crc(forged)).is_err());
+    assert!(unpack::<AppendEntriesRequest<TypeConfig>>(&with_crc(forged.clone())).is_err());
+    assert!(unpack::<InstallSnapshotRequest<TypeConfig>>(&with_crc(forged)).is_err());
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
@@ -314,7 +311,7 @@ proptest! {
         prop_assume!(crc != crc32fast::hash(&bytes));
         let message = RaftMessage { data: bytes, crc32: crc, ..RaftMessage::default() };
         let checksum = matches!(
-            unpack::<AppendEntriesRequest<TypeConfig>>("x", &message),
+            unpack::<AppendEntriesRequest<TypeConfig>>(&message),
             Err(WireError::Checksum { .. })
         );
         prop_assert!(checksum);

@@ -4,12 +4,14 @@
 //! (openraft's network factory over a channel cache shared per peer
 //! address) and arrive through [`server`]; a follower hands a client's
 //! write, read-index request or keep-alive to the leader through
-//! [`forward`]; every message is bincode with a CRC32 the receiver checks
-//! ([`wire`]), in a peer protocol version both sides speak ([`version`]),
+//! [`forward`]; every message is encoded in a peer protocol version both
+//! sides speak ([`version`]: bincode, or protobuf through raftlock-codec and
+//! [`codec`]) with a CRC32 the receiver checks ([`wire`]),
 //! stamped with the sender's node, cluster and store ids and checked by the
 //! receiver ([`identity`]).
 
 pub(crate) mod client;
+pub(crate) mod codec;
 pub(crate) mod forward;
 pub(crate) mod identity;
 pub(crate) mod server;

@@ -28,7 +28,7 @@ use tonic::{Request, Response, Streaming};
 use super::identity::{Caller, PeerIdentity};
 use super::snapshot_in::SnapshotReceiver;
 use super::version::{self, ProtocolRange};
-use super::wire::{note_refused, pack, unpack};
+use super::wire::{Wire, note_refused, pack, unpack};
 use crate::Raft;
 use crate::api::Api;
 
@@ -80,13 +80,19 @@ impl RaftRpcs {
         self
     }
 
-    /// Packs an answer, stamped as this node's.
-    fn answer<T: serde::Serialize>(&self, value: &T) -> RaftMessage {
-        let mut message = pack(value);
+    /// Packs an answer to `request` in the request's peer protocol
+    /// version, stamped as this node's.
+    fn answer<T: Wire>(
+        &self,
+        request: &RaftMessage,
+        value: &T,
+    ) -> Result<RaftMessage, tonic::Status> {
+        let version = super::version::of_message(request.protocol);
+        let mut message = pack(value, version).map_err(tonic::Status::from)?;
         if let Some(identity) = &self.identity {
             identity.stamp(&mut message);
         }
-        message
+        Ok(message)
     }
 
     /// Whether a request may be taken: meant for this node, from the node
@@ -133,9 +139,8 @@ impl RaftRpcs {
         caller: Caller,
         message: RaftMessage,
     ) -> Result<RaftMessage, tonic::Status> {
-        self.append_entries_answer(caller, &message)
-            .await
-            .map(|answer| self.answer(&answer))
+        let answer = self.append_entries_answer(caller, &message).await?;
+        self.answer(&message, &answer)
     }
 
     async fn append_entries_answer(
@@ -147,7 +152,7 @@ impl RaftRpcs {
         self.admit(caller, message)
             .map_err(|s| self.refuse(method, s))?;
         let request: AppendEntriesRequest<TypeConfig> =
-            unpack("append entries request", message).map_err(|e| self.refuse(method, e.into()))?;
+            unpack(message).map_err(|e| self.refuse(method, e.into()))?;
         let entries = request.entries.len();
         let started = std::time::Instant::now();
         let answer = self.raft.append_entries(request).await;
@@ -204,7 +209,10 @@ impl RaftRpcs {
                     Ok(answer) => answer,
                     Err(status) => return Some((Err(status), None)),
                 };
-                let mut answer = serving.rpcs.answer(&answer);
+                let mut answer = match serving.rpcs.answer(&message, &answer) {
+                    Ok(answer) => answer,
+                    Err(status) => return Some((Err(status), None)),
+                };
                 answer.seq = message.seq;
                 Some((Ok(answer), Some(serving)))
             },
@@ -220,9 +228,9 @@ impl RaftRpcs {
         self.admit(caller, &message)
             .map_err(|s| self.refuse("Vote", s))?;
         let request: VoteRequest<NodeId> =
-            unpack("vote request", &message).map_err(|e| self.refuse("Vote", e.into()))?;
+            unpack(&message).map_err(|e| self.refuse("Vote", e.into()))?;
         let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = self.raft.vote(request).await;
-        Ok(self.answer(&answer))
+        self.answer(&message, &answer)
     }
 
     /// One chunk: `InstallSnapshotRequest` →
@@ -236,14 +244,13 @@ impl RaftRpcs {
         self.admit(caller, &message)
             .map_err(|s| self.refuse("InstallSnapshot", s))?;
         let request: InstallSnapshotRequest<TypeConfig> =
-            unpack("install snapshot request", &message)
-                .map_err(|e| self.refuse("InstallSnapshot", e.into()))?;
+            unpack(&message).map_err(|e| self.refuse("InstallSnapshot", e.into()))?;
         let answer = self
             .snapshots
             .receive(&self.raft, request)
             .await
             .map_err(|s| self.refuse("InstallSnapshot", s))?;
-        Ok(self.answer(&answer))
+        self.answer(&message, &answer)
     }
 }
 
@@ -365,7 +372,7 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
         request: Request<internal::RaftMessage>,
     ) -> Reply<internal::RaftMessage> {
         self.admit(&request)?;
-        Ok(self.stamped(self.api.serve_read_index().await))
+        Ok(self.stamped(self.api.serve_read_index(request.get_ref()).await))
     }
 
     async fn keep_alive(

@@ -25,7 +25,7 @@ use tonic::{Response, Status};
 
 use super::client::{Method, Network, NetworkOptions, is_transport_failure};
 use super::server::RaftRpcs;
-use super::wire::pack;
+use super::wire::pack1;
 use crate::Raft;
 
 /// Upper bound for every wait in these tests (elections, replication,
@@ -516,7 +516,7 @@ async fn a_closed_port_is_unreachable() {
             0,
             &addr.to_string(),
             Method::Forward,
-            pack(&()),
+            pack1(&()),
             Duration::from_secs(2),
         )
         .await
@@ -642,7 +642,7 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
             0,
             &node.addr.to_string(),
             Method::KeepAlive,
-            pack(&7u64),
+            pack1(&crate::peer::forward::KeepAliveForward { lease: 7 }),
             Duration::from_secs(2),
         )
         .await
@@ -650,7 +650,7 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     assert!(!is_transport_failure(&status), "{status:?}");
     // A damaged Raft message is refused by the peer, not misread.
-    let mut damaged = pack(&VoteRequest::new(openraft::Vote::<NodeId>::new(1, 1), None));
+    let mut damaged = pack1(&VoteRequest::new(openraft::Vote::<NodeId>::new(1, 1), None));
     damaged.crc32 ^= 1;
     let status = network
         .call(
@@ -664,7 +664,7 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
         .expect_err("checksum mismatch");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     // A Raft message meant for another node id is refused.
-    let mut misaddressed = pack(&VoteRequest::new(openraft::Vote::<NodeId>::new(1, 1), None));
+    let mut misaddressed = pack1(&VoteRequest::new(openraft::Vote::<NodeId>::new(1, 1), None));
     misaddressed.target_id = 5;
     let status = network
         .call(

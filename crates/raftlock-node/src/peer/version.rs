@@ -12,18 +12,26 @@
 //! so a cluster of them can be upgraded one node at a time.
 //!
 //! Version 1: bincode 2 (standard config, through serde) of the node's Rust
-//! types, framed with a CRC32 ([`super::wire`]).
+//! types. Version 2: protobuf (`raftlock.storage.v1`, raftlock-codec) in a
+//! versioned envelope that names the message's kind. Both framed with a
+//! CRC32 ([`super::wire`]).
 
 use std::fmt;
 
 use raftlock_proto::errors::ErrorReason;
 
-/// The peer protocol version of bincode-encoded payloads (the only one this
-/// build writes).
+/// The peer protocol version of bincode-encoded payloads: what builds
+/// before versioning speak.
 pub(crate) const BINCODE: u32 = 1;
 
+/// The peer protocol version of protobuf payloads (raftlock-codec).
+pub(crate) const PROTOBUF: u32 = 2;
+
 /// The protocol versions this build can read and write.
-pub const SUPPORTED: ProtocolRange = ProtocolRange { min: 1, max: 1 };
+pub const SUPPORTED: ProtocolRange = ProtocolRange {
+    min: BINCODE,
+    max: PROTOBUF,
+};
 
 /// Test-only: `min..max` makes a node announce and accept that range
 /// instead of [`SUPPORTED`] (its payloads keep their real encoding), to

@@ -51,7 +51,7 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
         if nodes.len() == 3
             && nodes
                 .iter()
-                .all(|n| n["build_version"] == this_build && n["protocol"] == "1")
+                .all(|n| n["build_version"] == this_build && n["protocol"] == "1..2")
         {
             break;
         }
@@ -78,7 +78,7 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
         .await
         .expect("a pre-versioning Hello is answered")
         .into_inner();
-    assert_eq!((answer.protocol_min, answer.protocol_max), (1, 1));
+    assert_eq!((answer.protocol_min, answer.protocol_max), (1, 2));
     assert_eq!(answer.build_version, this_build);
     // A build that speaks only versions this one does not is refused, by
     // name, with both ranges.
@@ -86,8 +86,8 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
         .hello(ipb::HelloRequest {
             from_id: 0,
             target_id: leader,
-            protocol_min: 2,
-            protocol_max: 3,
+            protocol_min: 3,
+            protocol_max: 4,
             build_version: "9.9.9".into(),
             ..Default::default()
         })
@@ -97,7 +97,7 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
     assert_eq!(reason_of(&refused), "PEER_VERSION_MISMATCH");
     let m = refused.message();
     assert!(
-        m.contains("(build 9.9.9) speaks peer protocol 2..3") && m.contains("speaks 1"),
+        m.contains("(build 9.9.9) speaks peer protocol 3..4") && m.contains("speaks 1..2"),
         "{m}"
     );
     // A message whose payload is in a version it cannot read is refused
@@ -105,19 +105,52 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
     let refused = peer
         .vote(ipb::RaftMessage {
             target_id: leader,
-            protocol: 2,
+            protocol: 3,
             data: vec![1, 2, 3],
             crc32: crc32fast::hash(&[1, 2, 3]),
             ..Default::default()
         })
         .await
-        .expect_err("protocol 2 payload");
+        .expect_err("protocol 3 payload");
     assert_eq!(reason_of(&refused), "PEER_VERSION_MISMATCH", "{refused:?}");
 
-    // A follower comes back as a build that speaks only protocol 2.
     let follower = if leader == 3 { 2 } else { 3 };
+    let lease = grant(&mut leases(port).await, 30_000, "versions").await;
+
+    // A follower comes back as an older build that speaks protocol 1 only:
+    // the others speak 1 with it, 2 among themselves, and it catches up.
     cluster.procs.get_mut(&follower).expect("node").kill();
-    cluster.spawn_with_env(follower, &[(raftlock_node::PEER_PROTOCOL_TEST_ENV, "2")]);
+    cluster.spawn_with_env(follower, &[(raftlock_node::PEER_PROTOCOL_TEST_ENV, "1")]);
+    let old_build_write = acquire_exclusive(port, lease, "jobs/while-mixed")
+        .await
+        .token;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let caught_up = status(cluster.ports[&follower])
+            .await
+            .is_some_and(|s| s.applied_index >= old_build_write);
+        let s = status_json(&cluster, port);
+        let shown = s["nodes"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["id"] == follower))
+            .map(|n| n["protocol"].clone());
+        if caught_up && shown == Some(serde_json::json!("1")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the protocol-1 node never caught up or showed protocol 1: {s}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Writes through it (forwarded to the leader in protocol 1) work.
+    let through_old = acquire_exclusive(cluster.ports[&follower], lease, "jobs/via-old").await;
+    assert!(through_old.token > old_build_write);
+
+    // Then as a newer build that speaks only protocol 3.
+    cluster.procs.get_mut(&follower).expect("node").kill();
+    cluster.spawn_with_env(follower, &[(raftlock_node::PEER_PROTOCOL_TEST_ENV, "3")]);
     // Both sides say why, naming the versions and the procedure.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -135,7 +168,6 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The two others serve on; the refused node never joins them.
-    let lease = grant(&mut leases(port).await, 30_000, "versions").await;
     let before = acquire_exclusive(port, lease, "jobs/versions").await.token;
     let s = status(cluster.ports[&follower]).await;
     assert!(
