@@ -58,6 +58,8 @@ pub enum ClusterError {
     NoFaketime,
     #[error("membership change: {0}")]
     Membership(String),
+    #[error("rolling upgrade: {0}")]
+    Upgrade(String),
     #[error("clock fault: {0}")]
     Clock(String),
     #[error("power faults need each node's data on a powerfs mount: {0}")]
@@ -1034,8 +1036,30 @@ impl Cluster {
             .map(|(id, _)| *id)
             .collect();
         for id in old {
+            // What the cluster had applied before this node went down: it
+            // must have it again before the next one goes (never two down).
+            let mut applied = 0;
+            if let Some(leader) = self.leader().await
+                && let Some(s) = self.status(leader).await
+            {
+                applied = s.applied_index;
+            }
             self.upgrade(id)?;
             self.wait_leader(Duration::from_secs(30)).await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self
+                .status(id)
+                .await
+                .is_none_or(|s| s.applied_index < applied)
+            {
+                if Instant::now() >= deadline {
+                    return Err(ClusterError::Upgrade(format!(
+                        "node {id} did not catch up within 30 s of its upgrade; see the node logs in {}",
+                        self.dir.display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         Ok(())
     }

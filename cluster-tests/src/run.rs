@@ -124,8 +124,9 @@ pub struct Summary {
     /// "f type" → count, e.g. "acquire ok".
     pub ops: BTreeMap<String, u64>,
     /// A rolling upgrade's end: the nodes on the newer build, and each
-    /// node's release as the leader's status named it after the final heal
-    /// (empty for a build that does not say).
+    /// node's release and peer protocol range as the leader's status named
+    /// them after the final heal ("0.2.0 protocol 1..2"; empty for a build
+    /// that does not say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgraded: Vec<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -371,7 +372,17 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
             builds = status
                 .nodes
                 .iter()
-                .map(|n| (n.id, n.build_version.clone()))
+                .map(|n| {
+                    let said = if n.build_version.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "{} protocol {}..{}",
+                            n.build_version, n.protocol_min, n.protocol_max
+                        )
+                    };
+                    (n.id, said)
+                })
                 .collect();
         }
     }

@@ -478,9 +478,15 @@ impl Network {
             // The transport's unit tests: both ends are this build.
             None => return super::version::SUPPORTED.max,
         };
-        self.introduction(id)
-            .and_then(|i| ours.common(i.protocol))
-            .unwrap_or(ours.min)
+        // Never a version this build cannot write, whatever a test
+        // override announces.
+        let writable =
+            |v: u32| v.clamp(super::version::SUPPORTED.min, super::version::SUPPORTED.max);
+        writable(
+            self.introduction(id)
+                .and_then(|i| ours.common(i.protocol))
+                .unwrap_or(ours.min),
+        )
     }
 
     /// What peer `id` said about itself in its latest `Hello`.
@@ -735,7 +741,11 @@ type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E
 impl PeerClient {
     /// One Raft RPC: `request` packed, the answer unpacked as
     /// `Result<Resp, RaftError<E>>`, every failure mapped as the module
-    /// documentation says.
+    /// documentation says. openraft 0.9 keeps one client per peer for a
+    /// whole leadership (its replication and snapshot clients are made
+    /// once), so a peer that restarted (perhaps as another release) is
+    /// heard from again only through a new `Hello`: after any failure the
+    /// next call says `Hello` first and picks the version anew.
     async fn rpc<Req, Resp, E>(
         &mut self,
         method: Method,
@@ -749,9 +759,32 @@ impl PeerClient {
         Result<Resp, RaftError<NodeId, E>>: Wire,
         E: std::error::Error,
     {
+        let result = self
+            .rpc_once(method, action, request, entries, option)
+            .await;
+        if matches!(&result, Err(e) if !matches!(e, RPCError::RemoteError(_))) {
+            self.introduced = false;
+        }
+        result
+    }
+
+    /// [`PeerClient::rpc`], once.
+    async fn rpc_once<Req, Resp, E>(
+        &mut self,
+        method: Method,
+        action: RPCTypes,
+        request: &Req,
+        entries: u64,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Wire,
+        Result<Resp, RaftError<NodeId, E>>: Wire,
+        E: std::error::Error,
+    {
         if !self.introduced {
-            // Once per connection to the peer (openraft makes a new client
-            // after a failure): who it is, and where its clients reach it.
+            // First, and after any failure (see `rpc`): who the peer is,
+            // which versions it speaks, where its clients reach it.
             match self
                 .network
                 .hello(
