@@ -482,11 +482,15 @@ impl Network {
         // override announces.
         let writable =
             |v: u32| v.clamp(super::version::SUPPORTED.min, super::version::SUPPORTED.max);
-        writable(
-            self.introduction(id)
-                .and_then(|i| ours.common(i.protocol))
-                .unwrap_or(ours.min),
-        )
+        // Runs for every Raft RPC: read the peer's range in place, no clone.
+        let theirs = self
+            .inner
+            .introduced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .map(|i| i.protocol);
+        writable(theirs.and_then(|p| ours.common(p)).unwrap_or(ours.min))
     }
 
     /// What peer `id` said about itself in its latest `Hello`.

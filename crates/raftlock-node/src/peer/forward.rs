@@ -152,15 +152,15 @@ impl Api {
 
 /// `result` packed in the peer protocol version of `request`. Answers
 /// always encode (only a command nested deeper than any node writes could
-/// fail); if one did not, the caller gets an internal error it can read.
+/// fail); if one did not, the caller gets an internal error in protocol 1,
+/// which every build reads and where `Err(NodeError)` has the same bytes
+/// whatever the `Ok` type.
 fn answer<T: Wire>(request: &RaftMessage, result: &T) -> RaftMessage {
     let version = super::version::of_message(request.protocol);
     pack(result, version).unwrap_or_else(|e| {
         let failure: Result<u64, NodeError> = Err(NodeError::Internal(e.to_string()));
-        // Version 1 of a plain error always encodes.
-        pack(&failure, version)
-            .or_else(|_| pack(&failure, super::version::BINCODE))
-            .unwrap_or_default()
+        // bincode encodes every value: the default is never used.
+        pack(&failure, super::version::BINCODE).unwrap_or_default()
     })
 }
 
