@@ -1205,14 +1205,17 @@ async fn read_log(dir: &Path) -> Result<NodeLog, String> {
         let entries = entries
             .iter()
             .map(|e| {
-                let payload = raftlock_store::frame::encode(&e.payload);
-                (
+                // The stored encoding of the whole entry: equal entries
+                // give equal bytes (raftlock_codec is deterministic).
+                let stored =
+                    raftlock_store::frame::encode(&"log entry", e).map_err(|d| d.to_string())?;
+                Ok((
                     e.log_id.index,
                     (e.log_id.leader_id.term, e.log_id.leader_id.node_id),
-                    crc32fast::hash(&payload),
-                )
+                    crc32fast::hash(&stored),
+                ))
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         Ok(NodeLog {
             entries,
             purged: state.last_purged_log_id.map(|l| l.index),

@@ -15,8 +15,8 @@
 //! and their `Result<response, RaftError>` answers). Decoding never panics: any input is either a value or a
 //! [`CodecError`] naming what is wrong.
 //!
-//! Not yet used by the store or the peer transport (they still use
-//! bincode through `raftlock_core::encode`); see docs/ARCHITECTURE.md.
+//! Used by the store (on-disk format 5) and by the peer transport
+//! (protocol 2); see docs/ARCHITECTURE.md.
 
 mod core_types;
 mod error;
@@ -29,7 +29,10 @@ pub use raftlock_proto::storage::v1 as pb;
 
 pub use error::CodecError;
 pub use rpc::{ApiError, RaftlockConfig};
-pub use state::{SmHeader, SnapshotBody, encode_lease, encode_lock, encode_waiter};
+pub use state::{
+    SmHeader, SnapshotBody, StoredSnapshot, encode_lease, encode_lock, encode_sm_header,
+    encode_snapshot_body, encode_stored_snapshot, encode_waiter,
+};
 
 /// The format generation this build writes and reads (the schema of
 /// `raftlock.storage.v1` as of this build). Raised when a writer starts to
@@ -80,14 +83,31 @@ pub fn encode<T: Codec>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// `body`, a message of `kind`, enveloped.
 pub(crate) fn enveloped(kind: pb::BodyKind, body: &impl Message) -> Vec<u8> {
-    use prost::encoding::{int32, message, uint32};
-    let body_len = body.encoded_len();
-    let mut out = Vec::with_capacity(body_len + 16);
+    enveloped_with(kind, body.encoded_len(), |out| body.encode_raw(out))
+}
+
+/// An envelope of `kind` around a body of `body_len` bytes that `write`
+/// appends: for bodies written field by field from borrowed data.
+pub(crate) fn enveloped_with(
+    kind: pb::BodyKind,
+    body_len: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint, int32, uint32};
+    let mut out = Vec::with_capacity(body_len + 24);
     uint32::encode(1, &FORMAT, &mut out);
     uint32::encode(2, &MIN_READER, &mut out);
     // proto3 leaves an empty `bytes` field out; so does this.
     if body_len > 0 {
-        message::encode(3, body, &mut out);
+        encode_key(3, WireType::LengthDelimited, &mut out);
+        encode_varint(body_len as u64, &mut out);
+        let start = out.len();
+        write(&mut out);
+        debug_assert_eq!(
+            out.len() - start,
+            body_len,
+            "the body is as long as announced"
+        );
     }
     int32::encode(4, &(kind as i32), &mut out);
     out

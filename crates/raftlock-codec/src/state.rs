@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use openraft::{BasicNode, LogId, StoredMembership};
+use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
 use raftlock_core::{
     ClusterIdentity, Counters, Header, Lease, Lock, MemberRecord, Record, State, Waiter,
 };
@@ -327,6 +327,23 @@ pub struct SmHeader {
     pub membership: StoredMembership<u64, BasicNode>,
 }
 
+/// [`SmHeader`] encoded from borrowed parts: the store writes it with every
+/// save of the state.
+pub fn encode_sm_header(
+    core: &Header,
+    last_applied: Option<&LogId<u64>>,
+    membership: &StoredMembership<u64, BasicNode>,
+) -> Vec<u8> {
+    crate::enveloped(
+        pb::BodyKind::SmHeader,
+        &pb::SmHeader {
+            core: Some(header_to(core)),
+            last_applied: last_applied.map(log_id_to),
+            membership: Some(stored_membership_to(membership)),
+        },
+    )
+}
+
 impl Codec for SmHeader {
     const KIND: pb::BodyKind = pb::BodyKind::SmHeader;
     const WHAT: &'static str = "state machine header";
@@ -359,6 +376,22 @@ pub struct SnapshotBody {
     pub state: State,
 }
 
+/// [`SnapshotBody`] encoded from borrowed parts (the state is not cloned).
+pub fn encode_snapshot_body(
+    last_applied: Option<&LogId<u64>>,
+    membership: &StoredMembership<u64, BasicNode>,
+    state: &State,
+) -> Vec<u8> {
+    crate::enveloped(
+        pb::BodyKind::SnapshotBody,
+        &pb::SnapshotBody {
+            last_applied: last_applied.map(log_id_to),
+            membership: Some(stored_membership_to(membership)),
+            state: Some(state_to(state)),
+        },
+    )
+}
+
 impl Codec for SnapshotBody {
     const KIND: pb::BodyKind = pb::BodyKind::SnapshotBody;
     const WHAT: &'static str = "snapshot";
@@ -378,6 +411,58 @@ impl Codec for SnapshotBody {
                 .transpose()?,
             membership: stored_membership_from(proto.membership, "SnapshotBody.membership")?,
             state: state_from(proto.state, "SnapshotBody.state")?,
+        })
+    }
+}
+
+/// The current snapshot as the store keeps it: its metadata and its data.
+/// The data is opaque here: it is framed and versioned on its own
+/// (raftlock-store's snapshot data format), because it also travels to
+/// peers and into backups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub meta: SnapshotMeta<u64, BasicNode>,
+    pub data: Vec<u8>,
+}
+
+/// [`StoredSnapshot`] encoded from borrowed parts: the data can be
+/// hundreds of megabytes, and a copy of it into an owned message would
+/// double the store's peak memory while a snapshot is saved.
+pub fn encode_stored_snapshot(meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) -> Vec<u8> {
+    use prost::encoding::{
+        WireType, encode_key, encode_varint, encoded_len_varint, key_len, message,
+    };
+    let meta = crate::raft::meta_to(meta);
+    let data_len = if data.is_empty() {
+        0
+    } else {
+        key_len(2) + encoded_len_varint(data.len() as u64) + data.len()
+    };
+    let body_len = message::encoded_len(1, &meta) + data_len;
+    crate::enveloped_with(pb::BodyKind::StoredSnapshot, body_len, |out| {
+        message::encode(1, &meta, out);
+        if !data.is_empty() {
+            encode_key(2, WireType::LengthDelimited, out);
+            encode_varint(data.len() as u64, out);
+            out.extend_from_slice(data);
+        }
+    })
+}
+
+impl Codec for StoredSnapshot {
+    const KIND: pb::BodyKind = pb::BodyKind::StoredSnapshot;
+    const WHAT: &'static str = "stored snapshot";
+    type Proto = pb::StoredSnapshot;
+    fn to_proto(&self) -> Result<pb::StoredSnapshot, CodecError> {
+        Ok(pb::StoredSnapshot {
+            meta: Some(crate::raft::meta_to(&self.meta)),
+            data: self.data.clone(),
+        })
+    }
+    fn from_proto(proto: pb::StoredSnapshot) -> Result<Self, CodecError> {
+        Ok(StoredSnapshot {
+            meta: crate::raft::meta_from(proto.meta, "StoredSnapshot.meta")?,
+            data: proto.data,
         })
     }
 }

@@ -127,6 +127,12 @@ pub(crate) fn damaged_error(subject: ErrorSubject<u64>, d: Damaged) -> StorageEr
     StorageIOError::new(subject, ErrorVerb::Read, AnyError::new(&d)).into()
 }
 
+/// A value the codec refused to encode, as a storage error (a write that
+/// never reached the disk).
+pub(crate) fn unencodable_error(subject: ErrorSubject<u64>, d: Damaged) -> StorageError {
+    StorageIOError::new(subject, ErrorVerb::Write, AnyError::new(&d)).into()
+}
+
 /// A failed background task (panic or cancellation) as a storage error.
 pub(crate) fn join_error(
     subject: ErrorSubject<u64>,

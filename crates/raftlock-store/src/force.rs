@@ -27,7 +27,7 @@ use openraft::{
     BasicNode, CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, Membership, RaftLogReader,
 };
 
-use crate::error::{damaged_error, sled_error};
+use crate::error::{damaged_error, sled_error, unencodable_error};
 use crate::layout::FORCED_AT_KEY;
 use crate::{Entry, LogId, LogStore, NodeId, StateMachineStore, StorageError, Vote, frame};
 
@@ -170,7 +170,11 @@ pub async fn force_new_cluster(
     // its writes), and a restart with the flag knows this store is done.
     log.shared()
         .meta
-        .insert(FORCED_AT_KEY, frame::encode(&at))
+        .insert(
+            FORCED_AT_KEY,
+            frame::encode(&"forced-at log id", &at)
+                .map_err(|d| unencodable_error(ErrorSubject::Store, d))?,
+        )
         .map_err(|e| sled_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
     crate::log_store::flush(log.shared(), ErrorSubject::Store).await?;
     tracing::warn!(

@@ -1,10 +1,11 @@
 //! The on-disk layout: tree names and keys. Every value is framed by
-//! [`crate::frame`] (CRC32 + bincode 2).
+//! [`crate::frame`] (CRC32 + raftlock's versioned encoding, [`raftlock_codec`]).
 //!
 //! | tree       | key                         | value                                   |
 //! |------------|-----------------------------|-----------------------------------------|
 //! | `log`      | index, u64 big-endian       | `openraft::Entry<TypeConfig>`           |
-//! | `meta`     | `format_version`            | `u32`                                   |
+//! | `meta`     | `format_version`            | one byte ([`crate::frame::encode_format_version`]) |
+//! | `meta`     | `store_id`                  | UTF-8 text                              |
 //! | `meta`     | `vote`                      | `Vote<u64>`                             |
 //! | `meta`     | `committed`                 | `Option<LogId<u64>>`                    |
 //! | `meta`     | `last_purged`               | `LogId<u64>`                            |
@@ -17,9 +18,7 @@
 //!
 //! Big-endian integer keys sort numerically, so sled ranges are log ranges.
 
-use serde::{Deserialize, Serialize};
-
-use crate::{LogId, SnapshotMeta, StoredMembership};
+pub use raftlock_codec::{SmHeader, StoredSnapshot};
 
 pub const LOG_TREE: &str = "log";
 pub const META_TREE: &str = "meta";
@@ -70,22 +69,4 @@ fn id_key(prefix: u8, id: u64) -> [u8; 9] {
     let mut key = [prefix; 9];
     key[1..].copy_from_slice(&id.to_be_bytes());
     key
-}
-
-/// The state machine's header: raftlock-core's header plus what openraft
-/// needs to know about the applied state. Written in the same atomic batch
-/// as the records it describes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SmHeader {
-    pub core: raftlock_core::Header,
-    pub last_applied: Option<LogId>,
-    pub membership: StoredMembership,
-}
-
-/// The current snapshot as stored: its metadata and its data (the data is
-/// itself framed, see `state_machine`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSnapshot {
-    pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
 }

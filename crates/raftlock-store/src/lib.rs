@@ -58,8 +58,9 @@ pub use error::{Damaged, OpenError};
 pub use log_store::{LogReader, LogStore};
 pub use open::{Closed, FORMAT_VERSION, MARKER_FILE, StoreOptions, open};
 pub use state_machine::{
-    AppliedBatch, SNAPSHOT_FORMAT_VERSION, SnapshotBuilder, SnapshotCopy, StateHandle,
-    StateMachineStore, decode_snapshot_copy, verify_snapshot_data,
+    AppliedBatch, SNAPSHOT_FORMAT_V3, SNAPSHOT_FORMAT_VERSION, SnapshotBuilder, SnapshotCopy,
+    StateHandle, StateMachineStore, decode_snapshot_copy, snapshot_data_for_protocol_1,
+    verify_snapshot_data,
 };
 
 pub use openraft;

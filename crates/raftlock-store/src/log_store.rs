@@ -23,7 +23,7 @@ use std::sync::{Arc, Weak};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 
-use crate::error::{OpenError, damaged_error, join_error, sled_error};
+use crate::error::{OpenError, damaged_error, join_error, sled_error, unencodable_error};
 use crate::frame;
 use crate::layout::{COMMITTED_KEY, LAST_PURGED_KEY, VOTE_KEY, log_index, log_key};
 use crate::open::Shared;
@@ -276,7 +276,7 @@ pub(crate) fn verify_on_open(shared: &Shared) -> Result<(), OpenError> {
 }
 
 /// Reads one `meta` record; `None` if it was never written.
-fn read_meta<T: serde::de::DeserializeOwned>(
+fn read_meta<T: raftlock_codec::Codec>(
     shared: &Shared,
     key: &[u8],
     what: &str,
@@ -394,7 +394,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.shared
             .meta
-            .insert(VOTE_KEY, frame::encode(vote))
+            .insert(
+                VOTE_KEY,
+                frame::encode(&"vote", vote)
+                    .map_err(|d| unencodable_error(ErrorSubject::Vote, d))?,
+            )
             .map_err(|e| sled_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         // The vote must be on disk before it is acted on. The flush covers
         // the whole database, so a leader that steps down also has every
@@ -414,7 +418,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.shared
             .meta
-            .insert(COMMITTED_KEY, frame::encode(&committed))
+            .insert(
+                COMMITTED_KEY,
+                frame::encode(&"committed log id", &committed)
+                    .map_err(|d| unencodable_error(ErrorSubject::Store, d))?,
+            )
             .map_err(|e| sled_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
         Ok(())
     }
@@ -447,9 +455,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // and that happens on the flusher thread.
         let mut last = None;
         for entry in entries {
+            // Only an entry the codec could not read back fails here (a
+            // batch nested too deep, which no leader proposes); refusing it
+            // before it is stored beats a log that cannot be read.
+            let value = frame::encode(&format!("log entry {}", entry.log_id.index), &entry)
+                .map_err(|d| unencodable_error(ErrorSubject::Logs, d))?;
             self.shared
                 .log
-                .insert(log_key(entry.log_id.index), frame::encode(&entry))
+                .insert(log_key(entry.log_id.index), value)
                 .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             last = Some(entry.log_id);
         }
@@ -507,7 +520,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| sled_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         self.shared
             .meta
-            .insert(LAST_PURGED_KEY, frame::encode(&log_id))
+            .insert(
+                LAST_PURGED_KEY,
+                frame::encode(&"last purged log id", &log_id)
+                    .map_err(|d| unencodable_error(ErrorSubject::Logs, d))?,
+            )
             .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         self.shared
             .first_kept

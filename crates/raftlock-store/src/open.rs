@@ -25,7 +25,11 @@ use crate::{frame, log_store, state_machine};
 /// 4: the state's header and snapshot end with the token epoch (fencing
 /// tokens and ids are stamps, docs/safety.md); a version 3 store is
 /// migrated when it is opened (`migrate.rs`).
-pub const FORMAT_VERSION: u32 = 4;
+/// 5: every value is in raftlock's versioned encoding (`raftlock_codec`:
+/// protobuf in an envelope naming its format and kind) instead of bincode
+/// of the Rust types, and snapshot data is format 4 (the same encoding);
+/// version 3 and 4 stores are migrated when they are opened.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// How to open a store. Every field is a resource or durability decision,
 /// so callers see them rather than inherit sled's defaults.
@@ -310,8 +314,8 @@ fn check_format(shared: &Shared) -> Result<(), OpenError> {
     let sled_err = |e| OpenError::from_sled(dir, e);
     match shared.meta.get(FORMAT_VERSION_KEY).map_err(sled_err)? {
         Some(bytes) => {
-            let found: u32 =
-                frame::decode(&"format version", &bytes).map_err(|d| OpenError::corrupt(dir, d))?;
+            let found =
+                frame::decode_format_version(&bytes).map_err(|d| OpenError::corrupt(dir, d))?;
             if found > FORMAT_VERSION {
                 return Err(OpenError::NewerFormat {
                     dir: dir.clone(),
@@ -329,6 +333,12 @@ fn check_format(shared: &Shared) -> Result<(), OpenError> {
             }
             if found == 3 {
                 crate::migrate::from_v3(shared)?;
+                crate::migrate::from_v4(shared)?;
+                // The marker names the format it was made in: say the new one.
+                write_marker(dir)?;
+            } else if found == 4 {
+                crate::migrate::from_v4(shared)?;
+                write_marker(dir)?;
             } else if found < FORMAT_VERSION {
                 return Err(OpenError::OlderFormat {
                     dir: dir.clone(),
@@ -367,7 +377,10 @@ fn check_format(shared: &Shared) -> Result<(), OpenError> {
             }
             shared
                 .meta
-                .insert(FORMAT_VERSION_KEY, frame::encode(&FORMAT_VERSION))
+                .insert(
+                    FORMAT_VERSION_KEY,
+                    frame::encode_format_version(FORMAT_VERSION),
+                )
                 .map_err(sled_err)?;
             shared.db.flush().map_err(sled_err)?;
             write_marker(dir)?;
@@ -383,7 +396,7 @@ fn store_id(shared: &Shared) -> Result<String, OpenError> {
     let dir = &shared.dir;
     let sled_err = |e| OpenError::from_sled(dir, e);
     if let Some(bytes) = shared.meta.get(STORE_ID_KEY).map_err(sled_err)? {
-        return frame::decode(&"store id", &bytes).map_err(|d| OpenError::corrupt(dir, d));
+        return frame::decode_text(&"store id", &bytes).map_err(|d| OpenError::corrupt(dir, d));
     }
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| OpenError::Io {
@@ -393,7 +406,7 @@ fn store_id(shared: &Shared) -> Result<String, OpenError> {
     let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
     shared
         .meta
-        .insert(STORE_ID_KEY, frame::encode(&id))
+        .insert(STORE_ID_KEY, frame::encode_text(&id))
         .map_err(sled_err)?;
     shared.db.flush().map_err(sled_err)?;
     Ok(id)

@@ -40,10 +40,18 @@ use crate::{
 };
 
 /// Version of the snapshot data format (snapshots travel between nodes that
-/// may run different builds, so the data carries its own version). 3: the
-/// state ends with its token epoch; 2 is read only by the store's
+/// may run different builds, and into backups, so the data carries its own
+/// version). 4: the body is in raftlock's versioned encoding
+/// ([`raftlock_codec::SnapshotBody`]); 3 (bincode, the state ending with its
+/// token epoch) is still read, from peers of protocol 1 and from backups
+/// of earlier builds, and written for protocol-1 peers
+/// ([`snapshot_data_for_protocol_1`]); 2 is read only by the store's
 /// migration (`migrate.rs`).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+
+/// The snapshot data format that builds before 0.2 (peer protocol 1) read
+/// and write.
+pub const SNAPSHOT_FORMAT_V3: u32 = 3;
 
 /// `apply` saves the state once this many entries are unsaved...
 pub const SAVE_EVERY_ENTRIES: u64 = 1024;
@@ -128,22 +136,8 @@ pub struct SnapshotCopy {
 /// snapshot of this format): its last applied log id and its state, with
 /// the checksum, the format version and the state's invariants checked.
 pub fn decode_snapshot_copy(data: &[u8]) -> Result<(Option<LogId>, State), Damaged> {
-    let what = "backup data";
-    let payload = frame::unseal(&what, data)?;
-    let Some((version, body)) = payload.split_first_chunk::<4>() else {
-        return Err(Damaged::new(&what, "no format version"));
-    };
-    let version = u32::from_be_bytes(*version);
-    if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(Damaged::new(
-            &what,
-            format!("format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}"),
-        ));
-    }
-    let body: SnapshotBody =
-        raftlock_core::decode("snapshot", body).map_err(|e| Damaged::new(&what, e.to_string()))?;
-    let state = State::from_bytes(&body.state).map_err(|e| Damaged::new(&what, e.to_string()))?;
-    Ok((body.last_applied, state))
+    let body = decode_snapshot_data(&"backup data", data)?;
+    Ok((body.last_applied, body.state))
 }
 
 /// The snapshot data of `state` at `last_applied` with `membership` (what
@@ -447,12 +441,13 @@ fn noop(state: &mut State, index: u64) -> Applied {
     state.apply_noop(index)
 }
 
-fn header_of(machine: &Machine) -> SmHeader {
-    SmHeader {
-        core: machine.state.header(),
-        last_applied: machine.last_applied,
-        membership: machine.membership.clone(),
-    }
+/// The header record of `machine`, framed.
+fn header_record(machine: &Machine) -> Vec<u8> {
+    frame::seal(&raftlock_codec::encode_sm_header(
+        &machine.state.header(),
+        machine.last_applied.as_ref(),
+        &machine.membership,
+    ))
 }
 
 /// The batch that persists what changed since the last call: every dirty
@@ -467,15 +462,24 @@ fn dirty_batch(machine: &mut Machine) -> sled::Batch {
         None => batch.remove(key),
     };
     for name in &dirty.locks {
-        put(&lock_key(name), state.lock_bytes(name));
+        put(
+            &lock_key(name),
+            state.lock(name).map(raftlock_codec::encode_lock),
+        );
     }
     for id in &dirty.leases {
-        put(&lease_key(*id), state.lease_bytes(*id));
+        put(
+            &lease_key(*id),
+            state.lease(*id).map(raftlock_codec::encode_lease),
+        );
     }
     for id in &dirty.waiters {
-        put(&waiter_key(*id), state.waiter_bytes(*id));
+        put(
+            &waiter_key(*id),
+            state.waiter(*id).map(raftlock_codec::encode_waiter),
+        );
     }
-    batch.insert(SM_HEADER_KEY, frame::encode(&header_of(machine)));
+    batch.insert(SM_HEADER_KEY, header_record(machine));
     batch
 }
 
@@ -487,86 +491,141 @@ fn replace_batch(tree: &sled::Tree, machine: &Machine) -> Result<sled::Batch, sl
         batch.remove(key?);
     }
     let state = &machine.state;
-    let mut put = |key: &[u8], bytes: Option<Vec<u8>>| {
-        if let Some(bytes) = bytes {
-            batch.insert(key, frame::seal(&bytes));
-        }
-    };
-    for lock in state.locks_with_prefix("") {
-        put(&lock_key(&lock.name), state.lock_bytes(&lock.name));
+    for lock in state.locks() {
+        batch.insert(
+            lock_key(&lock.name),
+            frame::seal(&raftlock_codec::encode_lock(lock)),
+        );
     }
     for lease in state.leases() {
-        put(&lease_key(lease.id), state.lease_bytes(lease.id));
-        // Every waiter belongs to a lease that lists it (an invariant that
-        // `State::from_bytes` checked), so this reaches all of them.
-        for id in &lease.waits {
-            put(&waiter_key(*id), state.waiter_bytes(*id));
-        }
+        batch.insert(
+            &lease_key(lease.id),
+            frame::seal(&raftlock_codec::encode_lease(lease)),
+        );
     }
-    batch.insert(SM_HEADER_KEY, frame::encode(&header_of(machine)));
+    for waiter in state.waiters() {
+        batch.insert(
+            &waiter_key(waiter.id),
+            frame::seal(&raftlock_codec::encode_waiter(waiter)),
+        );
+    }
+    batch.insert(SM_HEADER_KEY, header_record(machine));
     Ok(batch)
 }
 
-/// The content of a snapshot, after its version prefix.
+/// The body of snapshot data of format 3 (and 2), after its version
+/// prefix: bincode, as builds before 0.2 write and read it.
 #[derive(Debug, Serialize, Deserialize)]
-struct SnapshotBody {
+struct SnapshotBodyV3 {
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    /// `State::to_bytes`.
+    /// `State::to_bytes` (bincode).
     state: Vec<u8>,
 }
 
 /// Snapshot data: checksum, then the format version (u32 big-endian, read
-/// before anything else so a newer format is recognized as such), then the
-/// bincode body.
+/// before anything else so that any build recognizes a newer format as
+/// such), then the body: [`raftlock_codec::SnapshotBody`] since format 4.
 fn encode_snapshot_data(machine: &Machine) -> Vec<u8> {
-    let body = SnapshotBody {
+    let body = raftlock_codec::encode_snapshot_body(
+        machine.last_applied.as_ref(),
+        &machine.membership,
+        &machine.state,
+    );
+    versioned(SNAPSHOT_FORMAT_VERSION, &body)
+}
+
+/// Snapshot data of format 3 (bincode), for builds before 0.2.
+fn encode_snapshot_data_v3(machine: &Machine) -> Vec<u8> {
+    let body = SnapshotBodyV3 {
         last_applied: machine.last_applied,
         membership: machine.membership.clone(),
         state: machine.state.to_bytes(),
     };
-    let mut payload = SNAPSHOT_FORMAT_VERSION.to_be_bytes().to_vec();
-    payload.extend_from_slice(&raftlock_core::encode(&body));
+    versioned(SNAPSHOT_FORMAT_V3, &raftlock_core::encode(&body))
+}
+
+/// Whether snapshot data is of [`SNAPSHOT_FORMAT_VERSION`] (by its prefix;
+/// not a check of the rest).
+fn is_current_snapshot_format(data: &[u8]) -> bool {
+    data.get(frame::CHECKSUM_LEN..frame::CHECKSUM_LEN + 4)
+        == Some(&SNAPSHOT_FORMAT_VERSION.to_be_bytes()[..])
+}
+
+fn versioned(version: u32, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + body.len());
+    payload.extend_from_slice(&version.to_be_bytes());
+    payload.extend_from_slice(body);
     frame::seal(&payload)
 }
 
-/// Checks snapshot data against its metadata and decodes its body (not yet
-/// the state itself).
-fn decode_snapshot_body(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotBody, Damaged> {
-    decode_snapshot_body_of(meta, data, SNAPSHOT_FORMAT_VERSION)
+/// Snapshot data decoded, in any format this build reads (3 or 4), with
+/// the checksum and the state's invariants checked.
+fn decode_snapshot_data(
+    what: &dyn std::fmt::Display,
+    data: &[u8],
+) -> Result<raftlock_codec::SnapshotBody, Damaged> {
+    let payload = frame::unseal(what, data)?;
+    let Some((version, body)) = payload.split_first_chunk::<4>() else {
+        return Err(Damaged::new(what, "no format version"));
+    };
+    match u32::from_be_bytes(*version) {
+        SNAPSHOT_FORMAT_VERSION => {
+            raftlock_codec::decode(body).map_err(|e| Damaged::new(what, e.to_string()))
+        }
+        SNAPSHOT_FORMAT_V3 => {
+            let body: SnapshotBodyV3 = raftlock_core::decode("snapshot", body)
+                .map_err(|e| Damaged::new(what, e.to_string()))?;
+            let state =
+                State::from_bytes(&body.state).map_err(|e| Damaged::new(what, e.to_string()))?;
+            Ok(raftlock_codec::SnapshotBody {
+                last_applied: body.last_applied,
+                membership: body.membership,
+                state,
+            })
+        }
+        version if version > SNAPSHOT_FORMAT_VERSION => Err(Damaged::new(
+            what,
+            format!(
+                "snapshot data format {version} is newer than this build reads ({SNAPSHOT_FORMAT_V3} to {SNAPSHOT_FORMAT_VERSION}): upgrade this node (docs/operations.md, Upgrades)"
+            ),
+        )),
+        version => Err(Damaged::new(
+            what,
+            format!(
+                "snapshot data format {version}; this build reads {SNAPSHOT_FORMAT_V3} to {SNAPSHOT_FORMAT_VERSION}"
+            ),
+        )),
+    }
 }
 
-/// [`decode_snapshot_body`] of data in format `expected` (the body's shape
-/// is the same in formats 2 and 3; only the state bytes in it differ).
-fn decode_snapshot_body_of(
+/// Checks snapshot data against its metadata and decodes it.
+fn decode_snapshot_body(
     meta: &SnapshotMeta,
     data: &[u8],
-    expected: u32,
-) -> Result<SnapshotBody, Damaged> {
+) -> Result<raftlock_codec::SnapshotBody, Damaged> {
     let what = format!("snapshot {}", meta.snapshot_id);
-    let payload = frame::unseal(&what, data)?;
-    let Some((version, body)) = payload.split_first_chunk::<4>() else {
-        return Err(Damaged::new(&what, "no format version"));
-    };
-    let version = u32::from_be_bytes(*version);
-    if version != expected {
-        return Err(Damaged::new(
-            &what,
-            format!("format version {version}, expected {expected}"),
-        ));
-    }
-    let body: SnapshotBody =
-        raftlock_core::decode("snapshot", body).map_err(|e| Damaged::new(&what, e.to_string()))?;
-    if body.last_applied != meta.last_log_id || body.membership != meta.last_membership {
+    let body = decode_snapshot_data(&what, data)?;
+    check_against_meta(&what, meta, body.last_applied, &body.membership)?;
+    Ok(body)
+}
+
+fn check_against_meta(
+    what: &str,
+    meta: &SnapshotMeta,
+    last_applied: Option<LogId>,
+    membership: &StoredMembership,
+) -> Result<(), Damaged> {
+    if last_applied != meta.last_log_id || *membership != meta.last_membership {
         return Err(Damaged::new(
             &what,
             format!(
                 "data is of log id {:?}, metadata says {:?} (or the memberships differ)",
-                body.last_applied, meta.last_log_id
+                last_applied, meta.last_log_id
             ),
         ));
     }
-    Ok(body)
+    Ok(())
 }
 
 /// Checks snapshot data fully: checksum, format version, agreement with its
@@ -574,15 +633,46 @@ fn decode_snapshot_body_of(
 /// error from `install_snapshot` as fatal, so a transport can call this
 /// first and refuse a damaged transfer instead (the leader then retries).
 pub fn verify_snapshot_data(meta: &SnapshotMeta, data: &[u8]) -> Result<(), Damaged> {
-    decode_snapshot_state(meta, data).map(drop)
+    decode_snapshot_body(meta, data).map(drop)
+}
+
+/// Snapshot data re-encoded in format 3, the one peers of protocol 1
+/// (builds before 0.2) read: what a leader sends them. Data already in
+/// format 3 is returned as it is.
+pub fn snapshot_data_for_protocol_1(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, Damaged> {
+    let what = format!("snapshot {}", meta.snapshot_id);
+    let payload = frame::unseal(&what, data)?;
+    if payload.get(..4) == Some(&SNAPSHOT_FORMAT_V3.to_be_bytes()[..]) {
+        return Ok(data.to_vec());
+    }
+    let body = decode_snapshot_body(meta, data)?;
+    Ok(encode_snapshot_data_v3(&Machine {
+        state: body.state,
+        last_applied: body.last_applied,
+        membership: body.membership,
+    }))
 }
 
 /// Snapshot data of format 2 (store format 3) re-encoded in this build's
 /// format, its state in token epoch 0; for the store's migration.
 pub(crate) fn snapshot_data_from_v2(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, Damaged> {
-    let body = decode_snapshot_body_of(meta, data, 2)?;
+    let what = format!("snapshot {}", meta.snapshot_id);
+    let payload = frame::unseal(&what, data)?;
+    let Some((version, body)) = payload.split_first_chunk::<4>() else {
+        return Err(Damaged::new(&what, "no format version"));
+    };
+    let version = u32::from_be_bytes(*version);
+    if version != 2 {
+        return Err(Damaged::new(
+            &what,
+            format!("format version {version}, expected 2"),
+        ));
+    }
+    let body: SnapshotBodyV3 =
+        raftlock_core::decode("snapshot", body).map_err(|e| Damaged::new(&what, e.to_string()))?;
+    check_against_meta(&what, meta, body.last_applied, &body.membership)?;
     let state = raftlock_core::legacy::state_from_v3_bytes(&body.state)
-        .map_err(|e| Damaged::new(&format!("snapshot {}", meta.snapshot_id), e.to_string()))?;
+        .map_err(|e| Damaged::new(&what, e.to_string()))?;
     Ok(encode_snapshot_data(&Machine {
         state,
         last_applied: body.last_applied,
@@ -590,10 +680,15 @@ pub(crate) fn snapshot_data_from_v2(meta: &SnapshotMeta, data: &[u8]) -> Result<
     }))
 }
 
-fn decode_snapshot_state(meta: &SnapshotMeta, data: &[u8]) -> Result<State, Damaged> {
+/// Snapshot data of format 3 (store format 4) re-encoded in this build's
+/// format; for the store's migration.
+pub(crate) fn snapshot_data_from_v3(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, Damaged> {
     let body = decode_snapshot_body(meta, data)?;
-    State::from_bytes(&body.state)
-        .map_err(|e| Damaged::new(&format!("snapshot {}", meta.snapshot_id), e.to_string()))
+    Ok(encode_snapshot_data(&Machine {
+        state: body.state,
+        last_applied: body.last_applied,
+        membership: body.membership,
+    }))
 }
 
 /// Stores `meta` and `data` as the current snapshot unless the current one
@@ -620,12 +715,7 @@ fn store_snapshot_if_newer(
             Err(d) => tracing::warn!(error = %d, "replacing a damaged current snapshot"),
         }
     }
-    #[derive(Serialize)]
-    struct StoredSnapshotRef<'a> {
-        meta: &'a SnapshotMeta,
-        data: &'a [u8],
-    }
-    let record = frame::encode(&StoredSnapshotRef { meta, data });
+    let record = frame::seal(&raftlock_codec::encode_stored_snapshot(meta, data));
     shared
         .snapshot
         .insert(SNAPSHOT_KEY, record)
@@ -760,7 +850,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
         let data = snapshot.into_inner();
-        let state = decode_snapshot_state(meta, &data).map_err(|d| damaged_error(subject(), d))?;
+        let state = decode_snapshot_body(meta, &data)
+            .map_err(|d| damaged_error(subject(), d))?
+            .state;
         let applied = read(&self.machine).last_applied;
         if meta.last_log_id <= applied {
             tracing::info!(snapshot = %meta, applied = ?applied, "ignoring a snapshot that is not newer than the applied state");
@@ -770,6 +862,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state,
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
+        };
+        // A leader of protocol 1 sends format 3: kept as this build's
+        // format, so the store holds one format only.
+        let data = if is_current_snapshot_format(&data) {
+            data
+        } else {
+            encode_snapshot_data(&machine)
         };
         {
             // No save of the old state may land after the replacement.

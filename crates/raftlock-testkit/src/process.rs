@@ -399,6 +399,21 @@ impl ServeCluster {
         self.procs.insert(id, Proc::spawn(cmd, &log));
     }
 
+    /// Starts a node `id` that is not a member yet, running `bin` (another
+    /// build, say) on free ports, its `--peers` naming every node so far
+    /// and itself; the cluster then adds it (`raftlock cluster
+    /// add-learner`). Killed with the others.
+    pub fn spawn_new_node(&mut self, id: u64, bin: &Path, extra_args: &[&str]) {
+        let free = free_ports(2);
+        self.ports.insert(id, free[0]);
+        self.peer_ports.insert(id, free[1]);
+        let all = peers(self.peer_ports.iter().map(|(id, p)| (*id, *p)));
+        let mut cmd = serve_command(bin, id, &self.data_dir(id), free[0], free[1], &all);
+        cmd.args(extra_args);
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.procs.insert(id, Proc::spawn(cmd, &log));
+    }
+
     /// Every node's log, for failure messages.
     pub fn logs(&self) -> String {
         self.procs

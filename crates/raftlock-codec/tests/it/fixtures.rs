@@ -11,11 +11,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use openraft::SnapshotMeta;
 use openraft::entry::EntryPayload;
 use openraft::{BasicNode, CommittedLeaderId, Entry, LogId, Membership, StoredMembership, Vote};
-use raftlock_codec::{CodecError, FORMAT, SnapshotBody, decode, encode};
+use raftlock_codec::{
+    CodecError, FORMAT, SmHeader, SnapshotBody, StoredSnapshot, decode, encode,
+    encode_stored_snapshot,
+};
 use raftlock_core::{
-    Applied, Command, IdentityLimits, Limits, LockSpec, Mode, Request, Response, State,
+    Applied, Command, IdentityLimits, Limits, LockSpec, Mode, Record, Request, Response, State,
 };
 
 use openraft::SnapshotSegmentId;
@@ -84,6 +88,16 @@ fn decode_and_describe(name: &str, bytes: &[u8]) -> Result<String, CodecError> {
         describe_state(&decode::<State>(bytes)?)
     } else if name.starts_with("snapshot-") {
         describe_snapshot(&decode::<SnapshotBody>(bytes)?)
+    } else if name.starts_with("sm-header-") {
+        format!("{:#?}\n", decode::<SmHeader>(bytes)?)
+    } else if name.starts_with("record-") {
+        format!("{:#?}\n", decode::<Record>(bytes)?)
+    } else if name.starts_with("stored-snapshot-") {
+        format!("{:#?}\n", decode::<StoredSnapshot>(bytes)?)
+    } else if name.starts_with("committed-") {
+        format!("{:#?}\n", decode::<Option<LogId<u64>>>(bytes)?)
+    } else if name.starts_with("log-id-") {
+        format!("{:#?}\n", decode::<LogId<u64>>(bytes)?)
     } else if name.starts_with("applied-") {
         format!("{:#?}\n", decode::<Applied>(bytes)?)
     } else if name.starts_with("vote-") {
@@ -357,6 +371,65 @@ fn current() -> Vec<(String, Vec<u8>, String)> {
         encode(&snapshot).expect("a fixture encodes"),
         describe_snapshot(&snapshot),
     ));
+    // What the store keeps beside the log (store format 5).
+    let header = SmHeader {
+        core: state.header(),
+        last_applied: snapshot.last_applied,
+        membership: snapshot.membership.clone(),
+    };
+    out.push((
+        "sm-header-small".into(),
+        encode(&header).expect("a fixture encodes"),
+        format!("{header:#?}\n"),
+    ));
+    let records = [
+        ("lock", state.locks().next().cloned().map(Record::Lock)),
+        ("lease", state.leases().next().cloned().map(Record::Lease)),
+        (
+            "waiter",
+            state.waiters().next().cloned().map(Record::Waiter),
+        ),
+    ];
+    for (kind, record) in records {
+        let record = record.unwrap_or_else(|| panic!("the small state has a {kind}"));
+        out.push((
+            format!("record-{kind}"),
+            encode(&record).expect("a fixture encodes"),
+            format!("{record:#?}\n"),
+        ));
+    }
+    let stored = StoredSnapshot {
+        meta: SnapshotMeta {
+            last_log_id: snapshot.last_applied,
+            last_membership: snapshot.membership.clone(),
+            snapshot_id: "2-9-0badcafe".into(),
+        },
+        data: vec![0, 1, 2, 3, 254, 255],
+    };
+    let bytes = encode(&stored).expect("a fixture encodes");
+    assert_eq!(
+        bytes,
+        encode_stored_snapshot(&stored.meta, &stored.data),
+        "written from borrowed parts, the same bytes"
+    );
+    out.push((
+        "stored-snapshot-small".into(),
+        bytes,
+        format!("{stored:#?}\n"),
+    ));
+    let committed = Some(log_id(2, 9));
+    out.push((
+        "committed-some".into(),
+        encode(&committed).expect("a fixture encodes"),
+        format!("{committed:#?}\n"),
+    ));
+    let purged = log_id(2, 4);
+    out.push((
+        "log-id-purged".into(),
+        encode(&purged).expect("a fixture encodes"),
+        format!("{purged:#?}\n"),
+    ));
+
     let mut next = state;
     let applied = next.apply(
         next.last_applied() + 1,

@@ -1056,4 +1056,49 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.rpc(Method::Vote, RPCTypes::Vote, &rpc, 0, &option)
             .await
     }
+
+    /// openraft's chunked transfer (`install_snapshot` per chunk), of data
+    /// in the snapshot format the peer reads: builds of peer protocol 1
+    /// (before 0.2) read snapshot data format 3 only, so it is re-encoded
+    /// for them (and for a peer not yet heard from, which may be one).
+    /// Chunks carry byte ranges of the data, so its format is chosen once,
+    /// here, for the whole transfer.
+    async fn full_snapshot(
+        &mut self,
+        vote: openraft::Vote<NodeId>,
+        snapshot: raftlock_store::Snapshot,
+        cancel: impl std::future::Future<Output = openraft::error::ReplicationClosed>
+        + openraft::OptionalSend
+        + 'static,
+        option: RPCOption,
+    ) -> Result<
+        openraft::raft::SnapshotResponse<NodeId>,
+        openraft::error::StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>,
+    > {
+        use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
+        let snapshot = if self.network.speak_with(self.target) == super::version::BINCODE {
+            let raftlock_store::Snapshot { meta, snapshot } = snapshot;
+            let unreadable = |e: &dyn std::error::Error| {
+                openraft::StorageError::from(openraft::StorageIOError::read_snapshot(
+                    Some(meta.signature()),
+                    openraft::AnyError::error(e),
+                ))
+            };
+            // Decoding and encoding a whole state is blocking work.
+            let for_old = meta.clone();
+            let data = tokio::task::spawn_blocking(move || {
+                raftlock_store::snapshot_data_for_protocol_1(&for_old, snapshot.get_ref())
+            })
+            .await
+            .map_err(|e| unreadable(&e))?
+            .map_err(|d| unreadable(&d))?;
+            raftlock_store::Snapshot {
+                meta,
+                snapshot: Box::new(std::io::Cursor::new(data)),
+            }
+        } else {
+            snapshot
+        };
+        Chunked::send_snapshot(self, vote, snapshot, cancel, option).await
+    }
 }

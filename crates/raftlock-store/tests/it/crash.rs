@@ -28,7 +28,7 @@ const ITERATIONS: u64 = 4;
 const CHILD_DEADLINE: Duration = Duration::from_secs(3);
 
 fn entry_crc(entry: &Entry) -> u32 {
-    crc32fast::hash(&frame::encode(entry))
+    crc32fast::hash(&frame::encode(&"entry", entry).expect("encodes"))
 }
 
 /// The child: appends random batches of real commands, sometimes a new

@@ -1,7 +1,12 @@
-//! Stores written by an earlier format are migrated on open: a store of
-//! format 3 (before token epochs), made by that build, opens as format 4
-//! with the same state in token epoch 0. (A crash mid-migration: the
-//! migration is one sled transaction, see the store's `migrate.rs`.)
+//! Stores written by an earlier format are migrated on open:
+//! - a store of format 4 (bincode of the Rust types), written by the real
+//!   previous release (0.1.0) through its CLI, opens as format 5 (the
+//!   versioned encoding) with the same log, state, vote and snapshot;
+//! - a store of format 3 (before token epochs), made by that build, opens
+//!   as format 5 with the same state in token epoch 0.
+//!
+//! (A crash mid-migration: each step is one sled transaction, see the
+//! store's `migrate.rs`.)
 
 use crate::common;
 
@@ -10,27 +15,36 @@ use std::time::Duration;
 
 use common::{open, replay};
 use openraft::RaftLogReader;
+use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;
 use raftlock_core::State;
-use raftlock_store::layout::{FORMAT_VERSION_KEY, META_TREE};
+use raftlock_store::layout::{FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_TREE};
 use raftlock_store::{FORMAT_VERSION, frame, sled};
 
-const FIXTURE: &str = concat!(
+const FIXTURE_V3: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/store-v3.tar.gz"
 );
+const FIXTURE_V4: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/store-v4.tar.gz"
+);
 
-/// Extracts the format-3 fixture into `parent`; returns the store's directory.
-fn extract_v3(parent: &Path) -> PathBuf {
+/// Extracts a fixture into `parent`; returns the store's directory.
+fn extract(fixture: &str, parent: &Path) -> PathBuf {
     let status = std::process::Command::new("tar")
         .arg("-xzf")
-        .arg(FIXTURE)
+        .arg(fixture)
         .arg("-C")
         .arg(parent)
         .status()
         .expect("tar runs");
     assert!(status.success(), "tar extracts the fixture");
     parent.join("store")
+}
+
+fn extract_v3(parent: &Path) -> PathBuf {
+    extract(FIXTURE_V3, parent)
 }
 
 /// The format version a closed store records, read with raw sled.
@@ -54,11 +68,11 @@ fn stored_format(dir: &Path) -> u32 {
         .get(FORMAT_VERSION_KEY)
         .expect("read")
         .expect("a format version");
-    frame::decode(&"format version", &bytes).expect("decodes")
+    frame::decode_format_version(&bytes).expect("decodes")
 }
 
 #[tokio::test]
-async fn a_format_3_store_migrates_to_4_with_epoch_0() {
+async fn a_format_3_store_migrates_to_5_with_epoch_0() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = extract_v3(tmp.path());
     assert_eq!(stored_format(&dir), 3, "the fixture is a format-3 store");
@@ -102,6 +116,122 @@ async fn a_format_3_store_migrates_to_4_with_epoch_0() {
     drop((log, sm));
     closed.wait().await;
     assert_eq!(stored_format(&dir), FORMAT_VERSION);
+    let (_log, sm) = open(&dir);
+    assert_eq!(
+        sm.read(State::clone),
+        state,
+        "a second open changes nothing"
+    );
+}
+
+/// A tree's keys and values.
+type RawTree = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every value of a closed store, tree by tree, read with raw sled.
+fn raw_trees(dir: &Path) -> Vec<(String, RawTree)> {
+    let db = sled::open(dir).expect("raw sled opens");
+    [LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_TREE]
+        .iter()
+        .map(|name| {
+            let tree = db.open_tree(name).expect("tree");
+            let values = tree
+                .iter()
+                .map(|item| {
+                    let (k, v) = item.expect("read");
+                    (k.to_vec(), v.to_vec())
+                })
+                .collect();
+            (name.to_string(), values)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_format_4_store_of_the_previous_release_migrates_to_5_unchanged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = extract(FIXTURE_V4, tmp.path());
+    assert_eq!(stored_format(&dir), 4, "the fixture is a format-4 store");
+    let before = raw_trees(&dir);
+
+    let (mut log, mut sm) = open(&dir);
+    let entries = log.try_get_log_entries(..).await.expect("log");
+    let state = sm.read(State::clone);
+    assert_eq!(state.last_applied(), 91, "what 0.1.0 applied");
+    assert_eq!(
+        entries.last().map(|e| e.log_id.index),
+        Some(91),
+        "the whole log is readable"
+    );
+    // The state the store saved is the one its log makes.
+    assert_eq!(state, replay(&entries), "the state is the log's");
+    let jobs = state.lock("jobs/20").expect("jobs/20");
+    assert_eq!(jobs.holds.len(), 1, "held");
+    assert_eq!(state.waiters().count(), 1, "the queued waiter came through");
+    assert_eq!(state.lock("reports").expect("reports").holds.len(), 2);
+    assert_eq!(state.lock("pool").expect("pool").holds.len(), 2);
+    assert_eq!(state.leases().count(), 3);
+    assert!(
+        state
+            .lock("jobs/60")
+            .expect("jobs/60")
+            .holds
+            .iter()
+            .any(|(_, h)| h.reason == "job 60"),
+        "reasons survive"
+    );
+    assert!(log.read_vote().await.expect("vote").is_some(), "the vote");
+    assert_eq!(
+        log.read_committed()
+            .await
+            .expect("committed")
+            .map(|c| c.index),
+        Some(91)
+    );
+
+    // The snapshot 0.1.0 built (at 79) installs and holds the log's state.
+    let snapshot = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("the fixture has a snapshot");
+    assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(79));
+    let fresh = tempfile::tempdir().expect("tempdir");
+    {
+        let (_l, mut other) = open(fresh.path());
+        other
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("the migrated snapshot installs");
+        let upto = entries
+            .iter()
+            .position(|e| e.log_id.index == 79)
+            .expect("entry 79");
+        assert_eq!(other.read(State::clone), replay(&entries[..=upto]));
+    }
+
+    let closed = log.closed();
+    drop((log, sm));
+    closed.wait().await;
+    assert_eq!(stored_format(&dir), FORMAT_VERSION);
+    let after = raw_trees(&dir);
+    for ((tree, old), (_, new)) in before.iter().zip(&after) {
+        let old_keys: Vec<_> = old.iter().map(|(k, _)| k).collect();
+        let new_keys: Vec<_> = new.iter().map(|(k, _)| k).collect();
+        if tree != SM_TREE {
+            // The state machine may save again on close; the rest keeps
+            // exactly its keys.
+            assert_eq!(old_keys, new_keys, "{tree}: same keys");
+        }
+        for (key, value) in new {
+            if tree == META_TREE && key.as_slice() == FORMAT_VERSION_KEY {
+                continue;
+            }
+            assert!(
+                !old.iter().any(|(k, v)| k == key && v == value),
+                "{tree} {key:?}: rewritten in the new encoding"
+            );
+        }
+    }
     let (_log, sm) = open(&dir);
     assert_eq!(
         sm.read(State::clone),

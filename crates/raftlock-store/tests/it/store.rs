@@ -218,7 +218,7 @@ async fn log_entry_stored_under_another_index_is_reported() {
     }
     // A well-formed record in the wrong place: the checksum alone passes.
     damage(dir.path(), LOG_TREE, &log_key(4), |v| {
-        *v = frame::encode(&blank(1, 2));
+        *v = frame::encode(&"entry", &blank(1, 2)).expect("encodes");
     });
     expect_corrupt(dir.path(), "log entry 4");
 }
@@ -309,7 +309,7 @@ fn newer_format_version_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path()));
     damage(dir.path(), META_TREE, FORMAT_VERSION_KEY, |v| {
-        *v = frame::encode(&(FORMAT_VERSION + 1));
+        *v = frame::encode_format_version(FORMAT_VERSION + 1);
     });
     match raftlock_store::open(dir.path(), common::options()) {
         Err(OpenError::NewerFormat {
@@ -326,9 +326,10 @@ fn newer_format_version_is_refused() {
 fn older_format_version_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(open(dir.path()));
-    // 3 is migrated on open (migrate.rs); 2 is older than any migration.
+    // 3 and 4 are migrated on open (migrate.rs); 2 is older than any
+    // migration.
     damage(dir.path(), META_TREE, FORMAT_VERSION_KEY, |v| {
-        *v = frame::encode(&2u32);
+        *v = frame::encode_format_version(2);
     });
     match raftlock_store::open(dir.path(), common::options()) {
         Err(e @ OpenError::OlderFormat { .. }) => {

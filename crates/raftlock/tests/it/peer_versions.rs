@@ -214,3 +214,122 @@ fn a_bad_test_protocol_override_is_a_usage_error() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("RAFTLOCK_TEST_PEER_PROTOCOL"), "{err}");
 }
+
+/// The previous release's binary (`RAFTLOCK_BIN_PREVIOUS`, set by
+/// scripts/test.sh from scripts/build-previous.sh), or `None` (the test
+/// skips, saying so) unless `RAFTLOCK_REQUIRE_PREVIOUS` is set.
+fn previous_release() -> Option<std::path::PathBuf> {
+    match std::env::var_os("RAFTLOCK_BIN_PREVIOUS") {
+        Some(p) => Some(p.into()),
+        None if std::env::var_os("RAFTLOCK_REQUIRE_PREVIOUS").is_none() => {
+            eprintln!(
+                "skipped: RAFTLOCK_BIN_PREVIOUS is not set (scripts/build-previous.sh builds the previous release; scripts/test.sh sets it)"
+            );
+            None
+        }
+        None => panic!("RAFTLOCK_REQUIRE_PREVIOUS is set but RAFTLOCK_BIN_PREVIOUS is not"),
+    }
+}
+
+/// Snapshot data travels between builds: a node of the previous release
+/// (0.1.0, peer protocol 1, snapshot data format 3) added to a cluster of
+/// this build (which stores format 4) after the log it needs was purged
+/// catches up from a snapshot the leader re-encoded in the format it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_the_previous_release_catches_up_from_a_snapshot_of_this_build() {
+    let Some(previous) = previous_release() else {
+        return;
+    };
+    let (mut cluster, leader) = ServeCluster::start_with(
+        Path::new(BIN),
+        2,
+        &[
+            "--snapshot-every",
+            "20",
+            "--keep-entries-after-snapshot",
+            "0",
+        ],
+    )
+    .await;
+    let port = cluster.ports[&leader];
+    let lease = grant(&mut leases(port).await, 60_000, "snapshot-between-builds").await;
+    // Enough writes for snapshots and a purged log on both nodes.
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for i in 0..25 {
+            last = acquire_exclusive(port, lease, &format!("jobs/{last}-{i}"))
+                .await
+                .token;
+        }
+        let s = status_json(&cluster, port);
+        if s["purged_index"].as_u64().is_some_and(|p| p > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never purged its log: {s}\n{}",
+            cluster.logs()
+        );
+    }
+
+    cluster.spawn_new_node(3, &previous, &[]);
+    let (code, _, err) = run_bounded(
+        with_endpoints(
+            &[
+                "cluster",
+                "add-learner",
+                "3",
+                &format!("127.0.0.1:{}", cluster.peer_ports[&3]),
+            ],
+            &format!("127.0.0.1:{port}"),
+        ),
+        cluster.dir.path(),
+        CLI_BOUND,
+    );
+    assert_eq!(
+        code.code(),
+        Some(0),
+        "add-learner: {err}\n{}",
+        cluster.logs()
+    );
+
+    // It installs the snapshot (it builds none of its own: its default
+    // snapshot policy is 5000 entries) and applies everything.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let own = status(cluster.ports[&3]).await;
+        if own
+            .as_ref()
+            .is_some_and(|s| s.applied_index >= last && s.snapshot_index.is_some_and(|i| i > 0))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the previous release never caught up from a snapshot: {own:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = cluster.procs[&3].log_text();
+    assert!(
+        !log.contains("refused snapshot"),
+        "the old node refused a snapshot:\n{log}"
+    );
+    // The leader knows it as a build before versioning (its Hello named
+    // no build and no protocol range: protocol 1).
+    let s = status_json(&cluster, port);
+    let shown = s["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["id"] == 3))
+        .map(|n| (n["build_version"].clone(), n["matched_index"].clone()));
+    assert_eq!(
+        shown,
+        Some((
+            serde_json::Value::Null,
+            serde_json::json!(s["last_log_index"])
+        )),
+        "{s}"
+    );
+}
