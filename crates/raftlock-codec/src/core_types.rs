@@ -1062,3 +1062,25 @@ impl Codec for Applied {
         })
     }
 }
+
+/// Checks that `command` nests batches no deeper than the codec writes
+/// and reads ([`MAX_BATCH_NESTING`]): for commands that arrive in another
+/// encoding (peer protocol 1's bincode), which this build must be able to
+/// store.
+pub fn check_nesting(command: &Command) -> Result<(), CodecError> {
+    fn at(command: &Command, depth: usize) -> Result<(), CodecError> {
+        if let Command::Batch { commands } = command {
+            if depth >= MAX_BATCH_NESTING {
+                return Err(CodecError::TooDeep {
+                    field: "Command.batch",
+                    max: MAX_BATCH_NESTING,
+                });
+            }
+            for inner in commands {
+                at(inner, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+    at(command, 0)
+}

@@ -27,6 +27,7 @@ mod state;
 use prost::Message;
 pub use raftlock_proto::storage::v1 as pb;
 
+pub use core_types::check_nesting;
 pub use error::CodecError;
 pub use rpc::{ApiError, RaftlockConfig};
 pub use state::{
@@ -209,6 +210,22 @@ pub(crate) fn strictly_increasing<'a, K: Ord + std::fmt::Debug + 'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_nesting_refuses_exactly_what_the_encoder_refuses() {
+        let mut command = raftlock_core::Command::Tick;
+        for depth in 0..=MAX_BATCH_NESTING + 2 {
+            assert_eq!(
+                check_nesting(&command).is_ok(),
+                encode(&command).is_ok(),
+                "{depth} batches deep"
+            );
+            command = raftlock_core::Command::Batch {
+                commands: vec![command],
+            };
+        }
+        assert!(check_nesting(&command).is_err(), "the deepest is refused");
+    }
 
     /// [`encode`] writes the envelope's fields itself; its bytes must be
     /// those of the `Envelope` message around the body, empty or not.

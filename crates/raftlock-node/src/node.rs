@@ -132,13 +132,20 @@ impl Node {
         // Every task of this node logs inside its span (node id).
         let span = tracing::Span::current();
 
-        let (mut log_store, mut state_machine) = open(
-            &config.data_dir,
+        // Off the runtime's workers: opening verifies the store and may
+        // migrate an older format, which reads and rewrites all of it.
+        let (data_dir, options) = (
+            config.data_dir.clone(),
             StoreOptions {
                 cache_capacity_bytes: config.cache_capacity_bytes,
                 ..StoreOptions::default()
             },
-        )?;
+        );
+        let (mut log_store, mut state_machine) =
+            match tokio::task::spawn_blocking(move || open(&data_dir, options)).await {
+                Ok(opened) => opened?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
         if !config.force_new_cluster
             && raftlock_store::force::forget_forced(&log_store).map_err(|e| {
                 StartError::Force(raftlock_store::force::ForceError::Storage(Box::new(e)))

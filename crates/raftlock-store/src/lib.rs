@@ -1,7 +1,8 @@
 //! raftlock-store: the sled-backed openraft log storage and state machine.
 //!
 //! One sled database per node holds four trees (see [`layout`]): the Raft
-//! log, Raft metadata (vote, committed, last purged, format version), the
+//! log, Raft metadata (vote, committed, last purged, format version, store
+//! id, the forced-at marker), the
 //! state machine's records, and the current snapshot. Every stored value is
 //! framed with a CRC32 ([`frame`]) because sled is beta software with reports
 //! of corruption after unclean shutdowns: damage must surface as a named

@@ -12,7 +12,14 @@
 //! wrote it, still saying so, and the next open migrates it again; after
 //! it, the store is in the new format and says so. There is no state in
 //! between to recover from. Format 3 migrates in two steps (3 → 4 → 5),
-//! each such a transaction.
+//! each such a transaction; between them the store is a true format-4
+//! store (the previous release opens it).
+//!
+//! Cost: one step holds every converted value in memory until its
+//! transaction commits (a few times the size of the state), and reads and
+//! writes the whole store once: the first start of a new build on an old
+//! store takes longer and more memory than later ones (docs/operations.md,
+//! Upgrades).
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -56,6 +63,8 @@ struct StoredSnapshotV4 {
 #[derive(Default)]
 struct Rewrite {
     log: Vec<(sled::IVec, Vec<u8>)>,
+    /// Log entries to delete (purged ones a crash left behind).
+    log_removed: Vec<sled::IVec>,
     meta: Vec<(sled::IVec, Vec<u8>)>,
     sm: Vec<(sled::IVec, Vec<u8>)>,
     snapshot: Vec<(sled::IVec, Vec<u8>)>,
@@ -83,8 +92,8 @@ pub(crate) fn from_v3(shared: &Shared) -> Result<(), OpenError> {
     if let Some(bytes) = shared.snapshot.get(SNAPSHOT_KEY).map_err(sled_err)? {
         let old: StoredSnapshotV4 =
             legacy::decode(&"current snapshot (format 3)", &bytes).map_err(corrupt)?;
-        // Straight to this build's snapshot data format: the next step
-        // reads snapshot data of either format.
+        // Format 3 snapshot data, as format 4 stores hold it: a crash
+        // before the next step leaves a true format-4 store.
         let data = snapshot_data_from_v2(&old.meta, &old.data).map_err(corrupt)?;
         let new = legacy::encode(&StoredSnapshotV4 {
             meta: old.meta,
@@ -104,6 +113,15 @@ pub(crate) fn from_v4(shared: &Shared) -> Result<(), OpenError> {
     let corrupt = |d| OpenError::corrupt(dir, d);
     let mut rewrite = Rewrite::default();
 
+    // Entries at or below the purge point are leftovers of a purge a crash
+    // cut short, which open deletes unread: deleted here, not decoded
+    // (damage in them must not stop an upgrade).
+    let purged: Option<LogId> = match shared.meta.get(LAST_PURGED_KEY).map_err(sled_err)? {
+        Some(bytes) => {
+            Some(legacy::decode(&"last purged log id (format 4)", &bytes).map_err(corrupt)?)
+        }
+        None => None,
+    };
     for item in shared.log.iter() {
         let (key, value) = item.map_err(sled_err)?;
         let Some(index) = log_index(&key) else {
@@ -112,6 +130,10 @@ pub(crate) fn from_v4(shared: &Shared) -> Result<(), OpenError> {
                 format!("key of {} bytes is not a log index", key.len()),
             )));
         };
+        if purged.is_some_and(|p| index <= p.index) {
+            rewrite.log_removed.push(key);
+            continue;
+        }
         let what = format!("log entry {index} (format 4)");
         let entry: Entry = legacy::decode(&what, &value).map_err(corrupt)?;
         rewrite
@@ -198,6 +220,9 @@ fn commit(shared: &Shared, rewrite: Rewrite, from: u32, to: u32) -> Result<(), O
     }
     (&shared.log, &shared.meta, &shared.sm, &shared.snapshot)
         .transaction(|(log, meta, sm, snapshot)| {
+            for key in &rewrite.log_removed {
+                log.remove(key)?;
+            }
             put(log, &rewrite.log)?;
             put(meta, &rewrite.meta)?;
             put(sm, &rewrite.sm)?;

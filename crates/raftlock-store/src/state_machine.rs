@@ -553,10 +553,10 @@ fn is_current_snapshot_format(data: &[u8]) -> bool {
 }
 
 fn versioned(version: u32, body: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(4 + body.len());
+    let mut payload = Vec::with_capacity(frame::CHECKSUM_LEN + 4 + body.len());
     payload.extend_from_slice(&version.to_be_bytes());
     payload.extend_from_slice(body);
-    frame::seal(&payload)
+    frame::seal_owned(payload)
 }
 
 /// Snapshot data decoded, in any format this build reads (3 or 4), with
@@ -653,8 +653,9 @@ pub fn snapshot_data_for_protocol_1(meta: &SnapshotMeta, data: &[u8]) -> Result<
     }))
 }
 
-/// Snapshot data of format 2 (store format 3) re-encoded in this build's
-/// format, its state in token epoch 0; for the store's migration.
+/// Snapshot data of format 2 (store format 3) re-encoded in format 3 (what
+/// store format 4 holds), its state in token epoch 0; for the store's
+/// migration, whose next step re-encodes it in this build's format.
 pub(crate) fn snapshot_data_from_v2(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, Damaged> {
     let what = format!("snapshot {}", meta.snapshot_id);
     let payload = frame::unseal(&what, data)?;
@@ -673,7 +674,7 @@ pub(crate) fn snapshot_data_from_v2(meta: &SnapshotMeta, data: &[u8]) -> Result<
     check_against_meta(&what, meta, body.last_applied, &body.membership)?;
     let state = raftlock_core::legacy::state_from_v3_bytes(&body.state)
         .map_err(|e| Damaged::new(&what, e.to_string()))?;
-    Ok(encode_snapshot_data(&Machine {
+    Ok(encode_snapshot_data_v3(&Machine {
         state,
         last_applied: body.last_applied,
         membership: body.membership,
@@ -715,7 +716,7 @@ fn store_snapshot_if_newer(
             Err(d) => tracing::warn!(error = %d, "replacing a damaged current snapshot"),
         }
     }
-    let record = frame::seal(&raftlock_codec::encode_stored_snapshot(meta, data));
+    let record = frame::seal_owned(raftlock_codec::encode_stored_snapshot(meta, data));
     shared
         .snapshot
         .insert(SNAPSHOT_KEY, record)

@@ -1078,20 +1078,33 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         use openraft::network::snapshot_transport::{Chunked, SnapshotTransport};
         let snapshot = if self.network.speak_with(self.target) == super::version::BINCODE {
             let raftlock_store::Snapshot { meta, snapshot } = snapshot;
-            let unreadable = |e: &dyn std::error::Error| {
-                openraft::StorageError::from(openraft::StorageIOError::read_snapshot(
-                    Some(meta.signature()),
-                    openraft::AnyError::error(e),
+            // A failure here concerns this peer only: openraft takes a
+            // storage error for fatal and would stop the leader for every
+            // follower, so it is reported as this peer being unreachable
+            // (replication to it backs off and tries again).
+            let target = self.target;
+            let unsendable = |e: &dyn std::error::Error| {
+                tracing::error!(
+                    peer = target,
+                    snapshot = %meta.snapshot_id,
+                    error = %e,
+                    "cannot re-encode the snapshot in format 3 for a peer of protocol 1"
+                );
+                openraft::error::StreamingError::Unreachable(Unreachable::new(
+                    &openraft::AnyError::error(e),
                 ))
             };
             // Decoding and encoding a whole state is blocking work.
             let for_old = meta.clone();
-            let data = tokio::task::spawn_blocking(move || {
+            let data = match tokio::task::spawn_blocking(move || {
                 raftlock_store::snapshot_data_for_protocol_1(&for_old, snapshot.get_ref())
             })
             .await
-            .map_err(|e| unreadable(&e))?
-            .map_err(|d| unreadable(&d))?;
+            {
+                Ok(Ok(data)) => data,
+                Ok(Err(damaged)) => return Err(unsendable(&damaged)),
+                Err(join) => return Err(unsendable(&join)),
+            };
             raftlock_store::Snapshot {
                 meta,
                 snapshot: Box::new(std::io::Cursor::new(data)),

@@ -51,6 +51,39 @@ pub(crate) trait Wire: Sized {
     fn decode_from(version: u32, bytes: &[u8]) -> Result<Self, WireError>;
 }
 
+/// What a message read in protocol 1 must satisfy besides decoding: what
+/// protocol 2's decoder checks itself and the store needs (a log entry this
+/// build could not store would stop the node: openraft takes a storage
+/// error for fatal).
+trait Storable {
+    fn storable(&self) -> Result<(), raftlock_codec::CodecError> {
+        Ok(())
+    }
+}
+
+impl Storable for AppendEntriesRequest<TypeConfig> {
+    fn storable(&self) -> Result<(), raftlock_codec::CodecError> {
+        for entry in &self.entries {
+            if let openraft::EntryPayload::Normal(request) = &entry.payload {
+                raftlock_codec::check_nesting(&request.command)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Storable for Command {
+    fn storable(&self) -> Result<(), raftlock_codec::CodecError> {
+        raftlock_codec::check_nesting(self)
+    }
+}
+
+impl Storable for Result<AppendEntriesResponse<u64>, RaftError<u64>> {}
+impl Storable for VoteRequest<u64> {}
+impl Storable for Result<VoteResponse<u64>, RaftError<u64>> {}
+impl Storable for InstallSnapshotRequest<TypeConfig> {}
+impl Storable for Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {}
+
 /// Types whose protocol-2 form is raftlock-codec's own.
 macro_rules! wire_by_codec {
     ($($t:ty => $what:literal),* $(,)?) => {$(
@@ -66,7 +99,13 @@ macro_rules! wire_by_codec {
             }
             fn decode_from(version: u32, bytes: &[u8]) -> Result<Self, WireError> {
                 match version {
-                    BINCODE => Ok(raftlock_core::decode($what, bytes)?),
+                    BINCODE => {
+                        let value: Self = raftlock_core::decode($what, bytes)?;
+                        value
+                            .storable()
+                            .map_err(|source| WireError::Codec { what: $what, source })?;
+                        Ok(value)
+                    }
                     PROTOBUF => raftlock_codec::decode(bytes)
                         .map_err(|source| WireError::Codec { what: $what, source }),
                     version => Err(WireError::Version { what: $what, version }),
@@ -277,6 +316,41 @@ mod tests {
             let m = pack(&command, version).expect("encodes");
             assert_eq!(unpack::<Command>(&m).expect("decodes"), command);
         }
+    }
+
+    #[test]
+    fn a_protocol_1_entry_this_build_could_not_store_is_refused() {
+        let mut command = Command::Tick;
+        for _ in 0..=raftlock_codec::MAX_BATCH_NESTING {
+            command = Command::Batch {
+                commands: vec![command],
+            };
+        }
+        let entry = |command: Command| openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 7),
+            payload: openraft::EntryPayload::Normal(raftlock_core::Request::new(1, 2, command)),
+        };
+        let request = |command: Command| AppendEntriesRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: vec![entry(command)],
+            leader_commit: None,
+        };
+        // Bincode writes it; the store could not (the codec refuses it).
+        let m = pack1(&request(command.clone()));
+        let err = unpack::<AppendEntriesRequest<TypeConfig>>(&m).expect_err("too deep");
+        assert!(err.to_string().contains("append entries request"), "{err}");
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::InvalidArgument
+        );
+        assert!(unpack::<Command>(&pack1(&command)).is_err());
+        // One level less is stored as usual.
+        let Command::Batch { commands } = command else {
+            unreachable!("built as a batch")
+        };
+        let fine = commands.into_iter().next().expect("one inner");
+        unpack::<AppendEntriesRequest<TypeConfig>>(&pack1(&request(fine))).expect("storable");
     }
 
     #[test]

@@ -18,7 +18,9 @@ use openraft::RaftLogReader;
 use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;
 use raftlock_core::State;
-use raftlock_store::layout::{FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_TREE};
+use raftlock_store::layout::{
+    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_KEY, SNAPSHOT_TREE,
+};
 use raftlock_store::{FORMAT_VERSION, frame, sled};
 
 const FIXTURE_V3: &str = concat!(
@@ -152,6 +154,14 @@ async fn a_format_4_store_of_the_previous_release_migrates_to_5_unchanged() {
     let dir = extract(FIXTURE_V4, tmp.path());
     assert_eq!(stored_format(&dir), 4, "the fixture is a format-4 store");
     let before = raw_trees(&dir);
+    // The snapshot data 0.1.0 stored (format 3).
+    let (_, snapshot_tree) = &before[3];
+    let (_, stored) = snapshot_tree
+        .iter()
+        .find(|(k, _)| k.as_slice() == SNAPSHOT_KEY)
+        .expect("the fixture has a current snapshot");
+    let (_, old_data): (raftlock_store::SnapshotMeta, Vec<u8>) =
+        frame::legacy::decode(&"0.1.0's snapshot", stored).expect("format 4 decodes");
 
     let (mut log, mut sm) = open(&dir);
     let entries = log.try_get_log_entries(..).await.expect("log");
@@ -195,6 +205,17 @@ async fn a_format_4_store_of_the_previous_release_migrates_to_5_unchanged() {
         .expect("current")
         .expect("the fixture has a snapshot");
     assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(79));
+    // What a leader of this build sends a 0.1.0 node is, byte for byte,
+    // what 0.1.0 itself wrote of that state.
+    let for_old =
+        raftlock_store::snapshot_data_for_protocol_1(&snapshot.meta, snapshot.snapshot.get_ref())
+            .expect("re-encodes");
+    assert!(
+        for_old == old_data,
+        "re-encoded format 3 differs from 0.1.0's ({} and {} bytes)",
+        for_old.len(),
+        old_data.len()
+    );
     let fresh = tempfile::tempdir().expect("tempdir");
     {
         let (_l, mut other) = open(fresh.path());
