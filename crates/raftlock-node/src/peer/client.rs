@@ -137,6 +137,46 @@ pub(crate) enum PeerAnswer {
     Unknown(String),
 }
 
+/// What the `Hello` to peer `id` at `addr` tells a node with a new store
+/// ([`Network::ask_before_bootstrap`]). A peer that names a cluster is in
+/// one whatever its version: a `PEER_VERSION_MISMATCH` refusal, from
+/// either side of the `Hello`, carries the answering node's cluster id
+/// ([`super::version::mismatch`]), and one that names a cluster is not
+/// "no answer" (counting it so would let `--initial-cluster-state new`
+/// bootstrap a second cluster beside a running one of another release).
+pub(crate) fn judge_hello(
+    id: NodeId,
+    addr: &str,
+    said: Result<String, tonic::Status>,
+) -> PeerAnswer {
+    match said {
+        Ok(cluster) if cluster.is_empty() => PeerAnswer::New,
+        Ok(cluster) => {
+            PeerAnswer::InCluster(format!("node {id} at {addr} belongs to cluster {cluster}"))
+        }
+        Err(status) => {
+            if let Some(cluster) = super::version::cluster_in(&status) {
+                return PeerAnswer::InCluster(format!(
+                    "node {id} at {addr} belongs to cluster {cluster} (and speaks no peer protocol version in common with this node: {})",
+                    status.message()
+                ));
+            }
+            if raftlock_proto::errors::classify(&status).known()
+                == Some(raftlock_proto::errors::ErrorReason::ClusterMismatch)
+            {
+                return PeerAnswer::InCluster(format!(
+                    "node {id} at {addr} refused this node: {}",
+                    status.message()
+                ));
+            }
+            // Unreachable, slow, another node at that address (`--peers`
+            // differs between nodes), or a version refusal from a node in
+            // no cluster: nothing known.
+            PeerAnswer::Unknown(format!("{addr}: {:?}: {}", status.code(), status.message()))
+        }
+    }
+}
+
 /// What a peer said about itself in its `Hello`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Introduced {
@@ -387,6 +427,7 @@ impl Network {
                 protocol,
                 target,
                 &answer.build_version,
+                &answer.cluster_id,
             ));
         }
         self.note_introduction(
@@ -422,29 +463,8 @@ impl Network {
                             PeerAnswer::Unknown(format!("{addr}: not asked (no peer identity)")),
                         );
                     }
-                    let answer = match self.hello(*id, addr, timeout).await {
-                        Ok(cluster) if cluster.is_empty() => PeerAnswer::New,
-                        Ok(cluster) => PeerAnswer::InCluster(format!(
-                            "node {id} at {addr} belongs to cluster {cluster}"
-                        )),
-                        Err(status)
-                            if raftlock_proto::errors::classify(&status).known()
-                                == Some(raftlock_proto::errors::ErrorReason::ClusterMismatch) =>
-                        {
-                            PeerAnswer::InCluster(format!(
-                                "node {id} at {addr} refused this node: {}",
-                                status.message()
-                            ))
-                        }
-                        // Unreachable, slow, or another node at that address
-                        // (`--peers` differs between nodes): nothing known.
-                        Err(status) => PeerAnswer::Unknown(format!(
-                            "{addr}: {:?}: {}",
-                            status.code(),
-                            status.message()
-                        )),
-                    };
-                    (*id, answer)
+                    let said = self.hello(*id, addr, timeout).await;
+                    (*id, judge_hello(*id, addr, said))
                 });
         futures::future::join_all(asks).await.into_iter().collect()
     }

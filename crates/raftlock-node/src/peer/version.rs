@@ -126,12 +126,18 @@ pub(crate) fn of_message(protocol: u32) -> u32 {
 }
 
 /// The refusal of a peer whose range `theirs` does not meet `ours`.
+/// `cluster_id` is the cluster the answering side of the `Hello` belongs
+/// to (empty while it has none), carried in the refusal's details
+/// ([`raftlock_proto::errors::detail::CLUSTER_ID`]): a node with a new
+/// store that asks before it bootstraps must learn that the peer is in a
+/// cluster even when they share no version ([`cluster_in`]).
 pub(crate) fn mismatch(
     ours: ProtocolRange,
     me: u64,
     theirs: ProtocolRange,
     peer: u64,
     peer_build: &str,
+    cluster_id: &str,
 ) -> tonic::Status {
     let build = if peer_build.is_empty() {
         "a build before 0.2".to_string()
@@ -149,8 +155,30 @@ pub(crate) fn mismatch(
             "node {peer} ({build}) speaks peer protocol {theirs}, node {me} (build {}) speaks {ours}: no version in common. Upgrade one release at a time, each node to a release that speaks the version the others speak ({advice}; docs/operations.md, Upgrades)",
             env!("CARGO_PKG_VERSION"),
         ),
-        Default::default(),
+        if cluster_id.is_empty() {
+            Default::default()
+        } else {
+            [(
+                raftlock_proto::errors::detail::CLUSTER_ID.to_string(),
+                cluster_id.to_string(),
+            )]
+            .into()
+        },
     )
+}
+
+/// The cluster id a `PEER_VERSION_MISMATCH` refusal of a `Hello` names
+/// ([`mismatch`]), if it names one.
+pub(crate) fn cluster_in(status: &tonic::Status) -> Option<String> {
+    let classified = raftlock_proto::errors::classify(status);
+    if classified.known() != Some(ErrorReason::PeerVersionMismatch) {
+        return None;
+    }
+    classified
+        .metadata
+        .get(raftlock_proto::errors::detail::CLUSTER_ID)
+        .filter(|id| !id.is_empty())
+        .cloned()
 }
 
 /// The refusal of a message encoded in `version`, which `ours` cannot read.
@@ -206,7 +234,7 @@ mod tests {
 
     #[test]
     fn the_mismatch_names_both_ranges_and_who_to_upgrade() {
-        let status = mismatch(r(2, 2), 1, r(1, 1), 3, "");
+        let status = mismatch(r(2, 2), 1, r(1, 1), 3, "", "");
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         let m = status.message();
         assert!(
@@ -218,6 +246,46 @@ mod tests {
         assert_eq!(
             raftlock_proto::errors::classify(&status).known(),
             Some(ErrorReason::PeerVersionMismatch)
+        );
+        assert_eq!(cluster_in(&status), None, "no cluster to name");
+    }
+
+    #[test]
+    fn a_mismatch_names_the_cluster_of_the_node_that_refused() {
+        let status = mismatch(r(2, 2), 1, r(1, 1), 3, "0.1.0", "c-42");
+        assert_eq!(cluster_in(&status).as_deref(), Some("c-42"));
+        // Another refusal never passes for a version mismatch with a cluster.
+        let other = raftlock_proto::errors::status(
+            ErrorReason::ClusterMismatch,
+            "another cluster",
+            [(
+                raftlock_proto::errors::detail::CLUSTER_ID.to_string(),
+                "c-42".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(cluster_in(&other), None);
+    }
+
+    /// Before it bootstraps, a node with a new store asks every member:
+    /// one refused for its version, by either side of the `Hello`, is in
+    /// a cluster when the refusal names one, and unknown otherwise.
+    #[test]
+    fn a_peer_refused_for_its_version_that_names_a_cluster_is_in_a_cluster() {
+        use crate::peer::client::{PeerAnswer, judge_hello};
+        let refused = mismatch(r(1, 1), 2, r(2, 2), 1, "0.3.0", "c-42");
+        match judge_hello(1, "127.0.0.1:7001", Err(refused)) {
+            PeerAnswer::InCluster(why) => assert!(why.contains("cluster c-42"), "{why}"),
+            other => panic!("a peer naming cluster c-42 counted as {other:?}"),
+        }
+        let in_none = mismatch(r(1, 1), 2, r(2, 2), 1, "0.3.0", "");
+        assert!(matches!(
+            judge_hello(1, "127.0.0.1:7001", Err(in_none)),
+            PeerAnswer::Unknown(_)
+        ));
+        assert_eq!(
+            judge_hello(1, "127.0.0.1:7001", Ok(String::new())),
+            PeerAnswer::New
         );
     }
 }
