@@ -13,7 +13,7 @@ use raftlock_proto::internal::v1::RaftMessage;
 use serde::{Deserialize, Serialize};
 
 use super::client::Method;
-use super::wire::{Wire, note_refused, pack, unpack};
+use super::wire::{Answer, Wire, note_refused, pack, unpack};
 use crate::api::Api;
 use crate::error::NodeError;
 
@@ -152,15 +152,22 @@ impl Api {
 
 /// `result` packed in the peer protocol version of `request`. Answers
 /// always encode (only a command nested deeper than any node writes could
-/// fail); if one did not, the caller gets an internal error in protocol 1,
-/// which every build reads and where `Err(NodeError)` has the same bytes
-/// whatever the `Ok` type.
-fn answer<T: Wire>(request: &RaftMessage, result: &T) -> RaftMessage {
+/// fail); if one did not, the caller gets an internal error in the failure
+/// form of the same answer type ([`Answer::failure`]), so it decodes as
+/// the answer the caller waits for: in the request's version, or else in
+/// protocol 1, which every build of this range reads.
+fn answer<T: Answer>(request: &RaftMessage, result: &T) -> RaftMessage {
     let version = super::version::of_message(request.protocol);
     pack(result, version).unwrap_or_else(|e| {
-        let failure: Result<u64, NodeError> = Err(NodeError::Internal(e.to_string()));
-        // bincode encodes every value: the default is never used.
-        pack(&failure, super::version::BINCODE).unwrap_or_default()
+        tracing::warn!(what = T::WHAT, version, "an answer did not encode: {e}");
+        let failure = T::failure(NodeError::Internal(format!(
+            "the leader could not encode its {}: {e}",
+            T::WHAT
+        )));
+        pack(&failure, version)
+            .or_else(|_| pack(&failure, super::version::BINCODE))
+            // bincode encodes every value: the default is never used.
+            .unwrap_or_default()
     })
 }
 
@@ -203,7 +210,8 @@ mod tests {
 
     use crate::error::NodeError;
     use crate::peer::client::{Method, Network, NetworkOptions};
-    use crate::peer::wire::{pack1, unpack};
+    use crate::peer::version::{BINCODE, PROTOBUF};
+    use crate::peer::wire::{Answer, Wire, WireError, pack, pack1, unpack};
     use crate::{Node, NodeConfig};
 
     /// A peer's Forward carries only client commands: the leader refuses
@@ -302,6 +310,59 @@ mod tests {
             .expect("a client command is taken");
         assert!(applied.result.is_ok(), "{applied:?}");
         node.shutdown().await;
+    }
+
+    /// An answer that stands in for one whose success form does not
+    /// encode (in any protocol) while its failures do.
+    #[derive(Debug)]
+    struct Unencodable(Result<Applied, NodeError>);
+
+    impl Wire for Unencodable {
+        const WHAT: &'static str = "forward answer";
+        fn encode_as(&self, version: u32) -> Result<Vec<u8>, WireError> {
+            match &self.0 {
+                Ok(_) => Err(WireError::Version {
+                    what: Self::WHAT,
+                    version: 99,
+                }),
+                failure => failure.encode_as(version),
+            }
+        }
+        fn decode_from(version: u32, bytes: &[u8]) -> Result<Self, WireError> {
+            Result::<Applied, NodeError>::decode_from(version, bytes).map(Unencodable)
+        }
+    }
+
+    impl Answer for Unencodable {
+        fn failure(error: NodeError) -> Self {
+            Unencodable(Err(error))
+        }
+    }
+
+    /// A Forward answer that cannot be encoded reaches the follower as an
+    /// internal error in the shape of a Forward answer, in the protocol
+    /// version of its request (not as another call's answer, nor in
+    /// another version than the one asked in).
+    #[test]
+    fn an_answer_that_does_not_encode_is_a_failure_of_the_same_answer_type_in_the_request_version()
+    {
+        let applied = Applied {
+            index: 7,
+            result: Err(LockError::LockNotFound { name: "x".into() }),
+            events: Vec::new(),
+            revision: 7,
+        };
+        for version in [BINCODE, PROTOBUF] {
+            let request = pack(&Command::RevokeLease { lease: 1 }, version).expect("encodes");
+            let reply = super::answer(&request, &Unencodable(Ok(applied.clone())));
+            assert_eq!(reply.protocol, version);
+            match unpack::<Result<Applied, NodeError>>(&reply) {
+                Ok(Err(NodeError::Internal(why))) => {
+                    assert!(why.contains("could not encode its forward answer"), "{why}")
+                }
+                other => panic!("protocol {version}: {other:?}"),
+            }
+        }
     }
 
     /// A refused connection means nothing reached the leader (NOT_LEADER is
