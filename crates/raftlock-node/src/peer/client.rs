@@ -216,6 +216,31 @@ pub(crate) struct Network {
     inner: Arc<Inner>,
 }
 
+/// Why [`Network::call`] got no answer to use: whether the peer answered
+/// tells whether it handled the request.
+#[derive(Debug)]
+pub(crate) enum CallFailure {
+    /// No answer came: the status was made locally (the peer could not be
+    /// reached, the deadline passed, the connection failed mid-call) or
+    /// sent by the peer's server instead of an answer.
+    NoAnswer(tonic::Status),
+    /// The peer answered, but its answer is not taken (a node of another
+    /// cluster, a wiped store, a protocol version this node cannot read):
+    /// the peer handled the request.
+    AnswerRefused(tonic::Status),
+}
+
+impl CallFailure {
+    /// The status of a call that got no answer (tests).
+    #[cfg(test)]
+    pub(crate) fn no_answer(self) -> tonic::Status {
+        match self {
+            CallFailure::NoAnswer(status) => status,
+            CallFailure::AnswerRefused(status) => panic!("the peer answered: {status:?}"),
+        }
+    }
+}
+
 /// Why a call got no answer.
 #[derive(Debug)]
 enum CallError {
@@ -295,10 +320,12 @@ impl Network {
     /// `timeout` for the answer (the deadline is also sent to the peer, so
     /// its server gives up too).
     ///
-    /// Errors are the gRPC status: made locally for transport failures
+    /// Errors say whether the peer answered ([`CallFailure`]): with no
+    /// answer, the gRPC status made locally for transport failures
     /// (`UNAVAILABLE` when the peer cannot be reached, `DEADLINE_EXCEEDED`
-    /// when `timeout` passed) or sent by the peer. After a transport
-    /// failure the peer's channel is dropped from the cache.
+    /// when `timeout` passed) or sent by the peer instead of an answer.
+    /// After a transport failure the peer's channel is dropped from the
+    /// cache.
     pub(crate) async fn call(
         &self,
         target: NodeId,
@@ -306,19 +333,42 @@ impl Network {
         method: Method,
         message: RaftMessage,
         timeout: Duration,
-    ) -> Result<RaftMessage, tonic::Status> {
-        self.call_inner(target, addr, method, message, timeout)
+    ) -> Result<RaftMessage, CallFailure> {
+        let answer = self
+            .call_unchecked(target, addr, method, message, timeout)
             .await
-            .map_err(|e| match e {
-                CallError::Timeout(after) => tonic::Status::deadline_exceeded(format!(
-                    "{} to {addr}: no answer within {after:?}",
-                    method.name()
-                )),
-                CallError::Status(status) | CallError::BadAddress(status) => status,
-            })
+            .map_err(|e| {
+                CallFailure::NoAnswer(match e {
+                    CallError::Timeout(after) => tonic::Status::deadline_exceeded(format!(
+                        "{} to {addr}: no answer within {after:?}",
+                        method.name()
+                    )),
+                    CallError::Status(status) | CallError::BadAddress(status) => status,
+                })
+            })?;
+        self.check_answer(&answer)
+            .map_err(CallFailure::AnswerRefused)?;
+        Ok(answer)
     }
 
+    /// [`Network::call_unchecked`] whose answer passed [`Network::check_answer`].
     async fn call_inner(
+        &self,
+        target: NodeId,
+        addr: &str,
+        method: Method,
+        message: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, CallError> {
+        let answer = self
+            .call_unchecked(target, addr, method, message, timeout)
+            .await?;
+        self.check_answer(&answer).map_err(CallError::Status)?;
+        Ok(answer)
+    }
+
+    /// One call, whose answer is not checked yet.
+    async fn call_unchecked(
         &self,
         target: NodeId,
         addr: &str,
@@ -346,11 +396,7 @@ impl Network {
             // would otherwise cost a reconnect per timeout, and a dead
             // connection is closed by the HTTP/2 keepalive.
             Err(_elapsed) => Err(CallError::Timeout(timeout)),
-            Ok(Ok(response)) => {
-                let answer = response.into_inner();
-                self.check_answer(&answer).map_err(CallError::Status)?;
-                Ok(answer)
-            }
+            Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(self.failed(addr, method, generation, timeout, status)),
         }
     }
