@@ -120,6 +120,52 @@ impl ProtocolRange {
     }
 }
 
+/// Peer messages (requests and answers of the `RaftTransport` RPCs, not
+/// `Hello`s) this node sent and received, per peer protocol version this
+/// build writes (`raftlock_peer_messages_total`): what shows that a mixed
+/// cluster really speaks both versions during a rolling upgrade.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// By version − 1, for versions 1 ..= [`SUPPORTED`]`.max`.
+    sent: [std::sync::atomic::AtomicU64; SUPPORTED.max as usize],
+    received: [std::sync::atomic::AtomicU64; SUPPORTED.max as usize],
+}
+
+impl Traffic {
+    /// A message in `version` left this node.
+    pub(crate) fn sent(&self, version: u32) {
+        Self::count(&self.sent, version);
+    }
+
+    /// A message in `version`, which this node reads, arrived.
+    pub(crate) fn received(&self, version: u32) {
+        Self::count(&self.received, version);
+    }
+
+    fn count(counts: &[std::sync::atomic::AtomicU64], version: u32) {
+        // A version outside this build's (a test override's range) is
+        // never written by it, and never read: nothing to count.
+        if let Some(c) = version.checked_sub(1).and_then(|i| counts.get(i as usize)) {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// (version, direction, messages) for every version this build writes
+    /// and both directions, zeros included.
+    pub(crate) fn counts(&self) -> Vec<(u32, &'static str, u64)> {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        (SUPPORTED.min..=SUPPORTED.max)
+            .flat_map(|version| {
+                let i = (version - 1) as usize;
+                [
+                    (version, "sent", load(&self.sent[i])),
+                    (version, "received", load(&self.received[i])),
+                ]
+            })
+            .collect()
+    }
+}
+
 /// A message's protocol field: 0 from a build before versioning.
 pub(crate) fn of_message(protocol: u32) -> u32 {
     if protocol == 0 { BINCODE } else { protocol }
@@ -220,6 +266,27 @@ mod tests {
         assert_eq!(of_message(0), 1);
         assert_eq!(ProtocolRange::announced(0, 3), r(1, 3));
         assert_eq!(SUPPORTED.common(ProtocolRange::announced(0, 0)), Some(1));
+    }
+
+    #[test]
+    fn traffic_counts_each_version_and_direction_apart() {
+        let t = Traffic::default();
+        t.sent(1);
+        t.sent(2);
+        t.sent(2);
+        t.received(1);
+        // Versions this build never writes are not counted.
+        t.sent(0);
+        t.received(9);
+        assert_eq!(
+            t.counts(),
+            [
+                (1, "sent", 1),
+                (1, "received", 1),
+                (2, "sent", 2),
+                (2, "received", 0)
+            ]
+        );
     }
 
     #[test]
