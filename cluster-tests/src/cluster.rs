@@ -275,6 +275,8 @@ struct NodeProc {
     listen: SocketAddr,
     /// Its peer port (what the membership names).
     peer_listen: SocketAddr,
+    /// Its metrics endpoint (`--metrics-listen`; every release has it).
+    metrics: SocketAddr,
     data_dir: PathBuf,
     clock_file: PathBuf,
     args: Vec<String>,
@@ -297,6 +299,8 @@ pub struct Cluster {
     /// Nodes removed from the membership (still running) by
     /// [`Cluster::remove_member`].
     removed: BTreeSet<u64>,
+    /// [`Cluster::mixed_phase_peer_messages`].
+    mixed_traffic: BTreeMap<String, u64>,
     /// Each node's disk, when started with `power_disks`. Declared after
     /// nothing that uses it: `Drop` kills the nodes first, then the fields
     /// drop and the mounts go.
@@ -323,6 +327,18 @@ pub struct NodeLog {
     pub purged: Option<u64>,
     /// The index of the last entry its state machine applied (committed).
     pub applied: Option<u64>,
+}
+
+/// The `raftlock_peer_messages_total` samples of a Prometheus text
+/// scrape: labels (as written between the braces) → value.
+fn peer_message_series(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("raftlock_peer_messages_total{"))
+        .filter_map(|rest| {
+            let (labels, value) = rest.split_once('}')?;
+            Some((labels.to_string(), value.trim().parse::<u64>().ok()?))
+        })
+        .collect()
 }
 
 /// A free port, kept bound until the returned listener is dropped: the
@@ -354,13 +370,16 @@ impl Cluster {
         let ids: Vec<u64> = (1..=config.nodes).collect();
         let mut listen = BTreeMap::new();
         let mut peer_listen = BTreeMap::new();
+        let mut metrics_listen = BTreeMap::new();
         let mut reserved = BTreeMap::new();
         for id in &ids {
             let (addr, listener) = reserve_port()?;
             let (peer_addr, peer_listener) = reserve_port()?;
+            let (metrics_addr, metrics_listener) = reserve_port()?;
             listen.insert(*id, addr);
             peer_listen.insert(*id, peer_addr);
-            reserved.insert(*id, (listener, peer_listener));
+            metrics_listen.insert(*id, metrics_addr);
+            reserved.insert(*id, (listener, peer_listener, metrics_listener));
         }
         let mut client_proxies = BTreeMap::new();
         for id in &ids {
@@ -420,6 +439,7 @@ impl Cluster {
             removed: BTreeSet::new(),
             disks,
             powered_off: BTreeSet::new(),
+            mixed_traffic: BTreeMap::new(),
         };
         for id in &ids {
             let dial: Vec<String> = ids
@@ -456,6 +476,8 @@ impl Cluster {
                 "500".into(),
                 "--write-timeout-ms".into(),
                 "3000".into(),
+                "--metrics-listen".into(),
+                metrics_listen[id].to_string(),
             ];
             if let Some(files) = &cluster.secure {
                 let node = &files.nodes[id];
@@ -477,6 +499,7 @@ impl Cluster {
                 NodeProc {
                     listen: listen[id],
                     peer_listen: peer_listen[id],
+                    metrics: metrics_listen[id],
                     data_dir,
                     clock_file: dir.join(format!("node{id}.faketime")),
                     args,
@@ -976,7 +999,12 @@ impl Cluster {
     /// ([`ClusterConfig::upgrade_to`]). Once every node runs it (or with no
     /// newer build), `preferred` is restarted the same way. Returns the node
     /// it restarted.
-    pub fn upgrade(&mut self, preferred: u64) -> Result<u64, ClusterError> {
+    ///
+    /// Before a step of a mixed cluster (some nodes on each build), the
+    /// peer messages of the nodes on the newer build are read
+    /// ([`Cluster::mixed_phase_peer_messages`]).
+    pub async fn upgrade(&mut self, preferred: u64) -> Result<u64, ClusterError> {
+        self.note_mixed_phase_traffic().await;
         let newer = self.upgrade_to.clone();
         let old = |n: &NodeProc| newer.as_ref().is_some_and(|b| &n.binary != b);
         let id = match self.nodes.get(&preferred) {
@@ -999,10 +1027,14 @@ impl Cluster {
                 signal(&child, libc::SIGCONT);
             }
             signal(&child, libc::SIGTERM);
+            // Polled with the runtime's sleep, not the thread's: the
+            // clients and proxies of the run share this runtime.
             let deadline = Instant::now() + Duration::from_secs(15);
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // Gone already (reaped by try_wait) or SIGKILLed now: the wait
+            // that follows returns at once.
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -1012,6 +1044,76 @@ impl Cluster {
         }
         self.spawn(id)?;
         Ok(id)
+    }
+
+    /// While the cluster is mixed (running nodes on both builds of a
+    /// rolling upgrade), adds what the running nodes of the newer build
+    /// counted to [`Cluster::mixed_phase_peer_messages`].
+    async fn note_mixed_phase_traffic(&mut self) {
+        let Some(newer) = self.upgrade_to.clone() else {
+            return;
+        };
+        let running: Vec<(u64, bool)> = self
+            .nodes
+            .iter()
+            .filter(|(id, _)| self.is_running(**id))
+            .map(|(id, n)| (*id, n.binary == newer))
+            .collect();
+        let mixed = running.iter().any(|(_, new)| *new) && running.iter().any(|(_, new)| !*new);
+        if !mixed {
+            return;
+        }
+        let mut now: BTreeMap<String, u64> = BTreeMap::new();
+        for (id, _) in running.iter().filter(|(_, new)| *new) {
+            for (series, n) in self.peer_messages(*id).await.unwrap_or_default() {
+                *now.entry(series).or_insert(0) += n;
+            }
+        }
+        for (series, n) in now {
+            let seen = self.mixed_traffic.entry(series).or_insert(0);
+            *seen = (*seen).max(n);
+        }
+    }
+
+    /// The most peer messages the nodes of the newer build had counted
+    /// together, at any step of a rolling upgrade taken while the cluster
+    /// was mixed, by series (`protocol="1",direction="sent"`...).
+    pub fn mixed_phase_peer_messages(&self) -> &BTreeMap<String, u64> {
+        &self.mixed_traffic
+    }
+
+    /// Node `id`'s `raftlock_peer_messages_total` series, by labels
+    /// (`protocol="2",direction="received"` → count), read from its
+    /// metrics endpoint; None if it does not answer within 2 s, empty from
+    /// a build without the series.
+    pub async fn peer_messages(&self, id: u64) -> Option<BTreeMap<String, u64>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if !self.is_running(id) {
+            return None;
+        }
+        let addr = self.nodes.get(&id)?.metrics;
+        let scrape = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            stream
+                .write_all(
+                    format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .ok()?;
+            let mut text = String::new();
+            // The endpoint answers with a few tens of KiB: bounded anyway.
+            stream
+                .take(4 * 1024 * 1024)
+                .read_to_string(&mut text)
+                .await
+                .ok()?;
+            Some(text)
+        };
+        let text = tokio::time::timeout(Duration::from_secs(2), scrape)
+            .await
+            .ok()??;
+        Some(peer_message_series(&text))
     }
 
     /// The nodes running the newer build of a rolling upgrade.
@@ -1044,7 +1146,7 @@ impl Cluster {
             {
                 applied = s.applied_index;
             }
-            self.upgrade(id)?;
+            self.upgrade(id).await?;
             self.wait_leader(Duration::from_secs(30)).await?;
             let deadline = Instant::now() + Duration::from_secs(30);
             while self

@@ -482,7 +482,7 @@ pub async fn apply(
         Fault::Remove(n) => cluster.remove_member(*n).await?,
         Fault::KillAll => cluster.kill_all(),
         Fault::Upgrade(n) => {
-            let done = cluster.upgrade(*n)?;
+            let done = cluster.upgrade(*n).await?;
             tracing::info!("upgrade: node {done} restarted on the newer build");
         }
         Fault::Power {

@@ -131,6 +131,15 @@ pub struct Summary {
     pub upgraded: Vec<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub builds: BTreeMap<u64, String>,
+    /// A rolling upgrade's peer messages (`raftlock_peer_messages_total`,
+    /// by `protocol="…",direction="…"`): the most the nodes on the newer
+    /// build had counted together at a step taken while the cluster was
+    /// mixed, and what every node counted at the end (all on the newer
+    /// build; counts since each node's last start).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_messages_mixed: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_messages_end: BTreeMap<String, u64>,
     pub checkers: Vec<CheckResult>,
 }
 
@@ -194,6 +203,8 @@ pub fn check_history(history: &History, config: &RunConfig, faults_injected: u64
         ops: op_counts(history),
         upgraded: Vec::new(),
         builds: BTreeMap::new(),
+        peer_messages_mixed: BTreeMap::new(),
+        peer_messages_end: BTreeMap::new(),
         checkers,
     }
 }
@@ -363,9 +374,17 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
     // powerfs the disks go with the cluster).
     let mut upgraded = Vec::new();
     let mut builds = BTreeMap::new();
+    let mut peer_messages_mixed = BTreeMap::new();
+    let mut peer_messages_end = BTreeMap::new();
     if let (Target::Raftlock(c), Some(_)) = (&target, &config.upgrade_from) {
         let c = c.lock().await;
         upgraded = c.upgraded();
+        peer_messages_mixed = c.mixed_phase_peer_messages().clone();
+        for id in c.ids() {
+            for (series, n) in c.peer_messages(id).await.unwrap_or_default() {
+                *peer_messages_end.entry(series).or_insert(0) += n;
+            }
+        }
         if let Some(leader) = c.leader().await
             && let Some(status) = c.status(leader).await
         {
@@ -397,6 +416,8 @@ pub async fn run(config: RunConfig) -> Result<RunOutcome, RunError> {
     summary.secure_checks = secure_checks;
     summary.upgraded = upgraded;
     summary.builds = builds;
+    summary.peer_messages_mixed = peer_messages_mixed;
+    summary.peer_messages_end = peer_messages_end;
     if let Some(logs) = &logs {
         let start = std::time::Instant::now();
         let mut result = crate::checker::logs::check(logs);

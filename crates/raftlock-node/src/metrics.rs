@@ -434,6 +434,27 @@ fn encode_node_counters(api: &Api, e: &mut DescriptorEncoder) -> Result {
         "Peer messages this node refused: bad checksum, undecodable, meant for another node, a damaged snapshot.",
         metrics.peer_refused.load(Ordering::Relaxed),
     )?;
+    let traffic: Vec<([(&str, String); 2], u64)> = api
+        .peer_identity
+        .traffic
+        .counts()
+        .into_iter()
+        .map(|(version, direction, n)| {
+            (
+                [
+                    ("protocol", version.to_string()),
+                    ("direction", direction.to_string()),
+                ],
+                n,
+            )
+        })
+        .collect();
+    labelled_counters(
+        e,
+        "peer_messages",
+        "Peer messages (Raft RPCs, forwarded calls, their answers) this node sent and received, by peer protocol version.",
+        &traffic,
+    )?;
     gauge(
         e,
         "watchers",

@@ -41,6 +41,11 @@ pub mod detail {
     pub const MISSING: &str = "missing";
     /// DENIED and UNAUTHENTICATED: the identity the node saw, if any.
     pub const IDENTITY: &str = "identity";
+    /// PEER_VERSION_MISMATCH between nodes: the cluster id of the node
+    /// that answered, when it has one (a node deciding whether to
+    /// bootstrap learns from it that the peer is in a cluster, whatever
+    /// its version).
+    pub const CLUSTER_ID: &str = "cluster_id";
 }
 
 /// Whether a call that failed took effect.

@@ -2,8 +2,6 @@
 //! a valid encoding (truncation, flipped bits, inserted bytes, a length
 //! prefix made huge), and the framings that put random bytes behind a
 //! valid checksum so the decoder itself, not only the checksum, is tried.
-//! (raftlock-core's own tests carry a copy of [`mutate`]: the core does not
-//! depend on this kit.)
 
 use proptest::prelude::*;
 

@@ -13,6 +13,8 @@
 //! - [`certs`]: a CA, node and client certificates (as `raftlock certs`
 //!   makes them) for TLS tests.
 //! - [`hostile`]: damaged encodings for decoding tests (proptest).
+//! - [`strategies`] (feature `strategies`): generated raftlock-core
+//!   commands (proptest).
 //! - [`alloc_watch`]: a test binary's allocator that records the largest
 //!   allocation per thread.
 //! - [`wait`]: polls and waits, every one bounded.
@@ -33,4 +35,6 @@ pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod rng;
+#[cfg(feature = "strategies")]
+pub mod strategies;
 pub mod wait;

@@ -315,6 +315,8 @@ pub struct ServeCluster {
     pub ports: BTreeMap<u64, u16>,
     /// Peer ports.
     pub peer_ports: BTreeMap<u64, u16>,
+    /// Metrics ports (`--metrics-listen`).
+    pub metrics_ports: BTreeMap<u64, u16>,
     /// The `--peers` every node gets.
     pub peers: String,
     pub dir: TempDir,
@@ -341,15 +343,19 @@ impl ServeCluster {
     pub async fn start_with(bin: &Path, n: u64, extra_args: &[&str]) -> (ServeCluster, u64) {
         let mut last = String::new();
         for _ in 0..4 {
-            let free = free_ports(2 * n as usize);
+            let free = free_ports(3 * n as usize);
             let ports: BTreeMap<u64, u16> = (1..=n).zip(free.iter().copied()).collect();
             let peer_ports: BTreeMap<u64, u16> =
                 (1..=n).zip(free.iter().copied().skip(n as usize)).collect();
+            let metrics_ports: BTreeMap<u64, u16> = (1..=n)
+                .zip(free.iter().copied().skip(2 * n as usize))
+                .collect();
             let mut cluster = ServeCluster {
                 procs: BTreeMap::new(),
                 peers: peers(peer_ports.iter().map(|(id, p)| (*id, *p))),
                 ports,
                 peer_ports,
+                metrics_ports,
                 dir: crate::dirs::temp_dir(),
                 bin: bin.to_path_buf(),
                 extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
@@ -374,6 +380,35 @@ impl ServeCluster {
         panic!("could not start a cluster on free ports: {last}");
     }
 
+    /// Node `id`'s `raftlock_peer_messages_total` series from its metrics
+    /// endpoint: labels as written between the braces
+    /// (`protocol="1",direction="sent"`) → count.
+    pub fn peer_messages(&self, id: u64) -> BTreeMap<String, u64> {
+        use std::io::{Read, Write};
+        let port = self.metrics_ports[&id];
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("node {id}'s metrics port {port}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .expect("the request is sent");
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("node {id}'s metrics: {e}"));
+        text.lines()
+            .filter_map(|line| line.strip_prefix("raftlock_peer_messages_total{"))
+            .filter_map(|rest| {
+                let (labels, value) = rest.split_once('}')?;
+                Some((labels.to_string(), value.trim().parse::<u64>().ok()?))
+            })
+            .collect()
+    }
+
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node{id}"))
     }
@@ -393,6 +428,8 @@ impl ServeCluster {
             self.peer_ports[&id],
             &self.peers,
         );
+        cmd.arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_ports[&id]));
         cmd.args(&self.extra_args);
         cmd.envs(env.iter().copied());
         let log = self.dir.path().join(format!("node{id}.log"));

@@ -6,14 +6,16 @@
 //! The binary's allocator (main.rs) records the largest allocation any
 //! test asked for, so a decode that tried to allocate what a forged length
 //! prefix claims fails here even where the system would have granted it.
-//! (The mutations are a copy of raftlock-testkit's `hostile` module: the
-//! core does not depend on the kit.)
+//! The damage (mutations, forged lengths) and the commands come from
+//! raftlock-testkit (`hostile`, `strategies`), shared with the codec's and
+//! the node's decoding tests.
 
 use raftlock_core::IdentityLimits;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use raftlock_core::{Command, LockSpec, Metadata, Mode, Request, State, decode, encode};
+use raftlock_core::{Command, Mode, Request, State, decode, encode};
+use raftlock_testkit::hostile::{HUGE_LENGTHS, mutate, mutations, varint_u64};
 
 use crate::alloc_watch::largest_allocation;
 use crate::common::Sm;
@@ -21,12 +23,10 @@ use crate::common::Sm;
 /// No decode here has a reason to allocate this much.
 const ALLOCATION_CEILING: usize = 1 << 30;
 
-/// bincode 2's varint for a u64 above u32::MAX: the marker 253 and 8 bytes.
-fn varint_u64(value: u64) -> Vec<u8> {
-    let mut out = vec![253];
-    out.extend_from_slice(&value.to_le_bytes());
-    out
-}
+/// Batches in generated requests nest this deep: as deep as the protobuf
+/// form carries (raftlock-codec's `MAX_BATCH_NESTING`), deeper than any
+/// leader builds.
+const BATCH_NESTING: u32 = 4;
 
 fn assert_no_huge_allocation() {
     let largest = largest_allocation();
@@ -35,17 +35,6 @@ fn assert_no_huge_allocation() {
         "a decode allocated {largest} bytes"
     );
 }
-
-/// Lengths a forged prefix may claim: past the input, past the limits,
-/// past memory, past isize.
-const HUGE_LENGTHS: [u64; 6] = [
-    1 << 20,
-    1 << 31,
-    1 << 33,
-    1 << 40,
-    isize::MAX as u64 + 1,
-    u64::MAX,
-];
 
 #[test]
 fn a_string_claiming_a_huge_length_is_refused_without_allocating_it() {
@@ -103,114 +92,8 @@ fn a_string_as_long_as_its_input_still_decodes() {
 
 // ----- generated values ----------------------------------------------------
 
-fn name() -> impl Strategy<Value = String> {
-    "[a-z/é]{0,16}"
-}
-
-fn mode() -> impl Strategy<Value = Mode> {
-    prop_oneof![
-        Just(Mode::Exclusive),
-        Just(Mode::Shared),
-        any::<u32>().prop_map(|permits| Mode::Semaphore { permits }),
-    ]
-}
-
-fn metadata() -> impl Strategy<Value = Metadata> {
-    prop::collection::btree_map(name(), name(), 0..3)
-}
-
-fn simple_command() -> impl Strategy<Value = Command> {
-    prop_oneof![
-        (any::<u64>(), name(), name(), any::<Option<u32>>()).prop_map(
-            |(ttl_ms, owner, identity, max_leases)| Command::GrantLease {
-                ttl_ms,
-                owner,
-                identity,
-                quota: IdentityLimits {
-                    max_leases,
-                    ..IdentityLimits::default()
-                },
-            }
-        ),
-        any::<u64>().prop_map(|lease| Command::RevokeLease { lease }),
-        prop::collection::vec(any::<u64>(), 0..4)
-            .prop_map(|leases| Command::ExpireLeases { leases }),
-        (
-            any::<u64>(),
-            prop::collection::vec((name(), mode()), 0..3),
-            any::<bool>(),
-            name(),
-            metadata(),
-            any::<u64>()
-        )
-            .prop_map(|(lease, locks, wait, reason, metadata, lock_delay_ms)| {
-                Command::Acquire {
-                    lease,
-                    locks: locks
-                        .into_iter()
-                        .map(|(name, mode)| LockSpec { name, mode })
-                        .collect(),
-                    wait,
-                    reason,
-                    metadata,
-                    lock_delay_ms,
-                    quota: IdentityLimits::default(),
-                }
-            }),
-        (
-            any::<u64>(),
-            any::<u64>(),
-            prop::collection::vec(name(), 0..3)
-        )
-            .prop_map(|(lease, token, names)| Command::Release {
-                lease,
-                token,
-                names
-            }),
-        (any::<u64>(), name(), any::<u64>(), any::<Option<u64>>()).prop_map(
-            |(lease, name, token, ttl_ms)| Command::Extend {
-                lease,
-                name,
-                token,
-                ttl_ms
-            }
-        ),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(lease, waiter, as_of)| {
-            Command::CancelWait {
-                lease,
-                waiter,
-                as_of,
-            }
-        }),
-        (name(), any::<Option<u64>>(), name())
-            .prop_map(|(name, lease, by)| Command::ForceRelease { name, lease, by }),
-        (name(), name(), name()).prop_map(|(cluster_id, store_id, client_addr)| {
-            Command::RecordMember {
-                node: 1,
-                store_id,
-                client_addr: format!("{cluster_id}{client_addr}"),
-            }
-        }),
-        name().prop_map(|cluster_id| Command::InitCluster { cluster_id }),
-        any::<u64>().prop_map(|node| Command::ForgetMember { node }),
-        Just(Command::Tick),
-        Just(Command::SetLimits {
-            limits: raftlock_core::Limits::default()
-        }),
-    ]
-}
-
-fn command() -> impl Strategy<Value = Command> {
-    prop_oneof![
-        4 => simple_command(),
-        1 => prop::collection::vec(simple_command(), 0..4)
-            .prop_map(|commands| Command::Batch { commands }),
-    ]
-}
-
 fn request() -> impl Strategy<Value = Request> {
-    (any::<u64>(), any::<u64>(), command())
-        .prop_map(|(cluster_ms, wall_ms, command)| Request::new(cluster_ms, wall_ms, command))
+    raftlock_testkit::strategies::request(BATCH_NESTING)
 }
 
 /// A state with leases, holds and waiters in it, as a snapshot holds.
@@ -236,59 +119,6 @@ fn state() -> impl Strategy<Value = State> {
         }
         sm.state
     })
-}
-
-/// One damage done to an encoding.
-#[derive(Debug, Clone)]
-enum Mutation {
-    Truncate(prop::sample::Index),
-    Flip(prop::sample::Index, u8),
-    Insert(prop::sample::Index, Vec<u8>),
-    /// The byte at the index becomes a varint claiming `length` (a string's,
-    /// a sequence's or a map's length prefix, if it was one).
-    Length(prop::sample::Index, u64),
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    let one = prop_oneof![
-        any::<prop::sample::Index>().prop_map(Mutation::Truncate),
-        (any::<prop::sample::Index>(), 0u8..8).prop_map(|(i, bit)| Mutation::Flip(i, bit)),
-        (
-            any::<prop::sample::Index>(),
-            prop::collection::vec(any::<u8>(), 1..8)
-        )
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
-        (
-            any::<prop::sample::Index>(),
-            prop::sample::select(HUGE_LENGTHS.to_vec())
-        )
-            .prop_map(|(i, l)| Mutation::Length(i, l)),
-    ];
-    prop::collection::vec(one, 1..4)
-}
-
-fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for m in mutations {
-        if bytes.is_empty() {
-            break;
-        }
-        match m {
-            Mutation::Truncate(i) => bytes.truncate(i.index(bytes.len())),
-            Mutation::Flip(i, bit) => {
-                let i = i.index(bytes.len());
-                bytes[i] ^= 1 << bit;
-            }
-            Mutation::Insert(i, b) => {
-                let i = i.index(bytes.len());
-                bytes.splice(i..i, b.iter().copied());
-            }
-            Mutation::Length(i, length) => {
-                let i = i.index(bytes.len());
-                bytes.splice(i..=i, varint_u64(*length));
-            }
-        }
-    }
-    bytes
 }
 
 proptest! {

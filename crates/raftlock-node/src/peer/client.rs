@@ -137,6 +137,46 @@ pub(crate) enum PeerAnswer {
     Unknown(String),
 }
 
+/// What the `Hello` to peer `id` at `addr` tells a node with a new store
+/// ([`Network::ask_before_bootstrap`]). A peer that names a cluster is in
+/// one whatever its version: a `PEER_VERSION_MISMATCH` refusal, from
+/// either side of the `Hello`, carries the answering node's cluster id
+/// ([`super::version::mismatch`]), and one that names a cluster is not
+/// "no answer" (counting it so would let `--initial-cluster-state new`
+/// bootstrap a second cluster beside a running one of another release).
+pub(crate) fn judge_hello(
+    id: NodeId,
+    addr: &str,
+    said: Result<String, tonic::Status>,
+) -> PeerAnswer {
+    match said {
+        Ok(cluster) if cluster.is_empty() => PeerAnswer::New,
+        Ok(cluster) => {
+            PeerAnswer::InCluster(format!("node {id} at {addr} belongs to cluster {cluster}"))
+        }
+        Err(status) => {
+            if let Some(cluster) = super::version::cluster_in(&status) {
+                return PeerAnswer::InCluster(format!(
+                    "node {id} at {addr} belongs to cluster {cluster} (and speaks no peer protocol version in common with this node: {})",
+                    status.message()
+                ));
+            }
+            if raftlock_proto::errors::classify(&status).known()
+                == Some(raftlock_proto::errors::ErrorReason::ClusterMismatch)
+            {
+                return PeerAnswer::InCluster(format!(
+                    "node {id} at {addr} refused this node: {}",
+                    status.message()
+                ));
+            }
+            // Unreachable, slow, another node at that address (`--peers`
+            // differs between nodes), or a version refusal from a node in
+            // no cluster: nothing known.
+            PeerAnswer::Unknown(format!("{addr}: {:?}: {}", status.code(), status.message()))
+        }
+    }
+}
+
 /// What a peer said about itself in its `Hello`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Introduced {
@@ -174,6 +214,31 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct Network {
     inner: Arc<Inner>,
+}
+
+/// Why [`Network::call`] got no answer to use: whether the peer answered
+/// tells whether it handled the request.
+#[derive(Debug)]
+pub(crate) enum CallFailure {
+    /// No answer came: the status was made locally (the peer could not be
+    /// reached, the deadline passed, the connection failed mid-call) or
+    /// sent by the peer's server instead of an answer.
+    NoAnswer(tonic::Status),
+    /// The peer answered, but its answer is not taken (a node of another
+    /// cluster, a wiped store, a protocol version this node cannot read):
+    /// the peer handled the request.
+    AnswerRefused(tonic::Status),
+}
+
+impl CallFailure {
+    /// The status of a call that got no answer (tests).
+    #[cfg(test)]
+    pub(crate) fn no_answer(self) -> tonic::Status {
+        match self {
+            CallFailure::NoAnswer(status) => status,
+            CallFailure::AnswerRefused(status) => panic!("the peer answered: {status:?}"),
+        }
+    }
 }
 
 /// Why a call got no answer.
@@ -255,10 +320,12 @@ impl Network {
     /// `timeout` for the answer (the deadline is also sent to the peer, so
     /// its server gives up too).
     ///
-    /// Errors are the gRPC status: made locally for transport failures
+    /// Errors say whether the peer answered ([`CallFailure`]): with no
+    /// answer, the gRPC status made locally for transport failures
     /// (`UNAVAILABLE` when the peer cannot be reached, `DEADLINE_EXCEEDED`
-    /// when `timeout` passed) or sent by the peer. After a transport
-    /// failure the peer's channel is dropped from the cache.
+    /// when `timeout` passed) or sent by the peer instead of an answer.
+    /// After a transport failure the peer's channel is dropped from the
+    /// cache.
     pub(crate) async fn call(
         &self,
         target: NodeId,
@@ -266,19 +333,42 @@ impl Network {
         method: Method,
         message: RaftMessage,
         timeout: Duration,
-    ) -> Result<RaftMessage, tonic::Status> {
-        self.call_inner(target, addr, method, message, timeout)
+    ) -> Result<RaftMessage, CallFailure> {
+        let answer = self
+            .call_unchecked(target, addr, method, message, timeout)
             .await
-            .map_err(|e| match e {
-                CallError::Timeout(after) => tonic::Status::deadline_exceeded(format!(
-                    "{} to {addr}: no answer within {after:?}",
-                    method.name()
-                )),
-                CallError::Status(status) | CallError::BadAddress(status) => status,
-            })
+            .map_err(|e| {
+                CallFailure::NoAnswer(match e {
+                    CallError::Timeout(after) => tonic::Status::deadline_exceeded(format!(
+                        "{} to {addr}: no answer within {after:?}",
+                        method.name()
+                    )),
+                    CallError::Status(status) | CallError::BadAddress(status) => status,
+                })
+            })?;
+        self.check_answer(&answer)
+            .map_err(CallFailure::AnswerRefused)?;
+        Ok(answer)
     }
 
+    /// [`Network::call_unchecked`] whose answer passed [`Network::check_answer`].
     async fn call_inner(
+        &self,
+        target: NodeId,
+        addr: &str,
+        method: Method,
+        message: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, CallError> {
+        let answer = self
+            .call_unchecked(target, addr, method, message, timeout)
+            .await?;
+        self.check_answer(&answer).map_err(CallError::Status)?;
+        Ok(answer)
+    }
+
+    /// One call, whose answer is not checked yet.
+    async fn call_unchecked(
         &self,
         target: NodeId,
         addr: &str,
@@ -306,11 +396,7 @@ impl Network {
             // would otherwise cost a reconnect per timeout, and a dead
             // connection is closed by the HTTP/2 keepalive.
             Err(_elapsed) => Err(CallError::Timeout(timeout)),
-            Ok(Ok(response)) => {
-                let answer = response.into_inner();
-                self.check_answer(&answer).map_err(CallError::Status)?;
-                Ok(answer)
-            }
+            Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(self.failed(addr, method, generation, timeout, status)),
         }
     }
@@ -387,6 +473,7 @@ impl Network {
                 protocol,
                 target,
                 &answer.build_version,
+                &answer.cluster_id,
             ));
         }
         self.note_introduction(
@@ -422,29 +509,8 @@ impl Network {
                             PeerAnswer::Unknown(format!("{addr}: not asked (no peer identity)")),
                         );
                     }
-                    let answer = match self.hello(*id, addr, timeout).await {
-                        Ok(cluster) if cluster.is_empty() => PeerAnswer::New,
-                        Ok(cluster) => PeerAnswer::InCluster(format!(
-                            "node {id} at {addr} belongs to cluster {cluster}"
-                        )),
-                        Err(status)
-                            if raftlock_proto::errors::classify(&status).known()
-                                == Some(raftlock_proto::errors::ErrorReason::ClusterMismatch) =>
-                        {
-                            PeerAnswer::InCluster(format!(
-                                "node {id} at {addr} refused this node: {}",
-                                status.message()
-                            ))
-                        }
-                        // Unreachable, slow, or another node at that address
-                        // (`--peers` differs between nodes): nothing known.
-                        Err(status) => PeerAnswer::Unknown(format!(
-                            "{addr}: {:?}: {}",
-                            status.code(),
-                            status.message()
-                        )),
-                    };
-                    (*id, answer)
+                    let said = self.hello(*id, addr, timeout).await;
+                    (*id, judge_hello(*id, addr, said))
                 });
         futures::future::join_all(asks).await.into_iter().collect()
     }

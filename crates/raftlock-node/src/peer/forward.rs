@@ -8,12 +8,12 @@
 use std::time::Instant;
 
 use raftlock_core::{Applied, Command, LeaseId};
-use raftlock_proto::errors::never_sent;
+use raftlock_proto::errors::{ErrorReason, never_sent};
 use raftlock_proto::internal::v1::RaftMessage;
 use serde::{Deserialize, Serialize};
 
-use super::client::Method;
-use super::wire::{Wire, note_refused, pack, unpack};
+use super::client::{CallFailure, Method};
+use super::wire::{Answer, Wire, note_refused, pack, unpack};
 use crate::api::Api;
 use crate::error::NodeError;
 
@@ -52,10 +52,7 @@ impl Api {
     }
 
     /// Send an internal call to the leader (one hop) and decode its answer.
-    /// A leader that could not even be connected to is NOT_LEADER naming it
-    /// (nothing was sent: the client may retry there or elsewhere); any
-    /// other failure is OUTCOME_UNKNOWN, since the leader may have applied
-    /// the call and only its answer was lost.
+    /// Failures: see [`lost_call`].
     async fn call_leader<R: Wire, T: Wire>(
         &self,
         method: Method,
@@ -79,25 +76,7 @@ impl Api {
                 self.config.write_timeout,
             )
             .await
-            .map_err(|status| {
-                tracing::debug!(leader_id, ?method, %status, "call to the leader failed");
-                if never_sent(&status) {
-                    // Nothing reached the leader: not applied, safe to retry.
-                    NodeError::NotLeader {
-                        leader_id,
-                        leader_addr: addr.clone(),
-                    }
-                } else {
-                    // The request may have reached the leader and been
-                    // applied, with only the answer lost (a one-way
-                    // partition, a reset connection, a timeout).
-                    NodeError::OutcomeUnknown {
-                        leader_id,
-                        leader_addr: addr.clone(),
-                        detail: status.message().to_string(),
-                    }
-                }
-            })?;
+            .map_err(|failure| lost_call(method, leader_id, addr, failure))?;
         unpack::<T>(&reply).map_err(|e| NodeError::Internal(format!("{}: {e}", method.name())))
     }
 
@@ -150,17 +129,87 @@ impl Api {
     }
 }
 
+/// What a client is told when the call forwarded to the leader, node
+/// `leader_id` (whose client address is `leader_addr`, or empty), got no
+/// answer to use:
+/// - nothing reached the leader (the connection could not be opened), or
+///   the leader refused the request at admission
+///   ([`refused_at_admission`]): NOT_LEADER naming it. The call was not
+///   applied, and the client can make it at the leader itself (its client
+///   port speaks no peer protocol and needs no cluster check between
+///   nodes);
+/// - anything else: OUTCOME_UNKNOWN, since the leader may have applied
+///   the call and only its answer was lost (a one-way partition, a reset
+///   connection, a timeout) or refused (an answer this node does not take
+///   comes from a leader that handled the request).
+fn lost_call(
+    method: Method,
+    leader_id: u64,
+    leader_addr: String,
+    failure: CallFailure,
+) -> NodeError {
+    match failure {
+        CallFailure::NoAnswer(status) if never_sent(&status) => {
+            tracing::debug!(leader_id, ?method, %status, "the leader could not be reached");
+            NodeError::NotLeader {
+                leader_id,
+                leader_addr,
+            }
+        }
+        CallFailure::NoAnswer(status) if refused_at_admission(&status) => {
+            tracing::warn!(leader_id, ?method, %status, "the leader refused a call this node forwarded");
+            NodeError::NotLeader {
+                leader_id,
+                leader_addr,
+            }
+        }
+        CallFailure::NoAnswer(status) | CallFailure::AnswerRefused(status) => {
+            tracing::debug!(leader_id, ?method, %status, "call to the leader failed");
+            NodeError::OutcomeUnknown {
+                leader_id,
+                leader_addr,
+                detail: status.message().to_string(),
+            }
+        }
+    }
+}
+
+/// Whether `status`, which the leader sent instead of an answer, refused
+/// the request before anything of it was proposed. The leader's
+/// Forward, ReadIndex and KeepAlive handlers answer every request they
+/// admitted in the answer itself (a `NodeError` inside it); a status comes
+/// only from admission (`TransportService::admit`) or from the transport.
+/// The admission checks that name a reason are provably the leader's:
+/// the sender's cluster or store (CLUSTER_MISMATCH) and the message's
+/// peer protocol version (PEER_VERSION_MISMATCH). Admission refusals
+/// without a reason (a message for another node id, a certificate, a
+/// sender not in the membership) cannot be told from a proxy's status and
+/// stay unknown.
+fn refused_at_admission(status: &tonic::Status) -> bool {
+    matches!(
+        raftlock_proto::errors::classify(status).known(),
+        Some(ErrorReason::ClusterMismatch | ErrorReason::PeerVersionMismatch)
+    )
+}
+
 /// `result` packed in the peer protocol version of `request`. Answers
 /// always encode (only a command nested deeper than any node writes could
-/// fail); if one did not, the caller gets an internal error in protocol 1,
-/// which every build reads and where `Err(NodeError)` has the same bytes
-/// whatever the `Ok` type.
-fn answer<T: Wire>(request: &RaftMessage, result: &T) -> RaftMessage {
+/// fail); if one did not, the caller gets an internal error in the failure
+/// form of the same answer type ([`Answer::failure`]), so it decodes as
+/// the answer the caller waits for: in the request's version, or else in
+/// protocol 1, which every build of this range reads.
+fn answer<T: Answer>(request: &RaftMessage, result: &T) -> RaftMessage {
     let version = super::version::of_message(request.protocol);
     pack(result, version).unwrap_or_else(|e| {
-        let failure: Result<u64, NodeError> = Err(NodeError::Internal(e.to_string()));
-        // bincode encodes every value: the default is never used.
-        pack(&failure, super::version::BINCODE).unwrap_or_default()
+        tracing::warn!(what = T::WHAT, version, "an answer did not encode: {e}");
+        let failure = T::failure(NodeError::Internal(format!(
+            "the leader could not encode its {}: {e}",
+            T::WHAT
+        )));
+        pack(&failure, version)
+            .or_else(|_| pack(&failure, super::version::BINCODE))
+            // bincode encodes every value: the default is never used.
+            .unwrap_or_default()
     })
 }
 
@@ -203,7 +252,8 @@ mod tests {
 
     use crate::error::NodeError;
     use crate::peer::client::{Method, Network, NetworkOptions};
-    use crate::peer::wire::{pack1, unpack};
+    use crate::peer::version::{BINCODE, PROTOBUF};
+    use crate::peer::wire::{Answer, Wire, WireError, pack, pack1, unpack};
     use crate::{Node, NodeConfig};
 
     /// A peer's Forward carries only client commands: the leader refuses
@@ -304,6 +354,208 @@ mod tests {
         node.shutdown().await;
     }
 
+    /// Node `id` listening on ports of its own, the cluster of `members`
+    /// (`id` → peer address; `None`: only itself), dialing peers at
+    /// `dial`.
+    async fn start_node(
+        id: u64,
+        dir: &std::path::Path,
+        peer_listener: tokio::net::TcpListener,
+        members: Option<BTreeMap<u64, String>>,
+        dial: BTreeMap<u64, String>,
+    ) -> crate::NodeHandle {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client_addr = listener.local_addr().expect("addr").to_string();
+        let peer_addr = peer_listener.local_addr().expect("addr").to_string();
+        let mut config = NodeConfig::new(id, dir, client_addr);
+        config.peer_listen = peer_addr.clone();
+        config.initial_members = members.unwrap_or_else(|| BTreeMap::from([(id, peer_addr)]));
+        config.peer_dial = dial;
+        // Elections within a second (this crate's types, not testkit's
+        // build of them).
+        config.raft = crate::RaftTiming {
+            heartbeat: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            rpc_timeout: Duration::from_millis(500),
+        };
+        Node::start_on(config, listener, peer_listener)
+            .await
+            .expect("starts")
+    }
+
+    /// A follower whose forwards reach a node of another cluster (its dial
+    /// address for the leader now belongs to that node: the leader's peer
+    /// port was given to another cluster's node 1) is refused at
+    /// admission, before anything is proposed: the client is told
+    /// NOT_LEADER (not applied, call the leader), never OUTCOME_UNKNOWN.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forward_refused_at_admission_by_the_leader_is_not_applied() {
+        let dirs: Vec<tempfile::TempDir> = (0..3)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let bind = || async {
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind")
+        };
+        // Another cluster's node 1.
+        let stranger_listener = bind().await;
+        let stranger_addr = stranger_listener.local_addr().expect("addr").to_string();
+        let stranger =
+            start_node(1, dirs[2].path(), stranger_listener, None, BTreeMap::new()).await;
+        let (l1, l2) = (bind().await, bind().await);
+        let members = BTreeMap::from([
+            (1, l1.local_addr().expect("addr").to_string()),
+            (2, l2.local_addr().expect("addr").to_string()),
+        ]);
+        let leader = start_node(
+            1,
+            dirs[0].path(),
+            l1,
+            Some(members.clone()),
+            BTreeMap::new(),
+        )
+        .await;
+        // Node 2 hears node 1 (it replicates to node 2) but dials the
+        // stranger for it.
+        let follower = start_node(
+            2,
+            dirs[1].path(),
+            l2,
+            Some(members),
+            BTreeMap::from([(1, stranger_addr)]),
+        )
+        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let both = !stranger.cluster_id().is_empty()
+                && !follower.cluster_id().is_empty()
+                && follower.api().leader_peer().map(|(id, _)| id) == Some(1)
+                && leader.api().is_leader();
+            if both {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no cluster of 1 and 2"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_ne!(stranger.cluster_id(), follower.cluster_id());
+        let api = follower.api();
+        let grant = Command::GrantLease {
+            ttl_ms: 60_000,
+            owner: "refused".into(),
+            identity: String::new(),
+            quota: Default::default(),
+        };
+        for (what, result) in [
+            ("Forward", api.forward_write(&grant).await.map(|_| ())),
+            ("ReadIndex", api.forward_read_index().await.map(|_| ())),
+            ("KeepAlive", api.forward_keep_alive(1).await.map(|_| ())),
+        ] {
+            match result {
+                Err(NodeError::NotLeader { leader_id: 1, .. }) => {}
+                other => panic!("{what} refused by another cluster's node: {other:?}"),
+            }
+        }
+        assert_eq!(
+            leader.api().state.read(|s| s.lease_count()),
+            0,
+            "the refused grant was applied"
+        );
+        follower.shutdown().await;
+        leader.shutdown().await;
+        stranger.shutdown().await;
+    }
+
+    /// Which failures of a forwarded call are definite: the leader's
+    /// admission refusals (sent instead of an answer) are not applied; the
+    /// same refusal of the leader's answer, a reset, or an admission
+    /// refusal that names no reason may have been applied.
+    #[test]
+    fn only_a_reasoned_admission_refusal_or_a_failed_connect_is_not_applied() {
+        use super::{CallFailure, lost_call};
+        use crate::peer::version::ProtocolRange;
+        let r = |min, max| ProtocolRange { min, max };
+        let version = crate::peer::version::mismatch(r(2, 2), 1, r(1, 1), 2, "", "c");
+        let cluster = crate::peer::identity::mismatch("another cluster".into());
+        let lost = |failure| lost_call(Method::Forward, 1, "127.0.0.1:7401".into(), failure);
+        let is_not_leader = |e: &NodeError| matches!(e, NodeError::NotLeader { leader_id: 1, .. });
+        for refusal in [version.clone(), cluster.clone()] {
+            let e = lost(CallFailure::NoAnswer(refusal.clone()));
+            assert!(is_not_leader(&e), "{e:?}");
+            let c = raftlock_proto::errors::classify(&e.to_status());
+            assert_eq!(c.applied, raftlock_proto::errors::Applied::No);
+            let e = lost(CallFailure::AnswerRefused(refusal));
+            assert!(matches!(e, NodeError::OutcomeUnknown { .. }), "{e:?}");
+        }
+        for unknown in [
+            tonic::Status::unavailable("connection reset"),
+            tonic::Status::failed_precondition("message for node 3 reached node 1"),
+            tonic::Status::permission_denied("node 2 is not a member"),
+        ] {
+            let e = lost(CallFailure::NoAnswer(unknown));
+            assert!(matches!(e, NodeError::OutcomeUnknown { .. }), "{e:?}");
+        }
+    }
+
+    /// An answer that stands in for one whose success form does not
+    /// encode (in any protocol) while its failures do.
+    #[derive(Debug)]
+    struct Unencodable(Result<Applied, NodeError>);
+
+    impl Wire for Unencodable {
+        const WHAT: &'static str = "forward answer";
+        fn encode_as(&self, version: u32) -> Result<Vec<u8>, WireError> {
+            match &self.0 {
+                Ok(_) => Err(WireError::Version {
+                    what: Self::WHAT,
+                    version: 99,
+                }),
+                failure => failure.encode_as(version),
+            }
+        }
+        fn decode_from(version: u32, bytes: &[u8]) -> Result<Self, WireError> {
+            Result::<Applied, NodeError>::decode_from(version, bytes).map(Unencodable)
+        }
+    }
+
+    impl Answer for Unencodable {
+        fn failure(error: NodeError) -> Self {
+            Unencodable(Err(error))
+        }
+    }
+
+    /// A Forward answer that cannot be encoded reaches the follower as an
+    /// internal error in the shape of a Forward answer, in the protocol
+    /// version of its request (not as another call's answer, nor in
+    /// another version than the one asked in).
+    #[test]
+    fn an_answer_that_does_not_encode_is_a_failure_of_the_same_answer_type_in_the_request_version()
+    {
+        let applied = Applied {
+            index: 7,
+            result: Err(LockError::LockNotFound { name: "x".into() }),
+            events: Vec::new(),
+            revision: 7,
+        };
+        for version in [BINCODE, PROTOBUF] {
+            let request = pack(&Command::RevokeLease { lease: 1 }, version).expect("encodes");
+            let reply = super::answer(&request, &Unencodable(Ok(applied.clone())));
+            assert_eq!(reply.protocol, version);
+            match unpack::<Result<Applied, NodeError>>(&reply) {
+                Ok(Err(NodeError::Internal(why))) => {
+                    assert!(why.contains("could not encode its forward answer"), "{why}")
+                }
+                other => panic!("protocol {version}: {other:?}"),
+            }
+        }
+    }
+
     /// A refused connection means nothing reached the leader (NOT_LEADER is
     /// true); a peer that took the request and never answered may have
     /// applied it (OUTCOME_UNKNOWN).
@@ -323,7 +575,8 @@ mod tests {
                 Duration::from_secs(2),
             )
             .await
-            .expect_err("nobody listens");
+            .expect_err("nobody listens")
+            .no_answer();
         assert!(never_sent(&refused), "{refused:?}");
 
         // Accepts the connection, reads, never answers.
@@ -346,7 +599,8 @@ mod tests {
                 Duration::from_millis(300),
             )
             .await
-            .expect_err("no answer");
+            .expect_err("no answer")
+            .no_answer();
         assert!(!never_sent(&lost), "{lost:?}");
         holder.abort();
     }

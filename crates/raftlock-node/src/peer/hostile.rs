@@ -90,23 +90,9 @@ fn membership() -> impl Strategy<Value = Membership<NodeId, BasicNode>> {
     })
 }
 
+/// Every command, batches nested as deep as protocol 2 carries.
 fn command() -> impl Strategy<Value = Command> {
-    prop_oneof![
-        (any::<u64>(), "[a-z]{0,12}").prop_map(|(ttl_ms, owner)| Command::GrantLease {
-            ttl_ms,
-            owner,
-            identity: "ci".into(),
-            quota: Default::default(),
-        }),
-        prop::collection::vec(any::<u64>(), 0..4)
-            .prop_map(|leases| Command::ExpireLeases { leases }),
-        ("[a-z/]{0,12}", any::<Option<u64>>()).prop_map(|(name, lease)| Command::ForceRelease {
-            name,
-            lease,
-            by: "ops".into(),
-        }),
-        Just(Command::Tick),
-    ]
+    raftlock_testkit::strategies::command(raftlock_codec::MAX_BATCH_NESTING as u32)
 }
 
 fn entry() -> impl Strategy<Value = Entry> {

@@ -35,6 +35,9 @@ pub(crate) struct PeerIdentity {
     /// message (AppendEntries included, the write path) stamps and checks
     /// it without taking the state's lock.
     cluster_id: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// Every message this node stamps (sends) and checks (receives) passes
+    /// here, in both its client and server halves: counted per version.
+    pub(crate) traffic: std::sync::Arc<super::version::Traffic>,
 }
 
 impl PeerIdentity {
@@ -50,6 +53,7 @@ impl PeerIdentity {
             protocol,
             state,
             cluster_id: Default::default(),
+            traffic: Default::default(),
         }
     }
 
@@ -66,8 +70,11 @@ impl PeerIdentity {
         id
     }
 
-    /// Marks `message` as sent by this node.
+    /// Marks `message` as sent by this node (and counts it: every peer
+    /// message this node sends is stamped once, just before it leaves).
     pub(crate) fn stamp(&self, message: &mut RaftMessage) {
+        self.traffic
+            .sent(super::version::of_message(message.protocol));
         message.from_id = self.id;
         message.cluster_id = self.cluster_id();
         message.store_id.clone_from(&self.store_id);
@@ -116,6 +123,7 @@ impl PeerIdentity {
                 message.from_id,
             ));
         }
+        self.traffic.received(version);
         if message.from_id == 0 {
             return Ok(());
         }

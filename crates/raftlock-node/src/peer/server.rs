@@ -406,6 +406,7 @@ impl internal::raft_transport_server::RaftTransport for TransportService {
                 protocol,
                 hello.from_id,
                 &hello.build_version,
+                &identity.cluster_id(),
             );
             return Err(self.rpcs.refuse("Hello", status));
         }

@@ -520,7 +520,8 @@ async fn a_closed_port_is_unreachable() {
             Duration::from_secs(2),
         )
         .await
-        .expect_err("nothing listens");
+        .expect_err("nothing listens")
+        .no_answer();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(is_transport_failure(&status), "{status:?}");
 }
@@ -646,7 +647,8 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
             Duration::from_secs(2),
         )
         .await
-        .expect_err("the test server does not serve KeepAlive");
+        .expect_err("the test server does not serve KeepAlive")
+        .no_answer();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     assert!(!is_transport_failure(&status), "{status:?}");
     // A damaged Raft message is refused by the peer, not misread.
@@ -661,7 +663,8 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
             Duration::from_secs(2),
         )
         .await
-        .expect_err("checksum mismatch");
+        .expect_err("checksum mismatch")
+        .no_answer();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     // A Raft message meant for another node id is refused.
     let mut misaddressed = pack1(&VoteRequest::new(openraft::Vote::<NodeId>::new(1, 1), None));
@@ -675,7 +678,8 @@ async fn peer_messages_share_the_channel_and_see_the_peer_status() {
             Duration::from_secs(2),
         )
         .await
-        .expect_err("wrong target");
+        .expect_err("wrong target")
+        .no_answer();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("node 5"), "{status:?}");
     stop_all(nodes).await;

@@ -120,18 +120,70 @@ impl ProtocolRange {
     }
 }
 
+/// Peer messages (requests and answers of the `RaftTransport` RPCs, not
+/// `Hello`s) this node sent and received, per peer protocol version this
+/// build writes (`raftlock_peer_messages_total`): what shows that a mixed
+/// cluster really speaks both versions during a rolling upgrade.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// By version − 1, for versions 1 ..= [`SUPPORTED`]`.max`.
+    sent: [std::sync::atomic::AtomicU64; SUPPORTED.max as usize],
+    received: [std::sync::atomic::AtomicU64; SUPPORTED.max as usize],
+}
+
+impl Traffic {
+    /// A message in `version` left this node.
+    pub(crate) fn sent(&self, version: u32) {
+        Self::count(&self.sent, version);
+    }
+
+    /// A message in `version`, which this node reads, arrived.
+    pub(crate) fn received(&self, version: u32) {
+        Self::count(&self.received, version);
+    }
+
+    fn count(counts: &[std::sync::atomic::AtomicU64], version: u32) {
+        // A version outside this build's (a test override's range) is
+        // never written by it, and never read: nothing to count.
+        if let Some(c) = version.checked_sub(1).and_then(|i| counts.get(i as usize)) {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// (version, direction, messages) for every version this build writes
+    /// and both directions, zeros included.
+    pub(crate) fn counts(&self) -> Vec<(u32, &'static str, u64)> {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        (SUPPORTED.min..=SUPPORTED.max)
+            .flat_map(|version| {
+                let i = (version - 1) as usize;
+                [
+                    (version, "sent", load(&self.sent[i])),
+                    (version, "received", load(&self.received[i])),
+                ]
+            })
+            .collect()
+    }
+}
+
 /// A message's protocol field: 0 from a build before versioning.
 pub(crate) fn of_message(protocol: u32) -> u32 {
     if protocol == 0 { BINCODE } else { protocol }
 }
 
 /// The refusal of a peer whose range `theirs` does not meet `ours`.
+/// `cluster_id` is the cluster the answering side of the `Hello` belongs
+/// to (empty while it has none), carried in the refusal's details
+/// ([`raftlock_proto::errors::detail::CLUSTER_ID`]): a node with a new
+/// store that asks before it bootstraps must learn that the peer is in a
+/// cluster even when they share no version ([`cluster_in`]).
 pub(crate) fn mismatch(
     ours: ProtocolRange,
     me: u64,
     theirs: ProtocolRange,
     peer: u64,
     peer_build: &str,
+    cluster_id: &str,
 ) -> tonic::Status {
     let build = if peer_build.is_empty() {
         "a build before 0.2".to_string()
@@ -149,8 +201,30 @@ pub(crate) fn mismatch(
             "node {peer} ({build}) speaks peer protocol {theirs}, node {me} (build {}) speaks {ours}: no version in common. Upgrade one release at a time, each node to a release that speaks the version the others speak ({advice}; docs/operations.md, Upgrades)",
             env!("CARGO_PKG_VERSION"),
         ),
-        Default::default(),
+        if cluster_id.is_empty() {
+            Default::default()
+        } else {
+            [(
+                raftlock_proto::errors::detail::CLUSTER_ID.to_string(),
+                cluster_id.to_string(),
+            )]
+            .into()
+        },
     )
+}
+
+/// The cluster id a `PEER_VERSION_MISMATCH` refusal of a `Hello` names
+/// ([`mismatch`]), if it names one.
+pub(crate) fn cluster_in(status: &tonic::Status) -> Option<String> {
+    let classified = raftlock_proto::errors::classify(status);
+    if classified.known() != Some(ErrorReason::PeerVersionMismatch) {
+        return None;
+    }
+    classified
+        .metadata
+        .get(raftlock_proto::errors::detail::CLUSTER_ID)
+        .filter(|id| !id.is_empty())
+        .cloned()
 }
 
 /// The refusal of a message encoded in `version`, which `ours` cannot read.
@@ -195,6 +269,27 @@ mod tests {
     }
 
     #[test]
+    fn traffic_counts_each_version_and_direction_apart() {
+        let t = Traffic::default();
+        t.sent(1);
+        t.sent(2);
+        t.sent(2);
+        t.received(1);
+        // Versions this build never writes are not counted.
+        t.sent(0);
+        t.received(9);
+        assert_eq!(
+            t.counts(),
+            [
+                (1, "sent", 1),
+                (1, "received", 1),
+                (2, "sent", 2),
+                (2, "received", 0)
+            ]
+        );
+    }
+
+    #[test]
     fn ranges_parse_and_bad_ones_say_why() {
         assert_eq!("2".parse::<ProtocolRange>(), Ok(r(2, 2)));
         assert_eq!("1..3".parse::<ProtocolRange>(), Ok(r(1, 3)));
@@ -206,7 +301,7 @@ mod tests {
 
     #[test]
     fn the_mismatch_names_both_ranges_and_who_to_upgrade() {
-        let status = mismatch(r(2, 2), 1, r(1, 1), 3, "");
+        let status = mismatch(r(2, 2), 1, r(1, 1), 3, "", "");
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         let m = status.message();
         assert!(
@@ -218,6 +313,46 @@ mod tests {
         assert_eq!(
             raftlock_proto::errors::classify(&status).known(),
             Some(ErrorReason::PeerVersionMismatch)
+        );
+        assert_eq!(cluster_in(&status), None, "no cluster to name");
+    }
+
+    #[test]
+    fn a_mismatch_names_the_cluster_of_the_node_that_refused() {
+        let status = mismatch(r(2, 2), 1, r(1, 1), 3, "0.1.0", "c-42");
+        assert_eq!(cluster_in(&status).as_deref(), Some("c-42"));
+        // Another refusal never passes for a version mismatch with a cluster.
+        let other = raftlock_proto::errors::status(
+            ErrorReason::ClusterMismatch,
+            "another cluster",
+            [(
+                raftlock_proto::errors::detail::CLUSTER_ID.to_string(),
+                "c-42".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(cluster_in(&other), None);
+    }
+
+    /// Before it bootstraps, a node with a new store asks every member:
+    /// one refused for its version, by either side of the `Hello`, is in
+    /// a cluster when the refusal names one, and unknown otherwise.
+    #[test]
+    fn a_peer_refused_for_its_version_that_names_a_cluster_is_in_a_cluster() {
+        use crate::peer::client::{PeerAnswer, judge_hello};
+        let refused = mismatch(r(1, 1), 2, r(2, 2), 1, "0.3.0", "c-42");
+        match judge_hello(1, "127.0.0.1:7001", Err(refused)) {
+            PeerAnswer::InCluster(why) => assert!(why.contains("cluster c-42"), "{why}"),
+            other => panic!("a peer naming cluster c-42 counted as {other:?}"),
+        }
+        let in_none = mismatch(r(1, 1), 2, r(2, 2), 1, "0.3.0", "");
+        assert!(matches!(
+            judge_hello(1, "127.0.0.1:7001", Err(in_none)),
+            PeerAnswer::Unknown(_)
+        ));
+        assert_eq!(
+            judge_hello(1, "127.0.0.1:7001", Ok(String::new())),
+            PeerAnswer::New
         );
     }
 }

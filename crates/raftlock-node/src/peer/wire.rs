@@ -84,6 +84,23 @@ impl Storable for Result<VoteResponse<u64>, RaftError<u64>> {}
 impl Storable for InstallSnapshotRequest<TypeConfig> {}
 impl Storable for Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {}
 
+/// A peer answer (of Forward, ReadIndex, KeepAlive): a message that has a
+/// failure form, so that whatever goes wrong while answering, the caller
+/// gets a failure in the shape it decodes.
+pub(crate) trait Answer: Wire {
+    /// This answer type's failure carrying `error`.
+    fn failure(error: NodeError) -> Self;
+}
+
+impl<T> Answer for Result<T, NodeError>
+where
+    Result<T, NodeError>: Wire,
+{
+    fn failure(error: NodeError) -> Self {
+        Err(error)
+    }
+}
+
 /// Types whose protocol-2 form is raftlock-codec's own.
 macro_rules! wire_by_codec {
     ($($t:ty => $what:literal),* $(,)?) => {$(
@@ -315,6 +332,36 @@ mod tests {
             let command = Command::RevokeLease { lease: 5 };
             let m = pack(&command, version).expect("encodes");
             assert_eq!(unpack::<Command>(&m).expect("decodes"), command);
+        }
+    }
+
+    /// The failure form of every forwarded call's answer type is decoded
+    /// by the caller of that call as the same failure, in every protocol.
+    #[test]
+    fn each_forwarded_answer_failure_form_round_trips_in_every_protocol_version() {
+        let errors = || {
+            forward_answers()
+                .into_iter()
+                .filter_map(Result::err)
+                .chain([
+                    NodeError::NoLeader,
+                    NodeError::ShuttingDown,
+                    NodeError::Internal("could not encode".into()),
+                ])
+        };
+        for version in [BINCODE, PROTOBUF] {
+            for error in errors() {
+                // Forward.
+                let failure = <Result<Applied, NodeError> as Answer>::failure(error.clone());
+                let m = pack(&failure, version).expect("encodes");
+                let back: Result<Applied, NodeError> = unpack(&m).expect("decodes");
+                assert_eq!(back, Err(error.clone()), "forward, protocol {version}");
+                // ReadIndex and KeepAlive.
+                let failure = <Result<u64, NodeError> as Answer>::failure(error.clone());
+                let m = pack(&failure, version).expect("encodes");
+                let back: Result<u64, NodeError> = unpack(&m).expect("decodes");
+                assert_eq!(back, Err(error), "index answer, protocol {version}");
+            }
         }
     }
 

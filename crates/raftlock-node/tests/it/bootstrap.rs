@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use raftlock_node::{InitialClusterState, Node, NodeConfig, NodeHandle};
+use raftlock_node::{InitialClusterState, Node, NodeConfig, NodeHandle, ProtocolRange};
 use raftlock_proto::v1 as pb;
 use raftlock_testkit::cluster::{fast_timing, init_tracing};
 use raftlock_testkit::ports::bind_nodes;
@@ -29,13 +29,26 @@ async fn start(
     dir: &std::path::Path,
     members: &BTreeMap<u64, String>,
     state: InitialClusterState,
+    listeners: (TcpListener, TcpListener),
+) -> NodeHandle {
+    start_speaking(id, dir, members, state, listeners, ProtocolRange::default()).await
+}
+
+/// [`start`] posing as a release that speaks peer protocol `protocol`.
+async fn start_speaking(
+    id: u64,
+    dir: &std::path::Path,
+    members: &BTreeMap<u64, String>,
+    state: InitialClusterState,
     (listener, peer_listener): (TcpListener, TcpListener),
+    protocol: ProtocolRange,
 ) -> NodeHandle {
     let addr = listener.local_addr().expect("addr").to_string();
     let mut c = NodeConfig::new(id, dir, addr);
     c.peer_listen = peer_listener.local_addr().expect("addr").to_string();
     c.initial_members = members.clone();
     c.initial_cluster_state = state;
+    c.peer_protocol = protocol;
     c.raft = fast_timing();
     c.write_timeout = Duration::from_secs(5);
     Node::start_on(c, listener, peer_listener)
@@ -253,6 +266,56 @@ async fn initial_cluster_state_new_bootstraps_with_a_majority_while_a_member_is_
     })
     .await;
     shutdown(nodes).await;
+}
+
+/// `InitialClusterState::New` never counts a member refused for its peer
+/// protocol version as silent when it names its cluster: node 1 runs a
+/// cluster speaking protocol 1 only (a release before 2); nodes 2 and 3,
+/// new and speaking protocol 2 only, hear each other (a majority of the
+/// three) and node 1's refusal, which names its cluster. They must not
+/// make a second cluster of {1, 2, 3}.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn initial_cluster_state_new_never_bootstraps_beside_a_cluster_of_another_peer_protocol() {
+    init_tracing();
+    let (mut pairs, members) = bind(3).await;
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::TempDir::new().expect("tempdir"))
+        .collect();
+    let only_1 = BTreeMap::from([(1, members[&1].clone())]);
+    let pair = pairs.remove(&1).expect("listeners");
+    let v1: ProtocolRange = "1".parse().expect("a range");
+    let node1 = start_speaking(
+        1,
+        dirs[0].path(),
+        &only_1,
+        InitialClusterState::Auto,
+        pair,
+        v1,
+    )
+    .await;
+    let cluster = eventually(Duration::from_secs(10), || {
+        let id = node1.cluster_id();
+        async move { (!id.is_empty()).then_some(id) }
+    })
+    .await;
+    let v2: ProtocolRange = "2".parse().expect("a range");
+    let mut newer = BTreeMap::new();
+    for id in [2u64, 3] {
+        let pair = pairs.remove(&id).expect("listeners");
+        let dir = dirs[id as usize - 1].path();
+        newer.insert(
+            id,
+            start_speaking(id, dir, &members, InitialClusterState::New, pair, v2).await,
+        );
+    }
+    assert_no_cluster(
+        &newer,
+        NO_BOOTSTRAP_FOR,
+        &format!("node 1 has cluster {cluster}, in another peer protocol version"),
+    )
+    .await;
+    node1.shutdown().await;
+    shutdown(newer).await;
 }
 
 /// `InitialClusterState::New` still needs a majority: node 3 alone of

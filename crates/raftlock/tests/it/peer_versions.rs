@@ -145,8 +145,42 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Writes through it (forwarded to the leader in protocol 1) work.
+    let mixed_from = cluster.peer_messages(leader);
     let through_old = acquire_exclusive(cluster.ports[&follower], lease, "jobs/via-old").await;
     assert!(through_old.token > old_build_write);
+    // Meanwhile the leader spoke both versions, both ways: 1 with the
+    // protocol-1 node, 2 with the other (its counters name the version of
+    // each message it sent and received).
+    let other = (1..=3)
+        .find(|id| *id != leader && *id != follower)
+        .expect("a third node");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = cluster.peer_messages(leader);
+        let moved = |protocol: u32, direction: &str| {
+            let key = format!("protocol=\"{protocol}\",direction=\"{direction}\"");
+            now.get(&key).copied().unwrap_or(0) > mixed_from.get(&key).copied().unwrap_or(0)
+        };
+        if [1, 2]
+            .iter()
+            .all(|p| moved(*p, "sent") && moved(*p, "received"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader did not speak protocol 1 with node {follower} and 2 with node {other}: from {mixed_from:?} to {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The protocol-1 node spoke protocol 1 only.
+    let old_node = cluster.peer_messages(follower);
+    assert!(
+        old_node
+            .iter()
+            .all(|(series, n)| !series.starts_with("protocol=\"2\"") || *n == 0),
+        "{old_node:?}"
+    );
 
     // Then as a newer build that speaks only protocol 3.
     cluster.procs.get_mut(&follower).expect("node").kill();
