@@ -329,18 +329,6 @@ pub struct NodeLog {
     pub applied: Option<u64>,
 }
 
-/// The `raftlock_peer_messages_total` samples of a Prometheus text
-/// scrape: labels (as written between the braces) → value.
-fn peer_message_series(text: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|line| line.strip_prefix("raftlock_peer_messages_total{"))
-        .filter_map(|rest| {
-            let (labels, value) = rest.split_once('}')?;
-            Some((labels.to_string(), value.trim().parse::<u64>().ok()?))
-        })
-        .collect()
-}
-
 /// A free port, kept bound until the returned listener is dropped: the
 /// harness's own proxies bind port 0 after the nodes' ports are chosen, and
 /// a port released at once could be handed to one of them (seen: "node 3:
@@ -1113,7 +1101,7 @@ impl Cluster {
         let text = tokio::time::timeout(Duration::from_secs(2), scrape)
             .await
             .ok()??;
-        Some(peer_message_series(&text))
+        Some(raftlock_testkit::process::peer_message_series(&text))
     }
 
     /// The nodes running the newer build of a rolling upgrade.

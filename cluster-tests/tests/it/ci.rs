@@ -470,23 +470,6 @@ async fn a_real_cluster_with_tls_and_auth_keeps_its_promises_under_partitions_ki
     assert_eq!(s.verdict, Verdict::Pass, "{}", describe(s));
 }
 
-/// The previous release's binary (`RAFTLOCK_BIN_PREVIOUS`, which
-/// scripts/test.sh sets from scripts/build-previous.sh), or `None` (the
-/// test skips, saying so) — unless `RAFTLOCK_REQUIRE_PREVIOUS` is set
-/// (`.ci/run` sets it when the clone has the release's commit).
-fn previous_release() -> Option<std::path::PathBuf> {
-    match std::env::var_os("RAFTLOCK_BIN_PREVIOUS") {
-        Some(p) => Some(p.into()),
-        None if std::env::var_os("RAFTLOCK_REQUIRE_PREVIOUS").is_none() => {
-            eprintln!(
-                "skipped: RAFTLOCK_BIN_PREVIOUS is not set (scripts/build-previous.sh builds the previous release; scripts/test.sh sets it)"
-            );
-            None
-        }
-        None => panic!("RAFTLOCK_REQUIRE_PREVIOUS is set but RAFTLOCK_BIN_PREVIOUS is not"),
-    }
-}
-
 /// `BIN --version`.
 fn version_of(bin: &std::path::Path) -> String {
     let out = std::process::Command::new(bin)
@@ -504,7 +487,7 @@ fn version_of(bin: &std::path::Path) -> String {
 /// this build and says so to the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_upgrade_from_the_previous_release_keeps_every_promise() {
-    let Some(previous) = previous_release() else {
+    let Some(previous) = raftlock_testkit::process::previous_release() else {
         return;
     };
     let current = raftlock_binary().expect("raftlock binary");

@@ -306,6 +306,37 @@ pub fn peers(ports: impl IntoIterator<Item = (u64, u16)>) -> String {
         .join(",")
 }
 
+/// The `raftlock_peer_messages_total` samples of a Prometheus text scrape:
+/// labels as written between the braces (`protocol="1",direction="sent"`)
+/// → count.
+pub fn peer_message_series(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("raftlock_peer_messages_total{"))
+        .filter_map(|rest| {
+            let (labels, value) = rest.split_once('}')?;
+            Some((labels.to_string(), value.trim().parse::<u64>().ok()?))
+        })
+        .collect()
+}
+
+/// The previous release's binary (`RAFTLOCK_BIN_PREVIOUS`, which
+/// scripts/test.sh sets from scripts/build-previous.sh), or `None` (the
+/// caller skips its test, and this says so) — unless
+/// `RAFTLOCK_REQUIRE_PREVIOUS` is set (`.ci/run` sets it when the clone has
+/// the release's commit): then its absence is a failure.
+pub fn previous_release() -> Option<PathBuf> {
+    match std::env::var_os("RAFTLOCK_BIN_PREVIOUS") {
+        Some(p) => Some(p.into()),
+        None if std::env::var_os("RAFTLOCK_REQUIRE_PREVIOUS").is_none() => {
+            eprintln!(
+                "skipped: RAFTLOCK_BIN_PREVIOUS is not set (scripts/build-previous.sh builds the previous release; scripts/test.sh sets it)"
+            );
+            None
+        }
+        None => panic!("RAFTLOCK_REQUIRE_PREVIOUS is set but RAFTLOCK_BIN_PREVIOUS is not"),
+    }
+}
+
 /// `raftlock serve` processes 1..=n on free ports of 127.0.0.1, with their
 /// data and logs in a temporary directory; all killed when dropped.
 pub struct ServeCluster {
@@ -400,13 +431,7 @@ impl ServeCluster {
         stream
             .read_to_string(&mut text)
             .unwrap_or_else(|e| panic!("node {id}'s metrics: {e}"));
-        text.lines()
-            .filter_map(|line| line.strip_prefix("raftlock_peer_messages_total{"))
-            .filter_map(|rest| {
-                let (labels, value) = rest.split_once('}')?;
-                Some((labels.to_string(), value.trim().parse::<u64>().ok()?))
-            })
-            .collect()
+        peer_message_series(&text)
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {

@@ -249,29 +249,13 @@ fn a_bad_test_protocol_override_is_a_usage_error() {
     assert!(err.contains("RAFTLOCK_TEST_PEER_PROTOCOL"), "{err}");
 }
 
-/// The previous release's binary (`RAFTLOCK_BIN_PREVIOUS`, set by
-/// scripts/test.sh from scripts/build-previous.sh), or `None` (the test
-/// skips, saying so) unless `RAFTLOCK_REQUIRE_PREVIOUS` is set.
-fn previous_release() -> Option<std::path::PathBuf> {
-    match std::env::var_os("RAFTLOCK_BIN_PREVIOUS") {
-        Some(p) => Some(p.into()),
-        None if std::env::var_os("RAFTLOCK_REQUIRE_PREVIOUS").is_none() => {
-            eprintln!(
-                "skipped: RAFTLOCK_BIN_PREVIOUS is not set (scripts/build-previous.sh builds the previous release; scripts/test.sh sets it)"
-            );
-            None
-        }
-        None => panic!("RAFTLOCK_REQUIRE_PREVIOUS is set but RAFTLOCK_BIN_PREVIOUS is not"),
-    }
-}
-
 /// Snapshot data travels between builds: a node of the previous release
 /// (0.1.0, peer protocol 1, snapshot data format 3) added to a cluster of
 /// this build (which stores format 4) after the log it needs was purged
 /// catches up from a snapshot the leader re-encoded in the format it reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_the_previous_release_catches_up_from_a_snapshot_of_this_build() {
-    let Some(previous) = previous_release() else {
+    let Some(previous) = raftlock_testkit::process::previous_release() else {
         return;
     };
     let (mut cluster, leader) = ServeCluster::start_with(
