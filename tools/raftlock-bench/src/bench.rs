@@ -1335,6 +1335,27 @@ mod tests {
     }
 
     #[test]
+    fn zookeeper_contenders_sort_by_the_sequence_after_the_lock_name_not_by_uuid() {
+        // Protected-mode names begin with a random uuid: sorting the names
+        // as they are would order the queue by uuid, not by arrival.
+        let mut children = vec![
+            "_c_ffffffff-0000-4000-8000-000000000000-lock-0000000002".to_string(),
+            "_c_00000000-0000-4000-8000-000000000000-lock-0000000010".to_string(),
+            "_c_88888888-0000-4000-8000-000000000000-lock-0000000001".to_string(),
+            "not-a-contender".to_string(),
+        ];
+        children.retain(|c| zk_sequence(c).is_some());
+        children.sort_unstable_by(|a, b| zk_sequence(a).cmp(&zk_sequence(b)));
+        let order: Vec<&str> = children.iter().filter_map(|c| zk_sequence(c)).collect();
+        assert_eq!(order, ["0000000001", "0000000002", "0000000010"]);
+    }
+
+    #[test]
+    fn a_zookeeper_lock_queues_under_locks_and_its_name() {
+        assert_eq!(zk_lock_dir("bench/distinct/7"), "/locks/bench/distinct/7");
+    }
+
+    #[test]
     fn errors_outside_the_window_are_not_counted_but_the_first_is_kept() {
         let mut counts = ErrorCounts::default();
         counts.record(&OpError::other("X", "first".into()), false);
