@@ -337,6 +337,17 @@ else
     # session at a follower would add a forwarding hop to each.
     ZK_ENDPOINTS="127.0.0.1:$zk_leader,127.0.0.1:${Z_CLIENT[0]},127.0.0.1:${Z_CLIENT[1]},127.0.0.1:${Z_CLIENT[2]}"
     say "ZooKeeper has a quorum; leader at $zk_leader"
+    # The JVMs compile their hot paths while they run: a few seconds of
+    # unmeasured load first, so the first measured workload (seq) does not
+    # pay ZooKeeper's JIT warm-up (raftlock and etcd are compiled ahead of
+    # time and need none).
+    if [ "$(remaining)" -gt 30 ]; then
+      say "warming ZooKeeper's JIT up (distinct, 16 clients, 5 s, not measured)"
+      bounded 30 "$RAFTLOCK_BENCH" --target zookeeper --endpoints "$ZK_ENDPOINTS" \
+        --workload distinct --clients 16 --duration 5s --warmup 0ms --json \
+        >/dev/null 2>"$WORK/zookeeper-warmup.err" \
+        || say "  the warm-up failed: $(tail -n 2 "$WORK/zookeeper-warmup.err" | tr '\n' ' ')"
+    fi
   fi
 fi
 if [ -n "$ZK_SKIPPED" ]; then
