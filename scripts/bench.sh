@@ -273,6 +273,9 @@ zk_srvr() {
 }
 ZK_ENDPOINTS=""
 ZK_VERSION=""
+if [ "$SKIP_ZK" != 1 ] && ! "$ROOT/scripts/zookeeper.sh" version >/dev/null 2>&1; then
+  say "installing ZooKeeper (Debian's zookeeper package and a Java runtime)"
+fi
 if [ "$SKIP_ZK" = 1 ]; then
   ZK_SKIPPED="--skip-zookeeper"
 elif ! bounded "$(remaining)" "$ROOT/scripts/zookeeper.sh" install 2>"$WORK/zookeeper-install.err"; then
