@@ -16,7 +16,9 @@
 #   4. restarts the killed node on its data directory and waits until it
 #      follows again.
 # Prints median, p90 and max in ms of both figures. Times from bash's
-# $EPOCHREALTIME; the client figure includes starting one `raftlock` process.
+# $EPOCHREALTIME; the client figure includes starting one `raftlock` process
+# and ends when that process exits (before 2026-12-07 it ended when the
+# leader polls were done, which could be later).
 #
 # With --log-dir DIR the nodes log at info level (each role change, with
 # its time: a follower that lost its leader, a candidate, the new leader)
@@ -146,8 +148,15 @@ for round in $(seq "$ROUNDS"); do
 
   T0=$EPOCHREALTIME
   kill -KILL "${PID[$LEADER]}"
-  "$BIN" acquire "failover/$round" --ttl 5s --json --endpoints "$ENDPOINTS" \
-    >"$WORK/acquire.out" 2>"$WORK/acquire.err" &
+  # The acquire notes the moment it exited itself: the leader polls below
+  # take tens of ms each, and a `wait` after them would date a client that
+  # finished first no earlier than the poll that saw the new leader.
+  rm -f "$WORK/acquire.done"
+  ( "$BIN" acquire "failover/$round" --ttl 5s --json --endpoints "$ENDPOINTS" \
+      >"$WORK/acquire.out" 2>"$WORK/acquire.err"
+    rc=$?
+    echo "$EPOCHREALTIME" >"$WORK/acquire.done"
+    exit "$rc" ) &
   ACQ=$!
   T_ELECT=""
   for _ in $(seq 500); do
@@ -157,7 +166,7 @@ for round in $(seq "$ROUNDS"); do
     done
     sleep 0.02
   done
-  if wait "$ACQ"; then T_CLIENT=$EPOCHREALTIME; else
+  if wait "$ACQ"; then T_CLIENT=$(cat "$WORK/acquire.done"); else
     echo "error: round $round: the acquire failed: $(cat "$WORK/acquire.err")" >&2; exit 1
   fi
   wait "${PID[$LEADER]}" 2>/dev/null || true
