@@ -1355,6 +1355,126 @@ mod tests {
         assert_eq!(zk_lock_dir("bench/distinct/7"), "/locks/bench/distinct/7");
     }
 
+    /// Debian's ZooKeeper server jar (scripts/zookeeper.sh installs it).
+    const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+    /// A standalone ZooKeeper server on a free loopback port in a temporary
+    /// directory, killed (and its directory removed) when dropped.
+    struct ZkServer {
+        child: std::process::Child,
+        endpoint: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl ZkServer {
+        fn start() -> ZkServer {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = raftlock_testkit::ports::free_ports(1)[0];
+            let config = dir.path().join("zoo.cfg");
+            std::fs::write(
+                &config,
+                format!(
+                    "tickTime=2000\ndataDir={}\nclientPortAddress=127.0.0.1\nclientPort={port}\n\
+                     forceSync=yes\nmaxClientCnxns=0\nadmin.enableServer=false\n",
+                    dir.path().display()
+                ),
+            )
+            .expect("write zoo.cfg");
+            let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+            let child = std::process::Command::new("java")
+                .args(["-Xmx256m", "-cp", ZK_JAR])
+                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                .arg(&config)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log)
+                .spawn()
+                .expect("start java");
+            ZkServer {
+                child,
+                endpoint: format!("127.0.0.1:{port}"),
+                _dir: dir,
+            }
+        }
+
+        /// A session, once the server accepts one (it takes a JVM start).
+        async fn session(&self) -> zk::Client {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match zk_connect(&self.endpoint).await {
+                    Ok(c) => return c,
+                    Err(e) if Instant::now() >= deadline => {
+                        panic!("no ZooKeeper session within 30 s: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    }
+
+    impl Drop for ZkServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The recipe must exclude, or the ZooKeeper figures would count
+    /// overlapping holds as hand-offs: 4 sessions take the same lock 15
+    /// times each, and inside the lock no one else is.
+    #[test]
+    fn the_zookeeper_recipe_lets_one_session_hold_the_lock_at_a_time() {
+        if !std::path::Path::new(ZK_JAR).exists() {
+            eprintln!(
+                "skipped: ZooKeeper is not installed ({ZK_JAR}; scripts/zookeeper.sh install)"
+            );
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = ZkServer::start();
+        rt.block_on(async {
+            let dir = zk_lock_dir("test/exclusive");
+            let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+            let first = server.session().await;
+            first.mkdir(&dir, &persistent).await.expect("mkdir");
+            let inside = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let most_inside = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let mut tasks = Vec::new();
+            for i in 0..4 {
+                let zk = if i == 0 {
+                    first.clone()
+                } else {
+                    server.session().await
+                };
+                let (dir, inside, most_inside) = (dir.clone(), inside.clone(), most_inside.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..15 {
+                        let ours = zk_lock(&zk, &dir).await.expect("lock");
+                        let now = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        most_inside.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        zk_unlock(&zk, &ours).await.expect("unlock");
+                    }
+                }));
+            }
+            for task in tasks {
+                tokio::time::timeout(Duration::from_secs(60), task)
+                    .await
+                    .expect("the clients finish within 60 s")
+                    .expect("client task");
+            }
+            assert_eq!(most_inside.load(std::sync::atomic::Ordering::SeqCst), 1);
+            // Every contender's znode is gone again.
+            let left = first.list_children(&dir).await.expect("list");
+            assert!(left.is_empty(), "{left:?}");
+        });
+    }
+
     #[test]
     fn errors_outside_the_window_are_not_counted_but_the_first_is_kept() {
         let mut counts = ErrorCounts::default();
