@@ -825,6 +825,11 @@ async fn zk_lock(zk: &zk::Client, dir: &str) -> Result<String, OpError> {
         &[],
         &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
     );
+    // A create that failed without an answer (a timeout, a lost
+    // connection) may still have made our znode. Curator would look it up
+    // by its "_c_<uuid>-" prefix; here it stays, blocking this lock until
+    // the session closes at the end of the run, and the error is counted,
+    // so such a run shows it.
     let (_, sequence) = match tokio::time::timeout(RPC_TIMEOUT, create).await {
         Ok(r) => r.map_err(|e| OpError::zookeeper(&e))?,
         Err(_) => return Err(zk_timeout("create")),
