@@ -406,6 +406,10 @@ struct ClientStats {
     cycles: u64,
     /// Cycles completed at any time (warmup and drain included).
     cycles_total: u64,
+    /// Longest stretch of the window (µs) in which this client completed
+    /// no cycle: what an outage (a failover) cost it, errors and retries
+    /// included, which the cycle latencies leave out.
+    gap_max: u64,
     errors: ErrorCounts,
 }
 
@@ -574,8 +578,11 @@ async fn run_client(
         cycle: histogram(),
         cycles: 0,
         cycles_total: 0,
+        gap_max: 0,
         errors: ErrorCounts::default(),
     };
+    // When this client last completed a cycle (the window's start at first).
+    let mut last_end = window.start;
     while Instant::now() < window.end {
         let start = Instant::now();
         if let Err(e) = client.acquire(&name, wait).await {
@@ -595,6 +602,8 @@ async fn run_client(
         let end = Instant::now();
         stats.cycles_total += 1;
         if window.contains(end) {
+            stats.gap_max = stats.gap_max.max(micros(end - last_end.max(window.start)));
+            last_end = end;
             stats.cycles += 1;
             stats.acquire.saturating_record(micros(acquired - start));
             stats.cycle.saturating_record(micros(end - start));
@@ -1152,6 +1161,7 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
     let mut cycle = histogram();
     let mut cycles = 0;
     let mut cycles_total = 0;
+    let mut gap_max = 0;
     let mut errors = ErrorCounts::default();
     let mut unfinished = 0;
     let drain_deadline = window.end + DRAIN_TIMEOUT;
@@ -1164,6 +1174,7 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
                 let _ = cycle.add(&stats.cycle);
                 cycles += stats.cycles;
                 cycles_total += stats.cycles_total;
+                gap_max = gap_max.max(stats.gap_max);
                 errors.merge(stats.errors);
             }
             Some(Err(e)) => {
@@ -1204,7 +1215,7 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
         )));
     }
     Ok(Report::new(
-        plan, endpoint, &acquire, &cycle, cycles, errors,
+        plan, endpoint, &acquire, &cycle, cycles, gap_max, errors,
     ))
 }
 
@@ -1238,6 +1249,10 @@ struct Report {
     cycle_ms_p50: f64,
     cycle_ms_p99: f64,
     cycle_ms_max: f64,
+    /// Longest stretch of the window in which one client completed no
+    /// cycle (ms): with a failover during the run, the outage that client
+    /// saw, its failed attempts and retries included.
+    gap_ms_max: f64,
     errors_total: u64,
     /// Errors in the window by reason.
     errors: BTreeMap<String, u64>,
@@ -1250,6 +1265,7 @@ impl Report {
         acquire: &Histogram<u64>,
         cycle: &Histogram<u64>,
         cycles: u64,
+        gap_max: u64,
         errors: ErrorCounts,
     ) -> Report {
         let duration_s = plan.duration.as_secs_f64();
@@ -1270,6 +1286,7 @@ impl Report {
             cycle_ms_p50: ms(cycle.value_at_quantile(0.5)),
             cycle_ms_p99: ms(cycle.value_at_quantile(0.99)),
             cycle_ms_max: ms(cycle.max()),
+            gap_ms_max: ms(gap_max),
             errors_total: errors.total,
             errors: errors.by_reason,
         }
@@ -1305,6 +1322,7 @@ impl Report {
              cycles/s  {:.2}\n\
              acquire   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
              cycle     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
+             gap       {:.2} ms (longest a client completed no cycle)\n\
              errors    {errors}\n",
             self.endpoint,
             self.clients,
@@ -1320,6 +1338,7 @@ impl Report {
             self.cycle_ms_p50,
             self.cycle_ms_p99,
             self.cycle_ms_max,
+            self.gap_ms_max,
         )
     }
 }
