@@ -12,6 +12,7 @@
 # (fdatasync of its log), etcd always (fdatasync of its WAL; only
 # --unsafe-no-fsync, not given here, turns it off), ZooKeeper with
 # forceSync=yes (its default, written into its configuration here).
+# ZooKeeper's JVMs get 5 s of unmeasured load first (JIT warm-up).
 # Prints one table (cycles/s, p50/p99 of a cycle, raftlock's ratio to the
 # best peer) and writes the JSON results to target/bench/ (path printed).
 # etcd (package etcd-server) and ZooKeeper (package zookeeper, with
