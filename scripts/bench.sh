@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of raftlock and etcd on this machine.
+# Side-by-side benchmark of raftlock, etcd and ZooKeeper on this machine.
 #
 # Builds raftlock and raftlock-bench (release), starts a 3-node raftlock
-# cluster (three `raftlock serve` processes) and a 3-node etcd cluster (fsync
-# on, etcd's default) on free loopback ports, with all data directories in one
-# temporary directory (so on the same disk), then runs `raftlock-bench` for
-# each workload against each system back to back:
-#   seq (1 client), distinct (64 clients), contended (8 clients).
-# Prints a table and writes the JSON results to target/bench/ (path printed).
-# etcd is installed with apt-get (package etcd-server) when missing and this
-# runs as root; without it raftlock runs alone.
+# cluster (three `raftlock serve` processes), a 3-node etcd cluster and a
+# 3-node ZooKeeper ensemble on free loopback ports, with all data directories
+# in one temporary directory (so on the same disk), then runs `raftlock-bench`
+# for each workload against each system back to back:
+#   seq (1 client), distinct (16 clients), distinct (64 clients),
+#   contended (8 clients).
+# All three sync to disk before they acknowledge a write: raftlock always
+# (fdatasync of its log), etcd always (fdatasync of its WAL; only
+# --unsafe-no-fsync, not given here, turns it off), ZooKeeper with
+# forceSync=yes (its default, written into its configuration here).
+# ZooKeeper's JVMs get 5 s of unmeasured load first (JIT warm-up).
+# Prints one table (cycles/s, p50/p99 of a cycle, raftlock's ratio to the
+# best peer) and writes the JSON results to target/bench/ (path printed).
+# etcd (package etcd-server) and ZooKeeper (package zookeeper, with
+# scripts/zookeeper.sh) are installed with apt-get when missing and this runs
+# as root; a peer that cannot be installed or started is left out, said so.
 #
 # Everything it started is stopped and its temporary directory removed on
 # exit, Ctrl-C included. The whole run is bounded by --time-limit.
 #
 # Usage: scripts/bench.sh [--time-limit SECONDS] [--duration 10s] [--skip-etcd]
+#                         [--skip-zookeeper]
 set -euo pipefail
 
 usage() {
@@ -25,6 +34,7 @@ TIME_LIMIT=600
 DURATION=10s
 WARMUP=1s
 SKIP_ETCD=0
+SKIP_ZK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --time-limit) TIME_LIMIT="${2:?--time-limit needs a number of seconds}"; shift 2 ;;
@@ -32,6 +42,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION="${2:?--duration needs a value such as 10s}"; shift 2 ;;
     --duration=*) DURATION="${1#*=}"; shift ;;
     --skip-etcd) SKIP_ETCD=1; shift ;;
+    --skip-zookeeper) SKIP_ZK=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -253,7 +264,98 @@ else
   fi
 fi
 if [ -n "$ETCD_SKIPPED" ]; then
-  say "running raftlock alone: $ETCD_SKIPPED"
+  say "running without etcd: $ETCD_SKIPPED"
+fi
+
+# --- ZooKeeper: three servers -------------------------------------------------
+# The 4-letter command `srvr` of the server on port $1 ("Mode: leader" ...).
+zk_srvr() {
+  (exec 5<>"/dev/tcp/127.0.0.1/$1" && echo srvr >&5 && timeout 1 cat <&5) 2>/dev/null || true
+}
+ZK_ENDPOINTS=""
+ZK_VERSION=""
+if [ "$SKIP_ZK" != 1 ] && ! "$ROOT/scripts/zookeeper.sh" version >/dev/null 2>&1; then
+  say "installing ZooKeeper (Debian's zookeeper package and a Java runtime)"
+fi
+if [ "$SKIP_ZK" = 1 ]; then
+  ZK_SKIPPED="--skip-zookeeper"
+elif ! bounded "$(remaining)" "$ROOT/scripts/zookeeper.sh" install 2>"$WORK/zookeeper-install.err"; then
+  ZK_SKIPPED="$(tr '\n' ' ' <"$WORK/zookeeper-install.err")"
+else
+  ZK_SKIPPED=""
+  ZK_VERSION="$("$ROOT/scripts/zookeeper.sh" version)"
+  ZK_CP="$("$ROOT/scripts/zookeeper.sh" classpath)"
+  Z_CLIENT=("$(free_port)" "$(free_port)" "$(free_port)")
+  Z_QUORUM=("$(free_port)" "$(free_port)" "$(free_port)")
+  Z_ELECT=("$(free_port)" "$(free_port)" "$(free_port)")
+  for i in 1 2 3; do
+    mkdir -p "$WORK/zookeeper$i"
+    echo "$i" >"$WORK/zookeeper$i/myid"
+    # forceSync=yes: the transaction log is fsynced before a write is
+    # acknowledged (ZooKeeper's default, stated so nobody wonders).
+    # maxClientCnxns=0: no limit on connections from one address (the
+    # default, 60, refuses the 64 clients of distinct/64 on loopback).
+    # The AdminServer (an HTTP port) is off; `srvr` tells the leader.
+    {
+      echo "tickTime=2000"
+      echo "initLimit=10"
+      echo "syncLimit=5"
+      echo "dataDir=$WORK/zookeeper$i"
+      echo "clientPortAddress=127.0.0.1"
+      echo "clientPort=${Z_CLIENT[$((i - 1))]}"
+      echo "forceSync=yes"
+      echo "maxClientCnxns=0"
+      echo "admin.enableServer=false"
+      echo "4lw.commands.whitelist=srvr,ruok"
+      for j in 1 2 3; do
+        echo "server.$j=127.0.0.1:${Z_QUORUM[$((j - 1))]}:${Z_ELECT[$((j - 1))]}"
+      done
+    } >"$WORK/zookeeper$i.cfg"
+    # A bounded heap: three JVMs share the machine with the other two
+    # clusters (a JVM's default maximum is a quarter of the RAM).
+    java -Xmx1g -cp "$ZK_CP" org.apache.zookeeper.server.quorum.QuorumPeerMain "$WORK/zookeeper$i.cfg" \
+      </dev/null >"$WORK/zookeeper$i.log" 2>&1 &
+    PIDS+=("$!")
+    CLUSTER+=("zookeeper$i:$!")
+  done
+  say "ZooKeeper $ZK_VERSION servers on ports ${Z_CLIENT[*]}; waiting for a quorum"
+  zk_leader=""
+  for _ in $(seq 150); do
+    serving=0
+    for port in "${Z_CLIENT[@]}"; do
+      mode="$(zk_srvr "$port" | awk '/^Mode:/ {print $2}')"
+      case "$mode" in
+        leader) zk_leader=$port; serving=$((serving + 1)) ;;
+        follower) serving=$((serving + 1)) ;;
+      esac
+    done
+    if [ "$serving" = 3 ] && [ -n "$zk_leader" ]; then break; fi
+    zk_leader=""
+    [ "$(remaining)" -le 0 ] && break
+    sleep 0.2
+  done
+  if [ -z "$zk_leader" ]; then
+    ZK_SKIPPED="ZooKeeper formed no quorum within 30 s (logs: $(tail -n 3 "$WORK/zookeeper1.log" | tr '\n' ' '))"
+  else
+    # The leader first, as for etcd: every write goes through it, and a
+    # session at a follower would add a forwarding hop to each.
+    ZK_ENDPOINTS="127.0.0.1:$zk_leader,127.0.0.1:${Z_CLIENT[0]},127.0.0.1:${Z_CLIENT[1]},127.0.0.1:${Z_CLIENT[2]}"
+    say "ZooKeeper has a quorum; leader at $zk_leader"
+    # The JVMs compile their hot paths while they run: a few seconds of
+    # unmeasured load first, so the first measured workload (seq) does not
+    # pay ZooKeeper's JIT warm-up (raftlock and etcd are compiled ahead of
+    # time and need none).
+    if [ "$(remaining)" -gt 30 ]; then
+      say "warming ZooKeeper's JIT up (distinct, 16 clients, 5 s, not measured)"
+      bounded 30 "$RAFTLOCK_BENCH" --target zookeeper --endpoints "$ZK_ENDPOINTS" \
+        --workload distinct --clients 16 --duration 5s --warmup 0ms --json \
+        >/dev/null 2>"$WORK/zookeeper-warmup.err" \
+        || say "  the warm-up failed: $(tail -n 2 "$WORK/zookeeper-warmup.err" | tr '\n' ' ')"
+    fi
+  fi
+fi
+if [ -n "$ZK_SKIPPED" ]; then
+  say "running without ZooKeeper: $ZK_SKIPPED"
 fi
 
 # --- the runs ---------------------------------------------------------------
@@ -268,20 +370,20 @@ run_bench() {
     return 0
   fi
   say "$workload on $target, $clients client(s), $DURATION"
-  local out="$WORK/bench-$target-$workload.json" rc=0
+  local out="$WORK/bench-$target-$workload-$clients.json" rc=0
   bounded "$(remaining)" "$RAFTLOCK_BENCH" --target "$target" --endpoints "$endpoints" \
     --workload "$workload" --clients "$clients" --duration "$DURATION" --warmup "$WARMUP" \
-    --json >"$out" 2>"$WORK/bench-$target-$workload.err" || rc=$?
+    --json >"$out" 2>"$WORK/bench-$target-$workload-$clients.err" || rc=$?
   if [ "$rc" = 0 ] && jq -e . "$out" >/dev/null 2>&1; then
     jq -c . "$out" >>"$RESULTS"
   else
-    say "  failed (exit $rc): $(tail -n 3 "$WORK/bench-$target-$workload.err" | tr '\n' ' ')"
+    say "  failed (exit $rc): $(tail -n 3 "$WORK/bench-$target-$workload-$clients.err" | tr '\n' ' ')"
     jq -nc --arg t "$target" --arg w "$workload" --argjson c "$clients" --argjson rc "$rc" \
-      --arg e "$(tail -n 3 "$WORK/bench-$target-$workload.err")" \
+      --arg e "$(tail -n 3 "$WORK/bench-$target-$workload-$clients.err")" \
       '{target: $t, workload: $w, clients: $c, failed: true, exit_code: $rc, error: $e}' >>"$RESULTS"
   fi
 }
-for spec in "seq 1" "distinct 64" "contended 8"; do
+for spec in "seq 1" "distinct 16" "distinct 64" "contended 8"; do
   cluster_alive || { say "stopping the runs: a cluster process is gone"; break; }
   # shellcheck disable=SC2086 # split "workload clients"
   set -- $spec
@@ -289,43 +391,61 @@ for spec in "seq 1" "distinct 64" "contended 8"; do
   if [ -n "$ETCD_ENDPOINTS" ]; then
     run_bench etcd "$ETCD_ENDPOINTS" "$1" "$2"
   fi
+  if [ -n "$ZK_ENDPOINTS" ]; then
+    run_bench zookeeper "$ZK_ENDPOINTS" "$1" "$2"
+  fi
 done
 
 # --- report -----------------------------------------------------------------
 mkdir -p "$TARGET_DIR/bench"
 OUT="$TARGET_DIR/bench/bench-$(date -u +%Y%m%dT%H%M%SZ).json"
 jq -s --arg duration "$DURATION" --arg warmup "$WARMUP" --arg etcd "$ETCD_VERSION" \
-  --arg skipped "$ETCD_SKIPPED" --arg host "$(uname -n)" --argjson cpus "$(nproc)" \
+  --arg skipped "$ETCD_SKIPPED" --arg zk "$ZK_VERSION" --arg zk_skipped "$ZK_SKIPPED" \
+  --arg host "$(uname -n)" --argjson cpus "$(nproc)" \
   --arg disk "$(df -PT "$WORK" | awk 'NR==2 {print $2}')" \
   '{started_at: (now | todate), host: $host, cpus: $cpus, disk: $disk, duration: $duration,
     warmup: $warmup, etcd_version: (if $etcd == "" then null else $etcd end),
-    etcd_skipped: (if $skipped == "" then null else $skipped end), results: .}' \
+    etcd_skipped: (if $skipped == "" then null else $skipped end),
+    zookeeper_version: (if $zk == "" then null else $zk end),
+    zookeeper_skipped: (if $zk_skipped == "" then null else $zk_skipped end),
+    durability: {raftlock: "fdatasync of the log before an append is acknowledged (always)",
+                 etcd: "fdatasync of the WAL before a write is acknowledged (always; --unsafe-no-fsync not given)",
+                 zookeeper: "forceSync=yes: fsync of the transaction log before a write is acknowledged"},
+    results: .}' \
   "$RESULTS" >"$OUT"
 
 echo
-echo "raftlock vs etcd: cycles (acquire + release) per second and cycle p99, $DURATION each after $WARMUP warmup"
+echo "raftlock, etcd and ZooKeeper: cycles (acquire + release) per second; p50/p99 of a cycle in ms;"
+echo "VS BEST PEER = raftlock's cycles/s over the better of etcd's and ZooKeeper's; $DURATION each after $WARMUP warmup"
 jq -r '
   def num(x): if x == null then "-"
     else (x * 100 | round) as $c
       | ($c / 100 | floor | tostring) + "." + ($c % 100 | tostring | if length < 2 then "0" + . else . end)
     end;
+  def lat(x): if x == null then "-" else num(x.cycle_ms_p50) + "/" + num(x.cycle_ms_p99) end;
   def pad(n): if n > length then . + (" " * (n - length)) else . end;
   .results as $r
-  | [["WORKLOAD", "CLIENTS", "RAFTLOCK/S", "ETCD/S", "RATIO", "RAFTLOCK P99 MS", "ETCD P99 MS"]]
-    + [ ["seq", "distinct", "contended"][] as $w
-        | ($r | map(select(.workload == $w and .target == "raftlock" and (.failed | not))) | first) as $a
-        | ($r | map(select(.workload == $w and .target == "etcd" and (.failed | not))) | first) as $b
-        | select($a != null or $b != null)
-        | [$w, (($a // $b).clients | tostring), num($a.cycles_per_s), num($b.cycles_per_s),
-           (if $a != null and $b != null and $b.cycles_per_s > 0
-            then num($a.cycles_per_s / $b.cycles_per_s) else "-" end),
-           num($a.cycle_ms_p99), num($b.cycle_ms_p99)] ]
+  | def pick($t; $w; $c): $r | map(select(.target == $t and .workload == $w and .clients == $c
+                                          and (.failed | not))) | first;
+  [["WORKLOAD", "CLIENTS", "RAFTLOCK/S", "ETCD/S", "ZOOKEEPER/S", "VS BEST PEER",
+    "RAFTLOCK P50/P99", "ETCD P50/P99", "ZOOKEEPER P50/P99"]]
+  + [ (["seq", 1], ["distinct", 16], ["distinct", 64], ["contended", 8]) as [$w, $c]
+        | pick("raftlock"; $w; $c) as $a
+        | pick("etcd"; $w; $c) as $e
+        | pick("zookeeper"; $w; $c) as $z
+        | select($a != null or $e != null or $z != null)
+        | ([$e, $z] | map(select(. != null) | .cycles_per_s) | max) as $best
+        | [$w, ($c | tostring), num($a.cycles_per_s), num($e.cycles_per_s), num($z.cycles_per_s),
+           (if $a != null and $best != null and $best > 0
+            then num($a.cycles_per_s / $best) + "x" else "-" end),
+           lat($a), lat($e), lat($z)] ]
   | . as $rows
-  | [range(0; 7) as $i | $rows | map(.[$i] | length) | max] as $widths
-  | $rows[] | [range(0; 7) as $i | .[$i] | pad($widths[$i])] | join("  ") | sub(" +$"; "")' "$OUT"
+  | [range(0; 9) as $i | $rows | map(.[$i] | length) | max] as $widths
+  | $rows[] | [range(0; 9) as $i | .[$i] | pad($widths[$i])] | join("  ") | sub(" +$"; "")' "$OUT"
 failed=$(jq '[.results[] | select(.failed)] | length' "$OUT")
 errors=$(jq '[.results[] | .errors_total // 0] | add // 0' "$OUT")
 [ "$failed" != 0 ] && echo "($failed run(s) failed; see the JSON)"
 [ "$errors" != 0 ] && echo "($errors operation error(s) counted; see the JSON)"
 [ -n "$ETCD_SKIPPED" ] && echo "(etcd not run: $ETCD_SKIPPED)"
+[ -n "$ZK_SKIPPED" ] && echo "(ZooKeeper not run: $ZK_SKIPPED)"
 echo "JSON results: $OUT"

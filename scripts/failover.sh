@@ -16,12 +16,22 @@
 #   4. restarts the killed node on its data directory and waits until it
 #      follows again.
 # Prints median, p90 and max in ms of both figures. Times from bash's
-# $EPOCHREALTIME; the client figure includes starting one `raftlock` process.
+# $EPOCHREALTIME; the client figure includes starting one `raftlock` process
+# and ends when that process exits (before 2026-12-07 it ended when the
+# leader polls were done, which could be later).
+#
+# With --log-dir DIR the nodes log at info level (each role change, with
+# its time: a follower that lost its leader, a candidate, the new leader)
+# and DIR keeps their logs and rounds.tsv (per round: the killed leader, the
+# epoch seconds of the kill, of the first poll that saw a new leader and of
+# the client's success), to see where a failover's time goes. Logging costs
+# a little; compare figures of runs with the same setting.
 #
 # Everything it started is stopped and its directory removed on exit,
 # Ctrl-C included; the run is bounded by --time-limit.
 #
 # Usage: scripts/failover.sh [--rounds 10] [--bin PATH] [--time-limit SECONDS]
+#                            [--log-dir DIR]
 set -euo pipefail
 
 usage() {
@@ -31,6 +41,7 @@ usage() {
 ROUNDS=10
 BIN=""
 TIME_LIMIT=300
+LOG_DIR=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS="${2:?--rounds needs a number}"; shift 2 ;;
@@ -39,6 +50,8 @@ while [ $# -gt 0 ]; do
     --bin=*) BIN="${1#*=}"; shift ;;
     --time-limit) TIME_LIMIT="${2:?--time-limit needs seconds}"; shift 2 ;;
     --time-limit=*) TIME_LIMIT="${1#*=}"; shift ;;
+    --log-dir) LOG_DIR="${2:?--log-dir needs a directory}"; shift 2 ;;
+    --log-dir=*) LOG_DIR="${1#*=}"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -48,6 +61,13 @@ for v in "$ROUNDS" "$TIME_LIMIT"; do
     ''|*[!0-9]*|0) echo "error: --rounds and --time-limit must be whole numbers above 0, got '$v'" >&2; exit 2 ;;
   esac
 done
+if [ -n "$LOG_DIR" ]; then
+  mkdir -p "$LOG_DIR" || { echo "error: cannot create --log-dir $LOG_DIR" >&2; exit 2; }
+  LOG_DIR="$(cd "$LOG_DIR" && pwd)"
+  printf 'round\tkilled\tkill_epoch\tnew_leader_seen_epoch\tclient_done_epoch\n' >"$LOG_DIR/rounds.tsv"
+fi
+NODE_LOG_LEVEL=warn
+[ -n "$LOG_DIR" ] && NODE_LOG_LEVEL=info
 if [ -z "${EPOCHREALTIME:-}" ]; then
   echo "error: needs bash 5 or later (\$EPOCHREALTIME)" >&2
   exit 2
@@ -72,6 +92,7 @@ cleanup() {
   local p
   for p in "${PID[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   for p in "${PID[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$LOG_DIR" ]; then cp "$WORK"/node*.log "$LOG_DIR"/ 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -89,7 +110,7 @@ ENDPOINTS="127.0.0.1:${PORT[1]},127.0.0.1:${PORT[2]},127.0.0.1:${PORT[3]}"
 start_node() {
   local i=$1
   # Plaintext on loopback, as the peers it is compared with.
-  RUST_LOG=warn "$BIN" serve --insecure --id "$i" --data-dir "$WORK/node$i" \
+  RUST_LOG=$NODE_LOG_LEVEL "$BIN" serve --insecure --id "$i" --data-dir "$WORK/node$i" \
     --listen "127.0.0.1:${PORT[$i]}" --peer-listen "127.0.0.1:${PEER_PORT[$i]}" --peers "$PEERS" \
     </dev/null >>"$WORK/node$i.log" 2>&1 &
   PID[$i]=$!
@@ -127,8 +148,15 @@ for round in $(seq "$ROUNDS"); do
 
   T0=$EPOCHREALTIME
   kill -KILL "${PID[$LEADER]}"
-  "$BIN" acquire "failover/$round" --ttl 5s --json --endpoints "$ENDPOINTS" \
-    >"$WORK/acquire.out" 2>"$WORK/acquire.err" &
+  # The acquire notes the moment it exited itself: the leader polls below
+  # take tens of ms each, and a `wait` after them would date a client that
+  # finished first no earlier than the poll that saw the new leader.
+  rm -f "$WORK/acquire.done"
+  ( "$BIN" acquire "failover/$round" --ttl 5s --json --endpoints "$ENDPOINTS" \
+      >"$WORK/acquire.out" 2>"$WORK/acquire.err"
+    rc=$?
+    echo "$EPOCHREALTIME" >"$WORK/acquire.done"
+    exit "$rc" ) &
   ACQ=$!
   T_ELECT=""
   for _ in $(seq 500); do
@@ -138,13 +166,16 @@ for round in $(seq "$ROUNDS"); do
     done
     sleep 0.02
   done
-  if wait "$ACQ"; then T_CLIENT=$EPOCHREALTIME; else
+  if wait "$ACQ"; then T_CLIENT=$(cat "$WORK/acquire.done"); else
     echo "error: round $round: the acquire failed: $(cat "$WORK/acquire.err")" >&2; exit 1
   fi
   wait "${PID[$LEADER]}" 2>/dev/null || true
   [ -n "$T_ELECT" ] || { echo "error: round $round: no new leader within 10 s" >&2; exit 1; }
   e=$(ms_since "$T0" "$T_ELECT"); c=$(ms_since "$T0" "$T_CLIENT")
   ELECT+=("$e"); CLIENT+=("$c")
+  if [ -n "$LOG_DIR" ]; then
+    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$LEADER" "$T0" "$T_ELECT" "$T_CLIENT" >>"$LOG_DIR/rounds.tsv"
+  fi
   say "round $round: killed leader $LEADER; new leader after $e ms; lock acquired after $c ms"
 
   start_node "$LEADER"

@@ -1,6 +1,7 @@
 //! `raftlock-bench`: a load generator of lock acquire/release cycles, against
 //! raftlock or, for comparison, etcd's server-side lock API (v3lock, with
-//! etcd leases).
+//! etcd leases) or ZooKeeper's lock recipe (Curator's InterProcessMutex,
+//! with ZooKeeper sessions).
 //!
 //! Workloads:
 //! - `seq`: one client; loop { acquire `bench/seq` ; hold ; release }.
@@ -11,7 +12,18 @@
 //!   second.
 //!
 //! With raftlock, seq and distinct acquire with `wait_timeout_ms = 0` (try);
-//! contended waits. etcd's Lock always waits (it has no try).
+//! contended waits. etcd's Lock always waits (it has no try); so does the
+//! ZooKeeper recipe (Curator's `acquire()`). Without contention (seq,
+//! distinct) waiting and trying do the same calls.
+//!
+//! ZooKeeper: the recipe of Curator's InterProcessMutex, call for call
+//! (`zk_lock`): create an ephemeral sequential znode
+//! `/locks/<name>/_c_<uuid>-lock-<seq>` (protected mode, as Curator does),
+//! list the children of `/locks/<name>`, hold the lock if ours has the
+//! lowest sequence, else set a watch on the predecessor (getData) and wait
+//! for it to go, then list again. Release deletes our znode. Each client has
+//! its own session (its own TCP connection; the client library pings to keep
+//! it alive), which plays the part of the lease: it is closed at the end.
 //!
 //! Each client has its own lease (ttl 30 s), granted before the clock
 //! starts, kept alive by ONE keep-alive stream for all leases of the process
@@ -24,7 +36,9 @@
 //! leader (found with Admin.Status; a NOT_LEADER error moves the client to
 //! the leader it names). etcd clients all go to the first endpoint that
 //! grants a lease: put etcd's leader first for a like-for-like comparison
-//! (etcd forwards to its leader itself).
+//! (etcd forwards to its leader itself). ZooKeeper clients likewise all open
+//! their sessions at the first endpoint that accepts one (a follower would
+//! forward each write to the leader).
 //!
 //! Figures cover the cycles that complete inside the measured window,
 //! which starts after --warmup; so cycles/s is cycles / --duration.
@@ -63,6 +77,7 @@ mod etcd_pb {
     }
 }
 use etcd_pb::{etcdserverpb as epb, v3lockpb as lockpb};
+use zookeeper_client as zk;
 
 /// Most concurrent clients (each has a connection and a lease).
 const MAX_CLIENTS: u32 = 10_000;
@@ -87,6 +102,14 @@ const KEEPALIVE_RETRY: Duration = Duration::from_secs(1);
 /// acquire may take up to its wait timeout).
 const DRAIN_TIMEOUT: Duration =
     Duration::from_millis(WAIT_TIMEOUT_MS + RPC_TIMEOUT.as_millis() as u64 * 2);
+/// Where the ZooKeeper lock recipe keeps its znodes: `/locks/<name>`.
+const ZK_LOCKS: &str = "/locks";
+/// The lock name in each contender's znode name, as Curator's
+/// InterProcessMutex spells it; the sequence number follows it.
+const ZK_LOCK_NAME: &str = "lock-";
+/// Time for the ZooKeeper sessions' CloseSession requests to go out at the
+/// end of a run.
+const ZK_CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// Distinct error reasons kept; the rest are counted under OTHER.
 const MAX_REASONS: usize = 32;
 /// Latencies above this (µs) are recorded as this: one hour.
@@ -110,6 +133,10 @@ pub enum Target {
     Raftlock,
     /// An etcd v3 cluster, through its server-side lock API (v3lock).
     Etcd,
+    /// A ZooKeeper ensemble, through the lock recipe of Curator's
+    /// InterProcessMutex (ephemeral sequential znodes, a watch on the
+    /// predecessor).
+    Zookeeper,
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +168,7 @@ pub struct BenchArgs {
 
     /// Nodes as host:port, comma-separated. Default for raftlock:
     /// RAFTLOCK_ENDPOINTS, else the `raftlock dev` cluster; for etcd:
-    /// 127.0.0.1:2379.
+    /// 127.0.0.1:2379; for zookeeper: 127.0.0.1:2181.
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     pub endpoints: Vec<String>,
 
@@ -214,6 +241,7 @@ impl Plan {
                     .filter(|v| !v.trim().is_empty())
                     .unwrap_or_else(|| DEV_ENDPOINTS.to_string()),
                 Target::Etcd => "127.0.0.1:2379".to_string(),
+                Target::Zookeeper => "127.0.0.1:2181".to_string(),
             };
             endpoints = default.split(',').map(|e| e.trim().to_string()).collect();
         }
@@ -238,7 +266,8 @@ impl Plan {
         }
     }
 
-    /// Whether acquires wait in the queue (raftlock; etcd always waits).
+    /// Whether acquires wait in the queue (raftlock; etcd and the ZooKeeper
+    /// recipe always wait).
     fn waits(&self) -> bool {
         self.workload == Workload::Contended
     }
@@ -291,6 +320,17 @@ impl OpError {
         // cause and are few, so they are part of the reason.
         let message: String = status.message().chars().take(60).collect();
         let reason = format!("{:?}: {message}", status.code());
+        OpError {
+            detail: reason.clone(),
+            reason,
+            leader_addr: None,
+        }
+    }
+
+    fn zookeeper(e: &zk::Error) -> OpError {
+        // The client library's messages ("connection to server has lost",
+        // "session expired") name the cause and are few.
+        let reason: String = e.to_string().chars().take(60).collect();
         OpError {
             detail: reason.clone(),
             reason,
@@ -366,6 +406,10 @@ struct ClientStats {
     cycles: u64,
     /// Cycles completed at any time (warmup and drain included).
     cycles_total: u64,
+    /// Longest stretch of the window (µs) in which this client completed
+    /// no cycle: what an outage (a failover) cost it, errors and retries
+    /// included, which the cycle latencies leave out.
+    gap_max: u64,
     errors: ErrorCounts,
 }
 
@@ -395,6 +439,12 @@ enum Client {
         lease_id: i64,
         /// The ownership key etcd returned, while holding.
         held: Option<Vec<u8>>,
+    },
+    Zookeeper {
+        /// This client's own session.
+        zk: zk::Client,
+        /// Our contender znode's path, while holding.
+        held: Option<String>,
     },
 }
 
@@ -443,6 +493,10 @@ impl Client {
                 *held = Some(r.into_inner().key);
                 Ok(())
             }
+            Client::Zookeeper { zk, held } => {
+                *held = Some(zk_lock(zk, &zk_lock_dir(name)).await?);
+                Ok(())
+            }
         }
     }
 
@@ -479,6 +533,14 @@ impl Client {
                 *held = None;
                 Ok(())
             }
+            Client::Zookeeper { zk, held } => {
+                let Some(ours) = held.as_deref() else {
+                    return Ok(());
+                };
+                zk_unlock(zk, ours).await?;
+                *held = None;
+                Ok(())
+            }
         }
     }
 
@@ -498,6 +560,7 @@ impl Client {
         match self {
             Client::Raftlock { held, .. } => held.is_some(),
             Client::Etcd { held, .. } => held.is_some(),
+            Client::Zookeeper { held, .. } => held.is_some(),
         }
     }
 }
@@ -515,8 +578,11 @@ async fn run_client(
         cycle: histogram(),
         cycles: 0,
         cycles_total: 0,
+        gap_max: 0,
         errors: ErrorCounts::default(),
     };
+    // When this client last completed a cycle (the window's start at first).
+    let mut last_end = window.start;
     while Instant::now() < window.end {
         let start = Instant::now();
         if let Err(e) = client.acquire(&name, wait).await {
@@ -536,6 +602,8 @@ async fn run_client(
         let end = Instant::now();
         stats.cycles_total += 1;
         if window.contains(end) {
+            stats.gap_max = stats.gap_max.max(micros(end - last_end.max(window.start)));
+            last_end = end;
             stats.cycles += 1;
             stats.acquire.saturating_record(micros(acquired - start));
             stats.cycle.saturating_record(micros(end - start));
@@ -549,18 +617,27 @@ async fn run_client(
     stats
 }
 
-/// Leases granted for the clients, to revoke at the end.
+/// Leases granted for the clients, to keep alive during the run and revoke
+/// at the end, with the connection (`admin`) that does it.
 enum Leases {
-    Raftlock(Vec<u64>),
-    Etcd(Vec<i64>),
+    Raftlock {
+        admin: Channel,
+        ids: Vec<u64>,
+    },
+    Etcd {
+        admin: Channel,
+        ids: Vec<i64>,
+    },
+    /// ZooKeeper's sessions are the clients' leases: the client library
+    /// pings to keep each alive, and a session closes when its client is
+    /// dropped.
+    Zookeeper,
 }
 
 /// Clients ready to run, before the clock starts.
 struct Prepared {
     /// Where the clients send.
     endpoint: String,
-    /// For the keep-alive stream and the revokes.
-    admin: Channel,
     clients: Vec<Client>,
     leases: Leases,
 }
@@ -637,7 +714,7 @@ async fn prepare_raftlock(plan: &Plan) -> Result<Prepared, Failure> {
                 });
             }
             Err(e) => {
-                revoke(&admin, &Leases::Raftlock(ids)).await;
+                revoke(&Leases::Raftlock { admin, ids }).await;
                 return Err(Failure::Runtime(format!(
                     "cannot grant a lease for client {i} at the leader {leader}: {e}"
                 )));
@@ -646,9 +723,8 @@ async fn prepare_raftlock(plan: &Plan) -> Result<Prepared, Failure> {
     }
     Ok(Prepared {
         endpoint: leader,
-        admin,
         clients,
-        leases: Leases::Raftlock(ids),
+        leases: Leases::Raftlock { admin, ids },
     })
 }
 
@@ -715,7 +791,7 @@ async fn prepare_etcd(plan: &Plan) -> Result<Prepared, Failure> {
                 });
             }
             Err(e) => {
-                revoke(&admin, &Leases::Etcd(ids)).await;
+                revoke(&Leases::Etcd { admin, ids }).await;
                 return Err(Failure::Runtime(format!(
                     "cannot grant an etcd lease for client {i} at {endpoint}: {e}"
                 )));
@@ -724,23 +800,208 @@ async fn prepare_etcd(plan: &Plan) -> Result<Prepared, Failure> {
     }
     Ok(Prepared {
         endpoint,
-        admin,
         clients,
-        leases: Leases::Etcd(ids),
+        leases: Leases::Etcd { admin, ids },
+    })
+}
+
+/// The znode under which the contenders for lock `name` queue.
+fn zk_lock_dir(name: &str) -> String {
+    format!("{ZK_LOCKS}/{name}")
+}
+
+/// The sequence number of a contender's znode name (`_c_<uuid>-lock-<seq>`),
+/// as Curator's `StandardLockInternalsDriver.fixForSorting` takes it: what
+/// follows the last "lock-". Zero-padded, so it sorts as text.
+fn zk_sequence(child: &str) -> Option<&str> {
+    child
+        .rfind(ZK_LOCK_NAME)
+        .map(|i| &child[i + ZK_LOCK_NAME.len()..])
+}
+
+/// Acquires the lock whose contenders queue under `dir`, exactly as Curator's
+/// InterProcessMutex does (`LockInternals.attemptLock` and
+/// `internalLockLoop`); returns our znode's path, which the holder deletes
+/// to release. Gives up after the wait timeout; our znode is deleted when
+/// we give up or fail, as Curator's `deleteOurPath` does.
+async fn zk_lock(zk: &zk::Client, dir: &str) -> Result<String, OpError> {
+    // Protected mode (Curator's `withProtection()`, which InterProcessMutex
+    // uses): a fresh "_c_<uuid>-" in the name lets a client whose create
+    // lost its answer find its znode. One write.
+    let prefix = format!("{dir}/_c_{}-{ZK_LOCK_NAME}", uuid::Uuid::new_v4());
+    let create = zk.create(
+        &prefix,
+        &[],
+        &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
+    );
+    // A create that failed without an answer (a timeout, a lost
+    // connection) may still have made our znode. Curator would look it up
+    // by its "_c_<uuid>-" prefix; here it stays, blocking this lock until
+    // the session closes at the end of the run, and the error is counted,
+    // so such a run shows it.
+    let (_, sequence) = match tokio::time::timeout(RPC_TIMEOUT, create).await {
+        Ok(r) => r.map_err(|e| OpError::zookeeper(&e))?,
+        Err(_) => return Err(zk_timeout("create")),
+    };
+    let ours = format!("{prefix}{sequence}");
+    let wait = Duration::from_millis(WAIT_TIMEOUT_MS) + RPC_TIMEOUT;
+    let waited = tokio::time::timeout(wait, zk_wait_first(zk, dir, &ours)).await;
+    match waited {
+        Ok(Ok(())) => Ok(ours),
+        Ok(Err(e)) => {
+            let _ = zk_unlock(zk, &ours).await;
+            Err(e)
+        }
+        Err(_) => {
+            let _ = zk_unlock(zk, &ours).await;
+            Err(zk_timeout("wait for the lock"))
+        }
+    }
+}
+
+/// Waits until `ours` has the lowest sequence among the children of `dir`:
+/// list them (a read), and while some have a lower sequence, set a watch on
+/// the one just before ours (getData with a watch) and wait for it to go.
+/// Watching the predecessor only, not the whole directory, wakes one waiter
+/// per release (no herd).
+async fn zk_wait_first(zk: &zk::Client, dir: &str, ours: &str) -> Result<(), OpError> {
+    let our_name = ours.rsplit('/').next().unwrap_or(ours);
+    let our_sequence = zk_sequence(our_name).ok_or_else(|| {
+        OpError::other("ZK_BAD_NAME", format!("our znode {ours} has no sequence"))
+    })?;
+    loop {
+        let mut children = zk
+            .list_children(dir)
+            .await
+            .map_err(|e| OpError::zookeeper(&e))?;
+        children.retain(|c| zk_sequence(c).is_some());
+        children.sort_unstable_by(|a, b| zk_sequence(a).cmp(&zk_sequence(b)));
+        let Some(at) = children
+            .iter()
+            .position(|c| zk_sequence(c) == Some(our_sequence))
+        else {
+            // Curator throws NoNodeException here: our znode is gone, so
+            // the session ended.
+            return Err(OpError::other(
+                "ZK_OURS_GONE",
+                format!("our znode {ours} is gone (session expired?)"),
+            ));
+        };
+        let Some(before) = at.checked_sub(1) else {
+            return Ok(());
+        };
+        let predecessor = format!("{dir}/{}", children[before]);
+        match zk.get_and_watch_data(&predecessor).await {
+            // Gone between the listing and the watch: list again.
+            Err(zk::Error::NoNode) => continue,
+            Err(e) => return Err(OpError::zookeeper(&e)),
+            Ok((_, _, watcher)) => {
+                watcher.changed().await;
+            }
+        }
+    }
+}
+
+/// Releases: deletes our znode (one write). Already gone counts as released,
+/// as in Curator's `deleteOurPath`.
+async fn zk_unlock(zk: &zk::Client, ours: &str) -> Result<(), OpError> {
+    match tokio::time::timeout(RPC_TIMEOUT, zk.delete(ours, None)).await {
+        Ok(Ok(()) | Err(zk::Error::NoNode)) => Ok(()),
+        Ok(Err(e)) => Err(OpError::zookeeper(&e)),
+        Err(_) => Err(zk_timeout("delete")),
+    }
+}
+
+fn zk_timeout(what: &str) -> OpError {
+    OpError::other(
+        "ZK_TIMEOUT",
+        format!("ZooKeeper did not answer the {what} in time"),
+    )
+}
+
+/// A session at `endpoint`, with a timeout as long as the other targets'
+/// leases.
+async fn zk_connect(endpoint: &str) -> Result<zk::Client, String> {
+    let connect = zk::Client::connector()
+        .with_session_timeout(Duration::from_millis(LEASE_TTL_MS))
+        .connect(endpoint);
+    match tokio::time::timeout(RPC_TIMEOUT, connect).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(format!("{endpoint}: {e}")),
+        Err(_) => Err(format!(
+            "{endpoint}: no session within {} s",
+            RPC_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn prepare_zookeeper(plan: &Plan) -> Result<Prepared, Failure> {
+    let mut errors = Vec::new();
+    let mut found = None;
+    for endpoint in &plan.endpoints {
+        match zk_connect(endpoint).await {
+            Ok(client) => {
+                found = Some((endpoint.clone(), client));
+                break;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let Some((endpoint, first)) = found else {
+        return Err(Failure::Runtime(format!(
+            "no ZooKeeper server opened a session ({}); is ZooKeeper running? Name its              servers with --endpoints",
+            errors.join("; ")
+        )));
+    };
+    // The lock directories are persistent znodes made once, before the
+    // clock starts (Curator makes them as containers on first use).
+    let mut dirs: Vec<String> = (0..plan.clients)
+        .map(|i| zk_lock_dir(&plan.lock_name(i)))
+        .collect();
+    dirs.dedup();
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    for dir in &dirs {
+        match tokio::time::timeout(RPC_TIMEOUT, first.mkdir(dir, &persistent)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Failure::Runtime(format!(
+                    "cannot create the znode {dir} at {endpoint}: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(Failure::Runtime(format!(
+                    "ZooKeeper at {endpoint} did not create {dir} within {} s",
+                    RPC_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+    let mut clients = vec![Client::Zookeeper {
+        zk: first,
+        held: None,
+    }];
+    for i in 1..plan.clients {
+        let zk = zk_connect(&endpoint).await.map_err(|e| {
+            Failure::Runtime(format!(
+                "cannot open a ZooKeeper session for client {i}: {e}"
+            ))
+        })?;
+        clients.push(Client::Zookeeper { zk, held: None });
+    }
+    Ok(Prepared {
+        endpoint,
+        clients,
+        leases: Leases::Zookeeper,
     })
 }
 
 /// Keeps every lease alive on one stream until it breaks; returns why.
-async fn keep_alive_session(admin: Channel, leases: Arc<Leases>) -> OpError {
-    let count = match &*leases {
-        Leases::Raftlock(ids) => ids.len(),
-        Leases::Etcd(ids) => ids.len(),
-    };
+async fn keep_alive_session(leases: Arc<Leases>) -> OpError {
     let mut tick = tokio::time::interval(KEEPALIVE_EVERY);
     match &*leases {
-        Leases::Raftlock(ids) => {
-            let (tx, rx) = mpsc::channel(2 * count.max(1));
-            let mut client = pb::leases_client::LeasesClient::new(admin);
+        Leases::Raftlock { admin, ids } => {
+            let (tx, rx) = mpsc::channel(2 * ids.len().max(1));
+            let mut client = pb::leases_client::LeasesClient::new(admin.clone());
             let mut responses = match client.keep_alive(ReceiverStream::new(rx)).await {
                 Ok(r) => r.into_inner(),
                 Err(s) => return OpError::raftlock(&s),
@@ -762,9 +1023,9 @@ async fn keep_alive_session(admin: Channel, leases: Arc<Leases>) -> OpError {
                 }
             }
         }
-        Leases::Etcd(ids) => {
-            let (tx, rx) = mpsc::channel(2 * count.max(1));
-            let mut client = epb::lease_client::LeaseClient::new(admin);
+        Leases::Etcd { admin, ids } => {
+            let (tx, rx) = mpsc::channel(2 * ids.len().max(1));
+            let mut client = epb::lease_client::LeaseClient::new(admin.clone());
             let mut responses = match client.lease_keep_alive(ReceiverStream::new(rx)).await {
                 Ok(r) => r.into_inner(),
                 Err(s) => return OpError::etcd(&s),
@@ -788,19 +1049,17 @@ async fn keep_alive_session(admin: Channel, leases: Arc<Leases>) -> OpError {
                 }
             }
         }
+        // Nothing to do: the client library keeps each session alive.
+        Leases::Zookeeper => std::future::pending().await,
     }
 }
 
 /// Keeps the leases alive until aborted, reopening a broken stream; counts
 /// each break as an error `keep-alive <reason>`.
-fn spawn_keep_alive(
-    admin: Channel,
-    leases: Arc<Leases>,
-    errors: Arc<Mutex<ErrorCounts>>,
-) -> JoinHandle<()> {
+fn spawn_keep_alive(leases: Arc<Leases>, errors: Arc<Mutex<ErrorCounts>>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let e = keep_alive_session(admin.clone(), leases.clone()).await;
+            let e = keep_alive_session(leases.clone()).await;
             let e = OpError {
                 reason: format!("keep-alive {}", e.reason),
                 detail: format!("keep-alive: {}", e.detail),
@@ -816,10 +1075,10 @@ fn spawn_keep_alive(
 
 /// Revokes the leases (which also releases anything still held); a failure
 /// is only noted: the leases expire by themselves.
-async fn revoke(admin: &Channel, leases: &Leases) {
+async fn revoke(leases: &Leases) {
     let mut failed = Vec::new();
     match leases {
-        Leases::Raftlock(ids) => {
+        Leases::Raftlock { admin, ids } => {
             let mut client = pb::leases_client::LeasesClient::new(admin.clone());
             for id in ids {
                 let mut req = Request::new(pb::RevokeLeaseRequest { lease_id: *id });
@@ -829,7 +1088,7 @@ async fn revoke(admin: &Channel, leases: &Leases) {
                 }
             }
         }
-        Leases::Etcd(ids) => {
+        Leases::Etcd { admin, ids } => {
             let mut client = epb::lease_client::LeaseClient::new(admin.clone());
             for id in ids {
                 let mut req = Request::new(epb::LeaseRevokeRequest { id: *id });
@@ -838,6 +1097,14 @@ async fn revoke(admin: &Channel, leases: &Leases) {
                     failed.push(format!("{id:x}: {}", OpError::etcd(&s).detail));
                 }
             }
+        }
+        Leases::Zookeeper => {
+            // The sessions close as their clients are dropped (the client
+            // tasks have ended), each with a CloseSession request sent by
+            // the library's session task; give those a moment to go out
+            // before the runtime stops. A session not closed expires after
+            // its timeout, with nothing in it: every hold was released.
+            tokio::time::sleep(ZK_CLOSE_GRACE).await;
         }
     }
     if !failed.is_empty() {
@@ -859,16 +1126,16 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
     let prepared = match plan.target {
         Target::Raftlock => prepare_raftlock(plan).await?,
         Target::Etcd => prepare_etcd(plan).await?,
+        Target::Zookeeper => prepare_zookeeper(plan).await?,
     };
     let Prepared {
         endpoint,
-        admin,
         clients,
         leases,
     } = prepared;
     let leases = Arc::new(leases);
     let keep_alive_errors = Arc::new(Mutex::new(ErrorCounts::default()));
-    let keep_alive = spawn_keep_alive(admin.clone(), leases.clone(), keep_alive_errors.clone());
+    let keep_alive = spawn_keep_alive(leases.clone(), keep_alive_errors.clone());
 
     // The clock starts once every client is connected and has its lease.
     let start = Instant::now() + plan.warmup;
@@ -894,6 +1161,7 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
     let mut cycle = histogram();
     let mut cycles = 0;
     let mut cycles_total = 0;
+    let mut gap_max = 0;
     let mut errors = ErrorCounts::default();
     let mut unfinished = 0;
     let drain_deadline = window.end + DRAIN_TIMEOUT;
@@ -906,6 +1174,7 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
                 let _ = cycle.add(&stats.cycle);
                 cycles += stats.cycles;
                 cycles_total += stats.cycles_total;
+                gap_max = gap_max.max(stats.gap_max);
                 errors.merge(stats.errors);
             }
             Some(Err(e)) => {
@@ -928,7 +1197,7 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
     if let Ok(mut ka) = keep_alive_errors.lock() {
         errors.merge(std::mem::take(&mut *ka));
     }
-    revoke(&admin, &leases).await;
+    revoke(&leases).await;
 
     if cycles_total == 0
         && let Some(first) = errors.first.take()
@@ -946,7 +1215,7 @@ async fn bench(plan: &Plan) -> Result<Report, Failure> {
         )));
     }
     Ok(Report::new(
-        plan, endpoint, &acquire, &cycle, cycles, errors,
+        plan, endpoint, &acquire, &cycle, cycles, gap_max, errors,
     ))
 }
 
@@ -980,6 +1249,10 @@ struct Report {
     cycle_ms_p50: f64,
     cycle_ms_p99: f64,
     cycle_ms_max: f64,
+    /// Longest stretch of the window in which one client completed no
+    /// cycle (ms): with a failover during the run, the outage that client
+    /// saw, its failed attempts and retries included.
+    gap_ms_max: f64,
     errors_total: u64,
     /// Errors in the window by reason.
     errors: BTreeMap<String, u64>,
@@ -992,6 +1265,7 @@ impl Report {
         acquire: &Histogram<u64>,
         cycle: &Histogram<u64>,
         cycles: u64,
+        gap_max: u64,
         errors: ErrorCounts,
     ) -> Report {
         let duration_s = plan.duration.as_secs_f64();
@@ -1012,6 +1286,7 @@ impl Report {
             cycle_ms_p50: ms(cycle.value_at_quantile(0.5)),
             cycle_ms_p99: ms(cycle.value_at_quantile(0.99)),
             cycle_ms_max: ms(cycle.max()),
+            gap_ms_max: ms(gap_max),
             errors_total: errors.total,
             errors: errors.by_reason,
         }
@@ -1021,6 +1296,7 @@ impl Report {
         let target = match self.target {
             Target::Raftlock => "raftlock",
             Target::Etcd => "etcd",
+            Target::Zookeeper => "zookeeper",
         };
         let workload = match self.workload {
             Workload::Seq => "seq",
@@ -1046,6 +1322,7 @@ impl Report {
              cycles/s  {:.2}\n\
              acquire   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
              cycle     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n\
+             gap       {:.2} ms (longest a client completed no cycle)\n\
              errors    {errors}\n",
             self.endpoint,
             self.clients,
@@ -1061,6 +1338,7 @@ impl Report {
             self.cycle_ms_p50,
             self.cycle_ms_p99,
             self.cycle_ms_max,
+            self.gap_ms_max,
         )
     }
 }
@@ -1078,6 +1356,147 @@ mod tests {
         assert_eq!(counts.total, (MAX_REASONS + 5) as u64);
         assert_eq!(counts.by_reason.get("OTHER"), Some(&5));
         assert_eq!(counts.first.as_deref(), Some("d0"));
+    }
+
+    #[test]
+    fn zookeeper_contenders_sort_by_the_sequence_after_the_lock_name_not_by_uuid() {
+        // Protected-mode names begin with a random uuid: sorting the names
+        // as they are would order the queue by uuid, not by arrival.
+        let mut children = vec![
+            "_c_ffffffff-0000-4000-8000-000000000000-lock-0000000002".to_string(),
+            "_c_00000000-0000-4000-8000-000000000000-lock-0000000010".to_string(),
+            "_c_88888888-0000-4000-8000-000000000000-lock-0000000001".to_string(),
+            "not-a-contender".to_string(),
+        ];
+        children.retain(|c| zk_sequence(c).is_some());
+        children.sort_unstable_by(|a, b| zk_sequence(a).cmp(&zk_sequence(b)));
+        let order: Vec<&str> = children.iter().filter_map(|c| zk_sequence(c)).collect();
+        assert_eq!(order, ["0000000001", "0000000002", "0000000010"]);
+    }
+
+    #[test]
+    fn a_zookeeper_lock_queues_under_locks_and_its_name() {
+        assert_eq!(zk_lock_dir("bench/distinct/7"), "/locks/bench/distinct/7");
+    }
+
+    /// Debian's ZooKeeper server jar (scripts/zookeeper.sh installs it).
+    const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+    /// A standalone ZooKeeper server on a free loopback port in a temporary
+    /// directory, killed (and its directory removed) when dropped.
+    struct ZkServer {
+        child: std::process::Child,
+        endpoint: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl ZkServer {
+        fn start() -> ZkServer {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = raftlock_testkit::ports::free_ports(1)[0];
+            let config = dir.path().join("zoo.cfg");
+            std::fs::write(
+                &config,
+                format!(
+                    "tickTime=2000\ndataDir={}\nclientPortAddress=127.0.0.1\nclientPort={port}\n\
+                     forceSync=yes\nmaxClientCnxns=0\nadmin.enableServer=false\n",
+                    dir.path().display()
+                ),
+            )
+            .expect("write zoo.cfg");
+            let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+            let child = std::process::Command::new("java")
+                .args(["-Xmx256m", "-cp", ZK_JAR])
+                .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                .arg(&config)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log)
+                .spawn()
+                .expect("start java");
+            ZkServer {
+                child,
+                endpoint: format!("127.0.0.1:{port}"),
+                _dir: dir,
+            }
+        }
+
+        /// A session, once the server accepts one (it takes a JVM start).
+        async fn session(&self) -> zk::Client {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match zk_connect(&self.endpoint).await {
+                    Ok(c) => return c,
+                    Err(e) if Instant::now() >= deadline => {
+                        panic!("no ZooKeeper session within 30 s: {e}")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    }
+
+    impl Drop for ZkServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The recipe must exclude, or the ZooKeeper figures would count
+    /// overlapping holds as hand-offs: 4 sessions take the same lock 15
+    /// times each, and inside the lock no one else is.
+    #[test]
+    fn the_zookeeper_recipe_lets_one_session_hold_the_lock_at_a_time() {
+        if !std::path::Path::new(ZK_JAR).exists() {
+            eprintln!(
+                "skipped: ZooKeeper is not installed ({ZK_JAR}; scripts/zookeeper.sh install)"
+            );
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = ZkServer::start();
+        rt.block_on(async {
+            let dir = zk_lock_dir("test/exclusive");
+            let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+            let first = server.session().await;
+            first.mkdir(&dir, &persistent).await.expect("mkdir");
+            let inside = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let most_inside = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let mut tasks = Vec::new();
+            for i in 0..4 {
+                let zk = if i == 0 {
+                    first.clone()
+                } else {
+                    server.session().await
+                };
+                let (dir, inside, most_inside) = (dir.clone(), inside.clone(), most_inside.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..15 {
+                        let ours = zk_lock(&zk, &dir).await.expect("lock");
+                        let now = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        most_inside.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        zk_unlock(&zk, &ours).await.expect("unlock");
+                    }
+                }));
+            }
+            for task in tasks {
+                tokio::time::timeout(Duration::from_secs(60), task)
+                    .await
+                    .expect("the clients finish within 60 s")
+                    .expect("client task");
+            }
+            assert_eq!(most_inside.load(std::sync::atomic::Ordering::SeqCst), 1);
+            // Every contender's znode is gone again.
+            let left = first.list_children(&dir).await.expect("list");
+            assert!(left.is_empty(), "{left:?}");
+        });
     }
 
     #[test]

@@ -25,7 +25,9 @@ use clap::Parser;
 /// its own lock) and contended (N clients queueing for one lock, FIFO).
 /// Every client has its own connection and lease. Against raftlock the
 /// clients talk to the leader; with --target etcd they use etcd's
-/// server-side lock API (v3lock) and leases instead, for comparison.
+/// server-side lock API (v3lock) and leases instead, for comparison; with
+/// --target zookeeper, the lock recipe of Curator's InterProcessMutex, a
+/// ZooKeeper session per client.
 #[derive(Debug, Parser)]
 #[command(name = "raftlock-bench", version)]
 struct Cli {

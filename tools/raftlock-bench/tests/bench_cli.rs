@@ -111,6 +111,16 @@ fn check_report(r: &serde_json::Value, workload: &str, clients: u64) {
         r["acquire_ms_p50"].as_f64() <= r["cycle_ms_p50"].as_f64(),
         "{r}"
     );
+    // The longest stretch without a completed cycle holds at least the
+    // typical cycle (HDR values are rounded to 3 digits: allow 0.1 %), and
+    // no more than the window.
+    let gap = r["gap_ms_max"].as_f64().expect("gap_ms_max");
+    let p50 = r["cycle_ms_p50"].as_f64().expect("cycle_ms_p50");
+    assert!(gap >= p50 * 0.999, "gap {gap} < cycle p50 {p50}: {r}");
+    assert!(
+        gap <= duration_s * 1000.0,
+        "gap {gap} beyond the window: {r}"
+    );
 }
 
 #[test]
