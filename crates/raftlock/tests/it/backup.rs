@@ -369,3 +369,66 @@ async fn save_on_a_follower_names_the_leader() {
     assert_eq!(code, 0, "{err}");
     assert!(file.exists());
 }
+
+/// A backup saved by the previous release (0.1.0: snapshot data format 3,
+/// bincode) with its own CLI restores into a cluster of this build, which
+/// serves its holds with their tokens and grants above them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_saved_by_the_previous_release_restores_into_this_build() {
+    let Some(previous) = raftlock_testkit::process::previous_release() else {
+        return;
+    };
+    let (mut old, leader) = ServeCluster::start(&previous, 1).await;
+    let port = old.ports[&leader];
+    let lease = grant(&mut leases(port).await, 60_000, "from-0.1").await;
+    let token = take(port, lease, "jobs/kept").await;
+    let file = old.dir.path().join("old.rlb");
+    let mut save = std::process::Command::new(&previous);
+    save.args([
+        "snapshot",
+        "save",
+        file.to_str().expect("utf-8"),
+        "--endpoints",
+        &endpoints(&old),
+    ]);
+    let (code, _, err) = run_bounded(save, old.dir.path(), CLI_BOUND);
+    assert_eq!(code.code(), Some(0), "0.1.0's snapshot save: {err}");
+    for proc in old.procs.values_mut() {
+        proc.kill();
+    }
+
+    // A node of this build, prepared from it on new ports.
+    let (mut new, _) = ServeCluster::start(Path::new(BIN), 1).await;
+    for proc in new.procs.values_mut() {
+        proc.kill();
+    }
+    std::fs::remove_dir_all(new.data_dir(1)).expect("wipe");
+    let dir = new.data_dir(1);
+    let peers = new.peers.clone();
+    let (code, out, err) = cli(
+        new.dir.path(),
+        &restore_args(
+            file.to_str().expect("utf-8"),
+            dir.to_str().expect("utf-8"),
+            "1",
+            &peers,
+        ),
+    );
+    assert_eq!(code, 0, "restore of 0.1.0's backup: {err}\n{out}");
+    new.spawn(1);
+    let leader = match new
+        .wait_leader(&[1], None, std::time::Duration::from_secs(30))
+        .await
+    {
+        Ok(leader) => leader,
+        Err(_) => panic!("the restored node elects itself not\n{}", new.logs()),
+    };
+    let port = new.ports[&leader];
+    assert_eq!(
+        holder(port, "jobs/kept").await,
+        Some((lease, token)),
+        "0.1.0's hold, same token"
+    );
+    let fresh = grant(&mut leases(port).await, 60_000, "after").await;
+    assert!(take(port, fresh, "jobs/new").await > token);
+}
