@@ -116,14 +116,17 @@ forget() {
 }
 
 # A loopback port nobody listens on and that we have not handed out yet.
-USED_PORTS=" "
+# Callers run it in $(...), a subshell, so the ports handed out are kept in
+# a file of the work directory, not in a variable the subshell would lose
+# (a quorum or election port is not listened on until its server starts).
 free_port() {
-  local p
+  local p used="$WORK/ports-handed-out"
+  touch "$used"
   for _ in $(seq 200); do
     p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-    case "$USED_PORTS" in *" $p "*) continue ;; esac
+    grep -qx "$p" "$used" && continue
     if ! (exec 5<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS="$USED_PORTS$p "
+      echo "$p" >>"$used"
       echo "$p"
       return 0
     fi
@@ -170,6 +173,22 @@ RAFTLOCK_BENCH="$TARGET_DIR/release/raftlock-bench"
 # --- raftlock: three `raftlock serve` processes ---------------------------
 # name:pid of every cluster process, to notice one that died.
 CLUSTER=()
+# Stops the processes of a peer left out of the runs (named PREFIX1..3 in
+# CLUSTER): one that exits later must not stop the runs of the others.
+drop_peer() {
+  local keep=() entry
+  for entry in "${CLUSTER[@]}"; do
+    case "${entry%%:*}" in
+      "$1"*)
+        kill "${entry#*:}" 2>/dev/null || true
+        wait "${entry#*:}" 2>/dev/null || true
+        forget "${entry#*:}"
+        ;;
+      *) keep+=("$entry") ;;
+    esac
+  done
+  CLUSTER=("${keep[@]}")
+}
 cluster_alive() {
   local entry
   for entry in "${CLUSTER[@]}"; do
@@ -265,6 +284,7 @@ else
 fi
 if [ -n "$ETCD_SKIPPED" ]; then
   say "running without etcd: $ETCD_SKIPPED"
+  drop_peer etcd
 fi
 
 # --- ZooKeeper: three servers -------------------------------------------------
@@ -356,6 +376,7 @@ else
 fi
 if [ -n "$ZK_SKIPPED" ]; then
   say "running without ZooKeeper: $ZK_SKIPPED"
+  drop_peer zookeeper
 fi
 
 # --- the runs ---------------------------------------------------------------

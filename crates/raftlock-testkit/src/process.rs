@@ -466,11 +466,14 @@ impl ServeCluster {
     /// and itself; the cluster then adds it (`raftlock cluster
     /// add-learner`). Killed with the others.
     pub fn spawn_new_node(&mut self, id: u64, bin: &Path, extra_args: &[&str]) {
-        let free = free_ports(2);
+        let free = free_ports(3);
         self.ports.insert(id, free[0]);
         self.peer_ports.insert(id, free[1]);
+        self.metrics_ports.insert(id, free[2]);
         let all = peers(self.peer_ports.iter().map(|(id, p)| (*id, *p)));
         let mut cmd = serve_command(bin, id, &self.data_dir(id), free[0], free[1], &all);
+        cmd.arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", free[2]));
         cmd.args(extra_args);
         let log = self.dir.path().join(format!("node{id}.log"));
         self.procs.insert(id, Proc::spawn(cmd, &log));

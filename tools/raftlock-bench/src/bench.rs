@@ -494,6 +494,15 @@ impl Client {
                 Ok(())
             }
             Client::Zookeeper { zk, held } => {
+                // A release that failed (a lost connection, a timeout) left
+                // our old znode in place: the new one would queue behind it
+                // for good. Delete it first (gone already counts as done).
+                if let Some(old) = held.take()
+                    && let Err(e) = zk_unlock(zk, &old).await
+                {
+                    *held = Some(old);
+                    return Err(e);
+                }
                 *held = Some(zk_lock(zk, &zk_lock_dir(name)).await?);
                 Ok(())
             }
@@ -828,20 +837,29 @@ async fn zk_lock(zk: &zk::Client, dir: &str) -> Result<String, OpError> {
     // Protected mode (Curator's `withProtection()`, which InterProcessMutex
     // uses): a fresh "_c_<uuid>-" in the name lets a client whose create
     // lost its answer find its znode. One write.
-    let prefix = format!("{dir}/_c_{}-{ZK_LOCK_NAME}", uuid::Uuid::new_v4());
+    let protected = format!("_c_{}-", uuid::Uuid::new_v4());
+    let prefix = format!("{dir}/{protected}{ZK_LOCK_NAME}");
     let create = zk.create(
         &prefix,
         &[],
         &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
     );
     // A create that failed without an answer (a timeout, a lost
-    // connection) may still have made our znode. Curator would look it up
-    // by its "_c_<uuid>-" prefix; here it stays, blocking this lock until
-    // the session closes at the end of the run, and the error is counted,
-    // so such a run shows it.
-    let (_, sequence) = match tokio::time::timeout(RPC_TIMEOUT, create).await {
-        Ok(r) => r.map_err(|e| OpError::zookeeper(&e))?,
-        Err(_) => return Err(zk_timeout("create")),
+    // connection) may still have made our znode, which would block this
+    // lock until the session ends: find it by its "_c_<uuid>-" prefix and
+    // delete it, as Curator's protected mode does, then report the error.
+    let failed = match tokio::time::timeout(RPC_TIMEOUT, create).await {
+        Ok(Ok((_, sequence))) => Ok(sequence),
+        Ok(Err(zk::Error::ConnectionLoss)) => Err(OpError::zookeeper(&zk::Error::ConnectionLoss)),
+        Ok(Err(e)) => return Err(OpError::zookeeper(&e)),
+        Err(_) => Err(zk_timeout("create")),
+    };
+    let sequence = match failed {
+        Ok(sequence) => sequence,
+        Err(e) => {
+            zk_delete_protected(zk, dir, &protected).await;
+            return Err(e);
+        }
     };
     let ours = format!("{prefix}{sequence}");
     let wait = Duration::from_millis(WAIT_TIMEOUT_MS) + RPC_TIMEOUT;
@@ -898,6 +916,18 @@ async fn zk_wait_first(zk: &zk::Client, dir: &str, ours: &str) -> Result<(), OpE
             Ok((_, _, watcher)) => {
                 watcher.changed().await;
             }
+        }
+    }
+}
+
+/// Deletes a znode of ours under `dir` named with `protected`, if a create
+/// that lost its answer made one. Best effort: if ZooKeeper cannot be
+/// reached now, the znode goes with the session.
+async fn zk_delete_protected(zk: &zk::Client, dir: &str, protected: &str) {
+    let listed = tokio::time::timeout(RPC_TIMEOUT, zk.list_children(dir)).await;
+    if let Ok(Ok(children)) = listed {
+        for child in children.iter().filter(|c| c.starts_with(protected)) {
+            let _ = zk_unlock(zk, &format!("{dir}/{child}")).await;
         }
     }
 }

@@ -173,7 +173,7 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The protocol-1 node spoke protocol 1 only.
+    // The protocol-1 node spoke protocol 1 only (and did speak it).
     let old_node = cluster.peer_messages(follower);
     assert!(
         old_node
@@ -181,6 +181,13 @@ async fn a_node_with_no_peer_protocol_in_common_is_refused_by_name_and_the_other
             .all(|(series, n)| !series.starts_with("protocol=\"2\"") || *n == 0),
         "{old_node:?}"
     );
+    for direction in ["sent", "received"] {
+        let key = format!("protocol=\"1\",direction=\"{direction}\"");
+        assert!(
+            old_node.get(&key).copied().unwrap_or(0) > 0,
+            "the protocol-1 node {direction} nothing in protocol 1: {old_node:?}"
+        );
+    }
 
     // Then as a newer build that speaks only protocol 3.
     cluster.procs.get_mut(&follower).expect("node").kill();
