@@ -26,6 +26,6 @@ pub use state::{
     encode, epoch_above, stamp,
 };
 pub use types::{
-    ClusterIdentity, Counters, Hold, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex,
+    ClusterIdentity, Counters, Hold, HoldMap, Lease, LeaseEnd, LeaseId, Lock, LockKind, LogIndex,
     MemberRecord, Metadata, Mode, Token, Waiter, WaiterId,
 };
