@@ -267,8 +267,13 @@ impl HoldMap {
         match self.position(&lease) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, hold)),
             Err(i) => {
-                // Grow by one: most locks keep one holder for life.
-                self.entries.reserve_exact(1);
+                // The first holder gets a slot of its own (most locks keep
+                // one holder for life); later ones grow the vector as usual,
+                // so many readers cost amortized O(1) copies, not one
+                // reallocation each.
+                if self.entries.capacity() == 0 {
+                    self.entries.reserve_exact(1);
+                }
                 self.entries.insert(i, (lease, hold));
                 None
             }
