@@ -8,7 +8,7 @@
 //! `ForceNewCluster`: a new cluster id, a raised token epoch, itself as the
 //! only recorded member), then the entries it had after C (its uncommitted
 //! tail, moved so that they are stamped in the new epoch; old memberships
-//! become blanks), then a membership of this node alone. The vote moves to
+//! and the old cluster's member records become blanks), then a membership of this node alone. The vote moves to
 //! that term (never down) and `committed` to the membership entry, all
 //! flushed, so when openraft starts it re-applies everything up to there
 //! before any peer is contacted, finds itself the only voter and elects
@@ -136,6 +136,14 @@ pub async fn force_new_cluster(
     }];
     for old in &tail {
         let payload = match &old.payload {
+            // What the old cluster recorded about its members must not come
+            // back either: applied after the force entry, a tail's
+            // `RecordMember` would give the new cluster a record of a lost
+            // node's old store, and that node, wiped and added back under
+            // its id, would be refused as a replaced store.
+            EntryPayload::Normal(request) if is_about_the_old_cluster(&request.command) => {
+                EntryPayload::Blank
+            }
             EntryPayload::Normal(request) => EntryPayload::Normal(request.clone()),
             // An old membership must not come back.
             EntryPayload::Blank | EntryPayload::Membership(_) => EntryPayload::Blank,
@@ -184,6 +192,18 @@ pub async fn force_new_cluster(
         "forced into a new one-member cluster"
     );
     Ok(Forced::Now { at, term })
+}
+
+/// Commands that name or describe the cluster the force leaves behind.
+fn is_about_the_old_cluster(command: &raftlock_core::Command) -> bool {
+    use raftlock_core::Command;
+    matches!(
+        command,
+        Command::InitCluster { .. }
+            | Command::RecordMember { .. }
+            | Command::ForgetMember { .. }
+            | Command::ForceNewCluster { .. }
+    )
 }
 
 fn read_forced_at(log: &LogStore) -> Result<Option<LogId>, StorageError> {

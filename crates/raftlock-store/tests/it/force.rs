@@ -23,6 +23,18 @@ fn grant(owner: &str) -> Request {
     )
 }
 
+fn record_member(node: u64, store_id: &str) -> Request {
+    Request::new(
+        1,
+        1,
+        Command::RecordMember {
+            node,
+            store_id: store_id.into(),
+            client_addr: "127.0.0.1:7402".into(),
+        },
+    )
+}
+
 fn force_command() -> Request {
     Request::new(
         1,
@@ -46,7 +58,10 @@ async fn the_uncommitted_tail_is_moved_behind_the_force_entry_and_stamped_in_the
             normal(1, 2, grant("committed")),
             // Not known to be committed here: the tail.
             normal(2, 3, grant("tail")),
-            membership(2, 4, &[1, 2]),
+            // The old leader recording node 2's store: not for the new
+            // cluster (node 2 may come back wiped).
+            normal(2, 4, record_member(2, "old-store-of-2")),
+            membership(2, 5, &[1, 2]),
         ];
         log.blocking_append(entries.clone()).await.expect("append");
         log.save_vote(&Vote::new(3, 2)).await.expect("vote");
@@ -63,14 +78,14 @@ async fn the_uncommitted_tail_is_moved_behind_the_force_entry_and_stamped_in_the
             panic!("not forced now: {forced:?}");
         };
         assert_eq!(term, 4, "above the vote's term 3");
-        // 3: the force, 4: the tail's grant, 5: its membership as a blank,
-        // 6: the one-member membership.
+        // 3: the force, 4: the tail's grant, 5: its member record and 6: its
+        // membership as blanks, 7: the one-member membership.
         assert_eq!(
             (at.index, at.leader_id.term, at.leader_id.node_id),
-            (6, 4, 1)
+            (7, 4, 1)
         );
         let moved = log.try_get_log_entries(3..).await.expect("read");
-        assert_eq!(moved.len(), 4, "{moved:?}");
+        assert_eq!(moved.len(), 5, "{moved:?}");
         assert!(
             matches!(&moved[0].payload, EntryPayload::Normal(r) if matches!(r.command, Command::ForceNewCluster { .. }))
         );
@@ -79,9 +94,13 @@ async fn the_uncommitted_tail_is_moved_behind_the_force_entry_and_stamped_in_the
         );
         assert!(
             matches!(moved[2].payload, EntryPayload::Blank),
+            "an old member record does not come back"
+        );
+        assert!(
+            matches!(moved[3].payload, EntryPayload::Blank),
             "an old membership does not come back"
         );
-        match &moved[3].payload {
+        match &moved[4].payload {
             EntryPayload::Membership(m) => {
                 assert_eq!(m.voter_ids().collect::<Vec<_>>(), vec![1]);
             }
@@ -95,6 +114,8 @@ async fn the_uncommitted_tail_is_moved_behind_the_force_entry_and_stamped_in_the
         // Applied, the tail's lease is stamped in the new epoch.
         let applied = sm.apply(moved.clone()).await.expect("apply");
         assert_eq!(applied[1].revision, (1 << 48) | 4, "{:?}", applied[1]);
+        let members = sm.read(|s| s.cluster().members.keys().copied().collect::<Vec<_>>());
+        assert_eq!(members, vec![1], "only the forced node is recorded");
 
         // The flag again: nothing to do.
         let again = force_new_cluster(&mut log, &mut sm, 1, node(), force_command)
@@ -107,7 +128,7 @@ async fn the_uncommitted_tail_is_moved_behind_the_force_entry_and_stamped_in_the
             .await
             .expect("forced again");
         assert!(
-            matches!(third, Forced::Now { at: a, term: 5 } if a.index == 8),
+            matches!(third, Forced::Now { at: a, term: 5 } if a.index == 9),
             "{third:?}"
         );
     }
