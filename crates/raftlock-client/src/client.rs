@@ -518,6 +518,13 @@ impl Client {
         let policy = &self.inner.options.retry;
         let max_attempts = policy.max_attempts.max(1);
         let mut n = 0u32;
+        // Attempts counted against `max_attempts`: not an answer naming
+        // the leader (it is followed at once, and is news rather than a
+        // failure), unless that attempt had itself gone to a named leader
+        // (so two nodes naming each other still use attempts up). In a
+        // failover each pause then costs one attempt, not two: a follower
+        // names the dead leader, the dead leader refuses the connection.
+        let mut counted = 0u32;
         // Set once an attempt of a write failed without saying whether it
         // was applied: giving up after that is OutcomeUnknown, even if
         // later attempts were definitely refused.
@@ -622,11 +629,14 @@ impl Client {
                 }
             };
             tracing::debug!(attempt = n, error = %status.message(), redirected, "retryable failure");
+            if !redirected || after_redirect {
+                counted += 1;
+            }
             let endpoints = self.nodes().channels.len() as u32;
             let nothing_listens = policy
                 .unreachable_rounds
                 .is_some_and(|rounds| unreached >= rounds.saturating_mul(endpoints));
-            if n >= max_attempts || nothing_listens {
+            if counted >= max_attempts || nothing_listens {
                 return give_up(maybe_applied);
             }
             // A redirect to a named leader goes at once: it is new

@@ -15,7 +15,10 @@ use std::time::Duration;
 /// stops retrying when its deadline passes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
-    /// Attempts in all, including the first (at least 1).
+    /// Attempts in all, including the first (at least 1). An answer that
+    /// names the leader is not counted: the call goes there at once (only
+    /// if that attempt had itself gone to a named leader does it count, so
+    /// nodes that name each other cannot bounce a call for ever).
     pub max_attempts: u32,
     /// Pause before the first retry; doubled for each further one.
     pub initial_backoff: Duration,
@@ -45,12 +48,16 @@ impl RetryPolicy {
         }
     }
 
-    /// Enough to ride out one leader election (about a second).
+    /// Enough to ride out one leader election: 7 pauses of 50 ms doubling
+    /// to 400 ms, 1.95 s of them in all (at least 1.56 s with the jitter),
+    /// against a failover of about a second at the default Raft timing
+    /// (docs/performance.md, Failover). The pause is capped at 400 ms so a
+    /// call waits at most that long once the new leader serves.
     pub fn standard() -> Self {
         RetryPolicy {
-            max_attempts: 6,
+            max_attempts: 8,
             initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(800),
+            max_backoff: Duration::from_millis(400),
             jitter: 0.2,
             unreachable_rounds: None,
         }
@@ -102,11 +109,11 @@ mod tests {
         };
         assert_eq!(p.backoff(1), Duration::from_millis(50));
         assert_eq!(p.backoff(2), Duration::from_millis(100));
-        assert_eq!(p.backoff(10), Duration::from_millis(800));
+        assert_eq!(p.backoff(10), Duration::from_millis(400));
         let p = RetryPolicy::standard();
         for a in 1..10 {
             let b = p.backoff(a);
-            assert!(b <= Duration::from_millis(800));
+            assert!(b <= Duration::from_millis(400));
             assert!(b >= Duration::from_millis(50).mul_f64(0.8) || a > 1);
         }
         assert_eq!(RetryPolicy::none().backoff(1), Duration::ZERO);

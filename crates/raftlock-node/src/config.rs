@@ -155,6 +155,11 @@ impl InitialClusterState {
 
 /// Raft timing. Lease safety does not depend on these (the leader counts
 /// lease deadlines from its own receipt of keep-alives), only availability.
+///
+/// A follower campaigns after [`RaftTiming::leader_lease`] plus its
+/// election timeout (drawn once per process between the two bounds)
+/// without a heartbeat: with the defaults, 600-1000 ms after the leader's
+/// last one.
 #[derive(Debug, Clone)]
 pub struct RaftTiming {
     /// How often the leader sends heartbeats.
@@ -166,6 +171,21 @@ pub struct RaftTiming {
     pub election_timeout_max: Duration,
     /// Timeout of one Raft RPC to a peer.
     pub rpc_timeout: Duration,
+}
+
+impl RaftTiming {
+    /// openraft's leader lease (patch 0009): two heartbeats. A follower
+    /// that heard from the leader less than this long ago refuses to vote
+    /// for anyone else (a node that was cut off and comes back with a
+    /// higher term cannot unseat a leader that is heard from), and one that
+    /// knows a leader waits this long beyond its election timeout before it
+    /// campaigns. openraft's own choice, the whole `election_timeout_max`,
+    /// added 800 ms to every failover (notes in docs/performance.md,
+    /// Failover); two heartbeats keep the guard for as long as heartbeats
+    /// arrive, and one lost heartbeat does not open it.
+    pub fn leader_lease(&self) -> Duration {
+        self.heartbeat * 2
+    }
 }
 
 impl Default for RaftTiming {

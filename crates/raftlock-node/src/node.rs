@@ -201,6 +201,7 @@ impl Node {
             heartbeat_interval: config.raft.heartbeat.as_millis() as u64,
             election_timeout_min: config.raft.election_timeout_min.as_millis() as u64,
             election_timeout_max: config.raft.election_timeout_max.as_millis() as u64,
+            leader_lease: config.raft.leader_lease().as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             // Per snapshot chunk; the default 200 ms is tight for a loaded disk.
             install_snapshot_timeout: 5_000,

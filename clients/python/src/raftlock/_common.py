@@ -88,9 +88,9 @@ class RetryPolicy:
     bounded by ``max_attempts`` and the call's deadline (the Rust client's
     policies, same numbers)."""
 
-    max_attempts: int = 6
+    max_attempts: int = 8
     initial_backoff: float = 0.05
-    max_backoff: float = 0.8
+    max_backoff: float = 0.4
     jitter: float = 0.2
 
     @staticmethod
@@ -100,7 +100,8 @@ class RetryPolicy:
 
     @staticmethod
     def standard() -> "RetryPolicy":
-        """6 attempts, 50 ms doubling to 800 ms: rides out one election."""
+        """8 attempts, 50 ms doubling to 400 ms: rides out one election
+        (an answer naming the leader is followed at once and not counted)."""
         return RetryPolicy()
 
     @staticmethod
@@ -556,6 +557,12 @@ class Attempts:
         self.policy = policy
         self.idempotent = idempotent
         self.count = 0
+        # Attempts counted against ``max_attempts``: an answer naming the
+        # leader is not, unless that attempt had itself gone to a named
+        # leader (the Rust client's rule: in a failover each pause costs one
+        # attempt, and nodes naming each other still use attempts up).
+        self.counted = 0
+        self.redirected = False
         self.maybe_applied = False
         self.last: Optional[Failure] = None
 
@@ -572,11 +579,16 @@ class Attempts:
             if (self.maybe_applied or f.applied == Applied.UNKNOWN) and not definite:
                 return self.unknown(), 0.0, None
             return f.error(self.count), 0.0, None
-        if self.count >= self.policy.max_attempts:
+        redirect = f.retry == Retry.AT_LEADER and f.leader_addr is not None
+        after_redirect, self.redirected = self.redirected, False
+        if not redirect or after_redirect:
+            self.counted += 1
+        if self.counted >= self.policy.max_attempts:
             return self.exhausted(), 0.0, None
         if f.retry == Retry.AT_LEADER:
+            self.redirected = redirect
             return None, 0.0, f.leader_addr
-        return None, self.policy.backoff(self.count), f.leader_addr
+        return None, self.policy.backoff(self.counted), f.leader_addr
 
     def after(
         self, e: grpc.RpcError, deadline: float, not_holder_after_unknown_is_done: bool = False

@@ -501,3 +501,34 @@ async fn every_guard_of_a_lost_session_sees_it_lost() {
     assert_eq!(cd.remaining(), Duration::ZERO);
     cluster.shutdown().await;
 }
+
+/// `RetryPolicy::standard()` rides out a leader election: an acquire made
+/// just after the leader stopped, by a client that knows every node,
+/// succeeds once another node leads. (It used to give up some 150 ms in:
+/// each pause cost two attempts, a follower naming the dead leader and the
+/// refused connection to it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_policy_rides_out_a_leader_election() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let client = cluster.client_with(RetryPolicy::standard()).await;
+    // In use before the stop: the client knows the leader, as one would.
+    let s = session(&client, 10_000, "across-a-failover").await;
+    let before = bounded(s.lock("failover/before").try_acquire())
+        .await
+        .expect("held before the stop");
+    cluster.stop(leader).await;
+    let stopped = Instant::now();
+    let after = bounded(s.lock("failover/after").try_acquire())
+        .await
+        .expect("the standard policy rides out the election");
+    let took = stopped.elapsed();
+    let new_leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    assert_ne!(new_leader, leader);
+    assert!(after.token() > before.token());
+    // The call waited for the election, not less: an election takes at
+    // least the test timing's leader lease plus election timeout minimum.
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    drop((before, after));
+    cluster.shutdown().await;
+}

@@ -438,7 +438,11 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_answer() {
         }
     }
     assert!(
-        bursts.last().expect("a burst").values().any(|names| names.len() > 1),
+        bursts
+            .last()
+            .expect("a burst")
+            .values()
+            .any(|names| names.len() > 1),
         "in {} bursts no two writes shared an entry: {bursts:?}",
         bursts.len()
     );

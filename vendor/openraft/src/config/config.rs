@@ -128,6 +128,16 @@ pub struct Config {
     #[clap(long, default_value = "50")]
     pub heartbeat_interval: u64,
 
+    /// raftlock patch: the leader lease in milliseconds. A follower that heard
+    /// from the leader less than this long ago refuses to vote for another
+    /// candidate, and a follower that knows a leader campaigns only after
+    /// this long plus its election timeout without a word from it. 0 (the
+    /// default): `election_timeout_max`, as upstream hard-wires it. Must be at
+    /// least `heartbeat_interval` when set, or a healthy leader's followers
+    /// would vote for others between two heartbeats.
+    #[clap(long, default_value = "0")]
+    pub leader_lease: u64,
+
     /// The timeout for sending then installing the last snapshot segment,
     /// in millisecond. It is also used as the timeout for sending a non-last segment, if
     /// `send_snapshot_timeout` is 0.
@@ -305,6 +315,13 @@ impl Config {
 
         if self.max_payload_entries == 0 {
             return Err(ConfigError::MaxPayloadIs0);
+        }
+
+        if self.leader_lease != 0 && self.leader_lease < self.heartbeat_interval {
+            return Err(ConfigError::LeaderLeaseLTHeartBeat {
+                leader_lease: self.leader_lease,
+                heartbeat_interval: self.heartbeat_interval,
+            });
         }
 
         Ok(self)

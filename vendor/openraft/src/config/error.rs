@@ -20,6 +20,10 @@ pub enum ConfigError {
         heartbeat_interval: u64,
     },
 
+    /// raftlock patch: a leader lease shorter than a heartbeat.
+    #[error("leader_lease({leader_lease}) must be 0 or >= heartbeat_interval({heartbeat_interval})")]
+    LeaderLeaseLTHeartBeat { leader_lease: u64, heartbeat_interval: u64 },
+
     #[error("snapshot policy string is invalid: '{invalid:?}' expect: '{syntax}'")]
     InvalidSnapshotPolicy { invalid: String, syntax: String },
 

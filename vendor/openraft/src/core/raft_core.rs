@@ -1311,8 +1311,11 @@ where
                         }
 
                         // Install next heartbeat
+                        // raftlock patch: counted from this tick, not from
+                        // after the sends, so the tick a heartbeat later is
+                        // not a hair early and skipped.
                         if let Some(l) = &mut self.leader_data {
-                            l.next_heartbeat = C::now() + Duration::from_millis(self.config.heartbeat_interval);
+                            l.next_heartbeat = now + Duration::from_millis(self.config.heartbeat_interval);
                         }
                     }
                 }

@@ -246,8 +246,11 @@ where C: RaftTypeConfig
         let (tx_server_metrics, rx_server_metrics) = watch::channel(RaftServerMetrics::default());
         let (tx_shutdown, rx_shutdown) = C::AsyncRuntime::oneshot();
 
+        // raftlock patch: two ticks per heartbeat (upstream: one per one and
+        // a half), so that heartbeats go out every `heartbeat_interval`
+        // and an election starts at most half a heartbeat after it is due.
         let tick_handle = Tick::spawn(
-            Duration::from_millis(config.heartbeat_interval * 3 / 2),
+            Duration::from_millis((config.heartbeat_interval / 2).max(1)),
             tx_notify.clone(),
             config.enable_tick,
         );
