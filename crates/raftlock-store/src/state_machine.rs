@@ -27,7 +27,7 @@ use raftlock_core::{Applied, Record, Response, State};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::error::{OpenError, damaged_error, join_error, sled_error};
+use crate::error::{OpenError, damaged_error, join_error, sled_error, unencodable_error};
 use crate::frame;
 use crate::layout::{
     LEASE_PREFIX, LOCK_PREFIX, SM_HEADER_KEY, SNAPSHOT_KEY, SmHeader, StoredSnapshot,
@@ -102,8 +102,11 @@ impl StateHandle {
     /// runtime's workers.
     pub fn snapshot_copy(&self) -> SnapshotCopy {
         // Separate `read`, `last_applied` and `membership` calls would take
-        // the lock three times and could mix two states.
-        let machine = read(&self.machine).clone();
+        // the lock three times and could mix two states. Encoded under the
+        // read lock, not from a clone: a clone would be a second full state
+        // in memory, and takes about as long as the encoding (applies wait
+        // either way).
+        let machine = read(&self.machine);
         SnapshotCopy {
             last_applied: machine.last_applied,
             voters: machine.membership.membership().voter_ids().collect(),
@@ -247,7 +250,7 @@ pub struct StateMachineStore {
     events: broadcast::Sender<AppliedBatch>,
     /// Serializes writes of the current snapshot, so that a slow builder
     /// never replaces a newer snapshot with its older one.
-    snapshot_write: Arc<Mutex<()>>,
+    snapshot_write: Arc<Mutex<StoredSnapshotId>>,
 }
 
 impl StateMachineStore {
@@ -258,7 +261,7 @@ impl StateMachineStore {
             machine: Arc::clone(&saver.machine),
             saver,
             events,
-            snapshot_write: Arc::new(Mutex::new(())),
+            snapshot_write: Arc::new(Mutex::new(StoredSnapshotId::default())),
         }
     }
 
@@ -526,13 +529,23 @@ struct SnapshotBodyV3 {
 /// Snapshot data: checksum, then the format version (u32 big-endian, read
 /// before anything else so that any build recognizes a newer format as
 /// such), then the body: [`raftlock_codec::SnapshotBody`] since format 4.
+///
+/// Written in place, record by record: the bytes exist once, and no copy
+/// of the state is made (issue 18: a snapshot's peak is the live state plus
+/// its encoding, not a second state).
 fn encode_snapshot_data(machine: &Machine) -> Vec<u8> {
-    let body = raftlock_codec::encode_snapshot_body(
+    let mut data = Vec::new();
+    data.extend_from_slice(&[0; frame::CHECKSUM_LEN]);
+    data.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
+    raftlock_codec::encode_snapshot_body_into(
+        &mut data,
         machine.last_applied.as_ref(),
         &machine.membership,
         &machine.state,
     );
-    versioned(SNAPSHOT_FORMAT_VERSION, &body)
+    let checksum = crc32fast::hash(&data[frame::CHECKSUM_LEN..]).to_be_bytes();
+    data[..frame::CHECKSUM_LEN].copy_from_slice(&checksum);
+    data
 }
 
 /// Snapshot data of format 3 (bincode), for builds before 0.2.
@@ -696,50 +709,78 @@ pub(crate) fn snapshot_data_from_v3(meta: &SnapshotMeta, data: &[u8]) -> Result<
 /// is newer. Returns whether it was stored.
 fn store_snapshot_if_newer(
     shared: &Shared,
-    lock: &Mutex<()>,
+    lock: &Mutex<StoredSnapshotId>,
     meta: &SnapshotMeta,
     data: &[u8],
 ) -> Result<bool, StorageError> {
     let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-    let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    let current = shared
-        .snapshot
-        .get(SNAPSHOT_KEY)
-        .map_err(|e| sled_error(subject(), ErrorVerb::Read, e))?;
-    if let Some(bytes) = current {
-        match frame::decode::<StoredSnapshot>(&"current snapshot", &bytes) {
-            Ok(current) if current.meta.last_log_id > meta.last_log_id => {
-                tracing::debug!(kept = %current.meta, dropped = %meta, "a newer snapshot is already stored");
-                return Ok(false);
+    let mut known = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    // The stored snapshot's log id: read (and the whole snapshot decoded)
+    // once per process, then remembered, since only this function writes
+    // it. Decoding it for every new snapshot held two more copies of a
+    // large snapshot's bytes at the moment the new one is stored.
+    let current = match known.0 {
+        Some(current) => current,
+        None => {
+            let stored = shared
+                .snapshot
+                .get(SNAPSHOT_KEY)
+                .map_err(|e| sled_error(subject(), ErrorVerb::Read, e))?;
+            match stored.map(|bytes| frame::decode::<StoredSnapshot>(&"current snapshot", &bytes)) {
+                Some(Ok(current)) => current.meta.last_log_id,
+                Some(Err(d)) => {
+                    tracing::warn!(error = %d, "replacing a damaged current snapshot");
+                    None
+                }
+                None => None,
             }
-            Ok(_) => {}
-            Err(d) => tracing::warn!(error = %d, "replacing a damaged current snapshot"),
         }
+    };
+    if current > meta.last_log_id {
+        tracing::debug!(kept = ?current, dropped = %meta, "a newer snapshot is already stored");
+        known.0 = Some(current);
+        return Ok(false);
     }
     let record = frame::seal_owned(raftlock_codec::encode_stored_snapshot(meta, data));
     shared
         .snapshot
         .insert(SNAPSHOT_KEY, record)
         .map_err(|e| sled_error(subject(), ErrorVerb::Write, e))?;
+    known.0 = Some(meta.last_log_id);
     Ok(true)
 }
 
-/// Builds snapshots from a copy of the state taken by `get_snapshot_builder`.
+/// The last log id of the snapshot in the store, once read: `None` until
+/// then, `Some(None)` for no snapshot (or one of an empty log). Behind the
+/// mutex that orders snapshot writes.
+#[derive(Debug, Default)]
+struct StoredSnapshotId(Option<Option<LogId>>);
+
+/// Builds snapshots from the state encoded by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
-    machine: Arc<Machine>,
-    snapshot_write: Arc<Mutex<()>>,
+    /// The snapshot data, its last applied log id and its membership, all
+    /// taken under one read lock.
+    /// Taken by the one `build_snapshot` call.
+    encoded: Option<(Vec<u8>, Option<LogId>, StoredMembership)>,
+    snapshot_write: Arc<Mutex<StoredSnapshotId>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let shared = Arc::clone(&self.shared);
-        let machine = Arc::clone(&self.machine);
+        // openraft builds once per builder; a second call has nothing to
+        // build from (the data was moved into the first snapshot).
+        let (data, last_applied, membership) = self.encoded.take().ok_or_else(|| {
+            unencodable_error(
+                ErrorSubject::Snapshot(None),
+                Damaged::new(&"snapshot builder", "asked to build a second time"),
+            )
+        })?;
         let lock = Arc::clone(&self.snapshot_write);
-        // Encoding a large state and flushing are blocking work.
+        // Storing a large snapshot and flushing are blocking work.
         let (meta, data) = tokio::task::spawn_blocking(move || {
-            let data = encode_snapshot_data(&machine);
-            let snapshot_id = match machine.last_applied {
+            let snapshot_id = match last_applied {
                 Some(id) => format!(
                     "{}-{}-{:08x}",
                     id.leader_id.term,
@@ -749,8 +790,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 None => format!("none-{:08x}", crc32fast::hash(&data)),
             };
             let meta = SnapshotMeta {
-                last_log_id: machine.last_applied,
-                last_membership: machine.membership.clone(),
+                last_log_id: last_applied,
+                last_membership: membership,
                 snapshot_id,
             };
             store_snapshot_if_newer(&shared, &lock, &meta, &data)?;
@@ -830,12 +871,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // One clone under the read lock: the builder then encodes without
-        // holding anything, and the copy matches its last_applied exactly.
-        let machine = Arc::new(read(&self.machine).clone());
+        // Encoded under the read lock, record by record: the data matches
+        // its last_applied exactly, and no second copy of the state is made
+        // (a clone of it, which this replaced, takes about as long as the
+        // encoding and held the same lock). The builder then only
+        // checksums, stores and flushes.
+        let encoded = {
+            let machine = read(&self.machine);
+            (
+                encode_snapshot_data(&machine),
+                machine.last_applied,
+                machine.membership.clone(),
+            )
+        };
         SnapshotBuilder {
             shared: Arc::clone(&self.shared),
-            machine,
+            encoded: Some(encoded),
             snapshot_write: Arc::clone(&self.snapshot_write),
         }
     }
