@@ -249,3 +249,107 @@ fn bench_distinct_with_a_hold_holds_each_lock_that_long() {
         "{cycles} cycles of at least 50 ms in 1 s by {clients} clients: {r}"
     );
 }
+
+/// Every node of `cluster` reports no lease and no lock, within 10 s (a
+/// follower applies the revoke a moment after the leader).
+fn wait_until_empty(cluster: &Cluster) {
+    let endpoints: Vec<String> = cluster.endpoints.split(',').map(str::to_string).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts: Vec<(u64, u64)> = cluster.rt.block_on(async {
+            let mut counts = Vec::new();
+            for e in &endpoints {
+                if let Ok(s) = raftlock_client::Client::status_of(e, Duration::from_secs(2)).await {
+                    counts.push((s.leases, s.locks));
+                }
+            }
+            counts
+        });
+        if counts.len() == endpoints.len() && counts.iter().all(|c| *c == (0, 0)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leases and locks (per node) are still {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn failover_client_moves_past_a_refused_endpoint_holds_the_lock_and_cleans_up() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start();
+    // A port nobody listens on first: the first attempt is refused, and
+    // the client must go on to the next endpoint after its pause.
+    let dead = free_ports(1)[0];
+    let endpoints = format!("127.0.0.1:{dead},{}", cluster.endpoints);
+    let r = bench_json(
+        &endpoints,
+        tmp.path(),
+        &[
+            "--workload",
+            "failover",
+            "--duration",
+            "20s",
+            "--since-epoch",
+            "1000000000.5",
+        ],
+    );
+    assert_eq!(r["target"], "raftlock", "{r}");
+    assert_eq!(r["workload"], "failover", "{r}");
+    assert_eq!(r["measured_from"], "since-epoch", "{r}");
+    let attempts = r["attempts"].as_u64().expect("attempts");
+    assert!(attempts >= 2, "the refused endpoint took no attempt: {r}");
+    assert_eq!(r["errors_total"].as_u64(), Some(attempts - 1), "{r}");
+    assert!(r["errors"]["CONNECT"].as_u64() >= Some(1), "{r}");
+    assert_ne!(r["held_via"], format!("127.0.0.1:{dead}"), "{r}");
+    assert!(
+        r["lock"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("bench/failover/")),
+        "{r}"
+    );
+    // From an epoch long past, so the figure is large; not a timing claim.
+    assert!(r["held_after_ms"].as_f64() > Some(1.0e9), "{r}");
+    assert_eq!(r["retry_pause_ms"].as_f64(), Some(25.0), "{r}");
+    assert_eq!(r["call_timeout_ms"].as_f64(), Some(1000.0), "{r}");
+    // The lease was revoked after the measurement, its hold with it.
+    wait_until_empty(&cluster);
+}
+
+#[test]
+fn failover_client_with_no_node_gives_up_at_its_deadline_with_exit_1() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dead = free_ports(1)[0];
+    let mut cmd = raftlock_bench();
+    cmd.args([
+        "--workload",
+        "failover",
+        "--target",
+        "etcd",
+        "--endpoints",
+        &format!("127.0.0.1:{dead}"),
+        "--duration",
+        "300ms",
+    ]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("held no lock within 0.3 s") && err.contains("CONNECT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn failover_flags_with_a_throughput_workload_are_a_usage_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = raftlock_bench();
+    cmd.args(["--workload", "seq", "--retry-pause", "10ms"]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--retry-pause applies only to --workload failover"),
+        "{err}"
+    );
+}
