@@ -45,6 +45,9 @@
 # tickTime 2000 ms, initLimit 10, syncLimit 5, as written below).
 # --failover-only skips the throughput workloads (and the JIT warm-up) to
 # rerun the failover alone; with --skip-etcd --skip-zookeeper, raftlock's.
+# --failover-call-timeout (default 1s) sets the client's per-call deadline:
+# an etcd member holds a write it forwarded to a leader that died until the
+# client gives up on it, so etcd's figure moves with this setting.
 # etcd (package etcd-server) and ZooKeeper (package zookeeper, with
 # scripts/zookeeper.sh) are installed with apt-get when missing and this runs
 # as root; a peer that cannot be installed or started is left out, said so.
@@ -54,7 +57,7 @@
 #
 # Usage: scripts/bench.sh [--time-limit SECONDS] [--duration 10s] [--skip-etcd]
 #                         [--skip-zookeeper] [--failover-rounds N]
-#                         [--failover-only]
+#                         [--failover-only] [--failover-call-timeout 1s]
 set -euo pipefail
 
 usage() {
@@ -68,17 +71,26 @@ SKIP_ETCD=0
 SKIP_ZK=0
 FAILOVER_ROUNDS=5
 FAILOVER_ONLY=0
+FAILOVER_CALL_TIMEOUT=1s
+# Option $1 needs a value ($2, empty when missing): exit 2 otherwise.
+need_value() {
+  if [ -z "${2:-}" ]; then
+    echo "error: $1 needs a value" >&2; usage >&2; exit 2
+  fi
+}
 while [ $# -gt 0 ]; do
   case "$1" in
-    --time-limit) TIME_LIMIT="${2:?--time-limit needs a number of seconds}"; shift 2 ;;
+    --time-limit) need_value --time-limit "${2:-}"; TIME_LIMIT="$2"; shift 2 ;;
     --time-limit=*) TIME_LIMIT="${1#*=}"; shift ;;
-    --duration) DURATION="${2:?--duration needs a value such as 10s}"; shift 2 ;;
+    --duration) need_value --duration "${2:-}"; DURATION="$2"; shift 2 ;;
     --duration=*) DURATION="${1#*=}"; shift ;;
     --skip-etcd) SKIP_ETCD=1; shift ;;
     --skip-zookeeper) SKIP_ZK=1; shift ;;
-    --failover-rounds) FAILOVER_ROUNDS="${2:?--failover-rounds needs a number}"; shift 2 ;;
+    --failover-rounds) need_value --failover-rounds "${2:-}"; FAILOVER_ROUNDS="$2"; shift 2 ;;
     --failover-rounds=*) FAILOVER_ROUNDS="${1#*=}"; shift ;;
     --failover-only) FAILOVER_ONLY=1; shift ;;
+    --failover-call-timeout) need_value --failover-call-timeout "${2:-}"; FAILOVER_CALL_TIMEOUT="$2"; shift 2 ;;
+    --failover-call-timeout=*) FAILOVER_CALL_TIMEOUT="${1#*=}"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -91,6 +103,9 @@ case "$FAILOVER_ROUNDS" in
 esac
 if [ "$FAILOVER_ROUNDS" -gt 100 ]; then
   echo "error: --failover-rounds must be at most 100, got $FAILOVER_ROUNDS" >&2; exit 2
+fi
+if ! [[ "$FAILOVER_CALL_TIMEOUT" =~ ^[1-9][0-9]{0,5}(ms|s)$ ]]; then
+  echo "error: --failover-call-timeout must look like 250ms or 1s, got '$FAILOVER_CALL_TIMEOUT'" >&2; exit 2
 fi
 if [ "$FAILOVER_ONLY" = 1 ] && [ "$FAILOVER_ROUNDS" = 0 ]; then
   echo "error: --failover-only with --failover-rounds 0 leaves nothing to run" >&2; exit 2
@@ -514,7 +529,7 @@ done
 # --- failover ---------------------------------------------------------------
 # How a failover client is run (the header explains the choice).
 FO_RETRY_PAUSE=25ms
-FO_CALL_TIMEOUT=1s
+FO_CALL_TIMEOUT=$FAILOVER_CALL_TIMEOUT
 FO_DEADLINE=30s
 FO_DEADLINE_S=30
 FO_CLIENT="one raftlock-bench --workload failover process on the 2 survivors: pause $FO_RETRY_PAUSE after any failure, $FO_CALL_TIMEOUT per call, gives up after $FO_DEADLINE"
@@ -672,6 +687,9 @@ if [ "$FAILOVER_ROUNDS" -gt 0 ]; then
 fi
 # Rounds alternate between the systems, so a change of the machine's load
 # during the run falls on all three alike.
+# The loop's stderr goes to a file: bash reports each SIGKILLed node there
+# ("Killed ..."), which is the point of the loop, not news; anything else
+# in it is shown afterwards.
 for round in $(seq "$FAILOVER_ROUNDS"); do
   cluster_alive || { say "stopping the failover: a cluster process is gone"; break; }
   for system in "${FO_SYSTEMS[@]}"; do
@@ -685,7 +703,12 @@ for round in $(seq "$FAILOVER_ROUNDS"); do
     fi
     failover_round "$system" "$round"
   done
-done
+done 2>>"$WORK/failover-shell.err"
+if grep -v ' Killed ' "$WORK/failover-shell.err" >"$WORK/failover-shell.other" 2>/dev/null \
+  && [ -s "$WORK/failover-shell.other" ]; then
+  say "the failover loop wrote to stderr:"
+  cat "$WORK/failover-shell.other" >&3
+fi
 # The last restarted nodes: whole again before the cleanup, so their logs
 # end cleanly (and a node that cannot come back is said so).
 if [ "$FAILOVER_ROUNDS" -gt 0 ]; then
