@@ -353,3 +353,39 @@ fn failover_flags_with_a_throughput_workload_are_a_usage_error() {
         "{err}"
     );
 }
+
+/// scripts/bench.sh, which runs this benchmark's failover workload, checks
+/// its arguments before it builds or starts anything: a bad one exits 2
+/// with a message naming it.
+#[test]
+fn bench_sh_refuses_bad_failover_arguments_with_exit_2_and_a_message() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench.sh");
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--failover-rounds", "x"],
+            "--failover-rounds must be a whole number",
+        ),
+        (
+            &["--failover-rounds", "101"],
+            "--failover-rounds must be at most 100",
+        ),
+        (&["--failover-rounds"], "--failover-rounds needs a value"),
+        (
+            &["--failover-only", "--failover-rounds", "0"],
+            "leaves nothing to run",
+        ),
+        (
+            &["--failover-call-timeout", "1m5s"],
+            "--failover-call-timeout must look like 250ms or 1s",
+        ),
+        (&["--no-such-flag"], "unknown argument '--no-such-flag'"),
+    ];
+    for (args, message) in cases {
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).args(args);
+        let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}
