@@ -15,6 +15,39 @@
 # ZooKeeper's JVMs get 5 s of unmeasured load first (JIT warm-up).
 # Prints one table (cycles/s, p50/p99 of a cycle, raftlock's ratio to the
 # best peer) and writes the JSON results to target/bench/ (path printed).
+#
+# Then failover, the same way for all three (--failover-rounds N, default 5
+# per system; 0 skips it): each round, for raftlock, etcd and ZooKeeper in
+# turn, finds the leader (raftlock: `raftlock status --json` of each node;
+# etcd: its maintenance status, member_id == leader; ZooKeeper: the `srvr`
+# four-letter command, "Mode: leader"), kills it with SIGKILL, and at once
+# starts ONE `raftlock-bench --workload failover` process (the same program
+# for the three) with the two survivors as its endpoints. Its retry
+# behaviour is the same for all three: an attempt is what a client does to
+# take a lock (raftlock: grant a lease, Acquire; etcd: grant a lease,
+# v3lock Lock; ZooKeeper: open a session, Curator's InterProcessMutex
+# recipe); every call may take 1 s; after ANY failure it pauses 25 ms (no
+# backoff, no jitter; etcd's Go client's pause) and tries again, for up to
+# 30 s. A lease or session once granted is kept. The next attempt goes to
+# the leader a raftlock NOT_LEADER answer named, else to the next survivor
+# (raftlock, etcd); ZooKeeper's client library is given both survivors and
+# picks and changes the server itself. (tools/raftlock-bench/src/bench/failover.rs
+# has the details.) Measured: kill -> the client holds the lock (the client
+# computes it from the kill's $EPOCHREALTIME, so it includes starting the
+# client process), and kill -> a survivor reports itself leader (polled
+# every 25 ms with one status call per survivor: it lags by up to a poll and
+# the call's own time). Then the killed node restarts on its data and the
+# next round waits until all three serve and agree on a leader. Printed:
+# median, p90 and max per system (nearest rank), under the table, with
+# each system's timing: all three run with their default timing (raftlock:
+# what `raftlock serve --help` says, read from it and printed; etcd:
+# heartbeat 100 ms, election timeout 1000 ms, given explicitly; ZooKeeper:
+# tickTime 2000 ms, initLimit 10, syncLimit 5, as written below).
+# --failover-only skips the throughput workloads (and the JIT warm-up) to
+# rerun the failover alone; with --skip-etcd --skip-zookeeper, raftlock's.
+# --failover-call-timeout (default 1s) sets the client's per-call deadline:
+# an etcd member holds a write it forwarded to a leader that died until the
+# client gives up on it, so etcd's figure moves with this setting.
 # etcd (package etcd-server) and ZooKeeper (package zookeeper, with
 # scripts/zookeeper.sh) are installed with apt-get when missing and this runs
 # as root; a peer that cannot be installed or started is left out, said so.
@@ -23,7 +56,8 @@
 # exit, Ctrl-C included. The whole run is bounded by --time-limit.
 #
 # Usage: scripts/bench.sh [--time-limit SECONDS] [--duration 10s] [--skip-etcd]
-#                         [--skip-zookeeper]
+#                         [--skip-zookeeper] [--failover-rounds N]
+#                         [--failover-only] [--failover-call-timeout 1s]
 set -euo pipefail
 
 usage() {
@@ -35,14 +69,28 @@ DURATION=10s
 WARMUP=1s
 SKIP_ETCD=0
 SKIP_ZK=0
+FAILOVER_ROUNDS=5
+FAILOVER_ONLY=0
+FAILOVER_CALL_TIMEOUT=1s
+# Option $1 needs a value ($2, empty when missing): exit 2 otherwise.
+need_value() {
+  if [ -z "${2:-}" ]; then
+    echo "error: $1 needs a value" >&2; usage >&2; exit 2
+  fi
+}
 while [ $# -gt 0 ]; do
   case "$1" in
-    --time-limit) TIME_LIMIT="${2:?--time-limit needs a number of seconds}"; shift 2 ;;
+    --time-limit) need_value --time-limit "${2:-}"; TIME_LIMIT="$2"; shift 2 ;;
     --time-limit=*) TIME_LIMIT="${1#*=}"; shift ;;
-    --duration) DURATION="${2:?--duration needs a value such as 10s}"; shift 2 ;;
+    --duration) need_value --duration "${2:-}"; DURATION="$2"; shift 2 ;;
     --duration=*) DURATION="${1#*=}"; shift ;;
     --skip-etcd) SKIP_ETCD=1; shift ;;
     --skip-zookeeper) SKIP_ZK=1; shift ;;
+    --failover-rounds) need_value --failover-rounds "${2:-}"; FAILOVER_ROUNDS="$2"; shift 2 ;;
+    --failover-rounds=*) FAILOVER_ROUNDS="${1#*=}"; shift ;;
+    --failover-only) FAILOVER_ONLY=1; shift ;;
+    --failover-call-timeout) need_value --failover-call-timeout "${2:-}"; FAILOVER_CALL_TIMEOUT="$2"; shift 2 ;;
+    --failover-call-timeout=*) FAILOVER_CALL_TIMEOUT="${1#*=}"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -50,6 +98,21 @@ done
 case "$TIME_LIMIT" in
   ''|*[!0-9]*) echo "error: --time-limit must be a whole number of seconds, got '$TIME_LIMIT'" >&2; exit 2 ;;
 esac
+case "$FAILOVER_ROUNDS" in
+  ''|*[!0-9]*) echo "error: --failover-rounds must be a whole number (0 skips the failover), got '$FAILOVER_ROUNDS'" >&2; exit 2 ;;
+esac
+if [ "$FAILOVER_ROUNDS" -gt 100 ]; then
+  echo "error: --failover-rounds must be at most 100, got $FAILOVER_ROUNDS" >&2; exit 2
+fi
+if ! [[ "$FAILOVER_CALL_TIMEOUT" =~ ^[1-9][0-9]{0,5}(ms|s)$ ]]; then
+  echo "error: --failover-call-timeout must look like 250ms or 1s, got '$FAILOVER_CALL_TIMEOUT'" >&2; exit 2
+fi
+if [ "$FAILOVER_ONLY" = 1 ] && [ "$FAILOVER_ROUNDS" = 0 ]; then
+  echo "error: --failover-only with --failover-rounds 0 leaves nothing to run" >&2; exit 2
+fi
+if [ -z "${EPOCHREALTIME:-}" ]; then
+  echo "error: needs bash 5 or later (\$EPOCHREALTIME, to date the kills)" >&2; exit 2
+fi
 case "$DURATION" in
   *ms) DURATION_S=1 ;;
   *s) DURATION_S="${DURATION%s}" ;;
@@ -189,6 +252,23 @@ drop_peer() {
   done
   CLUSTER=("${keep[@]}")
 }
+# Replaces the pid of cluster process $1 (e.g. raftlock2) with $2, or adds
+# it: a restarted node has a new pid.
+set_member() {
+  local keep=() entry
+  for entry in "${CLUSTER[@]}"; do
+    [ "${entry%%:*}" = "$1" ] || keep+=("$entry")
+  done
+  CLUSTER=("${keep[@]}" "$1:$2")
+}
+# The pid of cluster process $1, or nothing.
+member_pid() {
+  local entry
+  for entry in "${CLUSTER[@]}"; do
+    [ "${entry%%:*}" = "$1" ] && { echo "${entry#*:}"; return 0; }
+  done
+  return 0
+}
 cluster_alive() {
   local entry
   for entry in "${CLUSTER[@]}"; do
@@ -204,15 +284,25 @@ RL_PEER_PORTS=("$(free_port)" "$(free_port)" "$(free_port)")
 # --peers names the peer ports; clients use the client ports.
 RL_PEERS="1=127.0.0.1:${RL_PEER_PORTS[0]},2=127.0.0.1:${RL_PEER_PORTS[1]},3=127.0.0.1:${RL_PEER_PORTS[2]}"
 RL_ENDPOINTS="127.0.0.1:${RL_PORTS[0]},127.0.0.1:${RL_PORTS[1]},127.0.0.1:${RL_PORTS[2]}"
-for i in 1 2 3; do
-  # Plaintext, as etcd is run here: the comparison is like for like.
-  RUST_LOG=warn "$RAFTLOCK" serve --insecure --id "$i" --data-dir "$WORK/raftlock$i" \
+# Node $1, on its data directory (a restart after a kill reuses it).
+# Plaintext, as etcd is run here: the comparison is like for like. Its
+# default timing: no RAFTLOCK_* timing variable of the caller leaks in.
+start_raftlock() {
+  local i=$1
+  env -u RAFTLOCK_HEARTBEAT_MS -u RAFTLOCK_ELECTION_TIMEOUT_MS -u RAFTLOCK_ELECTION_TIMEOUT_MIN_MS \
+    -u RAFTLOCK_ELECTION_TIMEOUT_MAX_MS RUST_LOG=warn \
+    "$RAFTLOCK" serve --insecure --id "$i" --data-dir "$WORK/raftlock$i" \
     --listen "127.0.0.1:${RL_PORTS[$((i - 1))]}" \
     --peer-listen "127.0.0.1:${RL_PEER_PORTS[$((i - 1))]}" --peers "$RL_PEERS" \
-    </dev/null >"$WORK/raftlock$i.log" 2>&1 &
+    </dev/null >>"$WORK/raftlock$i.log" 2>&1 &
   PIDS+=("$!")
-  CLUSTER+=("raftlock$i:$!")
-done
+  set_member "raftlock$i" "$!"
+}
+for i in 1 2 3; do start_raftlock "$i"; done
+# The timing it runs with, as its --help states the defaults.
+RL_HEARTBEAT="$("$RAFTLOCK" serve --help 2>/dev/null | awk '/--heartbeat-ms/ {getline; if (match($0, /default: [0-9]+/)) print substr($0, RSTART + 9, RLENGTH - 9); exit}' || true)"
+RL_ELECTION="$("$RAFTLOCK" serve --help 2>/dev/null | awk '/--election-timeout-ms/ {getline; if (match($0, /default: [0-9]+-[0-9]+/)) print substr($0, RSTART + 9, RLENGTH - 9); exit}' || true)"
+RL_TIMING="heartbeat ${RL_HEARTBEAT:-?} ms, election timeout ${RL_ELECTION:-?} ms (its defaults, from raftlock serve --help)"
 say "raftlock nodes on $RL_ENDPOINTS; waiting for a leader"
 rl_ready=0
 for _ in $(seq 150); do
@@ -242,18 +332,27 @@ else
   E_CLIENT=("$(free_port)" "$(free_port)" "$(free_port)")
   E_PEER=("$(free_port)" "$(free_port)" "$(free_port)")
   E_CLUSTER="e1=http://127.0.0.1:${E_PEER[0]},e2=http://127.0.0.1:${E_PEER[1]},e3=http://127.0.0.1:${E_PEER[2]}"
-  for i in 1 2 3; do
-    c="http://127.0.0.1:${E_CLIENT[$((i - 1))]}"
-    p="http://127.0.0.1:${E_PEER[$((i - 1))]}"
-    etcd --name "e$i" --data-dir "$WORK/etcd$i" \
-      --listen-client-urls "$c" --advertise-client-urls "$c" \
-      --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" \
-      --initial-cluster "$E_CLUSTER" --initial-cluster-state new \
-      --initial-cluster-token "raftlock-bench-$$" \
-      </dev/null >"$WORK/etcd$i.log" 2>&1 &
-    PIDS+=("$!")
-    CLUSTER+=("etcd$i:$!")
-  done
+fi
+# Member $1 (on a restart etcd finds its data directory and ignores the
+# --initial-* flags). Its default timing, given explicitly so no ETCD_*
+# variable of the caller changes it: heartbeat 100 ms, election 1000 ms.
+ETCD_TIMING="heartbeat 100 ms, election timeout 1000 ms (its defaults)"
+start_etcd() {
+  local i=$1 c p
+  c="http://127.0.0.1:${E_CLIENT[$((i - 1))]}"
+  p="http://127.0.0.1:${E_PEER[$((i - 1))]}"
+  etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+    --listen-client-urls "$c" --advertise-client-urls "$c" \
+    --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" \
+    --initial-cluster "$E_CLUSTER" --initial-cluster-state new \
+    --initial-cluster-token "raftlock-bench-$$" \
+    --heartbeat-interval 100 --election-timeout 1000 \
+    </dev/null >>"$WORK/etcd$i.log" 2>&1 &
+  PIDS+=("$!")
+  set_member "etcd$i" "$!"
+}
+if [ -z "$ETCD_SKIPPED" ]; then
+  for i in 1 2 3; do start_etcd "$i"; done
   say "etcd $ETCD_VERSION members on ports ${E_CLIENT[*]}; waiting until healthy"
   etcd_ready=0
   for _ in $(seq 150); do
@@ -308,6 +407,19 @@ else
   Z_CLIENT=("$(free_port)" "$(free_port)" "$(free_port)")
   Z_QUORUM=("$(free_port)" "$(free_port)" "$(free_port)")
   Z_ELECT=("$(free_port)" "$(free_port)" "$(free_port)")
+fi
+ZK_TIMING="tickTime 2000 ms, initLimit 10, syncLimit 5 (the values of its sample zoo.cfg, as Debian ships it)"
+# Server $1, on its configuration and data directory written below.
+start_zookeeper() {
+  local i=$1
+  # A bounded heap: three JVMs share the machine with the other two
+  # clusters (a JVM's default maximum is a quarter of the RAM).
+  java -Xmx1g -cp "$ZK_CP" org.apache.zookeeper.server.quorum.QuorumPeerMain "$WORK/zookeeper$i.cfg" \
+    </dev/null >>"$WORK/zookeeper$i.log" 2>&1 &
+  PIDS+=("$!")
+  set_member "zookeeper$i" "$!"
+}
+if [ -z "$ZK_SKIPPED" ]; then
   for i in 1 2 3; do
     mkdir -p "$WORK/zookeeper$i"
     echo "$i" >"$WORK/zookeeper$i/myid"
@@ -331,12 +443,7 @@ else
         echo "server.$j=127.0.0.1:${Z_QUORUM[$((j - 1))]}:${Z_ELECT[$((j - 1))]}"
       done
     } >"$WORK/zookeeper$i.cfg"
-    # A bounded heap: three JVMs share the machine with the other two
-    # clusters (a JVM's default maximum is a quarter of the RAM).
-    java -Xmx1g -cp "$ZK_CP" org.apache.zookeeper.server.quorum.QuorumPeerMain "$WORK/zookeeper$i.cfg" \
-      </dev/null >"$WORK/zookeeper$i.log" 2>&1 &
-    PIDS+=("$!")
-    CLUSTER+=("zookeeper$i:$!")
+    start_zookeeper "$i"
   done
   say "ZooKeeper $ZK_VERSION servers on ports ${Z_CLIENT[*]}; waiting for a quorum"
   zk_leader=""
@@ -365,7 +472,7 @@ else
     # unmeasured load first, so the first measured workload (seq) does not
     # pay ZooKeeper's JIT warm-up (raftlock and etcd are compiled ahead of
     # time and need none).
-    if [ "$(remaining)" -gt 30 ]; then
+    if [ "$FAILOVER_ONLY" = 0 ] && [ "$(remaining)" -gt 30 ]; then
       say "warming ZooKeeper's JIT up (distinct, 16 clients, 5 s, not measured)"
       bounded 30 "$RAFTLOCK_BENCH" --target zookeeper --endpoints "$ZK_ENDPOINTS" \
         --workload distinct --clients 16 --duration 5s --warmup 0ms --json \
@@ -404,7 +511,9 @@ run_bench() {
       '{target: $t, workload: $w, clients: $c, failed: true, exit_code: $rc, error: $e}' >>"$RESULTS"
   fi
 }
-for spec in "seq 1" "distinct 16" "distinct 64" "contended 8"; do
+THROUGHPUT_SPECS=("seq 1" "distinct 16" "distinct 64" "contended 8")
+[ "$FAILOVER_ONLY" = 1 ] && THROUGHPUT_SPECS=()
+for spec in "${THROUGHPUT_SPECS[@]}"; do
   cluster_alive || { say "stopping the runs: a cluster process is gone"; break; }
   # shellcheck disable=SC2086 # split "workload clients"
   set -- $spec
@@ -416,6 +525,198 @@ for spec in "seq 1" "distinct 16" "distinct 64" "contended 8"; do
     run_bench zookeeper "$ZK_ENDPOINTS" "$1" "$2"
   fi
 done
+
+# --- failover ---------------------------------------------------------------
+# How a failover client is run (the header explains the choice).
+FO_RETRY_PAUSE=25ms
+FO_CALL_TIMEOUT=$FAILOVER_CALL_TIMEOUT
+FO_DEADLINE=30s
+FO_DEADLINE_S=30
+FO_CLIENT="one raftlock-bench --workload failover process on the 2 survivors: pause $FO_RETRY_PAUSE after any failure, $FO_CALL_TIMEOUT per call, gives up after $FO_DEADLINE"
+
+# The client port of node $2 (1..3) of system $1.
+client_port() {
+  case "$1" in
+    raftlock) echo "${RL_PORTS[$(($2 - 1))]}" ;;
+    etcd) echo "${E_CLIENT[$(($2 - 1))]}" ;;
+    zookeeper) echo "${Z_CLIENT[$(($2 - 1))]}" ;;
+  esac
+}
+
+# How node $2 of system $1 sees the cluster: "leader L" or "follower L"
+# (L: the leader it knows, "-" for a ZooKeeper follower, whose `srvr` does
+# not name it), or nothing when it does not answer or knows no leader.
+node_view() {
+  local port
+  port="$(client_port "$1" "$2")"
+  case "$1" in
+    raftlock)
+      "$RAFTLOCK" status --json --timeout-ms 500 --endpoints "127.0.0.1:$port" 2>/dev/null \
+        | jq -r 'select(.leader_id != null) | "\(.role) \(.leader_id)"' 2>/dev/null || true
+      ;;
+    etcd)
+      # The JSON gateway prints uint64s as strings; leader "0": none known.
+      curl -fsS -m 1 -X POST -d '{}' "http://127.0.0.1:$port/v3/maintenance/status" 2>/dev/null \
+        | jq -r 'select((.leader // "0") != "0")
+                 | (if .header.member_id == .leader then "leader" else "follower" end) + " " + .leader' \
+          2>/dev/null || true
+      ;;
+    zookeeper)
+      # A server without a quorum answers "not currently serving requests"
+      # and no Mode line.
+      case "$(zk_srvr "$port" | awk '/^Mode:/ {print $2}')" in
+        leader) echo "leader $2" ;;
+        follower) echo "follower -" ;;
+      esac
+      ;;
+  esac
+}
+
+# The node (1..3) that leads system $1 if all three serve and agree on
+# one leader (raftlock, etcd: all name the same leader; ZooKeeper: all
+# serve and exactly one says it leads); else nothing.
+whole_leader() {
+  local i view serving=0 leading="" named=()
+  for i in 1 2 3; do
+    view="$(node_view "$1" "$i")"
+    [ -n "$view" ] || return 0
+    serving=$((serving + 1))
+    case "$view" in leader\ *) leading="$leading$i" ;; esac
+    named+=("${view#* }")
+  done
+  [ "$serving" = 3 ] && [ "${#leading}" = 1 ] || return 0
+  if [ "$1" != zookeeper ]; then
+    [ "${named[0]}" = "${named[1]}" ] && [ "${named[1]}" = "${named[2]}" ] || return 0
+  fi
+  echo "$leading"
+}
+
+# Waits up to $2 seconds until system $1 is whole; prints its leader.
+wait_whole() {
+  local leader="" until=$((SECONDS + $2))
+  while [ "$SECONDS" -lt "$until" ]; do
+    leader="$(whole_leader "$1")"
+    [ -n "$leader" ] && { echo "$leader"; return 0; }
+    sleep 0.2
+  done
+  return 1
+}
+
+# In the background: polls the survivors of system $1 (all but node $2)
+# every 25 ms until one says it leads, then writes the epoch to file $3.
+poll_new_leader() {
+  local i
+  for _ in $(seq $((FO_DEADLINE_S * 40))); do
+    for i in 1 2 3; do
+      [ "$i" = "$2" ] && continue
+      case "$(node_view "$1" "$i")" in
+        leader\ *) echo "$EPOCHREALTIME" >"$3"; return 0 ;;
+      esac
+    done
+    sleep 0.025
+  done
+}
+
+declare -A FO_STOPPED=()
+# Round $2 of system $1: kill -9 its leader, time the client, restart the
+# node, wait until whole again.
+failover_round() {
+  local system=$1 round=$2 leader victim survivors="" i t0 rc=0 client poller new_leader_ms=""
+  local out="$WORK/failover-$system-$round.json" err="$WORK/failover-$system-$round.err"
+  if ! leader="$(wait_whole "$system" 60)"; then
+    say "failover $system: not whole (3 serving, one leader) within 60 s; no more rounds for it"
+    FO_STOPPED[$system]=1
+    return 0
+  fi
+  victim="$(member_pid "$system$leader")"
+  if [ -z "$victim" ]; then
+    say "failover $system: no process known for its leader, node $leader; no more rounds for it"
+    FO_STOPPED[$system]=1
+    return 0
+  fi
+  for i in 1 2 3; do
+    [ "$i" = "$leader" ] || survivors="${survivors:+$survivors,}127.0.0.1:$(client_port "$system" "$i")"
+  done
+  rm -f "$WORK/new-leader"
+  t0=$EPOCHREALTIME
+  kill -KILL "$victim"
+  # The client first, then the poller: nothing delays the client's start.
+  timeout $((FO_DEADLINE_S + 10)) "$RAFTLOCK_BENCH" --target "$system" --workload failover \
+    --endpoints "$survivors" --since-epoch "$t0" --duration "$FO_DEADLINE" \
+    --retry-pause "$FO_RETRY_PAUSE" --call-timeout "$FO_CALL_TIMEOUT" --json >"$out" 2>"$err" &
+  client=$!
+  PIDS+=("$client")
+  poll_new_leader "$system" "$leader" "$WORK/new-leader" &
+  poller=$!
+  PIDS+=("$poller")
+  wait "$client" || rc=$?
+  forget "$client"
+  # A held lock means a leader exists: the poller's next round sees it.
+  for _ in $(seq 80); do kill -0 "$poller" 2>/dev/null || break; sleep 0.025; done
+  kill "$poller" 2>/dev/null || true
+  wait "$poller" 2>/dev/null || true
+  forget "$poller"
+  wait "$victim" 2>/dev/null || true
+  forget "$victim"
+  if [ -s "$WORK/new-leader" ]; then
+    new_leader_ms="$(awk -v a="$t0" -v b="$(cat "$WORK/new-leader")" 'BEGIN { printf "%.1f", (b - a) * 1000 }')"
+  fi
+  if [ "$rc" = 0 ] && jq -e '.held_after_ms' "$out" >/dev/null 2>&1; then
+    jq -c --argjson round "$round" --argjson killed "$leader" --arg nl "$new_leader_ms" \
+      '. + {round: $round, killed_node: $killed,
+            new_leader_ms: (if $nl == "" then null else ($nl | tonumber) end)}' "$out" >>"$RESULTS"
+    say "failover $system round $round: killed leader node $leader; new leader seen after ${new_leader_ms:-?} ms;" \
+      "lock held after $(jq -r .held_after_ms "$out") ms ($(jq -r .attempts "$out") attempt(s))"
+  else
+    say "failover $system round $round: the client failed (exit $rc): $(tail -n 2 "$err" | tr '\n' ' ')"
+    jq -nc --arg t "$system" --argjson round "$round" --argjson killed "$leader" --argjson rc "$rc" \
+      --arg e "$(tail -n 3 "$err")" \
+      '{target: $t, workload: "failover", round: $round, killed_node: $killed, failed: true,
+        exit_code: $rc, error: $e}' >>"$RESULTS"
+  fi
+  # The killed node comes back on its data; the next round waits until the
+  # cluster is whole again.
+  "start_$system" "$leader"
+}
+
+FO_SYSTEMS=(raftlock)
+[ -n "$ETCD_ENDPOINTS" ] && FO_SYSTEMS+=(etcd)
+[ -n "$ZK_ENDPOINTS" ] && FO_SYSTEMS+=(zookeeper)
+if [ "$FAILOVER_ROUNDS" -gt 0 ]; then
+  say "failover: $FAILOVER_ROUNDS round(s) each of ${FO_SYSTEMS[*]}, in turn; client: $FO_CLIENT"
+fi
+# Rounds alternate between the systems, so a change of the machine's load
+# during the run falls on all three alike.
+# The loop's stderr goes to a file: bash reports each SIGKILLed node there
+# ("Killed ..."), which is the point of the loop, not news; anything else
+# in it is shown afterwards.
+for round in $(seq "$FAILOVER_ROUNDS"); do
+  cluster_alive || { say "stopping the failover: a cluster process is gone"; break; }
+  for system in "${FO_SYSTEMS[@]}"; do
+    [ -n "${FO_STOPPED[$system]:-}" ] && continue
+    # Up to 60 s for the cluster to be whole, the client's deadline, and
+    # a restart.
+    if [ "$(remaining)" -lt $((FO_DEADLINE_S + 45)) ]; then
+      say "skipping failover round $round of $system and later: the time limit leaves $(remaining) s"
+      FO_STOPPED[$system]=1
+      continue
+    fi
+    failover_round "$system" "$round"
+  done
+done 2>>"$WORK/failover-shell.err"
+if grep -v ' Killed ' "$WORK/failover-shell.err" >"$WORK/failover-shell.other" 2>/dev/null \
+  && [ -s "$WORK/failover-shell.other" ]; then
+  say "the failover loop wrote to stderr:"
+  cat "$WORK/failover-shell.other" >&3
+fi
+# The last restarted nodes: whole again before the cleanup, so their logs
+# end cleanly (and a node that cannot come back is said so).
+if [ "$FAILOVER_ROUNDS" -gt 0 ]; then
+  for system in "${FO_SYSTEMS[@]}"; do
+    wait_whole "$system" "$(( $(remaining) < 30 ? ($(remaining) > 0 ? $(remaining) : 1) : 30 ))" >/dev/null \
+      || say "failover $system: not whole again after its last round"
+  done
+fi
 
 # --- report -----------------------------------------------------------------
 mkdir -p "$TARGET_DIR/bench"
@@ -432,9 +733,14 @@ jq -s --arg duration "$DURATION" --arg warmup "$WARMUP" --arg etcd "$ETCD_VERSIO
     durability: {raftlock: "fdatasync of the log before an append is acknowledged (always)",
                  etcd: "fdatasync of the WAL before a write is acknowledged (always; --unsafe-no-fsync not given)",
                  zookeeper: "forceSync=yes: fsync of the transaction log before a write is acknowledged"},
+    timing: {raftlock: $rl_timing, etcd: $etcd_timing, zookeeper: $zk_timing},
+    failover_rounds: $fo_rounds, failover_client: $fo_client,
     results: .}' \
+  --arg rl_timing "$RL_TIMING" --arg etcd_timing "$ETCD_TIMING" --arg zk_timing "$ZK_TIMING" \
+  --argjson fo_rounds "$FAILOVER_ROUNDS" --arg fo_client "$FO_CLIENT" \
   "$RESULTS" >"$OUT"
 
+if [ "$FAILOVER_ONLY" = 0 ]; then
 echo
 echo "raftlock, etcd and ZooKeeper: cycles (acquire + release) per second; p50/p99 of a cycle in ms;"
 echo "VS BEST PEER = raftlock's cycles/s over the better of etcd's and ZooKeeper's; $DURATION each after $WARMUP warmup"
@@ -463,8 +769,38 @@ jq -r '
   | . as $rows
   | [range(0; 9) as $i | $rows | map(.[$i] | length) | max] as $widths
   | $rows[] | [range(0; 9) as $i | .[$i] | pad($widths[$i])] | join("  ") | sub(" +$"; "")' "$OUT"
+fi
+if [ "$FAILOVER_ROUNDS" -gt 0 ]; then
+  echo
+  echo "Failover: kill -9 of the leader -> the failover client holds a lock (HELD), and -> a survivor"
+  echo "reports itself leader (NEW LEADER, polled every 25 ms); ms, median/p90/max (nearest rank)"
+  jq -r '
+    def pct($xs; $q): ($xs | sort) as $s
+      | if ($s | length) == 0 then null
+        else $s[[($s | length) - 1, ($q * ($s | length) | floor)] | min] end;
+    def ms(x): if x == null then "-" else (x | round | tostring) end;
+    def three($xs): ms(pct($xs; 0.5)) + "/" + ms(pct($xs; 0.9)) + "/" + ms($xs | max);
+    def pad(n): if n > length then . + (" " * (n - length)) else . end;
+    .timing as $timing
+    | (.results | map(select(.workload == "failover"))) as $f
+    | [["SYSTEM", "ROUNDS OK", "HELD MED/P90/MAX", "NEW LEADER MED/P90/MAX", "ATTEMPTS MED", "TIMING"]]
+      + [ ("raftlock", "etcd", "zookeeper") as $t
+          | ($f | map(select(.target == $t))) as $r
+          | select(($r | length) > 0)
+          | ($r | map(select(.failed | not))) as $ok
+          | ($ok | map(.held_after_ms)) as $held
+          | ($ok | map(.new_leader_ms | select(. != null))) as $lead
+          | [$t, "\($ok | length)/\($r | length)", three($held),
+             (if ($lead | length) == 0 then "-" else three($lead) end),
+             ms(pct($ok | map(.attempts); 0.5)), $timing[$t]] ]
+    | . as $rows
+    | [range(0; 6) as $i | $rows | map(.[$i] | length) | max] as $widths
+    | $rows[] | [range(0; 6) as $i | .[$i] | pad($widths[$i])] | join("  ") | sub(" +$"; "")' "$OUT"
+  echo "Client: $FO_CLIENT"
+fi
 failed=$(jq '[.results[] | select(.failed)] | length' "$OUT")
-errors=$(jq '[.results[] | .errors_total // 0] | add // 0' "$OUT")
+# Failed attempts of a failover client are its job, not errors.
+errors=$(jq '[.results[] | select(.workload != "failover") | .errors_total // 0] | add // 0' "$OUT")
 [ "$failed" != 0 ] && echo "($failed run(s) failed; see the JSON)"
 [ "$errors" != 0 ] && echo "($errors operation error(s) counted; see the JSON)"
 [ -n "$ETCD_SKIPPED" ] && echo "(etcd not run: $ETCD_SKIPPED)"

@@ -27,6 +27,11 @@
 # the client's success), to see where a failover's time goes. Logging costs
 # a little; compare figures of runs with the same setting.
 #
+# This measures raftlock alone, with its own CLI as the client. The
+# side-by-side with etcd and ZooKeeper, one client program for the three
+# with the same retry behaviour, is scripts/bench.sh (--failover-rounds N;
+# --failover-only to run just that part).
+#
 # Everything it started is stopped and its directory removed on exit,
 # Ctrl-C included; the run is bounded by --time-limit.
 #
@@ -102,6 +107,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 declare -A PORT=()
+declare -A PEER_PORT=()
 for i in 1 2 3; do PORT[$i]=$(free_port); PEER_PORT[$i]=$(free_port); done
 # --peers names the peer ports; clients use the client ports.
 PEERS="1=127.0.0.1:${PEER_PORT[1]},2=127.0.0.1:${PEER_PORT[2]},3=127.0.0.1:${PEER_PORT[3]}"

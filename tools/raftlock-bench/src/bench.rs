@@ -10,6 +10,9 @@
 //! - `contended`: N clients on one lock `bench/contended`, each waiting in the
 //!   FIFO queue: measures handoffs (release, then grant to the next) per
 //!   second.
+//! - `failover`: one client takes one lock once, retrying every failure
+//!   after a fixed pause until it holds it (see `failover.rs`): how long a
+//!   client waits for a lock after a node was killed.
 //!
 //! With raftlock, seq and distinct acquire with `wait_timeout_ms = 0` (try);
 //! contended waits. etcd's Lock always waits (it has no try); so does the
@@ -38,7 +41,10 @@
 //! grants a lease: put etcd's leader first for a like-for-like comparison
 //! (etcd forwards to its leader itself). ZooKeeper clients likewise all open
 //! their sessions at the first endpoint that accepts one (a follower would
-//! forward each write to the leader).
+//! forward each write to the leader): each session is pinned to that server,
+//! as placing it there needs (the client library shuffles a list of
+//! servers). The failover workload gives the library every endpoint instead,
+//! so its session moves to another server when one goes.
 //!
 //! Figures cover the cycles that complete inside the measured window,
 //! which starts after --warmup; so cycles/s is cycles / --duration.
@@ -65,6 +71,8 @@ use tonic::{Request, Status};
 use raftlock_client::parse_duration;
 
 use crate::{DEV_ENDPOINTS, Failure, error_chain};
+
+mod failover;
 
 /// The generated client of the etcd subset in `proto/etcd_bench*.proto`.
 #[allow(clippy::all, clippy::pedantic, dead_code, missing_docs)]
@@ -124,6 +132,10 @@ pub enum Workload {
     Distinct,
     /// N clients (default 8) queueing (FIFO) for one lock.
     Contended,
+    /// One client takes one lock (a fresh name) once, retrying after a
+    /// fixed pause until it holds it or --duration has passed: run it at the
+    /// kill of a node, with the survivors as --endpoints.
+    Failover,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -190,6 +202,44 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// --workload failover: the Unix time in seconds (e.g. bash's
+    /// $EPOCHREALTIME) of the event to time from, such as the kill of a
+    /// leader. Without it the time counts from the start of this process.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_epoch)]
+    pub since_epoch: Option<f64>,
+
+    /// --workload failover: the pause after a failed attempt, always the
+    /// same (default 25ms, as etcd's Go client pauses between retries).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_pause: Option<Duration>,
+
+    /// --workload failover: how long each call of an attempt may take
+    /// before the attempt counts as failed (default 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub call_timeout: Option<Duration>,
+}
+
+/// A Unix time in seconds with a fraction ("1765081234.123456"), as bash's
+/// $EPOCHREALTIME prints it.
+fn parse_epoch(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let well_formed = !t.is_empty()
+        && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && t.chars().filter(|c| *c == '.').count() <= 1
+        && t.chars().next().is_some_and(|c| c.is_ascii_digit());
+    let seconds: f64 = if well_formed {
+        t.parse().map_err(|_| format!("`{t}` is not a number"))?
+    } else {
+        return Err(format!(
+            "`{t}` is not a Unix time in seconds such as 1765081234.123456 (a locale's decimal \
+             comma is not accepted)"
+        ));
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("`{t}` is not a Unix time after 1970"));
+    }
+    Ok(seconds)
 }
 
 /// A validated run.
@@ -204,6 +254,8 @@ struct Plan {
     endpoints: Vec<String>,
     /// Threads of the load generator's runtime (`--threads`).
     threads: u32,
+    /// The failover workload's settings (None for the others).
+    failover: Option<failover::Settings>,
 }
 
 impl Plan {
@@ -219,7 +271,14 @@ impl Plan {
             (Workload::Seq, None) => 1,
             (Workload::Distinct, None) => 64,
             (Workload::Contended, None) => 8,
+            (Workload::Failover, None) => 1,
         };
+        if args.workload == Workload::Failover && clients != 1 {
+            return Err(Failure::Usage(format!(
+                "--workload failover runs exactly one client (got --clients {clients}); drop \
+                 --clients"
+            )));
+        }
         if args.duration.is_zero() {
             return Err(Failure::Usage("--duration must be more than 0".into()));
         }
@@ -245,6 +304,32 @@ impl Plan {
             };
             endpoints = default.split(',').map(|e| e.trim().to_string()).collect();
         }
+        let failover = if args.workload == Workload::Failover {
+            if !args.hold.is_zero() {
+                return Err(Failure::Usage(
+                    "--hold does not apply to --workload failover (it takes the lock once and \
+                     stops)"
+                        .into(),
+                ));
+            }
+            Some(failover::Settings::new(
+                args.since_epoch,
+                args.retry_pause,
+                args.call_timeout,
+            )?)
+        } else {
+            let only_failover = [
+                ("--since-epoch", args.since_epoch.is_some()),
+                ("--retry-pause", args.retry_pause.is_some()),
+                ("--call-timeout", args.call_timeout.is_some()),
+            ];
+            if let Some((flag, _)) = only_failover.iter().find(|(_, given)| *given) {
+                return Err(Failure::Usage(format!(
+                    "{flag} applies only to --workload failover"
+                )));
+            }
+            None
+        };
         Ok(Plan {
             workload: args.workload,
             target: args.target,
@@ -254,6 +339,7 @@ impl Plan {
             hold: args.hold,
             endpoints,
             threads: args.threads,
+            failover,
         })
     }
 
@@ -263,6 +349,9 @@ impl Plan {
             Workload::Seq => "bench/seq".into(),
             Workload::Distinct => format!("bench/distinct/{i}"),
             Workload::Contended => "bench/contended".into(),
+            // A fresh name: a hold a previous run could not release must not
+            // stand in the way.
+            Workload::Failover => failover::lock_name(),
         }
     }
 
@@ -281,6 +370,17 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .thread_name("bench")
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the tokio runtime: {e}")))?;
+    if let Some(settings) = &plan.failover {
+        let report = rt.block_on(failover::run(&plan, settings))?;
+        if args.json {
+            let text = serde_json::to_string(&report)
+                .map_err(|e| Failure::Runtime(format!("cannot encode JSON: {e}")))?;
+            println!("{text}");
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     let report = rt.block_on(bench(&plan))?;
     if args.json {
         let text = serde_json::to_string(&report)
@@ -1332,6 +1432,7 @@ impl Report {
             Workload::Seq => "seq",
             Workload::Distinct => "distinct",
             Workload::Contended => "contended",
+            Workload::Failover => "failover",
         };
         let errors = if self.errors.is_empty() {
             "none".to_string()
@@ -1410,18 +1511,18 @@ mod tests {
     }
 
     /// Debian's ZooKeeper server jar (scripts/zookeeper.sh installs it).
-    const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
+    pub(super) const ZK_JAR: &str = "/usr/share/java/zookeeper.jar";
 
     /// A standalone ZooKeeper server on a free loopback port in a temporary
     /// directory, killed (and its directory removed) when dropped.
-    struct ZkServer {
+    pub(super) struct ZkServer {
         child: std::process::Child,
-        endpoint: String,
+        pub(super) endpoint: String,
         _dir: tempfile::TempDir,
     }
 
     impl ZkServer {
-        fn start() -> ZkServer {
+        pub(super) fn start() -> ZkServer {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = raftlock_testkit::ports::free_ports(1)[0];
             let config = dir.path().join("zoo.cfg");
@@ -1452,7 +1553,7 @@ mod tests {
         }
 
         /// A session, once the server accepts one (it takes a JVM start).
-        async fn session(&self) -> zk::Client {
+        pub(super) async fn session(&self) -> zk::Client {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 match zk_connect(&self.endpoint).await {
@@ -1527,6 +1628,79 @@ mod tests {
             let left = first.list_children(&dir).await.expect("list");
             assert!(left.is_empty(), "{left:?}");
         });
+    }
+
+    /// The flags as the binary parses them.
+    fn plan(args: &[&str]) -> Result<Plan, Failure> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(
+            std::iter::once("raftlock-bench").chain(args.iter().copied()),
+        )
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+        Plan::new(&cli.args)
+    }
+
+    fn usage_error(result: Result<Plan, Failure>) -> String {
+        match result {
+            Err(Failure::Usage(m)) => m,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_failover_workload_takes_its_settings_and_runs_one_client() {
+        let p = plan(&[
+            "--workload",
+            "failover",
+            "--target",
+            "etcd",
+            "--endpoints",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--since-epoch",
+            "1765081234.123456",
+            "--retry-pause",
+            "50ms",
+            "--call-timeout",
+            "2s",
+        ])
+        .expect("valid flags");
+        assert_eq!(p.clients, 1);
+        assert_eq!(p.endpoints, ["127.0.0.1:1", "127.0.0.1:2"]);
+        let f = p.failover.as_ref().expect("failover settings");
+        assert_eq!(f.since_epoch, Some(1_765_081_234.123_456));
+        assert_eq!(f.retry_pause, Duration::from_millis(50));
+        assert_eq!(f.call_timeout, Duration::from_secs(2));
+        assert!(p.lock_name(0).starts_with("bench/failover/"));
+    }
+
+    #[test]
+    fn failover_flags_with_another_workload_or_failover_with_clients_are_usage_errors() {
+        let m = usage_error(plan(&["--workload", "seq", "--since-epoch", "12.5"]));
+        assert!(
+            m.contains("--since-epoch applies only to --workload failover"),
+            "{m}"
+        );
+        let m = usage_error(plan(&["--workload", "distinct", "--call-timeout", "1s"]));
+        assert!(m.contains("--call-timeout"), "{m}");
+        let m = usage_error(plan(&["--workload", "failover", "--clients", "2"]));
+        assert!(m.contains("exactly one client"), "{m}");
+        let m = usage_error(plan(&["--workload", "failover", "--hold", "5ms"]));
+        assert!(m.contains("--hold"), "{m}");
+        let m = usage_error(plan(&["--workload", "failover", "--since-epoch", "12,5"]));
+        assert!(m.contains("12,5"), "{m}");
+    }
+
+    #[test]
+    fn an_epoch_is_unix_seconds_with_an_optional_fraction() {
+        assert_eq!(parse_epoch("1765081234.123456"), Ok(1_765_081_234.123_456));
+        assert_eq!(parse_epoch(" 17 "), Ok(17.0));
+        for bad in ["", "-5", "1.2.3", "1,5", "abc", "1e9", "0", ".5", "inf"] {
+            assert!(parse_epoch(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

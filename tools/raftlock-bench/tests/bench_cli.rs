@@ -249,3 +249,143 @@ fn bench_distinct_with_a_hold_holds_each_lock_that_long() {
         "{cycles} cycles of at least 50 ms in 1 s by {clients} clients: {r}"
     );
 }
+
+/// Every node of `cluster` reports no lease and no lock, within 10 s (a
+/// follower applies the revoke a moment after the leader).
+fn wait_until_empty(cluster: &Cluster) {
+    let endpoints: Vec<String> = cluster.endpoints.split(',').map(str::to_string).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts: Vec<(u64, u64)> = cluster.rt.block_on(async {
+            let mut counts = Vec::new();
+            for e in &endpoints {
+                if let Ok(s) = raftlock_client::Client::status_of(e, Duration::from_secs(2)).await {
+                    counts.push((s.leases, s.locks));
+                }
+            }
+            counts
+        });
+        if counts.len() == endpoints.len() && counts.iter().all(|c| *c == (0, 0)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leases and locks (per node) are still {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn failover_client_moves_past_a_refused_endpoint_holds_the_lock_and_cleans_up() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start();
+    // A port nobody listens on first: the first attempt is refused, and
+    // the client must go on to the next endpoint after its pause.
+    let dead = free_ports(1)[0];
+    let endpoints = format!("127.0.0.1:{dead},{}", cluster.endpoints);
+    let r = bench_json(
+        &endpoints,
+        tmp.path(),
+        &[
+            "--workload",
+            "failover",
+            "--duration",
+            "20s",
+            "--since-epoch",
+            "1000000000.5",
+        ],
+    );
+    assert_eq!(r["target"], "raftlock", "{r}");
+    assert_eq!(r["workload"], "failover", "{r}");
+    assert_eq!(r["measured_from"], "since-epoch", "{r}");
+    let attempts = r["attempts"].as_u64().expect("attempts");
+    assert!(attempts >= 2, "the refused endpoint took no attempt: {r}");
+    assert_eq!(r["errors_total"].as_u64(), Some(attempts - 1), "{r}");
+    assert!(r["errors"]["CONNECT"].as_u64() >= Some(1), "{r}");
+    assert_ne!(r["held_via"], format!("127.0.0.1:{dead}"), "{r}");
+    assert!(
+        r["lock"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("bench/failover/")),
+        "{r}"
+    );
+    // From an epoch long past, so the figure is large; not a timing claim.
+    assert!(r["held_after_ms"].as_f64() > Some(1.0e9), "{r}");
+    assert_eq!(r["retry_pause_ms"].as_f64(), Some(25.0), "{r}");
+    assert_eq!(r["call_timeout_ms"].as_f64(), Some(1000.0), "{r}");
+    // The lease was revoked after the measurement, its hold with it.
+    wait_until_empty(&cluster);
+}
+
+#[test]
+fn failover_client_with_no_node_gives_up_at_its_deadline_with_exit_1() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dead = free_ports(1)[0];
+    let mut cmd = raftlock_bench();
+    cmd.args([
+        "--workload",
+        "failover",
+        "--target",
+        "etcd",
+        "--endpoints",
+        &format!("127.0.0.1:{dead}"),
+        "--duration",
+        "300ms",
+    ]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("held no lock within 0.3 s") && err.contains("CONNECT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn failover_flags_with_a_throughput_workload_are_a_usage_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = raftlock_bench();
+    cmd.args(["--workload", "seq", "--retry-pause", "10ms"]);
+    let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--retry-pause applies only to --workload failover"),
+        "{err}"
+    );
+}
+
+/// scripts/bench.sh, which runs this benchmark's failover workload, checks
+/// its arguments before it builds or starts anything: a bad one exits 2
+/// with a message naming it.
+#[test]
+fn bench_sh_refuses_bad_failover_arguments_with_exit_2_and_a_message() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench.sh");
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--failover-rounds", "x"],
+            "--failover-rounds must be a whole number",
+        ),
+        (
+            &["--failover-rounds", "101"],
+            "--failover-rounds must be at most 100",
+        ),
+        (&["--failover-rounds"], "--failover-rounds needs a value"),
+        (
+            &["--failover-only", "--failover-rounds", "0"],
+            "leaves nothing to run",
+        ),
+        (
+            &["--failover-call-timeout", "1m5s"],
+            "--failover-call-timeout must look like 250ms or 1s",
+        ),
+        (&["--no-such-flag"], "unknown argument '--no-such-flag'"),
+    ];
+    for (args, message) in cases {
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).args(args);
+        let (status, _, err) = run_bounded(cmd, tmp.path(), Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}
