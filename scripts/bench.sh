@@ -182,11 +182,16 @@ forget() {
 # Callers run it in $(...), a subshell, so the ports handed out are kept in
 # a file of the work directory, not in a variable the subshell would lose
 # (a quorum or election port is not listened on until its server starts).
+# Drawn below the kernel's ephemeral range (ip_local_port_range, usually
+# from 32768): a port in it can be taken by any outgoing connection between
+# this check and the server's bind (seen once: "Address already in use").
 free_port() {
-  local p used="$WORK/ports-handed-out"
+  local p used="$WORK/ports-handed-out" low=32768
   touch "$used"
+  read -r low _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  [ "$low" -gt 12000 ] || low=32768
   for _ in $(seq 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    p=$(( 10000 + (RANDOM * 32768 + RANDOM) % (low - 10000) ))
     grep -qx "$p" "$used" && continue
     if ! (exec 5<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p" >>"$used"
