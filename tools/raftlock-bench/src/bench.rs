@@ -124,6 +124,10 @@ pub enum Workload {
     Distinct,
     /// N clients (default 8) queueing (FIFO) for one lock.
     Contended,
+    /// Loads --holds N exclusive holds and prints each local node's memory
+    /// per hold (--pids), the load rate and the snapshot time (raftlock
+    /// only; see holds.rs).
+    Holds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -190,6 +194,39 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// --workload holds: how many holds to load.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub holds: u64,
+
+    /// --workload holds: leases holding them (N / LEASES names each).
+    #[arg(long, value_name = "LEASES", default_value_t = 1_000)]
+    pub leases: u64,
+
+    /// --workload holds: names per Acquire (the cluster's default
+    /// max_locks_per_request is 64).
+    #[arg(long, value_name = "NAMES", default_value_t = 64)]
+    pub batch: u64,
+
+    /// --workload holds: process ids of the `raftlock serve` nodes on this
+    /// machine whose memory to read (/proc/PID/status), comma-separated.
+    #[arg(long, value_name = "PID,...", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+
+    /// --workload holds: pause between the last entry being applied on
+    /// every node and reading their memory (the store saves changed records
+    /// every 200 ms).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
+
+    /// --workload holds: leave the leases and their holds in place at the
+    /// end (default: revoke them).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// --workload holds: do not build a snapshot after loading.
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 /// A validated run.
@@ -219,6 +256,7 @@ impl Plan {
             (Workload::Seq, None) => 1,
             (Workload::Distinct, None) => 64,
             (Workload::Contended, None) => 8,
+            (Workload::Holds, None) => 8,
         };
         if args.duration.is_zero() {
             return Err(Failure::Usage("--duration must be more than 0".into()));
@@ -263,6 +301,7 @@ impl Plan {
             Workload::Seq => "bench/seq".into(),
             Workload::Distinct => format!("bench/distinct/{i}"),
             Workload::Contended => "bench/contended".into(),
+            Workload::Holds => format!("holds/{i}"),
         }
     }
 
@@ -281,6 +320,33 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .thread_name("bench")
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the tokio runtime: {e}")))?;
+    if plan.workload == Workload::Holds {
+        if plan.target != Target::Raftlock {
+            return Err(Failure::Usage(
+                "--workload holds runs against raftlock only".into(),
+            ));
+        }
+        let holds = crate::holds::HoldsPlan {
+            holds: args.holds,
+            leases: args.leases,
+            batch: args.batch,
+            clients: plan.clients,
+            endpoints: plan.endpoints.clone(),
+            pids: args.pids.clone(),
+            settle: args.settle,
+            keep: args.keep,
+            snapshot: !args.no_snapshot,
+        };
+        let report = rt.block_on(crate::holds::run(&holds))?;
+        if args.json {
+            let text = serde_json::to_string(&report)
+                .map_err(|e| Failure::Runtime(format!("cannot encode JSON: {e}")))?;
+            println!("{text}");
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     let report = rt.block_on(bench(&plan))?;
     if args.json {
         let text = serde_json::to_string(&report)
@@ -294,17 +360,17 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
 
 /// A failed operation, as counted.
 #[derive(Debug, Clone)]
-struct OpError {
+pub(crate) struct OpError {
     /// Machine-readable, low-cardinality: the key it is counted under.
     reason: String,
     /// For a person: the reason and the server's message.
-    detail: String,
+    pub(crate) detail: String,
     /// From a NOT_LEADER error: where the leader is.
     leader_addr: Option<String>,
 }
 
 impl OpError {
-    fn raftlock(status: &Status) -> OpError {
+    pub(crate) fn raftlock(status: &Status) -> OpError {
         let classified = raftlock_proto::errors::classify(status);
         let reason = classified.reason_text(status);
         let leader_addr = classified.leader.map(|l| l.addr);
@@ -651,7 +717,7 @@ struct Prepared {
     leases: Leases,
 }
 
-async fn connect(addr: &str) -> Result<Channel, String> {
+pub(crate) async fn connect(addr: &str) -> Result<Channel, String> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
@@ -668,7 +734,7 @@ async fn connect(addr: &str) -> Result<Channel, String> {
 
 /// The address of the raftlock leader, asking the endpoints in turn until
 /// one knows it or [`LEADER_SEARCH`] has passed.
-async fn find_leader(endpoints: &[String]) -> Result<String, Failure> {
+pub(crate) async fn find_leader(endpoints: &[String]) -> Result<String, Failure> {
     let deadline = Instant::now() + LEADER_SEARCH;
     loop {
         let mut errors = Vec::new();
@@ -1332,6 +1398,7 @@ impl Report {
             Workload::Seq => "seq",
             Workload::Distinct => "distinct",
             Workload::Contended => "contended",
+            Workload::Holds => "holds",
         };
         let errors = if self.errors.is_empty() {
             "none".to_string()
