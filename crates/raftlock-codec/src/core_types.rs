@@ -181,7 +181,7 @@ fn limit_from(value: i32, field: &'static str) -> Result<Limit, CodecError> {
 pub(crate) fn hold_to(h: &Hold) -> pb::Hold {
     pb::Hold {
         lease: h.lease,
-        owner: h.owner.clone(),
+        owner: h.owner.to_string(),
         mode: Some(mode_to(h.mode)),
         token: h.token,
         acquired_at_wall_ms: h.acquired_at_wall_ms,
@@ -198,7 +198,7 @@ pub(crate) fn hold_to(h: &Hold) -> pb::Hold {
 pub(crate) fn hold_from(h: pb::Hold) -> Result<Hold, CodecError> {
     Ok(Hold {
         lease: h.lease,
-        owner: h.owner,
+        owner: h.owner.into(),
         mode: mode_from(h.mode, "Hold.mode")?,
         token: h.token,
         acquired_at_wall_ms: h.acquired_at_wall_ms,

@@ -193,7 +193,7 @@ pub fn hold() -> impl Strategy<Value = Hold> {
                 (metadata, acquisitions, extensions, from_waiter, requested_at, lock_delay_ms),
             )| Hold {
                 lease,
-                owner,
+                owner: owner.into(),
                 mode,
                 token,
                 acquired_at_wall_ms,
