@@ -1093,7 +1093,7 @@ impl State {
                 .lock_mut(name)
                 .and_then(|l| l.holds.get_mut(&lease))
                 .unwrap_or_else(|| unreachable!("hold checked above"));
-            hold.acquisitions += 1;
+            hold.acquisitions = hold.acquisitions.saturating_add(1);
             hold.requested_at = index;
             holds.push(Granted {
                 name: name.clone(),
@@ -1252,8 +1252,8 @@ impl State {
             .lock_mut(name)
             .and_then(|l| l.holds.get_mut(&lease))
             .unwrap_or_else(|| unreachable!("holder checked above"));
-        hold.extensions += 1;
-        let extensions = hold.extensions;
+        hold.extensions = hold.extensions.saturating_add(1);
+        let extensions = u64::from(hold.extensions);
         let lease_record = self
             .lease_mut(lease)
             .unwrap_or_else(|| unreachable!("lease checked above"));
@@ -1573,7 +1573,7 @@ impl State {
                 mode: new.mode,
                 token,
                 acquired_at_wall_ms: wall_ms,
-                reason: new.reason.to_string(),
+                reason: new.reason.into(),
                 metadata: new.metadata.clone(),
                 acquisitions: 1,
                 extensions: 0,
@@ -1985,9 +1985,11 @@ mod sharing_tests {
 
     #[test]
     fn per_hold_records_stay_small() {
-        // Hold and Lock do not grow back past their sizes of issue 18.
+        // Hold and Lock do not grow back past their sizes of issue 18: 128
+        // and 112 bytes are allocator size classes (mimalloc's, glibc's
+        // chunks of 16), one byte more costs the next class (160, 128).
         assert!(
-            size_of::<Hold>() <= 144,
+            size_of::<Hold>() <= 128,
             "Hold is {} bytes",
             size_of::<Hold>()
         );

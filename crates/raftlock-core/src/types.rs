@@ -91,12 +91,19 @@ pub struct Hold {
     /// Wall-clock time of the granting entry, as proposed by the leader
     /// (informational only; never used for safety).
     pub acquired_at_wall_ms: u64,
-    pub reason: String,
+    /// `Box<str>`, not `String`: 16 bytes, nothing allocated when empty
+    /// (most holds give no reason). Serialized as a string.
+    pub reason: Box<str>,
     pub metadata: Metadata,
-    /// How many acquire requests this hold has answered (1 + idempotent retries).
-    pub acquisitions: u64,
-    /// How many times the holder extended it.
-    pub extensions: u64,
+    /// How many acquire requests this hold has answered (1 + idempotent
+    /// retries). The two counters are `u32` so that a `Hold` is 128 bytes,
+    /// an allocator size class (issue 18; 160 at 144 bytes): they saturate
+    /// at 4,294,967,295 (no hold lives through that many requests). Their
+    /// encodings are those of the `u64`s they were (varint and protobuf
+    /// `uint64` alike) for every value they can hold.
+    pub acquisitions: u32,
+    /// How many times the holder extended it (saturating, as above).
+    pub extensions: u32,
     /// If the hold was granted to a queued request, that request's id; a
     /// cancel-wait naming it then releases this hold.
     pub from_waiter: Option<WaiterId>,
@@ -428,7 +435,7 @@ mod hold_map_tests {
             mode: Mode::Shared,
             token,
             acquired_at_wall_ms: 0,
-            reason: String::new(),
+            reason: Box::default(),
             metadata: Metadata::new(),
             acquisitions: 1,
             extensions: 0,

@@ -70,10 +70,10 @@ fn holder_out(h: &core::Hold) -> pb::Holder {
         mode: mode_out(h.mode).0,
         token: h.token,
         acquired_at_unix_ms: h.acquired_at_wall_ms,
-        reason: h.reason.clone(),
+        reason: h.reason.to_string(),
         metadata: h.metadata.clone().into_iter().collect(),
-        acquisitions: h.acquisitions,
-        extensions: h.extensions,
+        acquisitions: h.acquisitions.into(),
+        extensions: h.extensions.into(),
         lock_delay_ms: h.lock_delay_ms,
     }
 }

@@ -1126,7 +1126,7 @@ fn a_hold_records_owner_reason_metadata_time_and_counters() {
     });
     let hold = &sm.state.lock("x").unwrap().holds[&a];
     assert_eq!(&*hold.owner, "worker-7@host");
-    assert_eq!(hold.reason, "nightly backup");
+    assert_eq!(&*hold.reason, "nightly backup");
     assert_eq!(hold.metadata, metadata);
     assert_eq!(hold.acquired_at_wall_ms, 1_700_000_000_000);
     assert_eq!((hold.acquisitions, hold.extensions), (1, 0));
