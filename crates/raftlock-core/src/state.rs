@@ -474,27 +474,21 @@ impl State {
     /// key and `name` and the names in its holders' `Lease::holds`, and
     /// each hold's `owner` and its lease's.
     fn share_strings(&mut self) {
-        let keys: Vec<Arc<str>> = self.locks.keys().cloned().collect();
-        self.locks = std::mem::take(&mut self.locks)
-            .into_iter()
-            .map(|(_, mut lock)| {
-                // Equal by the key's invariant; a lock filed under another
-                // name keeps its own (check_invariants refuses it).
-                let key = keys
-                    .binary_search_by(|k| (**k).cmp(&*lock.name))
-                    .map(|i| keys[i].clone())
-                    .unwrap_or_else(|_| lock.name.clone());
+        for (key, lock) in self.locks.iter_mut() {
+            // Equal to the key (`from_records` files each lock under its
+            // name; a decoded map whose key differs is refused by
+            // check_invariants, which compares them by value).
+            if **key == *lock.name {
                 lock.name = key.clone();
-                for hold in lock.holds.values_mut() {
-                    if let Some(lease) = self.leases.get(&hold.lease)
-                        && lease.owner == hold.owner
-                    {
-                        hold.owner = lease.owner.clone();
-                    }
+            }
+            for hold in lock.holds.values_mut() {
+                if let Some(lease) = self.leases.get(&hold.lease)
+                    && lease.owner == hold.owner
+                {
+                    hold.owner = lease.owner.clone();
                 }
-                (key, lock)
-            })
-            .collect();
+            }
+        }
         for lease in self.leases.values_mut() {
             lease.holds = std::mem::take(&mut lease.holds)
                 .into_iter()
