@@ -42,9 +42,11 @@ pub struct State {
     leases: BTreeMap<LeaseId, Lease>,
     /// By name. The key is the lock's own `name` (one allocation, shared
     /// with its holders' `Lease::holds`), and the lock is boxed: a B-tree
-    /// node keeps 11 slots, most of them empty at times, so a slot is 24
-    /// bytes, not the whole lock (issue 18). Serialized as the
-    /// `BTreeMap<String, Lock>` it was (same bytes).
+    /// node has 11 slots and about a third of them are empty, so a slot is
+    /// 24 bytes, not the whole lock (issue 18). A clone of the state (the
+    /// snapshot builder's) shares the names and owners instead of copying
+    /// them. Serialized as the `BTreeMap<String, Lock>` it was (same
+    /// bytes).
     locks: BTreeMap<Arc<str>, Box<Lock>>,
     waiters: BTreeMap<WaiterId, Waiter>,
     /// The high 16 bits of every stamp. Raised (never lowered) by
