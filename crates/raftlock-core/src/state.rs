@@ -1982,8 +1982,8 @@ mod sharing_tests {
     #[test]
     fn per_hold_records_stay_small() {
         // Hold and Lock do not grow back past their sizes of issue 18: 128
-        // and 112 bytes are allocator size classes (mimalloc's, glibc's
-        // chunks of 16), one byte more costs the next class (160, 128).
+        // and 112 bytes are size classes of mimalloc (the allocator of
+        // `raftlock serve`); one byte more costs the next (160, 128).
         assert!(
             size_of::<Hold>() <= 128,
             "Hold is {} bytes",
