@@ -6,7 +6,7 @@ use raftlock_core::{
     LockError, LockKind, LockSpec, Metadata, Mode, Request, Response,
 };
 
-use crate::{Codec, CodecError, MAX_BATCH_NESTING, pb, required, to_u16};
+use crate::{Codec, CodecError, MAX_BATCH_NESTING, pb, required, to_u16, to_u32};
 
 // ----- small types -------------------------------------------------------
 
@@ -181,14 +181,14 @@ fn limit_from(value: i32, field: &'static str) -> Result<Limit, CodecError> {
 pub(crate) fn hold_to(h: &Hold) -> pb::Hold {
     pb::Hold {
         lease: h.lease,
-        owner: h.owner.clone(),
+        owner: h.owner.to_string(),
         mode: Some(mode_to(h.mode)),
         token: h.token,
         acquired_at_wall_ms: h.acquired_at_wall_ms,
-        reason: h.reason.clone(),
+        reason: h.reason.to_string(),
         metadata: metadata(&h.metadata),
-        acquisitions: h.acquisitions,
-        extensions: h.extensions,
+        acquisitions: h.acquisitions.into(),
+        extensions: h.extensions.into(),
         from_waiter: h.from_waiter,
         requested_at: h.requested_at,
         lock_delay_ms: h.lock_delay_ms,
@@ -198,14 +198,14 @@ pub(crate) fn hold_to(h: &Hold) -> pb::Hold {
 pub(crate) fn hold_from(h: pb::Hold) -> Result<Hold, CodecError> {
     Ok(Hold {
         lease: h.lease,
-        owner: h.owner,
+        owner: h.owner.into(),
         mode: mode_from(h.mode, "Hold.mode")?,
         token: h.token,
         acquired_at_wall_ms: h.acquired_at_wall_ms,
-        reason: h.reason,
+        reason: h.reason.into(),
         metadata: h.metadata,
-        acquisitions: h.acquisitions,
-        extensions: h.extensions,
+        acquisitions: to_u32(h.acquisitions, "Hold.acquisitions")?,
+        extensions: to_u32(h.extensions, "Hold.extensions")?,
         from_waiter: h.from_waiter,
         requested_at: h.requested_at,
         lock_delay_ms: h.lock_delay_ms,
@@ -1083,4 +1083,42 @@ pub fn check_nesting(command: &Command) -> Result<(), CodecError> {
         Ok(())
     }
     at(command, 0)
+}
+
+#[cfg(test)]
+mod hold_counter_tests {
+    use super::*;
+
+    fn stored(acquisitions: u64, extensions: u64) -> pb::Hold {
+        pb::Hold {
+            lease: 3,
+            owner: "w".into(),
+            mode: Some(mode_to(raftlock_core::Mode::Exclusive)),
+            token: 9,
+            acquisitions,
+            extensions,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hold_counters_kept_as_u32_read_every_u32_and_refuse_larger_values() {
+        let max = u64::from(u32::MAX);
+        let hold = hold_from(stored(max, max)).expect("the largest u32 is read");
+        assert_eq!((hold.acquisitions, hold.extensions), (u32::MAX, u32::MAX));
+        assert_eq!(
+            hold_to(&hold),
+            stored(max, max),
+            "and written back as it was"
+        );
+        for (a, e, field) in [
+            (max + 1, 0, "Hold.acquisitions"),
+            (0, max + 1, "Hold.extensions"),
+        ] {
+            match hold_from(stored(a, e)) {
+                Err(CodecError::OutOfRange { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field} above u32::MAX must be refused, got {other:?}"),
+            }
+        }
+    }
 }

@@ -228,6 +228,16 @@ pub(crate) fn to_u16(value: u32, field: &'static str) -> Result<u16, CodecError>
     })
 }
 
+/// A `uint64` of the storage format that the core keeps as a `u32` (a
+/// hold's counters): a larger value is refused, never cut.
+pub(crate) fn to_u32(value: u64, field: &'static str) -> Result<u32, CodecError> {
+    u32::try_from(value).map_err(|_| CodecError::OutOfRange {
+        field,
+        value,
+        max: u64::from(u32::MAX),
+    })
+}
+
 /// Checks that keys come in strictly increasing order (a set or a map
 /// stored as a sorted list: no duplicates, one order, so one encoding).
 pub(crate) fn strictly_increasing<'a, K: Ord + std::fmt::Debug + 'a>(

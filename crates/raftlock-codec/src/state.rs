@@ -17,11 +17,11 @@ use crate::{Codec, CodecError, pb, required, strictly_increasing, to_u16};
 fn lease_to(l: &Lease) -> pb::Lease {
     pb::Lease {
         id: l.id,
-        owner: l.owner.clone(),
+        owner: l.owner.to_string(),
         identity: l.identity.clone(),
         ttl_ms: l.ttl_ms,
         granted_at_wall_ms: l.granted_at_wall_ms,
-        holds: l.holds.iter().cloned().collect(),
+        holds: l.holds.iter().map(|n| n.to_string()).collect(),
         waits: l.waits.iter().copied().collect(),
     }
 }
@@ -31,11 +31,13 @@ fn lease_from(l: pb::Lease) -> Result<Lease, CodecError> {
     strictly_increasing(&l.waits, "Lease.waits")?;
     Ok(Lease {
         id: l.id,
-        owner: l.owner,
+        // Shared with its holds and locks once the whole state is loaded
+        // (`State::from_records`).
+        owner: l.owner.into(),
         identity: l.identity,
         ttl_ms: l.ttl_ms,
         granted_at_wall_ms: l.granted_at_wall_ms,
-        holds: l.holds.into_iter().collect::<BTreeSet<_>>(),
+        holds: l.holds.into_iter().map(Into::into).collect::<BTreeSet<_>>(),
         waits: l.waits.into_iter().collect::<BTreeSet<_>>(),
     })
 }
@@ -81,7 +83,7 @@ fn waiter_from(w: pb::Waiter) -> Result<Waiter, CodecError> {
 
 fn lock_to(l: &Lock) -> pb::Lock {
     pb::Lock {
-        name: l.name.clone(),
+        name: l.name.to_string(),
         kind: Some(kind_to(l.kind)),
         // By lease: the map's key is each hold's own `lease`.
         holds: l.holds.values().map(hold_to).collect(),
@@ -100,7 +102,7 @@ fn lock_from(l: pb::Lock) -> Result<Lock, CodecError> {
         .collect::<Result<Vec<_>, _>>()?;
     strictly_increasing(holds.iter().map(|h| &h.lease), "Lock.holds.lease")?;
     Ok(Lock {
-        name: l.name,
+        name: l.name.into(),
         kind: kind_from(l.kind, "Lock.kind")?,
         holds: holds.into_iter().map(|h| (h.lease, h)).collect(),
         queue: l.queue.into_iter().collect::<VecDeque<_>>(),

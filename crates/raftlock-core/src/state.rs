@@ -15,6 +15,7 @@
 //!   never for another waiter: no deadlock, no starvation.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +40,14 @@ pub struct State {
     counters: Counters,
     cluster: ClusterIdentity,
     leases: BTreeMap<LeaseId, Lease>,
-    locks: BTreeMap<String, Lock>,
+    /// By name. The key is the lock's own `name` (one allocation, shared
+    /// with its holders' `Lease::holds`), and the lock is boxed: a B-tree
+    /// node has 11 slots and about a third of them are empty, so a slot is
+    /// 24 bytes, not the whole lock (issue 18). A clone of the state (the
+    /// snapshot builder's) shares the names and owners instead of copying
+    /// them. Serialized as the `BTreeMap<String, Lock>` it was (same
+    /// bytes).
+    locks: BTreeMap<Arc<str>, Box<Lock>>,
     waiters: BTreeMap<WaiterId, Waiter>,
     /// The high 16 bits of every stamp. Raised (never lowered) by
     /// `RaiseTokenEpoch` and by a restore from a backup, so that tokens and
@@ -298,7 +306,7 @@ impl State {
         self.waiters.len()
     }
     pub fn lock(&self, name: &str) -> Option<&Lock> {
-        self.locks.get(name)
+        self.locks.get(name).map(|l| &**l)
     }
     pub fn waiter(&self, id: WaiterId) -> Option<&Waiter> {
         self.waiters.get(&id)
@@ -309,7 +317,7 @@ impl State {
     }
     /// Every lock, in name order.
     pub fn locks(&self) -> impl Iterator<Item = &Lock> {
-        self.locks.values()
+        self.locks.values().map(|l| &**l)
     }
     /// Locks whose name starts with `prefix`, in name order.
     pub fn locks_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Lock> {
@@ -319,7 +327,7 @@ impl State {
                 std::ops::Bound::Unbounded,
             ))
             .take_while(move |(name, _)| name.starts_with(prefix))
-            .map(|(_, lock)| lock)
+            .map(|(_, lock)| &**lock)
     }
     /// The leases granted by `identity`.
     pub fn leases_of<'a>(&'a self, identity: &str) -> impl Iterator<Item = &'a Lease> + 'a {
@@ -417,7 +425,7 @@ impl State {
         for record in records {
             match record {
                 Record::Lock(l) => {
-                    state.locks.insert(l.name.clone(), l);
+                    state.locks.insert(l.name.clone(), Box::new(l));
                 }
                 Record::Lease(l) => {
                     state.leases.insert(l.id, l);
@@ -445,10 +453,11 @@ impl State {
     }
 
     fn rebuild_derived(&mut self) {
+        self.share_strings();
         self.delays = self
             .locks
             .values()
-            .filter_map(|l| l.delayed_until_ms.map(|t| (t, l.name.clone())))
+            .filter_map(|l| l.delayed_until_ms.map(|t| (t, l.name.to_string())))
             .collect();
         self.by_identity = BTreeMap::new();
         for lease in self.leases.values() {
@@ -460,6 +469,38 @@ impl State {
             }
         }
         self.dirty = Dirty::default();
+    }
+
+    /// Makes the strings a loaded state repeats one allocation each, as
+    /// granting makes them (decoding gives every copy its own): each lock's
+    /// key and `name` and the names in its holders' `Lease::holds`, and
+    /// each hold's `owner` and its lease's.
+    fn share_strings(&mut self) {
+        for (key, lock) in self.locks.iter_mut() {
+            // Equal to the key (`from_records` files each lock under its
+            // name; a decoded map whose key differs is refused by
+            // check_invariants, which compares them by value).
+            if **key == *lock.name {
+                lock.name = key.clone();
+            }
+            for hold in lock.holds.values_mut() {
+                if let Some(lease) = self.leases.get(&hold.lease)
+                    && lease.owner == hold.owner
+                {
+                    hold.owner = lease.owner.clone();
+                }
+            }
+        }
+        for lease in self.leases.values_mut() {
+            lease.holds = std::mem::take(&mut lease.holds)
+                .into_iter()
+                .map(|name| {
+                    self.locks
+                        .get_key_value(&*name)
+                        .map_or(name, |(key, _)| key.clone())
+                })
+                .collect();
+        }
     }
 
     // ----- applying ------------------------------------------------------
@@ -751,7 +792,7 @@ impl State {
             id,
             Lease {
                 id,
-                owner: owner.to_string(),
+                owner: Arc::from(owner),
                 identity: identity.to_string(),
                 ttl_ms,
                 granted_at_wall_ms: cx.wall_ms,
@@ -815,7 +856,7 @@ impl State {
                 continue;
             };
             cx.emit(EventKind::Expired {
-                name: name.clone(),
+                name: name.to_string(),
                 lease: id,
                 token: hold.token,
                 how,
@@ -824,11 +865,11 @@ impl State {
                 self.delay_lock(name, self.cluster_ms + hold.lock_delay_ms, cx);
             }
             released.push(Granted {
-                name: name.clone(),
+                name: name.to_string(),
                 mode: hold.mode,
                 token: hold.token,
             });
-            cx.touched.insert(name.clone());
+            cx.touched.insert(name.to_string());
         }
         match how {
             LeaseEnd::Revoked => self.counters.leases_revoked += 1,
@@ -851,7 +892,7 @@ impl State {
         let held: Vec<&String> = wanted
             .iter()
             .map(|(n, _)| n)
-            .filter(|n| lease.holds.contains(*n))
+            .filter(|n| lease.holds.contains(n.as_str()))
             .collect();
         if let Some(first) = held.first() {
             if held.len() != wanted.len() {
@@ -964,7 +1005,7 @@ impl State {
             });
         }
         for (name, _) in &wanted {
-            if let Some(lock) = self.locks.get(name)
+            if let Some(lock) = self.locks.get::<str>(name)
                 && lock.queue.len() >= self.limits.max_waiters_per_lock as usize
             {
                 return Err(LockError::LimitExceeded {
@@ -976,7 +1017,7 @@ impl State {
         let waiter = Waiter {
             id: cx.stamp,
             lease: args.lease,
-            owner,
+            owner: owner.to_string(),
             locks: wanted,
             reason: args.reason.to_string(),
             metadata: args.metadata.clone(),
@@ -1010,7 +1051,7 @@ impl State {
         for spec in args.locks {
             limits.check_name(&spec.name)?;
             limits.check_mode(spec.mode)?;
-            if let Some(lock) = self.locks.get(&spec.name) {
+            if let Some(lock) = self.locks.get::<str>(&spec.name) {
                 check_kind(lock, spec.mode)?;
             }
             wanted.push((spec.name.clone(), spec.mode));
@@ -1032,7 +1073,7 @@ impl State {
         index: LogIndex,
     ) -> Result<Response, LockError> {
         for (name, mode) in wanted {
-            let hold = &self.locks[name].holds[&lease];
+            let hold = &self.locks[name.as_str()].holds[&lease];
             if hold.mode != *mode {
                 return Err(LockError::HeldInOtherMode {
                     name: name.clone(),
@@ -1048,7 +1089,7 @@ impl State {
                 .lock_mut(name)
                 .and_then(|l| l.holds.get_mut(&lease))
                 .unwrap_or_else(|| unreachable!("hold checked above"));
-            hold.acquisitions += 1;
+            hold.acquisitions = hold.acquisitions.saturating_add(1);
             hold.requested_at = index;
             holds.push(Granted {
                 name: name.clone(),
@@ -1114,7 +1155,7 @@ impl State {
             .locks
             .iter()
             .filter_map(|(name, _)| {
-                let queue = &self.locks.get(name)?.queue;
+                let queue = &self.locks.get::<str>(name)?.queue;
                 queue.iter().position(|w| *w == waiter.id)
             })
             .max()
@@ -1207,8 +1248,8 @@ impl State {
             .lock_mut(name)
             .and_then(|l| l.holds.get_mut(&lease))
             .unwrap_or_else(|| unreachable!("holder checked above"));
-        hold.extensions += 1;
-        let extensions = hold.extensions;
+        hold.extensions = hold.extensions.saturating_add(1);
+        let extensions = u64::from(hold.extensions);
         let lease_record = self
             .lease_mut(lease)
             .unwrap_or_else(|| unreachable!("lease checked above"));
@@ -1254,7 +1295,7 @@ impl State {
             .iter()
             .filter_map(|name| {
                 let hold = &self.locks.get(name)?.holds.get(&lease)?;
-                (hold.from_waiter == Some(waiter)).then(|| (name.clone(), hold.token))
+                (hold.from_waiter == Some(waiter)).then(|| (name.to_string(), hold.token))
             })
             .collect();
         if granted.is_empty() {
@@ -1262,7 +1303,7 @@ impl State {
         }
         let superseded = granted.iter().any(|(name, _)| {
             self.locks
-                .get(name)
+                .get::<str>(name)
                 .and_then(|l| l.holds.get(&lease))
                 .is_some_and(|h| h.requested_at > as_of)
         });
@@ -1438,7 +1479,7 @@ impl State {
             let touched = std::mem::take(&mut cx.touched);
             let mut candidates: BTreeSet<WaiterId> = BTreeSet::new();
             for name in &touched {
-                if let Some(lock) = self.locks.get(name) {
+                if let Some(lock) = self.locks.get::<str>(name) {
                     candidates.extend(self.head_run(lock));
                 }
             }
@@ -1470,7 +1511,7 @@ impl State {
         };
         waiter.locks.iter().all(|(name, _)| {
             self.locks
-                .get(name)
+                .get::<str>(name)
                 .is_some_and(|lock| self.head_run(lock).contains(&waiter_id))
         })
     }
@@ -1510,16 +1551,25 @@ impl State {
     fn grant_hold(&mut self, name: &str, new: NewHold<'_>, cx: &mut Cx) {
         let token = cx.stamp;
         let wall_ms = cx.wall_ms;
+        // The hold shares its lease's owner string (it is the lease's
+        // owner, copied through a queued request when granted from there).
+        let owner = self
+            .leases
+            .get(&new.lease)
+            .map(|l| l.owner.clone())
+            .filter(|o| **o == *new.owner)
+            .unwrap_or_else(|| Arc::from(new.owner));
         let lock = self.lock_entry(name, new.mode.kind());
+        let shared_name = lock.name.clone();
         lock.holds.insert(
             new.lease,
             Hold {
                 lease: new.lease,
-                owner: new.owner.to_string(),
+                owner,
                 mode: new.mode,
                 token,
                 acquired_at_wall_ms: wall_ms,
-                reason: new.reason.to_string(),
+                reason: new.reason.into(),
                 metadata: new.metadata.clone(),
                 acquisitions: 1,
                 extensions: 0,
@@ -1531,7 +1581,7 @@ impl State {
         lock.grants += 1;
         lock.max_token = lock.max_token.max(token);
         if let Some(lease) = self.lease_mut(new.lease) {
-            lease.holds.insert(name.to_string());
+            lease.holds.insert(shared_name);
         }
         self.counters.grants += 1;
         cx.emit(EventKind::Acquired {
@@ -1560,9 +1610,16 @@ impl State {
 
     fn lock_entry(&mut self, name: &str, kind: LockKind) -> &mut Lock {
         self.dirty.locks.insert(name.to_string());
-        self.locks
-            .entry(name.to_string())
-            .or_insert_with(|| Lock::new(name.to_string(), kind))
+        if !self.locks.contains_key(name) {
+            let key: Arc<str> = Arc::from(name);
+            self.locks
+                .insert(key.clone(), Box::new(Lock::new(key, kind)));
+        }
+        match self.locks.get_mut(name) {
+            Some(lock) => lock,
+            // Inserted just above.
+            None => unreachable!("lock {name} was just inserted"),
+        }
     }
 
     /// Removes the hold from the lock and from its lease's list.
@@ -1596,7 +1653,7 @@ impl State {
     }
 
     fn remove_if_idle(&mut self, name: &str) {
-        if self.locks.get(name).is_some_and(Lock::is_idle) {
+        if self.locks.get(name).is_some_and(|l| l.is_idle()) {
             self.locks.remove(name);
             self.dirty.locks.insert(name.to_string());
         }
@@ -1639,13 +1696,13 @@ fn check_kind(lock: &Lock, mode: Mode) -> Result<(), LockError> {
             if have != want =>
         {
             Err(LockError::PermitsMismatch {
-                name: lock.name.clone(),
+                name: lock.name.to_string(),
                 existing: have,
                 requested: want,
             })
         }
         (have, want) if have != want => Err(LockError::KindConflict {
-            name: lock.name.clone(),
+            name: lock.name.to_string(),
             existing: have,
             requested: mode,
         }),
@@ -1734,7 +1791,7 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
             }
         }
         if let Some(until) = lock.delayed_until_ms
-            && !state.delays.contains(&(until, name.clone()))
+            && !state.delays.contains(&(until, name.to_string()))
         {
             return Err(format!("delay of {name:?} is missing from the index"));
         }
@@ -1806,7 +1863,11 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
             ));
         }
         for (name, _) in &waiter.locks {
-            if !state.locks.get(name).is_some_and(|l| l.queue.contains(id)) {
+            if !state
+                .locks
+                .get::<str>(name)
+                .is_some_and(|l| l.queue.contains(id))
+            {
                 return Err(format!("waiter {id} is missing from the queue of {name:?}"));
             }
         }
@@ -1815,4 +1876,125 @@ pub fn check_invariants(state: &State) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod sharing_tests {
+    //! A million holds must not cost a million copies of what they repeat
+    //! (issue 18): a lock's name is one allocation (the map's key, the
+    //! lock's `name`, its holders' `Lease::holds`), a hold's owner is its
+    //! lease's. These fail if a change brings a copy back.
+    use super::*;
+    use crate::command::LockSpec;
+
+    fn loaded() -> (State, LeaseId) {
+        let mut state = State::new();
+        let granted = state.apply(
+            1,
+            &Request::new(
+                1,
+                1,
+                Command::GrantLease {
+                    ttl_ms: 10_000,
+                    owner: "worker-1".into(),
+                    identity: String::new(),
+                    quota: Default::default(),
+                },
+            ),
+        );
+        let Ok(Response::LeaseGranted { lease, .. }) = granted.result else {
+            panic!("grant: {:?}", granted.result);
+        };
+        let locks = ["jobs/a", "jobs/b"]
+            .iter()
+            .map(|n| LockSpec {
+                name: n.to_string(),
+                mode: Mode::Exclusive,
+            })
+            .collect();
+        let acquired = state.apply(
+            2,
+            &Request::new(
+                2,
+                2,
+                Command::Acquire {
+                    lease,
+                    locks,
+                    wait: false,
+                    reason: String::new(),
+                    metadata: Metadata::new(),
+                    lock_delay_ms: 0,
+                    quota: Default::default(),
+                },
+            ),
+        );
+        assert!(acquired.result.is_ok(), "{:?}", acquired.result);
+        (state, lease)
+    }
+
+    fn assert_shared(state: &State, lease: LeaseId, how: &str) {
+        let record = &state.leases[&lease];
+        assert_eq!(record.holds.len(), 2, "{how}");
+        for (key, lock) in &state.locks {
+            assert!(
+                Arc::ptr_eq(key, &lock.name),
+                "{how}: the key is the lock's name"
+            );
+            let in_lease = record.holds.get(&**key).expect("the lease lists the name");
+            assert!(
+                Arc::ptr_eq(in_lease, key),
+                "{how}: the lease's name is the lock's"
+            );
+            let hold = &lock.holds[&lease];
+            assert!(
+                Arc::ptr_eq(&hold.owner, &record.owner),
+                "{how}: the hold's owner is the lease's"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lock_and_its_holders_share_one_name_and_one_owner_when_granted() {
+        let (state, lease) = loaded();
+        assert_shared(&state, lease, "granted");
+    }
+
+    #[test]
+    fn a_loaded_state_shares_them_again() {
+        let (state, lease) = loaded();
+        let from_bytes = State::from_bytes(&state.to_bytes()).expect("decodes");
+        assert_eq!(from_bytes, state);
+        assert_shared(&from_bytes, lease, "from_bytes");
+
+        // Records decoded one by one, as the store loads them.
+        let mut records = Vec::new();
+        for lock in state.locks() {
+            let bytes = state.lock_bytes(&lock.name).expect("a lock record");
+            records.push(decode::<Record>("lock", &bytes).expect("decodes"));
+        }
+        let bytes = state.lease_bytes(lease).expect("a lease record");
+        records.push(decode::<Record>("lease", &bytes).expect("decodes"));
+        let from_records = State::from_records(state.header(), records).expect("loads");
+        assert_eq!(from_records, state);
+        assert_shared(&from_records, lease, "from_records");
+    }
+
+    #[test]
+    fn per_hold_records_stay_small() {
+        // Hold and Lock do not grow back past their sizes of issue 18: 128
+        // and 112 bytes are size classes of mimalloc (the allocator of
+        // `raftlock serve`); one byte more costs the next (160, 128).
+        assert!(
+            size_of::<Hold>() <= 128,
+            "Hold is {} bytes",
+            size_of::<Hold>()
+        );
+        assert!(
+            size_of::<Lock>() <= 112,
+            "Lock is {} bytes",
+            size_of::<Lock>()
+        );
+        // A B-tree slot of the locks map is a key and a box, not a lock.
+        assert_eq!(size_of::<(Arc<str>, Box<Lock>)>(), 24, "a locks-map slot");
+    }
 }

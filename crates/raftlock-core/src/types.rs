@@ -1,6 +1,7 @@
 //! The records the state machine keeps: leases, locks, holds and waiters.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,11 +52,19 @@ pub enum LockKind {
 }
 
 /// A lease: the liveness of one client. Holds and waits belong to it.
+///
+/// Strings that a lease shares with its holds are `Arc<str>`, one
+/// allocation for all of them (issue 18: a million holds): `owner` is the
+/// same allocation as each of its holds' `Hold::owner`, and each name in
+/// `holds` the same as the lock's `Lock::name` and the state's key of that
+/// lock. `State` keeps them shared when it grants and when it loads
+/// (`State::from_bytes`, `State::from_records`). Serialized as the
+/// `String`s they replace (same bytes in every format).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub id: LeaseId,
     /// Free text naming the client (agent, process, host).
-    pub owner: String,
+    pub owner: Arc<str>,
     /// The authenticated identity that granted the lease (empty when the
     /// node that took the call had auth off). Only it may use the lease.
     pub identity: String,
@@ -65,7 +74,7 @@ pub struct Lease {
     /// Wall-clock time the leader proposed the grant at (informational only).
     pub granted_at_wall_ms: u64,
     /// Names this lease holds.
-    pub holds: BTreeSet<String>,
+    pub holds: BTreeSet<Arc<str>>,
     /// Requests of this lease that are queued.
     pub waits: BTreeSet<WaiterId>,
 }
@@ -74,19 +83,27 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     pub lease: LeaseId,
-    pub owner: String,
+    /// The lease's owner (the same allocation as `Lease::owner`).
+    pub owner: Arc<str>,
     pub mode: Mode,
     /// Fencing token: the stamp of the entry that granted this hold.
     pub token: Token,
     /// Wall-clock time of the granting entry, as proposed by the leader
     /// (informational only; never used for safety).
     pub acquired_at_wall_ms: u64,
-    pub reason: String,
+    /// `Box<str>`, not `String`: 16 bytes, nothing allocated when empty
+    /// (most holds give no reason). Serialized as a string.
+    pub reason: Box<str>,
     pub metadata: Metadata,
-    /// How many acquire requests this hold has answered (1 + idempotent retries).
-    pub acquisitions: u64,
-    /// How many times the holder extended it.
-    pub extensions: u64,
+    /// How many acquire requests this hold has answered (1 + idempotent
+    /// retries). The two counters are `u32` so that a `Hold` is 128 bytes,
+    /// an allocator size class (issue 18; 160 at 144 bytes): they saturate
+    /// at 4,294,967,295 (no hold lives through that many requests). Their
+    /// encodings are those of the `u64`s they were (varint and protobuf
+    /// `uint64` alike) for every value they can hold.
+    pub acquisitions: u32,
+    /// How many times the holder extended it (saturating, as above).
+    pub extensions: u32,
     /// If the hold was granted to a queued request, that request's id; a
     /// cancel-wait naming it then releases this hold.
     pub from_waiter: Option<WaiterId>,
@@ -133,7 +150,9 @@ impl Waiter {
 /// A lock exists while it has holders, waiters or a pending lock-delay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
-    pub name: String,
+    /// The same allocation as the state's key of this lock and the name in
+    /// each holder's `Lease::holds`.
+    pub name: Arc<str>,
     pub kind: LockKind,
     /// Current holds, by lease.
     pub holds: HoldMap,
@@ -149,7 +168,7 @@ pub struct Lock {
 }
 
 impl Lock {
-    pub fn new(name: String, kind: LockKind) -> Self {
+    pub fn new(name: Arc<str>, kind: LockKind) -> Self {
         Lock {
             name,
             kind,
@@ -223,11 +242,13 @@ pub struct MemberRecord {
 /// 1.8 KB); this allocates exactly what the holders need. Lookups are binary
 /// searches over at most `max_permits` (or the readers) entries.
 ///
+/// The key of each hold is its own `Hold::lease`, not a copy beside it.
+///
 /// Serialized as a map, exactly as the `BTreeMap` it replaces was (same
 /// bincode bytes: peer protocol 1 and snapshot format 3 are unchanged).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct HoldMap {
-    entries: Vec<(LeaseId, Hold)>,
+    entries: Vec<Hold>,
 }
 
 impl HoldMap {
@@ -236,7 +257,7 @@ impl HoldMap {
     }
 
     fn position(&self, lease: &LeaseId) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(l, _)| l.cmp(lease))
+        self.entries.binary_search_by(|h| h.lease.cmp(lease))
     }
 
     pub fn len(&self) -> usize {
@@ -248,12 +269,12 @@ impl HoldMap {
     }
 
     pub fn get(&self, lease: &LeaseId) -> Option<&Hold> {
-        self.position(lease).ok().map(|i| &self.entries[i].1)
+        self.position(lease).ok().map(|i| &self.entries[i])
     }
 
     pub fn get_mut(&mut self, lease: &LeaseId) -> Option<&mut Hold> {
         match self.position(lease) {
-            Ok(i) => Some(&mut self.entries[i].1),
+            Ok(i) => Some(&mut self.entries[i]),
             Err(_) => None,
         }
     }
@@ -262,10 +283,12 @@ impl HoldMap {
         self.position(lease).is_ok()
     }
 
-    /// Inserts or replaces; returns the hold it replaced.
-    pub fn insert(&mut self, lease: LeaseId, hold: Hold) -> Option<Hold> {
+    /// Inserts or replaces; returns the hold it replaced. The hold is kept
+    /// under `lease`: its own `lease` field is set to it.
+    pub fn insert(&mut self, lease: LeaseId, mut hold: Hold) -> Option<Hold> {
+        hold.lease = lease;
         match self.position(&lease) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, hold)),
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i], hold)),
             Err(i) => {
                 // The first holder gets a slot of its own (most locks keep
                 // one holder for life); later ones grow the vector as usual,
@@ -274,7 +297,7 @@ impl HoldMap {
                 if self.entries.capacity() == 0 {
                     self.entries.reserve_exact(1);
                 }
-                self.entries.insert(i, (lease, hold));
+                self.entries.insert(i, hold);
                 None
             }
         }
@@ -282,7 +305,7 @@ impl HoldMap {
 
     pub fn remove(&mut self, lease: &LeaseId) -> Option<Hold> {
         let i = self.position(lease).ok()?;
-        let (_, hold) = self.entries.remove(i);
+        let hold = self.entries.remove(i);
         if self.entries.is_empty() {
             // An emptied lock gives its memory back (it is usually dropped
             // next, but a queued or delayed lock stays).
@@ -292,24 +315,29 @@ impl HoldMap {
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&LeaseId, &Hold)> + ExactSizeIterator {
-        self.entries.iter().map(|(l, h)| (l, h))
+        self.entries.iter().map(|h| (&h.lease, h))
     }
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &LeaseId> + ExactSizeIterator {
-        self.entries.iter().map(|(l, _)| l)
+        self.entries.iter().map(|h| &h.lease)
     }
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &Hold> + ExactSizeIterator {
-        self.entries.iter().map(|(_, h)| h)
+        self.entries.iter()
     }
 
+    /// The holds, to change; a hold's `lease` is its key here and must not
+    /// be changed through this.
     pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Hold> + ExactSizeIterator {
-        self.entries.iter_mut().map(|(_, h)| h)
+        self.entries.iter_mut()
     }
 
     /// Keeps the holds `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&LeaseId, &mut Hold) -> bool) {
-        self.entries.retain_mut(|(l, h)| keep(l, h));
+        self.entries.retain_mut(|h| {
+            let lease = h.lease;
+            keep(&lease, h)
+        });
     }
 }
 
@@ -335,13 +363,11 @@ impl FromIterator<(LeaseId, Hold)> for HoldMap {
 
 impl<'a> IntoIterator for &'a HoldMap {
     type Item = (&'a LeaseId, &'a Hold);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (LeaseId, Hold)>,
-        fn(&'a (LeaseId, Hold)) -> (&'a LeaseId, &'a Hold),
-    >;
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, Hold>, fn(&'a Hold) -> (&'a LeaseId, &'a Hold)>;
     fn into_iter(self) -> Self::IntoIter {
-        fn pair((l, h): &(LeaseId, Hold)) -> (&LeaseId, &Hold) {
-            (l, h)
+        fn pair(h: &Hold) -> (&LeaseId, &Hold) {
+            (&h.lease, h)
         }
         self.entries.iter().map(pair)
     }
@@ -349,9 +375,12 @@ impl<'a> IntoIterator for &'a HoldMap {
 
 impl IntoIterator for HoldMap {
     type Item = (LeaseId, Hold);
-    type IntoIter = std::vec::IntoIter<(LeaseId, Hold)>;
+    type IntoIter = std::iter::Map<std::vec::IntoIter<Hold>, fn(Hold) -> (LeaseId, Hold)>;
     fn into_iter(self) -> Self::IntoIter {
-        self.entries.into_iter()
+        fn pair(h: Hold) -> (LeaseId, Hold) {
+            (h.lease, h)
+        }
+        self.entries.into_iter().map(pair)
     }
 }
 
@@ -359,8 +388,8 @@ impl Serialize for HoldMap {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.entries.len()))?;
-        for (lease, hold) in &self.entries {
-            map.serialize_entry(lease, hold)?;
+        for hold in &self.entries {
+            map.serialize_entry(&hold.lease, hold)?;
         }
         map.end()
     }
@@ -369,8 +398,16 @@ impl Serialize for HoldMap {
 impl<'de> Deserialize<'de> for HoldMap {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Through a BTreeMap: the same acceptance as before (duplicate keys
-        // keep the last, any order sorts).
+        // keep the last, any order sorts). A hold kept under another lease
+        // than its own was refused by the state's invariant check; the key
+        // is no longer stored apart, so it is refused here.
         let map = BTreeMap::<LeaseId, Hold>::deserialize(deserializer)?;
+        if let Some((key, hold)) = map.iter().find(|(k, h)| **k != h.lease) {
+            return Err(serde::de::Error::custom(format!(
+                "the hold under lease {key} belongs to lease {}",
+                hold.lease
+            )));
+        }
         Ok(map.into_iter().collect())
     }
 }
@@ -394,11 +431,11 @@ mod hold_map_tests {
     fn hold(lease: LeaseId, token: Token) -> Hold {
         Hold {
             lease,
-            owner: format!("owner-{lease}"),
+            owner: format!("owner-{lease}").into(),
             mode: Mode::Shared,
             token,
             acquired_at_wall_ms: 0,
-            reason: String::new(),
+            reason: Box::default(),
             metadata: Metadata::new(),
             acquisitions: 1,
             extensions: 0,

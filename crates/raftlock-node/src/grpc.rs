@@ -66,14 +66,14 @@ fn grant_out(g: &core::Granted) -> pb::Grant {
 fn holder_out(h: &core::Hold) -> pb::Holder {
     pb::Holder {
         lease_id: h.lease,
-        owner: h.owner.clone(),
+        owner: h.owner.to_string(),
         mode: mode_out(h.mode).0,
         token: h.token,
         acquired_at_unix_ms: h.acquired_at_wall_ms,
-        reason: h.reason.clone(),
+        reason: h.reason.to_string(),
         metadata: h.metadata.clone().into_iter().collect(),
-        acquisitions: h.acquisitions,
-        extensions: h.extensions,
+        acquisitions: h.acquisitions.into(),
+        extensions: h.extensions.into(),
         lock_delay_ms: h.lock_delay_ms,
     }
 }
@@ -98,7 +98,7 @@ fn lock_out(state: &core::State, lock: &core::Lock) -> pb::LockInfo {
         })
         .collect();
     pb::LockInfo {
-        name: lock.name.clone(),
+        name: lock.name.to_string(),
         kind,
         permits,
         holders: lock.holds.values().map(holder_out).collect(),
@@ -314,7 +314,7 @@ impl pb::locks_server::Locks for LocksService {
                 let mut more = false;
                 for lock in s
                     .locks_with_prefix(&r.prefix)
-                    .filter(|l| r.start_after.is_empty() || l.name > r.start_after)
+                    .filter(|l| r.start_after.is_empty() || *l.name > *r.start_after)
                 {
                     if page.len() == limit {
                         more = true;
@@ -466,7 +466,7 @@ impl pb::leases_server::Leases for LeasesService {
                             .holds
                             .iter()
                             .filter(|n| whole || caller.may(Perm::Inspect, n))
-                            .cloned()
+                            .map(|n| n.to_string())
                             .collect();
                         let waits: Vec<u64> = l
                             .waits
@@ -484,7 +484,7 @@ impl pb::leases_server::Leases for LeasesService {
                         }
                         Some(pb::LeaseInfo {
                             lease_id: l.id,
-                            owner: l.owner.clone(),
+                            owner: l.owner.to_string(),
                             ttl_ms: l.ttl_ms,
                             granted_at_unix_ms: l.granted_at_wall_ms,
                             holds,

@@ -130,7 +130,7 @@ fn settled(state: &State, waiter: WaiterId, lease: u64) -> Option<WaitOutcome> {
             && hold.from_waiter == Some(waiter)
         {
             holds.push(Granted {
-                name: name.clone(),
+                name: name.to_string(),
                 mode: hold.mode,
                 token: hold.token,
             });

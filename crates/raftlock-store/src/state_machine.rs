@@ -332,7 +332,7 @@ pub(crate) fn load(shared: &Shared) -> Result<Machine, OpenError> {
                 let name = String::from_utf8_lossy(name);
                 let what = format!("state machine lock {name:?}");
                 match frame::decode(&what, &value).map_err(corrupt)? {
-                    Record::Lock(lock) if lock.name == name => records.push(Record::Lock(lock)),
+                    Record::Lock(lock) if *lock.name == *name => records.push(Record::Lock(lock)),
                     _ => return Err(corrupt(Damaged::new(&what, "holds another record"))),
                 }
             }

@@ -136,6 +136,10 @@ pub enum Workload {
     /// fixed pause until it holds it or --duration has passed: run it at the
     /// kill of a node, with the survivors as --endpoints.
     Failover,
+    /// Loads --holds N exclusive holds and prints each local node's memory
+    /// per hold (--pids), the load rate and the snapshot time (raftlock
+    /// only; see holds.rs).
+    Holds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -218,6 +222,39 @@ pub struct BenchArgs {
     /// before the attempt counts as failed (default 1s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub call_timeout: Option<Duration>,
+
+    /// --workload holds: how many holds to load.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub holds: u64,
+
+    /// --workload holds: leases holding them (N / LEASES names each).
+    #[arg(long, value_name = "LEASES", default_value_t = 1_000)]
+    pub leases: u64,
+
+    /// --workload holds: names per Acquire (the cluster's default
+    /// max_locks_per_request is 64).
+    #[arg(long, value_name = "NAMES", default_value_t = 64)]
+    pub batch: u64,
+
+    /// --workload holds: process ids of the `raftlock serve` nodes on this
+    /// machine whose memory to read (/proc/PID/status), comma-separated.
+    #[arg(long, value_name = "PID,...", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+
+    /// --workload holds: pause between the last entry being applied on
+    /// every node and reading their memory (the store saves changed records
+    /// every 200 ms).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
+
+    /// --workload holds: leave the leases and their holds in place at the
+    /// end (default: revoke them).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// --workload holds: do not build a snapshot after loading.
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 /// A Unix time in seconds with a fraction ("1765081234.123456"), as bash's
@@ -272,6 +309,7 @@ impl Plan {
             (Workload::Distinct, None) => 64,
             (Workload::Contended, None) => 8,
             (Workload::Failover, None) => 1,
+            (Workload::Holds, None) => 8,
         };
         if args.workload == Workload::Failover && clients != 1 {
             return Err(Failure::Usage(format!(
@@ -352,6 +390,7 @@ impl Plan {
             // A fresh name: a hold a previous run could not release must not
             // stand in the way.
             Workload::Failover => failover::lock_name(),
+            Workload::Holds => format!("holds/{i}"),
         }
     }
 
@@ -370,41 +409,63 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .thread_name("bench")
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the tokio runtime: {e}")))?;
+    if plan.workload == Workload::Holds {
+        if plan.target != Target::Raftlock {
+            return Err(Failure::Usage(
+                "--workload holds runs against raftlock only".into(),
+            ));
+        }
+        let holds = crate::holds::HoldsPlan {
+            holds: args.holds,
+            leases: args.leases,
+            batch: args.batch,
+            clients: plan.clients,
+            endpoints: plan.endpoints.clone(),
+            pids: args.pids.clone(),
+            settle: args.settle,
+            keep: args.keep,
+            snapshot: !args.no_snapshot,
+        };
+        let report = rt.block_on(crate::holds::run(&holds))?;
+        return emit(args.json, &report, || report.table());
+    }
     if let Some(settings) = &plan.failover {
         let report = rt.block_on(failover::run(&plan, settings))?;
-        if args.json {
-            let text = serde_json::to_string(&report)
-                .map_err(|e| Failure::Runtime(format!("cannot encode JSON: {e}")))?;
-            println!("{text}");
-        } else {
-            print!("{}", report.table());
-        }
-        return Ok(());
+        return emit(args.json, &report, || report.table());
     }
     let report = rt.block_on(bench(&plan))?;
-    if args.json {
-        let text = serde_json::to_string(&report)
+    emit(args.json, &report, || report.table())
+}
+
+/// Prints `report` as one JSON object (`--json`) or as its table.
+fn emit(
+    json: bool,
+    report: &impl Serialize,
+    table: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    if json {
+        let text = serde_json::to_string(report)
             .map_err(|e| Failure::Runtime(format!("cannot encode JSON: {e}")))?;
         println!("{text}");
     } else {
-        print!("{}", report.table());
+        print!("{}", table());
     }
     Ok(())
 }
 
 /// A failed operation, as counted.
 #[derive(Debug, Clone)]
-struct OpError {
+pub(crate) struct OpError {
     /// Machine-readable, low-cardinality: the key it is counted under.
     reason: String,
     /// For a person: the reason and the server's message.
-    detail: String,
+    pub(crate) detail: String,
     /// From a NOT_LEADER error: where the leader is.
     leader_addr: Option<String>,
 }
 
 impl OpError {
-    fn raftlock(status: &Status) -> OpError {
+    pub(crate) fn raftlock(status: &Status) -> OpError {
         let classified = raftlock_proto::errors::classify(status);
         let reason = classified.reason_text(status);
         let leader_addr = classified.leader.map(|l| l.addr);
@@ -751,7 +812,7 @@ struct Prepared {
     leases: Leases,
 }
 
-async fn connect(addr: &str) -> Result<Channel, String> {
+pub(crate) async fn connect(addr: &str) -> Result<Channel, String> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else {
@@ -768,7 +829,7 @@ async fn connect(addr: &str) -> Result<Channel, String> {
 
 /// The address of the raftlock leader, asking the endpoints in turn until
 /// one knows it or [`LEADER_SEARCH`] has passed.
-async fn find_leader(endpoints: &[String]) -> Result<String, Failure> {
+pub(crate) async fn find_leader(endpoints: &[String]) -> Result<String, Failure> {
     let deadline = Instant::now() + LEADER_SEARCH;
     loop {
         let mut errors = Vec::new();
@@ -1433,6 +1494,7 @@ impl Report {
             Workload::Distinct => "distinct",
             Workload::Contended => "contended",
             Workload::Failover => "failover",
+            Workload::Holds => "holds",
         };
         let errors = if self.errors.is_empty() {
             "none".to_string()

@@ -14,6 +14,7 @@
 //! operation failed), 2 a usage error.
 
 mod bench;
+mod holds;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,9 @@ use clap::Parser;
 /// Measure lock acquire/release cycles per second and their latency.
 ///
 /// Workloads: seq (one client, one lock), distinct (N clients, each on
-/// its own lock) and contended (N clients queueing for one lock, FIFO).
+/// its own lock), contended (N clients queueing for one lock, FIFO) and
+/// holds (loads --holds N holds, then prints the memory per hold of the
+/// nodes given by --pids, the load rate and the snapshot time).
 /// Every client has its own connection and lease. Against raftlock the
 /// clients talk to the leader; with --target etcd they use etcd's
 /// server-side lock API (v3lock) and leases instead, for comparison; with

@@ -20,7 +20,7 @@ fn lease_id_is_the_index_of_the_granting_entry() {
     assert_eq!(lease, 2);
     let record = sm.state.lease(lease).unwrap();
     assert_eq!(record.ttl_ms, 10_000);
-    assert_eq!(record.owner, "tester");
+    assert_eq!(&*record.owner, "tester");
 }
 
 #[test]
@@ -1125,8 +1125,8 @@ fn a_hold_records_owner_reason_metadata_time_and_counters() {
         quota: Default::default(),
     });
     let hold = &sm.state.lock("x").unwrap().holds[&a];
-    assert_eq!(hold.owner, "worker-7@host");
-    assert_eq!(hold.reason, "nightly backup");
+    assert_eq!(&*hold.owner, "worker-7@host");
+    assert_eq!(&*hold.reason, "nightly backup");
     assert_eq!(hold.metadata, metadata);
     assert_eq!(hold.acquired_at_wall_ms, 1_700_000_000_000);
     assert_eq!((hold.acquisitions, hold.extensions), (1, 0));
@@ -1207,7 +1207,7 @@ fn locks_with_prefix_lists_only_that_prefix_in_order() {
     let names: Vec<_> = sm
         .state
         .locks_with_prefix("jobs/")
-        .map(|l| l.name.as_str())
+        .map(|l| &*l.name)
         .collect();
     assert_eq!(names, vec!["jobs/a", "jobs/b", "jobs/c/d"]);
     assert_eq!(sm.state.locks_with_prefix("").count(), 5);

@@ -106,7 +106,11 @@ pub fn request(state: &State, op: Op, cluster_ms: &mut u64) -> Request {
     };
     let holds: Vec<(String, u64, u64)> = state
         .locks_with_prefix("")
-        .flat_map(|l| l.holds.values().map(|h| (l.name.clone(), h.lease, h.token)))
+        .flat_map(|l| {
+            l.holds
+                .values()
+                .map(|h| (l.name.to_string(), h.lease, h.token))
+        })
         .collect();
     let command = match op.kind % 10 {
         0 | 1 => Command::GrantLease {

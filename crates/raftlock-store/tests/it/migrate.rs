@@ -186,7 +186,7 @@ async fn a_format_4_store_of_the_previous_release_migrates_to_5_unchanged() {
             .expect("jobs/60")
             .holds
             .iter()
-            .any(|(_, h)| h.reason == "job 60"),
+            .any(|(_, h)| &*h.reason == "job 60"),
         "reasons survive"
     );
     assert!(log.read_vote().await.expect("vote").is_some(), "the vote");
