@@ -232,8 +232,9 @@ pub struct ServeArgs {
     pub heartbeat_ms: Option<u64>,
 
     /// Election timeout range MIN-MAX in ms, e.g. 400-800 [default: 400-800].
-    /// A follower that hears no leader for a random time in this range starts
-    /// an election. MIN must exceed two heartbeats.
+    /// A follower that hears no leader for two heartbeats (the leader lease)
+    /// plus a random time in this range starts an election. MIN must exceed
+    /// two heartbeats.
     #[arg(
         long,
         env = "RAFTLOCK_ELECTION_TIMEOUT_MS",
