@@ -155,6 +155,34 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command names the cluster or records its members (its
+    /// id, and each member's store and address), rather than acting on
+    /// locks, leases or limits. `--force-new-cluster` must not carry such a
+    /// command of the old cluster into the new one. Every variant is listed:
+    /// a new one must be classified.
+    pub fn is_about_the_cluster(&self) -> bool {
+        match self {
+            Command::InitCluster { .. }
+            | Command::RecordMember { .. }
+            | Command::ForgetMember { .. }
+            | Command::ForceNewCluster { .. } => true,
+            Command::GrantLease { .. }
+            | Command::RevokeLease { .. }
+            | Command::ExpireLeases { .. }
+            | Command::Acquire { .. }
+            | Command::Release { .. }
+            | Command::Extend { .. }
+            | Command::CancelWait { .. }
+            | Command::ForceRelease { .. }
+            | Command::Tick
+            | Command::SetLimits { .. }
+            | Command::Batch { .. }
+            | Command::RaiseTokenEpoch { .. } => false,
+        }
+    }
+}
+
 /// A hold as reported to its acquirer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Granted {

@@ -8,7 +8,9 @@
 //! `ForceNewCluster`: a new cluster id, a raised token epoch, itself as the
 //! only recorded member), then the entries it had after C (its uncommitted
 //! tail, moved so that they are stamped in the new epoch; old memberships
-//! and the old cluster's member records become blanks), then a membership of this node alone. The vote moves to
+//! and the old cluster's id and member records become blanks, another
+//! node's force only an epoch raise), then a membership of this node
+//! alone. The vote moves to
 //! that term (never down) and `committed` to the membership entry, all
 //! flushed, so when openraft starts it re-applies everything up to there
 //! before any peer is contacted, finds itself the only voter and elects
@@ -26,6 +28,8 @@ use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{
     BasicNode, CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, Membership, RaftLogReader,
 };
+
+use raftlock_core::Command;
 
 use crate::error::{damaged_error, sled_error, unencodable_error};
 use crate::layout::FORCED_AT_KEY;
@@ -119,6 +123,23 @@ pub async fn force_new_cluster(
     } else {
         Vec::new()
     };
+    // The token epoch once the force entry is applied: the state's, raised
+    // by what the committed entries not yet applied raise it to, plus one.
+    let mut epoch = sm.read(|s| s.token_epoch());
+    let unapplied = last_applied.map_or(0, |a| a.index + 1)..=committed.index;
+    if !unapplied.is_empty() {
+        let mut reader = log.get_log_reader().await;
+        for entry in reader.try_get_log_entries(unapplied).await? {
+            if let EntryPayload::Normal(request) = &entry.payload {
+                match request.command {
+                    Command::RaiseTokenEpoch { at_least } => epoch = epoch.max(at_least),
+                    Command::ForceNewCluster { .. } => epoch = epoch.saturating_add(1),
+                    _ => {}
+                }
+            }
+        }
+    }
+    epoch = epoch.saturating_add(1);
     let vote: Vote = log.read_vote().await?.unwrap_or_default();
     // Above every term this node has written, seen in a log id or voted
     // in: the new entries' ids are above every log id any node may hold,
@@ -136,12 +157,26 @@ pub async fn force_new_cluster(
     }];
     for old in &tail {
         let payload = match &old.payload {
-            // What the old cluster recorded about its members must not come
-            // back either: applied after the force entry, a tail's
-            // `RecordMember` would give the new cluster a record of a lost
-            // node's old store, and that node, wiped and added back under
-            // its id, would be refused as a replaced store.
-            EntryPayload::Normal(request) if is_about_the_old_cluster(&request.command) => {
+            // A force another node wrote (replicated here, never known to
+            // be committed) keeps only its token epoch raise: its stamps
+            // may have reached clients, so the epoch still goes up by one
+            // for it, as it did when this copied the entry whole; its
+            // cluster id and member record are the old cluster's.
+            EntryPayload::Normal(request)
+                if matches!(request.command, Command::ForceNewCluster { .. }) =>
+            {
+                epoch = epoch.saturating_add(1);
+                EntryPayload::Normal(raftlock_core::Request {
+                    command: Command::RaiseTokenEpoch { at_least: epoch },
+                    ..request.clone()
+                })
+            }
+            // What the old cluster recorded about itself must not come back
+            // either: applied after the force entry, a tail's `RecordMember`
+            // would give the new cluster a record of a lost node's old
+            // store, and that node, wiped and added back under its id, would
+            // be refused as a replaced store.
+            EntryPayload::Normal(request) if request.command.is_about_the_cluster() => {
                 EntryPayload::Blank
             }
             EntryPayload::Normal(request) => EntryPayload::Normal(request.clone()),
@@ -192,18 +227,6 @@ pub async fn force_new_cluster(
         "forced into a new one-member cluster"
     );
     Ok(Forced::Now { at, term })
-}
-
-/// Commands that name or describe the cluster the force leaves behind.
-fn is_about_the_old_cluster(command: &raftlock_core::Command) -> bool {
-    use raftlock_core::Command;
-    matches!(
-        command,
-        Command::InitCluster { .. }
-            | Command::RecordMember { .. }
-            | Command::ForgetMember { .. }
-            | Command::ForceNewCluster { .. }
-    )
 }
 
 fn read_forced_at(log: &LogStore) -> Result<Option<LogId>, StorageError> {

@@ -134,6 +134,62 @@ async fn the_uncommitted_tail_is_moved_behind_the_force_entry_and_stamped_in_the
     }
 }
 
+/// A force another node wrote, replicated here but never known to be
+/// committed, keeps its token epoch raise (its stamps may have reached
+/// clients) and nothing else: the cluster is the one forced here.
+#[tokio::test]
+async fn another_nodes_force_in_the_tail_keeps_only_its_epoch_raise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, mut sm) = open(dir.path());
+    let foreign = Request::new(
+        1,
+        1,
+        Command::ForceNewCluster {
+            cluster_id: "elsewhere".into(),
+            node: 2,
+            store_id: "s2".into(),
+            client_addr: "127.0.0.1:7402".into(),
+        },
+    );
+    let entries = vec![
+        membership(1, 1, &[1, 2, 3]),
+        normal(1, 2, grant("committed")),
+        normal(2, 3, foreign),
+        normal(2, 4, grant("after-the-other-force")),
+    ];
+    log.blocking_append(entries.clone()).await.expect("append");
+    log.save_committed(Some(entries[1].log_id))
+        .await
+        .expect("committed");
+    sm.apply(entries[..2].to_vec()).await.expect("apply");
+    let forced = force_new_cluster(
+        &mut log,
+        &mut sm,
+        1,
+        BasicNode::new("127.0.0.1:8401"),
+        force_command,
+    )
+    .await
+    .expect("forced");
+    assert!(
+        matches!(forced, Forced::Now { at, .. } if at.index == 6),
+        "{forced:?}"
+    );
+    let moved = log.try_get_log_entries(3..).await.expect("read");
+    assert!(
+        matches!(&moved[1].payload, EntryPayload::Normal(r) if r.command == Command::RaiseTokenEpoch { at_least: 2 }),
+        "{:?}",
+        moved[1]
+    );
+    let applied = sm.apply(moved).await.expect("apply");
+    // Epoch 1 for this force, 2 for the other one's: the grant after them
+    // is stamped in epoch 2, as if the other force had been applied whole.
+    assert_eq!(applied[2].revision, (2 << 48) | 5, "{:?}", applied[2]);
+    let cluster = sm.read(|s| s.cluster().clone());
+    assert_eq!(cluster.id, "forced");
+    assert_eq!(cluster.members.keys().copied().collect::<Vec<_>>(), vec![1]);
+}
+
 #[tokio::test]
 async fn a_store_that_never_committed_anything_is_not_forced() {
     let dir = tempfile::tempdir().expect("tempdir");
