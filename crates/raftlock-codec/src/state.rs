@@ -422,24 +422,6 @@ pub fn encode_snapshot_body_into(
     })
 }
 
-/// [`encode_snapshot_body`] the plain way (the whole message built, then
-/// encoded): what the streamed encoding must equal, byte for byte.
-#[doc(hidden)]
-pub fn encode_snapshot_body_whole(
-    last_applied: Option<&LogId<u64>>,
-    membership: &StoredMembership<u64, BasicNode>,
-    state: &State,
-) -> Vec<u8> {
-    crate::enveloped(
-        pb::BodyKind::SnapshotBody,
-        &pb::SnapshotBody {
-            last_applied: last_applied.map(log_id_to),
-            membership: Some(stored_membership_to(membership)),
-            state: Some(state_to(state)),
-        },
-    )
-}
-
 impl Codec for SnapshotBody {
     const KIND: pb::BodyKind = pb::BodyKind::SnapshotBody;
     const WHAT: &'static str = "snapshot";

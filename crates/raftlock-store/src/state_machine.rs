@@ -760,8 +760,8 @@ struct StoredSnapshotId(Option<Option<LogId>>);
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
     /// The snapshot data, its last applied log id and its membership, all
-    /// taken under one read lock.
-    /// Taken by the one `build_snapshot` call.
+    /// taken under one read lock; moved out by the one `build_snapshot`
+    /// call.
     encoded: Option<(Vec<u8>, Option<LogId>, StoredMembership)>,
     snapshot_write: Arc<Mutex<StoredSnapshotId>>,
 }
