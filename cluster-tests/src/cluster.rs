@@ -458,8 +458,13 @@ impl Cluster {
                 dial.join(","),
                 "--heartbeat-ms".into(),
                 "50".into(),
+                // A follower campaigns after the lease (two heartbeats) plus
+                // this: 700-1100 ms of silence. With 300-600 (400-700 ms
+                // since the lease became two heartbeats) a node that this
+                // 2-core machine stalled under the whole suite's load once
+                // kept a fresh cluster from agreeing on a leader for 30 s.
                 "--election-timeout-ms".into(),
-                "300-600".into(),
+                "600-1000".into(),
                 "--rpc-timeout-ms".into(),
                 "500".into(),
                 "--write-timeout-ms".into(),
