@@ -33,6 +33,7 @@ pub use rpc::{ApiError, RaftlockConfig};
 pub use state::{
     SmHeader, SnapshotBody, StoredSnapshot, encode_lease, encode_lock, encode_sm_header,
     encode_snapshot_body, encode_snapshot_body_into, encode_stored_snapshot, encode_waiter,
+    stored_snapshot_around,
 };
 
 /// The format generation this build writes and reads (the schema of

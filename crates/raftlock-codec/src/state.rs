@@ -459,24 +459,48 @@ pub struct StoredSnapshot {
 /// hundreds of megabytes, and a copy of it into an owned message would
 /// double the store's peak memory while a snapshot is saved.
 pub fn encode_stored_snapshot(meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) -> Vec<u8> {
+    let (head, tail) = stored_snapshot_around(meta, data.len());
+    let mut out = Vec::with_capacity(head.len() + data.len() + tail.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&tail);
+    out
+}
+
+/// The bytes of an encoded [`StoredSnapshot`] before and after its data
+/// of `data_len` bytes: `head ++ data ++ tail` is
+/// [`encode_stored_snapshot`]`(meta, data)`. For writing a large snapshot
+/// to a file piece by piece, without a second copy of its data.
+pub fn stored_snapshot_around(
+    meta: &SnapshotMeta<u64, BasicNode>,
+    data_len: usize,
+) -> (Vec<u8>, Vec<u8>) {
     use prost::encoding::{
-        WireType, encode_key, encode_varint, encoded_len_varint, key_len, message,
+        WireType, encode_key, encode_varint, encoded_len_varint, int32, key_len, message, uint32,
     };
     let meta = crate::raft::meta_to(meta);
-    let data_len = if data.is_empty() {
+    // proto3 leaves an empty `bytes` field out.
+    let data_field_len = if data_len == 0 {
         0
     } else {
-        key_len(2) + encoded_len_varint(data.len() as u64) + data.len()
+        key_len(2) + encoded_len_varint(data_len as u64) + data_len
     };
-    let body_len = message::encoded_len(1, &meta) + data_len;
-    crate::enveloped_with(pb::BodyKind::StoredSnapshot, body_len, |out| {
-        message::encode(1, &meta, out);
-        if !data.is_empty() {
-            encode_key(2, WireType::LengthDelimited, out);
-            encode_varint(data.len() as u64, out);
-            out.extend_from_slice(data);
-        }
-    })
+    let body_len = message::encoded_len(1, &meta) + data_field_len;
+    // The envelope, as `crate::enveloped_with` writes it (the body is never
+    // empty: the meta is always there).
+    let mut head = Vec::with_capacity(64);
+    uint32::encode(1, &crate::FORMAT, &mut head);
+    uint32::encode(2, &crate::MIN_READER, &mut head);
+    encode_key(3, WireType::LengthDelimited, &mut head);
+    encode_varint(body_len as u64, &mut head);
+    message::encode(1, &meta, &mut head);
+    if data_len > 0 {
+        encode_key(2, WireType::LengthDelimited, &mut head);
+        encode_varint(data_len as u64, &mut head);
+    }
+    let mut tail = Vec::with_capacity(4);
+    int32::encode(4, &(pb::BodyKind::StoredSnapshot as i32), &mut tail);
+    (head, tail)
 }
 
 impl Codec for StoredSnapshot {

@@ -14,7 +14,11 @@
 //! | `sm`       | `L` + lock name (UTF-8)     | `raftlock_core::Record::Lock`           |
 //! | `sm`       | `S` + lease id, u64 BE      | `raftlock_core::Record::Lease`          |
 //! | `sm`       | `W` + waiter id, u64 BE     | `raftlock_core::Record::Waiter`         |
-//! | `snapshot` | `current`                   | [`StoredSnapshot`]                      |
+//! | `snapshot` | `current`                   | [`StoredSnapshot`] (formats up to 5)    |
+//!
+//! Since format 6 the current snapshot, the same framed [`StoredSnapshot`],
+//! is the file `snapshot` beside sled's files ([`crate::snapshot_file`]),
+//! and the `snapshot` tree is empty.
 //!
 //! Big-endian integer keys sort numerically, so sled ranges are log ranges.
 

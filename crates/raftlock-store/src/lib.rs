@@ -1,9 +1,10 @@
 //! raftlock-store: the sled-backed openraft log storage and state machine.
 //!
-//! One sled database per node holds four trees (see [`layout`]): the Raft
+//! One sled database per node holds three trees (see [`layout`]): the Raft
 //! log, Raft metadata (vote, committed, last purged, format version, store
-//! id, the forced-at marker), the
-//! state machine's records, and the current snapshot. Every stored value is
+//! id, the forced-at marker) and the state machine's records; the current
+//! snapshot is a file beside it ([`snapshot_file`]: sled would keep a
+//! large value in memory for good). Every stored value is
 //! framed with a CRC32 ([`frame`]) because sled is beta software with reports
 //! of corruption after unclean shutdowns: damage must surface as a named
 //! error, never as silently wrong lock state.
@@ -53,6 +54,7 @@ pub mod metrics;
 mod migrate;
 mod open;
 pub mod recovery;
+pub mod snapshot_file;
 mod state_machine;
 
 pub use error::{Damaged, OpenError};

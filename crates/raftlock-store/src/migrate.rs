@@ -11,9 +11,10 @@
 //! transaction is recovered leaves the store exactly as the old build
 //! wrote it, still saying so, and the next open migrates it again; after
 //! it, the store is in the new format and says so. There is no state in
-//! between to recover from. Format 3 migrates in two steps (3 → 4 → 5),
-//! each such a transaction; between them the store is a true format-4
-//! store (the previous release opens it).
+//! between to recover from. Older formats migrate step by step (3 → 4 →
+//! 5 → 6), each such a transaction; between them the store is a true store
+//! of the format in between (the release that wrote it opens it). The step
+//! 5 → 6 also writes a file first (see [`from_v5`]).
 //!
 //! Cost: one step holds every converted value in memory until its
 //! transaction commits (a few times the size of the state), and reads and
@@ -68,6 +69,8 @@ struct Rewrite {
     meta: Vec<(sled::IVec, Vec<u8>)>,
     sm: Vec<(sled::IVec, Vec<u8>)>,
     snapshot: Vec<(sled::IVec, Vec<u8>)>,
+    /// Delete the current snapshot's sled value (it moved to its file).
+    snapshot_removed: bool,
 }
 
 /// Format 3 → 4: the state's header and the current snapshot gain the token
@@ -204,6 +207,39 @@ pub(crate) fn from_v4(shared: &Shared) -> Result<(), OpenError> {
     commit(shared, rewrite, 4, 5)
 }
 
+/// Format 5 → 6: the current snapshot moves from the `snapshot` tree to
+/// its own file ([`crate::snapshot_file`]), byte for byte. The file is
+/// written and synced first, then one transaction deletes the sled value
+/// and records format 6: a crash before it leaves a format-5 store whose
+/// next open moves the snapshot again (the file is rewritten whole), and
+/// the previous release, opening it, never looks at the file.
+pub(crate) fn from_v5(shared: &Shared) -> Result<(), OpenError> {
+    let dir = &shared.dir;
+    let sled_err = |e| OpenError::from_sled(dir, e);
+    let io = |source| OpenError::Io {
+        dir: dir.clone(),
+        source,
+    };
+    match shared.snapshot.get(SNAPSHOT_KEY).map_err(sled_err)? {
+        Some(bytes) => {
+            // Checked whole (checksum, data against its metadata) when the
+            // store opens, right after this; the frame is checked here so
+            // that a damaged value is named as the sled value it is.
+            frame::unseal(&"current snapshot (format 5)", &bytes)
+                .map_err(|d| OpenError::corrupt(dir, d))?;
+            crate::snapshot_file::write_framed(dir, &bytes).map_err(io)?;
+        }
+        // A file left by an upgrade that crashed before its transaction,
+        // after which the previous release ran without a snapshot.
+        None => crate::snapshot_file::remove(dir).map_err(io)?,
+    }
+    let rewrite = Rewrite {
+        snapshot_removed: true,
+        ..Rewrite::default()
+    };
+    commit(shared, rewrite, 5, 6)
+}
+
 /// Writes `rewrite` and format version `to` in one transaction, flushed.
 fn commit(shared: &Shared, rewrite: Rewrite, from: u32, to: u32) -> Result<(), OpenError> {
     let dir = &shared.dir;
@@ -227,6 +263,9 @@ fn commit(shared: &Shared, rewrite: Rewrite, from: u32, to: u32) -> Result<(), O
             put(meta, &rewrite.meta)?;
             put(sm, &rewrite.sm)?;
             put(snapshot, &rewrite.snapshot)?;
+            if rewrite.snapshot_removed {
+                snapshot.remove(SNAPSHOT_KEY)?;
+            }
             meta.insert(FORMAT_VERSION_KEY, version.as_slice())?;
             Ok::<_, ConflictableTransactionError<()>>(())
         })

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use crate::error::OpenError;
 use crate::layout::{
-    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_KEY, SNAPSHOT_TREE, STORE_ID_KEY,
-    StoredSnapshot,
+    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_TREE, STORE_ID_KEY, StoredSnapshot,
 };
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
-use crate::{frame, log_store, state_machine};
+use crate::{LogId, frame, log_store, snapshot_file, state_machine};
 
 /// The on-disk format this build reads and writes. 2: waiters and holds
 /// record the Acquire entry they answer last (`requested_at`) and
@@ -29,7 +28,11 @@ use crate::{frame, log_store, state_machine};
 /// protobuf in an envelope naming its format and kind) instead of bincode
 /// of the Rust types, and snapshot data is format 4 (the same encoding);
 /// version 3 and 4 stores are migrated when they are opened.
-pub const FORMAT_VERSION: u32 = 5;
+/// 6: the current snapshot is a file of its own (`snapshot`, beside
+/// sled's files: `snapshot_file.rs`) instead of a value of the `snapshot`
+/// tree, which sled kept in memory for good; the record is the same.
+/// Stores of versions 3 to 5 are migrated when they are opened.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// How to open a store. Every field is a resource or durability decision,
 /// so callers see them rather than inherit sled's defaults.
@@ -271,14 +274,15 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
     let store_id = store_id(&shared)?;
     let _ = shared.store_id.set(store_id);
     log_store::verify_on_open(&shared)?;
-    verify_snapshot(&shared)?;
+    let stored_snapshot = verify_snapshot(&shared)?;
     let saver = state_machine::Saver::new(
         state_machine::load(&shared)?,
         options.state_save_every_entries.max(1),
         options.state_save_every,
     );
     let log_store = LogStore::new(Arc::clone(&shared), saver.clone())?;
-    let state_machine = StateMachineStore::new(shared, saver, options.event_buffer_len);
+    let state_machine =
+        StateMachineStore::new(shared, saver, options.event_buffer_len, stored_snapshot);
     tracing::info!(dir = %dir.display(), "store opened");
     Ok((log_store, state_machine))
 }
@@ -331,13 +335,17 @@ fn check_format(shared: &Shared) -> Result<(), OpenError> {
                     detail: format!("{found} was never a raftlock format"),
                 });
             }
-            if found == 3 {
-                crate::migrate::from_v3(shared)?;
-                crate::migrate::from_v4(shared)?;
+            if (3..FORMAT_VERSION).contains(&found) {
+                // Step by step: between two steps the store is a true store
+                // of the format in between (crate::migrate).
+                if found == 3 {
+                    crate::migrate::from_v3(shared)?;
+                }
+                if found <= 4 {
+                    crate::migrate::from_v4(shared)?;
+                }
+                crate::migrate::from_v5(shared)?;
                 // The marker names the format it was made in: say the new one.
-                write_marker(dir)?;
-            } else if found == 4 {
-                crate::migrate::from_v4(shared)?;
                 write_marker(dir)?;
             } else if found < FORMAT_VERSION {
                 return Err(OpenError::OlderFormat {
@@ -355,6 +363,10 @@ fn check_format(shared: &Shared) -> Result<(), OpenError> {
             let holds_data = !shared.log.is_empty()
                 || !shared.sm.is_empty()
                 || !shared.snapshot.is_empty()
+                || snapshot_file::exists(dir).map_err(|source| OpenError::Io {
+                    dir: dir.clone(),
+                    source,
+                })?
                 || !shared.meta.is_empty();
             if holds_data {
                 return Err(OpenError::Corrupt {
@@ -438,17 +450,24 @@ fn write_marker(dir: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
-fn verify_snapshot(shared: &Shared) -> Result<(), OpenError> {
+/// Checks the current snapshot fully (checksum, format, agreement with its
+/// metadata) and returns its last log id (`None`: there is no snapshot, or
+/// one of an empty log). Deletes a `snapshot.tmp` a crash left first.
+fn verify_snapshot(shared: &Shared) -> Result<Option<LogId>, OpenError> {
     let dir = &shared.dir;
-    if let Some(bytes) = shared
-        .snapshot
-        .get(SNAPSHOT_KEY)
-        .map_err(|e| OpenError::from_sled(dir, e))?
-    {
-        let stored: StoredSnapshot =
-            frame::decode(&"current snapshot", &bytes).map_err(|d| OpenError::corrupt(dir, d))?;
-        state_machine::verify_snapshot_data(&stored.meta, &stored.data)
-            .map_err(|d| OpenError::corrupt(dir, d))?;
-    }
-    Ok(())
+    let io = |source| OpenError::Io {
+        dir: dir.clone(),
+        source,
+    };
+    snapshot_file::remove_leftover(dir).map_err(io)?;
+    let Some(bytes) = snapshot_file::read(dir).map_err(io)? else {
+        return Ok(None);
+    };
+    let what = format!("current snapshot (file {})", snapshot_file::SNAPSHOT_FILE);
+    let stored: StoredSnapshot =
+        frame::decode(&what, &bytes).map_err(|d| OpenError::corrupt(dir, d))?;
+    drop(bytes);
+    state_machine::verify_snapshot_data(&stored.meta, &stored.data)
+        .map_err(|d| OpenError::corrupt(dir, d))?;
+    Ok(stored.meta.last_log_id)
 }

@@ -30,11 +30,12 @@ use tokio::sync::broadcast;
 use crate::error::{OpenError, damaged_error, join_error, sled_error, unencodable_error};
 use crate::frame;
 use crate::layout::{
-    LEASE_PREFIX, LOCK_PREFIX, SM_HEADER_KEY, SNAPSHOT_KEY, SmHeader, StoredSnapshot,
-    WAITER_PREFIX, lease_key, lock_key, waiter_key,
+    LEASE_PREFIX, LOCK_PREFIX, SM_HEADER_KEY, SmHeader, StoredSnapshot, WAITER_PREFIX, lease_key,
+    lock_key, waiter_key,
 };
 use crate::log_store::flush;
 use crate::open::Shared;
+use crate::snapshot_file;
 use crate::{
     Damaged, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -254,14 +255,21 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(shared: Arc<Shared>, saver: Saver, event_buffer_len: usize) -> Self {
+    /// `stored_snapshot`: the last log id of the current snapshot, as the
+    /// store found it when it opened (`None`: there is none).
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        saver: Saver,
+        event_buffer_len: usize,
+        stored_snapshot: Option<LogId>,
+    ) -> Self {
         let (events, _) = broadcast::channel(event_buffer_len.max(1));
         StateMachineStore {
             shared,
             machine: Arc::clone(&saver.machine),
             saver,
             events,
-            snapshot_write: Arc::new(Mutex::new(StoredSnapshotId::default())),
+            snapshot_write: Arc::new(Mutex::new(StoredSnapshotId(Some(stored_snapshot)))),
         }
     }
 
@@ -705,8 +713,10 @@ pub(crate) fn snapshot_data_from_v3(meta: &SnapshotMeta, data: &[u8]) -> Result<
     }))
 }
 
-/// Stores `meta` and `data` as the current snapshot unless the current one
-/// is newer. Returns whether it was stored.
+/// Stores `meta` and `data` as the current snapshot (its own file,
+/// [`crate::snapshot_file`]: durable when this returns) unless the current
+/// one is newer. Returns whether it was stored. Blocking work (a large
+/// file written and synced).
 fn store_snapshot_if_newer(
     shared: &Shared,
     lock: &Mutex<StoredSnapshotId>,
@@ -714,47 +724,41 @@ fn store_snapshot_if_newer(
     data: &[u8],
 ) -> Result<bool, StorageError> {
     let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+    let io = |e: std::io::Error| -> StorageError {
+        StorageIOError::new(subject(), ErrorVerb::Write, AnyError::new(&e)).into()
+    };
     let mut known = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    // The stored snapshot's log id: read (and the whole snapshot decoded)
-    // once per process, then remembered, since only this function writes
-    // it. Decoding it for every new snapshot held two more copies of a
-    // large snapshot's bytes at the moment the new one is stored.
+    // The stored snapshot's log id: known from the check when the store
+    // opened, then remembered, since only this function writes it.
     let current = match known.0 {
         Some(current) => current,
-        None => {
-            let stored = shared
-                .snapshot
-                .get(SNAPSHOT_KEY)
-                .map_err(|e| sled_error(subject(), ErrorVerb::Read, e))?;
-            match stored.map(|bytes| frame::decode::<StoredSnapshot>(&"current snapshot", &bytes)) {
-                Some(Ok(current)) => current.meta.last_log_id,
-                Some(Err(d)) => {
+        None => match snapshot_file::read(&shared.dir).map_err(io)? {
+            Some(bytes) => match frame::decode::<StoredSnapshot>(&"current snapshot", &bytes) {
+                Ok(current) => current.meta.last_log_id,
+                Err(d) => {
                     tracing::warn!(error = %d, "replacing a damaged current snapshot");
                     None
                 }
-                None => None,
-            }
-        }
+            },
+            None => None,
+        },
     };
     if current > meta.last_log_id {
         tracing::debug!(kept = ?current, dropped = %meta, "a newer snapshot is already stored");
         known.0 = Some(current);
         return Ok(false);
     }
-    let record = frame::seal_owned(raftlock_codec::encode_stored_snapshot(meta, data));
-    shared
-        .snapshot
-        .insert(SNAPSHOT_KEY, record)
-        .map_err(|e| sled_error(subject(), ErrorVerb::Write, e))?;
+    snapshot_file::write(&shared.dir, meta, data).map_err(io)?;
     known.0 = Some(meta.last_log_id);
     Ok(true)
 }
 
-/// The last log id of the snapshot in the store, once read: `None` until
-/// then, `Some(None)` for no snapshot (or one of an empty log). Behind the
-/// mutex that orders snapshot writes.
+/// The last log id of the snapshot in the store: `None` until known,
+/// `Some(None)` for no snapshot (or one of an empty log). Set when the
+/// store opens (which reads and checks the snapshot); behind the mutex that
+/// orders snapshot writes.
 #[derive(Debug, Default)]
-struct StoredSnapshotId(Option<Option<LogId>>);
+pub(crate) struct StoredSnapshotId(pub(crate) Option<Option<LogId>>);
 
 /// Builds snapshots from the state encoded by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
@@ -795,13 +799,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 snapshot_id,
             };
             store_snapshot_if_newer(&shared, &lock, &meta, &data)?;
-            shared.db.flush().map_err(|e| {
-                sled_error(
-                    ErrorSubject::Snapshot(Some(meta.signature())),
-                    ErrorVerb::Write,
-                    e,
-                )
-            })?;
             Ok::<_, StorageError>((meta, data))
         })
         .await
@@ -934,18 +931,35 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             *self.write()? = machine;
             progress.saved();
         }
-        store_snapshot_if_newer(&self.shared, &self.snapshot_write, meta, &data)?;
+        // The state first, then the snapshot: a crash between them leaves a
+        // saved state newer than the snapshot, as a crash of formats up to
+        // 5 could (sled kept a prefix of the two writes), never the reverse.
         flush(&self.shared, subject()).await?;
+        let shared = Arc::clone(&self.shared);
+        let lock = Arc::clone(&self.snapshot_write);
+        let stored_meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            store_snapshot_if_newer(&shared, &lock, &stored_meta, &data)
+        })
+        .await
+        .map_err(|e| join_error(subject(), ErrorVerb::Write, e))??;
         tracing::info!(snapshot = %meta, "snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let bytes = self
-            .shared
-            .snapshot
-            .get(SNAPSHOT_KEY)
-            .map_err(|e| sled_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        let dir = self.shared.dir.clone();
+        let bytes = tokio::task::spawn_blocking(move || snapshot_file::read(&dir))
+            .await
+            .map_err(|e| join_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?
+            .map_err(|e| -> StorageError {
+                StorageIOError::new(
+                    ErrorSubject::Snapshot(None),
+                    ErrorVerb::Read,
+                    AnyError::new(&e),
+                )
+                .into()
+            })?;
         let Some(bytes) = bytes else {
             return Ok(None);
         };

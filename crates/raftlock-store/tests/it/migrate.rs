@@ -3,7 +3,11 @@
 //!   previous release (0.1.0) through its CLI, opens as format 5 (the
 //!   versioned encoding) with the same log, state, vote and snapshot;
 //! - a store of format 3 (before token epochs), made by that build, opens
-//!   as format 5 with the same state in token epoch 0.
+//!   as format 5 with the same state in token epoch 0;
+//! - and on to format 6, which keeps the current snapshot in a file of its
+//!   own: a format-5 store (this build's store with the snapshot put back
+//!   into sled, byte for byte, as format 5 kept it) moves it out, also
+//!   after an upgrade that crashed halfway.
 //!
 //! (A crash mid-migration: each step is one sled transaction, see the
 //! store's `migrate.rs`.)
@@ -21,6 +25,7 @@ use raftlock_core::State;
 use raftlock_store::layout::{
     FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_KEY, SNAPSHOT_TREE,
 };
+use raftlock_store::snapshot_file::SNAPSHOT_FILE;
 use raftlock_store::{FORMAT_VERSION, frame, sled};
 
 const FIXTURE_V3: &str = concat!(
@@ -236,6 +241,12 @@ async fn a_format_4_store_of_the_previous_release_migrates_to_5_unchanged() {
     assert_eq!(stored_format(&dir), FORMAT_VERSION);
     let after = raw_trees(&dir);
     for ((tree, old), (_, new)) in before.iter().zip(&after) {
+        if tree == SNAPSHOT_TREE {
+            // Format 6 keeps it in a file (checked above: it installs).
+            assert!(new.is_empty(), "the snapshot left sled: {new:?}");
+            assert!(dir.join(SNAPSHOT_FILE).exists(), "the snapshot file");
+            continue;
+        }
         let old_keys: Vec<_> = old.iter().map(|(k, _)| k).collect();
         let new_keys: Vec<_> = new.iter().map(|(k, _)| k).collect();
         if tree != SM_TREE {
@@ -259,4 +270,114 @@ async fn a_format_4_store_of_the_previous_release_migrates_to_5_unchanged() {
         state,
         "a second open changes nothing"
     );
+}
+
+/// Turns a closed store of this build into the format-5 store it would
+/// have been: the snapshot file's bytes back into the `snapshot` tree, the
+/// file gone, format 5 recorded. `stray`: leave this instead as the file
+/// (what an upgrade that crashed before its transaction leaves).
+fn as_format_5(dir: &Path, stray: Option<&[u8]>) -> Option<Vec<u8>> {
+    let file = dir.join(SNAPSHOT_FILE);
+    let snapshot = std::fs::read(&file).ok();
+    let db = raw_open(dir);
+    if let Some(bytes) = &snapshot {
+        db.open_tree(SNAPSHOT_TREE)
+            .expect("tree")
+            .insert(SNAPSHOT_KEY, bytes.as_slice())
+            .expect("insert");
+    }
+    db.open_tree(META_TREE)
+        .expect("meta")
+        .insert(FORMAT_VERSION_KEY, frame::encode_format_version(5))
+        .expect("format 5");
+    db.flush().expect("flush");
+    drop(db);
+    match stray {
+        Some(bytes) => std::fs::write(&file, bytes).expect("stray file"),
+        None => {
+            let _ = std::fs::remove_file(&file);
+        }
+    }
+    snapshot
+}
+
+fn raw_open(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("raw sled opens: {e:?}"),
+        }
+    }
+}
+
+async fn close(stores: (raftlock_store::LogStore, raftlock_store::StateMachineStore)) {
+    let closed = stores.0.closed();
+    drop(stores);
+    closed.wait().await;
+}
+
+#[tokio::test]
+async fn a_format_5_store_moves_its_snapshot_into_a_file_even_after_a_crashed_upgrade() {
+    use openraft::RaftSnapshotBuilder;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = extract_v3(tmp.path());
+    let (log, mut sm) = open(&dir);
+    let state = sm.read(State::clone);
+    // A snapshot of the whole state (the fixture's is at 60).
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build")
+        .meta;
+    close((log, sm)).await;
+
+    for stray in [None, Some(&b"a file an upgrade left half written"[..])] {
+        let record = as_format_5(&dir, stray).expect("a snapshot file");
+        assert_eq!(stored_format(&dir), 5);
+        let (log, mut sm) = open(&dir);
+        assert_eq!(sm.read(State::clone), state, "the state ({stray:?})");
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("the snapshot");
+        assert_eq!(current.meta, built, "the same snapshot ({stray:?})");
+        close((log, sm)).await;
+        assert_eq!(stored_format(&dir), FORMAT_VERSION);
+        assert_eq!(
+            std::fs::read(dir.join(SNAPSHOT_FILE)).expect("the file"),
+            record,
+            "the file holds format 5's record byte for byte ({stray:?})"
+        );
+        let db = raw_open(&dir);
+        assert!(
+            db.open_tree(SNAPSHOT_TREE).expect("tree").is_empty(),
+            "sled no longer holds it ({stray:?})"
+        );
+    }
+
+    // A format-5 store without a snapshot, and a file an upgrade left that
+    // the previous release then outlived: the file goes.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    close(open(fresh.path())).await;
+    as_format_5(fresh.path(), Some(b"stale"));
+    let (log, mut sm) = open(fresh.path());
+    assert!(
+        sm.get_current_snapshot().await.expect("read").is_none(),
+        "no snapshot"
+    );
+    assert!(
+        !fresh.path().join(SNAPSHOT_FILE).exists(),
+        "the stale file went"
+    );
+    close((log, sm)).await;
 }

@@ -11,8 +11,7 @@ use openraft::{RaftLogReader, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use raftlock_core::{Applied, State};
 use raftlock_store::layout::{
-    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_KEY, SNAPSHOT_TREE, VOTE_KEY,
-    lock_key, log_key,
+    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, VOTE_KEY, lock_key, log_key,
 };
 use raftlock_store::{
     Entry, FORMAT_VERSION, LogStore, OpenError, StateMachineStore, Vote, frame, sled,
@@ -278,10 +277,39 @@ async fn damaged_current_snapshot_is_reported() {
             .await
             .expect("build");
     }
-    damage(dir.path(), SNAPSHOT_TREE, SNAPSHOT_KEY, |v| {
-        flip_last_byte(v)
-    });
+    let file = dir
+        .path()
+        .join(raftlock_store::snapshot_file::SNAPSHOT_FILE);
+    let mut bytes = std::fs::read(&file).expect("the snapshot is a file");
+    flip_last_byte(&mut bytes);
+    std::fs::write(&file, bytes).expect("damage");
     expect_corrupt(dir.path(), "current snapshot");
+}
+
+#[tokio::test]
+async fn a_snapshot_tmp_left_by_a_crash_is_deleted_and_the_snapshot_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let built = {
+        let (_log, mut sm) = open(dir.path());
+        sm.apply([membership(1, 1, &[1])]).await.expect("apply");
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build")
+            .meta
+    };
+    // A crash while the next snapshot was written: half a file, never
+    // renamed over the current one.
+    std::fs::write(dir.path().join("snapshot.tmp"), b"half a snap").expect("write");
+    let (_log, mut sm) = open(dir.path());
+    assert!(!dir.path().join("snapshot.tmp").exists(), "deleted on open");
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("the snapshot is still there");
+    assert_eq!(current.meta, built);
 }
 
 #[test]
