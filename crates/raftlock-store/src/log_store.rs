@@ -5,9 +5,6 @@
 //! for every callback queued since its previous flush and then completes
 //! them in order. openraft learns an entry is durable only after a flush
 //! that covers it, and a burst of appends costs one fsync, not one each.
-//! An append whose caller waits for its flush (a follower's) is flushed on
-//! the appending task instead (in `block_in_place`) when nothing is queued
-//! for the flusher: two fewer thread wake-ups per write on that path.
 //!
 //! Purging is asynchronous too: `purge` saves the state machine's records
 //! and records the new `last_purged` (written to sled in that order, not
@@ -19,7 +16,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 
@@ -47,8 +44,6 @@ pub struct LogStore {
     /// Saves the state machine's records (see `purge`).
     saver: Saver,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
-    /// Callbacks sent to the flusher thread and not yet completed.
-    queued: Arc<AtomicUsize>,
     /// Indexes up to which the purger deletes entries.
     purger: mpsc::Sender<u64>,
 }
@@ -67,15 +62,13 @@ impl LogStore {
         // in progress ends, without waiting for a thread to notice that its
         // channel closed. Reopen after `closed()` resolves.
         let weak = Arc::downgrade(&shared);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let flusher_queued = Arc::clone(&queued);
         let spawn_error = |source| OpenError::Io {
             dir: shared.dir.clone(),
             source,
         };
         std::thread::Builder::new()
             .name("raftlock-log-flush".to_string())
-            .spawn(move || run_flusher(weak, rx, &flusher_queued))
+            .spawn(move || run_flusher(weak, rx))
             .map_err(spawn_error)?;
         let (purge_tx, purge_rx) = mpsc::channel();
         let weak = Arc::downgrade(&shared);
@@ -88,7 +81,6 @@ impl LogStore {
             shared,
             saver,
             flusher: tx,
-            queued,
             purger: purge_tx,
         })
     }
@@ -139,25 +131,6 @@ pub(crate) async fn flush(
     Ok(())
 }
 
-/// One flush of the whole database for the log's callbacks, timed into
-/// `flush_times`; a failure is logged (openraft stops on it).
-fn flush_now(shared: &Shared) -> Result<(), String> {
-    let started = std::time::Instant::now();
-    let flushed = shared.db.flush().map(drop).map_err(|e| e.to_string());
-    shared.flush_times.observe(started.elapsed());
-    if let Err(e) = &flushed {
-        tracing::error!(error = %e, "flushing the log failed");
-    }
-    flushed
-}
-
-/// Whether `tokio::task::block_in_place` may be called here: on a
-/// multi-threaded runtime (it panics on a current-thread one).
-fn can_block_in_place() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-}
-
 /// The flusher thread: one flush per drained group of callbacks, completed
 /// in arrival order. Ends when the `LogStore` (the only sender) is dropped.
 ///
@@ -165,11 +138,7 @@ fn can_block_in_place() -> bool {
 /// callback fires (vendor/README.md), taking the callback for entry N to
 /// mean every entry up to N is durable: so callbacks must complete in order,
 /// each after a flush of the whole database. Keep it that way.
-fn run_flusher(
-    shared: Weak<Shared>,
-    rx: mpsc::Receiver<LogFlushed<TypeConfig>>,
-    queued: &AtomicUsize,
-) {
+fn run_flusher(shared: Weak<Shared>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_CALLBACKS_PER_FLUSH {
@@ -181,14 +150,20 @@ fn run_flusher(
         // Every write these callbacks acknowledge was made before its
         // callback was queued, so this flush covers all of them.
         let result = match shared.upgrade() {
-            Some(shared) => flush_now(&shared),
+            Some(shared) => {
+                let started = std::time::Instant::now();
+                let flushed = shared.db.flush().map(drop).map_err(|e| e.to_string());
+                shared.flush_times.observe(started.elapsed());
+                flushed
+            }
             None => Err("the store was closed before its log was flushed".to_string()),
         };
-        let completed = group.len();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "flushing the log failed");
+        }
         for callback in group {
             callback.log_io_completed(result.clone().map_err(io::Error::other));
         }
-        queued.fetch_sub(completed, Ordering::AcqRel);
     }
 }
 
@@ -491,27 +466,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
             last = Some(entry.log_id);
         }
-        // An append whose caller waits for it (a follower's: its answer to
-        // the leader must follow the flush) is flushed right here when the
-        // flusher has nothing queued: handing it over and being woken
-        // again cost two thread wake-ups per Raft write on the follower's
-        // path. `block_in_place` lets the runtime run its other tasks on
-        // another thread meanwhile (blocking the only worker for the flush
-        // measured slower than the hand-off). With nothing queued, every
-        // earlier callback is complete, so completion stays in order; the
-        // flush covers every write made before it, as the flusher's does.
-        // A leader's append (not awaited: its flush runs while the core
-        // replicates) always goes to the flusher.
-        if callback.is_awaited() && self.queued.load(Ordering::Acquire) == 0 && can_block_in_place()
-        {
-            let result = tokio::task::block_in_place(|| flush_now(&self.shared));
-            callback.log_io_completed(result.map_err(io::Error::other));
-            tracing::trace!(last = ?last, "log entries written and flushed");
-            return Ok(());
-        }
-        self.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
             let e = io::Error::other("the log flusher thread is gone");
             let error = sled_error(
                 ErrorSubject::Logs,

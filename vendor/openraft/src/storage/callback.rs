@@ -64,16 +64,6 @@ where C: RaftTypeConfig
         }
     }
 
-    /// raftlock patch: whether whoever called `append` with this callback
-    /// waits for it before doing anything else (a follower's append, and
-    /// every append made outside a leader's `AppendInputEntries`), as
-    /// opposed to a leader's append, whose completion reaches the core as
-    /// a notification while it goes on. A store may then complete an
-    /// awaited callback on the appending task itself.
-    pub fn is_awaited(&self) -> bool {
-        matches!(self.to, FlushedTo::Caller(_))
-    }
-
     /// Report log io completion event.
     ///
     /// It will be called when the log is successfully appended to the storage or an error occurs.
