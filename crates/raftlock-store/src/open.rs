@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     /// purge). Entries below it may still be in the `log` tree while the
     /// purger deletes them in the background; readers skip them.
     pub(crate) first_kept: std::sync::atomic::AtomicU64,
+    /// The size of the current snapshot's data (0: none yet), to size the
+    /// buffer of the next one.
+    pub(crate) snapshot_len: std::sync::atomic::AtomicUsize,
     /// How long each group flush of the log took (the flusher thread's
     /// `db.flush()`: sled's write of its buffers plus `fdatasync`).
     pub(crate) flush_times: Arc<crate::metrics::Histogram>,
@@ -262,6 +265,7 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         snapshot: tree(SNAPSHOT_TREE)?,
         db,
         first_kept: std::sync::atomic::AtomicU64::new(0),
+        snapshot_len: std::sync::atomic::AtomicUsize::new(0),
         flush_times: Arc::default(),
         store_id: std::sync::OnceLock::new(),
         closed: CloseSignal {
@@ -469,5 +473,8 @@ fn verify_snapshot(shared: &Shared) -> Result<Option<LogId>, OpenError> {
     drop(bytes);
     state_machine::verify_snapshot_data(&stored.meta, &stored.data)
         .map_err(|d| OpenError::corrupt(dir, d))?;
+    shared
+        .snapshot_len
+        .store(stored.data.len(), std::sync::atomic::Ordering::Relaxed);
     Ok(stored.meta.last_log_id)
 }

@@ -15,6 +15,7 @@
 //! entry; a dropped store saves what is left.
 
 use std::io::Cursor;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -542,7 +543,14 @@ struct SnapshotBodyV3 {
 /// of the state is made (issue 18: a snapshot's peak is the live state plus
 /// its encoding, not a second state).
 fn encode_snapshot_data(machine: &Machine) -> Vec<u8> {
-    let mut data = Vec::new();
+    encode_snapshot_data_with_capacity(machine, 0)
+}
+
+/// [`encode_snapshot_data`] into a buffer of `capacity` bytes (the last
+/// snapshot's size and a quarter): a buffer that grows by doubling holds
+/// the old and the new allocation at once, the peak of a large snapshot.
+fn encode_snapshot_data_with_capacity(machine: &Machine, capacity: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(capacity);
     data.extend_from_slice(&[0; frame::CHECKSUM_LEN]);
     data.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
     raftlock_codec::encode_snapshot_body_into(
@@ -749,6 +757,7 @@ fn store_snapshot_if_newer(
         return Ok(false);
     }
     snapshot_file::write(&shared.dir, meta, data).map_err(io)?;
+    shared.snapshot_len.store(data.len(), Ordering::Relaxed);
     known.0 = Some(meta.last_log_id);
     Ok(true)
 }
@@ -874,9 +883,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // encoding and held the same lock). The builder then only
         // checksums, stores and flushes.
         let encoded = {
+            let last = self.shared.snapshot_len.load(Ordering::Relaxed);
             let machine = read(&self.machine);
             (
-                encode_snapshot_data(&machine),
+                encode_snapshot_data_with_capacity(&machine, last.saturating_add(last / 4)),
                 machine.last_applied,
                 machine.membership.clone(),
             )
