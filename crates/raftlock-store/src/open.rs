@@ -442,7 +442,7 @@ fn write_marker(dir: &Path) -> Result<(), OpenError> {
         source,
     };
     let text = format!(
-        "raftlock-store format {FORMAT_VERSION}\nThe sled database in this directory holds a raftlock node's Raft log and state.\n"
+        "raftlock-store format {FORMAT_VERSION}\nThe sled database in this directory holds a raftlock node's Raft log and state; the file snapshot beside it is its current snapshot.\n"
     );
     let file = std::fs::File::create(marker_path(dir)).map_err(io)?;
     std::io::Write::write_all(&mut &file, text.as_bytes()).map_err(io)?;

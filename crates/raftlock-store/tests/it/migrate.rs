@@ -56,20 +56,7 @@ fn extract_v3(parent: &Path) -> PathBuf {
 
 /// The format version a closed store records, read with raw sled.
 fn stored_format(dir: &Path) -> u32 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let db = loop {
-        match sled::open(dir) {
-            Ok(db) => break db,
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("raw sled opens: {e:?}"),
-        }
-    };
-    let bytes = db
+    let bytes = raw_open(dir)
         .open_tree(META_TREE)
         .expect("meta")
         .get(FORMAT_VERSION_KEY)
@@ -301,6 +288,8 @@ fn as_format_5(dir: &Path, stray: Option<&[u8]>) -> Option<Vec<u8>> {
     snapshot
 }
 
+/// Raw sled on a closed store (waiting out the close of a store this
+/// process dropped a moment ago).
 fn raw_open(dir: &Path) -> sled::Db {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
