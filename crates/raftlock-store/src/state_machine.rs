@@ -881,7 +881,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // its last_applied exactly, and no second copy of the state is made
         // (a clone of it, which this replaced, takes about as long as the
         // encoding and held the same lock). The builder then only
-        // checksums, stores and flushes.
+        // checksums and writes the snapshot file (synced).
         let encoded = {
             let last = self.shared.snapshot_len.load(Ordering::Relaxed);
             let machine = read(&self.machine);
