@@ -95,24 +95,37 @@ pub(crate) fn enveloped_with(
     body_len: usize,
     write: impl FnOnce(&mut Vec<u8>),
 ) -> Vec<u8> {
-    use prost::encoding::{WireType, encode_key, encode_varint, int32, uint32};
     let mut out = Vec::with_capacity(body_len + 24);
-    uint32::encode(1, &FORMAT, &mut out);
-    uint32::encode(2, &MIN_READER, &mut out);
-    // proto3 leaves an empty `bytes` field out; so does this.
+    envelope_start(body_len, &mut out);
+    let start = out.len();
     if body_len > 0 {
-        encode_key(3, WireType::LengthDelimited, &mut out);
-        encode_varint(body_len as u64, &mut out);
-        let start = out.len();
         write(&mut out);
-        debug_assert_eq!(
-            out.len() - start,
-            body_len,
-            "the body is as long as announced"
-        );
     }
-    int32::encode(4, &(kind as i32), &mut out);
+    debug_assert_eq!(
+        out.len() - start,
+        body_len,
+        "the body is as long as announced"
+    );
+    envelope_end(kind, &mut out);
     out
+}
+
+/// What an envelope holds before a body of `body_len` bytes: its format,
+/// the oldest reader, and the body's key and length (proto3 leaves an
+/// empty `bytes` field out; so does this).
+pub(crate) fn envelope_start(body_len: usize, out: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, uint32};
+    uint32::encode(1, &FORMAT, out);
+    uint32::encode(2, &MIN_READER, out);
+    if body_len > 0 {
+        encode_key(3, WireType::LengthDelimited, out);
+        encode_varint(body_len as u64, out);
+    }
+}
+
+/// What an envelope holds after its body: the body's kind.
+pub(crate) fn envelope_end(kind: pb::BodyKind, out: &mut Vec<u8>) {
+    prost::encoding::int32::encode(4, &(kind as i32), out);
 }
 
 /// An envelope of `kind` around a body that `write` appends without
@@ -123,9 +136,8 @@ pub(crate) fn enveloped_streamed(
     out: &mut Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>),
 ) {
-    use prost::encoding::{int32, uint32};
-    uint32::encode(1, &FORMAT, out);
-    uint32::encode(2, &MIN_READER, out);
+    // The format and oldest reader; the body's key and length follow.
+    envelope_start(0, out);
     let before = out.len();
     delimited(3, out, write);
     // proto3 leaves an empty `bytes` field out (as `enveloped_with` does):
@@ -133,7 +145,7 @@ pub(crate) fn enveloped_streamed(
     if out.len() == before + 2 {
         out.truncate(before);
     }
-    int32::encode(4, &(kind as i32), out);
+    envelope_end(kind, out);
 }
 
 /// Appends field `tag` (length-delimited) whose contents `write` appends,

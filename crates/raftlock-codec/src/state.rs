@@ -476,7 +476,7 @@ pub fn stored_snapshot_around(
     data_len: usize,
 ) -> (Vec<u8>, Vec<u8>) {
     use prost::encoding::{
-        WireType, encode_key, encode_varint, encoded_len_varint, int32, key_len, message, uint32,
+        WireType, encode_key, encode_varint, encoded_len_varint, key_len, message,
     };
     let meta = crate::raft::meta_to(meta);
     // proto3 leaves an empty `bytes` field out.
@@ -486,20 +486,15 @@ pub fn stored_snapshot_around(
         key_len(2) + encoded_len_varint(data_len as u64) + data_len
     };
     let body_len = message::encoded_len(1, &meta) + data_field_len;
-    // The envelope, as `crate::enveloped_with` writes it (the body is never
-    // empty: the meta is always there).
     let mut head = Vec::with_capacity(64);
-    uint32::encode(1, &crate::FORMAT, &mut head);
-    uint32::encode(2, &crate::MIN_READER, &mut head);
-    encode_key(3, WireType::LengthDelimited, &mut head);
-    encode_varint(body_len as u64, &mut head);
+    crate::envelope_start(body_len, &mut head);
     message::encode(1, &meta, &mut head);
     if data_len > 0 {
         encode_key(2, WireType::LengthDelimited, &mut head);
         encode_varint(data_len as u64, &mut head);
     }
     let mut tail = Vec::with_capacity(4);
-    int32::encode(4, &(pb::BodyKind::StoredSnapshot as i32), &mut tail);
+    crate::envelope_end(pb::BodyKind::StoredSnapshot, &mut tail);
     (head, tail)
 }
 

@@ -156,6 +156,18 @@ pub enum Command {
 }
 
 impl Command {
+    /// The token epoch of an entry carrying this command, given the epoch
+    /// before it: a raise takes effect for its whole entry, before anything
+    /// in it is stamped. `None`: a force past the last epoch (65535), which
+    /// is refused whole.
+    pub fn token_epoch_after(&self, epoch: u16) -> Option<u16> {
+        match self {
+            Command::RaiseTokenEpoch { at_least } => Some(epoch.max(*at_least)),
+            Command::ForceNewCluster { .. } => epoch.checked_add(1),
+            _ => Some(epoch),
+        }
+    }
+
     /// Whether the command names the cluster or records its members (its
     /// id, and each member's store and address), rather than acting on
     /// locks, leases or limits. `--force-new-cluster` must not carry such a

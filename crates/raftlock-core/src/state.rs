@@ -556,28 +556,22 @@ impl State {
         // A raise takes effect for the whole entry that carries it, before
         // anything in it is stamped (a raise never shares an entry: it is
         // not batchable).
-        match &request.command {
-            Command::RaiseTokenEpoch { at_least } => {
-                self.token_epoch = self.token_epoch.max(*at_least);
-            }
-            Command::ForceNewCluster { .. } => {
-                let Some(epoch) = self.token_epoch.checked_add(1) else {
-                    // 65535 raises: refused whole (the node checks this
-                    // before forcing, so it never writes such an entry).
-                    self.counters.rejected += 1;
-                    return Applied {
-                        index,
-                        result: Err(LockError::LimitExceeded {
-                            limit: Limit::TokenEpoch,
-                            max: u64::from(u16::MAX),
-                        }),
-                        events: Vec::new(),
-                        revision: self.stamp(index),
-                    };
+        match request.command.token_epoch_after(self.token_epoch) {
+            Some(epoch) => self.token_epoch = epoch,
+            None => {
+                // 65535 raises: refused whole (the node checks this before
+                // forcing, so it never writes such an entry).
+                self.counters.rejected += 1;
+                return Applied {
+                    index,
+                    result: Err(LockError::LimitExceeded {
+                        limit: Limit::TokenEpoch,
+                        max: u64::from(u16::MAX),
+                    }),
+                    events: Vec::new(),
+                    revision: self.stamp(index),
                 };
-                self.token_epoch = epoch;
             }
-            _ => {}
         }
         let mut cx = Cx {
             index,

@@ -131,11 +131,8 @@ pub async fn force_new_cluster(
         let mut reader = log.get_log_reader().await;
         for entry in reader.try_get_log_entries(unapplied).await? {
             if let EntryPayload::Normal(request) = &entry.payload {
-                match request.command {
-                    Command::RaiseTokenEpoch { at_least } => epoch = epoch.max(at_least),
-                    Command::ForceNewCluster { .. } => epoch = epoch.saturating_add(1),
-                    _ => {}
-                }
+                // A refused raise leaves the epoch as it was.
+                epoch = request.command.token_epoch_after(epoch).unwrap_or(epoch);
             }
         }
     }

@@ -270,7 +270,7 @@ impl StateMachineStore {
             machine: Arc::clone(&saver.machine),
             saver,
             events,
-            snapshot_write: Arc::new(Mutex::new(StoredSnapshotId(Some(stored_snapshot)))),
+            snapshot_write: Arc::new(Mutex::new(StoredSnapshotId(stored_snapshot))),
         }
     }
 
@@ -731,43 +731,31 @@ fn store_snapshot_if_newer(
     meta: &SnapshotMeta,
     data: &[u8],
 ) -> Result<bool, StorageError> {
-    let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
     let io = |e: std::io::Error| -> StorageError {
-        StorageIOError::new(subject(), ErrorVerb::Write, AnyError::new(&e)).into()
+        StorageIOError::new(
+            ErrorSubject::Snapshot(Some(meta.signature())),
+            ErrorVerb::Write,
+            AnyError::new(&e),
+        )
+        .into()
     };
-    let mut known = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    // The stored snapshot's log id: known from the check when the store
-    // opened, then remembered, since only this function writes it.
-    let current = match known.0 {
-        Some(current) => current,
-        None => match snapshot_file::read(&shared.dir).map_err(io)? {
-            Some(bytes) => match frame::decode::<StoredSnapshot>(&"current snapshot", &bytes) {
-                Ok(current) => current.meta.last_log_id,
-                Err(d) => {
-                    tracing::warn!(error = %d, "replacing a damaged current snapshot");
-                    None
-                }
-            },
-            None => None,
-        },
-    };
-    if current > meta.last_log_id {
-        tracing::debug!(kept = ?current, dropped = %meta, "a newer snapshot is already stored");
-        known.0 = Some(current);
+    let mut stored = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    if stored.0 > meta.last_log_id {
+        tracing::debug!(kept = ?stored.0, dropped = %meta, "a newer snapshot is already stored");
         return Ok(false);
     }
     snapshot_file::write(&shared.dir, meta, data).map_err(io)?;
     shared.snapshot_len.store(data.len(), Ordering::Relaxed);
-    known.0 = Some(meta.last_log_id);
+    stored.0 = meta.last_log_id;
     Ok(true)
 }
 
-/// The last log id of the snapshot in the store: `None` until known,
-/// `Some(None)` for no snapshot (or one of an empty log). Set when the
-/// store opens (which reads and checks the snapshot); behind the mutex that
-/// orders snapshot writes.
-#[derive(Debug, Default)]
-pub(crate) struct StoredSnapshotId(pub(crate) Option<Option<LogId>>);
+/// The last log id of the snapshot in the store (`None`: none, or one of
+/// an empty log), found when the store opened (which reads and checks the
+/// snapshot) and kept since, as only [`store_snapshot_if_newer`] writes
+/// it; behind the mutex that orders snapshot writes.
+#[derive(Debug)]
+pub(crate) struct StoredSnapshotId(pub(crate) Option<LogId>);
 
 /// Builds snapshots from the state encoded by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
