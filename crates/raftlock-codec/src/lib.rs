@@ -31,9 +31,10 @@ pub use core_types::check_nesting;
 pub use error::CodecError;
 pub use rpc::{ApiError, RaftlockConfig};
 pub use state::{
-    SmHeader, SnapshotBody, StoredSnapshot, encode_lease, encode_lock, encode_sm_header,
-    encode_snapshot_body, encode_snapshot_body_into, encode_stored_snapshot, encode_waiter,
-    stored_snapshot_around,
+    SmHeader, SnapshotBody, StoredSnapshot, StoredSnapshotLayout, StreamedSnapshotBody,
+    encode_lease, encode_lock, encode_sm_header, encode_snapshot_body, encode_snapshot_body_into,
+    encode_stored_snapshot, encode_waiter, stored_snapshot_around, stored_snapshot_around_padded,
+    stored_snapshot_layout,
 };
 
 /// The format generation this build writes and reads (the schema of
@@ -114,13 +115,53 @@ pub(crate) fn enveloped_with(
 /// the oldest reader, and the body's key and length (proto3 leaves an
 /// empty `bytes` field out; so does this).
 pub(crate) fn envelope_start(body_len: usize, out: &mut Vec<u8>) {
-    use prost::encoding::{WireType, encode_key, encode_varint, uint32};
-    uint32::encode(1, &FORMAT, out);
-    uint32::encode(2, &MIN_READER, out);
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    envelope_versions(out);
     if body_len > 0 {
         encode_key(3, WireType::LengthDelimited, out);
         encode_varint(body_len as u64, out);
     }
+}
+
+/// [`envelope_start`] with the body's length [padded](encode_padded_len)
+/// (written even when it is 0).
+pub(crate) fn envelope_start_padded(body_len: u64, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    use prost::encoding::{WireType, encode_key};
+    envelope_versions(out);
+    encode_key(3, WireType::LengthDelimited, out);
+    encode_padded_len(body_len, out)
+}
+
+fn envelope_versions(out: &mut Vec<u8>) {
+    prost::encoding::uint32::encode(1, &FORMAT, out);
+    prost::encoding::uint32::encode(2, &MIN_READER, out);
+}
+
+/// How wide a [padded](encode_padded_len) length is.
+pub const PADDED_LEN: usize = 5;
+
+/// The largest length a padded length holds (32 GiB - 1).
+pub const PADDED_LEN_MAX: u64 = (1 << 35) - 1;
+
+/// `len` as a varint of exactly [`PADDED_LEN`] bytes: the groups above its
+/// highest set bit are written as zeros with the continuation bit, which
+/// every protobuf reader (prost included) decodes as the same number. A
+/// writer that streams a large body into a file leaves this much room for
+/// the body's length and fills it in once the body is written, instead of
+/// holding the body in memory to learn its length first (issue 18).
+pub fn encode_padded_len(len: u64, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    if len > PADDED_LEN_MAX {
+        return Err(CodecError::OutOfRange {
+            field: "length of a streamed body",
+            value: len,
+            max: PADDED_LEN_MAX,
+        });
+    }
+    for group in 0..PADDED_LEN - 1 {
+        out.push(((len >> (7 * group)) & 0x7f) as u8 | 0x80);
+    }
+    out.push((len >> (7 * (PADDED_LEN - 1))) as u8);
+    Ok(())
 }
 
 /// What an envelope holds after its body: the body's kind.
@@ -197,6 +238,35 @@ fn open_envelope(
         body,
         kind: found,
     } = envelope;
+    check_envelope(kind, what, format, min_reader, found)?;
+    Ok(body)
+}
+
+/// The checks of an envelope's fields that decide whether this build reads
+/// its body as a `kind`.
+pub(crate) fn check_envelope(
+    kind: pb::BodyKind,
+    what: &'static str,
+    format: u32,
+    min_reader: u32,
+    found: i32,
+) -> Result<(), CodecError> {
+    check_versions(what, format, min_reader)?;
+    if found != kind as i32 {
+        let found = pb::BodyKind::try_from(found)
+            .map(|k| k.as_str_name().to_string())
+            .unwrap_or_else(|_| format!("unknown kind {found}"));
+        return Err(CodecError::WrongKind { what, found });
+    }
+    Ok(())
+}
+
+/// The checks of an envelope's format and oldest reader.
+pub(crate) fn check_versions(
+    what: &'static str,
+    format: u32,
+    min_reader: u32,
+) -> Result<(), CodecError> {
     if format == 0 {
         return Err(CodecError::NoFormat { what });
     }
@@ -217,13 +287,7 @@ fn open_envelope(
             reader: FORMAT,
         });
     }
-    if found != kind as i32 {
-        let found = pb::BodyKind::try_from(found)
-            .map(|k| k.as_str_name().to_string())
-            .unwrap_or_else(|_| format!("unknown kind {found}"));
-        return Err(CodecError::WrongKind { what, found });
-    }
-    Ok(body)
+    Ok(())
 }
 
 /// A required message field.

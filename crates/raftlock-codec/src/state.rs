@@ -401,25 +401,131 @@ pub fn encode_snapshot_body_into(
     membership: &StoredMembership<u64, BasicNode>,
     state: &State,
 ) {
-    use prost::encoding::message;
     crate::enveloped_streamed(pb::BodyKind::SnapshotBody, out, |out| {
-        if let Some(last) = last_applied {
-            message::encode(1, &log_id_to(last), out);
-        }
-        message::encode(2, &stored_membership_to(membership), out);
+        snapshot_body_fields(out, last_applied, membership);
         crate::delimited(3, out, |out| {
-            message::encode(1, &header_to(&state.header()), out);
-            for lease in state.leases() {
-                message::encode(2, &lease_to(lease), out);
-            }
-            for lock in state.locks() {
-                message::encode(3, &lock_to(lock), out);
-            }
-            for waiter in state.waiters() {
-                message::encode(4, &waiter_to(waiter), out);
-            }
+            let never = |_: &mut Vec<u8>| Ok::<(), std::convert::Infallible>(());
+            let Ok(_) = write_state_records(state, out, usize::MAX, never);
         });
     })
+}
+
+/// The body's fields before the state.
+fn snapshot_body_fields(
+    out: &mut Vec<u8>,
+    last_applied: Option<&LogId<u64>>,
+    membership: &StoredMembership<u64, BasicNode>,
+) {
+    use prost::encoding::message;
+    if let Some(last) = last_applied {
+        message::encode(1, &log_id_to(last), out);
+    }
+    message::encode(2, &stored_membership_to(membership), out);
+}
+
+/// Appends the state's records (the contents of `SnapshotBody.state`) to
+/// `out`, one at a time, handing `out` to `spill` whenever it holds
+/// `spill_at` bytes or more (`spill` takes them away: writes and clears
+/// them). Returns how many bytes were appended in all.
+fn write_state_records<E>(
+    state: &State,
+    out: &mut Vec<u8>,
+    spill_at: usize,
+    mut spill: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<u64, E> {
+    use prost::encoding::message;
+    let mut written = 0u64;
+    let mut counted = |out: &mut Vec<u8>, spill: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), E>| {
+        if out.len() >= spill_at {
+            written += out.len() as u64;
+            spill(out)?;
+            out.clear();
+        }
+        Ok(())
+    };
+    let start = out.len();
+    message::encode(1, &header_to(&state.header()), out);
+    for lease in state.leases() {
+        message::encode(2, &lease_to(lease), out);
+        counted(out, &mut spill)?;
+    }
+    for lock in state.locks() {
+        message::encode(3, &lock_to(lock), out);
+        counted(out, &mut spill)?;
+    }
+    for waiter in state.waiters() {
+        message::encode(4, &waiter_to(waiter), out);
+        counted(out, &mut spill)?;
+    }
+    // Spilled and left, less what the caller had in `out` before.
+    Ok(written + out.len() as u64 - start as u64)
+}
+
+/// A [`SnapshotBody`] written as a stream, for a snapshot far larger than
+/// the memory one should spend on it: [`StreamedSnapshotBody::head`], then
+/// the records [`StreamedSnapshotBody::write_records`] hands out, then
+/// [`StreamedSnapshotBody::tail`]. The lengths in the head are
+/// [padded](crate::encode_padded_len), so the head's size is known before
+/// the records are: a writer leaves room for it and writes it last. The
+/// bytes decode exactly as [`encode_snapshot_body`]'s do (test:
+/// `roundtrip.rs`); only the two lengths' widths differ.
+#[derive(Debug)]
+pub struct StreamedSnapshotBody<'a> {
+    last_applied: Option<&'a LogId<u64>>,
+    membership: &'a StoredMembership<u64, BasicNode>,
+    state: &'a State,
+}
+
+impl<'a> StreamedSnapshotBody<'a> {
+    pub fn new(
+        last_applied: Option<&'a LogId<u64>>,
+        membership: &'a StoredMembership<u64, BasicNode>,
+        state: &'a State,
+    ) -> Self {
+        StreamedSnapshotBody {
+            last_applied,
+            membership,
+            state,
+        }
+    }
+
+    /// The bytes before the records, given the records' length; as long
+    /// for any length (up to [`crate::PADDED_LEN_MAX`] in all).
+    pub fn head(&self, records_len: u64) -> Result<Vec<u8>, CodecError> {
+        use prost::encoding::{WireType, encode_key};
+        let mut fields = Vec::with_capacity(256);
+        snapshot_body_fields(&mut fields, self.last_applied, self.membership);
+        encode_key(3, WireType::LengthDelimited, &mut fields);
+        let body_len = (fields.len() + crate::PADDED_LEN) as u64 + records_len;
+        let mut head = Vec::with_capacity(fields.len() + 32);
+        crate::envelope_start_padded(body_len, &mut head)?;
+        head.extend_from_slice(&fields);
+        crate::encode_padded_len(records_len, &mut head)?;
+        Ok(head)
+    }
+
+    /// Hands the state's records to `write` in pieces of about `piece`
+    /// bytes (at least one record each), encoding one record at a time;
+    /// returns their length in all.
+    pub fn write_records<E>(
+        &self,
+        piece: usize,
+        mut write: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut out = Vec::with_capacity(piece + piece / 8);
+        let len = write_state_records(self.state, &mut out, piece, |out| write(out))?;
+        if !out.is_empty() {
+            write(&out)?;
+        }
+        Ok(len)
+    }
+
+    /// The bytes after the records.
+    pub fn tail(&self) -> Vec<u8> {
+        let mut tail = Vec::with_capacity(4);
+        crate::envelope_end(pb::BodyKind::SnapshotBody, &mut tail);
+        tail
+    }
 }
 
 impl Codec for SnapshotBody {
@@ -493,9 +599,172 @@ pub fn stored_snapshot_around(
         encode_key(2, WireType::LengthDelimited, &mut head);
         encode_varint(data_len as u64, &mut head);
     }
+    (head, stored_snapshot_tail())
+}
+
+/// [`stored_snapshot_around`] with the two lengths that depend on
+/// `data_len` [padded](crate::encode_padded_len): the head is as long for
+/// any `data_len`, so a writer can leave room for it before it knows the
+/// data's length. Decodes as [`encode_stored_snapshot`]'s bytes do.
+pub fn stored_snapshot_around_padded(
+    meta: &SnapshotMeta<u64, BasicNode>,
+    data_len: u64,
+) -> Result<(Vec<u8>, Vec<u8>), CodecError> {
+    use prost::encoding::{WireType, encode_key, key_len, message};
+    let meta = crate::raft::meta_to(meta);
+    let body_len =
+        (message::encoded_len(1, &meta) + key_len(2) + crate::PADDED_LEN) as u64 + data_len;
+    let mut head = Vec::with_capacity(96);
+    crate::envelope_start_padded(body_len, &mut head)?;
+    message::encode(1, &meta, &mut head);
+    encode_key(2, WireType::LengthDelimited, &mut head);
+    crate::encode_padded_len(data_len, &mut head)?;
+    Ok((head, stored_snapshot_tail()))
+}
+
+fn stored_snapshot_tail() -> Vec<u8> {
     let mut tail = Vec::with_capacity(4);
     crate::envelope_end(pb::BodyKind::StoredSnapshot, &mut tail);
-    (head, tail)
+    tail
+}
+
+/// Where the data of an encoded [`StoredSnapshot`] lies, found from its
+/// first bytes, so that a reader can check and send a snapshot of hundreds
+/// of megabytes from its file without holding it in memory
+/// ([`stored_snapshot_layout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshotLayout {
+    pub meta: SnapshotMeta<u64, BasicNode>,
+    /// Where the data starts, from the start of the encoding.
+    pub data_start: u64,
+    pub data_len: u64,
+    format: u32,
+    min_reader: u32,
+    kind: i32,
+}
+
+const STORED: &str = "stored snapshot";
+
+fn undecodable(reason: impl std::fmt::Display) -> CodecError {
+    CodecError::Undecodable {
+        what: STORED,
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads the layout of an encoded [`StoredSnapshot`] of `total_len` bytes
+/// from `head`, its first bytes (they must reach the data). Fields come
+/// in the order every raftlock writes them (the envelope's format and
+/// oldest reader, then the body: the metadata, then the data, which ends
+/// the body); unknown fields are skipped. The envelope's kind follows the
+/// data: check it with [`StoredSnapshotLayout::check_after_data`].
+pub fn stored_snapshot_layout(
+    head: &[u8],
+    total_len: u64,
+) -> Result<StoredSnapshotLayout, CodecError> {
+    use prost::Message;
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    let mut buf = head;
+    let offset = |buf: &[u8]| (head.len() - buf.len()) as u64;
+    let (mut format, mut min_reader, mut kind) = (0u32, 0u32, 0i32);
+    let body_len = loop {
+        if buf.is_empty() {
+            return Err(undecodable("its envelope ends before its body"));
+        }
+        let (tag, wire) = decode_key(&mut buf).map_err(undecodable)?;
+        match (tag, wire) {
+            (1, WireType::Varint) => format = decode_varint(&mut buf).map_err(undecodable)? as u32,
+            (2, WireType::Varint) => {
+                min_reader = decode_varint(&mut buf).map_err(undecodable)? as u32
+            }
+            (4, WireType::Varint) => kind = decode_varint(&mut buf).map_err(undecodable)? as i32,
+            (3, WireType::LengthDelimited) => {
+                break decode_varint(&mut buf).map_err(undecodable)?;
+            }
+            _ => skip_field(wire, tag, &mut buf, DecodeContext::default()).map_err(undecodable)?,
+        }
+    };
+    // Refuses a newer format before reading what it might have changed.
+    crate::check_versions(STORED, format, min_reader)?;
+    let body_end = offset(buf)
+        .checked_add(body_len)
+        .filter(|end| *end <= total_len)
+        .ok_or_else(|| undecodable(format!("its body of {body_len} bytes runs past its end")))?;
+    let mut meta = None;
+    let data_len = loop {
+        if buf.is_empty() {
+            return Err(undecodable("no data within the bytes read before it"));
+        }
+        let (tag, wire) = decode_key(&mut buf).map_err(undecodable)?;
+        match (tag, wire) {
+            (1, WireType::LengthDelimited) => {
+                let len = decode_varint(&mut buf).map_err(undecodable)?;
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|len| *len <= buf.len())
+                    .ok_or_else(|| undecodable("its metadata is longer than the bytes read"))?;
+                let proto = pb::SnapshotMeta::decode(&buf[..len]).map_err(undecodable)?;
+                meta = Some(proto);
+                buf = &buf[len..];
+            }
+            (2, WireType::LengthDelimited) => {
+                break decode_varint(&mut buf).map_err(undecodable)?;
+            }
+            _ => skip_field(wire, tag, &mut buf, DecodeContext::default()).map_err(undecodable)?,
+        }
+    };
+    let data_start = offset(buf);
+    if data_start.checked_add(data_len) != Some(body_end) {
+        return Err(undecodable(format!(
+            "its data of {data_len} bytes at {data_start} does not end its body at {body_end}"
+        )));
+    }
+    let meta = crate::raft::meta_from(meta, "StoredSnapshot.meta")?;
+    Ok(StoredSnapshotLayout {
+        meta,
+        data_start,
+        data_len,
+        format,
+        min_reader,
+        kind,
+    })
+}
+
+impl StoredSnapshotLayout {
+    /// Where the bytes after the data start.
+    pub fn data_end(&self) -> u64 {
+        self.data_start + self.data_len
+    }
+
+    /// Checks the bytes after the data (to the end): the rest of the
+    /// envelope, which must name a stored snapshot and may not repeat the
+    /// fields read before the data.
+    pub fn check_after_data(&self, mut after: &[u8]) -> Result<(), CodecError> {
+        use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+        let mut kind = self.kind;
+        while !after.is_empty() {
+            let (tag, wire) = decode_key(&mut after).map_err(undecodable)?;
+            match (tag, wire) {
+                (4, WireType::Varint) => {
+                    kind = decode_varint(&mut after).map_err(undecodable)? as i32
+                }
+                (1..=3, _) => {
+                    return Err(undecodable(format!(
+                        "its envelope's field {tag} comes again after the data"
+                    )));
+                }
+                _ => skip_field(wire, tag, &mut after, DecodeContext::default())
+                    .map_err(undecodable)?,
+            }
+        }
+        crate::check_envelope(
+            pb::BodyKind::StoredSnapshot,
+            STORED,
+            self.format,
+            self.min_reader,
+            kind,
+        )
+    }
 }
 
 impl Codec for StoredSnapshot {

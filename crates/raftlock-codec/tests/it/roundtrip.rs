@@ -6,8 +6,9 @@ use std::fmt::Debug;
 use openraft::{BasicNode, LogId, Membership, SnapshotMeta, StoredMembership, Vote};
 use proptest::prelude::*;
 use raftlock_codec::{
-    Codec, CodecError, MAX_BATCH_NESTING, SmHeader, SnapshotBody, decode, encode, encode_lease,
-    encode_lock, encode_snapshot_body, encode_waiter,
+    Codec, CodecError, MAX_BATCH_NESTING, SmHeader, SnapshotBody, StoredSnapshot,
+    StreamedSnapshotBody, decode, encode, encode_lease, encode_lock, encode_snapshot_body,
+    encode_stored_snapshot, encode_waiter, stored_snapshot_around_padded, stored_snapshot_layout,
 };
 use raftlock_core::{Applied, Command, Event, Header, LockError, Record, Request, Response, State};
 
@@ -97,6 +98,37 @@ proptest! {
         round_trips::<SnapshotMeta<u64, BasicNode>>(&meta)?;
     }
 
+    /// A stored snapshot's layout, read from its first bytes, finds its
+    /// metadata and its data, with the lengths written shortest (as
+    /// `encode_stored_snapshot` and formats up to 5 write them) or padded
+    /// (as a snapshot streamed to a file has them); and the padded bytes
+    /// decode whole to the same snapshot.
+    #[test]
+    fn a_stored_snapshots_layout_is_found_from_its_head(
+        meta in strategies::snapshot_meta(),
+        data in proptest::collection::vec(any::<u8>(), 1..300),
+    ) {
+        let shortest = encode_stored_snapshot(&meta, &data);
+        let (head, tail) = stored_snapshot_around_padded(&meta, data.len() as u64)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let padded = [&head[..], &data, &tail].concat();
+        let whole = decode::<StoredSnapshot>(&padded).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&whole, &StoredSnapshot { meta: meta.clone(), data: data.clone() });
+        for bytes in [&shortest, &padded] {
+            let layout = stored_snapshot_layout(bytes, bytes.len() as u64)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&layout.meta, &meta);
+            let start = layout.data_start as usize;
+            prop_assert_eq!(&bytes[start..start + data.len()], &data[..]);
+            prop_assert_eq!(layout.data_end() as usize, start + data.len());
+            prop_assert_eq!(layout.check_after_data(&bytes[layout.data_end() as usize..]), Ok(()));
+            // A head cut before the data, or a snapshot shorter than its
+            // body says, is refused.
+            prop_assert!(stored_snapshot_layout(&bytes[..start - 1], bytes.len() as u64).is_err());
+            prop_assert!(stored_snapshot_layout(bytes, bytes.len() as u64 - 1 - tail.len() as u64).is_err());
+        }
+    }
+
     /// A state reached by applying commands comes back equal: whole, as a
     /// snapshot body, and as the store keeps it (header + one record each).
     #[test]
@@ -124,6 +156,26 @@ proptest! {
         prop_assert_eq!(&streamed, &whole);
         let body = decode::<SnapshotBody>(&streamed).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&body.state, &state);
+        // Streamed in pieces with padded lengths, as the store writes a
+        // snapshot file: the same body, whatever the piece size.
+        let stream = StreamedSnapshotBody::new(last_applied.as_ref(), &membership, &state);
+        for piece in [1usize, 100, 1 << 20] {
+            let mut records = Vec::new();
+            let len = stream
+                .write_records(piece, |b| {
+                    records.extend_from_slice(b);
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .unwrap_or_else(|never| match never {});
+            prop_assert_eq!(len, records.len() as u64);
+            let mut bytes = stream.head(len).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let empty_head = stream.head(0).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(bytes.len(), empty_head.len(), "the head's size is fixed");
+            bytes.extend_from_slice(&records);
+            bytes.extend_from_slice(&stream.tail());
+            let padded = decode::<SnapshotBody>(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&padded, &body, "pieces of {} bytes", piece);
+        }
         round_trips::<SmHeader>(&SmHeader { core: state.header(), last_applied, membership })?;
         round_trips::<Header>(&state.header())?;
         let mut records = Vec::new();
@@ -262,4 +314,34 @@ fn generated_states_reach_holds_queues_delays_members_and_epochs() {
             "only {count} of 200 generated states have {what}"
         );
     }
+}
+
+/// What follows a stored snapshot's data must finish its envelope as a
+/// stored snapshot: another kind, a repeated field or a newer format is
+/// refused by name.
+#[test]
+fn a_stored_snapshots_layout_refuses_a_wrong_kind_a_repeat_and_a_newer_format() {
+    let meta = SnapshotMeta::<u64, BasicNode>::default();
+    let data = [7u8; 10];
+    let bytes = encode_stored_snapshot(&meta, &data);
+    let layout = stored_snapshot_layout(&bytes, bytes.len() as u64).expect("layout");
+    // Kind 4 = another body kind; field 3 again; garbage.
+    let wrong_kind = [0x20, 0x01];
+    assert!(matches!(
+        layout.check_after_data(&wrong_kind),
+        Err(CodecError::WrongKind { .. })
+    ));
+    let repeated = [0x1a, 0x00];
+    assert!(matches!(
+        layout.check_after_data(&repeated),
+        Err(CodecError::Undecodable { .. })
+    ));
+    assert!(layout.check_after_data(&[0xff]).is_err());
+    // format 9, oldest reader 9.
+    let mut newer = vec![0x08, 0x09, 0x10, 0x09];
+    newer.extend_from_slice(&bytes[4..]);
+    assert!(matches!(
+        stored_snapshot_layout(&newer, newer.len() as u64),
+        Err(CodecError::TooNew { .. })
+    ));
 }
