@@ -43,8 +43,6 @@
 // helpers that feed those methods return it too rather than box and unbox.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
-
 mod error;
 pub mod force;
 pub mod frame;
@@ -54,6 +52,7 @@ pub mod metrics;
 mod migrate;
 mod open;
 pub mod recovery;
+pub mod snapshot_data;
 pub mod snapshot_file;
 mod state_machine;
 
@@ -68,6 +67,7 @@ pub use state_machine::{
 
 pub use openraft;
 pub use sled;
+pub use snapshot_data::SnapshotData;
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of raftlock: log entries carry a
@@ -79,7 +79,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_data::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::OpenError;
 use crate::layout::{
-    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_TREE, STORE_ID_KEY, StoredSnapshot,
+    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_TREE, STORE_ID_KEY,
 };
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
@@ -82,9 +82,6 @@ pub(crate) struct Shared {
     /// purge). Entries below it may still be in the `log` tree while the
     /// purger deletes them in the background; readers skip them.
     pub(crate) first_kept: std::sync::atomic::AtomicU64,
-    /// The size of the current snapshot's data (0: none yet), to size the
-    /// buffer of the next one.
-    pub(crate) snapshot_len: std::sync::atomic::AtomicUsize,
     /// How long each group flush of the log took (the flusher thread's
     /// `db.flush()`: sled's write of its buffers plus `fdatasync`).
     pub(crate) flush_times: Arc<crate::metrics::Histogram>,
@@ -265,7 +262,6 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         snapshot: tree(SNAPSHOT_TREE)?,
         db,
         first_kept: std::sync::atomic::AtomicU64::new(0),
-        snapshot_len: std::sync::atomic::AtomicUsize::new(0),
         flush_times: Arc::default(),
         store_id: std::sync::OnceLock::new(),
         closed: CloseSignal {
@@ -455,8 +451,10 @@ fn write_marker(dir: &Path) -> Result<(), OpenError> {
 }
 
 /// Checks the current snapshot fully (checksum, format, agreement with its
-/// metadata) and returns its last log id (`None`: there is no snapshot, or
-/// one of an empty log). Deletes a `snapshot.tmp` a crash left first.
+/// metadata), writes the state from it if it is newer than the saved state
+/// (`state_machine::rewrite_if_behind`), and returns its last log id
+/// (`None`: there is no snapshot, or one of an empty log). Deletes a
+/// `snapshot.tmp` a crash left first.
 fn verify_snapshot(shared: &Shared) -> Result<Option<LogId>, OpenError> {
     let dir = &shared.dir;
     let io = |source| OpenError::Io {
@@ -464,17 +462,15 @@ fn verify_snapshot(shared: &Shared) -> Result<Option<LogId>, OpenError> {
         source,
     };
     snapshot_file::remove_leftover(dir).map_err(io)?;
-    let Some(bytes) = snapshot_file::read(dir).map_err(io)? else {
+    let current = snapshot_file::open_current(dir).map_err(|e| match e {
+        snapshot_file::OpenCurrentError::Damaged(d) => OpenError::corrupt(dir, d),
+        snapshot_file::OpenCurrentError::Io(e) => io(e),
+    })?;
+    let Some((meta, file, start, len)) = current else {
         return Ok(None);
     };
-    let what = format!("current snapshot (file {})", snapshot_file::SNAPSHOT_FILE);
-    let stored: StoredSnapshot =
-        frame::decode(&what, &bytes).map_err(|d| OpenError::corrupt(dir, d))?;
-    drop(bytes);
-    state_machine::verify_snapshot_data(&stored.meta, &stored.data)
-        .map_err(|d| OpenError::corrupt(dir, d))?;
-    shared
-        .snapshot_len
-        .store(stored.data.len(), std::sync::atomic::Ordering::Relaxed);
-    Ok(stored.meta.last_log_id)
+    let data = snapshot_file::read_data(&file, start, len).map_err(io)?;
+    state_machine::verify_snapshot_data(&meta, &data).map_err(|d| OpenError::corrupt(dir, d))?;
+    state_machine::rewrite_if_behind(shared, &meta, &data)?;
+    Ok(meta.last_log_id)
 }

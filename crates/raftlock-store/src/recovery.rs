@@ -91,7 +91,7 @@ pub async fn prepare_from_backup(
 
     let (mut log, mut sm) = crate::open(dir, options)?;
     let storage = |e: crate::StorageError| PrepareError::Storage(e.to_string());
-    sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(data)))
+    sm.install_snapshot(&meta, Box::new(crate::SnapshotData::from_vec(data)))
         .await
         .map_err(storage)?;
     // Committed and purged up to the backup's index: openraft starts with

@@ -14,8 +14,6 @@
 //! deletes any entry, so the saved state is never behind the log's first
 //! entry; a dropped store saves what is left.
 
-use std::io::Cursor;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -31,11 +29,12 @@ use tokio::sync::broadcast;
 use crate::error::{OpenError, damaged_error, join_error, sled_error, unencodable_error};
 use crate::frame;
 use crate::layout::{
-    LEASE_PREFIX, LOCK_PREFIX, SM_HEADER_KEY, SmHeader, StoredSnapshot, WAITER_PREFIX, lease_key,
-    lock_key, waiter_key,
+    LEASE_PREFIX, LOCK_PREFIX, SM_HEADER_KEY, SmHeader, WAITER_PREFIX, lease_key, lock_key,
+    waiter_key,
 };
 use crate::log_store::flush;
 use crate::open::Shared;
+use crate::snapshot_data::SnapshotData;
 use crate::snapshot_file;
 use crate::{
     Damaged, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -495,34 +494,110 @@ fn dirty_batch(machine: &mut Machine) -> sled::Batch {
     batch
 }
 
-/// The batch that makes the `sm` tree hold exactly `machine`: every present
-/// key removed, every record and the header written.
-fn replace_batch(tree: &sled::Tree, machine: &Machine) -> Result<sled::Batch, sled::Error> {
+/// How many records one sled batch of [`write_whole`] holds. sled's memory
+/// grows with the size of a batch far beyond its contents: a million
+/// records of 175 bytes in one batch took 7.3 GB and 28 s here, in batches
+/// of 4,096 2.4 GB, of 512 0.2 GB and 4 s (a new learner of a cluster of a
+/// million holds reached 7.2 GB installing its snapshot in one batch).
+const WRITE_WHOLE_BATCH: usize = 512;
+
+/// Makes the `sm` tree hold exactly `machine`: every other record removed,
+/// every record written, in batches of [`WRITE_WHOLE_BATCH`], and the
+/// header last (it is never removed before). Not atomic: the caller has
+/// made the snapshot of `machine` durable first, so that a crash midway
+/// leaves a snapshot newer than the saved header, from which the store
+/// writes the tree again when it opens ([`rewrite_if_behind`]).
+fn write_whole(tree: &sled::Tree, machine: &Machine) -> Result<(), sled::Error> {
     let mut batch = sled::Batch::default();
-    for key in tree.iter().keys() {
-        batch.remove(key?);
-    }
+    let mut in_batch = 0;
+    let mut add = |batch: &mut sled::Batch, op: &dyn Fn(&mut sled::Batch)| {
+        op(batch);
+        in_batch += 1;
+        if in_batch == WRITE_WHOLE_BATCH {
+            in_batch = 0;
+            tree.apply_batch(std::mem::take(batch))
+        } else {
+            Ok(())
+        }
+    };
     let state = &machine.state;
+    for key in tree.iter().keys() {
+        let key = key?;
+        let kept = key.as_ref() == SM_HEADER_KEY
+            || match key.split_first() {
+                Some((&LOCK_PREFIX, name)) => {
+                    std::str::from_utf8(name).is_ok_and(|name| state.lock(name).is_some())
+                }
+                _ => false,
+            };
+        if !kept {
+            add(&mut batch, &|b| b.remove(key.clone()))?;
+        }
+    }
     for lock in state.locks() {
-        batch.insert(
-            lock_key(&lock.name),
-            frame::seal(&raftlock_codec::encode_lock(lock)),
-        );
+        let record = frame::seal(&raftlock_codec::encode_lock(lock));
+        add(&mut batch, &|b| {
+            b.insert(lock_key(&lock.name), record.clone())
+        })?;
     }
     for lease in state.leases() {
-        batch.insert(
-            &lease_key(lease.id),
-            frame::seal(&raftlock_codec::encode_lease(lease)),
-        );
+        let record = frame::seal(&raftlock_codec::encode_lease(lease));
+        add(&mut batch, &|b| {
+            b.insert(&lease_key(lease.id), record.clone())
+        })?;
     }
     for waiter in state.waiters() {
-        batch.insert(
-            &waiter_key(waiter.id),
-            frame::seal(&raftlock_codec::encode_waiter(waiter)),
-        );
+        let record = frame::seal(&raftlock_codec::encode_waiter(waiter));
+        add(&mut batch, &|b| {
+            b.insert(&waiter_key(waiter.id), record.clone())
+        })?;
     }
-    batch.insert(SM_HEADER_KEY, header_record(machine));
-    Ok(batch)
+    tree.apply_batch(batch)?;
+    tree.insert(SM_HEADER_KEY, header_record(machine))?;
+    Ok(())
+}
+
+/// When the store opens: if the current snapshot (`meta`, `data`) is newer
+/// than the state the `sm` tree saved, the tree is written again from the
+/// snapshot, and flushed. That is the state a crash left in the middle of
+/// installing a snapshot (the snapshot is made durable first, then the tree
+/// is rewritten in batches), and also after a crash that followed a
+/// snapshot built from applied entries not yet saved; either way the newest
+/// durable state is the snapshot's, and the log from there on is kept.
+pub(crate) fn rewrite_if_behind(
+    shared: &Shared,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<(), OpenError> {
+    let dir = &shared.dir;
+    let saved = match shared
+        .sm
+        .get(SM_HEADER_KEY)
+        .map_err(|e| OpenError::from_sled(dir, e))?
+    {
+        Some(bytes) => {
+            let header: SmHeader = frame::decode(&"state machine header", &bytes)
+                .map_err(|d| OpenError::corrupt(dir, d))?;
+            header.last_applied
+        }
+        None => None,
+    };
+    if meta.last_log_id <= saved {
+        return Ok(());
+    }
+    let body = decode_snapshot_body(meta, data).map_err(|d| OpenError::corrupt(dir, d))?;
+    tracing::info!(snapshot = %meta, saved = ?saved, "the snapshot is newer than the saved state: writing the state from it");
+    let machine = Machine {
+        state: body.state,
+        last_applied: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+    };
+    write_whole(&shared.sm, &machine).map_err(|e| OpenError::from_sled(dir, e))?;
+    shared
+        .db
+        .flush()
+        .map_err(|e| OpenError::from_sled(dir, e))?;
+    Ok(())
 }
 
 /// The body of snapshot data of format 3 (and 2), after its version
@@ -543,14 +618,7 @@ struct SnapshotBodyV3 {
 /// of the state is made (issue 18: a snapshot's peak is the live state plus
 /// its encoding, not a second state).
 fn encode_snapshot_data(machine: &Machine) -> Vec<u8> {
-    encode_snapshot_data_with_capacity(machine, 0)
-}
-
-/// [`encode_snapshot_data`] into a buffer of `capacity` bytes (the last
-/// snapshot's size and a quarter): a buffer that grows by doubling holds
-/// the old and the new allocation at once, the peak of a large snapshot.
-fn encode_snapshot_data_with_capacity(machine: &Machine, capacity: usize) -> Vec<u8> {
-    let mut data = Vec::with_capacity(capacity);
+    let mut data = Vec::new();
     data.extend_from_slice(&[0; frame::CHECKSUM_LEN]);
     data.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_be_bytes());
     raftlock_codec::encode_snapshot_body_into(
@@ -721,16 +789,15 @@ pub(crate) fn snapshot_data_from_v3(meta: &SnapshotMeta, data: &[u8]) -> Result<
     }))
 }
 
-/// Stores `meta` and `data` as the current snapshot (its own file,
-/// [`crate::snapshot_file`]: durable when this returns) unless the current
-/// one is newer. Returns whether it was stored. Blocking work (a large
-/// file written and synced).
-fn store_snapshot_if_newer(
-    shared: &Shared,
+/// Makes a snapshot the current one unless the current one is newer:
+/// `write(newer)` writes it (durably) when `newer`, and only then is it
+/// recorded as stored; `write(false)` may clean up. Under the mutex that
+/// orders snapshot writes. Blocking work.
+fn replace_snapshot_if_newer<T>(
     lock: &Mutex<StoredSnapshotId>,
     meta: &SnapshotMeta,
-    data: &[u8],
-) -> Result<bool, StorageError> {
+    write: impl FnOnce(bool) -> std::io::Result<T>,
+) -> Result<T, StorageError> {
     let io = |e: std::io::Error| -> StorageError {
         StorageIOError::new(
             ErrorSubject::Snapshot(Some(meta.signature())),
@@ -740,14 +807,15 @@ fn store_snapshot_if_newer(
         .into()
     };
     let mut stored = lock.lock().unwrap_or_else(PoisonError::into_inner);
-    if stored.0 > meta.last_log_id {
+    let newer = stored.0 <= meta.last_log_id;
+    if !newer {
         tracing::debug!(kept = ?stored.0, dropped = %meta, "a newer snapshot is already stored");
-        return Ok(false);
     }
-    snapshot_file::write(&shared.dir, meta, data).map_err(io)?;
-    shared.snapshot_len.store(data.len(), Ordering::Relaxed);
-    stored.0 = meta.last_log_id;
-    Ok(true)
+    let written = write(newer).map_err(io)?;
+    if newer {
+        stored.0 = meta.last_log_id;
+    }
+    Ok(written)
 }
 
 /// The last log id of the snapshot in the store (`None`: none, or one of
@@ -757,53 +825,66 @@ fn store_snapshot_if_newer(
 #[derive(Debug)]
 pub(crate) struct StoredSnapshotId(pub(crate) Option<LogId>);
 
-/// Builds snapshots from the state encoded by `get_snapshot_builder`.
+/// Builds snapshots from the state written by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
-    shared: Arc<Shared>,
-    /// The snapshot data, its last applied log id and its membership, all
-    /// taken under one read lock; moved out by the one `build_snapshot`
-    /// call.
-    encoded: Option<(Vec<u8>, Option<LogId>, StoredMembership)>,
+    /// The snapshot, streamed to a temporary file under one read lock (its
+    /// data, last applied log id and membership match); moved out by the
+    /// one `build_snapshot` call.
+    written: Option<std::io::Result<snapshot_file::TempSnapshot>>,
     snapshot_write: Arc<Mutex<StoredSnapshotId>>,
+}
+
+impl Drop for SnapshotBuilder {
+    /// A builder dropped unbuilt deletes its file (open deletes any a
+    /// crash leaves).
+    fn drop(&mut self) {
+        if let Some(Ok(temp)) = self.written.take() {
+            temp.discard();
+        }
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let shared = Arc::clone(&self.shared);
         // openraft builds once per builder; a second call has nothing to
-        // build from (the data was moved into the first snapshot).
-        let (data, last_applied, membership) = self.encoded.take().ok_or_else(|| {
+        // build from (the file went into the first snapshot).
+        let written = self.written.take().ok_or_else(|| {
             unencodable_error(
                 ErrorSubject::Snapshot(None),
                 Damaged::new(&"snapshot builder", "asked to build a second time"),
             )
         })?;
+        let temp = written.map_err(|e| -> StorageError {
+            StorageIOError::new(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Write,
+                AnyError::new(&e),
+            )
+            .into()
+        })?;
         let lock = Arc::clone(&self.snapshot_write);
-        // Storing a large snapshot and flushing are blocking work.
-        let (meta, data) = tokio::task::spawn_blocking(move || {
-            let snapshot_id = match last_applied {
-                Some(id) => format!(
-                    "{}-{}-{:08x}",
-                    id.leader_id.term,
-                    id.index,
-                    crc32fast::hash(&data)
-                ),
-                None => format!("none-{:08x}", crc32fast::hash(&data)),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: last_applied,
-                last_membership: membership,
-                snapshot_id,
-            };
-            store_snapshot_if_newer(&shared, &lock, &meta, &data)?;
-            Ok::<_, StorageError>((meta, data))
+        // Syncing a large file is blocking work, done off the state's lock.
+        let (meta, file, start, len) = tokio::task::spawn_blocking(move || {
+            let meta = temp.meta.clone();
+            if let Err(e) = temp.sync() {
+                temp.discard();
+                return Err(StorageIOError::new(
+                    ErrorSubject::Snapshot(Some(meta.signature())),
+                    ErrorVerb::Write,
+                    AnyError::new(&e),
+                )
+                .into());
+            }
+            let (file, start, len) =
+                replace_snapshot_if_newer(&lock, &meta, |newer| temp.finish(newer))?;
+            Ok::<_, StorageError>((meta, file, start, len))
         })
         .await
         .map_err(|e| join_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))??;
-        tracing::info!(snapshot = %meta, bytes = data.len(), "snapshot built");
+        tracing::info!(snapshot = %meta, bytes = len, "snapshot built");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotData::from_file(file, start, len)),
         })
     }
 }
@@ -865,38 +946,44 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // Encoded under the read lock, record by record: the data matches
-        // its last_applied exactly, and no second copy of the state is made
-        // (a clone of it, which this replaced, takes about as long as the
-        // encoding and held the same lock). The builder then only
-        // checksums and writes the snapshot file (synced).
-        let encoded = {
-            let last = self.shared.snapshot_len.load(Ordering::Relaxed);
+        // Written under the read lock, record by record, straight into a
+        // temporary file: the data matches its last_applied exactly, and
+        // neither a second copy of the state nor its whole encoding is
+        // ever in memory (issue 18). The builder then syncs the file and
+        // makes it the current snapshot.
+        let written = {
             let machine = read(&self.machine);
-            (
-                encode_snapshot_data_with_capacity(&machine, last.saturating_add(last / 4)),
+            snapshot_file::write_streamed(
+                &self.shared.dir,
                 machine.last_applied,
-                machine.membership.clone(),
+                &machine.membership,
+                &machine.state,
+                SNAPSHOT_FORMAT_VERSION,
+                |crc| snapshot_id(machine.last_applied.as_ref(), crc),
             )
         };
+        if let Err(e) = &written {
+            tracing::warn!(error = %e, "writing a snapshot failed");
+        }
         SnapshotBuilder {
-            shared: Arc::clone(&self.shared),
-            encoded: Some(encoded),
+            written: Some(written),
             snapshot_write: Arc::clone(&self.snapshot_write),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::new(SnapshotData::from_vec(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let data = snapshot.into_inner();
+        let data = snapshot.into_bytes().await.map_err(|e| -> StorageError {
+            StorageIOError::new(subject(), ErrorVerb::Read, AnyError::new(&e)).into()
+        })?;
         let state = decode_snapshot_body(meta, &data)
             .map_err(|d| damaged_error(subject(), d))?
             .state;
@@ -917,55 +1004,80 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         } else {
             encode_snapshot_data(&machine)
         };
-        {
-            // No save of the old state may land after the replacement.
-            let mut progress = self.saver.progress();
-            let batch = replace_batch(&self.shared.sm, &machine)
-                .map_err(|e| sled_error(subject(), ErrorVerb::Read, e))?;
-            self.shared
-                .sm
-                .apply_batch(batch)
-                .map_err(|e| sled_error(subject(), ErrorVerb::Write, e))?;
-            *self.write()? = machine;
-            progress.saved();
-        }
-        // The state first, then the snapshot: a crash between them leaves a
-        // saved state newer than the snapshot, as a crash of formats up to
-        // 5 could (sled kept a prefix of the two writes), never the reverse.
-        flush(&self.shared, subject()).await?;
+        // The snapshot first, durably, then the records in small batches
+        // (one batch of a million records cost sled gigabytes): a crash
+        // midway leaves a snapshot newer than the saved state, and the
+        // store writes the state from it when it opens
+        // (`rewrite_if_behind`). Both are blocking work.
         let shared = Arc::clone(&self.shared);
         let lock = Arc::clone(&self.snapshot_write);
+        let saver = self.saver.clone();
         let stored_meta = meta.clone();
         tokio::task::spawn_blocking(move || {
-            store_snapshot_if_newer(&shared, &lock, &stored_meta, &data)
+            replace_snapshot_if_newer(&lock, &stored_meta, |newer| {
+                if newer {
+                    snapshot_file::write(&shared.dir, &stored_meta, &data)?;
+                }
+                Ok(())
+            })?;
+            drop(data);
+            // No save of the old state may land after the replacement.
+            let mut progress = saver.progress();
+            write_whole(&shared.sm, &machine).map_err(|e| {
+                sled_error(
+                    ErrorSubject::Snapshot(Some(stored_meta.signature())),
+                    ErrorVerb::Write,
+                    e,
+                )
+            })?;
+            *saver.machine.write().map_err(|_| -> StorageError {
+                StorageIOError::new(
+                    ErrorSubject::StateMachine,
+                    ErrorVerb::Write,
+                    AnyError::error("the state machine lock was poisoned by an earlier panic"),
+                )
+                .into()
+            })? = machine;
+            progress.saved();
+            Ok::<_, StorageError>(())
         })
         .await
         .map_err(|e| join_error(subject(), ErrorVerb::Write, e))??;
+        flush(&self.shared, subject()).await?;
         tracing::info!(snapshot = %meta, "snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        // Checked and handed out from its file: sending a snapshot holds
+        // one chunk of it in memory at a time, not all of it.
         let dir = self.shared.dir.clone();
-        let bytes = tokio::task::spawn_blocking(move || snapshot_file::read(&dir))
+        let current = tokio::task::spawn_blocking(move || snapshot_file::open_current(&dir))
             .await
             .map_err(|e| join_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?
-            .map_err(|e| -> StorageError {
-                StorageIOError::new(
+            .map_err(|e| match e {
+                snapshot_file::OpenCurrentError::Damaged(d) => {
+                    damaged_error(ErrorSubject::Snapshot(None), d)
+                }
+                snapshot_file::OpenCurrentError::Io(e) => StorageIOError::new(
                     ErrorSubject::Snapshot(None),
                     ErrorVerb::Read,
                     AnyError::new(&e),
                 )
-                .into()
+                .into(),
             })?;
-        let Some(bytes) = bytes else {
-            return Ok(None);
-        };
-        let stored: StoredSnapshot = frame::decode(&"current snapshot", &bytes)
-            .map_err(|d| damaged_error(ErrorSubject::Snapshot(None), d))?;
-        Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+        Ok(current.map(|(meta, file, start, len)| Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotData::from_file(file, start, len)),
         }))
+    }
+}
+
+/// A snapshot's id: its last log id and its data's CRC32 (of a fixed
+/// width: the file's room for the id is left before the CRC is known).
+fn snapshot_id(last_applied: Option<&LogId>, data_crc: u32) -> String {
+    match last_applied {
+        Some(id) => format!("{}-{}-{data_crc:08x}", id.leader_id.term, id.index),
+        None => format!("none-{data_crc:08x}"),
     }
 }

@@ -1160,10 +1160,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                     &openraft::AnyError::error(e),
                 ))
             };
+            let current = match snapshot.into_bytes().await {
+                Ok(current) => current,
+                Err(e) => return Err(unsendable(&e)),
+            };
             // Decoding and encoding a whole state is blocking work.
             let for_old = meta.clone();
             let data = match tokio::task::spawn_blocking(move || {
-                raftlock_store::snapshot_data_for_protocol_1(&for_old, snapshot.get_ref())
+                raftlock_store::snapshot_data_for_protocol_1(&for_old, &current)
             })
             .await
             {
@@ -1173,7 +1177,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             };
             raftlock_store::Snapshot {
                 meta,
-                snapshot: Box::new(std::io::Cursor::new(data)),
+                snapshot: Box::new(raftlock_store::SnapshotData::from_vec(data)),
             }
         } else {
             snapshot

@@ -1,6 +1,6 @@
 //! Receiving a snapshot's chunks (InstallSnapshot) before Raft sees any of
 //! it. openraft's own chunk receiver writes each chunk at the offset the
-//! message names into a `Cursor<Vec<u8>>`, so one chunk at offset 2^40
+//! message names into a `Cursor<Vec<u8>>` (in 0.9), so one chunk at offset 2^40
 //! made the node allocate a terabyte and abort; and it hands the whole
 //! data to the state machine unchecked, where a damaged snapshot is a
 //! storage error that stops Raft for good. Here the chunks are collected
@@ -9,8 +9,6 @@
 //! invariants) and only a good one is handed to Raft, whole
 //! (`install_full_snapshot`). A damaged one is `INVALID_ARGUMENT`; the
 //! leader sends it again from the start.
-
-use std::io::Cursor;
 
 use openraft::error::{InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
@@ -101,7 +99,7 @@ impl SnapshotReceiver {
         }
         let snapshot = Snapshot {
             meta: request.meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(raftlock_store::SnapshotData::from_vec(data)),
         };
         Ok(raft
             .install_full_snapshot(request.vote, snapshot)

@@ -63,7 +63,7 @@ static MADE: LazyLock<Made> = LazyLock::new(|| {
             .expect("build");
         Made {
             meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
+            data: snapshot.snapshot.into_bytes().await.expect("read"),
             entries,
         }
     })
@@ -293,15 +293,18 @@ fn a_format_3_snapshot_from_a_protocol_1_leader_installs_and_is_kept_in_this_for
     let dir = tempfile::tempdir().expect("tempdir");
     runtime.block_on(async {
         let (_log, mut sm) = open(dir.path());
-        sm.install_snapshot(&MADE.meta, Box::new(std::io::Cursor::new(old)))
-            .await
-            .expect("a format-3 snapshot installs");
+        sm.install_snapshot(
+            &MADE.meta,
+            Box::new(raftlock_store::SnapshotData::from_vec(old)),
+        )
+        .await
+        .expect("a format-3 snapshot installs");
         let current = sm
             .get_current_snapshot()
             .await
             .expect("read")
             .expect("stored");
-        let data = current.snapshot.into_inner();
+        let data = current.snapshot.into_bytes().await.expect("read");
         let payload = frame::unseal(&"current", &data).expect("framed");
         assert_eq!(payload[..4], SNAPSHOT_FORMAT_VERSION.to_be_bytes());
         let (_, installed) = raftlock_store::decode_snapshot_copy(&data).expect("decodes");

@@ -26,7 +26,7 @@ use raftlock_store::layout::{
     FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, SNAPSHOT_KEY, SNAPSHOT_TREE,
 };
 use raftlock_store::snapshot_file::SNAPSHOT_FILE;
-use raftlock_store::{FORMAT_VERSION, frame, sled};
+use raftlock_store::{FORMAT_VERSION, SnapshotData, frame, sled};
 
 const FIXTURE_V3: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -199,9 +199,9 @@ async fn a_format_4_store_of_the_previous_release_migrates_to_5_unchanged() {
     assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(79));
     // What a leader of this build sends a 0.1.0 node is, byte for byte,
     // what 0.1.0 itself wrote of that state.
+    let data = snapshot.snapshot.into_bytes().await.expect("read");
     let for_old =
-        raftlock_store::snapshot_data_for_protocol_1(&snapshot.meta, snapshot.snapshot.get_ref())
-            .expect("re-encodes");
+        raftlock_store::snapshot_data_for_protocol_1(&snapshot.meta, &data).expect("re-encodes");
     assert!(
         for_old == old_data,
         "re-encoded format 3 differs from 0.1.0's ({} and {} bytes)",
@@ -212,7 +212,7 @@ async fn a_format_4_store_of_the_previous_release_migrates_to_5_unchanged() {
     {
         let (_l, mut other) = open(fresh.path());
         other
-            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .install_snapshot(&snapshot.meta, Box::new(SnapshotData::from_vec(data)))
             .await
             .expect("the migrated snapshot installs");
         let upto = entries

@@ -187,6 +187,7 @@ async fn a_built_snapshot_survives_a_power_cut() {
     // `build_snapshot` returns once the snapshot is stored: openraft may
     // purge the log up to it from then on.
     let built = build(&mut sm).await;
+    let built_data = built.snapshot.into_bytes().await.expect("read");
     close_then_cut(&mount, (log, sm)).await;
     let dropped = mount.stats();
 
@@ -197,9 +198,9 @@ async fn a_built_snapshot_survives_a_power_cut() {
         .expect("read")
         .unwrap_or_else(|| panic!("the built snapshot survives the cut ({dropped:?})"));
     assert_eq!(current.meta, built.meta);
-    assert_eq!(current.snapshot.get_ref(), built.snapshot.get_ref());
-    let (_, state) = raftlock_store::decode_snapshot_copy(current.snapshot.get_ref())
-        .expect("the snapshot decodes");
+    let current = current.snapshot.into_bytes().await.expect("read");
+    assert_eq!(current, built_data);
+    let (_, state) = raftlock_store::decode_snapshot_copy(&current).expect("the snapshot decodes");
     assert_eq!(
         state,
         common::replay(&written),

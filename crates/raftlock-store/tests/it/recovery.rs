@@ -78,6 +78,8 @@ async fn a_prepared_store_starts_at_the_backups_index_in_a_new_cluster() {
         .expect("current")
         .expect("some");
     assert_eq!(snapshot.meta.last_log_id, Some(id));
-    let (at, from_snapshot) = decode_snapshot_copy(snapshot.snapshot.get_ref()).expect("decodes");
+    let (at, from_snapshot) =
+        decode_snapshot_copy(&snapshot.snapshot.into_bytes().await.expect("read"))
+            .expect("decodes");
     assert_eq!((at, &from_snapshot), (Some(id), &restored));
 }

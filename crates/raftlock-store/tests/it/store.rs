@@ -2,7 +2,6 @@
 
 use crate::common;
 
-use std::io::Cursor;
 use std::path::Path;
 
 use common::{DrawOp, blank, log_id, membership, normal, open, replay, request};
@@ -11,10 +10,11 @@ use openraft::{RaftLogReader, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use raftlock_core::{Applied, State};
 use raftlock_store::layout::{
-    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_TREE, VOTE_KEY, lock_key, log_key,
+    FORMAT_VERSION_KEY, LOG_TREE, META_TREE, SM_HEADER_KEY, SM_TREE, VOTE_KEY, lock_key, log_key,
 };
+use raftlock_store::snapshot_file::SNAPSHOT_FILE;
 use raftlock_store::{
-    Entry, FORMAT_VERSION, LogStore, OpenError, StateMachineStore, Vote, frame, sled,
+    Entry, FORMAT_VERSION, LogStore, OpenError, SnapshotData, StateMachineStore, Vote, frame, sled,
 };
 use raftlock_testkit::rng::Rng;
 
@@ -299,11 +299,18 @@ async fn a_snapshot_tmp_left_by_a_crash_is_deleted_and_the_snapshot_kept() {
             .expect("build")
             .meta
     };
-    // A crash while the next snapshot was written: half a file, never
-    // renamed over the current one.
-    std::fs::write(dir.path().join("snapshot.tmp"), b"half a snap").expect("write");
+    // A crash while the next snapshot was written (installed, or built:
+    // numbered): half a file, never renamed over the current one. Files
+    // of other names are not the store's to delete.
+    for name in ["snapshot.tmp", "snapshot.tmp.0", "snapshot.tmp.17"] {
+        std::fs::write(dir.path().join(name), b"half a snap").expect("write");
+    }
+    std::fs::write(dir.path().join("snapshot.tmp.notes"), b"mine").expect("write");
     let (_log, mut sm) = open(dir.path());
-    assert!(!dir.path().join("snapshot.tmp").exists(), "deleted on open");
+    for name in ["snapshot.tmp", "snapshot.tmp.0", "snapshot.tmp.17"] {
+        assert!(!dir.path().join(name).exists(), "{name} deleted on open");
+    }
+    assert!(dir.path().join("snapshot.tmp.notes").exists(), "kept");
     let current = sm
         .get_current_snapshot()
         .await
@@ -426,6 +433,7 @@ async fn snapshot_installs_into_a_fresh_store_and_survives_restart() {
         .await
         .expect("build");
     assert_eq!(snapshot.meta.last_log_id, leader.last_applied());
+    let built = snapshot.snapshot.into_bytes().await.expect("read");
     let current = leader
         .get_current_snapshot()
         .await
@@ -436,7 +444,7 @@ async fn snapshot_installs_into_a_fresh_store_and_survives_restart() {
     {
         let (_log, mut follower) = open(follower_dir.path());
         let mut receiving = follower.begin_receiving_snapshot().await.expect("begin");
-        *receiving = Cursor::new(snapshot.snapshot.get_ref().clone());
+        *receiving = SnapshotData::from_vec(built.clone());
         follower
             .install_snapshot(&snapshot.meta, receiving)
             .await
@@ -458,7 +466,7 @@ async fn snapshot_installs_into_a_fresh_store_and_survives_restart() {
         .expect("current")
         .expect("some");
     assert_eq!(current.meta, snapshot.meta);
-    assert_eq!(current.snapshot.get_ref(), snapshot.snapshot.get_ref());
+    assert_eq!(current.snapshot.into_bytes().await.expect("read"), built);
 
     let after = leader.last_applied().map_or(0, |l| l.index);
     let mut rng = Rng::new(99);
@@ -479,6 +487,58 @@ async fn snapshot_installs_into_a_fresh_store_and_survives_restart() {
     assert_eq!(follower.read(State::clone), leader.read(State::clone));
 }
 
+/// An install makes the snapshot durable first and then rewrites the
+/// state's records in small batches: a crash midway leaves the snapshot
+/// newer than the saved header and the records half old, half new. The
+/// store must then take the snapshot's state when it opens.
+#[tokio::test]
+async fn a_store_whose_snapshot_is_newer_than_its_saved_state_opens_with_the_snapshots_state() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_leader_log, mut leader) = store_with_commands(leader_dir.path(), 31, 90).await;
+    leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let expected = leader.read(State::clone);
+    let expected_applied = leader.last_applied();
+    {
+        let (log, sm) = store_with_commands(dir.path(), 31, 45).await;
+        assert_ne!(sm.read(State::clone), expected);
+        drop((log, sm));
+    }
+    // The crash: the snapshot file is in place, half the records were
+    // rewritten (here: every other one removed), the header is the old one.
+    std::fs::copy(
+        leader_dir.path().join(SNAPSHOT_FILE),
+        dir.path().join(SNAPSHOT_FILE),
+    )
+    .expect("copy the snapshot");
+    {
+        let db = sled::open(dir.path()).expect("raw sled");
+        let sm = db.open_tree(SM_TREE).expect("sm tree");
+        let keys: Vec<_> = sm.iter().keys().map(|k| k.expect("key")).collect();
+        let mut removed = 0;
+        for key in keys
+            .iter()
+            .filter(|k| k.as_ref() != SM_HEADER_KEY)
+            .step_by(2)
+        {
+            sm.remove(key).expect("remove");
+            removed += 1;
+        }
+        assert!(removed > 0, "records were removed: {keys:?}");
+        db.flush().expect("flush");
+    }
+    for _ in 0..2 {
+        let (_log, sm) = open(dir.path());
+        assert_eq!(sm.last_applied(), expected_applied);
+        assert_eq!(sm.read(State::clone), expected);
+    }
+}
+
 #[tokio::test]
 async fn older_snapshot_does_not_replace_newer_state() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -496,7 +556,7 @@ async fn older_snapshot_does_not_replace_newer_state() {
     let newer_applied = sm.last_applied();
 
     let mut receiving = sm.begin_receiving_snapshot().await.expect("begin");
-    *receiving = Cursor::new(old.snapshot.get_ref().clone());
+    *receiving = SnapshotData::from_vec(old.snapshot.into_bytes().await.expect("read"));
     sm.install_snapshot(&old.meta, receiving)
         .await
         .expect("ignored, not an error");
@@ -534,13 +594,13 @@ async fn damaged_or_mismatched_snapshot_data_is_rejected() {
         .await
         .expect("build");
     let (_log, mut follower) = open(follower_dir.path());
-    let data = snapshot.snapshot.get_ref().clone();
+    let data = snapshot.snapshot.into_bytes().await.expect("read");
 
     for at in [0, 3, 4, 7, data.len() / 2, data.len() - 1] {
         let mut bad = data.clone();
         bad[at] ^= 0x10;
         let error = follower
-            .install_snapshot(&snapshot.meta, Box::new(Cursor::new(bad)))
+            .install_snapshot(&snapshot.meta, Box::new(SnapshotData::from_vec(bad)))
             .await
             .expect_err("flipped byte is rejected");
         assert!(error.to_string().contains("snapshot"), "{error}");
@@ -551,7 +611,7 @@ async fn damaged_or_mismatched_snapshot_data_is_rejected() {
     let mut wrong_meta = snapshot.meta.clone();
     wrong_meta.last_log_id = Some(log_id(9, 999));
     follower
-        .install_snapshot(&wrong_meta, Box::new(Cursor::new(data)))
+        .install_snapshot(&wrong_meta, Box::new(SnapshotData::from_vec(data)))
         .await
         .expect_err("data of another log id is rejected");
     assert_eq!(follower.last_applied(), None);
