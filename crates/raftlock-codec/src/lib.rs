@@ -32,9 +32,9 @@ pub use error::CodecError;
 pub use rpc::{ApiError, RaftlockConfig};
 pub use state::{
     SmHeader, SnapshotBody, StoredSnapshot, StoredSnapshotLayout, StreamedSnapshotBody,
-    encode_lease, encode_lock, encode_sm_header, encode_snapshot_body, encode_snapshot_body_into,
-    encode_stored_snapshot, encode_waiter, stored_snapshot_around, stored_snapshot_around_padded,
-    stored_snapshot_layout,
+    decode_snapshot_body, encode_lease, encode_lock, encode_sm_header, encode_snapshot_body,
+    encode_snapshot_body_into, encode_stored_snapshot, encode_waiter, stored_snapshot_around,
+    stored_snapshot_around_padded, stored_snapshot_layout,
 };
 
 /// The format generation this build writes and reads (the schema of
@@ -221,7 +221,119 @@ pub fn decode<T: Codec>(bytes: &[u8]) -> Result<T, CodecError> {
     T::from_proto(proto)
 }
 
+/// One field of a message, as it is on the wire.
+pub(crate) enum Field<'a> {
+    Varint(u64),
+    Len(&'a [u8]),
+    /// Fixed 32 or 64 bits, or a group: not used by raftlock's messages.
+    Other,
+}
+
+/// The fields of a message's bytes, one at a time, borrowed from them.
+pub(crate) struct Fields<'a> {
+    what: &'static str,
+    rest: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn new(what: &'static str, bytes: &'a [u8]) -> Self {
+        Fields { what, rest: bytes }
+    }
+
+    fn field(&mut self) -> Result<(u32, Field<'a>), CodecError> {
+        use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+        let what = self.what;
+        let undecodable = |e: prost::DecodeError| CodecError::Undecodable {
+            what,
+            reason: e.to_string(),
+        };
+        let (tag, wire) = decode_key(&mut self.rest).map_err(undecodable)?;
+        Ok(match wire {
+            WireType::Varint => (
+                tag,
+                Field::Varint(decode_varint(&mut self.rest).map_err(undecodable)?),
+            ),
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut self.rest).map_err(undecodable)?;
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|len| *len <= self.rest.len())
+                    .ok_or_else(|| CodecError::Undecodable {
+                        what,
+                        reason: format!("field {tag} of {len} bytes runs past the end"),
+                    })?;
+                let (value, rest) = self.rest.split_at(len);
+                self.rest = rest;
+                (tag, Field::Len(value))
+            }
+            _ => {
+                skip_field(wire, tag, &mut self.rest, DecodeContext::default())
+                    .map_err(undecodable)?;
+                (tag, Field::Other)
+            }
+        })
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Field<'a>), CodecError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let field = self.field();
+        if field.is_err() {
+            // Nothing after a broken field can be read.
+            self.rest = &[];
+        }
+        Some(field)
+    }
+}
+
+/// Calls `each` with every field of a message's bytes, in order.
+pub(crate) fn for_each_field<'a>(
+    what: &'static str,
+    bytes: &'a [u8],
+    mut each: impl FnMut(u32, Field<'a>) -> Result<(), CodecError>,
+) -> Result<(), CodecError> {
+    for field in Fields::new(what, bytes) {
+        let (tag, field) = field?;
+        each(tag, field)?;
+    }
+    Ok(())
+}
+
+/// The body of an envelope of `kind` in place (a slice of `bytes`, no
+/// copy), after the checks of [`open_envelope`].
+pub(crate) fn envelope_body_in_place<'a>(
+    kind: pb::BodyKind,
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<&'a [u8], CodecError> {
+    let (mut format, mut min_reader, mut found, mut body) = (0u32, 0u32, 0i32, &[][..]);
+    for_each_field(what, bytes, |tag, field| {
+        match (tag, field) {
+            (1, Field::Varint(v)) => format = v as u32,
+            (2, Field::Varint(v)) => min_reader = v as u32,
+            (3, Field::Len(b)) => body = b,
+            (4, Field::Varint(v)) => found = v as i32,
+            (1..=4, _) => {
+                return Err(CodecError::Undecodable {
+                    what,
+                    reason: format!("envelope: field {tag} has the wrong wire type"),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    check_envelope(kind, what, format, min_reader, found)?;
+    Ok(body)
+}
+
 /// The body of an envelope of `kind`, after checking that this build can
+/// read it./// The body of an envelope of `kind`, after checking that this build can
 /// read it.
 fn open_envelope(
     kind: pb::BodyKind,

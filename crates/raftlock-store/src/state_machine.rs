@@ -667,9 +667,10 @@ fn decode_snapshot_data(
         return Err(Damaged::new(what, "no format version"));
     };
     match u32::from_be_bytes(*version) {
-        SNAPSHOT_FORMAT_VERSION => {
-            raftlock_codec::decode(body).map_err(|e| Damaged::new(what, e.to_string()))
-        }
+        // Record by record: no copy of the data and no message tree of it
+        // beside the state being built.
+        SNAPSHOT_FORMAT_VERSION => raftlock_codec::decode_snapshot_body(body)
+            .map_err(|e| Damaged::new(what, e.to_string())),
         SNAPSHOT_FORMAT_V3 => {
             let body: SnapshotBodyV3 = raftlock_core::decode("snapshot", body)
                 .map_err(|e| Damaged::new(what, e.to_string()))?;

@@ -31,6 +31,7 @@ fn decode_as_everything(bytes: &[u8]) -> usize {
         decode::<Record>(bytes).is_ok(),
         decode::<SmHeader>(bytes).is_ok(),
         decode::<SnapshotBody>(bytes).is_ok(),
+        streamed_agrees(bytes),
         decode::<LogId<u64>>(bytes).is_ok(),
         decode::<Option<LogId<u64>>>(bytes).is_ok(),
         decode::<Vote<u64>>(bytes).is_ok(),
@@ -47,6 +48,23 @@ fn decode_as_everything(bytes: &[u8]) -> usize {
     .into_iter()
     .filter(|ok| *ok)
     .count()
+}
+
+/// The record-by-record snapshot decoder: whatever it accepts, the whole
+/// message's decoder accepts with the same value (it may refuse more: a
+/// message field that comes twice). Returns whether it accepted.
+fn streamed_agrees(bytes: &[u8]) -> bool {
+    match raftlock_codec::decode_snapshot_body(bytes) {
+        Ok(streamed) => {
+            assert_eq!(
+                decode::<SnapshotBody>(bytes).as_ref(),
+                Ok(&streamed),
+                "the two snapshot decoders disagree"
+            );
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 fn envelope(kind: pb::BodyKind, format: u32, min_reader: u32, body: Vec<u8>) -> Vec<u8> {
@@ -95,6 +113,20 @@ proptest! {
         let bytes = encode(&state).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let cut = cut.index(bytes.len());
         prop_assert!(decode::<State>(&bytes[..cut]).is_err());
+    }
+
+    /// A snapshot body damaged anywhere: the record-by-record decoder
+    /// never accepts what the whole-message decoder reads differently.
+    #[test]
+    fn damaged_snapshot_bodies_decode_alike_or_not_at_all(
+        ops in strategies::ops(),
+        membership in strategies::stored_membership(),
+        damage in mutations(),
+    ) {
+        let state = strategies::run(&ops);
+        let bytes = raftlock_codec::encode_snapshot_body(None, &membership, &state);
+        prop_assert!(streamed_agrees(&bytes), "the undamaged body decodes");
+        streamed_agrees(&mutate(bytes, &damage));
     }
 
     /// Flipped bits, inserted bytes, huge length prefixes: an error or

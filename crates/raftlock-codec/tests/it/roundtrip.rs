@@ -175,6 +175,9 @@ proptest! {
             bytes.extend_from_slice(&stream.tail());
             let padded = decode::<SnapshotBody>(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(&padded, &body, "pieces of {} bytes", piece);
+            let streamed = raftlock_codec::decode_snapshot_body(&bytes)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&streamed, &body, "decoded record by record");
         }
         round_trips::<SmHeader>(&SmHeader { core: state.header(), last_applied, membership })?;
         round_trips::<Header>(&state.header())?;
