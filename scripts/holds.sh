@@ -5,16 +5,23 @@
 # holds`, which prints the load rate, each node's RSS before and after
 # (VmRSS of /proc/PID/status: this script passes the nodes' pids), bytes
 # per hold = (RSS after - RSS before) / N, and the time to build a snapshot
-# (Admin.Snapshot on the leader) with each node's RSS and peak (VmHWM)
-# after it. Then it kills one follower with SIGKILL, restarts it on its
-# data directory and reports its catch-up time: restart -> its applied
-# index reaches the leader's (polled every 100 ms with `raftlock status`;
-# includes the process start, opening the store and replaying the log
-# since its last saved state).
+# (Admin.Snapshot on the leader) with each node's RSS after it and its
+# peak (VmHWM, reset just before) while it was built. Then it kills one
+# follower with SIGKILL, restarts it on its data directory and reports
+# its catch-up time: restart -> its applied index reaches the leader's
+# (polled every 100 ms with `raftlock status`; includes the process
+# start, opening the store and replaying the log since its last saved
+# state). Last it measures a snapshot being sent:
+# the leader's peak (VmHWM) is reset (`5 > /proc/PID/clear_refs`), a
+# fourth node with an empty data directory is added as a learner
+# (`raftlock cluster add-learner`, which waits until it has caught up: the
+# log before the snapshot is purged, so it gets the snapshot), and the
+# leader's peak while it sent the snapshot and the learner's peak while it
+# received and installed it are printed.
 #
 # Builds raftlock and raftlock-bench (release profile) unless --bin and
 # --bench are given; starts three `raftlock serve` processes on free
-# loopback ports in a temporary directory (default Raft timing, default
+# loopback ports (and the learner, a fourth) in a temporary directory (default Raft timing, default
 # --cache-mb). Everything it started is stopped and its directory removed
 # on exit, Ctrl-C included; the run is bounded by --time-limit (the load
 # itself is stopped with the rest when the limit is reached).
@@ -24,6 +31,7 @@
 #
 # Usage: scripts/holds.sh [--holds 100000] [--time-limit SECONDS] [--bin PATH]
 #                         [--bench PATH] [--cache-mb MIB] [--no-catch-up]
+#                         [--no-send]
 set -euo pipefail
 
 usage() {
@@ -35,6 +43,7 @@ TIME_LIMIT=600
 BIN=""
 BENCH=""
 CATCH_UP=1
+SEND=1
 CACHE_MB=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,6 +58,7 @@ while [ $# -gt 0 ]; do
     --cache-mb) CACHE_MB="${2:?--cache-mb needs a number}"; shift 2 ;;
     --cache-mb=*) CACHE_MB="${1#*=}"; shift ;;
     --no-catch-up) CATCH_UP=0; shift ;;
+    --no-send) SEND=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -97,7 +107,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 declare -A PORT=() PEER_PORT=()
-for i in 1 2 3; do PORT[$i]=$(free_port); PEER_PORT[$i]=$(free_port); done
+for i in 1 2 3 4; do PORT[$i]=$(free_port); PEER_PORT[$i]=$(free_port); done
 PEERS="1=127.0.0.1:${PEER_PORT[1]},2=127.0.0.1:${PEER_PORT[2]},3=127.0.0.1:${PEER_PORT[3]}"
 ENDPOINTS="127.0.0.1:${PORT[1]},127.0.0.1:${PORT[2]},127.0.0.1:${PORT[3]}"
 
@@ -105,10 +115,18 @@ SERVE_EXTRA=()
 [ -n "$CACHE_MB" ] && SERVE_EXTRA=(--cache-mb "$CACHE_MB")
 start_node() {
   local i=$1
+  # Node 4 joins later as a learner: it must not bootstrap, so no --peers.
+  local peers=(--peers "$PEERS")
+  [ "$i" = 4 ] && peers=()
   RUST_LOG=warn "$BIN" serve --insecure --id "$i" --data-dir "$WORK/node$i" \
-    --listen "127.0.0.1:${PORT[$i]}" --peer-listen "127.0.0.1:${PEER_PORT[$i]}" --peers "$PEERS" \
+    --listen "127.0.0.1:${PORT[$i]}" --peer-listen "127.0.0.1:${PEER_PORT[$i]}" "${peers[@]}" \
     "${SERVE_EXTRA[@]}" </dev/null >>"$WORK/node$i.log" 2>&1 &
   PID[$i]=$!
+}
+
+# VmRSS and VmHWM of pid $1 in MiB, as "RSS PEAK".
+rss_peak() {
+  awk '/^VmRSS:/ {r = $2} /^VmHWM:/ {h = $2} END {printf "%.1f %.1f", r / 1024, h / 1024}' "/proc/$1/status"
 }
 
 # A field of node $1's `raftlock status --json`, or nothing.
@@ -137,7 +155,7 @@ sleep 2
 
 say "loading $HOLDS holds (time left: $(left) s)"
 KEEP=()
-[ "$CATCH_UP" = 1 ] && KEEP=(--keep)
+{ [ "$CATCH_UP" = 1 ] || [ "$SEND" = 1 ]; } && KEEP=(--keep)
 # Bounded by the time limit: `timeout` kills the bench when it runs out.
 if ! timeout --signal=KILL "$(left)" "$BENCH" --workload holds --holds "$HOLDS" \
     --endpoints "$ENDPOINTS" --pids "${PID[1]},${PID[2]},${PID[3]}" "${KEEP[@]}" --json \
@@ -153,15 +171,20 @@ r = json.load(open(sys.argv[1]))
 node_of = {int(p): i + 1 for i, p in enumerate(sys.argv[2:])}
 print(f"holds {r['holds']} ({r['leases']} leases, {r['batch']} names per acquire, {r['clients']} in flight); leader {r['leader']}")
 print(f"load: {r['load_s']} s, {r['holds_per_s']:.0f} holds/s; snapshot build on the leader: {r['snapshot_s']} s")
-print("node  RSS before  RSS after  B/hold  peak       | after the snapshot: RSS  peak")
+print("node  RSS before  RSS after  B/hold  peak       | snapshot: RSS after  peak during  B/hold at peak")
 for n in r["nodes"]:
+    at_peak = (n['peak_after_snapshot_mib'] - n['rss_before_mib']) * 1048576 / r['holds']
     print(f"{node_of[n['pid']]:>4}  {n['rss_before_mib']:>6.1f} MiB {n['rss_after_mib']:>6.1f} MiB {n['bytes_per_hold']:>6.0f}  {n['peak_after_mib']:>6.1f} MiB"
-          f" | {n['rss_after_snapshot_mib']:>6.1f} MiB {n['peak_after_snapshot_mib']:>6.1f} MiB")
+          f" | {n['rss_after_snapshot_mib']:>6.1f} MiB {n['peak_after_snapshot_mib']:>6.1f} MiB {at_peak:>6.0f}")
 PY
 
-[ "$CATCH_UP" = 1 ] || exit 0
 LEADER=$(status_field 1 leader_id)
 [ -n "$LEADER" ] || { echo "error: no leader known after the load" >&2; exit 1; }
+LEADER_BEFORE_MIB=$(python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+print(next(n["rss_before_mib"] for n in r["nodes"] if n["pid"] == int(sys.argv[2])))' "$WORK/holds.json" "${PID[$LEADER]}")
+
+if [ "$CATCH_UP" = 1 ]; then
 FOLLOWER=1; [ "$LEADER" = 1 ] && FOLLOWER=2
 TARGET=$(status_field "$LEADER" applied_index)
 [ -n "$TARGET" ] || { echo "error: cannot read the leader's applied index" >&2; exit 1; }
@@ -178,3 +201,30 @@ done
 [ -n "$CAUGHT" ] || { echo "error: node $FOLLOWER did not catch up to index $TARGET within --time-limit" >&2; exit 1; }
 RSS=$(awk '/^VmRSS:/ {printf "%.1f MiB", $2 / 1024}' "/proc/${PID[$FOLLOWER]}/status")
 python3 -c "print(f'follower $FOLLOWER killed and restarted: caught up to index $TARGET in {($CAUGHT - $T0) * 1000:.0f} ms; its RSS then $RSS')"
+fi
+
+[ "$SEND" = 1 ] || exit 0
+# The leader's peak from here on is the send's.
+echo 5 > "/proc/${PID[$LEADER]}/clear_refs"
+start_node 4
+T0=$EPOCHREALTIME
+if ! timeout --signal=KILL "$(left)" "$BIN" cluster add-learner 4 "127.0.0.1:${PEER_PORT[4]}" \
+    --endpoints "$ENDPOINTS" >"$WORK/add-learner.log" 2>&1; then
+  echo "error: adding node 4 as a learner failed or hit --time-limit" >&2
+  cat "$WORK/add-learner.log" >&2
+  tail -n 20 "$WORK/node4.log" >&2
+  exit 1
+fi
+T1=$EPOCHREALTIME
+read -r LEADER_RSS LEADER_PEAK <<<"$(rss_peak "${PID[$LEADER]}")"
+read -r LEARNER_RSS LEARNER_PEAK <<<"$(rss_peak "${PID[4]}")"
+LEARNER_SNAPSHOT=$(status_field 4 snapshot_index)
+python3 - "$HOLDS" "$LEADER" "$LEADER_BEFORE_MIB" "$LEADER_RSS" "$LEADER_PEAK" \
+  "$LEARNER_RSS" "$LEARNER_PEAK" "${LEARNER_SNAPSHOT:-none}" "$T0" "$T1" <<'PY'
+import sys
+holds, leader, before, rss, peak, l_rss, l_peak, snap, t0, t1 = sys.argv[1:]
+holds, before, rss, peak = int(holds), float(before), float(rss), float(peak)
+print(f"snapshot sent to a new learner (node 4, its snapshot at index {snap}) in {(float(t1) - float(t0)):.1f} s")
+print(f"  leader {leader} while sending: RSS {rss:.1f} MiB, peak {peak:.1f} MiB = {(peak - before) * 1048576 / holds:.0f} B/hold over its RSS before the load")
+print(f"  learner while receiving and installing: RSS {l_rss} MiB, peak {l_peak} MiB")
+PY

@@ -13,7 +13,8 @@
 //!   (VmHWM) and bytes per hold = (RSS after - RSS before) / N;
 //! - the time to build a snapshot (Admin.Snapshot on the leader: it
 //!   answers once a snapshot covers every applied entry) and each node's
-//!   RSS and peak after it.
+//!   RSS and peak after it (the peak is reset just before the snapshot,
+//!   so it is the snapshot's).
 //!
 //! The leases have a ttl of an hour and no keep-alives (the run is bounded
 //! well below it); they are revoked at the end (which releases every hold)
@@ -117,6 +118,18 @@ pub fn rss(pid: u32) -> Result<Rss, String> {
         rss_bytes: field("VmRSS:")?,
         peak_bytes: field("VmHWM:")?,
     })
+}
+
+/// Resets the peak (VmHWM) of `pid` to its RSS now (Linux: writing 5 to
+/// /proc/PID/clear_refs); a failure is reported, and the peak is then the
+/// process's whole life's.
+fn reset_peak(pid: u32) {
+    let path = format!("/proc/{pid}/clear_refs");
+    if let Err(e) = std::fs::write(&path, "5") {
+        eprintln!(
+            "warning: cannot reset the peak of process {pid} ({path}: {e}): its peak after the snapshot includes the load's"
+        );
+    }
 }
 
 fn rss_all(pids: &[u32]) -> Result<Vec<Rss>, Failure> {
@@ -344,6 +357,11 @@ pub async fn run(plan: &HoldsPlan) -> Result<HoldsReport, Failure> {
     let mut snapshot_s = None;
     let mut after_snapshot = None;
     if plan.snapshot {
+        // The peak after the snapshot is then the snapshot's, not the
+        // load's.
+        for pid in &plan.pids {
+            reset_peak(*pid);
+        }
         let mut req = Request::new(pb::SnapshotRequest {});
         req.set_timeout(SNAPSHOT_TIMEOUT);
         let t = Instant::now();
