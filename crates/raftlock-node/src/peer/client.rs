@@ -1104,6 +1104,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        // The last chunk's answer waits for the peer to check and install
+        // the whole snapshot: its call gets the deadline openraft gives it
+        // (openraft patch 11), not the per-chunk one.
+        let option = if rpc.done {
+            let len = rpc.offset + rpc.data.len() as u64;
+            RPCOption::new(openraft::network::snapshot_transport::last_chunk_ttl(
+                option.hard_ttl(),
+                len,
+            ))
+        } else {
+            option
+        };
         self.rpc(
             Method::InstallSnapshot,
             RPCTypes::InstallSnapshot,

@@ -113,6 +113,18 @@ pub struct Chunked {}
 // before surfacing the error; a successful chunk resets the counter and the
 // backoff iterator so sporadic flakiness does not accumulate.
 const SNAPSHOT_CHUNK_MAX_RETRIES: u64 = 5;
+/// raftlock patch: how long the last chunk of a snapshot of `snapshot_len`
+/// bytes may take, when every other chunk may take `hard_ttl`: a second
+/// more per 4 MiB. Its answer comes after the receiver has checked and
+/// installed the whole snapshot, which takes time in proportion to its
+/// size (about 7 s for 90 MB here); timed out at the per-chunk limit, the
+/// leader sent the whole snapshot again while the first install still ran.
+/// A network that applies its own deadline to each call gives the last
+/// chunk this one.
+pub fn last_chunk_ttl(hard_ttl: Duration, snapshot_len: u64) -> Duration {
+    hard_ttl + Duration::from_secs(snapshot_len / (4 << 20))
+}
+
 const SNAPSHOT_CHUNK_RETRY_BASE: Duration = Duration::from_millis(10);
 const SNAPSHOT_CHUNK_RETRY_MAX: Duration = Duration::from_millis(200);
 
@@ -195,8 +207,14 @@ where C::SnapshotData: tokio::io::AsyncRead + tokio::io::AsyncWrite + tokio::io:
                 "sending snapshot chunk"
             );
 
+            // raftlock patch: see `last_chunk_ttl`.
+            let ttl = if done {
+                last_chunk_ttl(option.hard_ttl(), end)
+            } else {
+                option.hard_ttl()
+            };
             #[allow(deprecated)]
-            let res = C::timeout(option.hard_ttl(), net.install_snapshot(req, option.clone())).await;
+            let res = C::timeout(ttl, net.install_snapshot(req, option.clone())).await;
 
             let resp = match res {
                 Err(outer_err) => {
