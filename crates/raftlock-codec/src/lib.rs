@@ -333,7 +333,6 @@ pub(crate) fn envelope_body_in_place<'a>(
 }
 
 /// The body of an envelope of `kind`, after checking that this build can
-/// read it./// The body of an envelope of `kind`, after checking that this build can
 /// read it.
 fn open_envelope(
     kind: pb::BodyKind,

@@ -44,8 +44,8 @@ pub struct LogStore {
     /// Saves the state machine's records (see `purge`).
     saver: Saver,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
-    /// Indexes up to which the purger deletes entries.
-    purger: mpsc::Sender<u64>,
+    /// Log ids up to which the purger deletes entries.
+    purger: mpsc::Sender<LogId>,
 }
 
 /// A reader of the log for openraft's replication tasks.
@@ -167,12 +167,14 @@ fn run_flusher(shared: Weak<Shared>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>)
     }
 }
 
-/// The purger thread: for each requested index (the highest of those queued),
-/// flush, then delete the entries up to it, oldest first and in chunks, so a
-/// crash at any point leaves a log without holes whose entries at or below
-/// the durable `last_purged` are removed on the next open. Ends when the
-/// `LogStore` is dropped or the database closes.
-fn run_purger(shared: Weak<Shared>, saver: Saver, rx: mpsc::Receiver<u64>) {
+/// The purger thread: for each requested log id (the highest of those
+/// queued), wait until the state machine in memory has applied it, save
+/// it and record `last_purged`, flush, then delete the entries up to it,
+/// oldest first and in chunks, so a crash at any point leaves a log without
+/// holes whose entries at or below the durable `last_purged` are removed
+/// on the next open. Ends when the `LogStore` is dropped or the database
+/// closes.
+fn run_purger(shared: Weak<Shared>, saver: Saver, rx: mpsc::Receiver<LogId>) {
     while let Ok(mut upto) = rx.recv() {
         while let Ok(next) = rx.try_recv() {
             upto = upto.max(next);
@@ -183,23 +185,36 @@ fn run_purger(shared: Weak<Shared>, saver: Saver, rx: mpsc::Receiver<u64>) {
             Ok(false) => return,
             // The entries stay until the next purge or open removes them;
             // nothing reads them meanwhile.
-            Err(e) => tracing::error!(error = %e, upto, "purging the log failed"),
+            Err(e) => tracing::error!(error = %e, upto = %upto, "purging the log failed"),
         }
     }
 }
 
+/// How often the purger looks whether an install it waits for is done.
+const PURGE_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Holds the database only for one step at a time, so dropping the stores
 /// still closes it at once (at most one flush or chunk later). `Ok(false)`
 /// when it was closed meanwhile.
-fn purge_upto(shared: &Weak<Shared>, saver: &Saver, upto: u64) -> Result<bool, sled::Error> {
-    // Before any entry goes: save the state machine (openraft purges only
-    // entries it has applied, so this covers `upto`), then make it and
-    // `last_purged` durable — after the deletion the log can no longer
-    // replay those entries.
+fn purge_upto(shared: &Weak<Shared>, saver: &Saver, upto: LogId) -> Result<bool, sled::Error> {
+    // A follower's purge up to a snapshot it is installing comes before
+    // the install is done (see `LogStore::purge`): the entries stay, and
+    // `last_purged` is not recorded, until the state covers them (a crash
+    // meanwhile keeps a log the saved state can replay).
+    while saver.last_applied() < Some(upto) {
+        if shared.strong_count() == 0 {
+            return Ok(false);
+        }
+        std::thread::sleep(PURGE_WAIT_STEP);
+    }
+    // Before any entry goes: save the state machine (it covers `upto`),
+    // record `last_purged`, then make both durable: after the deletion
+    // the log can no longer replay those entries.
     let Some(db) = shared.upgrade() else {
         return Ok(false);
     };
     saver.save(&db.sm)?;
+    write_last_purged(&db, upto)?;
     db.db.flush()?;
     drop(db);
     let mut count = 0usize;
@@ -209,7 +224,12 @@ fn purge_upto(shared: &Weak<Shared>, saver: &Saver, upto: u64) -> Result<bool, s
         };
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
-        for key in db.log.range(..=log_key(upto)).keys().take(PURGE_CHUNK) {
+        for key in db
+            .log
+            .range(..=log_key(upto.index))
+            .keys()
+            .take(PURGE_CHUNK)
+        {
             batch.remove(key?);
             in_batch += 1;
         }
@@ -219,8 +239,25 @@ fn purge_upto(shared: &Weak<Shared>, saver: &Saver, upto: u64) -> Result<bool, s
         db.log.apply_batch(batch)?;
         count += in_batch;
     }
-    tracing::debug!(upto, count, "log purged");
+    tracing::debug!(upto = %upto, count, "log purged");
     Ok(true)
+}
+
+/// Records `upto` as the last purged log id unless a later one is
+/// recorded (in memory: durable with the next flush).
+fn write_last_purged(shared: &Shared, upto: LogId) -> Result<(), sled::Error> {
+    let recorded: Option<LogId> = shared
+        .meta
+        .get(LAST_PURGED_KEY)?
+        .and_then(|bytes| frame::decode(&"last purged log id", &bytes).ok());
+    if recorded.is_some_and(|r| r.index >= upto.index) {
+        return Ok(());
+    }
+    let bytes = frame::encode(&"last purged log id", &upto).map_err(|d| {
+        sled::Error::Unsupported(format!("cannot encode the last purged log id: {d}"))
+    })?;
+    shared.meta.insert(LAST_PURGED_KEY, bytes)?;
+    Ok(())
 }
 
 /// Checks the stored log when the store opens: every entry's checksum and
@@ -362,9 +399,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> =
+        let recorded: Option<LogId> =
             read_meta(&self.shared, LAST_PURGED_KEY, "last purged log id")
                 .map_err(|d| damaged_error(ErrorSubject::Logs, d))?;
+        let last_purged = recorded.max(self.shared.purged());
         let last = self
             .shared
             .log
@@ -497,39 +535,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    /// Returns once `last_purged` is recorded; the entries are deleted by
-    /// the purger thread (see the module's documentation).
+    /// Returns once `last_purged` is recorded (or, ahead of the state
+    /// machine, left to the purger); the entries are deleted by the purger
+    /// thread (see the module's documentation).
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let previous: Option<LogId> =
             read_meta(&self.shared, LAST_PURGED_KEY, "last purged log id")
                 .map_err(|d| damaged_error(ErrorSubject::Logs, d))?;
-        if previous.is_some_and(|p| p.index >= log_id.index) {
+        if previous
+            .max(self.shared.purged())
+            .is_some_and(|p| p.index >= log_id.index)
+        {
             return Ok(());
         }
+        self.shared.set_purged(log_id);
         // The state machine's records first, then the marker: sled keeps a
         // prefix of its writes in a crash, so any flush that makes this
         // marker durable (the log flusher's, a vote's, sled's background
         // one) makes the saved state that covers it durable too. The other
         // way round a crash could keep the marker without the save: the
         // next open would drop entries the saved state does not include,
-        // and the node could not replay them. openraft purges only applied
-        // entries, so the save covers `log_id`. In-memory work (no flush);
+        // and the node could not replay them. In-memory work (no flush);
         // the purger saves and flushes again before deleting anything.
-        self.saver
-            .save(&self.shared.sm)
-            .map_err(|e| sled_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
-        self.shared
-            .meta
-            .insert(
-                LAST_PURGED_KEY,
-                frame::encode(&"last purged log id", &log_id)
-                    .map_err(|d| unencodable_error(ErrorSubject::Logs, d))?,
-            )
-            .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        //
+        // openraft purges applied entries, with one exception: a follower
+        // installing a snapshot purges up to it at once, before the install
+        // (on the state machine's task) is done. Then the state in memory
+        // does not cover `log_id` yet, and the marker is left to the
+        // purger, which waits for the install.
+        if self.saver.last_applied() >= Some(log_id) {
+            self.saver
+                .save(&self.shared.sm)
+                .map_err(|e| sled_error(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+            write_last_purged(&self.shared, log_id)
+                .map_err(|e| sled_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        }
+        // Nothing reads a purged entry: openraft's own view is purged.
         self.shared
             .first_kept
             .fetch_max(log_id.index + 1, Ordering::AcqRel);
-        if self.purger.send(log_id.index).is_err() {
+        if self.purger.send(log_id).is_err() {
             // Without the purger the entries stay; the next open removes
             // them once `last_purged` is durable. Nothing reads them.
             tracing::warn!(upto = %log_id, "the log purger thread is gone");
@@ -660,6 +705,60 @@ mod tests {
         // Once an entry is gone the log cannot replay it: the saved state
         // must already include it.
         assert_eq!(saved_applied(&log), Some(20));
+    }
+
+    /// A follower installing a snapshot gets openraft's purge up to it
+    /// before the install is done. Until the state covers the purge,
+    /// neither an entry nor the marker may go: a crash meanwhile (here: a
+    /// close, which flushes everything sled holds) must leave a log the
+    /// saved state can replay. Once the state has applied it, the purge
+    /// completes.
+    #[tokio::test]
+    async fn a_purge_ahead_of_the_state_waits_until_the_state_covers_it() {
+        use openraft::storage::RaftStateMachine;
+        let purge_to = LogId::new(CommittedLeaderId::new(1, 1), 15);
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut log, mut sm) = open(dir.path(), lazy(1_000_000)).expect("open");
+            log.blocking_append((1..=20).map(blank))
+                .await
+                .expect("append");
+            sm.apply((1..=5).map(blank)).await.expect("apply");
+            log.purge(purge_to).await.expect("purge");
+            tokio::time::sleep(PURGE_WAIT_STEP * 10).await;
+            assert!(
+                log.shared.log.get(log_key(6)).expect("read").is_some(),
+                "entry 6 is kept while the state is at 5"
+            );
+            let closed = log.closed();
+            drop((log, sm));
+            closed.wait().await;
+        }
+        {
+            let (mut log, mut sm) = open(dir.path(), lazy(1_000_000)).expect("open");
+            let state = log.get_log_state().await.expect("log state");
+            assert_eq!(state.last_purged_log_id, None, "no marker was made durable");
+            assert_eq!(
+                log.try_get_log_entries(1..=20).await.expect("read").len(),
+                20,
+                "every entry is there to replay"
+            );
+            // The state catches up: the purge goes through.
+            sm.apply((1..=15).map(blank)).await.expect("apply");
+            log.purge(purge_to).await.expect("purge");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while log.shared.log.get(log_key(15)).expect("read").is_some() {
+                assert!(std::time::Instant::now() < deadline, "entry 15 is purged");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert_eq!(
+                log.get_log_state()
+                    .await
+                    .expect("log state")
+                    .last_purged_log_id,
+                Some(purge_to)
+            );
+        }
     }
 
     /// `purge` writes its marker after a save of the state machine, so

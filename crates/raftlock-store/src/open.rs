@@ -82,6 +82,10 @@ pub(crate) struct Shared {
     /// purge). Entries below it may still be in the `log` tree while the
     /// purger deletes them in the background; readers skip them.
     pub(crate) first_kept: std::sync::atomic::AtomicU64,
+    /// The highest log id openraft asked this process to purge up to: it is
+    /// purged for openraft from then on, though its marker may wait for
+    /// the state machine (`LogStore::purge`).
+    pub(crate) purged: std::sync::Mutex<Option<LogId>>,
     /// How long each group flush of the log took (the flusher thread's
     /// `db.flush()`: sled's write of its buffers plus `fdatasync`).
     pub(crate) flush_times: Arc<crate::metrics::Histogram>,
@@ -231,6 +235,22 @@ impl Closed {
 }
 
 impl Shared {
+    /// The highest purge asked for in this process (see the field).
+    pub(crate) fn purged(&self) -> Option<LogId> {
+        *self
+            .purged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_purged(&self, upto: LogId) {
+        let mut purged = self
+            .purged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *purged = (*purged).max(Some(upto));
+    }
+
     pub(crate) fn closed(&self) -> Closed {
         match &self.closed.sender {
             Some(sender) => Closed(sender.subscribe()),
@@ -262,6 +282,7 @@ pub fn open(dir: &Path, options: StoreOptions) -> Result<(LogStore, StateMachine
         snapshot: tree(SNAPSHOT_TREE)?,
         db,
         first_kept: std::sync::atomic::AtomicU64::new(0),
+        purged: std::sync::Mutex::new(None),
         flush_times: Arc::default(),
         store_id: std::sync::OnceLock::new(),
         closed: CloseSignal {

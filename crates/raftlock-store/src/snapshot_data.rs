@@ -46,15 +46,17 @@ impl SnapshotData {
     }
 
     /// The `len` bytes of `file` from `start` (read-only: writes fail).
-    pub fn from_file(file: std::fs::File, start: u64, len: u64) -> Self {
-        SnapshotData(Inner::File(FileWindow {
+    /// Reads start at the data's first byte.
+    pub fn from_file(mut file: std::fs::File, start: u64, len: u64) -> io::Result<Self> {
+        std::io::Seek::seek(&mut file, SeekFrom::Start(start))?;
+        Ok(SnapshotData(Inner::File(FileWindow {
             file: tokio::fs::File::from_std(file),
             start,
             len,
             pos: 0,
             scratch: Vec::new(),
             seeking: false,
-        }))
+        })))
     }
 
     /// The data's length.
@@ -182,7 +184,12 @@ impl AsyncSeek for SnapshotData {
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
         match &mut self.get_mut().0 {
             Inner::Memory(cursor) => Pin::new(cursor).poll_complete(cx),
-            Inner::File(window) if !window.seeking => Poll::Ready(Ok(window.pos)),
+            Inner::File(window) if !window.seeking => {
+                // Lets an operation still in flight (a read given up on)
+                // finish, as tokio's `File` does, so a seek can start.
+                ready!(Pin::new(&mut window.file).poll_complete(cx))?;
+                Poll::Ready(Ok(window.pos))
+            }
             Inner::File(window) => {
                 let absolute = ready!(Pin::new(&mut window.file).poll_complete(cx));
                 window.seeking = false;
@@ -246,10 +253,16 @@ mod tests {
             .and_then(|mut f| f.write_all(&all))
             .expect("write");
         let (start, len) = (1_000u64, 7_000u64);
-        let window =
-            || SnapshotData::from_file(std::fs::File::open(&path).expect("open"), start, len);
+        let window = || {
+            SnapshotData::from_file(std::fs::File::open(&path).expect("open"), start, len)
+                .expect("window")
+        };
         let expected = &all[start as usize..(start + len) as usize];
         assert_eq!(window().len(), len);
+        // Read before any seek: from the data's first byte.
+        let mut first = [0u8; 3];
+        window().read_exact(&mut first).await.expect("read");
+        assert_eq!(first, expected[..3]);
         assert_eq!(window().into_bytes().await.expect("read"), expected);
 
         let mut data = window();

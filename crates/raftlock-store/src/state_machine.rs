@@ -222,6 +222,12 @@ impl Saver {
     }
 
     /// Writes everything applied so far (one atomic batch; not flushed).
+    /// The last log id applied to the state in memory (what a save now
+    /// would cover).
+    pub(crate) fn last_applied(&self) -> Option<LogId> {
+        read(&self.machine).last_applied
+    }
+
     pub(crate) fn save(&self, tree: &sled::Tree) -> Result<(), sled::Error> {
         let mut progress = self.progress();
         self.save_locked(tree, &mut progress)
@@ -821,13 +827,17 @@ fn replace_snapshot_if_newer<T>(
 
 /// The last log id of the snapshot in the store (`None`: none, or one of
 /// an empty log), found when the store opened (which reads and checks the
-/// snapshot) and kept since, as only [`store_snapshot_if_newer`] writes
+/// snapshot) and kept since, as only [`replace_snapshot_if_newer`] writes
 /// it; behind the mutex that orders snapshot writes.
 #[derive(Debug)]
 pub(crate) struct StoredSnapshotId(pub(crate) Option<LogId>);
 
 /// Builds snapshots from the state written by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
+    /// Held until the build is done: openraft runs a build as a task it
+    /// does not wait for, and the store must not count as closed (and be
+    /// opened again) while a build may still rename its file into place.
+    _open: Arc<Shared>,
     /// The snapshot, streamed to a temporary file under one read lock (its
     /// data, last applied log id and membership match); moved out by the
     /// one `build_snapshot` call.
@@ -883,9 +893,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| join_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))??;
         tracing::info!(snapshot = %meta, bytes = len, "snapshot built");
+        let data = SnapshotData::from_file(file, start, len).map_err(|e| -> StorageError {
+            StorageIOError::new(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                AnyError::new(&e),
+            )
+            .into()
+        })?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotData::from_file(file, start, len)),
+            snapshot: Box::new(data),
         })
     }
 }
@@ -967,6 +985,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             tracing::warn!(error = %e, "writing a snapshot failed");
         }
         SnapshotBuilder {
+            _open: Arc::clone(&self.shared),
             written: Some(written),
             snapshot_write: Arc::clone(&self.snapshot_write),
         }
@@ -1015,12 +1034,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let saver = self.saver.clone();
         let stored_meta = meta.clone();
         tokio::task::spawn_blocking(move || {
-            replace_snapshot_if_newer(&lock, &stored_meta, |newer| {
+            let stored = replace_snapshot_if_newer(&lock, &stored_meta, |newer| {
                 if newer {
                     snapshot_file::write(&shared.dir, &stored_meta, &data)?;
                 }
-                Ok(())
+                Ok(newer)
             })?;
+            // The stored snapshot is never ahead of the applied state, which
+            // this one is ahead of; were it otherwise, the records must not
+            // be rewritten without a snapshot to rewrite them from after a
+            // crash.
+            if !stored {
+                return Err(StorageIOError::new(
+                    ErrorSubject::Snapshot(Some(stored_meta.signature())),
+                    ErrorVerb::Write,
+                    AnyError::error("a snapshot newer than the applied state is stored already"),
+                )
+                .into());
+            }
             drop(data);
             // No save of the old state may land after the replacement.
             let mut progress = saver.progress();
@@ -1067,9 +1098,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 )
                 .into(),
             })?;
-        Ok(current.map(|(meta, file, start, len)| Snapshot {
+        let Some((meta, file, start, len)) = current else {
+            return Ok(None);
+        };
+        let data = SnapshotData::from_file(file, start, len).map_err(|e| -> StorageError {
+            StorageIOError::new(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                AnyError::new(&e),
+            )
+            .into()
+        })?;
+        Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(SnapshotData::from_file(file, start, len)),
+            snapshot: Box::new(data),
         }))
     }
 }
