@@ -27,7 +27,14 @@
 //!   it relies on. A purger thread saves again and flushes (making both
 //!   durable) before deleting log entries, oldest first, so the saved state
 //!   machine is never behind the first entry still in the log, and the Raft
-//!   core never waits for the deletion.
+//!   core never waits for the deletion. A purge the state in memory does
+//!   not cover yet (a follower's, up to a snapshot it is still installing)
+//!   records nothing: the purger waits until the state covers it.
+//! - A snapshot is made durable (its own file, synced, renamed, directory
+//!   synced) before it is reported built or installed. An install writes
+//!   the snapshot first and the state's records after it, in small sled
+//!   batches; a store that opens with a snapshot newer than its saved
+//!   state writes the state from the snapshot.
 //! - A sled `flush` is durable by POSIX rules only because sled is
 //!   vendored with a patch (vendor/README.md): upstream ends each buffer
 //!   write with `sync_file_range`, which survives `kill -9` but not a power
