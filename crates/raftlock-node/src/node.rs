@@ -267,6 +267,29 @@ impl Node {
             epoch_raise: tokio::sync::Mutex::new(()),
         });
 
+        // A cluster of this node alone is made before the node serves: it
+        // has nobody to ask, and a node that served first could hear from
+        // the leader of another cluster (on the address this node took
+        // over) before it bootstrapped, adopt that leader's vote and never
+        // bootstrap (its `initialize` is then refused).
+        if config.initial_members.len() == 1
+            && config.initial_members.contains_key(&config.id)
+            && config.initial_cluster_state != InitialClusterState::Existing
+        {
+            let guard = BootstrapGuard {
+                network: api.network.clone(),
+                timeout: config.raft.rpc_timeout,
+                state: config.initial_cluster_state,
+            };
+            bootstrap(
+                &raft,
+                &config.initial_members,
+                config.id,
+                &peer_advertise,
+                &guard,
+            )
+            .await?;
+        }
         let servers = spawn_servers(Arc::clone(&api), listener, peer_listener, stop_rx.clone())?;
         let mut tasks = vec![
             tokio::spawn(
