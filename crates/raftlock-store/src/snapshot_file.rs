@@ -136,6 +136,9 @@ pub(crate) fn write_streamed(
         .create(true)
         .truncate(true)
         .open(&path)?;
+    // A failure below deletes the unfinished file (open deletes any a
+    // crash leaves).
+    let mut unfinished = DeleteOnDrop(Some(path.clone()));
     file.seek(SeekFrom::Start(records_at as u64))?;
     let mut records_crc = crc32fast::Hasher::new();
     let records_len = body.write_records(PIECE, |piece| {
@@ -179,6 +182,7 @@ pub(crate) fn write_streamed(
     head.extend_from_slice(&body_head);
     debug_assert_eq!(head.len(), records_at);
     file.write_all_at(&head, 0)?;
+    unfinished.0 = None;
     Ok(TempSnapshot {
         path,
         file,
@@ -186,6 +190,17 @@ pub(crate) fn write_streamed(
         data_start: (CHECKSUM_LEN + around_len) as u64,
         data_len,
     })
+}
+
+/// Deletes its file when dropped, unless emptied first.
+struct DeleteOnDrop(Option<PathBuf>);
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl TempSnapshot {
