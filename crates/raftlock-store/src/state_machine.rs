@@ -893,18 +893,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| join_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))??;
         tracing::info!(snapshot = %meta, bytes = len, "snapshot built");
-        let data = SnapshotData::from_file(file, start, len).map_err(|e| -> StorageError {
-            StorageIOError::new(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                AnyError::new(&e),
-            )
-            .into()
-        })?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(data),
-        })
+        snapshot_from_file(meta, file, start, len)
     }
 }
 
@@ -1101,19 +1090,30 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some((meta, file, start, len)) = current else {
             return Ok(None);
         };
-        let data = SnapshotData::from_file(file, start, len).map_err(|e| -> StorageError {
-            StorageIOError::new(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                AnyError::new(&e),
-            )
-            .into()
-        })?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(data),
-        }))
+        snapshot_from_file(meta, file, start, len).map(Some)
     }
+}
+
+/// The snapshot `meta` whose data is the `len` bytes of `file` from
+/// `start`.
+fn snapshot_from_file(
+    meta: SnapshotMeta,
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> Result<Snapshot, StorageError> {
+    let data = SnapshotData::from_file(file, start, len).map_err(|e| -> StorageError {
+        StorageIOError::new(
+            ErrorSubject::Snapshot(Some(meta.signature())),
+            ErrorVerb::Read,
+            AnyError::new(&e),
+        )
+        .into()
+    })?;
+    Ok(Snapshot {
+        meta,
+        snapshot: Box::new(data),
+    })
 }
 
 /// A snapshot's id: its last log id and its data's CRC32 (of a fixed
