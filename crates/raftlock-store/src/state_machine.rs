@@ -563,7 +563,7 @@ fn write_whole(tree: &sled::Tree, machine: &Machine) -> Result<(), sled::Error> 
     Ok(())
 }
 
-/// When the store opens: if the current snapshot (`meta`, `data`) is newer
+/// When the store opens: if the current snapshot (`meta`, its decoded `body`) is newer
 /// than the state the `sm` tree saved, the tree is written again from the
 /// snapshot, and flushed. That is the state a crash left in the middle of
 /// installing a snapshot (the snapshot is made durable first, then the tree
@@ -573,7 +573,7 @@ fn write_whole(tree: &sled::Tree, machine: &Machine) -> Result<(), sled::Error> 
 pub(crate) fn rewrite_if_behind(
     shared: &Shared,
     meta: &SnapshotMeta,
-    data: &[u8],
+    body: raftlock_codec::SnapshotBody,
 ) -> Result<(), OpenError> {
     let dir = &shared.dir;
     let saved = match shared
@@ -591,7 +591,6 @@ pub(crate) fn rewrite_if_behind(
     if meta.last_log_id <= saved {
         return Ok(());
     }
-    let body = decode_snapshot_body(meta, data).map_err(|d| OpenError::corrupt(dir, d))?;
     tracing::info!(snapshot = %meta, saved = ?saved, "the snapshot is newer than the saved state: writing the state from it");
     let machine = Machine {
         state: body.state,
@@ -704,7 +703,7 @@ fn decode_snapshot_data(
 }
 
 /// Checks snapshot data against its metadata and decodes it.
-fn decode_snapshot_body(
+pub(crate) fn decode_snapshot_body(
     meta: &SnapshotMeta,
     data: &[u8],
 ) -> Result<raftlock_codec::SnapshotBody, Damaged> {
